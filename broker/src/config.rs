@@ -1,0 +1,426 @@
+//! Configuration: built-in defaults, overridden by a TOML file (`--config`),
+//! then by `HERALD_*` environment variables, then by flags.
+//!
+//! Flags and environment variables are resolved by clap (a flag beats its
+//! variable); [`ServeArgs::resolve`] lays the result over the file and the
+//! defaults, then [`Config::validate`] checks the whole.
+
+use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
+
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+use crate::{engine::Durability, log::RetentionPolicy};
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// Parser message.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid setting {field}: {message}")]
+    Invalid {
+        /// Setting name as in the file.
+        field: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+/// Flags of `herald serve`; each also reads a `HERALD_*` variable.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free port; the bound address is logged).
+    #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the persistence log.
+    #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// NATS server URL; joins the cluster through it.
+    #[arg(long, env = "HERALD_NATS", value_name = "URL")]
+    pub nats: Option<String>,
+    /// Unique node name (default: generated once and kept in the data dir).
+    #[arg(long, env = "HERALD_NODE_ID", value_name = "NAME")]
+    pub node_id: Option<String>,
+    /// Origins allowed for CORS and WebSocket upgrades, comma-separated, `*` for any.
+    #[arg(
+        long,
+        env = "HERALD_ALLOWED_ORIGINS",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Option<Vec<String>>,
+    /// When publishes are acknowledged: after fsync (`always`) or after buffering (`relaxed`).
+    #[arg(long, env = "HERALD_DURABILITY", value_enum)]
+    pub durability: Option<Durability>,
+    /// Largest accepted `data` payload in bytes.
+    #[arg(long, env = "HERALD_MAX_PAYLOAD_BYTES", value_name = "BYTES")]
+    pub max_payload_bytes: Option<usize>,
+    /// Per-connection outgoing queue limit in bytes; a subscriber over it is disconnected.
+    #[arg(long, env = "HERALD_QUEUE_BYTES", value_name = "BYTES")]
+    pub queue_bytes: Option<usize>,
+    /// Expose the `/v1/echo` WebSocket echo endpoint (conformance testing).
+    #[arg(long, env = "HERALD_ENABLE_ECHO")]
+    pub enable_echo: bool,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `herald=debug`.
+    #[arg(long, env = "HERALD_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+/// Settings of the persistence log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// When a publish is acknowledged.
+    pub durability: Durability,
+    /// Background flush interval (bounds what `relaxed` can lose).
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Storage page cache, bytes.
+    pub cache_bytes: u64,
+    /// How often retention runs.
+    #[serde(with = "humantime_serde")]
+    pub retention_interval: Duration,
+    /// How long an `Idempotency-Key` is remembered.
+    #[serde(with = "humantime_serde")]
+    pub idempotency_window: Duration,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            durability: Durability::Always,
+            flush_interval: Duration::from_millis(500),
+            cache_bytes: 64 << 20,
+            retention_interval: Duration::from_secs(5),
+            idempotency_window: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Per-request and per-connection limits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Largest `data` payload, bytes (413 `payload_too_large`).
+    pub max_payload_bytes: usize,
+    /// Outgoing queue per connection, bytes.
+    pub queue_bytes: usize,
+    /// Subscriptions per connection.
+    pub max_subscriptions: usize,
+    /// Items in one batch publish.
+    pub max_batch_items: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_payload_bytes: 64 * 1024,
+            queue_bytes: 1 << 20,
+            max_subscriptions: 256,
+            max_batch_items: 1000,
+        }
+    }
+}
+
+impl Limits {
+    /// Largest WebSocket frame or HTTP body: a payload plus room for the
+    /// surrounding op or batch fields.
+    pub fn max_frame_bytes(&self) -> usize {
+        self.max_payload_bytes + 4096
+    }
+}
+
+/// Timers of the streaming transports.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TransportConfig {
+    /// WebSocket ping interval.
+    #[serde(with = "humantime_serde")]
+    pub ws_ping_interval: Duration,
+    /// A WebSocket with no frame (pong or other) from the client for this
+    /// long is closed.
+    #[serde(with = "humantime_serde")]
+    pub ws_idle_timeout: Duration,
+    /// SSE comment heartbeat interval.
+    #[serde(with = "humantime_serde")]
+    pub sse_heartbeat: Duration,
+    /// Long-poll wait when `timeout_ms` is not given.
+    #[serde(with = "humantime_serde")]
+    pub poll_default_timeout: Duration,
+    /// Longest long-poll wait a client may ask for.
+    #[serde(with = "humantime_serde")]
+    pub poll_max_timeout: Duration,
+    /// Most messages in one long-poll response or history page.
+    pub max_page: usize,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            ws_ping_interval: Duration::from_secs(15),
+            ws_idle_timeout: Duration::from_secs(45),
+            sse_heartbeat: Duration::from_secs(15),
+            poll_default_timeout: Duration::from_secs(25),
+            poll_max_timeout: Duration::from_secs(60),
+            max_page: 1000,
+        }
+    }
+}
+
+/// Policies of one namespace (first topic token).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NamespaceConfig {
+    /// Retention for this namespace's topics (default: `[retention]`).
+    pub retention: Option<RetentionPolicy>,
+}
+
+/// The resolved configuration of a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Listen address.
+    pub listen: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// NATS URL (cluster mode) or none (single node).
+    pub nats: Option<String>,
+    /// Node name; generated when empty.
+    pub node_id: Option<String>,
+    /// CORS / WebSocket origins; empty means the default (`*` without auth).
+    pub allowed_origins: Vec<String>,
+    /// Expose `/v1/echo`.
+    pub enable_echo: bool,
+    /// Log filter.
+    pub log_filter: String,
+    /// How long shutdown waits for connections to finish.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
+    /// Persistence.
+    pub log: LogConfig,
+    /// Limits.
+    pub limits: Limits,
+    /// Transport timers.
+    pub transport: TransportConfig,
+    /// Default retention for every namespace.
+    pub retention: RetentionPolicy,
+    /// Per-namespace policies.
+    pub namespaces: HashMap<String, NamespaceConfig>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            data_dir: PathBuf::from("./herald-data"),
+            nats: None,
+            node_id: None,
+            allowed_origins: Vec::new(),
+            enable_echo: false,
+            log_filter: "info".into(),
+            shutdown_timeout: Duration::from_secs(10),
+            log: LogConfig::default(),
+            limits: Limits::default(),
+            transport: TransportConfig::default(),
+            retention: RetentionPolicy::default(),
+            namespaces: HashMap::new(),
+        }
+    }
+}
+
+impl ServeArgs {
+    /// Defaults < file < environment < flags.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        let a = self.clone();
+        if let Some(v) = a.listen {
+            config.listen = v;
+        }
+        if let Some(v) = a.data_dir {
+            config.data_dir = v;
+        }
+        if a.nats.is_some() {
+            config.nats = a.nats;
+        }
+        if a.node_id.is_some() {
+            config.node_id = a.node_id;
+        }
+        if let Some(v) = a.allowed_origins {
+            config.allowed_origins = v
+                .into_iter()
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+                .collect();
+        }
+        if let Some(v) = a.durability {
+            config.log.durability = v;
+        }
+        if let Some(v) = a.max_payload_bytes {
+            config.limits.max_payload_bytes = v;
+        }
+        if let Some(v) = a.queue_bytes {
+            config.limits.queue_bytes = v;
+        }
+        if a.enable_echo {
+            config.enable_echo = true;
+        }
+        if let Some(v) = a.log {
+            config.log_filter = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+impl Config {
+    /// Reads a TOML file; missing settings keep their defaults, unknown ones
+    /// are refused (a typo must not silently fall back to a default).
+    pub fn from_file(path: &std::path::Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })
+    }
+
+    /// Checks ranges and consistency.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, message: &str| {
+            Err(ConfigError::Invalid {
+                field,
+                message: message.to_string(),
+            })
+        };
+        if let Some(id) = &self.node_id {
+            if id.is_empty()
+                || id.len() > 64
+                || !id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return invalid("node_id", "must be 1-64 of [A-Za-z0-9_-]");
+            }
+        }
+        if let Some(url) = &self.nats {
+            if url.trim().is_empty() {
+                return invalid("nats", "must be a NATS URL such as nats://127.0.0.1:4222");
+            }
+        }
+        if self.limits.max_payload_bytes == 0 || self.limits.max_payload_bytes > 16 << 20 {
+            return invalid("limits.max_payload_bytes", "must be between 1 and 16 MiB");
+        }
+        if self.limits.queue_bytes < 64 * 1024 {
+            return invalid("limits.queue_bytes", "must be at least 64 KiB");
+        }
+        if self.limits.max_subscriptions == 0 || self.limits.max_batch_items == 0 {
+            return invalid(
+                "limits",
+                "max_subscriptions and max_batch_items must be positive",
+            );
+        }
+        if self.transport.ws_idle_timeout <= self.transport.ws_ping_interval {
+            return invalid(
+                "transport.ws_idle_timeout",
+                "must be longer than ws_ping_interval",
+            );
+        }
+        if self.transport.max_page == 0 {
+            return invalid("transport.max_page", "must be positive");
+        }
+        for origin in &self.allowed_origins {
+            if origin != "*" && !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                return invalid(
+                    "allowed_origins",
+                    "entries must be `*` or like https://example.com",
+                );
+            }
+        }
+        for name in self.namespaces.keys() {
+            if crate::hub::Topic::parse(name).map(|t| t.tokens().count()) != Ok(1) {
+                return invalid("namespaces", "keys must be single topic tokens");
+            }
+        }
+        Ok(())
+    }
+
+    /// Retention rules derived from `[retention]` and `[namespaces.*]`.
+    pub fn retention_rules(&self) -> crate::log::retention::RetentionRules {
+        crate::log::retention::RetentionRules {
+            default: self.retention.clone(),
+            namespaces: self
+                .namespaces
+                .iter()
+                .filter_map(|(name, ns)| ns.retention.clone().map(|r| (name.clone(), r)))
+                .collect(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_beat_file_beat_defaults() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("herald.toml");
+        std::fs::write(
+            &file,
+            "listen = \"127.0.0.1:9000\"\ndata_dir = \"/tmp/x\"\n[retention]\nmax_messages = 5\n[namespaces.chat.retention]\nmax_age = \"1m\"\n",
+        )
+        .unwrap();
+        let args = ServeArgs {
+            config: Some(file),
+            data_dir: Some("/tmp/y".into()),
+            ..Default::default()
+        };
+        let c = args.resolve().unwrap();
+        assert_eq!(c.listen.port(), 9000);
+        assert_eq!(c.data_dir, PathBuf::from("/tmp/y"));
+        assert_eq!(c.retention.max_messages, 5);
+        let rules = c.retention_rules();
+        assert_eq!(
+            rules.for_namespace("chat").max_age,
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(rules.for_namespace("other").max_messages, 5);
+    }
+
+    #[test]
+    fn typos_and_bad_values_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("bad.toml");
+        std::fs::write(&file, "listn = \"127.0.0.1:9000\"\n").unwrap();
+        let err = Config::from_file(&file).unwrap_err().to_string();
+        assert!(err.contains("listn"), "{err}");
+        let c = Config {
+            node_id: Some("a b".into()),
+            ..Default::default()
+        };
+        assert!(c.validate().is_err());
+    }
+}

@@ -1,0 +1,54 @@
+//! `/healthz`, `/readyz` and `/metrics`.
+
+use actix_web::{web, HttpResponse};
+
+use super::error::{ApiError, ErrorCode};
+use crate::server::AppState;
+
+/// 200 while the process is up.
+pub async fn healthz() -> HttpResponse {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok"}))
+}
+
+/// 200 when publishes can be accepted; 503 `unavailable` with the reason
+/// otherwise (storage failed, shutting down, cluster not connected).
+pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    if state.shutting_down() {
+        return Err(ApiError::new(ErrorCode::Unavailable, "shutting down"));
+    }
+    state
+        .engine
+        .readiness()
+        .map_err(|reason| ApiError::new(ErrorCode::Unavailable, reason))?;
+    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "node": state.node_id})))
+}
+
+/// Prometheus text exposition.
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let ready = if !state.shutting_down() && state.engine.readiness().is_ok() {
+        1.0
+    } else {
+        0.0
+    };
+    let body = state.metrics.render(&[
+        (
+            "herald_topics",
+            "Topics with at least one message.",
+            state.hub.topic_count() as f64,
+        ),
+        (
+            "herald_log_disk_bytes",
+            "Bytes the log occupies on disk.",
+            state.log.disk_bytes() as f64,
+        ),
+        ("herald_ready", "1 when the node accepts publishes.", ready),
+        (
+            "herald_uptime_seconds",
+            "Seconds since the node started.",
+            state.started.elapsed().as_secs_f64(),
+        ),
+    ]);
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(body)
+}

@@ -1,0 +1,79 @@
+//! `GET /v1/topics/{topic}/messages?since=N&limit=M`.
+
+use actix_web::{web, HttpResponse};
+use bytes::{BufMut, BytesMut};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use crate::{hub::Topic, server::AppState};
+
+/// Query of a history read.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// Messages with a seq above this (default 0: from the oldest retained).
+    #[serde(default)]
+    pub since: u64,
+    /// Most messages to return (default 100, capped by `transport.max_page`).
+    pub limit: Option<usize>,
+}
+
+/// `{"messages":[...],"first_seq":F,"last_seq":L}`: retained messages after
+/// `since` in seq order. `first_seq` is the oldest retained seq (`last_seq + 1`
+/// when nothing is retained); `last_seq` the newest committed one.
+pub async fn history(
+    topic: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let topic = Topic::parse(&topic)?;
+    let limit = query
+        .limit
+        .unwrap_or(100)
+        .clamp(1, state.config.transport.max_page);
+    let since = query.since;
+    let head = state.hub.head(&topic);
+    let log = state.log.clone();
+    let t = topic.clone();
+    let (first, messages) = web::block(move || -> Result<_, crate::log::LogError> {
+        let first = log.read(&t, 0, 1)?.first().map(|m| m.seq);
+        let messages = if since < head.last_seq {
+            log.read(&t, since + 1, limit)?
+        } else {
+            Vec::new()
+        };
+        Ok((first, messages))
+    })
+    .await
+    .map_err(|e| ApiError::new(super::ErrorCode::Internal, e.to_string()))??;
+    let mut body = BytesMut::with_capacity(
+        64 + messages
+            .iter()
+            .map(|m| m.envelope().len() + 1)
+            .sum::<usize>(),
+    );
+    body.put_slice(b"{\"messages\":[");
+    let mut first_item = true;
+    // Messages appended but not yet committed are not shown: they might not
+    // survive a crash, and their seq must never be seen twice.
+    for m in messages.iter().filter(|m| m.seq <= head.last_seq) {
+        if !first_item {
+            body.put_u8(b',');
+        }
+        first_item = false;
+        body.put_slice(m.envelope());
+    }
+    let first_seq = first
+        .filter(|f| *f <= head.last_seq)
+        .unwrap_or(head.last_seq + 1);
+    body.put_slice(
+        format!(
+            "],\"first_seq\":{first_seq},\"last_seq\":{}}}",
+            head.last_seq
+        )
+        .as_bytes(),
+    );
+    Ok(HttpResponse::Ok()
+        .content_type("application/json")
+        .body(body.freeze()))
+}

@@ -1,0 +1,105 @@
+//! HTTP routes, CORS and the actix server.
+
+pub mod cors;
+pub mod error;
+pub mod health;
+pub mod history;
+pub mod publish;
+
+use std::{net::TcpListener, sync::Arc, time::Duration};
+
+use actix_web::{dev::Server, web, App, HttpRequest, HttpResponse, HttpServer};
+use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
+
+pub use self::error::{ApiError, ErrorCode};
+use crate::{server::AppState, transport};
+
+/// Builds the HTTP server on an already bound listener.
+pub fn server(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    shutdown_timeout: Duration,
+) -> std::io::Result<Server> {
+    let data = web::Data::from(state.clone());
+    let server = HttpServer::new(move || {
+        let echo = data.config.enable_echo;
+        let app = App::new()
+            .app_data(data.clone())
+            .app_data(web::QueryConfig::default().error_handler(|e, _| error::extractor_error(e)))
+            .app_data(web::PathConfig::default().error_handler(|e, _| error::extractor_error(e)))
+            .wrap(cors::Cors::new(&data.config))
+            .route("/healthz", web::get().to(health::healthz))
+            .route("/readyz", web::get().to(health::readyz))
+            .route("/metrics", web::get().to(health::metrics))
+            .service(
+                web::resource("/v1/topics/{topic}/messages")
+                    .route(web::post().to(publish::publish_one))
+                    .route(web::get().to(history::history))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                web::resource("/v1/publish")
+                    .route(web::post().to(publish::publish_batch))
+                    .default_service(web::to(method_not_allowed)),
+            )
+            .route("/v1/ws", web::get().to(transport::ws::upgrade))
+            .route("/v1/sse", web::get().to(transport::sse::stream))
+            .route("/v1/poll", web::get().to(transport::poll::poll));
+        let app = if echo {
+            app.route("/v1/echo", web::get().to(transport::ws::echo))
+        } else {
+            app
+        };
+        app.default_service(web::to(not_found))
+    })
+    .disable_signals()
+    .shutdown_timeout(shutdown_timeout.as_secs().max(1))
+    .client_disconnect_timeout(Duration::from_secs(5))
+    .backlog(4096)
+    .max_connections(50_000)
+    .listen(listener)?
+    .run();
+    Ok(server)
+}
+
+async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        ErrorCode::NotFound,
+        format!("no route for {} {}", req.method(), req.path()),
+    ))
+}
+
+async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(
+        ErrorCode::MethodNotAllowed,
+        format!("{} is not allowed on {}", req.method(), req.path()),
+    ))
+}
+
+/// Reads a request body, refusing more than `limit` bytes with 413.
+pub async fn read_body(
+    req: &HttpRequest,
+    mut payload: web::Payload,
+    limit: usize,
+) -> Result<Bytes, ApiError> {
+    if let Some(len) = req
+        .headers()
+        .get(actix_web::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+    {
+        if len > limit {
+            return Err(ApiError::too_large(limit));
+        }
+    }
+    let mut body = BytesMut::new();
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ApiError::bad_request(format!("cannot read body: {e}")))?;
+        if body.len() + chunk.len() > limit {
+            return Err(ApiError::too_large(limit));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body.freeze())
+}

@@ -1,0 +1,192 @@
+//! REST publish: `POST /v1/topics/{topic}/messages` and batch `POST /v1/publish`.
+
+use std::time::Instant;
+
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::{error::ApiError, read_body};
+use crate::{
+    engine::{PublishItem, Published},
+    hub::Topic,
+    json,
+    server::AppState,
+};
+
+/// Longest accepted idempotency key.
+pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+
+#[derive(Serialize)]
+struct Ack<'a> {
+    topic: &'a str,
+    seq: u64,
+}
+
+impl<'a> From<&'a Published> for Ack<'a> {
+    fn from(p: &'a Published) -> Self {
+        Ack {
+            topic: p.topic.as_str(),
+            seq: p.seq,
+        }
+    }
+}
+
+/// Checks an idempotency key: 1–255 printable ASCII characters.
+pub fn check_idempotency_key(key: &str) -> Result<(), ApiError> {
+    if key.is_empty()
+        || key.len() > MAX_IDEMPOTENCY_KEY
+        || !key.bytes().all(|b| (0x21..=0x7e).contains(&b))
+    {
+        return Err(ApiError::bad_request(
+            "Idempotency-Key must be 1-255 printable ASCII characters",
+        ));
+    }
+    Ok(())
+}
+
+fn idempotency_header(req: &HttpRequest) -> Result<Option<String>, ApiError> {
+    let Some(value) = req.headers().get("idempotency-key") else {
+        return Ok(None);
+    };
+    let key = value
+        .to_str()
+        .map_err(|_| ApiError::bad_request("Idempotency-Key must be printable ASCII"))?;
+    check_idempotency_key(key)?;
+    Ok(Some(key.to_string()))
+}
+
+fn is_json(req: &HttpRequest) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}
+
+/// Checks `data` against the payload limit.
+pub fn check_payload(state: &AppState, data: &str) -> Result<(), ApiError> {
+    let limit = state.config.limits.max_payload_bytes;
+    if data.len() > limit {
+        return Err(ApiError::too_large(limit));
+    }
+    Ok(())
+}
+
+async fn publish(state: &AppState, items: Vec<PublishItem>) -> Result<Vec<Published>, ApiError> {
+    let started = Instant::now();
+    let result = state.engine.publish(items).await;
+    match &result {
+        Ok(published) => {
+            state
+                .metrics
+                .publish_ack_seconds
+                .observe(started.elapsed().as_secs_f64());
+            let dups = published.iter().filter(|p| p.duplicate).count() as u64;
+            state.metrics.duplicate_publishes.inc_by(dups);
+        }
+        Err(_) => state.metrics.publish_errors.inc(),
+    }
+    Ok(result?)
+}
+
+/// `POST /v1/topics/{topic}/messages`: a JSON body is the `data` value; any
+/// other body is sent as a JSON string.
+pub async fn publish_one(
+    req: HttpRequest,
+    topic: web::Path<String>,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let topic = Topic::parse(&topic)?;
+    let key = idempotency_header(&req)?;
+    let limit = state.config.limits.max_payload_bytes;
+    let body = read_body(&req, body, limit).await?;
+    let data = if is_json(&req) {
+        json::parse_data(&body)
+            .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?
+    } else {
+        let text = std::str::from_utf8(&body)
+            .map_err(|_| ApiError::bad_request("a non-JSON body must be UTF-8 text"))?;
+        json::string_value(text)
+    };
+    check_payload(&state, &data)?;
+    let published = publish(
+        &state,
+        vec![PublishItem {
+            topic,
+            data,
+            idempotency_key: key,
+        }],
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(Ack::from(&published[0])))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchItem<'a> {
+    #[serde(borrow)]
+    topic: &'a str,
+    #[serde(borrow)]
+    data: &'a RawValue,
+    #[serde(default)]
+    idempotency_key: Option<String>,
+}
+
+/// `POST /v1/publish`: `[{"topic":..,"data":..}, ...]`, sequenced together;
+/// the answer lists `{"topic","seq"}` in the same order. An
+/// `Idempotency-Key` header applies to the whole batch (item `i` uses
+/// `KEY:i`); items may carry their own `idempotency_key` instead.
+pub async fn publish_batch(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let limits = &state.config.limits;
+    let body_limit = limits.max_frame_bytes().saturating_mul(16).max(1 << 20);
+    let key = idempotency_header(&req)?;
+    let body = read_body(&req, body, body_limit).await?;
+    let raw: Vec<BatchItem> = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::bad_request(format!(
+            "body must be a JSON array of {{\"topic\",\"data\"}}: {e}"
+        ))
+    })?;
+    if raw.is_empty() {
+        return Err(ApiError::bad_request("batch is empty"));
+    }
+    if raw.len() > limits.max_batch_items {
+        return Err(ApiError::bad_request(format!(
+            "batch has more than {} items",
+            limits.max_batch_items
+        )));
+    }
+    let mut items = Vec::with_capacity(raw.len());
+    for (i, item) in raw.into_iter().enumerate() {
+        let at = |e: ApiError| ApiError::new(e.code, format!("item {i}: {}", e.message));
+        let topic = Topic::parse(item.topic).map_err(|e| at(e.into()))?;
+        let data = json::compact(item.data.get()).into_owned();
+        check_payload(&state, &data).map_err(at)?;
+        let idempotency_key = match (item.idempotency_key, &key) {
+            (Some(k), _) => {
+                check_idempotency_key(&k).map_err(at)?;
+                Some(k)
+            }
+            (None, Some(k)) => Some(format!("{k}:{i}")),
+            (None, None) => None,
+        };
+        items.push(PublishItem {
+            topic,
+            data,
+            idempotency_key,
+        });
+    }
+    let published = publish(&state, items).await?;
+    let acks: Vec<Ack> = published.iter().map(Ack::from).collect();
+    Ok(HttpResponse::Ok().json(acks))
+}

@@ -1,0 +1,251 @@
+//! The hub: who is subscribed to what, the committed head of every topic, and
+//! fan-out of sequenced messages to subscriber mailboxes.
+//!
+//! The hub never assigns sequence numbers and never touches the disk; an
+//! engine (single node or cluster) sequences and persists messages and then
+//! hands them to [`Hub::dispatch`] in seq order per topic.
+
+pub mod cursor;
+pub mod index;
+pub mod mailbox;
+pub mod message;
+pub mod subscriber;
+pub mod topic;
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        atomic::{AtomicU64, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::{SystemTime, UNIX_EPOCH},
+};
+
+use parking_lot::{Mutex, RwLock};
+
+pub use self::{
+    cursor::Cursor,
+    index::{SubscriberId, SubscriptionIndex},
+    mailbox::{Mailbox, MailboxState, Pushed},
+    message::Message,
+    subscriber::{Event, SubscribeError, Subscriber},
+    topic::{Pattern, Topic, TopicError},
+};
+use crate::metrics::Metrics;
+
+/// The newest committed message of a topic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicHead {
+    /// Highest seq assigned and durable (0 if none yet).
+    pub last_seq: u64,
+    /// Its publish time in ms.
+    pub last_ts: u64,
+}
+
+/// A millisecond clock that never runs backwards, shared by the sequencer
+/// (message `ts`) and cursors (floors), which rely on that.
+#[derive(Debug, Default)]
+pub struct Clock {
+    last: AtomicU64,
+}
+
+impl Clock {
+    /// Milliseconds since the Unix epoch, never less than any earlier reading.
+    pub fn now_ms(&self) -> u64 {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let prev = self.last.fetch_max(wall, Ordering::AcqRel);
+        prev.max(wall)
+    }
+
+    /// Makes sure later readings are at least `ts` (after replaying the log,
+    /// or when a peer's clock is ahead).
+    pub fn observe(&self, ts: u64) {
+        self.last.fetch_max(ts, Ordering::AcqRel);
+    }
+}
+
+/// Registry of subscriptions and topic heads; shared by every connection.
+pub struct Hub {
+    index: RwLock<SubscriptionIndex<Arc<Mailbox>>>,
+    heads: RwLock<HashMap<Topic, TopicHead>>,
+    /// Min `ts` of each batch sequenced but not yet dispatched, oldest first.
+    in_flight: Mutex<VecDeque<u64>>,
+    clock: Clock,
+    next_id: AtomicU64,
+    connections: AtomicUsize,
+    metrics: Arc<Metrics>,
+}
+
+impl Hub {
+    /// An empty hub.
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        Hub {
+            index: RwLock::new(SubscriptionIndex::new()),
+            heads: RwLock::new(HashMap::new()),
+            in_flight: Mutex::new(VecDeque::new()),
+            clock: Clock::default(),
+            next_id: AtomicU64::new(1),
+            connections: AtomicUsize::new(0),
+            metrics,
+        }
+    }
+
+    /// The shared metrics.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The broker's monotonic clock.
+    pub fn clock(&self) -> &Clock {
+        &self.clock
+    }
+
+    /// A fresh subscriber id.
+    pub fn next_subscriber_id(&self) -> SubscriberId {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Installs topic heads recovered from the log at start-up.
+    pub fn load_heads(&self, heads: impl IntoIterator<Item = (Topic, TopicHead)>) {
+        let mut map = self.heads.write();
+        for (topic, head) in heads {
+            self.clock.observe(head.last_ts);
+            map.insert(topic, head);
+        }
+    }
+
+    /// The committed head of `topic` (zeroes for a topic never published).
+    pub fn head(&self, topic: &Topic) -> TopicHead {
+        self.heads.read().get(topic).copied().unwrap_or_default()
+    }
+
+    /// Number of topics with at least one committed message.
+    pub fn topic_count(&self) -> usize {
+        self.heads.read().len()
+    }
+
+    /// Heads of every known topic `pattern` matches.
+    pub fn heads_matching(&self, pattern: &Pattern) -> Vec<(Topic, TopicHead)> {
+        if let Some(topic) = pattern.as_topic() {
+            return self
+                .heads
+                .read()
+                .get(&topic)
+                .map(|h| (topic, *h))
+                .into_iter()
+                .collect();
+        }
+        self.heads
+            .read()
+            .iter()
+            .filter(|(topic, _)| pattern.matches(topic))
+            .map(|(topic, head)| (topic.clone(), *head))
+            .collect()
+    }
+
+    /// Every known topic and its head (for retention and diagnostics).
+    pub fn all_heads(&self) -> Vec<(Topic, TopicHead)> {
+        self.heads
+            .read()
+            .iter()
+            .map(|(t, h)| (t.clone(), *h))
+            .collect()
+    }
+
+    /// Adds `id`'s mailbox under `pattern`.
+    pub fn add_subscription(
+        &self,
+        pattern: &Pattern,
+        id: SubscriberId,
+        mailbox: &Arc<Mailbox>,
+    ) -> bool {
+        let added = self.index.write().insert(pattern, id, mailbox.clone());
+        if added {
+            self.metrics.subscriptions.inc();
+        }
+        added
+    }
+
+    /// Removes `id` from `pattern`.
+    pub fn remove_subscription(&self, pattern: &Pattern, id: SubscriberId) -> bool {
+        let removed = self.index.write().remove(pattern, id);
+        if removed {
+            self.metrics.subscriptions.dec();
+        }
+        removed
+    }
+
+    /// Number of (pattern, subscriber) pairs.
+    pub fn subscription_count(&self) -> usize {
+        self.index.read().len()
+    }
+
+    /// Records a connection opening; returns the guard that records its end.
+    pub fn connection_opened(self: &Arc<Self>) -> ConnectionGuard {
+        self.connections.fetch_add(1, Ordering::Relaxed);
+        ConnectionGuard { hub: self.clone() }
+    }
+
+    /// Open connections on all transports.
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    /// Every message with `ts` below the watermark has been dispatched.
+    /// Cursor floors come from here (see [`cursor`]).
+    pub fn watermark(&self) -> u64 {
+        let oldest_in_flight = self.in_flight.lock().front().copied();
+        let now = self.clock.now_ms();
+        oldest_in_flight.map_or(now, |ts| ts.min(now))
+    }
+
+    /// The engine announces a sequenced batch whose smallest `ts` is
+    /// `min_ts`, before it is durable. Must be paired with
+    /// [`Hub::dispatch`] of the same batch, in the same order.
+    pub fn begin_batch(&self, min_ts: u64) {
+        self.in_flight.lock().push_back(min_ts);
+    }
+
+    /// Publishes a durable, sequenced batch to local subscribers. Per topic
+    /// the batch must continue exactly where the previous one ended.
+    pub fn dispatch(&self, batch: &[Arc<Message>]) {
+        {
+            let mut heads = self.heads.write();
+            for m in batch {
+                let head = heads.entry(m.topic.clone()).or_default();
+                debug_assert!(m.seq > head.last_seq, "dispatch out of order");
+                *head = TopicHead {
+                    last_seq: m.seq,
+                    last_ts: m.ts,
+                };
+            }
+        }
+        let (mut delivered, mut overflowed) = (0u64, 0u64);
+        {
+            let index = self.index.read();
+            for m in batch {
+                index.for_each_match(&m.topic, |_, mailbox| match mailbox.push(m) {
+                    Pushed::Queued => delivered += 1,
+                    Pushed::Overflowed => overflowed += 1,
+                    Pushed::Refused => {}
+                });
+            }
+        }
+        self.in_flight.lock().pop_front();
+        self.metrics.messages_fanned_out.inc_by(delivered);
+        self.metrics.slow_consumers.inc_by(overflowed);
+    }
+}
+
+/// Decrements the hub's connection count when dropped.
+pub struct ConnectionGuard {
+    hub: Arc<Hub>,
+}
+
+impl Drop for ConnectionGuard {
+    fn drop(&mut self) {
+        self.hub.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}

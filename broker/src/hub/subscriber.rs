@@ -1,0 +1,489 @@
+//! The subscriber: one connection's subscriptions, positions and delivery
+//! logic, shared by every transport (WebSocket, SSE, long-poll).
+//!
+//! # No gap, no duplicate
+//!
+//! The subscriber tracks, per topic, the last seq it has scheduled for
+//! delivery. Live messages arrive through the mailbox in seq order per topic.
+//! For each one:
+//!
+//! * `seq <= scheduled`: already delivered (from history or an overlapping
+//!   pattern) — dropped;
+//! * `seq == scheduled + 1`: delivered;
+//! * `seq > scheduled + 1`: the missing range is read from the log first.
+//!
+//! The engine only dispatches a message after it is durable in the log, and
+//! dispatches each topic in seq order, so whenever a live message with seq
+//! `s` arrives, everything below `s` is in the log (or was trimmed by
+//! retention, which is reported as a gap). That makes the seam between replay
+//! and live traffic safe regardless of timing: subscribe first, then replay;
+//! anything that races is either deduplicated or filled from the log.
+//!
+//! Topics a wildcard pattern matches are not known in advance. The subscriber
+//! keeps a *floor* (see [`super::cursor`]): every matching message with
+//! `ts < floor` has been delivered. The first time a topic shows up under a
+//! pattern, its messages with `ts >= floor` that came before the live one are
+//! replayed from the log.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
+
+use super::{
+    cursor::Cursor,
+    mailbox::{Mailbox, MailboxState},
+    message::Message,
+    topic::{Pattern, Topic},
+    Hub, SubscriberId,
+};
+use crate::log::{LogError, MessageLog};
+
+/// Most messages read from the log per replay step, bounding the memory a
+/// resume can take at once.
+const REPLAY_PAGE: usize = 256;
+
+/// Something to send to the client.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A message, in seq order for its topic.
+    Message(Arc<Message>),
+    /// Messages `from..=to` of `topic` were removed by retention before they
+    /// could be delivered.
+    Gap {
+        /// The topic.
+        topic: Topic,
+        /// First lost seq.
+        from: u64,
+        /// Last lost seq.
+        to: u64,
+    },
+}
+
+/// Why a subscribe was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum SubscribeError {
+    /// Per-connection subscription limit reached.
+    #[error("subscription limit of {0} per connection reached")]
+    TooMany(usize),
+    /// `since` given with a wildcard pattern.
+    #[error("'since' needs a concrete topic; use a cursor (SSE, long-poll) to resume patterns")]
+    SinceOnPattern,
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Position {
+    /// Highest seq queued for delivery (or delivered).
+    scheduled: u64,
+    /// Highest seq delivered (or reported lost in a gap).
+    delivered: u64,
+    /// `ts` of the last delivered message.
+    delivered_ts: u64,
+    /// Named by a concrete subscription: always listed in cursors.
+    pinned: bool,
+}
+
+#[derive(Debug)]
+enum Work {
+    Live(Arc<Message>),
+    /// Deliver `from..=to` from the log.
+    Replay {
+        topic: Topic,
+        from: u64,
+        to: u64,
+    },
+    /// Deliver the messages up to `to` with `ts >= floor` from the log.
+    ReplaySinceTs {
+        topic: Topic,
+        floor: u64,
+        to: u64,
+    },
+}
+
+impl Work {
+    fn topic(&self) -> &Topic {
+        match self {
+            Work::Live(m) => &m.topic,
+            Work::Replay { topic, .. } | Work::ReplaySinceTs { topic, .. } => topic,
+        }
+    }
+}
+
+/// One connection's view of the hub. Dropping it removes its subscriptions.
+pub struct Subscriber {
+    id: SubscriberId,
+    hub: Arc<Hub>,
+    log: Arc<dyn MessageLog>,
+    mailbox: Arc<Mailbox>,
+    patterns: Vec<Pattern>,
+    max_patterns: usize,
+    positions: HashMap<Topic, Position>,
+    floor: u64,
+    /// Watermark read before the last mailbox drain; becomes the floor once
+    /// everything drained then has been delivered.
+    pending_floor: Option<u64>,
+    work: VecDeque<Work>,
+    inbox: Vec<Arc<Message>>,
+}
+
+impl Subscriber {
+    /// A subscriber with no subscriptions whose mailbox holds at most
+    /// `queue_limit_bytes`.
+    pub fn new(
+        hub: Arc<Hub>,
+        log: Arc<dyn MessageLog>,
+        queue_limit_bytes: usize,
+        max_patterns: usize,
+    ) -> Self {
+        Subscriber {
+            id: hub.next_subscriber_id(),
+            floor: hub.watermark(),
+            hub,
+            log,
+            mailbox: Arc::new(Mailbox::new(queue_limit_bytes)),
+            patterns: Vec::new(),
+            max_patterns,
+            positions: HashMap::new(),
+            pending_floor: None,
+            work: VecDeque::new(),
+            inbox: Vec::new(),
+        }
+    }
+
+    /// This subscriber's id.
+    pub fn id(&self) -> SubscriberId {
+        self.id
+    }
+
+    /// Continues from `cursor`: call before subscribing. Topics in the
+    /// cursor resume after their seq; other topics matched by patterns
+    /// resume from the cursor's floor.
+    pub fn resume_from(&mut self, cursor: Cursor) {
+        self.floor = cursor.floor;
+        for (topic, seq) in cursor.positions {
+            self.positions.insert(
+                topic,
+                Position {
+                    scheduled: seq,
+                    delivered: seq,
+                    ..Default::default()
+                },
+            );
+        }
+    }
+
+    /// The patterns subscribed, in order of subscription.
+    pub fn patterns(&self) -> &[Pattern] {
+        &self.patterns
+    }
+
+    /// Subscribes to `pattern`. With `since` (concrete topics only), every
+    /// retained message after that seq is delivered before live ones.
+    /// Returns false if the pattern was already subscribed (nothing changes).
+    pub fn subscribe(
+        &mut self,
+        pattern: Pattern,
+        since: Option<u64>,
+    ) -> Result<bool, SubscribeError> {
+        let topic = pattern.as_topic();
+        if since.is_some() && topic.is_none() {
+            return Err(SubscribeError::SinceOnPattern);
+        }
+        if self.patterns.contains(&pattern) {
+            return Ok(false);
+        }
+        if self.patterns.len() >= self.max_patterns {
+            return Err(SubscribeError::TooMany(self.max_patterns));
+        }
+        // Register before reading heads: anything dispatched from now on
+        // reaches the mailbox, anything before is in the log.
+        self.hub.add_subscription(&pattern, self.id, &self.mailbox);
+        match topic {
+            Some(topic) => {
+                let head = self.hub.head(&topic);
+                let known = self.positions.contains_key(&topic);
+                let pos = self.positions.entry(topic.clone()).or_default();
+                pos.pinned = true;
+                if !known {
+                    let start = since.unwrap_or(head.last_seq);
+                    *pos = Position {
+                        scheduled: start,
+                        delivered: start,
+                        delivered_ts: 0,
+                        pinned: true,
+                    };
+                }
+                if head.last_seq > pos.scheduled {
+                    self.work.push_back(Work::Replay {
+                        topic,
+                        from: pos.scheduled + 1,
+                        to: head.last_seq,
+                    });
+                    pos.scheduled = head.last_seq;
+                }
+            }
+            None => {
+                for (topic, head) in self.hub.heads_matching(&pattern) {
+                    match self.positions.get_mut(&topic) {
+                        Some(pos) if head.last_seq > pos.scheduled => {
+                            self.work.push_back(Work::Replay {
+                                topic,
+                                from: pos.scheduled + 1,
+                                to: head.last_seq,
+                            });
+                            pos.scheduled = head.last_seq;
+                        }
+                        Some(_) => {}
+                        None if head.last_ts >= self.floor => {
+                            self.work.push_back(Work::ReplaySinceTs {
+                                topic: topic.clone(),
+                                floor: self.floor,
+                                to: head.last_seq,
+                            });
+                            self.positions.insert(
+                                topic,
+                                Position {
+                                    scheduled: head.last_seq,
+                                    ..Default::default()
+                                },
+                            );
+                        }
+                        None => {}
+                    }
+                }
+            }
+        }
+        self.patterns.push(pattern);
+        Ok(true)
+    }
+
+    /// Unsubscribes from `pattern`; returns false if it was not subscribed.
+    /// Nothing matched only by that pattern is delivered afterwards.
+    pub fn unsubscribe(&mut self, pattern: &Pattern) -> bool {
+        let Some(i) = self.patterns.iter().position(|p| p == pattern) else {
+            return false;
+        };
+        self.patterns.remove(i);
+        self.hub.remove_subscription(pattern, self.id);
+        let patterns = &self.patterns;
+        let still = |t: &Topic| patterns.iter().any(|p| p.matches(t));
+        self.positions.retain(|t, _| still(t));
+        self.work.retain(|w| still(w.topic()));
+        if let Some(topic) = pattern.as_topic() {
+            if let Some(pos) = self.positions.get_mut(&topic) {
+                pos.pinned = false;
+            }
+        }
+        true
+    }
+
+    /// Whether events are ready without waiting for the mailbox.
+    pub fn has_work(&self) -> bool {
+        !self.work.is_empty()
+    }
+
+    /// A future that resolves when [`Subscriber::next_events`] may have
+    /// something to return. It does not borrow the subscriber, so it can sit
+    /// in a `select!` next to branches that use it.
+    pub fn wake(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let mailbox = self.mailbox.clone();
+        let ready_now = !self.work.is_empty();
+        async move {
+            if !ready_now {
+                mailbox.changed().await;
+            }
+        }
+    }
+
+    /// Appends up to `max` events to `out` and returns the mailbox state;
+    /// [`MailboxState::Overflowed`] means the client is too slow and must be
+    /// disconnected so it resumes from the log.
+    ///
+    /// The caller reports each event it actually sends with
+    /// [`Subscriber::delivered`]; cursors reflect only those.
+    pub fn next_events(
+        &mut self,
+        out: &mut Vec<Event>,
+        max: usize,
+    ) -> Result<MailboxState, LogError> {
+        let limit = out.len() + max;
+        if self.work.is_empty() {
+            // Everything drained last time has been handed to the transport,
+            // so the watermark read before that drain is now a safe floor.
+            if let Some(floor) = self.pending_floor.take() {
+                self.floor = self.floor.max(floor);
+            }
+        }
+        let mut drained = false;
+        loop {
+            while out.len() < limit {
+                let Some(work) = self.work.front_mut() else {
+                    break;
+                };
+                if Self::step(&*self.log, work, out, limit - out.len())? {
+                    self.work.pop_front();
+                }
+            }
+            if out.len() >= limit || drained {
+                return Ok(MailboxState::Open);
+            }
+            // Read the watermark before draining: whatever was dispatched
+            // with a smaller ts is in the mailbox by now.
+            let watermark = self.hub.watermark();
+            let mut inbox = std::mem::take(&mut self.inbox);
+            let state = self.mailbox.drain_into(&mut inbox);
+            if state != MailboxState::Open {
+                inbox.clear();
+                self.inbox = inbox;
+                return Ok(state);
+            }
+            self.pending_floor = Some(watermark);
+            for message in inbox.drain(..) {
+                self.accept(message);
+            }
+            self.inbox = inbox;
+            drained = true;
+        }
+    }
+
+    /// Decides what a live message needs: nothing, delivery, or a replay of
+    /// what came before it first.
+    fn accept(&mut self, message: Arc<Message>) {
+        if !self.patterns.iter().any(|p| p.matches(&message.topic)) {
+            return; // unsubscribed while it was queued
+        }
+        match self.positions.get_mut(&message.topic) {
+            Some(pos) => {
+                if message.seq <= pos.scheduled {
+                    return;
+                }
+                if message.seq > pos.scheduled + 1 {
+                    self.work.push_back(Work::Replay {
+                        topic: message.topic.clone(),
+                        from: pos.scheduled + 1,
+                        to: message.seq - 1,
+                    });
+                }
+                pos.scheduled = message.seq;
+            }
+            None => {
+                if message.seq > 1 {
+                    self.work.push_back(Work::ReplaySinceTs {
+                        topic: message.topic.clone(),
+                        floor: self.floor,
+                        to: message.seq - 1,
+                    });
+                }
+                self.positions.insert(
+                    message.topic.clone(),
+                    Position {
+                        scheduled: message.seq,
+                        ..Default::default()
+                    },
+                );
+            }
+        }
+        self.work.push_back(Work::Live(message));
+    }
+
+    /// Runs one unit of work, emitting about `budget` events at most;
+    /// returns whether the work item is finished.
+    fn step(
+        log: &dyn MessageLog,
+        work: &mut Work,
+        out: &mut Vec<Event>,
+        budget: usize,
+    ) -> Result<bool, LogError> {
+        match work {
+            Work::Live(message) => {
+                out.push(Event::Message(message.clone()));
+                Ok(true)
+            }
+            Work::ReplaySinceTs { topic, floor, to } => {
+                let from = log.first_seq_since_ts(topic, *floor, *to)?;
+                *work = Work::Replay {
+                    topic: topic.clone(),
+                    from: from.unwrap_or(*to + 1),
+                    to: *to,
+                };
+                Ok(from.is_none())
+            }
+            Work::Replay { topic, from, to } => {
+                if *from > *to {
+                    return Ok(true);
+                }
+                let want = budget.clamp(1, REPLAY_PAGE).min((*to - *from + 1) as usize);
+                let page = log.read(topic, *from, want)?;
+                let exhausted = page.len() < want;
+                for message in page {
+                    if message.seq > *to {
+                        *from = *to + 1;
+                        break;
+                    }
+                    if message.seq > *from {
+                        out.push(Event::Gap {
+                            topic: topic.clone(),
+                            from: *from,
+                            to: message.seq - 1,
+                        });
+                    }
+                    *from = message.seq + 1;
+                    out.push(Event::Message(message));
+                }
+                if exhausted && *from <= *to {
+                    // Dispatched messages are always in the log, so what is
+                    // missing was removed by retention.
+                    out.push(Event::Gap {
+                        topic: topic.clone(),
+                        from: *from,
+                        to: *to,
+                    });
+                    *from = *to + 1;
+                }
+                Ok(*from > *to)
+            }
+        }
+    }
+
+    /// Records that `event` reached the client; cursors move past it.
+    pub fn delivered(&mut self, event: &Event) {
+        self.record_delivery(event);
+    }
+
+    fn record_delivery(&mut self, event: &Event) {
+        let (topic, seq, ts) = match event {
+            Event::Message(m) => (&m.topic, m.seq, Some(m.ts)),
+            Event::Gap { topic, to, .. } => (topic, *to, None),
+        };
+        if let Some(pos) = self.positions.get_mut(topic) {
+            pos.delivered = pos.delivered.max(seq);
+            if let Some(ts) = ts {
+                pos.delivered_ts = ts;
+            }
+        }
+    }
+
+    /// Where this subscriber stands: resuming from this cursor continues
+    /// right after the last delivered event.
+    pub fn cursor(&self) -> Cursor {
+        let positions = self
+            .positions
+            .iter()
+            .filter(|(_, pos)| pos.pinned || (pos.delivered > 0 && pos.delivered_ts >= self.floor))
+            .map(|(topic, pos)| (topic.clone(), pos.delivered))
+            .collect();
+        Cursor {
+            floor: self.floor,
+            positions,
+        }
+    }
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.mailbox.close();
+        for pattern in &self.patterns {
+            self.hub.remove_subscription(pattern, self.id);
+        }
+    }
+}

@@ -1,0 +1,131 @@
+//! The persistence log: every topic's messages in seq order, durable on disk.
+//!
+//! The engine appends sequenced messages, makes them durable with
+//! [`MessageLog::sync`] (group commit: one sync covers every append before
+//! it) and only then acknowledges and dispatches them. Readers (history,
+//! resume, gap filling) read committed ranges back.
+
+pub mod retention;
+pub mod sled_log;
+
+use std::{path::PathBuf, sync::Arc};
+
+use crate::hub::{Message, Topic, TopicHead};
+
+pub use self::{retention::RetentionPolicy, sled_log::SledLog};
+
+/// Storage failures. Any of these makes the node unready.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// The data directory could not be opened.
+    #[error("cannot open the log in {path}: {reason}")]
+    Open {
+        /// The data directory.
+        path: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The storage engine failed.
+    #[error("storage error: {0}")]
+    Storage(String),
+    /// Data on disk is not what this version wrote.
+    #[error("corrupt log entry: {0}")]
+    Corrupt(String),
+}
+
+impl From<sled::Error> for LogError {
+    fn from(e: sled::Error) -> Self {
+        match e {
+            sled::Error::Corruption { .. } => LogError::Corrupt(e.to_string()),
+            other => LogError::Storage(other.to_string()),
+        }
+    }
+}
+
+/// A remembered `Idempotency-Key`: the publish it first produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// Seq of the original publish.
+    pub seq: u64,
+    /// Its timestamp.
+    pub ts: u64,
+    /// When the key may be forgotten, ms since the epoch.
+    pub expires_at: u64,
+}
+
+/// One message to append, with the idempotency key that produced it.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    /// The sequenced message.
+    pub message: Arc<Message>,
+    /// `(key, expires_at)` when the publish carried an `Idempotency-Key`.
+    pub idempotency: Option<(String, u64)>,
+}
+
+/// Size of one topic's retained history.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicStats {
+    /// Oldest retained seq (`None` when nothing is retained).
+    pub first_seq: Option<u64>,
+    /// Retained messages.
+    pub count: u64,
+    /// Retained envelope bytes.
+    pub bytes: u64,
+}
+
+/// What a retention pass removed from one topic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Trimmed {
+    /// Messages removed.
+    pub messages: u64,
+    /// Envelope bytes removed.
+    pub bytes: u64,
+}
+
+/// An append-only, per-topic message log.
+pub trait MessageLog: Send + Sync + 'static {
+    /// Appends entries (per topic in seq order, continuing the topic), and
+    /// their idempotency keys, atomically. Not durable until [`MessageLog::sync`].
+    fn append(&self, entries: &[LogEntry]) -> Result<(), LogError>;
+
+    /// Makes every earlier append durable: after `Ok`, the appended data
+    /// survives a crash of the process or of the machine (fsync).
+    fn sync(&self) -> Result<(), LogError>;
+
+    /// Up to `max` retained messages of `topic` with `seq >= from`, ascending.
+    fn read(&self, topic: &Topic, from: u64, max: usize) -> Result<Vec<Arc<Message>>, LogError>;
+
+    /// The smallest seq `s <= to` such that every retained message in
+    /// `s..=to` has `ts >= floor`; `None` if message `to` is older than the
+    /// floor or absent.
+    fn first_seq_since_ts(
+        &self,
+        topic: &Topic,
+        floor: u64,
+        to: u64,
+    ) -> Result<Option<u64>, LogError>;
+
+    /// Head (last seq and ts ever appended) of every topic, even when
+    /// retention has since removed its messages.
+    fn heads(&self) -> Result<Vec<(Topic, TopicHead)>, LogError>;
+
+    /// The record for `key` on `topic`, if remembered (expired or not).
+    fn idempotency(&self, topic: &Topic, key: &str) -> Result<Option<IdempotencyRecord>, LogError>;
+
+    /// Forgets idempotency keys that expired before `now`; returns how many.
+    fn expire_idempotency(&self, now: u64) -> Result<u64, LogError>;
+
+    /// Retained size of `topic`.
+    fn stats(&self, topic: &Topic) -> Result<TopicStats, LogError>;
+
+    /// Removes retained messages of `topic` from the oldest while `drop`
+    /// says so, stopping at the first message it keeps.
+    fn trim_front(
+        &self,
+        topic: &Topic,
+        drop: &mut dyn FnMut(u64, u64, u64) -> bool,
+    ) -> Result<Trimmed, LogError>;
+
+    /// Bytes the log occupies on disk.
+    fn disk_bytes(&self) -> u64;
+}

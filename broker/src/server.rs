@@ -1,0 +1,188 @@
+//! Node assembly: open the log, start the engine, serve HTTP until shutdown.
+
+use std::{future::Future, net::TcpListener, path::Path, sync::Arc, time::Instant};
+
+use tokio::sync::watch;
+
+use crate::{
+    config::Config,
+    engine::{sequencer::SequencerOptions, Engine, LocalEngine, Sequencer},
+    http,
+    hub::Hub,
+    log::{retention, sled_log::SledOptions, LogError, MessageLog, SledLog},
+    metrics::Metrics,
+};
+
+/// Why a node could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The log could not be opened.
+    #[error(transparent)]
+    Log(#[from] LogError),
+    /// A socket or thread could not be set up.
+    #[error("{context}: {source}")]
+    Io {
+        /// What was being done.
+        context: String,
+        /// The failure.
+        source: std::io::Error,
+    },
+    /// The configuration asks for something this build cannot do.
+    #[error("{0}")]
+    Unsupported(String),
+}
+
+/// Everything request handlers and connections share.
+pub struct AppState {
+    /// Resolved configuration.
+    pub config: Config,
+    /// This node's name.
+    pub node_id: String,
+    /// Subscriptions and fan-out.
+    pub hub: Arc<Hub>,
+    /// The persistence log (reads).
+    pub log: Arc<dyn MessageLog>,
+    /// The publish path.
+    pub engine: Arc<dyn Engine>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+    /// Becomes `true` when the node starts shutting down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Process start.
+    pub started: Instant,
+}
+
+impl AppState {
+    /// Whether shutdown has begun.
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+}
+
+/// Reads the node id from the data dir, generating and storing one the
+/// first time, so a restarted node keeps its name.
+fn resolve_node_id(config: &Config) -> Result<String, ServerError> {
+    if let Some(id) = &config.node_id {
+        return Ok(id.clone());
+    }
+    let path = config.data_dir.join("node-id");
+    let io = |context: String| move |source| ServerError::Io { context, source };
+    if let Ok(id) = std::fs::read_to_string(&path) {
+        let id = id.trim().to_string();
+        if !id.is_empty() {
+            return Ok(id);
+        }
+    }
+    std::fs::create_dir_all(&config.data_dir).map_err(io(format!(
+        "cannot create data dir {}",
+        config.data_dir.display()
+    )))?;
+    let id = format!("herald-{:08x}", rand::random::<u32>());
+    std::fs::write(&path, &id).map_err(io(format!("cannot write {}", path.display())))?;
+    Ok(id)
+}
+
+fn check_data_dir(dir: &Path) -> Result<(), ServerError> {
+    let io = |context: String| move |source| ServerError::Io { context, source };
+    std::fs::create_dir_all(dir)
+        .map_err(io(format!("cannot create data dir {}", dir.display())))?;
+    let probe = dir.join(".write-test");
+    std::fs::write(&probe, b"ok")
+        .map_err(io(format!("data dir {} is not writable", dir.display())))?;
+    let _ = std::fs::remove_file(probe);
+    Ok(())
+}
+
+/// Runs a node on `listener` until `shutdown` resolves, then drains:
+/// readiness turns off, WebSockets close with 1001, streams end, the log is
+/// synced.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    if config.nats.is_some() {
+        return Err(ServerError::Unsupported(
+            "cluster mode (--nats) is not available in this build yet; run without --nats for a single node".into(),
+        ));
+    }
+    check_data_dir(&config.data_dir)?;
+    let node_id = resolve_node_id(&config)?;
+    let log: Arc<dyn MessageLog> = Arc::new(SledLog::open(
+        &config.data_dir,
+        &SledOptions {
+            cache_bytes: config.log.cache_bytes,
+            flush_every_ms: config.log.flush_interval.as_millis() as u64,
+        },
+    )?);
+    let metrics = Arc::new(Metrics::default());
+    let hub = Arc::new(Hub::new(metrics.clone()));
+    let heads = log.heads()?;
+    tracing::info!(topics = heads.len(), "log opened");
+    hub.load_heads(heads);
+    let sequencer = Sequencer::start(
+        hub.clone(),
+        log.clone(),
+        SequencerOptions {
+            durability: config.log.durability,
+            idempotency_window: config.log.idempotency_window,
+        },
+    )
+    .map_err(|source| ServerError::Io {
+        context: "cannot start the sequencer".into(),
+        source,
+    })?;
+    let engine: Arc<dyn Engine> = Arc::new(LocalEngine::new(sequencer));
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let trimmer = tokio::spawn(retention::run_trimmer(
+        hub.clone(),
+        log.clone(),
+        Arc::new(config.retention_rules()),
+        config.log.retention_interval,
+        metrics.clone(),
+        shutdown_rx.clone(),
+    ));
+
+    let addr = listener.local_addr().map_err(|source| ServerError::Io {
+        context: "cannot read the bound address".into(),
+        source,
+    })?;
+    let shutdown_timeout = config.shutdown_timeout;
+    let state = Arc::new(AppState {
+        config,
+        node_id: node_id.clone(),
+        hub,
+        log: log.clone(),
+        engine: engine.clone(),
+        metrics,
+        shutdown: shutdown_rx,
+        started: Instant::now(),
+    });
+    let server =
+        http::server(state, listener, shutdown_timeout).map_err(|source| ServerError::Io {
+            context: format!("cannot serve on {addr}"),
+            source,
+        })?;
+    let handle = server.handle();
+    tracing::info!(addr = %addr, node = %node_id, "herald listening on http://{addr}");
+    let mut server = tokio::spawn(server);
+
+    tokio::select! {
+        result = &mut server => {
+            tracing::error!(?result, "HTTP server stopped unexpectedly");
+        }
+        _ = shutdown => {
+            tracing::info!("shutting down");
+            let _ = shutdown_tx.send(true);
+            handle.stop(true).await;
+            let _ = server.await;
+        }
+    }
+    let _ = shutdown_tx.send(true);
+    engine.shutdown().await;
+    trimmer.abort();
+    log.sync()?;
+    tracing::info!("stopped");
+    Ok(())
+}

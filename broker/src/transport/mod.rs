@@ -1,0 +1,121 @@
+//! Client transports: thin adapters between a socket and a
+//! [`Subscriber`](crate::hub::Subscriber).
+//!
+//! Each transport only translates: requests into subscribe/publish calls,
+//! and [`Event`](crate::hub::Event)s into its own framing. Ordering,
+//! deduplication, replay and slow-consumer handling live in the subscriber.
+
+pub mod poll;
+pub mod protocol;
+pub mod sse;
+pub mod ws;
+
+use std::sync::Arc;
+
+use crate::{
+    http::ApiError,
+    hub::{ConnectionGuard, Cursor, Pattern, Subscriber},
+    metrics::{Metrics, Transport},
+    server::AppState,
+};
+
+/// Most topics one SSE or long-poll request may name.
+pub const MAX_QUERY_TOPICS: usize = 64;
+
+/// Counts a connection for its lifetime (hub total and per-transport gauge).
+pub struct ConnectionTracker {
+    _hub: ConnectionGuard,
+    metrics: Arc<Metrics>,
+    transport: Transport,
+}
+
+impl ConnectionTracker {
+    /// Starts counting a `transport` connection.
+    pub fn new(state: &AppState, transport: Transport) -> Self {
+        state.metrics.connections(transport).inc();
+        ConnectionTracker {
+            _hub: state.hub.connection_opened(),
+            metrics: state.metrics.clone(),
+            transport,
+        }
+    }
+}
+
+impl Drop for ConnectionTracker {
+    fn drop(&mut self) {
+        self.metrics.connections(self.transport).dec();
+    }
+}
+
+/// A subscriber with this node's limits.
+pub fn new_subscriber(state: &AppState) -> Subscriber {
+    Subscriber::new(
+        state.hub.clone(),
+        state.log.clone(),
+        state.config.limits.queue_bytes,
+        state.config.limits.max_subscriptions,
+    )
+}
+
+/// The `topic` parameters and the `cursor` parameter of an SSE or long-poll
+/// query string.
+pub struct StreamQuery {
+    /// Patterns to subscribe.
+    pub patterns: Vec<Pattern>,
+    /// Resume position, if given.
+    pub cursor: Option<Cursor>,
+    /// `timeout_ms`, if given.
+    pub timeout_ms: Option<u64>,
+}
+
+impl StreamQuery {
+    /// Parses `?topic=a&topic=b.>&cursor=..&timeout_ms=..`.
+    pub fn parse(query: &str, allow_timeout: bool) -> Result<Self, ApiError> {
+        let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
+            .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))?;
+        let mut out = StreamQuery {
+            patterns: Vec::new(),
+            cursor: None,
+            timeout_ms: None,
+        };
+        for (key, value) in pairs {
+            match key.as_str() {
+                "topic" => {
+                    let pattern = Pattern::parse(&value)?;
+                    if !out.patterns.contains(&pattern) {
+                        out.patterns.push(pattern);
+                    }
+                }
+                "cursor" => out.cursor = Some(Cursor::decode(&value)?),
+                "timeout_ms" if allow_timeout => {
+                    out.timeout_ms = Some(value.parse().map_err(|_| {
+                        ApiError::bad_request("timeout_ms must be a non-negative integer")
+                    })?)
+                }
+                // Browsers' EventSource cannot set headers; tokens travel here.
+                "token" => {}
+                other => {
+                    return Err(ApiError::bad_request(format!(
+                        "unknown query parameter {other:?}"
+                    )))
+                }
+            }
+        }
+        if out.patterns.is_empty() {
+            return Err(ApiError::bad_request(
+                "at least one topic parameter is required",
+            ));
+        }
+        if out.patterns.len() > MAX_QUERY_TOPICS {
+            return Err(ApiError::bad_request(format!(
+                "at most {MAX_QUERY_TOPICS} topics per request"
+            )));
+        }
+        Ok(out)
+    }
+}
+
+/// `{"topic":..,"from":..,"to":..}` for a retention gap.
+pub fn gap_json(topic: &str, from: u64, to: u64) -> String {
+    format!("{{\"topic\":\"{topic}\",\"from\":{from},\"to\":{to}}}")
+}

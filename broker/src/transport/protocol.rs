@@ -1,0 +1,331 @@
+//! The WebSocket op parser and the server's reply frames.
+//!
+//! Every client frame is one JSON object with an `op`. Parsing is two-step —
+//! first into raw fields, then each field checked — so that a bad field
+//! still gets an error frame carrying the request's `id`.
+
+use std::borrow::Cow;
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::{
+    http::{error::ErrorCode, ApiError},
+    hub::{Pattern, Topic},
+    json,
+};
+
+/// A request id as sent by the client (a JSON string or number), echoed verbatim.
+pub type OpId = Box<RawValue>;
+
+/// A parsed client op.
+#[derive(Debug)]
+pub enum ClientOp {
+    /// Subscribe to a pattern, optionally resuming a concrete topic after `since`.
+    Subscribe {
+        /// Echoed id.
+        id: Option<OpId>,
+        /// What to subscribe to.
+        pattern: Pattern,
+        /// Resume after this seq (concrete topics only).
+        since: Option<u64>,
+    },
+    /// Drop a subscription.
+    Unsubscribe {
+        /// Echoed id.
+        id: Option<OpId>,
+        /// The pattern as subscribed.
+        pattern: Pattern,
+    },
+    /// Publish `data` to a concrete topic.
+    Publish {
+        /// Echoed id.
+        id: Option<OpId>,
+        /// Destination.
+        topic: Topic,
+        /// Compact JSON.
+        data: String,
+        /// Optional idempotency key.
+        idempotency_key: Option<String>,
+    },
+    /// Application-level keepalive (browsers cannot send WebSocket pings).
+    Ping {
+        /// Echoed id.
+        id: Option<OpId>,
+    },
+}
+
+/// A refused op: the error to send, with the id if one could be read.
+#[derive(Debug)]
+pub struct OpError {
+    /// The request's id, if readable.
+    pub id: Option<OpId>,
+    /// What is wrong.
+    pub error: ApiError,
+}
+
+#[derive(Deserialize)]
+struct RawFrame<'a> {
+    #[serde(borrow, default)]
+    op: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    id: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    topic: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    since: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    data: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    idempotency_key: Option<&'a RawValue>,
+}
+
+fn string_field<'a>(
+    raw: Option<&'a RawValue>,
+    name: &str,
+) -> Result<Option<Cow<'a, str>>, ApiError> {
+    match raw {
+        None => Ok(None),
+        Some(v) => serde_json::from_str::<Cow<'a, str>>(v.get())
+            .map(Some)
+            .map_err(|_| ApiError::bad_request(format!("'{name}' must be a string"))),
+    }
+}
+
+fn required<'a>(raw: Option<&'a RawValue>, name: &str) -> Result<Cow<'a, str>, ApiError> {
+    string_field(raw, name)?.ok_or_else(|| ApiError::bad_request(format!("'{name}' is required")))
+}
+
+/// Parses one text frame. `max_payload` bounds a publish's `data`.
+pub fn parse_op(text: &str, max_payload: usize) -> Result<ClientOp, OpError> {
+    // serde would read a JSON array into the struct positionally.
+    if !text.trim_start().starts_with('{') {
+        return Err(OpError {
+            id: None,
+            error: ApiError::bad_request("frame must be a JSON object"),
+        });
+    }
+    let frame: RawFrame = serde_json::from_str(text).map_err(|e| OpError {
+        id: None,
+        error: ApiError::bad_request(format!("frame must be a JSON object: {e}")),
+    })?;
+    let id = match frame.id {
+        Some(v)
+            if v.get().starts_with('"')
+                || v.get()
+                    .starts_with(|c: char| c == '-' || c.is_ascii_digit()) =>
+        {
+            Some(v.to_owned())
+        }
+        Some(_) => {
+            return Err(OpError {
+                id: None,
+                error: ApiError::bad_request("'id' must be a string or a number"),
+            })
+        }
+        None => None,
+    };
+    let fail = |error: ApiError| OpError {
+        id: id.clone(),
+        error,
+    };
+    let op = required(frame.op, "op").map_err(fail)?;
+    let op = match &*op {
+        "subscribe" => {
+            let pattern = Pattern::parse(&required(frame.topic, "topic").map_err(fail)?)
+                .map_err(|e| fail(e.into()))?;
+            let since = match frame.since {
+                None => None,
+                Some(v) if v.get() == "null" => None,
+                Some(v) => Some(v.get().parse::<u64>().map_err(|_| {
+                    fail(ApiError::bad_request(
+                        "'since' must be a non-negative integer",
+                    ))
+                })?),
+            };
+            ClientOp::Subscribe { id, pattern, since }
+        }
+        "unsubscribe" => {
+            let pattern = Pattern::parse(&required(frame.topic, "topic").map_err(fail)?)
+                .map_err(|e| fail(e.into()))?;
+            ClientOp::Unsubscribe { id, pattern }
+        }
+        "publish" => {
+            let topic = Topic::parse(&required(frame.topic, "topic").map_err(fail)?)
+                .map_err(|e| fail(e.into()))?;
+            let data = frame
+                .data
+                .ok_or_else(|| fail(ApiError::bad_request("'data' is required")))?;
+            let data = json::compact(data.get()).into_owned();
+            if data.len() > max_payload {
+                return Err(fail(ApiError::too_large(max_payload)));
+            }
+            let idempotency_key = string_field(frame.idempotency_key, "idempotency_key")
+                .map_err(fail)?
+                .map(Cow::into_owned);
+            if let Some(key) = &idempotency_key {
+                crate::http::publish::check_idempotency_key(key).map_err(fail)?;
+            }
+            ClientOp::Publish {
+                id,
+                topic,
+                data,
+                idempotency_key,
+            }
+        }
+        "ping" => ClientOp::Ping { id },
+        other => {
+            let shown: String = other.chars().take(32).collect();
+            return Err(fail(ApiError::new(
+                ErrorCode::UnknownOp,
+                format!("unknown op {shown:?}"),
+            )));
+        }
+    };
+    Ok(op)
+}
+
+/// Frames the server sends besides message deliveries.
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum Reply<'a> {
+    /// Subscription confirmed (history, if asked for, follows).
+    Subscribed {
+        /// Echoed id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RawValue>,
+        /// The pattern.
+        topic: &'a str,
+    },
+    /// Subscription removed.
+    Unsubscribed {
+        /// Echoed id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RawValue>,
+        /// The pattern.
+        topic: &'a str,
+    },
+    /// Publish acknowledged (durable and handed to fan-out).
+    Ack {
+        /// Echoed id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RawValue>,
+        /// The topic.
+        topic: &'a str,
+        /// Assigned seq.
+        seq: u64,
+    },
+    /// Messages `from..=to` of `topic` were lost to retention.
+    Gap {
+        /// The topic.
+        topic: &'a str,
+        /// First lost seq.
+        from: u64,
+        /// Last lost seq.
+        to: u64,
+    },
+    /// Answer to the `ping` op.
+    Pong {
+        /// Echoed id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RawValue>,
+    },
+    /// An op was refused; the connection stays open.
+    Error {
+        /// Echoed id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RawValue>,
+        /// Error code.
+        code: ErrorCode,
+        /// Explanation.
+        message: &'a str,
+    },
+}
+
+impl Reply<'_> {
+    /// The frame text.
+    pub fn encode(&self) -> String {
+        serde_json::to_string(self).expect("replies serialize")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> (Option<String>, ErrorCode) {
+        let e = parse_op(text, 100).unwrap_err();
+        (e.id.map(|i| i.get().to_string()), e.error.code)
+    }
+
+    #[test]
+    fn parses_ops() {
+        match parse_op(r#"{"op":"subscribe","id":"1","topic":"orders.*"}"#, 100).unwrap() {
+            ClientOp::Subscribe { id, pattern, since } => {
+                assert_eq!(id.unwrap().get(), "\"1\"");
+                assert_eq!(pattern.as_str(), "orders.*");
+                assert_eq!(since, None);
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_op(
+            r#"{"op":"publish","id":3,"topic":"a.b","data":{ "x" : 1 }}"#,
+            100,
+        )
+        .unwrap()
+        {
+            ClientOp::Publish { data, .. } => assert_eq!(data, r#"{"x":1}"#),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn errors_keep_the_id() {
+        assert_eq!(
+            err(r#"{"op":"nope","id":"7"}"#),
+            (Some("\"7\"".into()), ErrorCode::UnknownOp)
+        );
+        assert_eq!(
+            err(r#"{"op":"publish","id":"8","topic":"a.*","data":1}"#),
+            (Some("\"8\"".into()), ErrorCode::InvalidTopic)
+        );
+        assert_eq!(
+            err(r#"{"op":"subscribe","id":9,"topic":"a","since":-1}"#),
+            (Some("9".into()), ErrorCode::BadRequest)
+        );
+        assert_eq!(err(r#"{"op":"publish","topic":"a","data":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#).1, ErrorCode::PayloadTooLarge);
+        assert_eq!(err("{not json"), (None, ErrorCode::BadRequest));
+        assert_eq!(err("[1,2]"), (None, ErrorCode::BadRequest));
+        assert_eq!(
+            err(r#"{"op":"subscribe","id":{"x":1}}"#),
+            (None, ErrorCode::BadRequest)
+        );
+        assert_eq!(
+            err(r#"{"op":"publish","topic":"a"}"#).1,
+            ErrorCode::BadRequest
+        );
+    }
+
+    #[test]
+    fn replies_encode() {
+        let id = RawValue::from_string("\"1\"".into()).unwrap();
+        assert_eq!(
+            Reply::Ack {
+                id: Some(&id),
+                topic: "a",
+                seq: 4
+            }
+            .encode(),
+            r#"{"type":"ack","id":"1","topic":"a","seq":4}"#
+        );
+        assert_eq!(
+            Reply::Error {
+                id: None,
+                code: ErrorCode::UnknownOp,
+                message: "x"
+            }
+            .encode(),
+            r#"{"type":"error","code":"unknown_op","message":"x"}"#
+        );
+    }
+}

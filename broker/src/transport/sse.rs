@@ -1,0 +1,193 @@
+//! Server-Sent Events at `GET /v1/sse?topic=a.b&topic=c.>`.
+//!
+//! Every event carries `id: <cursor>`, the subscriber's position after that
+//! event, so a browser's `EventSource` resumes by itself: on reconnect it
+//! sends the last id as `Last-Event-ID`. The stream opens with an id-only
+//! block (no data, so no event fires) carrying the starting cursor, which
+//! makes even a reconnect before the first message lose nothing. Heartbeat
+//! comments carry a fresh cursor too.
+
+use std::{sync::Arc, time::Duration};
+
+use actix_web::{http::header, web, HttpRequest, HttpResponse};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::stream;
+use tokio::sync::watch;
+
+use super::{gap_json, new_subscriber, ConnectionTracker, StreamQuery};
+use crate::{
+    http::ApiError,
+    hub::{Cursor, Event, MailboxState, Subscriber},
+    metrics::Transport,
+    server::AppState,
+};
+
+/// Client reconnect delay suggested to `EventSource`, ms.
+const RETRY_MS: u64 = 1000;
+const EVENTS_PER_CHUNK: usize = 256;
+
+struct SseStream {
+    state: Arc<AppState>,
+    subscriber: Subscriber,
+    events: Vec<Event>,
+    heartbeat: tokio::time::Interval,
+    shutdown: watch::Receiver<bool>,
+    opening: Option<Bytes>,
+    done: bool,
+    _tracker: ConnectionTracker,
+}
+
+/// `GET /v1/sse`: subscribes to every `topic`, resuming from `Last-Event-ID`
+/// or `?cursor=` when given.
+pub async fn stream(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, ApiError> {
+    let state = state.into_inner();
+    if state.shutting_down() {
+        return Err(ApiError::new(
+            crate::http::ErrorCode::Unavailable,
+            "shutting down",
+        ));
+    }
+    let query = StreamQuery::parse(req.query_string(), false)?;
+    let header_cursor = match req.headers().get("last-event-id") {
+        Some(v) => {
+            let text = v
+                .to_str()
+                .map_err(|_| ApiError::bad_request("Last-Event-ID is not a cursor"))?;
+            (!text.is_empty())
+                .then(|| Cursor::decode(text))
+                .transpose()?
+        }
+        None => None,
+    };
+    let tracker = ConnectionTracker::new(&state, Transport::Sse);
+    let mut subscriber = new_subscriber(&state);
+    if let Some(cursor) = header_cursor.or(query.cursor) {
+        subscriber.resume_from(cursor);
+    }
+    for pattern in query.patterns {
+        subscriber.subscribe(pattern, None)?;
+    }
+    let mut opening = BytesMut::new();
+    opening.put_slice(
+        format!(
+            "retry: {RETRY_MS}\nid: {}\n\n",
+            subscriber.cursor().encode()
+        )
+        .as_bytes(),
+    );
+    let heartbeat_every = state.config.transport.sse_heartbeat;
+    let mut heartbeat = tokio::time::interval_at(
+        tokio::time::Instant::now() + heartbeat_every,
+        heartbeat_every,
+    );
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let body = SseStream {
+        shutdown: state.shutdown.clone(),
+        state,
+        subscriber,
+        events: Vec::new(),
+        heartbeat,
+        opening: Some(opening.freeze()),
+        done: false,
+        _tracker: tracker,
+    };
+    let body = stream::unfold(body, |mut s| async move {
+        let chunk = s.next_chunk().await?;
+        Some((Ok::<_, actix_web::Error>(chunk), s))
+    });
+    Ok(HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header(("X-Accel-Buffering", "no"))
+        .streaming(body))
+}
+
+impl SseStream {
+    async fn next_chunk(&mut self) -> Option<Bytes> {
+        if let Some(opening) = self.opening.take() {
+            return Some(opening);
+        }
+        loop {
+            if self.done || *self.shutdown.borrow() {
+                return None;
+            }
+            self.events.clear();
+            let state = match self
+                .subscriber
+                .next_events(&mut self.events, EVENTS_PER_CHUNK)
+            {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::error!(error = %e, "log read failed during SSE delivery");
+                    return None;
+                }
+            };
+            if state != MailboxState::Open {
+                // Ending the stream makes EventSource reconnect with its last
+                // id, which resumes from the log.
+                self.done = true;
+                if state == MailboxState::Overflowed {
+                    return Some(Bytes::from_static(
+                        b": slow consumer; reconnect to resume\n\n",
+                    ));
+                }
+            }
+            if !self.events.is_empty() {
+                return Some(self.encode_events());
+            }
+            if self.done {
+                return None;
+            }
+            let wake = self.subscriber.wake();
+            tokio::select! {
+                _ = wake => {}
+                _ = self.heartbeat.tick() => {
+                    let cursor = self.subscriber.cursor().encode();
+                    return Some(Bytes::from(format!(": ping\nid: {cursor}\n\n")));
+                }
+                _ = self.shutdown.changed() => return None,
+            }
+        }
+    }
+
+    fn encode_events(&mut self) -> Bytes {
+        let mut out = BytesMut::with_capacity(self.events.iter().map(|e| 96 + event_len(e)).sum());
+        for event in &self.events {
+            self.subscriber.delivered(event);
+            let cursor = self.subscriber.cursor().encode();
+            out.put_slice(b"id: ");
+            out.put_slice(cursor.as_bytes());
+            match event {
+                Event::Message(m) => {
+                    out.put_slice(b"\nevent: message\ndata: ");
+                    out.put_slice(m.envelope());
+                }
+                Event::Gap { topic, from, to } => {
+                    out.put_slice(b"\nevent: gap\ndata: ");
+                    out.put_slice(gap_json(topic.as_str(), *from, *to).as_bytes());
+                }
+            }
+            out.put_slice(b"\n\n");
+        }
+        self.state
+            .metrics
+            .delivered(Transport::Sse)
+            .inc_by(self.events.len() as u64);
+        out.freeze()
+    }
+}
+
+fn event_len(e: &Event) -> usize {
+    match e {
+        Event::Message(m) => m.envelope().len(),
+        Event::Gap { .. } => 64,
+    }
+}
+
+/// Heartbeat interval bounds (exported for docs/tests).
+pub fn heartbeat(state: &AppState) -> Duration {
+    state.config.transport.sse_heartbeat
+}

@@ -1,0 +1,430 @@
+//! WebSocket transport at `/v1/ws` (and the `/v1/echo` conformance endpoint,
+//! which runs the same connection loop with an echoing handler).
+//!
+//! One task per connection owns the socket and a [`Subscriber`], and
+//! `select!`s over: client frames, subscriber wake-ups, acks of publishes in
+//! flight, the ping timer and server shutdown. Every write is bounded by the
+//! idle timeout, so a client that stops reading can hold the task for at
+//! most that long; its queued messages are capped by the mailbox meanwhile.
+//!
+//! Close codes: 1000 normal, 1001 server shutting down, 1002 protocol error,
+//! 1007 invalid UTF-8, 1009 frame too big, 1011 internal error,
+//! 4001 slow consumer (resume from your last seq), 4002 idle timeout.
+
+use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{
+    AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session,
+};
+use bytestring::ByteString;
+use futures_util::{stream::FuturesUnordered, StreamExt};
+use tokio::time::{timeout, Instant};
+
+use super::{
+    new_subscriber,
+    protocol::{parse_op, ClientOp, OpError, OpId, Reply},
+    ConnectionTracker,
+};
+use crate::{
+    engine::{PublishError, PublishItem, Published},
+    http::ApiError,
+    hub::{Event, MailboxState, Subscriber},
+    metrics::Transport,
+    server::AppState,
+};
+
+/// Close code: the client fell too far behind and must resume.
+pub const CLOSE_SLOW_CONSUMER: u16 = 4001;
+/// Close code: nothing heard from the client within the idle timeout.
+pub const CLOSE_IDLE_TIMEOUT: u16 = 4002;
+/// Publishes one connection may have awaiting their ack before it stops
+/// reading further frames.
+const MAX_PUBLISHES_IN_FLIGHT: usize = 256;
+/// Events taken from the subscriber per write batch.
+const EVENTS_PER_BATCH: usize = 256;
+
+type AckResult = (Option<OpId>, Result<Vec<Published>, PublishError>);
+type PendingAck = Pin<Box<dyn Future<Output = AckResult>>>;
+
+/// `GET /v1/ws`: upgrades and spawns the connection task.
+pub async fn upgrade(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    if state.shutting_down() {
+        return Err(ApiError::new(crate::http::ErrorCode::Unavailable, "shutting down").into());
+    }
+    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let state = state.into_inner();
+    let stream = limit_stream(stream, &state);
+    let tracker = ConnectionTracker::new(&state, Transport::Ws);
+    actix_web::rt::spawn(async move {
+        let subscriber = new_subscriber(&state);
+        let conn = Connection::new(
+            state,
+            session,
+            Handler::Broker(Box::new(BrokerHandler {
+                subscriber,
+                acks: FuturesUnordered::new(),
+            })),
+        );
+        conn.run(stream).await;
+        drop(tracker);
+    });
+    Ok(response)
+}
+
+/// `GET /v1/echo` (with `--enable-echo`): echoes text and binary messages.
+pub async fn echo(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+) -> Result<HttpResponse, actix_web::Error> {
+    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let state = state.into_inner();
+    let stream = limit_stream(stream, &state);
+    actix_web::rt::spawn(async move {
+        Connection::new(state, session, Handler::Echo)
+            .run(stream)
+            .await;
+    });
+    Ok(response)
+}
+
+fn limit_stream(stream: actix_ws::MessageStream, state: &AppState) -> AggregatedMessageStream {
+    let max = state.config.limits.max_frame_bytes();
+    stream
+        .max_frame_size(max)
+        .aggregate_continuations()
+        .max_continuation_size(max)
+}
+
+struct BrokerHandler {
+    subscriber: Subscriber,
+    acks: FuturesUnordered<PendingAck>,
+}
+
+enum Handler {
+    Broker(Box<BrokerHandler>),
+    Echo,
+}
+
+/// Why the loop ended, and what to tell the client.
+enum Exit {
+    /// Close with this code and reason.
+    Close(u16, &'static str),
+    /// The client closed or vanished; nothing more to send.
+    Gone,
+}
+
+struct Connection {
+    state: Arc<AppState>,
+    session: Session,
+    handler: Handler,
+    events: Vec<Event>,
+    last_heard: Instant,
+}
+
+impl Connection {
+    fn new(state: Arc<AppState>, session: Session, handler: Handler) -> Self {
+        Connection {
+            state,
+            session,
+            handler,
+            events: Vec::new(),
+            last_heard: Instant::now(),
+        }
+    }
+
+    /// Sends one text frame; a client that does not take it within the idle
+    /// timeout is given up on.
+    async fn send(&mut self, text: impl Into<ByteString>) -> Result<(), Exit> {
+        let limit = self.state.config.transport.ws_idle_timeout;
+        match timeout(limit, self.session.text(text)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Exit::Gone),
+            Err(_) => Err(Exit::Close(CLOSE_IDLE_TIMEOUT, "write timed out")),
+        }
+    }
+
+    async fn run(mut self, mut stream: AggregatedMessageStream) {
+        let transport = self.state.config.transport.clone();
+        let mut shutdown = self.state.shutdown.clone();
+        let mut ping = tokio::time::interval_at(
+            Instant::now() + transport.ws_ping_interval,
+            transport.ws_ping_interval,
+        );
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let exit = loop {
+            if *shutdown.borrow() {
+                break Exit::Close(1001, "server shutting down");
+            }
+            let (wake, acks_pending, reading) = match &self.handler {
+                Handler::Broker(b) => (
+                    Some(b.subscriber.wake()),
+                    !b.acks.is_empty(),
+                    b.acks.len() < MAX_PUBLISHES_IN_FLIGHT,
+                ),
+                Handler::Echo => (None, false, true),
+            };
+            let step = tokio::select! {
+                biased;
+                _ = shutdown.changed() => Step::Shutdown,
+                frame = stream.next(), if reading => Step::Frame(frame),
+                ack = next_ack(&mut self.handler), if acks_pending => Step::Ack(ack),
+                _ = async { wake.expect("broker has a subscriber").await }, if wake.is_some() => Step::Deliver,
+                _ = ping.tick() => Step::Ping,
+            };
+            let result = match step {
+                Step::Shutdown => Err(Exit::Close(1001, "server shutting down")),
+                Step::Frame(frame) => self.on_frame(frame).await,
+                Step::Ack(Some((id, result))) => self.on_ack(id, result).await,
+                Step::Ack(None) => Ok(()),
+                Step::Deliver => self.deliver().await,
+                Step::Ping => self.ping(transport.ws_idle_timeout).await,
+            };
+            if let Err(exit) = result {
+                break exit;
+            }
+        };
+        if let Exit::Close(code, reason) = exit {
+            let reason = CloseReason {
+                code: CloseCode::from(code),
+                description: Some(reason.to_string()),
+            };
+            let _ = timeout(Duration::from_secs(1), self.session.close(Some(reason))).await;
+        }
+    }
+
+    async fn on_frame(
+        &mut self,
+        frame: Option<Result<AggregatedMessage, ProtocolError>>,
+    ) -> Result<(), Exit> {
+        self.last_heard = Instant::now();
+        let message = match frame {
+            None => return Err(Exit::Gone),
+            Some(Ok(message)) => message,
+            Some(Err(e)) => return Err(protocol_exit(&e)),
+        };
+        match message {
+            AggregatedMessage::Text(text) => match &mut self.handler {
+                Handler::Echo => self.send(text).await,
+                Handler::Broker(_) => self.on_op(&text).await,
+            },
+            AggregatedMessage::Binary(bytes) => match &self.handler {
+                Handler::Echo => {
+                    let limit = self.state.config.transport.ws_idle_timeout;
+                    match timeout(limit, self.session.binary(bytes)).await {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(_)) => Err(Exit::Gone),
+                        Err(_) => Err(Exit::Close(CLOSE_IDLE_TIMEOUT, "write timed out")),
+                    }
+                }
+                Handler::Broker(_) => {
+                    self.state.metrics.bad_requests.inc();
+                    self.send_error(
+                        None,
+                        &ApiError::bad_request(
+                            "binary frames are not supported; send JSON text frames",
+                        ),
+                    )
+                    .await
+                }
+            },
+            AggregatedMessage::Ping(bytes) => {
+                self.session.pong(&bytes).await.map_err(|_| Exit::Gone)
+            }
+            AggregatedMessage::Pong(_) => Ok(()),
+            AggregatedMessage::Close(reason) => {
+                let _ = timeout(Duration::from_secs(1), self.session.clone().close(reason)).await;
+                Err(Exit::Gone)
+            }
+        }
+    }
+
+    async fn on_op(&mut self, text: &str) -> Result<(), Exit> {
+        let op = match parse_op(text, self.state.config.limits.max_payload_bytes) {
+            Ok(op) => op,
+            Err(OpError { id, error }) => {
+                self.state.metrics.bad_requests.inc();
+                return self.send_error(id.as_deref(), &error).await;
+            }
+        };
+        let Handler::Broker(broker) = &mut self.handler else {
+            unreachable!("ops only reach the broker handler")
+        };
+        match op {
+            ClientOp::Subscribe { id, pattern, since } => {
+                let result = broker.subscriber.subscribe(pattern.clone(), since);
+                match result {
+                    Ok(_) => {
+                        let reply = Reply::Subscribed {
+                            id: id.as_deref(),
+                            topic: pattern.as_str(),
+                        };
+                        self.send(reply.encode()).await
+                    }
+                    Err(e) => self.send_error(id.as_deref(), &e.into()).await,
+                }
+            }
+            ClientOp::Unsubscribe { id, pattern } => {
+                broker.subscriber.unsubscribe(&pattern);
+                let reply = Reply::Unsubscribed {
+                    id: id.as_deref(),
+                    topic: pattern.as_str(),
+                };
+                self.send(reply.encode()).await
+            }
+            ClientOp::Publish {
+                id,
+                topic,
+                data,
+                idempotency_key,
+            } => {
+                let engine = self.state.engine.clone();
+                let metrics = self.state.metrics.clone();
+                broker.acks.push(Box::pin(async move {
+                    let started = std::time::Instant::now();
+                    let result = engine
+                        .publish(vec![PublishItem {
+                            topic,
+                            data,
+                            idempotency_key,
+                        }])
+                        .await;
+                    match &result {
+                        Ok(_) => metrics
+                            .publish_ack_seconds
+                            .observe(started.elapsed().as_secs_f64()),
+                        Err(_) => metrics.publish_errors.inc(),
+                    }
+                    (id, result)
+                }));
+                Ok(())
+            }
+            ClientOp::Ping { id } => self.send(Reply::Pong { id: id.as_deref() }.encode()).await,
+        }
+    }
+
+    async fn on_ack(
+        &mut self,
+        id: Option<OpId>,
+        result: Result<Vec<Published>, PublishError>,
+    ) -> Result<(), Exit> {
+        match result {
+            Ok(published) => {
+                let p = &published[0];
+                let reply = Reply::Ack {
+                    id: id.as_deref(),
+                    topic: p.topic.as_str(),
+                    seq: p.seq,
+                };
+                self.send(reply.encode()).await
+            }
+            Err(e) => self.send_error(id.as_deref(), &e.into()).await,
+        }
+    }
+
+    async fn send_error(
+        &mut self,
+        id: Option<&serde_json::value::RawValue>,
+        error: &ApiError,
+    ) -> Result<(), Exit> {
+        let reply = Reply::Error {
+            id,
+            code: error.code,
+            message: &error.message,
+        };
+        self.send(reply.encode()).await
+    }
+
+    /// Writes everything the subscriber has ready, in batches.
+    async fn deliver(&mut self) -> Result<(), Exit> {
+        loop {
+            let mut events = std::mem::take(&mut self.events);
+            events.clear();
+            let Handler::Broker(broker) = &mut self.handler else {
+                return Ok(());
+            };
+            let state = broker
+                .subscriber
+                .next_events(&mut events, EVENTS_PER_BATCH)
+                .map_err(|e| {
+                    tracing::error!(error = %e, "log read failed during delivery");
+                    Exit::Close(1011, "storage read failed")
+                })?;
+            for event in &events {
+                broker.subscriber.delivered(event);
+            }
+            let count = events.len();
+            for event in &events {
+                let frame: ByteString = match event {
+                    Event::Message(m) => m.ws_frame().clone(),
+                    Event::Gap { topic, from, to } => Reply::Gap {
+                        topic: topic.as_str(),
+                        from: *from,
+                        to: *to,
+                    }
+                    .encode()
+                    .into(),
+                };
+                self.send(frame).await?;
+            }
+            self.state
+                .metrics
+                .delivered(Transport::Ws)
+                .inc_by(count as u64);
+            self.events = events;
+            match state {
+                MailboxState::Overflowed => {
+                    return Err(Exit::Close(
+                        CLOSE_SLOW_CONSUMER,
+                        "slow consumer: resume from your last seq",
+                    ))
+                }
+                MailboxState::Closed => return Err(Exit::Close(1001, "server shutting down")),
+                MailboxState::Open if count == 0 => return Ok(()),
+                MailboxState::Open => {}
+            }
+        }
+    }
+
+    async fn ping(&mut self, idle_timeout: Duration) -> Result<(), Exit> {
+        if self.last_heard.elapsed() > idle_timeout {
+            return Err(Exit::Close(CLOSE_IDLE_TIMEOUT, "no response to pings"));
+        }
+        match timeout(idle_timeout, self.session.ping(b"")).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Exit::Gone),
+            Err(_) => Err(Exit::Close(CLOSE_IDLE_TIMEOUT, "write timed out")),
+        }
+    }
+}
+
+enum Step {
+    Shutdown,
+    Frame(Option<Result<AggregatedMessage, ProtocolError>>),
+    Ack(Option<AckResult>),
+    Deliver,
+    Ping,
+}
+
+async fn next_ack(handler: &mut Handler) -> Option<AckResult> {
+    match handler {
+        Handler::Broker(b) => b.acks.next().await,
+        Handler::Echo => std::future::pending().await,
+    }
+}
+
+fn protocol_exit(e: &ProtocolError) -> Exit {
+    match e {
+        ProtocolError::Overflow => Exit::Close(1009, "message too big"),
+        ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            Exit::Close(1007, "invalid UTF-8 in text frame")
+        }
+        ProtocolError::Io(_) => Exit::Gone,
+        _ => Exit::Close(1002, "protocol error"),
+    }
+}
