@@ -6,10 +6,10 @@ use tokio::sync::watch;
 
 use crate::{
     config::Config,
-    engine::{sequencer::SequencerOptions, Engine, LocalEngine, Sequencer},
+    engine::{sequencer::SequencerOptions, Durability, Engine, LocalEngine, Sequencer},
     http,
     hub::Hub,
-    log::{retention, sled_log::SledOptions, LogError, MessageLog, SledLog},
+    log::{checkpoint, retention, sled_log::SledOptions, LogError, MessageLog, SledLog},
     metrics::Metrics,
 };
 
@@ -120,6 +120,10 @@ pub async fn run(
     let heads = log.heads()?;
     tracing::info!(topics = heads.len(), "log opened");
     hub.load_heads(heads);
+    let strict = config.log.durability == Durability::Always;
+    if strict {
+        checkpoint::verify(&config.data_dir, hub.committed_total())?;
+    }
     let sequencer = Sequencer::start(
         hub.clone(),
         log.clone(),
@@ -141,6 +145,7 @@ pub async fn run(
         Arc::new(config.retention_rules()),
         config.log.retention_interval,
         metrics.clone(),
+        strict.then(|| config.data_dir.clone()),
         shutdown_rx.clone(),
     ));
 
@@ -159,11 +164,12 @@ pub async fn run(
         shutdown: shutdown_rx,
         started: Instant::now(),
     });
-    let server =
-        http::server(state, listener, shutdown_timeout).map_err(|source| ServerError::Io {
+    let server = http::server(state.clone(), listener, shutdown_timeout).map_err(|source| {
+        ServerError::Io {
             context: format!("cannot serve on {addr}"),
             source,
-        })?;
+        }
+    })?;
     let handle = server.handle();
     tracing::info!(addr = %addr, node = %node_id, "herald listening on http://{addr}");
     let mut server = tokio::spawn(server);
@@ -183,6 +189,11 @@ pub async fn run(
     engine.shutdown().await;
     trimmer.abort();
     log.sync()?;
+    if strict {
+        if let Err(e) = checkpoint::store(&state.config.data_dir, state.hub.committed_total()) {
+            tracing::warn!(error = %e, "cannot record the acknowledged high-water mark");
+        }
+    }
     tracing::info!("stopped");
     Ok(())
 }

@@ -75,6 +75,8 @@ pub struct Hub {
     clock: Clock,
     next_id: AtomicU64,
     connections: AtomicUsize,
+    /// Sum of every topic's committed seq (see `log::checkpoint`).
+    committed_total: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
@@ -88,6 +90,7 @@ impl Hub {
             clock: Clock::default(),
             next_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
+            committed_total: AtomicU64::new(0),
             metrics,
         }
     }
@@ -112,8 +115,15 @@ impl Hub {
         let mut map = self.heads.write();
         for (topic, head) in heads {
             self.clock.observe(head.last_ts);
-            map.insert(topic, head);
+            let old = map.insert(topic, head).map_or(0, |h| h.last_seq);
+            self.committed_total
+                .fetch_add(head.last_seq.saturating_sub(old), Ordering::Relaxed);
         }
+    }
+
+    /// Sum of every topic's committed seq; grows by one per message.
+    pub fn committed_total(&self) -> u64 {
+        self.committed_total.load(Ordering::Relaxed)
     }
 
     /// The committed head of `topic` (zeroes for a topic never published).
@@ -233,6 +243,8 @@ impl Hub {
                 });
             }
         }
+        self.committed_total
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.in_flight.lock().pop_front();
         self.metrics.messages_fanned_out.inc_by(delivered);
         self.metrics.slow_consumers.inc_by(overflowed);

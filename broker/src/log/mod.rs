@@ -5,6 +5,7 @@
 //! it) and only then acknowledges and dispatches them. Readers (history,
 //! resume, gap filling) read committed ranges back.
 
+pub mod checkpoint;
 pub mod retention;
 pub mod sled_log;
 

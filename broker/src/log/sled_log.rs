@@ -29,6 +29,8 @@ use super::{IdempotencyRecord, LogEntry, LogError, MessageLog, TopicStats, Trimm
 use crate::hub::{Message, Topic, TopicHead};
 
 const FORMAT_KEY: &[u8] = b"format";
+/// File beside the sled directory saying Herald created it.
+const MARKER_FILE: &str = "herald-log.format";
 const FORMAT: &[u8] = b"herald-log-1";
 
 /// Options for opening the log.
@@ -78,6 +80,20 @@ fn idempotency_key(topic: &Topic, key: &str) -> Vec<u8> {
     k
 }
 
+/// Writes `bytes` to `path` durably (temp file, fsync, rename, fsync dir).
+pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(parent) = path.parent() {
+        std::fs::File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
 fn u64_at(bytes: &[u8], at: usize) -> Result<u64, LogError> {
     bytes
         .get(at..at + 8)
@@ -100,6 +116,20 @@ impl SledLog {
             reason,
         };
         std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
+        // sled silently replaces files it cannot make sense of, so refuse a
+        // log directory this node did not create before sled sees it.
+        let marker = dir.join(MARKER_FILE);
+        let log_dir = dir.join("log");
+        let has_files = std::fs::read_dir(&log_dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(false);
+        if has_files && !marker.exists() {
+            return Err(open_err(format!(
+                "{} holds data Herald did not write ({} is missing); refusing to touch it",
+                log_dir.display(),
+                MARKER_FILE
+            )));
+        }
         let db = sled::Config::new()
             .path(dir.join("log"))
             .cache_capacity(options.cache_bytes)

@@ -54,6 +54,7 @@ pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     for event in &events {
         subscriber.delivered(event);
     }
+    subscriber.settle();
     let mut body = BytesMut::with_capacity(128 + events.len() * 128);
     body.put_slice(b"{\"messages\":[");
     let mut gaps = Vec::new();

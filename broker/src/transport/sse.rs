@@ -7,7 +7,7 @@
 //! makes even a reconnect before the first message lose nothing. Heartbeat
 //! comments carry a fresh cursor too.
 
-use std::{sync::Arc, time::Duration};
+use std::sync::Arc;
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use bytes::{BufMut, Bytes, BytesMut};
@@ -145,6 +145,7 @@ impl SseStream {
             tokio::select! {
                 _ = wake => {}
                 _ = self.heartbeat.tick() => {
+                    self.subscriber.settle();
                     let cursor = self.subscriber.cursor().encode();
                     return Some(Bytes::from(format!(": ping\nid: {cursor}\n\n")));
                 }
@@ -185,9 +186,4 @@ fn event_len(e: &Event) -> usize {
         Event::Message(m) => m.envelope().len(),
         Event::Gap { .. } => 64,
     }
-}
-
-/// Heartbeat interval bounds (exported for docs/tests).
-pub fn heartbeat(state: &AppState) -> Duration {
-    state.config.transport.sse_heartbeat
 }

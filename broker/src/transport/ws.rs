@@ -206,8 +206,12 @@ impl Connection {
         let message = match frame {
             None => return Err(Exit::Gone),
             Some(Ok(message)) => message,
-            Some(Err(e)) => return Err(protocol_exit(&e)),
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "websocket protocol error");
+                return Err(protocol_exit(&e));
+            }
         };
+        tracing::trace!(?message, "websocket frame");
         match message {
             AggregatedMessage::Text(text) => match &mut self.handler {
                 Handler::Echo => self.send(text).await,

@@ -1,0 +1,389 @@
+//! Test harness: starts the real `herald` binary on an ephemeral port and
+//! talks to it with real clients (tokio-tungstenite, reqwest).
+
+#![allow(dead_code)]
+
+use std::{
+    io::{BufRead, BufReader},
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    sync::{mpsc, Arc, Mutex},
+    time::Duration,
+};
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use tokio::net::TcpStream;
+use tokio_tungstenite::{tungstenite::Message as WsMessage, MaybeTlsStream, WebSocketStream};
+
+pub const TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running `herald serve` process.
+pub struct Node {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+    pub log: Arc<Mutex<Vec<String>>>,
+    args: Vec<String>,
+}
+
+pub fn binary() -> &'static str {
+    env!("CARGO_BIN_EXE_herald")
+}
+
+impl Node {
+    /// Starts a node with a fresh data dir and extra flags.
+    pub fn start(args: &[&str]) -> Node {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("data");
+        let mut node = Self::start_in(&dir, args);
+        node._tmp = Some(tmp);
+        node
+    }
+
+    /// Starts a node on an existing data dir (restarts).
+    pub fn start_in(dir: &Path, args: &[&str]) -> Node {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let (child, addr, log) =
+            spawn(dir, &args).unwrap_or_else(|e| panic!("herald did not start: {e}"));
+        Node {
+            child: Some(child),
+            addr,
+            data_dir: dir.to_path_buf(),
+            _tmp: None,
+            log,
+            args,
+        }
+    }
+
+    /// Kills with SIGKILL and starts again on the same data dir and flags
+    /// (new port).
+    pub fn kill9_and_restart(&mut self) {
+        self.kill9();
+        let (child, addr, log) =
+            spawn(&self.data_dir, &self.args).unwrap_or_else(|e| panic!("restart failed: {e}"));
+        self.child = Some(child);
+        self.addr = addr;
+        self.log = log;
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Resident set size of the server process, KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends SIGTERM and waits for the exit status.
+    pub fn sigterm(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        signal(child.id(), "TERM");
+        wait_timeout(&mut child, Duration::from_secs(30)).expect("exited after SIGTERM")
+    }
+
+    /// Waits for a process already signalled to exit.
+    pub fn sigterm_wait(&mut self) -> ExitStatus {
+        let mut child = self.child.take().expect("running");
+        wait_timeout(&mut child, Duration::from_secs(30)).expect("exited")
+    }
+
+    pub async fn ws(&self) -> Ws {
+        Ws::connect(&self.ws_url("/v1/ws")).await
+    }
+
+    pub fn logs(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .arg(format!("-{sig}"))
+        .arg(pid.to_string())
+        .status()
+        .expect("kill")
+        .success();
+    assert!(ok, "kill -{sig} {pid} failed");
+}
+
+pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+type Spawned = (Child, SocketAddr, Arc<Mutex<Vec<String>>>);
+
+fn spawn(dir: &Path, args: &[String]) -> Result<Spawned, String> {
+    let mut cmd = Command::new(binary());
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(dir);
+    cmd.args(args);
+    cmd.env(
+        "HERALD_LOG",
+        std::env::var("HERALD_TEST_LOG").unwrap_or_else(|_| "info".into()),
+    );
+    cmd.env_remove("RUST_LOG");
+    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+    let stderr = child.stderr.take().expect("stderr");
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel();
+    let sink = log.clone();
+    let echo = std::env::var("HERALD_TEST_ECHO").is_ok();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if echo {
+                eprintln!("[herald] {line}");
+            }
+            if let Some(addr) = line
+                .split("addr=")
+                .nth(1)
+                .and_then(|r| r.split_whitespace().next())
+            {
+                let _ = tx.send(addr.to_string());
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    match rx.recv_timeout(TIMEOUT) {
+        Ok(addr) => Ok((
+            child,
+            addr.parse().map_err(|e| format!("{e}: {addr}"))?,
+            log,
+        )),
+        Err(_) => {
+            let _ = child.kill();
+            Err(format!(
+                "no listening line; log:\n{}",
+                log.lock().unwrap().join("\n")
+            ))
+        }
+    }
+}
+
+/// A WebSocket client speaking the Herald protocol.
+pub struct Ws {
+    pub stream: WebSocketStream<MaybeTlsStream<TcpStream>>,
+    /// Every server frame seen, for schema checks.
+    pub seen: Vec<Value>,
+    /// Frames read while waiting for a reply, handed out by `recv` first.
+    backlog: std::collections::VecDeque<Value>,
+}
+
+impl Ws {
+    pub async fn connect(url: &str) -> Ws {
+        let (stream, _) = tokio::time::timeout(TIMEOUT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect timed out")
+            .expect("websocket connect");
+        Ws {
+            stream,
+            seen: Vec::new(),
+            backlog: Default::default(),
+        }
+    }
+
+    pub async fn send(&mut self, frame: Value) {
+        self.send_text(&frame.to_string()).await;
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.stream
+            .send(WsMessage::Text(text.into()))
+            .await
+            .expect("send");
+    }
+
+    /// Next JSON frame (skipping pings), or panics after `TIMEOUT`.
+    pub async fn recv(&mut self) -> Value {
+        self.try_recv(TIMEOUT)
+            .await
+            .expect("no frame before timeout")
+    }
+
+    /// Next JSON frame within `limit`, or `None`.
+    pub async fn try_recv(&mut self, limit: Duration) -> Option<Value> {
+        if let Some(v) = self.backlog.pop_front() {
+            return Some(v);
+        }
+        self.read_frame(limit).await
+    }
+
+    async fn read_frame(&mut self, limit: Duration) -> Option<Value> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let msg = tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .ok()??;
+            match msg.expect("websocket error") {
+                WsMessage::Text(text) => {
+                    let v: Value = serde_json::from_str(&text).expect("server frame is JSON");
+                    self.seen.push(v.clone());
+                    return Some(v);
+                }
+                WsMessage::Close(frame) => panic!("closed unexpectedly: {frame:?}"),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Sends an op and returns the reply with the same id. Other frames
+    /// that arrive first stay queued for `recv` and are also returned.
+    pub async fn request(&mut self, mut op: Value, id: &str) -> (Value, Vec<Value>) {
+        op["id"] = Value::String(id.into());
+        self.send(op).await;
+        let mut other = Vec::new();
+        loop {
+            let frame = self
+                .read_frame(TIMEOUT)
+                .await
+                .expect("no reply before timeout");
+            if frame["id"] == id {
+                return (frame, other);
+            }
+            self.backlog.push_back(frame.clone());
+            other.push(frame);
+        }
+    }
+
+    pub async fn subscribe(&mut self, topic: &str) {
+        let (reply, _) = self
+            .request(
+                serde_json::json!({"op":"subscribe","topic":topic}),
+                &format!("sub-{topic}"),
+            )
+            .await;
+        assert_eq!(reply["type"], "subscribed", "{reply}");
+    }
+
+    pub async fn publish(&mut self, topic: &str, data: Value) -> u64 {
+        let (reply, _) = self
+            .request(
+                serde_json::json!({"op":"publish","topic":topic,"data":data}),
+                "pub",
+            )
+            .await;
+        assert_eq!(reply["type"], "ack", "{reply}");
+        reply["seq"].as_u64().expect("seq")
+    }
+
+    /// Collects `n` message deliveries.
+    pub async fn messages(&mut self, n: usize) -> Vec<Value> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            let frame = self.recv().await;
+            if frame["type"] == "message" {
+                out.push(frame);
+            }
+        }
+        out
+    }
+
+    /// Asserts nothing arrives for `quiet`.
+    pub async fn assert_silent(&mut self, quiet: Duration) {
+        if let Some(frame) = self.try_recv(quiet).await {
+            panic!("unexpected frame {frame}");
+        }
+    }
+
+    /// Waits for a close frame and returns its code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        loop {
+            match tokio::time::timeout_at(deadline, self.stream.next())
+                .await
+                .expect("no close before timeout")
+            {
+                Some(Ok(WsMessage::Close(frame))) => return frame.map(|f| u16::from(f.code)),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return None,
+            }
+        }
+    }
+}
+
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(TIMEOUT)
+        .build()
+        .expect("client")
+}
+
+/// POSTs JSON `data` to a topic; returns (status, body).
+pub async fn publish(node: &Node, topic: &str, data: &Value) -> (u16, Value) {
+    let res = http()
+        .post(node.url(&format!("/v1/topics/{topic}/messages")))
+        .json(data)
+        .send()
+        .await
+        .expect("publish request");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+pub async fn get_json(node: &Node, path: &str) -> (u16, Value) {
+    let res = http().get(node.url(path)).send().await.expect("GET");
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+/// Asserts `messages` are exactly seqs `from..=to` of `topic` in order.
+pub fn assert_sequence(messages: &[Value], topic: &str, from: u64, to: u64) {
+    let seqs: Vec<u64> = messages
+        .iter()
+        .filter(|m| m["topic"] == topic)
+        .map(|m| m["seq"].as_u64().expect("seq"))
+        .collect();
+    let expected: Vec<u64> = (from..=to).collect();
+    if seqs != expected {
+        let first_bad = seqs.iter().zip(&expected).position(|(a, b)| a != b);
+        panic!(
+            "{topic}: got {} messages, expected {} ({from}..={to}); first mismatch at {first_bad:?}",
+            seqs.len(),
+            expected.len()
+        );
+    }
+}

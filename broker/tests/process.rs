@@ -1,0 +1,177 @@
+//! The process edge: flags, config errors, port in use, unreadable data
+//! dir, health endpoints and graceful shutdown.
+
+mod common;
+
+use std::{
+    process::{Command, Stdio},
+    time::Duration,
+};
+
+use common::*;
+use serde_json::json;
+
+fn run_to_exit(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
+    let mut cmd = Command::new(binary());
+    cmd.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let status =
+        wait_timeout(&mut child, Duration::from_secs(20)).expect("process should exit by itself");
+    let out = child.wait_with_output().unwrap();
+    let text =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    (status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn bad_flags_and_settings_fail_clearly() {
+    let (code, out) = run_to_exit(&["serve", "--bogus"], &[]);
+    assert_ne!(code, 0);
+    assert!(out.contains("--bogus"), "{out}");
+
+    let (code, out) = run_to_exit(&["serve", "--listen", "not-an-address"], &[]);
+    assert_ne!(code, 0);
+    assert!(out.contains("not-an-address"), "{out}");
+
+    let (code, out) = run_to_exit(&["serve"], &[("HERALD_LISTEN", "nope:99999")]);
+    assert_ne!(code, 0, "a bad environment variable is refused too");
+    assert!(out.contains("nope:99999"), "{out}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("herald.toml");
+    std::fs::write(&file, "lisen = \"127.0.0.1:1\"\n").unwrap();
+    let (code, out) = run_to_exit(&["serve", "--config", file.to_str().unwrap()], &[]);
+    assert_ne!(code, 0);
+    assert!(
+        out.contains("lisen") && out.contains("herald.toml"),
+        "{out}"
+    );
+
+    let (code, out) = run_to_exit(&["serve", "--config", "/nonexistent/herald.toml"], &[]);
+    assert_ne!(code, 0);
+    assert!(out.contains("/nonexistent/herald.toml"), "{out}");
+}
+
+#[test]
+fn port_in_use_fails_clearly() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let (code, out) = run_to_exit(
+        &[
+            "serve",
+            "--listen",
+            &addr,
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(
+        out.contains(&addr) && out.to_lowercase().contains("in use"),
+        "{out}"
+    );
+}
+
+#[test]
+fn unusable_data_dir_fails_naming_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("not-a-dir");
+    std::fs::write(&file, "x").unwrap();
+    let bad = file.join("data");
+    let (code, out) = run_to_exit(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            bad.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_ne!(code, 0);
+    assert!(out.contains(bad.to_str().unwrap()), "{out}");
+
+    // A data dir holding something that is not a Herald log is refused, not
+    // overwritten.
+    let foreign = dir.path().join("foreign");
+    std::fs::create_dir_all(foreign.join("log")).unwrap();
+    std::fs::write(foreign.join("log").join("db"), vec![0x5a; 4096]).unwrap();
+    let (code, out) = run_to_exit(
+        &[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--data-dir",
+            foreign.to_str().unwrap(),
+        ],
+        &[],
+    );
+    assert_ne!(code, 0, "{out}");
+    assert!(out.contains(foreign.to_str().unwrap()), "{out}");
+}
+
+#[test]
+fn env_and_file_settings_apply_with_flags_on_top() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("herald.toml");
+    std::fs::write(
+        &file,
+        "node_id = \"from-file\"\n[limits]\nmax_payload_bytes = 100\n",
+    )
+    .unwrap();
+    let node = Node::start(&["--config", file.to_str().unwrap(), "--node-id", "from-flag"]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let (status, ready) = get_json(&node, "/readyz").await;
+        assert_eq!((status, ready["node"].as_str()), (200, Some("from-flag")));
+        let (status, body) = publish(&node, "a", &json!("x".repeat(200))).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (413, Some("payload_too_large")),
+            "file limit applies"
+        );
+    });
+}
+
+#[tokio::test]
+async fn health_endpoints() {
+    let node = Node::start(&[]);
+    assert_eq!(get_json(&node, "/healthz").await.0, 200);
+    let (status, body) = get_json(&node, "/readyz").await;
+    assert_eq!(status, 200, "{body}");
+    let metrics = http().get(node.url("/metrics")).send().await.unwrap();
+    assert!(metrics.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
+    assert!(metrics
+        .text()
+        .await
+        .unwrap()
+        .contains("herald_messages_published_total 0"));
+}
+
+#[tokio::test]
+async fn sigterm_closes_websockets_with_1001_and_exits_zero() {
+    let mut node = Node::start(&[]);
+    let mut a = node.ws().await;
+    a.subscribe("x.y").await;
+    let mut b = node.ws().await;
+    let pid = node.pid();
+    let status = tokio::task::spawn_blocking(move || {
+        signal(pid, "TERM");
+        pid
+    });
+    status.await.unwrap();
+    assert_eq!(a.closed().await, Some(1001));
+    assert_eq!(b.closed().await, Some(1001));
+    let exit = tokio::task::spawn_blocking(move || node.sigterm_wait())
+        .await
+        .unwrap();
+    assert!(exit.success(), "exit status {exit:?}");
+}
