@@ -144,16 +144,19 @@ impl SledLog {
                     String::from_utf8_lossy(&v)
                 )))
             }
-            None if db.was_recovered() && !db.is_empty() => {
+            None if db.was_recovered() || marker.exists() => {
                 return Err(open_err(
-                    "existing database has no herald format marker".into(),
+                    "existing data is not a Herald log or is corrupt (no format marker); move it away to start empty"
+                        .into(),
                 ))
             }
             None => {
                 db.insert(FORMAT_KEY, FORMAT)
                     .map_err(|e| open_err(e.to_string()))?;
                 db.flush().map_err(|e| open_err(e.to_string()))?;
+                write_synced(&marker, FORMAT).map_err(|e| open_err(e.to_string()))?;
             }
+
         }
         let tree = db.open_tree("log").map_err(|e| open_err(e.to_string()))?;
         Ok(SledLog {

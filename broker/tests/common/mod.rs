@@ -387,3 +387,120 @@ pub fn assert_sequence(messages: &[Value], topic: &str, from: u64, to: u64) {
         );
     }
 }
+
+/// One parsed SSE block.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    pub id: Option<String>,
+    pub event: Option<String>,
+    pub data: Option<String>,
+    pub comment: bool,
+}
+
+/// A minimal streaming SSE client over reqwest.
+pub struct Sse {
+    stream:
+        std::pin::Pin<Box<dyn futures_util::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
+    buf: String,
+    /// The last `id:` seen, as EventSource keeps it.
+    pub last_id: Option<String>,
+}
+
+impl Sse {
+    /// Opens `/v1/sse?{query}` with an optional `Last-Event-ID`.
+    pub async fn open(node: &Node, query: &str, last_event_id: Option<&str>) -> Sse {
+        let mut req = http_streaming().get(node.url(&format!("/v1/sse?{query}")));
+        if let Some(id) = last_event_id {
+            req = req.header("Last-Event-ID", id);
+        }
+        let res = req.send().await.expect("sse request");
+        assert_eq!(res.status(), 200, "sse status");
+        assert_eq!(res.headers()["content-type"], "text/event-stream");
+        Sse {
+            stream: Box::pin(res.bytes_stream()),
+            buf: String::new(),
+            last_id: last_event_id.map(str::to_string),
+        }
+    }
+
+    /// Next block (events, id-only blocks and comments), or `None` at end
+    /// of stream or after `limit`.
+    pub async fn next_block(&mut self, limit: Duration) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(end) = self.buf.find("\n\n") {
+                let block: String = self.buf.drain(..end + 2).collect();
+                let mut ev = SseEvent {
+                    id: None,
+                    event: None,
+                    data: None,
+                    comment: false,
+                };
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("id: ") {
+                        ev.id = Some(v.to_string());
+                    } else if let Some(v) = line.strip_prefix("event: ") {
+                        ev.event = Some(v.to_string());
+                    } else if let Some(v) = line.strip_prefix("data: ") {
+                        ev.data = Some(v.to_string());
+                    } else if line.starts_with(':') {
+                        ev.comment = true;
+                    }
+                }
+                if let Some(id) = &ev.id {
+                    self.last_id = Some(id.clone());
+                }
+                return Some(ev);
+            }
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Ok(Some(Ok(chunk))) => self
+                    .buf
+                    .push_str(std::str::from_utf8(&chunk).expect("utf-8")),
+                Ok(Some(Err(_))) | Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    /// Next `message` or `gap` event as (event name, data JSON).
+    pub async fn next_event(&mut self, limit: Duration) -> Option<(String, Value)> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let block = self.next_block(left).await?;
+            if let (Some(event), Some(data)) = (block.event, block.data) {
+                return Some((
+                    event,
+                    serde_json::from_str(&data).expect("event data is JSON"),
+                ));
+            }
+        }
+    }
+}
+
+fn http_streaming() -> reqwest::Client {
+    reqwest::Client::builder().build().expect("client")
+}
+
+/// Reads a topic's whole history, paging with `since`.
+pub async fn full_history(node: &Node, topic: &str) -> (Vec<Value>, u64, u64) {
+    let mut all = Vec::new();
+    let mut since = 0;
+    loop {
+        let (status, page) = get_json(
+            node,
+            &format!("/v1/topics/{topic}/messages?since={since}&limit=1000"),
+        )
+        .await;
+        assert_eq!(status, 200, "{page}");
+        let msgs = page["messages"].as_array().unwrap().clone();
+        let (first, last) = (
+            page["first_seq"].as_u64().unwrap(),
+            page["last_seq"].as_u64().unwrap(),
+        );
+        if msgs.is_empty() {
+            return (all, first, last);
+        }
+        since = msgs.last().unwrap()["seq"].as_u64().unwrap();
+        all.extend(msgs);
+    }
+}

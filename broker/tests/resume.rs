@@ -1,0 +1,234 @@
+//! Issue 3: subscribers on every transport disconnect mid-stream while
+//! publishing continues, resume with their position, and end with exactly
+//! the published sequence.
+
+mod common;
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// Publishes `n` messages to each topic, a few ms apart, in the background.
+fn background_publisher(
+    node: &Node,
+    topics: &[&str],
+    n: u64,
+) -> (tokio::task::JoinHandle<()>, Arc<AtomicU64>) {
+    let url = node.url("");
+    let topics: Vec<String> = topics.iter().map(|s| s.to_string()).collect();
+    let count = Arc::new(AtomicU64::new(0));
+    let c = count.clone();
+    let handle = tokio::spawn(async move {
+        let client = http();
+        for i in 1..=n {
+            for topic in &topics {
+                let res = client
+                    .post(format!("{url}/v1/topics/{topic}/messages"))
+                    .json(&json!({"i": i}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(res.status(), 200);
+            }
+            c.store(i, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_millis(3)).await;
+        }
+    });
+    (handle, count)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_resumes_with_since() {
+    let node = Node::start(&[]);
+    let n = 400;
+    let (publisher, progress) = background_publisher(&node, &["feed.a"], n);
+    let mut got: Vec<Value> = Vec::new();
+    let mut last = 0u64;
+    let mut reconnects = 0;
+    while last < n {
+        let mut ws = node.ws().await;
+        let (reply, _) = ws
+            .request(json!({"op":"subscribe","topic":"feed.a","since":last}), "s")
+            .await;
+        assert_eq!(reply["type"], "subscribed");
+        // Read a random-ish number of messages, then drop the connection.
+        let take = 37 + reconnects * 11;
+        for _ in 0..take {
+            let Some(frame) = ws.try_recv(Duration::from_secs(10)).await else {
+                break;
+            };
+            assert_eq!(frame["type"], "message", "{frame}");
+            last = frame["seq"].as_u64().unwrap();
+            got.push(frame);
+            if last == n {
+                break;
+            }
+        }
+        drop(ws);
+        reconnects += 1;
+        assert!(reconnects < 100);
+    }
+    publisher.await.unwrap();
+    assert_eq!(progress.load(Ordering::SeqCst), n);
+    assert!(reconnects >= 5, "only {reconnects} reconnects");
+    assert_sequence(&got, "feed.a", 1, n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_resumes_with_last_event_id_including_patterns() {
+    let node = Node::start(&[]);
+    // feed.c only starts being published later, while the subscriber is
+    // away: the cursor's floor must still cover it.
+    let n = 300;
+    let (publisher, _) = background_publisher(&node, &["feed.a", "feed.b"], n);
+    let mut got: Vec<Value> = Vec::new();
+    let mut last_id: Option<String> = None;
+    let late_topic_started = Arc::new(AtomicBool::new(false));
+    let mut late = None;
+    let mut round = 0;
+    let done = |got: &Vec<Value>| {
+        let count = |t: &str| got.iter().filter(|m| m["topic"] == t).count() as u64;
+        count("feed.a") == n && count("feed.b") == n && count("feed.c") == 50
+    };
+    while !done(&got) {
+        let mut sse = Sse::open(&node, "topic=feed.%3E", last_id.as_deref()).await;
+        let take = 45 + round * 7;
+        for _ in 0..take {
+            let Some((event, data)) = sse.next_event(Duration::from_secs(10)).await else {
+                break;
+            };
+            assert_eq!(event, "message");
+            got.push(data);
+            if done(&got) {
+                break;
+            }
+        }
+        last_id = sse.last_id.clone();
+        drop(sse);
+        if round == 2 && !late_topic_started.swap(true, Ordering::SeqCst) {
+            // Publish a brand-new topic while nobody is connected.
+            let url = node.url("");
+            late = Some(tokio::spawn(async move {
+                let client = http();
+                for i in 1..=50 {
+                    client
+                        .post(format!("{url}/v1/topics/feed.c/messages"))
+                        .json(&json!({"i": i}))
+                        .send()
+                        .await
+                        .unwrap();
+                }
+            }));
+            late.as_mut().unwrap().await.unwrap();
+        }
+        round += 1;
+        assert!(round < 200, "no progress");
+    }
+    publisher.await.unwrap();
+    assert!(round >= 5);
+    for topic in ["feed.a", "feed.b"] {
+        assert_sequence(&got, topic, 1, n);
+    }
+    assert_sequence(&got, "feed.c", 1, 50);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn long_poll_loop_with_lost_responses_is_exact() {
+    let node = Node::start(&[]);
+    let n = 300;
+    let (publisher, _) = background_publisher(&node, &["feed.a"], n);
+    let client = http();
+    let mut cursor: Option<String> = None;
+    let mut got: Vec<Value> = Vec::new();
+    let mut polls = 0;
+    while (got.len() as u64) < n {
+        let mut url = node.url("/v1/poll?topic=feed.a&timeout_ms=2000");
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let body: Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        polls += 1;
+        // Every third response is "lost" (as if the connection dropped):
+        // the client polls again with its previous cursor.
+        if polls % 3 == 0 {
+            continue;
+        }
+        got.extend(body["messages"].as_array().unwrap().iter().cloned());
+        cursor = Some(body["cursor"].as_str().unwrap().to_string());
+        assert!(polls < 2000);
+    }
+    publisher.await.unwrap();
+    assert_sequence(&got, "feed.a", 1, n);
+    // Without a cursor a poll starts from "now" and waits.
+    let started = std::time::Instant::now();
+    let body: Value = client
+        .get(node.url("/v1/poll?topic=feed.a&timeout_ms=300"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["messages"], json!([]));
+    assert!(started.elapsed() >= Duration::from_millis(280));
+}
+
+#[tokio::test]
+async fn long_poll_returns_as_soon_as_a_message_arrives() {
+    let node = Node::start(&[]);
+    let (_, first) = get_json(&node, "/v1/poll?topic=wait.x&timeout_ms=0").await;
+    let cursor = first["cursor"].as_str().unwrap().to_string();
+    let url = node.url(&format!(
+        "/v1/poll?topic=wait.x&timeout_ms=20000&cursor={cursor}"
+    ));
+    let started = std::time::Instant::now();
+    let waiter = tokio::spawn(async move {
+        http()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .json::<Value>()
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    publish(&node, "wait.x", &json!("now")).await;
+    let body = waiter.await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "poll held after a message arrived"
+    );
+    assert_eq!(body["messages"][0]["data"], "now");
+}
+
+#[tokio::test]
+async fn resume_after_restart_on_every_transport() {
+    let mut node = Node::start(&[]);
+    for i in 1..=20 {
+        publish(&node, "r.x", &json!(i)).await;
+    }
+    node.kill9_and_restart();
+    for i in 21..=30 {
+        publish(&node, "r.x", &json!(i)).await;
+    }
+    let mut ws = node.ws().await;
+    ws.request(json!({"op":"subscribe","topic":"r.x","since":12}), "s")
+        .await;
+    assert_sequence(&ws.messages(18).await, "r.x", 13, 30);
+    let mut sse = Sse::open(&node, "topic=r.x", Some("1~0~r.x~25")).await;
+    let mut got = Vec::new();
+    for _ in 0..5 {
+        got.push(sse.next_event(TIMEOUT).await.unwrap().1);
+    }
+    assert_sequence(&got, "r.x", 26, 30);
+    let (_, poll) = get_json(&node, "/v1/poll?topic=r.x&cursor=1~0~r.x~28").await;
+    assert_sequence(poll["messages"].as_array().unwrap(), "r.x", 29, 30);
+}
