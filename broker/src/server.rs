@@ -6,7 +6,10 @@ use tokio::sync::watch;
 
 use crate::{
     config::Config,
-    engine::{sequencer::SequencerOptions, Durability, Engine, LocalEngine, Sequencer},
+    engine::{
+        sequencer::{Output, SequencerOptions},
+        Durability, Engine, LocalEngine, Sequencer,
+    },
     http,
     hub::Hub,
     log::{checkpoint, retention, sled_log::SledOptions, LogError, MessageLog, SledLog},
@@ -131,6 +134,7 @@ pub async fn run(
             durability: config.log.durability,
             idempotency_window: config.log.idempotency_window,
         },
+        Output::Dispatch,
     )
     .map_err(|source| ServerError::Io {
         context: "cannot start the sequencer".into(),

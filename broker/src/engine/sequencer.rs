@@ -1,24 +1,28 @@
 //! The sequencer: assigns seqs, appends to the log with group commit, and
-//! hands durable messages to fan-out — the publish hot path.
+//! hands durable batches on — the publish hot path.
 //!
-//! Two dedicated threads, connected by a bounded channel:
+//! A dedicated writer thread takes every command waiting when it wakes (up to
+//! a cap) as one batch, so one fsync covers many publishes:
 //!
 //! ```text
-//! publishers ──cmd──▶ writer: assign seq/ts → log.append → log.sync ──batch──▶ dispatcher: hub.dispatch → ack
+//! publishers ──cmd──▶ writer: assign seq/ts → log.append → log.sync ──Committed──▶ output
 //! ```
 //!
-//! The writer takes every command waiting when it wakes (up to a cap) as one
-//! batch, so one fsync covers many publishes; while the dispatcher fans a
-//! batch out, the writer is already syncing the next. Acks are sent only
-//! after fan-out, so a client that publishes and then reads history always
-//! sees its message. One writer means one ordering per topic, and the log
-//! never holds a seq twice.
+//! The output is either the built-in fan-out thread (single node: dispatch,
+//! then ack) or a channel the cluster engine reads (replicate first, then
+//! dispatch and ack). While the output fans a batch out, the writer is
+//! already syncing the next. One writer means one ordering per topic, and
+//! the log never holds a seq twice.
+//!
+//! Besides publishes the writer applies *replicated* messages (sequenced by
+//! another node): they must continue the topic exactly; duplicates are
+//! skipped and a jump reports a gap for the caller to fill first.
 
 use std::{
     collections::HashMap,
     sync::{
         atomic::{AtomicBool, Ordering},
-        mpsc as std_mpsc, Arc,
+        Arc,
     },
     thread,
     time::{Duration, Instant},
@@ -29,7 +33,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::{PublishError, PublishItem, Published};
 use crate::{
-    hub::{Hub, Message, Topic, TopicHead},
+    hub::{Hub, InFlight, Message, Topic, TopicHead},
     log::{LogEntry, LogError, MessageLog},
 };
 
@@ -37,8 +41,6 @@ use crate::{
 const MAX_BATCH_ITEMS: usize = 4096;
 /// Commands that may wait for the writer before publishers are slowed down.
 const QUEUE_DEPTH: usize = 8192;
-/// Batches sequenced but not yet fanned out.
-const DISPATCH_DEPTH: usize = 64;
 
 /// When a publish is acknowledged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
@@ -54,19 +56,112 @@ pub enum Durability {
     Relaxed,
 }
 
-type Reply = oneshot::Sender<Result<Vec<Published>, PublishError>>;
+type PublishReply = oneshot::Sender<Result<Vec<Published>, PublishError>>;
 
-struct Command {
-    items: Vec<PublishItem>,
-    reply: Reply,
+/// What applying replicated entries did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Applied {
+    /// Every entry is now in the log (new ones appended, known ones skipped).
+    Done,
+    /// Entry `index` does not continue its topic, whose head is `head`:
+    /// entries before it were applied; fill the gap and resubmit the rest.
+    Gap {
+        /// Position of the first entry not applied.
+        index: usize,
+        /// The topic.
+        topic: Topic,
+        /// Its current head seq here.
+        head: u64,
+    },
 }
 
-struct Committed {
-    /// Whether `hub.begin_batch` was called for this batch (then the
-    /// dispatcher must call `hub.dispatch`, even with no messages).
-    began: bool,
-    messages: Vec<Arc<Message>>,
-    replies: Vec<(Reply, Result<Vec<Published>, PublishError>)>,
+type ApplyReply = oneshot::Sender<Result<Applied, PublishError>>;
+
+enum Command {
+    Publish {
+        items: Vec<PublishItem>,
+        reply: PublishReply,
+    },
+    Apply {
+        entries: Vec<LogEntry>,
+        reply: ApplyReply,
+    },
+}
+
+enum Reply {
+    Publish(PublishReply, Result<Vec<Published>, PublishError>),
+    Apply(ApplyReply, Result<Applied, PublishError>),
+}
+
+/// Where a committed batch came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    /// Sequenced here (publishes).
+    Local,
+    /// Sequenced elsewhere and applied here.
+    Replicated,
+}
+
+/// A durable batch on its way to fan-out. Dropping it without
+/// [`Committed::complete`] answers nobody, so every path must complete it.
+pub struct Committed {
+    /// Origin of the batch; a batch is never mixed.
+    pub origin: Origin,
+    /// Newly appended messages, per topic in seq order.
+    pub messages: Vec<Arc<Message>>,
+    /// Entries as logged (with idempotency keys), for replication.
+    pub entries: Vec<LogEntry>,
+    replies: Vec<Reply>,
+    ticket: Option<InFlight>,
+}
+
+impl Committed {
+    /// Dispatches the messages to local subscribers, then answers the
+    /// publishers (and appliers) of the batch.
+    pub fn complete(mut self, hub: &Hub) {
+        if !self.messages.is_empty() {
+            hub.dispatch(&self.messages);
+        }
+        self.ticket.take();
+        self.answer();
+    }
+
+    /// Answers waiting publishers with `error` now; the batch itself is
+    /// still durable and must still be [`Committed::complete`]d.
+    pub fn fail_publishers(&mut self, error: &PublishError) {
+        let mut kept = Vec::new();
+        for reply in self.replies.drain(..) {
+            match reply {
+                Reply::Publish(tx, _) => {
+                    let _ = tx.send(Err(error.clone()));
+                }
+                // Appliers learn the outcome when the batch completes.
+                other => kept.push(other),
+            }
+        }
+        self.replies = kept;
+    }
+
+    fn answer(&mut self) {
+        for reply in self.replies.drain(..) {
+            match reply {
+                Reply::Publish(tx, result) => {
+                    let _ = tx.send(result);
+                }
+                Reply::Apply(tx, result) => {
+                    let _ = tx.send(result);
+                }
+            }
+        }
+    }
+}
+
+/// Where committed batches go.
+pub enum Output {
+    /// A built-in fan-out thread completes them in order (single node).
+    Dispatch,
+    /// The receiver (the cluster engine) completes them.
+    Channel(mpsc::UnboundedSender<Committed>),
 }
 
 /// Handle to the sequencer threads.
@@ -85,49 +180,57 @@ pub struct SequencerOptions {
     pub idempotency_window: Duration,
 }
 
+const STOPPED: &str = "node is shutting down";
+
 impl Sequencer {
-    /// Starts the writer and dispatcher threads over `log`, continuing from
-    /// the topic heads already loaded into `hub`.
+    /// Starts the writer (and, for [`Output::Dispatch`], the fan-out
+    /// thread) over `log`, continuing from the heads loaded into `hub`.
     pub fn start(
         hub: Arc<Hub>,
         log: Arc<dyn MessageLog>,
         options: SequencerOptions,
+        output: Output,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let (dispatch_tx, dispatch_rx) = std_mpsc::sync_channel::<Committed>(DISPATCH_DEPTH);
         let healthy = Arc::new(AtomicBool::new(true));
+        let mut threads = Vec::new();
+        let sink = match output {
+            Output::Channel(sink) => sink,
+            Output::Dispatch => {
+                let (sink, mut batches) = mpsc::unbounded_channel::<Committed>();
+                let hub = hub.clone();
+                threads.push(thread::Builder::new().name("herald-fanout".into()).spawn(
+                    move || {
+                        while let Some(batch) = batches.blocking_recv() {
+                            batch.complete(&hub);
+                        }
+                    },
+                )?);
+                sink
+            }
+        };
         let heads: HashMap<Topic, TopicHead> = hub.all_heads().into_iter().collect();
         let writer = Writer {
-            hub: hub.clone(),
+            hub,
             log,
             options,
             heads,
             healthy: healthy.clone(),
         };
-        let writer = thread::Builder::new()
-            .name("herald-writer".into())
-            .spawn(move || writer.run(rx, dispatch_tx))?;
-        let dispatcher = thread::Builder::new()
-            .name("herald-fanout".into())
-            .spawn(move || {
-                for batch in dispatch_rx {
-                    if batch.began {
-                        hub.dispatch(&batch.messages);
-                    }
-                    for (reply, result) in batch.replies {
-                        let _ = reply.send(result);
-                    }
-                }
-            })?;
+        threads.insert(
+            0,
+            thread::Builder::new()
+                .name("herald-writer".into())
+                .spawn(move || writer.run(rx, sink))?,
+        );
         Ok(Sequencer {
             tx: parking_lot::Mutex::new(Some(tx)),
             healthy,
-            threads: parking_lot::Mutex::new(vec![writer, dispatcher]),
+            threads: parking_lot::Mutex::new(threads),
         })
     }
 
-    /// Sequences `items` as one atomic unit.
-    pub async fn publish(&self, items: Vec<PublishItem>) -> Result<Vec<Published>, PublishError> {
+    async fn send(&self, command: Command) -> Result<(), PublishError> {
         if !self.healthy.load(Ordering::Acquire) {
             return Err(PublishError::Unavailable(
                 "storage failed; the node must be restarted".into(),
@@ -137,13 +240,27 @@ impl Sequencer {
             .tx
             .lock()
             .clone()
-            .ok_or_else(|| PublishError::Unavailable("node is shutting down".into()))?;
-        let (reply, rx) = oneshot::channel();
-        tx.send(Command { items, reply })
+            .ok_or_else(|| PublishError::Unavailable(STOPPED.into()))?;
+        tx.send(command)
             .await
-            .map_err(|_| PublishError::Unavailable("node is shutting down".into()))?;
+            .map_err(|_| PublishError::Unavailable(STOPPED.into()))
+    }
+
+    /// Sequences `items` as one atomic unit.
+    pub async fn publish(&self, items: Vec<PublishItem>) -> Result<Vec<Published>, PublishError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Publish { items, reply }).await?;
         rx.await
-            .map_err(|_| PublishError::Unavailable("node is shutting down".into()))?
+            .map_err(|_| PublishError::Unavailable(STOPPED.into()))?
+    }
+
+    /// Appends messages sequenced by another node (see [`Applied`]).
+    /// Resolves once they are durable and dispatched here.
+    pub async fn apply(&self, entries: Vec<LogEntry>) -> Result<Applied, PublishError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Apply { entries, reply }).await?;
+        rx.await
+            .map_err(|_| PublishError::Unavailable(STOPPED.into()))?
     }
 
     /// Whether storage is still accepting writes.
@@ -151,7 +268,7 @@ impl Sequencer {
         self.healthy.load(Ordering::Acquire)
     }
 
-    /// Stops taking publishes, completes queued ones, syncs and joins.
+    /// Stops taking commands, completes queued ones, syncs and joins.
     pub async fn shutdown(&self) {
         self.tx.lock().take();
         let threads: Vec<_> = std::mem::take(&mut *self.threads.lock());
@@ -168,29 +285,53 @@ struct Writer {
     hub: Arc<Hub>,
     log: Arc<dyn MessageLog>,
     options: SequencerOptions,
-    /// Last assigned seq/ts per topic (ahead of the hub's committed heads).
+    /// Last appended seq/ts per topic (ahead of the hub's committed heads).
     heads: HashMap<Topic, TopicHead>,
     healthy: Arc<AtomicBool>,
 }
 
+/// One writer pass over a set of commands of the same origin.
+struct Pass {
+    entries: Vec<LogEntry>,
+    replies: Vec<Reply>,
+    /// Heads before the pass, to undo assignments if the append fails.
+    undo: HashMap<Topic, TopicHead>,
+}
+
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Command>, dispatch: std_mpsc::SyncSender<Committed>) {
-        let mut commands = Vec::new();
+    fn run(mut self, mut rx: mpsc::Receiver<Command>, sink: mpsc::UnboundedSender<Committed>) {
+        let mut publishes = Vec::new();
+        let mut applies = Vec::new();
         while let Some(first) = rx.blocking_recv() {
-            let mut items = first.items.len();
-            commands.push(first);
-            while items < MAX_BATCH_ITEMS {
-                match rx.try_recv() {
-                    Ok(cmd) => {
-                        items += cmd.items.len();
-                        commands.push(cmd);
+            let mut items = 0;
+            let mut next = Some(first);
+            while let Some(cmd) = next.take() {
+                match cmd {
+                    Command::Publish { items: i, reply } => {
+                        items += i.len();
+                        publishes.push((i, reply));
                     }
-                    Err(_) => break,
+                    Command::Apply { entries, reply } => {
+                        items += entries.len();
+                        applies.push((entries, reply));
+                    }
+                }
+                if items < MAX_BATCH_ITEMS {
+                    next = rx.try_recv().ok();
                 }
             }
-            let committed = self.commit(std::mem::take(&mut commands));
-            if dispatch.send(committed).is_err() {
-                break;
+            // Replicated entries first: a topic's local publishes (after a
+            // takeover) must follow what was replicated to it.
+            for batch in [
+                self.apply_pass(std::mem::take(&mut applies)),
+                self.publish_pass(std::mem::take(&mut publishes)),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                if sink.send(batch).is_err() {
+                    return;
+                }
             }
         }
         if let Err(e) = self.log.sync() {
@@ -198,21 +339,25 @@ impl Writer {
         }
     }
 
-    fn commit(&mut self, commands: Vec<Command>) -> Committed {
-        if !self.healthy.load(Ordering::Acquire) {
-            return Self::fail_all(commands, "storage failed; the node must be restarted");
+    fn publish_pass(
+        &mut self,
+        commands: Vec<(Vec<PublishItem>, PublishReply)>,
+    ) -> Option<Committed> {
+        if commands.is_empty() {
+            return None;
         }
-        let started = Instant::now();
         let now = self.hub.clock().now_ms();
         let expires_at = now + self.options.idempotency_window.as_millis() as u64;
-        let mut entries: Vec<LogEntry> = Vec::new();
-        let mut outcomes: Vec<Vec<Published>> = Vec::with_capacity(commands.len());
+        let mut pass = Pass {
+            entries: Vec::new(),
+            replies: Vec::new(),
+            undo: HashMap::new(),
+        };
         let mut fresh_keys: HashMap<(Topic, String), Published> = HashMap::new();
-        let mut touched: HashMap<Topic, TopicHead> = HashMap::new();
-        let mut lookup_error = None;
-        for cmd in &commands {
-            let mut published = Vec::with_capacity(cmd.items.len());
-            for item in &cmd.items {
+        let mut outcomes = Vec::with_capacity(commands.len());
+        for (items, _) in &commands {
+            let mut published = Vec::with_capacity(items.len());
+            for item in items {
                 if let Some(key) = &item.idempotency_key {
                     match self.remembered(&fresh_keys, &item.topic, key, now) {
                         Ok(Some(p)) => {
@@ -221,13 +366,12 @@ impl Writer {
                         }
                         Ok(None) => {}
                         Err(e) => {
-                            lookup_error = Some(e);
-                            break;
+                            return Some(self.storage_failed(pass, commands, e, Origin::Local))
                         }
                     }
                 }
                 let head = self.heads.entry(item.topic.clone()).or_default();
-                touched.entry(item.topic.clone()).or_insert(*head);
+                pass.undo.entry(item.topic.clone()).or_insert(*head);
                 head.last_seq += 1;
                 head.last_ts = now;
                 let message = Message::new(item.topic.clone(), head.last_seq, now, &item.data);
@@ -247,60 +391,103 @@ impl Writer {
                     );
                 }
                 published.push(p);
-                entries.push(LogEntry {
+                pass.entries.push(LogEntry {
                     message,
                     idempotency: item.idempotency_key.clone().map(|k| (k, expires_at)),
                 });
             }
             outcomes.push(published);
         }
-        if let Some(e) = lookup_error {
-            self.heads.extend(touched);
-            return self.storage_failed(commands, e);
+        for ((_, reply), outcome) in commands.into_iter().zip(outcomes) {
+            pass.replies.push(Reply::Publish(reply, Ok(outcome)));
         }
-        if entries.is_empty() {
+        Some(self.commit(pass, Origin::Local))
+    }
+
+    fn apply_pass(&mut self, commands: Vec<(Vec<LogEntry>, ApplyReply)>) -> Option<Committed> {
+        if commands.is_empty() {
+            return None;
+        }
+        let mut pass = Pass {
+            entries: Vec::new(),
+            replies: Vec::new(),
+            undo: HashMap::new(),
+        };
+        for (entries, reply) in commands {
+            let mut outcome = Applied::Done;
+            for (index, entry) in entries.into_iter().enumerate() {
+                let m = &entry.message;
+                let head = self.heads.entry(m.topic.clone()).or_default();
+                if m.seq <= head.last_seq {
+                    continue;
+                }
+                if m.seq != head.last_seq + 1 {
+                    outcome = Applied::Gap {
+                        index,
+                        topic: m.topic.clone(),
+                        head: head.last_seq,
+                    };
+                    break;
+                }
+                pass.undo.entry(m.topic.clone()).or_insert(*head);
+                *head = TopicHead {
+                    last_seq: m.seq,
+                    last_ts: m.ts,
+                };
+                self.hub.clock().observe(m.ts);
+                pass.entries.push(entry);
+            }
+            pass.replies.push(Reply::Apply(reply, Ok(outcome)));
+        }
+        Some(self.commit(pass, Origin::Replicated))
+    }
+
+    /// Appends and syncs a pass; on failure answers everyone with an error.
+    fn commit(&mut self, pass: Pass, origin: Origin) -> Committed {
+        if !self.healthy.load(Ordering::Acquire) {
+            return Self::failed(
+                pass.replies,
+                "storage failed; the node must be restarted",
+                origin,
+            );
+        }
+        if pass.entries.is_empty() {
             return Committed {
-                began: false,
+                origin,
                 messages: Vec::new(),
-                replies: commands
-                    .into_iter()
-                    .zip(outcomes)
-                    .map(|(c, o)| (c.reply, Ok(o)))
-                    .collect(),
+                entries: Vec::new(),
+                replies: pass.replies,
+                ticket: None,
             };
         }
-        self.hub.begin_batch(now);
-        if let Err(e) = self.log.append(&entries) {
+        let started = Instant::now();
+        let min_ts = pass.entries.iter().map(|e| e.message.ts).min().unwrap_or(0);
+        let ticket = self.hub.begin_batch(min_ts);
+        if let Err(e) = self.log.append(&pass.entries) {
             // The batch is atomic: nothing was written, so the seqs are free.
-            self.heads.extend(touched);
-            return Committed {
-                began: true,
-                ..self.storage_failed(commands, e)
-            };
+            self.heads.extend(pass.undo);
+            return self.fail(pass.replies, e, origin);
         }
         if self.options.durability == Durability::Always {
             if let Err(e) = self.log.sync() {
                 // The batch may or may not be on disk; its seqs must never be
                 // reused, so the node stops taking writes until restarted.
-                return Committed {
-                    began: true,
-                    ..self.storage_failed(commands, e)
-                };
+                return self.fail(pass.replies, e, origin);
             }
         }
         let metrics = self.hub.metrics();
-        metrics.messages_published.inc_by(entries.len() as u64);
+        if origin == Origin::Local {
+            metrics.messages_published.inc_by(pass.entries.len() as u64);
+        }
         metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
         Committed {
-            began: true,
-            messages: entries.into_iter().map(|e| e.message).collect(),
-            replies: commands
-                .into_iter()
-                .zip(outcomes)
-                .map(|(c, o)| (c.reply, Ok(o)))
-                .collect(),
+            origin,
+            messages: pass.entries.iter().map(|e| e.message.clone()).collect(),
+            entries: pass.entries,
+            replies: pass.replies,
+            ticket: Some(ticket),
         }
     }
 
@@ -327,20 +514,42 @@ impl Writer {
             }))
     }
 
-    fn storage_failed(&self, commands: Vec<Command>, error: LogError) -> Committed {
-        tracing::error!(error = %error, "storage failure; refusing further publishes");
-        self.healthy.store(false, Ordering::Release);
-        Self::fail_all(commands, &format!("storage failure: {error}"))
+    fn storage_failed(
+        &mut self,
+        pass: Pass,
+        commands: Vec<(Vec<PublishItem>, PublishReply)>,
+        e: LogError,
+        origin: Origin,
+    ) -> Committed {
+        self.heads.extend(pass.undo);
+        let replies = commands
+            .into_iter()
+            .map(|(_, reply)| Reply::Publish(reply, Ok(Vec::new())))
+            .collect();
+        self.fail(replies, e, origin)
     }
 
-    fn fail_all(commands: Vec<Command>, reason: &str) -> Committed {
+    fn fail(&self, replies: Vec<Reply>, error: LogError, origin: Origin) -> Committed {
+        tracing::error!(error = %error, "storage failure; refusing further writes");
+        self.healthy.store(false, Ordering::Release);
+        Self::failed(replies, &format!("storage failure: {error}"), origin)
+    }
+
+    fn failed(replies: Vec<Reply>, reason: &str, origin: Origin) -> Committed {
+        let err = PublishError::Unavailable(reason.to_string());
+        let replies = replies
+            .into_iter()
+            .map(|r| match r {
+                Reply::Publish(tx, _) => Reply::Publish(tx, Err(err.clone())),
+                Reply::Apply(tx, _) => Reply::Apply(tx, Err(err.clone())),
+            })
+            .collect();
         Committed {
-            began: false,
+            origin,
             messages: Vec::new(),
-            replies: commands
-                .into_iter()
-                .map(|c| (c.reply, Err(PublishError::Unavailable(reason.to_string()))))
-                .collect(),
+            entries: Vec::new(),
+            replies,
+            ticket: None,
         }
     }
 }

@@ -13,7 +13,7 @@ pub mod subscriber;
 pub mod topic;
 
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::{BTreeSet, HashMap},
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
         Arc,
@@ -70,8 +70,11 @@ impl Clock {
 pub struct Hub {
     index: RwLock<SubscriptionIndex<Arc<Mailbox>>>,
     heads: RwLock<HashMap<Topic, TopicHead>>,
-    /// Min `ts` of each batch sequenced but not yet dispatched, oldest first.
-    in_flight: Mutex<VecDeque<u64>>,
+    /// `(min ts, batch id)` of each batch sequenced but not yet dispatched.
+    in_flight: Mutex<BTreeSet<(u64, u64)>>,
+    next_batch: AtomicU64,
+    /// Lowest watermark reported by remote owners (cluster), `u64::MAX` if none.
+    remote_floor: AtomicU64,
     clock: Clock,
     next_id: AtomicU64,
     connections: AtomicUsize,
@@ -86,7 +89,9 @@ impl Hub {
         Hub {
             index: RwLock::new(SubscriptionIndex::new()),
             heads: RwLock::new(HashMap::new()),
-            in_flight: Mutex::new(VecDeque::new()),
+            in_flight: Mutex::new(BTreeSet::new()),
+            next_batch: AtomicU64::new(1),
+            remote_floor: AtomicU64::new(u64::MAX),
             clock: Clock::default(),
             next_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
@@ -206,16 +211,30 @@ impl Hub {
     /// Every message with `ts` below the watermark has been dispatched.
     /// Cursor floors come from here (see [`cursor`]).
     pub fn watermark(&self) -> u64 {
-        let oldest_in_flight = self.in_flight.lock().front().copied();
+        let oldest_in_flight = self.in_flight.lock().first().map(|(ts, _)| *ts);
         let now = self.clock.now_ms();
-        oldest_in_flight.map_or(now, |ts| ts.min(now))
+        let local = oldest_in_flight.map_or(now, |ts| ts.min(now));
+        local.min(self.remote_floor.load(Ordering::Acquire))
+    }
+
+    /// In a cluster: every message from other nodes with `ts` below `floor`
+    /// has been dispatched here (`None`: no remote owners).
+    pub fn set_remote_floor(&self, floor: Option<u64>) {
+        self.remote_floor
+            .store(floor.unwrap_or(u64::MAX), Ordering::Release);
     }
 
     /// The engine announces a sequenced batch whose smallest `ts` is
-    /// `min_ts`, before it is durable. Must be paired with
-    /// [`Hub::dispatch`] of the same batch, in the same order.
-    pub fn begin_batch(&self, min_ts: u64) {
-        self.in_flight.lock().push_back(min_ts);
+    /// `min_ts`, before it is durable. The watermark stays below it until
+    /// the returned ticket is dropped (after [`Hub::dispatch`], or when the
+    /// batch is abandoned).
+    pub fn begin_batch(self: &Arc<Self>, min_ts: u64) -> InFlight {
+        let key = (min_ts, self.next_batch.fetch_add(1, Ordering::Relaxed));
+        self.in_flight.lock().insert(key);
+        InFlight {
+            hub: self.clone(),
+            key,
+        }
     }
 
     /// Publishes a durable, sequenced batch to local subscribers. Per topic
@@ -245,9 +264,20 @@ impl Hub {
         }
         self.committed_total
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
-        self.in_flight.lock().pop_front();
         self.metrics.messages_fanned_out.inc_by(delivered);
         self.metrics.slow_consumers.inc_by(overflowed);
+    }
+}
+
+/// A sequenced batch not yet dispatched; holds the watermark down.
+pub struct InFlight {
+    hub: Arc<Hub>,
+    key: (u64, u64),
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.hub.in_flight.lock().remove(&self.key);
     }
 }
 
