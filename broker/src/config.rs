@@ -185,6 +185,42 @@ impl Default for TransportConfig {
     }
 }
 
+/// Settings of the NATS cluster engine (used with `--nats`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Prefix of every NATS subject the cluster uses.
+    pub subject_prefix: String,
+    /// How often a node announces itself.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// Silence after which a node is considered gone and its topics move.
+    #[serde(with = "humantime_serde")]
+    pub member_timeout: Duration,
+    /// Replicas (besides the owner) that must have a message on disk before
+    /// it is acknowledged. 1 survives losing any one node for good.
+    pub min_replica_acks: usize,
+    /// How long a publish waits for replicas before failing with 503.
+    #[serde(with = "humantime_serde")]
+    pub replication_timeout: Duration,
+    /// Timeout of node-to-node requests (forwarding, fetching, claims).
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            subject_prefix: "herald".into(),
+            heartbeat_interval: Duration::from_millis(500),
+            member_timeout: Duration::from_secs(3),
+            min_replica_acks: 1,
+            replication_timeout: Duration::from_secs(3),
+            request_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
 /// Policies of one namespace (first topic token).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -220,6 +256,8 @@ pub struct Config {
     pub limits: Limits,
     /// Transport timers.
     pub transport: TransportConfig,
+    /// Cluster engine settings.
+    pub cluster: ClusterConfig,
     /// Default retention for every namespace.
     pub retention: RetentionPolicy,
     /// Per-namespace policies.
@@ -240,6 +278,7 @@ impl Default for Config {
             log: LogConfig::default(),
             limits: Limits::default(),
             transport: TransportConfig::default(),
+            cluster: ClusterConfig::default(),
             retention: RetentionPolicy::default(),
             namespaces: HashMap::new(),
         }
@@ -346,6 +385,24 @@ impl Config {
             return invalid(
                 "transport.ws_idle_timeout",
                 "must be longer than ws_ping_interval",
+            );
+        }
+        let prefix_ok = !self.cluster.subject_prefix.is_empty()
+            && self.cluster.subject_prefix.split('.').all(|t| {
+                !t.is_empty()
+                    && t.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+            });
+        if !prefix_ok {
+            return invalid(
+                "cluster.subject_prefix",
+                "must be NATS subject tokens like `herald`",
+            );
+        }
+        if self.cluster.member_timeout <= self.cluster.heartbeat_interval * 2 {
+            return invalid(
+                "cluster.member_timeout",
+                "must be more than twice heartbeat_interval",
             );
         }
         if self.transport.max_page == 0 {

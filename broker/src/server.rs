@@ -5,6 +5,7 @@ use std::{future::Future, net::TcpListener, path::Path, sync::Arc, time::Instant
 use tokio::sync::watch;
 
 use crate::{
+    cluster::{ClusterEngine, ClusterError},
     config::Config,
     engine::{
         sequencer::{Output, SequencerOptions},
@@ -30,9 +31,9 @@ pub enum ServerError {
         /// The failure.
         source: std::io::Error,
     },
-    /// The configuration asks for something this build cannot do.
-    #[error("{0}")]
-    Unsupported(String),
+    /// The cluster could not be joined.
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
 }
 
 /// Everything request handlers and connections share.
@@ -104,11 +105,6 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
-    if config.nats.is_some() {
-        return Err(ServerError::Unsupported(
-            "cluster mode (--nats) is not available in this build yet; run without --nats for a single node".into(),
-        ));
-    }
     check_data_dir(&config.data_dir)?;
     let node_id = resolve_node_id(&config)?;
     let log: Arc<dyn MessageLog> = Arc::new(SledLog::open(
@@ -140,7 +136,24 @@ pub async fn run(
         context: "cannot start the sequencer".into(),
         source,
     })?;
-    let engine: Arc<dyn Engine> = Arc::new(LocalEngine::new(sequencer));
+    let engine: Arc<dyn Engine> = match &config.nats {
+        None => Arc::new(LocalEngine::new(sequencer)),
+        Some(url) => {
+            tracing::info!(%url, node = %node_id, "joining the cluster through NATS");
+            Arc::new(
+                ClusterEngine::start(
+                    url,
+                    node_id.clone(),
+                    config.cluster.clone(),
+                    config.log.idempotency_window,
+                    hub.clone(),
+                    log.clone(),
+                    sequencer,
+                )
+                .await?,
+            )
+        }
+    };
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let trimmer = tokio::spawn(retention::run_trimmer(

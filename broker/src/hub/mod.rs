@@ -211,10 +211,17 @@ impl Hub {
     /// Every message with `ts` below the watermark has been dispatched.
     /// Cursor floors come from here (see [`cursor`]).
     pub fn watermark(&self) -> u64 {
+        self.local_watermark()
+            .min(self.remote_floor.load(Ordering::Acquire))
+    }
+
+    /// This node's own watermark, ignoring other nodes: every message it
+    /// sequenced with a smaller `ts` has been handed on. Cluster heartbeats
+    /// carry it.
+    pub fn local_watermark(&self) -> u64 {
         let oldest_in_flight = self.in_flight.lock().first().map(|(ts, _)| *ts);
         let now = self.clock.now_ms();
-        let local = oldest_in_flight.map_or(now, |ts| ts.min(now));
-        local.min(self.remote_floor.load(Ordering::Acquire))
+        oldest_in_flight.map_or(now, |ts| ts.min(now))
     }
 
     /// In a cluster: every message from other nodes with `ts` below `floor`

@@ -113,6 +113,22 @@ pub trait MessageLog: Send + Sync + 'static {
     /// The record for `key` on `topic`, if remembered (expired or not).
     fn idempotency(&self, topic: &Topic, key: &str) -> Result<Option<IdempotencyRecord>, LogError>;
 
+    /// Idempotency keys of `topic` whose publish has a seq in `from..=to`
+    /// (so replicas and catching-up nodes learn them with the messages).
+    fn idempotency_in(
+        &self,
+        topic: &Topic,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(String, IdempotencyRecord)>, LogError>;
+
+    /// Stores a small named value beside the log (cluster terms and the
+    /// like); durable at the next [`MessageLog::sync`].
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), LogError>;
+
+    /// Every stored value whose name starts with `prefix`.
+    fn scan_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, LogError>;
+
     /// Forgets idempotency keys that expired before `now`; returns how many.
     fn expire_idempotency(&self, now: u64) -> Result<u64, LogError>;
 

@@ -9,6 +9,7 @@
 //! | `m` topic `\0` seq (u64 BE)          | ts (u64 BE) ‖ envelope JSON  |
 //! | `h` topic                            | last seq ‖ last ts (u64 BE)  |
 //! | `i` topic `\0` idempotency key       | seq ‖ ts ‖ expires_at        |
+//! | `x` name                             | small named values (cluster) |
 //!
 //! Topic names never contain `\0`, so a topic's keys form one contiguous
 //! range. Big-endian seqs sort numerically.
@@ -296,6 +297,53 @@ impl MessageLog for SledLog {
             ts: u64_at(&value, 8)?,
             expires_at: u64_at(&value, 16)?,
         }))
+    }
+
+    fn idempotency_in(
+        &self,
+        topic: &Topic,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(String, IdempotencyRecord)>, LogError> {
+        let prefix = idempotency_key(topic, "");
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(&prefix) {
+            let (key, value) = item?;
+            let seq = u64_at(&value, 0)?;
+            if (from..=to).contains(&seq) {
+                let name = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+                out.push((
+                    name,
+                    IdempotencyRecord {
+                        seq,
+                        ts: u64_at(&value, 8)?,
+                        expires_at: u64_at(&value, 16)?,
+                    },
+                ));
+            }
+        }
+        Ok(out)
+    }
+
+    fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), LogError> {
+        let mut k = b"x".to_vec();
+        k.extend_from_slice(key.as_bytes());
+        self.tree.insert(k, value)?;
+        Ok(())
+    }
+
+    fn scan_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, LogError> {
+        let mut p = b"x".to_vec();
+        p.extend_from_slice(prefix.as_bytes());
+        let mut out = Vec::new();
+        for item in self.tree.scan_prefix(&p) {
+            let (key, value) = item?;
+            out.push((
+                String::from_utf8_lossy(&key[1..]).into_owned(),
+                value.to_vec(),
+            ));
+        }
+        Ok(out)
     }
 
     fn expire_idempotency(&self, now: u64) -> Result<u64, LogError> {

@@ -504,3 +504,109 @@ pub async fn full_history(node: &Node, topic: &str) -> (Vec<Value>, u64, u64) {
         all.extend(msgs);
     }
 }
+
+/// A real `nats-server` process on a free loopback port.
+pub struct NatsServer {
+    child: Option<Child>,
+    pub port: u16,
+}
+
+impl NatsServer {
+    /// Starts `nats-server`; fails loudly when it is not installed.
+    pub fn start() -> NatsServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        Self::start_on(port)
+    }
+
+    /// Starts on a given port (to restart after [`NatsServer::stop`]).
+    pub fn start_on(port: u16) -> NatsServer {
+        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
+            .into_iter()
+            .find(|p| Path::new(p).exists())
+            .map(str::to_string)
+            .or_else(|| std::env::var("NATS_SERVER_BIN").ok())
+            .expect("nats-server is required for cluster tests (apt-get install nats-server); scripts/test-all.sh installs it");
+        let child = Command::new(bin)
+            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nats-server");
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "nats-server did not start on {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        NatsServer {
+            child: Some(child),
+            port,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Starts `n` nodes joined through `nats`, named n1..nN, and waits until
+/// every one reports ready.
+pub async fn start_cluster(nats: &NatsServer, n: usize, extra: &[&str]) -> Vec<Node> {
+    let mut nodes = Vec::new();
+    for i in 1..=n {
+        let name = format!("n{i}");
+        let url = nats.url();
+        let mut args = vec!["--nats", url.as_str(), "--node-id", name.as_str()];
+        args.extend_from_slice(extra);
+        nodes.push(Node::start(&args));
+    }
+    for node in &nodes {
+        wait_ready(node, Duration::from_secs(30)).await;
+    }
+    // Every node must see every other before tests rely on ownership.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    nodes
+}
+
+/// Polls `/readyz` until 200.
+pub async fn wait_ready(node: &Node, limit: Duration) {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let ok = http()
+            .get(node.url("/readyz"))
+            .send()
+            .await
+            .map(|r| r.status() == 200)
+            .unwrap_or(false);
+        if ok {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} not ready in time; log:\n{}",
+            node.addr,
+            node.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,435 @@
+//! The NATS cluster engine: any node accepts publishes, every node stores
+//! and delivers every message, with the same seq everywhere.
+//!
+//! * **Membership** (`membership.rs`): heartbeats; a node is live while they
+//!   arrive.
+//! * **Ownership**: one owner per topic by rendezvous hashing over the live
+//!   members. Only the owner assigns seqs; other nodes forward publishes to
+//!   it (`service.rs`).
+//! * **Claims and terms** (`owner.rs`, `replica.rs`): before sequencing a
+//!   topic a new owner *claims* it with a higher term. Every live node,
+//!   itself included, fences off lower terms and answers with how far its
+//!   log goes; the owner continues after the highest seq anyone holds,
+//!   fetching what it lacks first.
+//! * **Replication** (`owner.rs`, `replica.rs`): the owner publishes each
+//!   sequenced batch; every node appends it in seq order (filling gaps from
+//!   peers first) and acknowledges. The owner appends the batch itself and
+//!   acknowledges the client only once `min_replica_acks` other nodes have it
+//!   on disk — so an owner never holds a message no other node could have,
+//!   and an acknowledged message survives the loss of any node.
+//! * **Catch-up** (`catchup.rs`): a starting or reconnecting node copies
+//!   what it missed from its peers before it reports ready.
+//!
+//! See `protocol-spec/cluster.md` for the failure behaviour.
+
+mod catchup;
+mod membership;
+mod owner;
+mod replica;
+mod service;
+pub mod wire;
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use tokio::{sync::mpsc, task::JoinHandle};
+
+use self::{
+    membership::Membership,
+    owner::OwnerCommand,
+    wire::{ForwardItem, Heartbeat, Term},
+};
+use crate::{
+    config::ClusterConfig,
+    engine::{Engine, PublishError, PublishItem, Published, Sequencer},
+    hub::{Hub, Topic},
+    log::{LogError, MessageLog},
+};
+
+/// Why the cluster engine could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    /// NATS could not be reached or refused us.
+    #[error("cannot connect to NATS at {url}: {reason}")]
+    Connect {
+        /// The URL.
+        url: String,
+        /// What failed.
+        reason: String,
+    },
+    /// Reading cluster state from the log failed.
+    #[error(transparent)]
+    Log(#[from] LogError),
+}
+
+const META_TERM: &str = "term/";
+const META_MAX_MEMBERS: &str = "cluster/max-members";
+
+/// State shared by the engine's tasks.
+pub(crate) struct Shared {
+    pub node: String,
+    pub incarnation: u64,
+    pub client: async_nats::Client,
+    pub settings: ClusterConfig,
+    /// How long idempotency keys are remembered.
+    pub idempotency_window: Duration,
+    pub hub: Arc<Hub>,
+    pub log: Arc<dyn MessageLog>,
+    pub sequencer: Sequencer,
+    pub membership: Membership,
+    /// Connected to NATS right now.
+    pub connected: AtomicBool,
+    /// Caught up with the peers since the last (re)connection.
+    pub caught_up: AtomicBool,
+    /// Highest term known per topic (fencing); persisted in the log.
+    terms: Mutex<HashMap<Topic, Term>>,
+    /// Largest cluster seen (persisted): sizes the replica quorum, so that
+    /// the lone survivor of a bigger cluster does not accept writes alone.
+    max_members: AtomicUsize,
+    owner_tx: mpsc::UnboundedSender<OwnerCommand>,
+}
+
+impl Shared {
+    /// `P.<rest>` for this cluster's prefix.
+    pub fn subject(&self, rest: &str) -> String {
+        format!("{}.{rest}", self.settings.subject_prefix)
+    }
+
+    /// `P.n.<node>.<kind>`.
+    pub fn node_subject(&self, node: &str, kind: &str) -> String {
+        self.subject(&format!("n.{node}.{kind}"))
+    }
+
+    /// The highest known term of `topic`.
+    pub fn term(&self, topic: &Topic) -> Term {
+        self.terms.lock().get(topic).cloned().unwrap_or_default()
+    }
+
+    /// Raises the known term of `topic` to `term` if higher (persisted,
+    /// durable at the next sync); returns whether it rose.
+    pub fn raise_term(&self, topic: &Topic, term: &Term) -> Result<bool, LogError> {
+        let mut terms = self.terms.lock();
+        if terms.get(topic).is_some_and(|t| t >= term) {
+            return Ok(false);
+        }
+        self.log.put_meta(
+            &format!("{META_TERM}{topic}"),
+            &serde_json::to_vec(term).expect("terms serialize"),
+        )?;
+        terms.insert(topic.clone(), term.clone());
+        Ok(true)
+    }
+
+    /// Replica acks an owner needs before acknowledging a publish.
+    pub fn required_acks(&self) -> usize {
+        self.settings
+            .min_replica_acks
+            .min(self.max_members.load(Ordering::Relaxed).saturating_sub(1))
+    }
+
+    /// Records the view's size in the persisted high-water mark.
+    pub fn note_members(&self, count: usize) {
+        if self.max_members.fetch_max(count, Ordering::Relaxed) < count {
+            let _ = self
+                .log
+                .put_meta(META_MAX_MEMBERS, count.to_string().as_bytes());
+        }
+    }
+
+    /// Whether publishes can be taken now.
+    pub fn check_connected(&self) -> Result<(), PublishError> {
+        if self.connected.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(PublishError::Unavailable("not connected to NATS".into()))
+        }
+    }
+}
+
+/// The cluster engine.
+pub struct ClusterEngine {
+    shared: Arc<Shared>,
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+}
+
+impl ClusterEngine {
+    /// Connects to NATS at `url` and joins the cluster as `node`.
+    pub async fn start(
+        url: &str,
+        node: String,
+        settings: ClusterConfig,
+        idempotency_window: Duration,
+        hub: Arc<Hub>,
+        log: Arc<dyn MessageLog>,
+        sequencer: Sequencer,
+    ) -> Result<Self, ClusterError> {
+        let (events_tx, mut events) = mpsc::unbounded_channel();
+        let options = async_nats::ConnectOptions::new()
+            .name(format!("herald-{node}"))
+            .retry_on_initial_connect()
+            .max_reconnects(None)
+            .connection_timeout(Duration::from_secs(2))
+            .request_timeout(Some(settings.request_timeout))
+            .reconnect_delay_callback(|attempts| {
+                Duration::from_millis((100 * attempts as u64).min(1000))
+            })
+            .event_callback(move |event| {
+                let tx = events_tx.clone();
+                async move {
+                    let _ = tx.send(event);
+                }
+            });
+        let client = options
+            .connect(url)
+            .await
+            .map_err(|e| ClusterError::Connect {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
+
+        let mut terms = HashMap::new();
+        for (key, value) in log.scan_meta(META_TERM)? {
+            if let (Ok(topic), Ok(term)) = (
+                Topic::parse(&key[META_TERM.len()..]),
+                serde_json::from_slice::<Term>(&value),
+            ) {
+                terms.insert(topic, term);
+            }
+        }
+        let max_members = log
+            .scan_meta(META_MAX_MEMBERS)?
+            .first()
+            .and_then(|(_, v)| std::str::from_utf8(v).ok()?.parse().ok())
+            .unwrap_or(1);
+        let (owner_tx, owner_rx) = mpsc::unbounded_channel();
+        let shared = Arc::new(Shared {
+            membership: Membership::new(node.clone(), settings.member_timeout),
+            node,
+            incarnation: hub.clock().now_ms(),
+            client,
+            settings,
+            idempotency_window,
+            hub,
+
+            log,
+            sequencer,
+            connected: AtomicBool::new(false),
+            caught_up: AtomicBool::new(false),
+            terms: Mutex::new(terms),
+            max_members: AtomicUsize::new(max_members),
+            owner_tx,
+        });
+        if shared.client.connection_state() == async_nats::connection::State::Connected {
+            shared.connected.store(true, Ordering::Release);
+        }
+
+        let mut tasks = Vec::new();
+        let inbox = shared
+            .client
+            .subscribe(shared.subject("c.>"))
+            .await
+            .map_err(|e| ClusterError::Connect {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
+        let requests = shared
+            .client
+            .subscribe(shared.node_subject(&shared.node, "*"))
+            .await
+            .map_err(|e| ClusterError::Connect {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
+        tasks.push(tokio::spawn(replica::run(shared.clone(), inbox)));
+        tasks.push(tokio::spawn(service::run(shared.clone(), requests)));
+        tasks.push(tokio::spawn(owner::run(shared.clone(), owner_rx)));
+        tasks.push(tokio::spawn(heartbeats(shared.clone())));
+        let catchup = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            // NATS connection events (the first connection included): catch
+            // up after every (re)connection.
+            while let Some(event) = events.recv().await {
+                match event {
+                    async_nats::Event::Disconnected => {
+                        tracing::warn!("lost NATS; publishes fail until it is back");
+                        catchup.connected.store(false, Ordering::Release);
+                        catchup.caught_up.store(false, Ordering::Release);
+                        catchup.membership.clear();
+                        let _ = catchup.owner_tx.send(OwnerCommand::Disconnected);
+                    }
+                    async_nats::Event::Connected => {
+                        tracing::info!("NATS connection (re)established");
+                        catchup.connected.store(true, Ordering::Release);
+                        catchup::run(catchup.clone()).await;
+                    }
+                    other => tracing::debug!(event = %other, "NATS event"),
+                }
+            }
+        }));
+        Ok(ClusterEngine {
+            shared,
+            tasks: Mutex::new(tasks),
+        })
+    }
+
+    /// Sends `items` (all owned by `owner` per the caller's view) there.
+    async fn publish_group(
+        &self,
+        owner: &str,
+        items: Vec<PublishItem>,
+    ) -> Result<Vec<Published>, service::RouteError> {
+        if owner == self.shared.node {
+            let (reply, rx) = tokio::sync::oneshot::channel();
+            let _ = self
+                .shared
+                .owner_tx
+                .send(OwnerCommand::Publish { items, reply });
+            return rx
+                .await
+                .map_err(|_| {
+                    service::RouteError::Failed(PublishError::Unavailable(
+                        "node is shutting down".into(),
+                    ))
+                })?
+                .map_err(service::RouteError::from_owner);
+        }
+        let forward = wire::Forward {
+            items: items
+                .iter()
+                .map(|i| ForwardItem {
+                    topic: i.topic.as_str().to_string(),
+                    data: serde_json::value::RawValue::from_string(i.data.clone())
+                        .expect("data is JSON"),
+                    key: i.idempotency_key.clone(),
+                })
+                .collect(),
+        };
+        service::forward(&self.shared, owner, &forward, &items).await
+    }
+}
+
+#[async_trait]
+impl Engine for ClusterEngine {
+    async fn publish(&self, items: Vec<PublishItem>) -> Result<Vec<Published>, PublishError> {
+        let deadline = tokio::time::Instant::now()
+            + self.shared.settings.replication_timeout
+            + self.shared.settings.member_timeout;
+        let mut results: Vec<Option<Published>> = vec![None; items.len()];
+        let mut todo: Vec<usize> = (0..items.len()).collect();
+        loop {
+            self.shared.check_connected()?;
+            let view = self.shared.membership.view();
+            let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
+            for &i in &todo {
+                groups
+                    .entry(view.owner(items[i].topic.as_str()).to_string())
+                    .or_default()
+                    .push(i);
+            }
+            let calls = groups.into_iter().map(|(owner, idx)| {
+                let group: Vec<PublishItem> = idx.iter().map(|&i| items[i].clone()).collect();
+                async move { (idx, self.publish_group(&owner, group).await) }
+            });
+            let mut retry = Vec::new();
+            for (idx, outcome) in futures_util::future::join_all(calls).await {
+                match outcome {
+                    Ok(published) => {
+                        for (i, p) in idx.into_iter().zip(published) {
+                            results[i] = Some(p);
+                        }
+                    }
+                    // The owner moved or is gone: route again once the view settles.
+                    Err(service::RouteError::Moved(reason)) => {
+                        tracing::debug!(%reason, "re-routing publish");
+                        retry.extend(idx);
+                    }
+                    Err(service::RouteError::Failed(e)) => return Err(e),
+                }
+            }
+            if retry.is_empty() {
+                return Ok(results
+                    .into_iter()
+                    .map(|p| p.expect("every item answered"))
+                    .collect());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(PublishError::Unavailable(
+                    "the topic's owner is unreachable; retry".into(),
+                ));
+            }
+            todo = retry;
+            tokio::time::sleep(self.shared.settings.heartbeat_interval / 2).await;
+        }
+    }
+
+    fn readiness(&self) -> Result<(), String> {
+        if !self.shared.sequencer.is_healthy() {
+            return Err("storage failed".into());
+        }
+        if !self.shared.connected.load(Ordering::Acquire) {
+            return Err("not connected to NATS".into());
+        }
+        if !self.shared.caught_up.load(Ordering::Acquire) {
+            return Err("catching up with the cluster".into());
+        }
+        Ok(())
+    }
+
+    async fn shutdown(&self) {
+        let leaving = Heartbeat {
+            node: self.shared.node.clone(),
+            incarnation: self.shared.incarnation,
+            watermark: self.shared.hub.local_watermark(),
+            leaving: true,
+        };
+        let subject = self.shared.subject(&format!("c.hb.{}", self.shared.node));
+        let _ = self
+            .shared
+            .client
+            .publish(subject, wire::encode(&leaving))
+            .await;
+        let _ = tokio::time::timeout(Duration::from_secs(1), self.shared.client.flush()).await;
+        for task in self.tasks.lock().drain(..) {
+            task.abort();
+        }
+        self.shared.sequencer.shutdown().await;
+    }
+}
+
+/// Publishes heartbeats and expires silent peers.
+async fn heartbeats(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(shared.settings.heartbeat_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let subject = shared.subject(&format!("c.hb.{}", shared.node));
+    loop {
+        tick.tick().await;
+        if shared.connected.load(Ordering::Acquire) {
+            let hb = Heartbeat {
+                node: shared.node.clone(),
+                incarnation: shared.incarnation,
+                watermark: shared.hub.local_watermark(),
+                leaving: false,
+            };
+            if let Err(e) = shared
+                .client
+                .publish(subject.clone(), wire::encode(&hb))
+                .await
+            {
+                tracing::debug!(error = %e, "heartbeat not sent");
+            }
+        }
+        if shared.membership.expire() {
+            shared
+                .hub
+                .set_remote_floor(shared.membership.remote_floor());
+        }
+    }
+}

@@ -1,0 +1,679 @@
+//! The owner side: claiming topics, sequencing their publishes, replicating
+//! and acknowledging once enough replicas have them.
+//!
+//! One task owns all of this node's owned-topic state, so seq assignment
+//! needs no locks. Per topic:
+//!
+//! ```text
+//! (none) ──publish──▶ Claiming ──claim round ok──▶ Owned ──view moves it / newer term──▶ (none)
+//! ```
+//!
+//! A publish to an owned topic gets its seqs at once, is published on the
+//! replication subject, and waits in the topic's queue until
+//! `required_acks` live peers report it durable. Then — in seq order — it is
+//! appended to this node's own log (which dispatches it locally) and the
+//! publisher gets its ack. Appending only after the quorum means this node
+//! never holds a message that no other node could have received, so a
+//! crashed owner never comes back with a seq that the cluster reassigned.
+
+use std::{
+    collections::{HashMap, HashSet, VecDeque},
+    sync::Arc,
+    time::{Duration, Instant},
+};
+
+use futures_util::StreamExt;
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{
+    catchup,
+    membership::View,
+    wire::{self, Ack, Claim, ClaimReply, Replicate, Term, WireEntry},
+    Shared,
+};
+use crate::{
+    engine::{sequencer::Applied, PublishError, PublishItem, Published},
+    hub::{InFlight, Message, Topic},
+    log::LogEntry,
+};
+
+/// Why the owner refused a publish.
+#[derive(Debug, Clone)]
+pub(crate) enum OwnerError {
+    /// This node does not own (all of) the topics in its current view.
+    NotOwner,
+    /// The publish cannot be completed now.
+    Unavailable(String),
+}
+
+type OwnerReply = oneshot::Sender<Result<Vec<Published>, OwnerError>>;
+
+/// Messages to the owner task.
+pub(crate) enum OwnerCommand {
+    /// Sequence these items (all owned here, per the sender).
+    Publish {
+        items: Vec<PublishItem>,
+        reply: OwnerReply,
+    },
+    /// A replica's progress.
+    Acks(Ack),
+    /// A claim round finished.
+    Claimed {
+        topic: Topic,
+        outcome: Result<Term, String>,
+    },
+    /// Another node's term for `topic` was accepted here.
+    TermRaised { topic: Topic },
+    /// NATS connection lost: give up everything.
+    Disconnected,
+}
+
+/// One publish request, possibly spanning topics and parts.
+struct Request {
+    reply: Option<OwnerReply>,
+    results: Vec<Option<Published>>,
+    remaining: usize,
+}
+
+type RequestRef = Arc<Mutex<Request>>;
+
+fn fill(request: &RequestRef, index: usize, published: Published) {
+    let mut r = request.lock();
+    if r.results[index].is_none() {
+        r.results[index] = Some(published);
+        r.remaining -= 1;
+    }
+    if r.remaining == 0 {
+        if let Some(reply) = r.reply.take() {
+            let results = r.results.drain(..).map(|p| p.expect("filled")).collect();
+            let _ = reply.send(Ok(results));
+        }
+    }
+}
+
+fn fail(request: &RequestRef, error: OwnerError) {
+    if let Some(reply) = request.lock().reply.take() {
+        let _ = reply.send(Err(error));
+    }
+}
+
+/// Messages of one topic sequenced together, waiting for replicas.
+struct Part {
+    entries: Vec<LogEntry>,
+    last_seq: u64,
+    /// `(request, index in the request, result)` to fill once applied.
+    waiters: Vec<(RequestRef, usize, Published)>,
+    since: Instant,
+    answered: bool,
+    _ticket: InFlight,
+}
+
+struct Owned {
+    term: Term,
+    next_seq: u64,
+    pending: VecDeque<Part>,
+    /// Idempotency keys of pending parts: key → seq.
+    pending_keys: HashMap<String, u64>,
+}
+
+enum Slot {
+    Claiming {
+        parked: Vec<(Vec<PublishItem>, OwnerReply)>,
+    },
+    Owned(Owned),
+}
+
+struct Owner {
+    shared: Arc<Shared>,
+    slots: HashMap<Topic, Slot>,
+    /// Replica progress: node → topic → durable seq.
+    acks: HashMap<String, HashMap<Topic, u64>>,
+    view: Arc<View>,
+    applier: mpsc::UnboundedSender<Vec<Part>>,
+    tx: mpsc::UnboundedSender<OwnerCommand>,
+}
+
+/// Runs the owner task.
+pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<OwnerCommand>) {
+    let (applier, parts) = mpsc::unbounded_channel();
+    tokio::spawn(apply_parts(shared.clone(), parts));
+    let mut views = shared.membership.subscribe();
+    let mut owner = Owner {
+        view: shared.membership.view(),
+        shared: shared.clone(),
+        slots: HashMap::new(),
+        acks: HashMap::new(),
+        applier,
+        tx: shared.owner_tx.clone(),
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tokio::select! {
+            command = rx.recv() => {
+                let Some(command) = command else { return };
+                let mut outgoing = Vec::new();
+                owner.handle(command, &mut outgoing);
+                // Take whatever else is queued, then replicate it as one batch.
+                while let Ok(command) = rx.try_recv() {
+                    owner.handle(command, &mut outgoing);
+                }
+                owner.replicate(outgoing).await;
+                owner.advance();
+            }
+            changed = views.changed() => {
+                if changed.is_err() { return }
+                let view = views.borrow_and_update().clone();
+                owner.on_view(view);
+                owner.advance();
+            }
+            _ = tick.tick() => owner.expire(),
+        }
+    }
+}
+
+impl Owner {
+    fn handle(&mut self, command: OwnerCommand, outgoing: &mut Vec<(Topic, LogEntry)>) {
+        match command {
+            OwnerCommand::Publish { items, reply } => self.publish(items, reply, outgoing),
+            OwnerCommand::Acks(ack) => self.on_ack(ack),
+            OwnerCommand::Claimed { topic, outcome } => self.on_claimed(topic, outcome, outgoing),
+            OwnerCommand::TermRaised { topic } => {
+                let newer = self.shared.term(&topic);
+                if let Some(Slot::Owned(o)) = self.slots.get(&topic) {
+                    if o.term < newer {
+                        self.drop_slot(&topic, "a newer owner took the topic over");
+                    }
+                }
+            }
+            OwnerCommand::Disconnected => {
+                let topics: Vec<Topic> = self.slots.keys().cloned().collect();
+                for topic in topics {
+                    self.drop_slot(&topic, "lost the NATS connection");
+                }
+                self.acks.clear();
+            }
+        }
+    }
+
+    fn publish(
+        &mut self,
+        items: Vec<PublishItem>,
+        reply: OwnerReply,
+        outgoing: &mut Vec<(Topic, LogEntry)>,
+    ) {
+        if let Err(e) = self.shared.check_connected() {
+            let PublishError::Unavailable(m) = e;
+            let _ = reply.send(Err(OwnerError::Unavailable(m)));
+            return;
+        }
+        if items.iter().any(|i| !self.view.is_mine(i.topic.as_str())) {
+            let _ = reply.send(Err(OwnerError::NotOwner));
+            return;
+        }
+        let required = self.shared.required_acks();
+        if self.view.peer_count() < required {
+            let _ = reply.send(Err(OwnerError::Unavailable(format!(
+                "not enough live replicas: {} of {required} needed",
+                self.view.peer_count()
+            ))));
+            return;
+        }
+        // Every topic must be owned (claimed) first; park until it is.
+        let unclaimed: Vec<Topic> = items
+            .iter()
+            .map(|i| i.topic.clone())
+            .filter(|t| !matches!(self.slots.get(t), Some(Slot::Owned(_))))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if let Some(topic) = unclaimed.first() {
+            match self.slots.get_mut(topic) {
+                Some(Slot::Claiming { parked }) => parked.push((items, reply)),
+                _ => {
+                    self.slots.insert(
+                        topic.clone(),
+                        Slot::Claiming {
+                            parked: vec![(items, reply)],
+                        },
+                    );
+                    self.start_claim(topic.clone());
+                }
+            }
+            return;
+        }
+        self.assign(items, reply, outgoing);
+    }
+
+    fn start_claim(&self, topic: Topic) {
+        let (shared, tx) = (self.shared.clone(), self.tx.clone());
+        tokio::spawn(async move {
+            let outcome = claim(&shared, &topic).await;
+            let _ = tx.send(OwnerCommand::Claimed { topic, outcome });
+        });
+    }
+
+    fn on_claimed(
+        &mut self,
+        topic: Topic,
+        outcome: Result<Term, String>,
+        outgoing: &mut Vec<(Topic, LogEntry)>,
+    ) {
+        let Some(Slot::Claiming { parked }) = self.slots.remove(&topic) else {
+            return;
+        };
+        match outcome {
+            Ok(term) if self.shared.term(&topic) == term && self.view.is_mine(topic.as_str()) => {
+                let head = self.shared.hub.head(&topic).last_seq;
+                tracing::info!(%topic, counter = term.counter, head, "claimed topic");
+                self.slots.insert(
+                    topic,
+                    Slot::Owned(Owned {
+                        term,
+                        next_seq: head + 1,
+                        pending: VecDeque::new(),
+                        pending_keys: HashMap::new(),
+                    }),
+                );
+                // Re-enter: parked publishes may need other topics claimed.
+                for (items, reply) in parked {
+                    self.publish(items, reply, outgoing);
+                }
+            }
+            Ok(_) => {
+                for (_, reply) in parked {
+                    let _ = reply.send(Err(OwnerError::NotOwner));
+                }
+            }
+            Err(reason) => {
+                tracing::warn!(%topic, %reason, "claim failed");
+                for (_, reply) in parked {
+                    let _ = reply.send(Err(OwnerError::Unavailable(format!(
+                        "cannot take over the topic: {reason}"
+                    ))));
+                }
+            }
+        }
+    }
+
+    /// Assigns seqs to `items` (every topic owned) and queues the parts.
+    fn assign(
+        &mut self,
+        items: Vec<PublishItem>,
+        reply: OwnerReply,
+        outgoing: &mut Vec<(Topic, LogEntry)>,
+    ) {
+        let hub = self.shared.hub.clone();
+        let now = hub.clock().now_ms();
+        let expires_at = now + self.shared.idempotency_window.as_millis() as u64;
+
+        let request: RequestRef = Arc::new(Mutex::new(Request {
+            reply: Some(reply),
+            results: vec![None; items.len()],
+            remaining: items.len(),
+        }));
+        let mut parts: HashMap<Topic, Part> = HashMap::new();
+        let mut immediate = Vec::new();
+        for (index, item) in items.into_iter().enumerate() {
+            let Some(Slot::Owned(owned)) = self.slots.get_mut(&item.topic) else {
+                unreachable!("assign is only called with every topic owned")
+            };
+            if let Some(key) = &item.idempotency_key {
+                if let Some(&seq) = owned.pending_keys.get(key) {
+                    // The first publish with this key is still in flight:
+                    // answer this one when that one is applied.
+                    let published = Published {
+                        topic: item.topic.clone(),
+                        seq,
+                        ts: now,
+                        duplicate: true,
+                    };
+                    if let Some(part) = owned
+                        .pending
+                        .iter_mut()
+                        .find(|p| p.entries.iter().any(|e| e.message.seq == seq))
+                    {
+                        part.waiters.push((request.clone(), index, published));
+                        continue;
+                    }
+                    if let Some(part) = parts.get_mut(&item.topic) {
+                        part.waiters.push((request.clone(), index, published));
+                        continue;
+                    }
+                }
+                match self.shared.log.idempotency(&item.topic, key) {
+                    Ok(Some(r)) if r.expires_at >= now => {
+                        immediate.push((
+                            index,
+                            Published {
+                                topic: item.topic.clone(),
+                                seq: r.seq,
+                                ts: r.ts,
+                                duplicate: true,
+                            },
+                        ));
+                        continue;
+                    }
+                    Ok(_) => {}
+                    Err(e) => {
+                        fail(
+                            &request,
+                            OwnerError::Unavailable(format!("storage read failed: {e}")),
+                        );
+                        return;
+                    }
+                }
+            }
+            let seq = owned.next_seq;
+            owned.next_seq += 1;
+            if let Some(key) = &item.idempotency_key {
+                owned.pending_keys.insert(key.clone(), seq);
+            }
+            let entry = LogEntry {
+                message: Message::new(item.topic.clone(), seq, now, &item.data),
+                idempotency: item.idempotency_key.map(|k| (k, expires_at)),
+            };
+            let published = Published {
+                topic: item.topic.clone(),
+                seq,
+                ts: now,
+                duplicate: false,
+            };
+            let part = parts.entry(item.topic.clone()).or_insert_with(|| Part {
+                entries: Vec::new(),
+                last_seq: 0,
+                waiters: Vec::new(),
+                since: Instant::now(),
+                answered: false,
+                _ticket: hub.begin_batch(now),
+            });
+            part.last_seq = seq;
+            part.waiters.push((request.clone(), index, published));
+            outgoing.push((item.topic.clone(), entry.clone()));
+            part.entries.push(entry);
+        }
+        for (topic, part) in parts {
+            if let Some(Slot::Owned(owned)) = self.slots.get_mut(&topic) {
+                owned.pending.push_back(part);
+            }
+        }
+        for (index, published) in immediate {
+            fill(&request, index, published);
+        }
+    }
+
+    /// Publishes newly sequenced entries on the replication subject, in
+    /// messages of at most ~512 KiB.
+    async fn replicate(&mut self, outgoing: Vec<(Topic, LogEntry)>) {
+        if outgoing.is_empty() || self.shared.required_acks() == 0 && self.view.peer_count() == 0 {
+            return;
+        }
+        let subject = self.shared.subject(&format!("c.rep.{}", self.shared.node));
+        let mut batch: Vec<WireEntry> = Vec::new();
+        let mut terms: Vec<(String, Term)> = Vec::new();
+        let mut bytes = 0;
+        for (i, (topic, entry)) in outgoing.iter().enumerate() {
+            if !terms.iter().any(|(t, _)| t == topic.as_str()) {
+                if let Some(Slot::Owned(o)) = self.slots.get(topic) {
+                    terms.push((topic.as_str().to_string(), o.term.clone()));
+                }
+            }
+            bytes += entry.message.envelope().len() + 64;
+            batch.push(WireEntry::from_entry(entry));
+            if bytes > 512 * 1024 || i + 1 == outgoing.len() {
+                let message = Replicate {
+                    owner: self.shared.node.clone(),
+                    terms: std::mem::take(&mut terms),
+                    entries: std::mem::take(&mut batch),
+                };
+                if let Err(e) = self
+                    .shared
+                    .client
+                    .publish(subject.clone(), wire::encode(&message))
+                    .await
+                {
+                    tracing::warn!(error = %e, "replication publish failed");
+                }
+                bytes = 0;
+            }
+        }
+    }
+
+    fn on_ack(&mut self, ack: Ack) {
+        for (topic, term) in &ack.rejected {
+            let Ok(topic) = Topic::parse(topic) else {
+                continue;
+            };
+            let _ = self.shared.raise_term(&topic, term);
+            if matches!(self.slots.get(&topic), Some(Slot::Owned(o)) if o.term < *term) {
+                self.drop_slot(&topic, "a newer owner took the topic over");
+            }
+        }
+        let progress = self.acks.entry(ack.node).or_default();
+        for (topic, seq) in ack.heads {
+            if let Ok(topic) = Topic::parse(&topic) {
+                let slot = progress.entry(topic).or_default();
+                *slot = (*slot).max(seq);
+            }
+        }
+    }
+
+    /// Hands every part that reached its quorum to the applier, in order.
+    fn advance(&mut self) {
+        let required = self.shared.required_acks();
+        let mut ready = Vec::new();
+        for (topic, slot) in &mut self.slots {
+            let Slot::Owned(owned) = slot else { continue };
+            while let Some(part) = owned.pending.front() {
+                let confirmed = self
+                    .view
+                    .peers()
+                    .filter(|p| {
+                        self.acks
+                            .get(*p)
+                            .and_then(|a| a.get(topic))
+                            .is_some_and(|s| *s >= part.last_seq)
+                    })
+                    .count();
+                if confirmed < required {
+                    break;
+                }
+                let part = owned.pending.pop_front().expect("front exists");
+                for e in &part.entries {
+                    if let Some((key, _)) = &e.idempotency {
+                        owned.pending_keys.remove(key);
+                    }
+                }
+                ready.push(part);
+            }
+        }
+        if !ready.is_empty() {
+            let _ = self.applier.send(ready);
+        }
+    }
+
+    fn on_view(&mut self, view: Arc<View>) {
+        self.shared.note_members(view.members.len());
+        let lost: Vec<Topic> = self
+            .slots
+            .keys()
+            .filter(|t| !view.is_mine(t.as_str()))
+            .cloned()
+            .collect();
+        self.view = view;
+        for topic in lost {
+            self.drop_slot(&topic, "the topic moved to another node");
+        }
+    }
+
+    /// Answers publishers whose parts waited too long (the parts stay
+    /// queued: they may still complete), and gives up on topics stuck for
+    /// much longer.
+    fn expire(&mut self) {
+        let limit = self.shared.settings.replication_timeout;
+        let mut stuck = Vec::new();
+        for (topic, slot) in &mut self.slots {
+            let Slot::Owned(owned) = slot else { continue };
+            for part in owned.pending.iter_mut() {
+                if !part.answered && part.since.elapsed() > limit {
+                    part.answered = true;
+                    for (request, _, _) in part.waiters.drain(..) {
+                        fail(
+                            &request,
+                            OwnerError::Unavailable(
+                                "replicas did not confirm the message in time".into(),
+                            ),
+                        );
+                    }
+                }
+                if part.since.elapsed() > limit * 10 {
+                    stuck.push(topic.clone());
+                    break;
+                }
+            }
+        }
+        for topic in stuck {
+            self.drop_slot(&topic, "replication stalled");
+        }
+    }
+
+    /// Stops owning `topic`: unapplied parts are discarded (never appended
+    /// here; whatever replicas kept is recovered through the next owner).
+    fn drop_slot(&mut self, topic: &Topic, reason: &str) {
+        match self.slots.remove(topic) {
+            Some(Slot::Claiming { parked }) => {
+                for (_, reply) in parked {
+                    let _ = reply.send(Err(OwnerError::NotOwner));
+                }
+            }
+            Some(Slot::Owned(owned)) => {
+                tracing::info!(%topic, reason, pending = owned.pending.len(), "giving up ownership");
+                for part in owned.pending {
+                    for (request, _, _) in part.waiters {
+                        fail(
+                            &request,
+                            OwnerError::Unavailable(format!("publish not confirmed: {reason}")),
+                        );
+                    }
+                }
+            }
+            None => {}
+        }
+    }
+}
+
+/// Appends quorum-confirmed parts to the local log in order, then answers.
+async fn apply_parts(shared: Arc<Shared>, mut parts: mpsc::UnboundedReceiver<Vec<Part>>) {
+    while let Some(mut batch) = parts.recv().await {
+        while let Ok(more) = parts.try_recv() {
+            batch.extend(more);
+        }
+        let entries: Vec<LogEntry> = batch
+            .iter()
+            .flat_map(|p| p.entries.iter().cloned())
+            .collect();
+        let outcome = shared.sequencer.apply(entries).await;
+        for part in batch {
+            for (request, index, published) in part.waiters {
+                match &outcome {
+                    Ok(Applied::Done) => fill(&request, index, published),
+                    Ok(Applied::Gap { topic, head, .. }) => {
+                        tracing::error!(%topic, head, "owner log does not continue its own sequence");
+                        fail(
+                            &request,
+                            OwnerError::Unavailable("internal sequencing error".into()),
+                        );
+                    }
+                    Err(PublishError::Unavailable(m)) => {
+                        fail(&request, OwnerError::Unavailable(m.clone()))
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Claims `topic` for this node: fences every live node (this one too) at a
+/// new term and makes sure this node holds everything any of them holds.
+async fn claim(shared: &Arc<Shared>, topic: &Topic) -> Result<Term, String> {
+    let mut last_error = String::from("no attempt");
+    for attempt in 0..5u32 {
+        if attempt > 0 {
+            let jitter = rand::random::<u64>() % 100;
+            tokio::time::sleep(Duration::from_millis(100 * u64::from(attempt) + jitter)).await;
+        }
+        let view = shared.membership.view();
+        if !view.is_mine(topic.as_str()) {
+            return Err("the topic moved to another node".into());
+        }
+        let term = Term {
+            counter: shared.term(topic).counter + 1,
+            node: shared.node.clone(),
+        };
+        let inbox = shared.client.new_inbox();
+        let mut replies = shared
+            .client
+            .subscribe(inbox.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        let claim = Claim {
+            node: shared.node.clone(),
+            topic: topic.as_str().to_string(),
+            term: term.clone(),
+        };
+        shared
+            .client
+            .publish_with_reply(
+                shared.subject(&format!("c.claim.{}", shared.node)),
+                inbox,
+                wire::encode(&claim),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let expected: HashSet<&str> = view.members.iter().map(String::as_str).collect();
+        let mut got: HashMap<String, ClaimReply> = HashMap::new();
+        let deadline = tokio::time::Instant::now() + shared.settings.request_timeout;
+        while got.len() < expected.len() {
+            match tokio::time::timeout_at(deadline, replies.next()).await {
+                Ok(Some(msg)) => {
+                    if let Some(reply) = wire::decode::<ClaimReply>(&msg.payload) {
+                        if expected.contains(reply.node.as_str()) {
+                            got.insert(reply.node.clone(), reply);
+                        }
+                    }
+                }
+                _ => break,
+            }
+        }
+        let _ = replies.unsubscribe().await;
+        if let Some(refusal) = got.values().find(|r| !r.ok) {
+            let _ = shared.raise_term(topic, &refusal.term);
+            last_error = format!("{} knows a newer owner", refusal.node);
+            continue;
+        }
+        if got.len() < expected.len() {
+            let missing: Vec<&&str> = expected.iter().filter(|n| !got.contains_key(**n)).collect();
+            last_error = format!("no answer from {missing:?}");
+            continue;
+        }
+        // Continue after the highest seq any live node holds.
+        let (holder, max) = got
+            .values()
+            .map(|r| (r.node.clone(), r.head))
+            .max_by_key(|(_, h)| *h)
+            .expect("self replied");
+        let own = shared.hub.head(topic).last_seq;
+        if max > own {
+            if let Err(e) = catchup::fetch_into(shared, &holder, topic, own + 1, max).await {
+                last_error = format!("cannot copy {topic} {}..={max} from {holder}: {e}", own + 1);
+                continue;
+            }
+        }
+        if shared.hub.head(topic).last_seq < max {
+            last_error = "log did not reach the cluster's head".into();
+            continue;
+        }
+        return Ok(term);
+    }
+    Err(last_error)
+}

@@ -1,0 +1,273 @@
+//! What nodes say to each other over NATS (JSON).
+//!
+//! Subjects, with prefix `P` (default `herald`):
+//!
+//! | subject               | kind              | payload                 |
+//! |-----------------------|-------------------|-------------------------|
+//! | `P.c.hb.<node>`       | broadcast         | [`Heartbeat`]           |
+//! | `P.c.rep.<node>`      | broadcast         | [`Replicate`]           |
+//! | `P.c.claim.<node>`    | broadcast request | [`Claim`] → [`ClaimReply`] |
+//! | `P.n.<node>.ack`      | to one node       | [`Ack`]                 |
+//! | `P.n.<node>.fwd`      | request           | [`Forward`] → [`ForwardReply`] |
+//! | `P.n.<node>.fetch`    | request           | [`Fetch`] → [`FetchReply`] |
+//! | `P.n.<node>.heads`    | request           | [`HeadsQuery`] → [`HeadsReply`] |
+//!
+//! Every `P.c.>` message reaches a node through one subscription, so a node
+//! sees one owner's heartbeats, replication and claims in the order that
+//! owner sent them — the ordering the replica logic relies on.
+
+use std::{cmp::Ordering, sync::Arc};
+
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::{
+    hub::{Message, Topic},
+    log::LogEntry,
+};
+
+/// Who may sequence a topic: claims with a higher term fence off lower ones.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Term {
+    /// Grows with every claim of the topic.
+    pub counter: u64,
+    /// The claiming node (breaks ties between concurrent claims).
+    pub node: String,
+}
+
+impl Ord for Term {
+    fn cmp(&self, other: &Self) -> Ordering {
+        (self.counter, &self.node).cmp(&(other.counter, &other.node))
+    }
+}
+
+impl PartialOrd for Term {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Liveness, sent every heartbeat interval.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// Node id.
+    pub node: String,
+    /// Changes on every start, so a restarted node is seen as new.
+    pub incarnation: u64,
+    /// Every message this node sequenced with `ts` below this has been
+    /// published before this heartbeat.
+    pub watermark: u64,
+    /// Sent once on graceful shutdown: drop me from the view now.
+    #[serde(default)]
+    pub leaving: bool,
+}
+
+/// One sequenced message on the wire.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct WireEntry {
+    /// Topic.
+    pub t: String,
+    /// Seq.
+    pub s: u64,
+    /// Timestamp.
+    pub ts: u64,
+    /// Idempotency key and its expiry, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub k: Option<(String, u64)>,
+    /// The envelope JSON, embedded as is.
+    pub e: Box<RawValue>,
+}
+
+impl WireEntry {
+    /// From a log entry.
+    pub fn from_entry(entry: &LogEntry) -> Self {
+        let m = &entry.message;
+        let envelope = std::str::from_utf8(m.envelope()).expect("envelopes are UTF-8");
+        WireEntry {
+            t: m.topic.as_str().to_string(),
+            s: m.seq,
+            ts: m.ts,
+            k: entry.idempotency.clone(),
+            e: RawValue::from_string(envelope.to_string()).expect("envelopes are JSON"),
+        }
+    }
+
+    /// Back into a log entry; `None` if the topic is invalid.
+    pub fn into_entry(self) -> Option<LogEntry> {
+        let topic = Topic::parse(&self.t).ok()?;
+        let envelope = bytes::Bytes::from(self.e.get().as_bytes().to_vec());
+        Some(LogEntry {
+            message: Arc::new(Message::from_envelope(topic, self.s, self.ts, envelope)),
+            idempotency: self.k,
+        })
+    }
+}
+
+/// Messages sequenced by `owner`, to be appended by every node.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Replicate {
+    /// The sequencing node.
+    pub owner: String,
+    /// Per topic in this batch, the owner's term.
+    pub terms: Vec<(String, Term)>,
+    /// The messages, per topic in seq order.
+    pub entries: Vec<WireEntry>,
+}
+
+/// "I now sequence `topic` under `term`": replicas fence off lower terms
+/// and report how far they are.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Claim {
+    /// The claimer.
+    pub node: String,
+    /// Topic.
+    pub topic: String,
+    /// The claimed term.
+    pub term: Term,
+}
+
+/// Answer to a [`Claim`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClaimReply {
+    /// The replying node.
+    pub node: String,
+    /// Whether the claim was accepted.
+    pub ok: bool,
+    /// The replier's head seq of the topic.
+    pub head: u64,
+    /// The highest term the replier knew before (or still knows, if refused).
+    pub term: Term,
+}
+
+/// A replica's progress, sent to an owner after applying its messages.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Ack {
+    /// The replica.
+    pub node: String,
+    /// `(topic, seq)`: everything up to `seq` is durable there.
+    pub heads: Vec<(String, u64)>,
+    /// `(topic, term)`: refused because a newer term owns the topic.
+    pub rejected: Vec<(String, Term)>,
+}
+
+/// One item of a forwarded publish.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForwardItem {
+    /// Topic.
+    pub topic: String,
+    /// Compact JSON data.
+    pub data: Box<RawValue>,
+    /// Idempotency key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+/// A publish sent to the topic's owner.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Forward {
+    /// Items, all owned by the receiver (per the sender's view).
+    pub items: Vec<ForwardItem>,
+}
+
+/// One acknowledged item.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForwardAck {
+    /// Seq.
+    pub seq: u64,
+    /// Timestamp.
+    pub ts: u64,
+    /// Answered from the idempotency record.
+    pub dup: bool,
+}
+
+/// Answer to a [`Forward`].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ForwardReply {
+    /// Acks in item order, on success.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ok: Option<Vec<ForwardAck>>,
+    /// `not_owner` (retry after the view settles) or `unavailable`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub err: Option<(String, String)>,
+}
+
+/// Read `from..=to` of a topic (at most `max` messages).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Fetch {
+    /// Topic.
+    pub topic: String,
+    /// First seq.
+    pub from: u64,
+    /// Last seq.
+    pub to: u64,
+    /// Page size.
+    pub max: usize,
+}
+
+/// Answer to a [`Fetch`]: messages in order (the replier's committed ones).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FetchReply {
+    /// The messages.
+    pub entries: Vec<WireEntry>,
+}
+
+/// List topic heads after `after` (paging by name).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct HeadsQuery {
+    /// Exclusive start.
+    pub after: Option<String>,
+    /// Page size.
+    pub limit: usize,
+}
+
+/// Answer to a [`HeadsQuery`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HeadsReply {
+    /// `(topic, last_seq)`, sorted by topic.
+    pub heads: Vec<(String, u64)>,
+    /// More pages follow.
+    pub more: bool,
+}
+
+/// Serializes a wire message.
+pub fn encode<T: Serialize>(value: &T) -> bytes::Bytes {
+    bytes::Bytes::from(serde_json::to_vec(value).expect("wire types serialize"))
+}
+
+/// Parses a wire message.
+pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Option<T> {
+    serde_json::from_slice(payload).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn terms_order_by_counter_then_node() {
+        let t = |c, n: &str| Term {
+            counter: c,
+            node: n.into(),
+        };
+        assert!(t(2, "a") > t(1, "z"));
+        assert!(t(1, "b") > t(1, "a"));
+        assert!(Term::default() < t(1, ""));
+    }
+
+    #[test]
+    fn entries_round_trip() {
+        let m = Message::new(Topic::parse("a.b").unwrap(), 3, 99, r#"{"x":[1]}"#);
+        let entry = LogEntry {
+            message: m.clone(),
+            idempotency: Some(("k".into(), 5)),
+        };
+        let wire = WireEntry::from_entry(&entry);
+        let text = serde_json::to_string(&wire).unwrap();
+        assert!(text.contains(r#""e":{"topic":"a.b""#), "{text}");
+        let back: WireEntry = serde_json::from_str(&text).unwrap();
+        let back = back.into_entry().unwrap();
+        assert_eq!(back.message.envelope(), m.envelope());
+        assert_eq!((back.message.seq, back.message.ts), (3, 99));
+        assert_eq!(back.idempotency, Some(("k".into(), 5)));
+    }
+}
