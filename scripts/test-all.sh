@@ -15,7 +15,9 @@ step() { printf '\n==> %s\n' "$*"; }
 
 install_system_packages() {
   local missing=()
+  command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
   [ -x /usr/bin/chromium ] || missing+=(chromium)
+
   command -v node >/dev/null || missing+=(nodejs)
   command -v npm >/dev/null || missing+=(npm)
   python3 -c 'import venv' 2>/dev/null || missing+=(python3-venv)
