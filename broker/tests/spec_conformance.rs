@@ -1,0 +1,1392 @@
+//! Checks a running `herald` against the machine-readable protocol specs in
+//! `protocol-spec/`: `asyncapi.yaml` (every WebSocket frame) and
+//! `openapi.yaml` (every HTTP response), in both directions:
+//!
+//! * every server frame the test provokes must have a `type` documented in
+//!   `asyncapi.yaml` and validate against its (strict) schema; every accepted
+//!   client op must validate against its op schema and every op refused for
+//!   its shape must not;
+//! * every HTTP response must have a status documented for its path and
+//!   method, a documented content type, and a body that validates; every
+//!   documented status except 500/503 must actually be provoked;
+//! * every documented path and method must be routed by the server, and every
+//!   documented example op must be accepted.
+//!
+//! `$ref`s are resolved here (local `#/...` references only); OpenAPI schemas
+//! are checked as JSON Schema 2020-12, AsyncAPI payloads as draft 7.
+
+mod common;
+
+use std::{
+    cell::RefCell,
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    pin::Pin,
+    time::Duration,
+};
+
+use common::*;
+use futures_util::{SinkExt, Stream, StreamExt};
+use reqwest::Method;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::{
+    protocol::{
+        frame::{
+            coding::{CloseCode, Data, OpCode},
+            Frame,
+        },
+        CloseFrame,
+    },
+    Message as WsMessage,
+};
+
+// ---------------------------------------------------------------------------
+// Loading the specs
+// ---------------------------------------------------------------------------
+
+fn spec_path(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../protocol-spec")
+        .join(name)
+}
+
+fn load_yaml(name: &str) -> Value {
+    let path = spec_path(name);
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let yaml: serde_yaml::Value =
+        serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{name} is not valid YAML: {e}"));
+    yaml_to_json(yaml)
+}
+
+/// YAML → JSON, turning non-string mapping keys (`200:`) into strings.
+fn yaml_to_json(v: serde_yaml::Value) -> Value {
+    use serde_yaml::Value as Y;
+    match v {
+        Y::Null => Value::Null,
+        Y::Bool(b) => Value::Bool(b),
+        Y::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                Value::from(n.as_f64().expect("number"))
+            }
+        }
+        Y::String(s) => Value::String(s),
+        Y::Sequence(items) => Value::Array(items.into_iter().map(yaml_to_json).collect()),
+        Y::Mapping(map) => Value::Object(
+            map.into_iter()
+                .map(|(k, v)| {
+                    let key = match k {
+                        Y::String(s) => s,
+                        Y::Number(n) => n.to_string(),
+                        Y::Bool(b) => b.to_string(),
+                        other => panic!("unsupported YAML mapping key {other:?}"),
+                    };
+                    (key, yaml_to_json(v))
+                })
+                .collect(),
+        ),
+        Y::Tagged(tagged) => yaml_to_json(tagged.value),
+    }
+}
+
+/// Replaces every `{"$ref": "#/..."}` by (a resolved copy of) its target.
+fn resolve(root: &Value, v: &Value) -> Value {
+    fn go(root: &Value, v: &Value, trail: &mut Vec<String>) -> Value {
+        match v {
+            Value::Object(map) => {
+                if let Some(reference) = map.get("$ref") {
+                    let reference = reference.as_str().expect("$ref is a string");
+                    assert!(
+                        !trail.iter().any(|r| r == reference),
+                        "$ref cycle through {reference}: {trail:?}"
+                    );
+                    let pointer = reference
+                        .strip_prefix('#')
+                        .unwrap_or_else(|| panic!("only local $refs are supported: {reference}"));
+                    let target = root
+                        .pointer(pointer)
+                        .unwrap_or_else(|| panic!("dangling $ref {reference}"));
+                    trail.push(reference.to_string());
+                    let out = go(root, target, trail);
+                    trail.pop();
+                    return out;
+                }
+                Value::Object(
+                    map.iter()
+                        .map(|(k, v)| (k.clone(), go(root, v, trail)))
+                        .collect(),
+                )
+            }
+            Value::Array(items) => Value::Array(items.iter().map(|v| go(root, v, trail)).collect()),
+            other => other.clone(),
+        }
+    }
+    go(root, v, &mut Vec::new())
+}
+
+#[derive(Clone, Copy)]
+enum Dialect {
+    /// OpenAPI 3.1 schemas are JSON Schema 2020-12.
+    OpenApi,
+    /// AsyncAPI 3.0 schemas are a superset of draft 7.
+    AsyncApi,
+}
+
+/// The validation errors of `instance` against `schema` (empty when valid).
+fn schema_errors(schema: &Value, instance: &Value, dialect: Dialect) -> Vec<String> {
+    let validator = match dialect {
+        Dialect::OpenApi => jsonschema::draft202012::new(schema),
+        Dialect::AsyncApi => jsonschema::draft7::new(schema),
+    }
+    .unwrap_or_else(|e| panic!("schema does not compile: {e}\n{schema:#}"));
+    validator
+        .iter_errors(instance)
+        .map(|e| format!("{e} (at {})", e.instance_path()))
+        .collect()
+}
+
+fn assert_valid(schema: &Value, instance: &Value, dialect: Dialect, what: &str) {
+    let errors = schema_errors(schema, instance, dialect);
+    assert!(
+        errors.is_empty(),
+        "{what} does not match the spec:\n  instance: {instance}\n  errors: {errors:#?}"
+    );
+}
+
+// ---------------------------------------------------------------------------
+// OpenAPI
+// ---------------------------------------------------------------------------
+
+const METHODS: [&str; 7] = ["get", "post", "put", "delete", "patch", "options", "head"];
+/// Statuses documented but not provoked here (storage failure, shutdown).
+const NOT_PROVOKED: [&str; 2] = ["500", "503"];
+const UNROUTED: &str = "(unrouted)";
+/// Request headers.
+type Headers = &'static [(&'static str, &'static str)];
+const JSON: Headers = &[("content-type", "application/json")];
+const TEXT: Headers = &[("content-type", "text/plain")];
+const JSON_ONCE: Headers = &[
+    ("content-type", "application/json"),
+    ("idempotency-key", "once-1"),
+];
+
+struct OpenApi {
+    root: Value,
+    /// (path template, METHOD or `*`, status) seen so far.
+    covered: RefCell<BTreeSet<(String, String, String)>>,
+}
+
+/// A fully read HTTP response.
+struct Reply {
+    status: u16,
+    body: Value,
+}
+
+impl OpenApi {
+    fn load() -> Self {
+        let root = load_yaml("openapi.yaml");
+        assert!(
+            root["openapi"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("3.1")),
+            "openapi.yaml must be OpenAPI 3.1"
+        );
+        OpenApi {
+            root,
+            covered: RefCell::new(BTreeSet::new()),
+        }
+    }
+
+    /// Every documented (path, method, status), in the same form as `covered`.
+    fn documented(&self) -> BTreeSet<(String, String, String)> {
+        let mut out = BTreeSet::new();
+        for (path, item) in self.root["paths"].as_object().expect("paths") {
+            for method in METHODS {
+                if let Some(op) = item.get(method) {
+                    for status in op["responses"].as_object().expect("responses").keys() {
+                        out.insert((path.clone(), method.to_uppercase(), status.clone()));
+                    }
+                }
+            }
+            if let Some(other) = item.get("x-other-methods") {
+                for status in other["responses"].as_object().expect("responses").keys() {
+                    out.insert((path.clone(), "*".into(), status.clone()));
+                }
+            }
+        }
+        for status in self.root["x-unrouted"]["responses"]
+            .as_object()
+            .expect("x-unrouted.responses")
+            .keys()
+        {
+            out.insert((UNROUTED.into(), "*".into(), status.clone()));
+        }
+        out
+    }
+
+    /// Documented operations as (path template, METHOD).
+    fn operations(&self) -> Vec<(String, String)> {
+        let mut out = Vec::new();
+        for (path, item) in self.root["paths"].as_object().expect("paths") {
+            for method in METHODS {
+                if item.get(method).is_some() {
+                    out.push((path.clone(), method.to_uppercase()));
+                }
+            }
+        }
+        out
+    }
+
+    /// The resolved response object for `status`; panics if undocumented.
+    /// `template` is `None` for a path the spec does not list.
+    fn response(&self, method: &str, template: Option<&str>, status: u16) -> Value {
+        let status_key = status.to_string();
+        let (key, responses) = match template {
+            None => (
+                (UNROUTED.to_string(), "*".to_string()),
+                &self.root["x-unrouted"]["responses"],
+            ),
+            Some(t) => {
+                let item = &self.root["paths"][t];
+                assert!(item.is_object(), "path {t} is not in openapi.yaml");
+                match item.get(method.to_lowercase()) {
+                    Some(op) => ((t.to_string(), method.to_uppercase()), &op["responses"]),
+                    None => (
+                        (t.to_string(), "*".to_string()),
+                        &item["x-other-methods"]["responses"],
+                    ),
+                }
+            }
+        };
+        let response = responses.get(&status_key).unwrap_or_else(|| {
+            panic!(
+                "{method} {}: status {status} is not documented in openapi.yaml (documented: {:?})",
+                template.unwrap_or(UNROUTED),
+                responses.as_object().map(|m| m.keys().collect::<Vec<_>>())
+            )
+        });
+        self.covered.borrow_mut().insert((key.0, key.1, status_key));
+        resolve(&self.root, response)
+    }
+
+    /// The documented media type object matching `content_type`, or `None`
+    /// when the response is documented without a body.
+    fn media(
+        &self,
+        method: &str,
+        template: Option<&str>,
+        status: u16,
+        content_type: Option<&str>,
+    ) -> Option<Value> {
+        let response = self.response(method, template, status);
+        let content = response.get("content")?;
+        let ct = content_type.unwrap_or_else(|| {
+            panic!(
+                "{method} {template:?} {status}: no Content-Type, documented {:?}",
+                content.as_object().map(|m| m.keys().collect::<Vec<_>>())
+            )
+        });
+        let mime = ct.split(';').next().unwrap().trim().to_ascii_lowercase();
+        let media = content.get(&mime).unwrap_or_else(|| {
+            panic!(
+                "{method} {template:?} {status}: Content-Type {ct:?} is not documented (documented: {:?})",
+                content.as_object().map(|m| m.keys().collect::<Vec<_>>())
+            )
+        });
+        Some(media.clone())
+    }
+
+    /// Checks one complete response against the spec; returns the body as
+    /// JSON (a string for text bodies, null for an empty one).
+    fn check(
+        &self,
+        method: &str,
+        template: Option<&str>,
+        status: u16,
+        content_type: Option<&str>,
+        body: &[u8],
+    ) -> Value {
+        let what = format!("{method} {} → {status}", template.unwrap_or(UNROUTED));
+        match self.media(method, template, status, content_type) {
+            None => {
+                assert!(
+                    body.is_empty(),
+                    "{what}: documented without a body, got {:?}",
+                    String::from_utf8_lossy(body)
+                );
+                Value::Null
+            }
+            Some(media) => {
+                let mime = content_type.unwrap().split(';').next().unwrap().trim();
+                let instance = if mime.ends_with("json") {
+                    serde_json::from_slice(body).unwrap_or_else(|e| {
+                        panic!(
+                            "{what}: body is not JSON ({e}): {:?}",
+                            String::from_utf8_lossy(body)
+                        )
+                    })
+                } else {
+                    Value::String(
+                        String::from_utf8(body.to_vec())
+                            .unwrap_or_else(|_| panic!("{what}: text body is not UTF-8")),
+                    )
+                };
+                let schema = media.get("schema").cloned().unwrap_or(json!({}));
+                assert_valid(&schema, &instance, Dialect::OpenApi, &what);
+                instance
+            }
+        }
+    }
+
+    /// Sends a request, reads the whole response and checks it.
+    async fn call(
+        &self,
+        node: &Node,
+        method: &str,
+        template: Option<&str>,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<Vec<u8>>,
+    ) -> Reply {
+        let mut req = http().request(
+            Method::from_bytes(method.as_bytes()).expect("method"),
+            node.url(path),
+        );
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        if let Some(body) = body {
+            req = req.body(body);
+        }
+        let res = req
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
+        let status = res.status().as_u16();
+        let ct = content_type(res.headers());
+        let bytes = res.bytes().await.expect("body");
+        let body = self.check(method, template, status, ct.as_deref(), &bytes);
+        Reply { status, body }
+    }
+
+    async fn get(&self, node: &Node, template: &str, path: &str) -> Reply {
+        self.call(node, "GET", Some(template), path, &[], None)
+            .await
+    }
+
+    async fn post_json(&self, node: &Node, template: &str, path: &str, body: &Value) -> Reply {
+        self.call(
+            node,
+            "POST",
+            Some(template),
+            path,
+            &[("content-type", "application/json")],
+            Some(body.to_string().into_bytes()),
+        )
+        .await
+    }
+
+    fn schema(&self, name: &str) -> Value {
+        resolve(&self.root, &self.root["components"]["schemas"][name])
+    }
+}
+
+fn content_type(headers: &reqwest::header::HeaderMap) -> Option<String> {
+    headers
+        .get("content-type")
+        .map(|v| v.to_str().expect("content-type is text").to_string())
+}
+
+fn expect(reply: &Reply, status: u16, code: Option<&str>, what: &str) {
+    assert_eq!(reply.status, status, "{what}: {}", reply.body);
+    if let Some(code) = code {
+        assert_eq!(reply.body["error"]["code"], code, "{what}: {}", reply.body);
+    }
+}
+
+// ---------------------------------------------------------------------------
+// SSE, checked block by block
+// ---------------------------------------------------------------------------
+
+type ByteStream = Pin<Box<dyn Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>;
+
+/// One SSE block, already checked against the spec.
+#[derive(Debug)]
+enum Block {
+    Opening,
+    Event { event: String, data: Value },
+    Ping,
+    Comment,
+}
+
+struct SseStream {
+    stream: ByteStream,
+    buf: Vec<u8>,
+    events: Value,
+    cursor: Value,
+    opened: bool,
+}
+
+impl SseStream {
+    async fn next(&mut self, limit: Duration) -> Option<Block> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            if let Some(end) = self.buf.windows(2).position(|w| w == b"\n\n") {
+                let raw: Vec<u8> = self.buf.drain(..end + 2).collect();
+                let text = String::from_utf8(raw).expect("SSE is UTF-8");
+                return Some(self.check_block(text.trim_end_matches('\n')));
+            }
+            match tokio::time::timeout_at(deadline, self.stream.next()).await {
+                Ok(Some(Ok(chunk))) => self.buf.extend_from_slice(&chunk),
+                Ok(Some(Err(_))) | Ok(None) | Err(_) => return None,
+            }
+        }
+    }
+
+    fn check_cursor(&self, id: &str, what: &str) {
+        assert_valid(&self.cursor, &json!(id), Dialect::OpenApi, what);
+    }
+
+    fn check_block(&mut self, block: &str) -> Block {
+        let lines: Vec<&str> = block.split('\n').collect();
+        let field = |line: &str, name: &str| -> String {
+            line.strip_prefix(&format!("{name}: "))
+                .unwrap_or_else(|| {
+                    panic!("SSE block {block:?}: expected `{name}: ...` in {line:?}")
+                })
+                .to_string()
+        };
+        if !self.opened {
+            self.opened = true;
+            assert_eq!(
+                lines.len(),
+                2,
+                "opening block must be retry + id: {block:?}"
+            );
+            let retry = field(lines[0], "retry");
+            assert!(retry.parse::<u64>().is_ok(), "retry: {retry:?}");
+            let id = field(lines[1], "id");
+            self.check_cursor(&id, "SSE opening id");
+            return Block::Opening;
+        }
+        if lines[0].starts_with(':') {
+            if lines[0] == ": ping" {
+                assert_eq!(lines.len(), 2, "heartbeat must carry an id: {block:?}");
+                let id = field(lines[1], "id");
+                self.check_cursor(&id, "SSE heartbeat id");
+                return Block::Ping;
+            }
+            assert_eq!(lines.len(), 1, "unexpected comment block {block:?}");
+            return Block::Comment;
+        }
+        assert_eq!(
+            lines.len(),
+            3,
+            "event block must be id, event, data: {block:?}"
+        );
+        let id = field(lines[0], "id");
+        self.check_cursor(&id, "SSE event id");
+        let event = field(lines[1], "event");
+        let schema = self.events.get(&event).unwrap_or_else(|| {
+            panic!(
+                "SSE event {event:?} is not documented in x-sse-events ({:?})",
+                self.events
+                    .as_object()
+                    .map(|m| m.keys().collect::<Vec<_>>())
+            )
+        });
+        let data: Value = serde_json::from_str(&field(lines[2], "data")).expect("SSE data is JSON");
+        assert_valid(
+            schema,
+            &data,
+            Dialect::OpenApi,
+            &format!("SSE {event} data"),
+        );
+        Block::Event { event, data }
+    }
+
+    /// Reads blocks until `n` events arrived (or panics after the timeout).
+    async fn events(&mut self, n: usize) -> Vec<(String, Value)> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            match self.next(TIMEOUT).await.expect("SSE event before timeout") {
+                Block::Event { event, data, .. } => out.push((event, data)),
+                Block::Opening | Block::Ping | Block::Comment => {}
+            }
+        }
+        out
+    }
+}
+
+/// Opens `/v1/sse?{query}`: a checked stream on 200, else the checked error.
+async fn open_sse(
+    spec: &OpenApi,
+    node: &Node,
+    query: &str,
+    last_event_id: Option<&str>,
+) -> Result<SseStream, Reply> {
+    let mut req = reqwest::Client::new().get(node.url(&format!("/v1/sse?{query}")));
+    if let Some(id) = last_event_id {
+        req = req.header("Last-Event-ID", id);
+    }
+    let res = req.send().await.expect("sse request");
+    let status = res.status().as_u16();
+    let ct = content_type(res.headers());
+    if status != 200 {
+        let bytes = res.bytes().await.expect("body");
+        let body = spec.check("GET", Some("/v1/sse"), status, ct.as_deref(), &bytes);
+        return Err(Reply { status, body });
+    }
+    let media = spec
+        .media("GET", Some("/v1/sse"), 200, ct.as_deref())
+        .expect("SSE 200 documents a body");
+    Ok(SseStream {
+        stream: Box::pin(res.bytes_stream()),
+        buf: Vec::new(),
+        events: media["x-sse-events"].clone(),
+        cursor: spec.schema("Cursor"),
+        opened: false,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// AsyncAPI
+// ---------------------------------------------------------------------------
+
+struct AsyncApi {
+    root: Value,
+    /// Server frame schemas by `type`.
+    frames: BTreeMap<String, Value>,
+    /// Client op schemas by `op`.
+    ops: BTreeMap<String, Value>,
+    /// Example client ops.
+    examples: Vec<Value>,
+    close_codes: BTreeSet<u16>,
+}
+
+impl AsyncApi {
+    fn load() -> Self {
+        let root = load_yaml("asyncapi.yaml");
+        assert!(
+            root["asyncapi"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("3.")),
+            "asyncapi.yaml must be AsyncAPI 3.x"
+        );
+        let resolved = resolve(&root, &root);
+        let mut frames = BTreeMap::new();
+        let mut ops = BTreeMap::new();
+        let mut examples = Vec::new();
+        let key = |m: &Value, field: &str| -> String {
+            m["payload"]["properties"][field]["const"]
+                .as_str()
+                .unwrap_or_else(|| panic!("message {} has no {field} const", m["name"]))
+                .to_string()
+        };
+        for (name, op) in resolved["operations"].as_object().expect("operations") {
+            let messages = op["messages"].as_array().expect("operation messages");
+            match op["action"].as_str() {
+                Some("send") => {
+                    for m in messages {
+                        frames.insert(key(m, "type"), m["payload"].clone());
+                    }
+                }
+                Some("receive") => {
+                    for m in messages {
+                        ops.insert(key(m, "op"), m["payload"].clone());
+                        for ex in m["examples"].as_array().into_iter().flatten() {
+                            examples.push(ex["payload"].clone());
+                        }
+                    }
+                    for m in op["reply"]["messages"].as_array().into_iter().flatten() {
+                        frames.insert(key(m, "type"), m["payload"].clone());
+                    }
+                }
+                other => panic!("operation {name}: action {other:?}"),
+            }
+        }
+        for (name, schema) in &frames {
+            assert_eq!(
+                schema["additionalProperties"],
+                json!(false),
+                "server frame {name} must set additionalProperties: false"
+            );
+        }
+        let close_codes = resolved["channels"]["herald"]["x-close-codes"]
+            .as_array()
+            .expect("x-close-codes")
+            .iter()
+            .map(|c| c["code"].as_u64().expect("code") as u16)
+            .collect();
+        AsyncApi {
+            root,
+            frames,
+            ops,
+            examples,
+            close_codes,
+        }
+    }
+
+    fn check_frame(&self, frame: &Value) {
+        let ty = frame["type"]
+            .as_str()
+            .unwrap_or_else(|| panic!("server frame without a string type: {frame}"));
+        let schema = self
+            .frames
+            .get(ty)
+            .unwrap_or_else(|| panic!("server frame type {ty:?} is not in asyncapi.yaml: {frame}"));
+        assert_valid(
+            schema,
+            frame,
+            Dialect::AsyncApi,
+            &format!("server frame {ty:?}"),
+        );
+    }
+
+    /// Why `op` does not match any client op schema (empty when it does).
+    fn op_errors(&self, op: &Value) -> Vec<String> {
+        match op["op"].as_str().and_then(|name| self.ops.get(name)) {
+            Some(schema) => schema_errors(schema, op, Dialect::AsyncApi),
+            None => vec![format!("no op schema for {}", op["op"])],
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+const REPLY_TYPES: [&str; 5] = ["subscribed", "unsubscribed", "ack", "pong", "error"];
+
+/// Sends an op and returns its reply: the frame echoing its `id`, or for an
+/// op without a usable `id`, the next reply frame without one.
+async fn exchange(ws: &mut Ws, op: &Value) -> Value {
+    let id = op
+        .get("id")
+        .filter(|v| v.is_string() || v.is_number())
+        .cloned();
+    ws.send(op.clone()).await;
+    reply_to(ws, id.as_ref()).await
+}
+
+async fn reply_to(ws: &mut Ws, id: Option<&Value>) -> Value {
+    loop {
+        let frame = ws.recv().await;
+        let is_reply = frame["type"]
+            .as_str()
+            .is_some_and(|t| REPLY_TYPES.contains(&t));
+        if is_reply && frame.get("id") == id {
+            return frame;
+        }
+    }
+}
+
+/// A config file: fast retention on the `gap` namespace (keeps 2 messages),
+/// fast SSE heartbeats.
+fn test_config(dir: &std::path::Path) -> String {
+    let file = dir.join("herald.toml");
+    std::fs::write(
+        &file,
+        "[log]\nretention_interval = \"100ms\"\n\
+         [transport]\nsse_heartbeat = \"300ms\"\n\
+         [namespaces.gap.retention]\nmax_messages = 2\n",
+    )
+    .unwrap();
+    file.to_str().unwrap().to_string()
+}
+
+/// Publishes 5 messages to `topic` (namespace `gap`) and waits until
+/// retention has kept only the last 2.
+async fn trimmed_topic(node: &Node, topic: &str) {
+    for i in 1..=5 {
+        let (status, _) = publish(node, topic, &json!({ "i": i })).await;
+        assert_eq!(status, 200);
+    }
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let (_, page) = get_json(node, &format!("/v1/topics/{topic}/messages")).await;
+        if page["first_seq"] == 4 {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "retention did not trim: {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn close_code_after(node: &Node, message: WsMessage) -> Option<u16> {
+    let mut ws = node.ws().await;
+    ws.stream.send(message).await.expect("send");
+    ws.closed().await
+}
+
+// ---------------------------------------------------------------------------
+// Tests
+// ---------------------------------------------------------------------------
+
+#[test]
+fn specs_are_self_consistent() {
+    let openapi = OpenApi::load();
+    let resolved = resolve(&openapi.root, &openapi.root);
+    // Every schema compiles and its examples are valid.
+    for (name, schema) in resolved["components"]["schemas"].as_object().unwrap() {
+        for example in schema["examples"].as_array().into_iter().flatten() {
+            assert_valid(
+                schema,
+                example,
+                Dialect::OpenApi,
+                &format!("openapi example of {name}"),
+            );
+        }
+    }
+    let asyncapi = AsyncApi::load();
+    assert!(!asyncapi.examples.is_empty());
+    for example in &asyncapi.examples {
+        let errors = asyncapi.op_errors(example);
+        assert!(errors.is_empty(), "example op {example}: {errors:?}");
+    }
+    let resolved = resolve(&asyncapi.root, &asyncapi.root);
+    for (name, m) in resolved["components"]["messages"].as_object().unwrap() {
+        for example in m["examples"].as_array().into_iter().flatten() {
+            assert_valid(
+                &m["payload"],
+                &example["payload"],
+                Dialect::AsyncApi,
+                &format!("asyncapi example of {name}"),
+            );
+        }
+    }
+    // Client ops and server frames are told apart by `op` / `type`.
+    assert_eq!(
+        asyncapi.ops.keys().collect::<Vec<_>>(),
+        ["ping", "publish", "subscribe", "unsubscribe"]
+    );
+    assert_eq!(
+        asyncapi.frames.keys().collect::<Vec<_>>(),
+        [
+            "ack",
+            "error",
+            "gap",
+            "message",
+            "pong",
+            "subscribed",
+            "unsubscribed"
+        ]
+    );
+}
+
+/// The ops the WebSocket test sends: expected reply type, expected error
+/// code (`-` for none), the op.
+const SCRIPT: &str = r#"
+pong          -                 {"op":"ping","id":"p1"}
+pong          -                 {"op":"ping","id":7}
+pong          -                 {"op":"ping"}
+pong          -                 {"op":"ping","id":null}
+subscribed    -                 {"op":"subscribe","id":"s1","topic":"conf.*"}
+subscribed    -                 {"op":"subscribe","id":"s2","topic":"conf.>"}
+subscribed    -                 {"op":"subscribe","id":"s3","topic":"conf.a","since":0}
+subscribed    -                 {"op":"subscribe","id":"s4","topic":"conf.b","since":null}
+subscribed    -                 {"op":"subscribe","id":"s5","topic":"conf.*"}
+ack           -                 {"op":"publish","id":"w1","topic":"conf.a","data":{"n":1}}
+ack           -                 {"op":"publish","id":"w2","topic":"conf.b","data":[1,"two",3.5,true]}
+ack           -                 {"op":"publish","id":"w3","topic":"conf.a","data":"x","idempotency_key":"k-1"}
+ack           -                 {"op":"publish","id":"w4","topic":"conf.a","data":"x","idempotency_key":"k-1"}
+ack           -                 {"op":"publish","id":"w5","topic":"conf.c","data":0,"idempotency_key":null,"extra":"ignored"}
+unsubscribed  -                 {"op":"unsubscribe","id":"u1","topic":"conf.>"}
+unsubscribed  -                 {"op":"unsubscribe","id":"u2","topic":"never.subscribed"}
+subscribed    -                 {"op":"subscribe","id":"g1","topic":"gap.t","since":0}
+error         unknown_op        {"op":"explode","id":"e1"}
+error         bad_request       {"id":"e2","topic":"a"}
+error         bad_request       {"op":7,"id":"e3"}
+error         bad_request       {"op":"ping","id":{"x":1}}
+error         invalid_topic     {"op":"subscribe","id":"e5","topic":"a..b"}
+error         invalid_topic     {"op":"subscribe","id":"e6","topic":"a.>.b"}
+error         invalid_topic     {"op":"unsubscribe","id":"e7","topic":"bad topic"}
+error         invalid_topic     {"op":"publish","id":"e8","topic":"conf.*","data":1}
+error         bad_request       {"op":"publish","id":"e9","topic":"conf.a"}
+error         bad_request       {"op":"subscribe","id":"e10"}
+error         bad_request       {"op":"subscribe","id":"e11","topic":"conf.*","since":3}
+error         bad_request       {"op":"subscribe","id":"e12","topic":"conf.a","since":-3}
+error         bad_request       {"op":"publish","id":"e13","topic":"conf.a","data":1,"idempotency_key":"has space"}
+"#;
+
+#[tokio::test]
+async fn websocket_frames_match_asyncapi() {
+    let spec = AsyncApi::load();
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path());
+    let node = Node::start(&["--config", &config]);
+    trimmed_topic(&node, "gap.t").await;
+
+    let mut ws = node.ws().await;
+    let mut script: Vec<(Value, &str, Option<&str>)> = SCRIPT
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let brace = line.find('{').expect("op");
+            let mut head = line[..brace].split_whitespace();
+            let want = head.next().expect("reply type");
+            let code = head.next().filter(|c| *c != "-");
+            (
+                serde_json::from_str(&line[brace..]).expect(line),
+                want,
+                code,
+            )
+        })
+        .collect();
+    script.push((
+        json!({"op":"publish","id":14,"topic":"conf.a","data":"x".repeat(65 * 1024)}),
+        "error",
+        Some("payload_too_large"),
+    ));
+    let mut acks = BTreeMap::new();
+    for (op, want, code) in &script {
+        let reply = exchange(&mut ws, op).await;
+        assert_eq!(reply["type"], *want, "{op} → {reply}");
+        if let Some(code) = code {
+            assert_eq!(reply["code"], *code, "{op} → {reply}");
+        }
+        match op.get("id").filter(|v| v.is_string() || v.is_number()) {
+            Some(id) => assert_eq!(reply.get("id"), Some(id), "id echoed: {reply}"),
+            None => assert!(reply.get("id").is_none(), "no id to echo: {reply}"),
+        }
+        // The op schemas accept what the server accepts and refuse what it
+        // refuses for its shape (a too-large payload is not a shape error).
+        let errors = spec.op_errors(op);
+        if *want != "error" {
+            assert!(
+                errors.is_empty(),
+                "accepted op {op} fails its schema: {errors:?}"
+            );
+        } else if *code != Some("payload_too_large") {
+            assert!(!errors.is_empty(), "refused op {op} passes its schema");
+        }
+        if *want == "ack" {
+            acks.insert(op["id"].as_str().unwrap().to_string(), reply["seq"].clone());
+        }
+    }
+    assert_eq!(
+        acks["w3"], acks["w4"],
+        "idempotent repeat returns the first seq"
+    );
+
+    // Frames that are not ops at all: an error without an id.
+    for text in [
+        "{not json",
+        "[1,2]",
+        "\"just a string\"",
+        "",
+        "{\"op\":\"ping\",\"op\":\"ping\"}",
+    ] {
+        ws.send_text(text).await;
+        let reply = reply_to(&mut ws, None).await;
+        assert_eq!(reply["code"], "bad_request", "{text:?}: {reply}");
+    }
+    ws.stream
+        .send(WsMessage::Binary(b"\x01\x02".to_vec()))
+        .await
+        .unwrap();
+    let reply = reply_to(&mut ws, None).await;
+    assert_eq!(reply["code"], "bad_request", "binary frame: {reply}");
+
+    // Deliveries: conf.a 1 and 2 (once each despite three overlapping
+    // subscriptions), conf.b 1, conf.c 1, then gap.t: gap 1..=3, 4, 5.
+    let mut messages = Vec::new();
+    let mut gaps = Vec::new();
+    for frame in ws.seen.clone() {
+        match frame["type"].as_str() {
+            Some("message") => messages.push(frame),
+            Some("gap") => gaps.push(frame),
+            _ => {}
+        }
+    }
+    while messages.len() < 6 || gaps.is_empty() {
+        let frame = ws.recv().await;
+        match frame["type"].as_str() {
+            Some("message") => messages.push(frame),
+            Some("gap") => gaps.push(frame),
+            _ => {}
+        }
+    }
+    if let Some(frame) = ws.try_recv(Duration::from_millis(300)).await {
+        panic!("unexpected extra frame {frame}");
+    }
+    assert_eq!(
+        gaps,
+        vec![json!({"type":"gap","topic":"gap.t","from":1,"to":3})]
+    );
+    let mut got: Vec<(String, u64)> = messages
+        .iter()
+        .map(|m| {
+            (
+                m["topic"].as_str().unwrap().into(),
+                m["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    let want: Vec<(String, u64)> = [
+        ("conf.a", 1),
+        ("conf.a", 2),
+        ("conf.b", 1),
+        ("conf.c", 1),
+        ("gap.t", 4),
+        ("gap.t", 5),
+    ]
+    .iter()
+    .map(|(t, s)| (t.to_string(), *s))
+    .collect();
+    assert_eq!(got, want);
+
+    // Every frame the server sent matches asyncapi.yaml, and every server
+    // frame the spec documents was seen.
+    let mut seen_types = BTreeSet::new();
+    for frame in &ws.seen {
+        spec.check_frame(frame);
+        seen_types.insert(frame["type"].as_str().unwrap().to_string());
+    }
+    let documented: BTreeSet<String> = spec.frames.keys().cloned().collect();
+    assert_eq!(
+        seen_types, documented,
+        "server frame types seen vs documented"
+    );
+
+    // Documented close codes.
+    let too_big = format!(
+        "{{\"op\":\"publish\",\"topic\":\"a\",\"data\":\"{}\"}}",
+        "x".repeat(200 * 1024)
+    );
+    let cases = [
+        (WsMessage::Text(too_big), 1009),
+        (
+            WsMessage::Frame(Frame::message(
+                b"{\"op\":\"ping\",\"x\":\"\xff\xfe\"}".to_vec(),
+                OpCode::Data(Data::Text),
+                true,
+            )),
+            1007,
+        ),
+        (
+            WsMessage::Frame(Frame::message(
+                b"{}".to_vec(),
+                OpCode::Data(Data::Continue),
+                true,
+            )),
+            1002,
+        ),
+        (
+            WsMessage::Close(Some(CloseFrame {
+                code: CloseCode::Normal,
+                reason: "bye".into(),
+            })),
+            1000,
+        ),
+    ];
+    for (message, want) in cases {
+        let code = close_code_after(&node, message).await;
+        assert_eq!(code, Some(want), "close code");
+        assert!(
+            spec.close_codes.contains(&want),
+            "close code {want} is not in x-close-codes"
+        );
+    }
+    // The first connection is unaffected.
+    assert_eq!(
+        exchange(&mut ws, &json!({"op":"ping","id":"end"})).await["type"],
+        "pong"
+    );
+}
+
+#[tokio::test]
+async fn http_responses_match_openapi() {
+    let spec = OpenApi::load();
+    let dir = tempfile::tempdir().unwrap();
+    let config = test_config(dir.path());
+    let node = Node::start(&["--config", &config, "--enable-echo"]);
+    const MSGS: &str = "/v1/topics/{topic}/messages";
+    const BATCH: &str = "/v1/publish";
+
+    // Health.
+    for path in ["/healthz", "/readyz", "/metrics"] {
+        expect(&spec.get(&node, path, path).await, 200, None, path);
+    }
+
+    // Publish one.
+    let publish_one = |topic: &str, headers: Headers, body: &[u8]| {
+        let path = format!("/v1/topics/{topic}/messages");
+        let body = body.to_vec();
+        let (spec, node) = (&spec, &node);
+        async move {
+            spec.call(node, "POST", Some(MSGS), &path, headers, Some(body))
+                .await
+        }
+    };
+    let r = publish_one("orders.eu", JSON, br#"{"n":1}"#).await;
+    expect(&r, 200, None, "publish json");
+    assert_eq!(r.body, json!({"topic":"orders.eu","seq":1}));
+    let r = publish_one("orders.eu", TEXT, b"hello").await;
+    expect(&r, 200, None, "publish text");
+    let r = publish_one("orders.eu", JSON, b"null").await;
+    expect(&r, 200, None, "publish null");
+    for _ in 0..2 {
+        let r = publish_one("orders.eu", JSON_ONCE, br#"{"once":true}"#).await;
+        expect(&r, 200, None, "idempotent publish");
+        assert_eq!(r.body["seq"], 4, "a repeat returns the first seq");
+    }
+    let too_big = vec![b'1'; 70 * 1024];
+    let bad_publishes: [(&str, Headers, &[u8], u16, &str); 8] = [
+        ("a..b", JSON, b"1", 400, "invalid_topic"),
+        ("orders.*", JSON, b"1", 400, "invalid_topic"),
+        ("orders.%3E", JSON, b"1", 400, "invalid_topic"),
+        ("a", JSON, b"{oops", 400, "bad_request"),
+        ("a", JSON, b"", 400, "bad_request"),
+        ("a", TEXT, b"\xff\xfe", 400, "bad_request"),
+        (
+            "a",
+            &[("idempotency-key", "has space")],
+            b"x",
+            400,
+            "bad_request",
+        ),
+        ("a", JSON, &too_big, 413, "payload_too_large"),
+    ];
+    for (topic, headers, body, status, code) in bad_publishes {
+        let path = format!("/v1/topics/{topic}/messages");
+        let r = spec
+            .call(
+                &node,
+                "POST",
+                Some(MSGS),
+                &path,
+                headers,
+                Some(body.to_vec()),
+            )
+            .await;
+        expect(&r, status, Some(code), &path);
+    }
+
+    // Batch publish.
+    let batch = json!([
+        {"topic":"orders.eu","data":{"b":1}},
+        {"topic":"orders.us","data":null,"idempotency_key":"own-key"},
+        {"topic":"orders.eu","data":[2],"idempotency_key":null}
+    ]);
+    let mut answers = Vec::new();
+    for _ in 0..2 {
+        let r = spec
+            .call(
+                &node,
+                "POST",
+                Some(BATCH),
+                BATCH,
+                &[
+                    ("content-type", "application/json"),
+                    ("idempotency-key", "batch-1"),
+                ],
+                Some(batch.to_string().into_bytes()),
+            )
+            .await;
+        expect(&r, 200, None, "batch");
+        answers.push(r.body);
+    }
+    assert_eq!(
+        answers[0],
+        json!([{"topic":"orders.eu","seq":5},{"topic":"orders.us","seq":1},{"topic":"orders.eu","seq":6}])
+    );
+    assert_eq!(
+        answers[1], answers[0],
+        "a repeated batch with the same key stores nothing"
+    );
+    let big_item = json!([{"topic":"a","data":"x".repeat(70 * 1024)}]);
+    let huge = Value::Array(
+        (0..20)
+            .map(|_| json!({"topic":"a","data":"x".repeat(60 * 1024)}))
+            .collect(),
+    );
+    let bad_batches: Vec<(Value, u16, &str)> = [
+        (r#"{}"#, 400, "bad_request"),
+        (r#"[]"#, 400, "bad_request"),
+        (r#"[{"topic":"a"}]"#, 400, "bad_request"),
+        (
+            r#"[{"topic":"a","data":1,"extra":true}]"#,
+            400,
+            "bad_request",
+        ),
+        (
+            r#"[{"topic":"a","data":1,"idempotency_key":""}]"#,
+            400,
+            "bad_request",
+        ),
+        (
+            r#"[{"topic":"a","data":1},{"topic":"b.*","data":2}]"#,
+            400,
+            "invalid_topic",
+        ),
+    ]
+    .into_iter()
+    .map(|(body, status, code)| (serde_json::from_str(body).unwrap(), status, code))
+    .chain([
+        (big_item, 413, "payload_too_large"),
+        (huge, 413, "payload_too_large"),
+    ])
+    .collect();
+    for (body, status, code) in bad_batches {
+        let r = spec.post_json(&node, BATCH, BATCH, &body).await;
+        let shown: String = body.to_string().chars().take(80).collect();
+        expect(&r, status, Some(code), &format!("batch {shown}"));
+    }
+
+    // History.
+    let r = spec
+        .get(&node, MSGS, "/v1/topics/orders.eu/messages?since=1&limit=2")
+        .await;
+    expect(&r, 200, None, "history");
+    assert_eq!(r.body["messages"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        (r.body["first_seq"].as_u64(), r.body["last_seq"].as_u64()),
+        (Some(1), Some(6))
+    );
+    let r = spec
+        .get(&node, MSGS, "/v1/topics/never.published/messages")
+        .await;
+    assert_eq!(r.body, json!({"messages":[],"first_seq":1,"last_seq":0}));
+    trimmed_topic(&node, "gap.h").await;
+    let r = spec.get(&node, MSGS, "/v1/topics/gap.h/messages").await;
+    assert_eq!(
+        (r.body["first_seq"].as_u64(), r.body["last_seq"].as_u64()),
+        (Some(4), Some(5))
+    );
+    for (path, code) in [
+        ("/v1/topics/orders.%3E/messages", "invalid_topic"),
+        ("/v1/topics/orders.*/messages", "invalid_topic"),
+        ("/v1/topics/a/messages?since=x", "bad_request"),
+        ("/v1/topics/a/messages?since=-1", "bad_request"),
+        ("/v1/topics/a/messages?foo=1", "bad_request"),
+    ] {
+        expect(&spec.get(&node, MSGS, path).await, 400, Some(code), path);
+    }
+
+    // Methods and paths that are not routed.
+    for (method, path, template, status) in [
+        ("PUT", "/v1/topics/a/messages", MSGS, 405),
+        ("DELETE", "/v1/topics/a/messages", MSGS, 405),
+        ("OPTIONS", "/v1/topics/a/messages", MSGS, 405),
+        ("GET", BATCH, BATCH, 405),
+        ("PUT", BATCH, BATCH, 405),
+        ("POST", "/v1/ws", "/v1/ws", 404),
+        ("POST", "/v1/sse", "/v1/sse", 404),
+        ("POST", "/v1/poll", "/v1/poll", 404),
+        ("POST", "/v1/echo", "/v1/echo", 404),
+        ("POST", "/healthz", "/healthz", 404),
+        ("DELETE", "/readyz", "/readyz", 404),
+        ("POST", "/metrics", "/metrics", 404),
+    ] {
+        let r = spec
+            .call(&node, method, Some(template), path, &[], None)
+            .await;
+        let code = if status == 405 {
+            "method_not_allowed"
+        } else {
+            "not_found"
+        };
+        expect(&r, status, Some(code), &format!("{method} {path}"));
+    }
+    for path in [
+        "/v1/nowhere",
+        "/v1/topics/a/presence",
+        "/v1/topics/a/messages/extra",
+        "/",
+    ] {
+        let r = spec.call(&node, "GET", None, path, &[], None).await;
+        expect(&r, 404, Some("not_found"), path);
+    }
+
+    // Long-poll.
+    const POLL: &str = "/v1/poll";
+    let r = spec
+        .get(
+            &node,
+            POLL,
+            "/v1/poll?topic=orders.eu&topic=orders.*&timeout_ms=0",
+        )
+        .await;
+    expect(&r, 200, None, "poll from now");
+    assert_eq!(r.body["messages"], json!([]));
+    let cursor = r.body["cursor"].as_str().unwrap().to_string();
+    publish(&node, "orders.eu", &json!("after")).await;
+    let r = spec
+        .get(
+            &node,
+            POLL,
+            &format!("/v1/poll?topic=orders.eu&topic=orders.*&cursor={cursor}&timeout_ms=5000"),
+        )
+        .await;
+    expect(&r, 200, None, "poll with cursor");
+    assert_eq!(r.body["messages"][0]["data"], "after", "{}", r.body);
+    let r = spec
+        .get(
+            &node,
+            POLL,
+            "/v1/poll?topic=gap.*&cursor=1~0~gap.h~0&timeout_ms=0",
+        )
+        .await;
+    expect(&r, 200, None, "poll with a gap");
+    assert_eq!(
+        r.body["gaps"],
+        json!([{"topic":"gap.h","from":1,"to":3}]),
+        "{}",
+        r.body
+    );
+    for (path, code) in [
+        ("/v1/poll", "bad_request"),
+        ("/v1/poll?topic=a&cursor=garbage", "bad_request"),
+        ("/v1/poll?topic=a&timeout_ms=soon", "bad_request"),
+        ("/v1/poll?topic=a&bogus=1", "bad_request"),
+        ("/v1/poll?topic=a..b", "invalid_topic"),
+    ] {
+        expect(&spec.get(&node, POLL, path).await, 400, Some(code), path);
+    }
+
+    // SSE: opening block, gap, messages, live message, heartbeat.
+    let mut sse = open_sse(
+        &spec,
+        &node,
+        "topic=gap.h&topic=live.%3E",
+        Some("1~0~gap.h~0"),
+    )
+    .await
+    .unwrap_or_else(|r| panic!("SSE refused: {}", r.body));
+    let first = sse.next(TIMEOUT).await.expect("opening block");
+    assert!(matches!(first, Block::Opening), "{first:?}");
+    let events = sse.events(3).await;
+    assert_eq!(
+        events[0],
+        ("gap".into(), json!({"topic":"gap.h","from":1,"to":3}))
+    );
+    assert_eq!(
+        (events[1].1["seq"].as_u64(), events[2].1["seq"].as_u64()),
+        (Some(4), Some(5))
+    );
+    publish(&node, "live.x", &json!({"live":true})).await;
+    let events = sse.events(1).await;
+    assert_eq!(events[0].0, "message");
+    assert_eq!(events[0].1["topic"], "live.x");
+    let mut pinged = false;
+    while !pinged {
+        match sse.next(TIMEOUT).await.expect("heartbeat") {
+            Block::Ping => pinged = true,
+            other => panic!("unexpected block {other:?}"),
+        }
+    }
+    for (query, last_event_id, code) in [
+        ("", None, "bad_request"),
+        ("topic=a&timeout_ms=5", None, "bad_request"),
+        ("topic=a&cursor=2~1", None, "bad_request"),
+        ("topic=a", Some("garbage"), "bad_request"),
+        ("topic=a.%3E.b", None, "invalid_topic"),
+    ] {
+        match open_sse(&spec, &node, query, last_event_id).await {
+            Ok(_) => panic!("SSE {query:?} was accepted"),
+            Err(r) => expect(&r, 400, Some(code), query),
+        }
+    }
+
+    // WebSocket handshakes: 101 on an upgrade, 400 with no body otherwise.
+    for path in ["/v1/ws", "/v1/echo"] {
+        let (_ws, response) = tokio_tungstenite::connect_async(node.ws_url(path))
+            .await
+            .expect("upgrade");
+        spec.check("GET", Some(path), response.status().as_u16(), None, b"");
+        let r = spec.get(&node, path, path).await;
+        expect(&r, 400, None, path);
+    }
+
+    // Refused origins: 403 on every documented operation.
+    let strict = Node::start(&["--allowed-origins", "https://app.example", "--enable-echo"]);
+    for (template, method) in spec.operations() {
+        let path = template.replace("{topic}", "orders.eu");
+        let r = spec
+            .call(
+                &strict,
+                &method,
+                Some(&template),
+                &path,
+                &[("origin", "https://evil.example")],
+                None,
+            )
+            .await;
+        expect(
+            &r,
+            403,
+            Some("forbidden"),
+            &format!("{method} {path} from a refused origin"),
+        );
+    }
+    let r = spec
+        .call(
+            &strict,
+            "GET",
+            Some("/healthz"),
+            "/healthz",
+            &[("origin", "https://app.example")],
+            None,
+        )
+        .await;
+    expect(&r, 200, None, "allowed origin");
+
+    // Every documented status except those needing a failure was provoked.
+    let missing: Vec<_> = spec
+        .documented()
+        .difference(&spec.covered.borrow())
+        .filter(|(_, _, status)| !NOT_PROVOKED.contains(&status.as_str()))
+        .cloned()
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "documented but never provoked: {missing:#?}"
+    );
+}
+
+#[tokio::test]
+async fn every_documented_route_and_op_is_served() {
+    let openapi = OpenApi::load();
+    let asyncapi = AsyncApi::load();
+    let node = Node::start(&["--enable-echo"]);
+    for (template, method) in openapi.operations() {
+        let path = template.replace("{topic}", "spec.route");
+        let res = http()
+            .request(
+                Method::from_bytes(method.as_bytes()).unwrap(),
+                node.url(&path),
+            )
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        let ct = content_type(res.headers());
+        let body = res.bytes().await.unwrap();
+        let parsed: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        assert!(
+            !(status == 404 && parsed["error"]["code"] == "not_found"),
+            "{method} {template} is documented but not routed"
+        );
+        openapi.check(&method, Some(&template), status, ct.as_deref(), &body);
+    }
+    // Every example op of asyncapi.yaml is accepted and answered with one of
+    // its documented replies.
+    let mut ws = node.ws().await;
+    for example in &asyncapi.examples {
+        let reply = exchange(&mut ws, example).await;
+        assert_ne!(reply["type"], "error", "example {example} refused: {reply}");
+        asyncapi.check_frame(&reply);
+    }
+    for frame in &ws.seen {
+        asyncapi.check_frame(frame);
+    }
+}
