@@ -227,3 +227,49 @@ async fn resume_after_restart_on_every_transport() {
     let (_, poll) = get_json(&node, "/v1/poll?topic=r.x&cursor=1~0~r.x~28").await;
     assert_sequence(poll["messages"].as_array().unwrap(), "r.x", 29, 30);
 }
+
+#[tokio::test]
+async fn a_fresh_wildcard_subscribe_starts_live() {
+    let node = Node::start(&[]);
+    let mut ws = node.ws().await;
+    publish(&node, "w.a", &json!("before")).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    ws.subscribe("w.>").await;
+    publish(&node, "w.a", &json!("after")).await;
+    publish(&node, "w.b", &json!("after")).await;
+    let got = ws.messages(2).await;
+    assert_eq!(
+        (got[0]["topic"].as_str(), got[0]["seq"].as_u64()),
+        (Some("w.a"), Some(2)),
+        "{got:?}"
+    );
+    assert_eq!(
+        (got[1]["topic"].as_str(), got[1]["seq"].as_u64()),
+        (Some("w.b"), Some(1))
+    );
+    ws.assert_silent(Duration::from_millis(200)).await;
+}
+
+#[tokio::test]
+async fn resuming_twice_from_an_opening_cursor_repeats_nothing() {
+    let node = Node::start(&[]);
+    publish(&node, "x.a", &json!(1)).await;
+    let mut sse = Sse::open(&node, "topic=x.%3E", Some("1~0")).await;
+    let (_, first) = sse.next_event(TIMEOUT).await.unwrap();
+    assert_eq!(first["seq"], 1);
+    let after_first = sse.last_id.clone().unwrap();
+    drop(sse);
+    // Reconnect, take only the opening id-only block, drop again.
+    let mut sse = Sse::open(&node, "topic=x.%3E", Some(&after_first)).await;
+    let opening = sse.next_block(TIMEOUT).await.unwrap();
+    assert!(
+        opening.event.is_none() && opening.id.is_some(),
+        "{opening:?}"
+    );
+    let cursor = opening.id.unwrap();
+    drop(sse);
+    let mut sse = Sse::open(&node, "topic=x.%3E", Some(&cursor)).await;
+    publish(&node, "x.a", &json!(2)).await;
+    let (_, next) = sse.next_event(TIMEOUT).await.unwrap();
+    assert_eq!(next["seq"], 2, "seq 1 was delivered again");
+}

@@ -304,7 +304,7 @@ impl Owner {
         outgoing: &mut Vec<(Topic, LogEntry)>,
     ) {
         let hub = self.shared.hub.clone();
-        let now = hub.clock().now_ms();
+        let (mut ticket, now) = hub.begin_batch_now();
         let expires_at = now + self.shared.idempotency_window.as_millis() as u64;
 
         let request: RequestRef = Arc::new(Mutex::new(Request {
@@ -385,7 +385,7 @@ impl Owner {
                 waiters: Vec::new(),
                 since: Instant::now(),
                 answered: false,
-                _ticket: hub.begin_batch(now),
+                _ticket: std::mem::replace(&mut ticket, hub.begin_batch(now)),
             });
             part.last_seq = seq;
             part.waiters.push((request.clone(), index, published));

@@ -296,6 +296,8 @@ struct Pass {
     replies: Vec<Reply>,
     /// Heads before the pass, to undo assignments if the append fails.
     undo: HashMap<Topic, TopicHead>,
+    /// Registration of the pass in the hub's in-flight set.
+    ticket: Option<InFlight>,
 }
 
 impl Writer {
@@ -346,12 +348,15 @@ impl Writer {
         if commands.is_empty() {
             return None;
         }
-        let now = self.hub.clock().now_ms();
+        // The batch's ts and its in-flight registration are taken together,
+        // so no cursor floor can pass these messages before they dispatch.
+        let (ticket, now) = self.hub.begin_batch_now();
         let expires_at = now + self.options.idempotency_window.as_millis() as u64;
         let mut pass = Pass {
             entries: Vec::new(),
             replies: Vec::new(),
             undo: HashMap::new(),
+            ticket: Some(ticket),
         };
         let mut fresh_keys: HashMap<(Topic, String), Published> = HashMap::new();
         let mut outcomes = Vec::with_capacity(commands.len());
@@ -412,6 +417,7 @@ impl Writer {
             entries: Vec::new(),
             replies: Vec::new(),
             undo: HashMap::new(),
+            ticket: None,
         };
         for (entries, reply) in commands {
             let mut outcome = Applied::Done;
@@ -443,7 +449,7 @@ impl Writer {
     }
 
     /// Appends and syncs a pass; on failure answers everyone with an error.
-    fn commit(&mut self, pass: Pass, origin: Origin) -> Committed {
+    fn commit(&mut self, mut pass: Pass, origin: Origin) -> Committed {
         if !self.healthy.load(Ordering::Acquire) {
             return Self::failed(
                 pass.replies,
@@ -462,7 +468,10 @@ impl Writer {
         }
         let started = Instant::now();
         let min_ts = pass.entries.iter().map(|e| e.message.ts).min().unwrap_or(0);
-        let ticket = self.hub.begin_batch(min_ts);
+        let ticket = pass
+            .ticket
+            .take()
+            .unwrap_or_else(|| self.hub.begin_batch(min_ts));
         if let Err(e) = self.log.append(&pass.entries) {
             // The batch is atomic: nothing was written, so the seqs are free.
             self.heads.extend(pass.undo);

@@ -144,9 +144,17 @@ where
                 .headers()
                 .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD);
         if preflight {
-            let response = HttpResponse::NoContent()
-                .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin))
-                .insert_header((header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true"))
+            let mut response = HttpResponse::NoContent();
+            if self.policy.any {
+                // Any origin, but never with credentials: a page on another
+                // site must not ride on a visitor's cookies.
+                response.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"));
+            } else {
+                response
+                    .insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin))
+                    .insert_header((header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true"));
+            }
+            let response = response
                 .insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, "GET, POST, OPTIONS"))
                 .insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, ALLOW_HEADERS))
                 .insert_header((header::ACCESS_CONTROL_MAX_AGE, "86400"))
@@ -155,14 +163,22 @@ where
             return Box::pin(ready(Ok(req.into_response(response).map_into_right_body())));
         }
         let fut = self.service.call(req);
+        let any = self.policy.any;
         Box::pin(async move {
             let mut res = fut.await?;
             let headers = res.headers_mut();
-            headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
-            headers.insert(
-                header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
-                HeaderValue::from_static("true"),
-            );
+            if any {
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_ORIGIN,
+                    HeaderValue::from_static("*"),
+                );
+            } else {
+                headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin);
+                headers.insert(
+                    header::ACCESS_CONTROL_ALLOW_CREDENTIALS,
+                    HeaderValue::from_static("true"),
+                );
+            }
             headers.insert(
                 header::ACCESS_CONTROL_EXPOSE_HEADERS,
                 HeaderValue::from_static(EXPOSE_HEADERS),

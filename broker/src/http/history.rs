@@ -16,6 +16,9 @@ pub struct HistoryQuery {
     pub since: u64,
     /// Most messages to return (default 100, capped by `transport.max_page`).
     pub limit: Option<usize>,
+    /// Credentials for browsers that cannot set headers (see auth).
+    #[serde(default)]
+    pub token: Option<String>,
 }
 
 /// `{"messages":[...],"first_seq":F,"last_seq":L}`: retained messages after

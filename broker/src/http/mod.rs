@@ -29,9 +29,9 @@ pub fn server(
             .app_data(web::QueryConfig::default().error_handler(|e, _| error::extractor_error(e)))
             .app_data(web::PathConfig::default().error_handler(|e, _| error::extractor_error(e)))
             .wrap(cors::Cors::new(&data.config))
-            .route("/healthz", web::get().to(health::healthz))
-            .route("/readyz", web::get().to(health::readyz))
-            .route("/metrics", web::get().to(health::metrics))
+            .service(get_only("/healthz").route(web::get().to(health::healthz)))
+            .service(get_only("/readyz").route(web::get().to(health::readyz)))
+            .service(get_only("/metrics").route(web::get().to(health::metrics)))
             .service(
                 web::resource("/v1/topics/{topic}/messages")
                     .route(web::post().to(publish::publish_one))
@@ -43,11 +43,11 @@ pub fn server(
                     .route(web::post().to(publish::publish_batch))
                     .default_service(web::to(method_not_allowed)),
             )
-            .route("/v1/ws", web::get().to(transport::ws::upgrade))
-            .route("/v1/sse", web::get().to(transport::sse::stream))
-            .route("/v1/poll", web::get().to(transport::poll::poll));
+            .service(get_only("/v1/ws").route(web::get().to(transport::ws::upgrade)))
+            .service(get_only("/v1/sse").route(web::get().to(transport::sse::stream)))
+            .service(get_only("/v1/poll").route(web::get().to(transport::poll::poll)));
         let app = if echo {
-            app.route("/v1/echo", web::get().to(transport::ws::echo))
+            app.service(get_only("/v1/echo").route(web::get().to(transport::ws::echo)))
         } else {
             app
         };
@@ -61,6 +61,11 @@ pub fn server(
     .listen(listener)?
     .run();
     Ok(server)
+}
+
+/// A resource answering 405 for methods it has no route for.
+fn get_only(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {

@@ -132,7 +132,7 @@ pub async fn publish_one(
 #[serde(deny_unknown_fields)]
 struct BatchItem<'a> {
     #[serde(borrow)]
-    topic: &'a str,
+    topic: std::borrow::Cow<'a, str>,
     #[serde(borrow)]
     data: &'a RawValue,
     #[serde(default)]
@@ -169,7 +169,7 @@ pub async fn publish_batch(
     let mut items = Vec::with_capacity(raw.len());
     for (i, item) in raw.into_iter().enumerate() {
         let at = |e: ApiError| ApiError::new(e.code, format!("item {i}: {}", e.message));
-        let topic = Topic::parse(item.topic).map_err(|e| at(e.into()))?;
+        let topic = Topic::parse(&item.topic).map_err(|e| at(e.into()))?;
         let data = json::compact(item.data.get()).into_owned();
         check_payload(&state, &data).map_err(at)?;
         let idempotency_key = match (item.idempotency_key, &key) {

@@ -219,9 +219,12 @@ impl Hub {
     /// sequenced with a smaller `ts` has been handed on. Cluster heartbeats
     /// carry it.
     pub fn local_watermark(&self) -> u64 {
-        let oldest_in_flight = self.in_flight.lock().first().map(|(ts, _)| *ts);
+        // Read the clock under the lock: `begin_batch_now` takes its ts under
+        // the same lock, so no batch can get a ts below a watermark already
+        // handed out.
+        let in_flight = self.in_flight.lock();
         let now = self.clock.now_ms();
-        oldest_in_flight.map_or(now, |ts| ts.min(now))
+        in_flight.first().map_or(now, |(ts, _)| (*ts).min(now))
     }
 
     /// In a cluster: every message from other nodes with `ts` below `floor`
@@ -242,6 +245,23 @@ impl Hub {
             hub: self.clone(),
             key,
         }
+    }
+
+    /// Takes the current time as a new batch's `ts` and registers the batch
+    /// in flight in one step, so the watermark can never pass it.
+    pub fn begin_batch_now(self: &Arc<Self>) -> (InFlight, u64) {
+        let mut in_flight = self.in_flight.lock();
+        let now = self.clock.now_ms();
+        let key = (now, self.next_batch.fetch_add(1, Ordering::Relaxed));
+        in_flight.insert(key);
+        drop(in_flight);
+        (
+            InFlight {
+                hub: self.clone(),
+                key,
+            },
+            now,
+        )
     }
 
     /// Publishes a durable, sequenced batch to local subscribers. Per topic

@@ -115,8 +115,13 @@ pub struct Subscriber {
     hub: Arc<Hub>,
     log: Arc<dyn MessageLog>,
     mailbox: Arc<Mailbox>,
-    patterns: Vec<Pattern>,
+    /// Subscribed patterns, each with the `ts` from which topics first seen
+    /// under it are replayed (its subscribe time, or a resumed cursor's floor).
+    patterns: Vec<(Pattern, u64)>,
     max_patterns: usize,
+    /// Set by [`Subscriber::resume_from`] until events are first taken:
+    /// patterns subscribed meanwhile continue the cursor.
+    resuming: bool,
     positions: HashMap<Topic, Position>,
     floor: u64,
     /// Watermark read before the last mailbox drain; becomes the floor once
@@ -143,6 +148,7 @@ impl Subscriber {
             mailbox: Arc::new(Mailbox::new(queue_limit_bytes)),
             patterns: Vec::new(),
             max_patterns,
+            resuming: false,
             positions: HashMap::new(),
             pending_floor: None,
             work: VecDeque::new(),
@@ -160,21 +166,38 @@ impl Subscriber {
     /// resume from the cursor's floor.
     pub fn resume_from(&mut self, cursor: Cursor) {
         self.floor = cursor.floor;
+        self.resuming = true;
         for (topic, seq) in cursor.positions {
             self.positions.insert(
                 topic,
                 Position {
                     scheduled: seq,
                     delivered: seq,
-                    ..Default::default()
+                    // Unknown; the floor keeps the entry in cursors until
+                    // the floor moves past it, which is when dropping it
+                    // becomes safe.
+                    delivered_ts: cursor.floor,
+                    pinned: false,
                 },
             );
         }
     }
 
     /// The patterns subscribed, in order of subscription.
-    pub fn patterns(&self) -> &[Pattern] {
-        &self.patterns
+    pub fn patterns(&self) -> impl Iterator<Item = &Pattern> {
+        self.patterns.iter().map(|(p, _)| p)
+    }
+
+    /// Where replay starts for a topic first seen now.
+    fn first_seen_floor(&self, topic: &Topic) -> u64 {
+        let start = self
+            .patterns
+            .iter()
+            .filter(|(p, _)| p.matches(topic))
+            .map(|(_, start)| *start)
+            .min()
+            .unwrap_or(self.floor);
+        start.max(self.floor)
     }
 
     /// Subscribes to `pattern`. With `since` (concrete topics only), every
@@ -189,7 +212,7 @@ impl Subscriber {
         if since.is_some() && topic.is_none() {
             return Err(SubscribeError::SinceOnPattern);
         }
-        if self.patterns.contains(&pattern) {
+        if self.patterns.iter().any(|(p, _)| *p == pattern) {
             return Ok(false);
         }
         if self.patterns.len() >= self.max_patterns {
@@ -198,6 +221,7 @@ impl Subscriber {
         // Register before reading heads: anything dispatched from now on
         // reaches the mailbox, anything before is in the log.
         self.hub.add_subscription(&pattern, self.id, &self.mailbox);
+        let mut start = self.floor;
         match topic {
             Some(topic) => {
                 let head = self.hub.head(&topic);
@@ -223,6 +247,13 @@ impl Subscriber {
                 }
             }
             None => {
+                // A fresh wildcard starts live; one resuming a cursor starts
+                // at the cursor's floor.
+                start = if self.resuming {
+                    self.floor
+                } else {
+                    self.hub.watermark().max(self.floor)
+                };
                 for (topic, head) in self.hub.heads_matching(&pattern) {
                     match self.positions.get_mut(&topic) {
                         Some(pos) if head.last_seq > pos.scheduled => {
@@ -234,10 +265,10 @@ impl Subscriber {
                             pos.scheduled = head.last_seq;
                         }
                         Some(_) => {}
-                        None if head.last_ts >= self.floor => {
+                        None if head.last_ts >= start => {
                             self.work.push_back(Work::ReplaySinceTs {
                                 topic: topic.clone(),
-                                floor: self.floor,
+                                floor: start,
                                 to: head.last_seq,
                             });
                             self.positions.insert(
@@ -253,20 +284,20 @@ impl Subscriber {
                 }
             }
         }
-        self.patterns.push(pattern);
+        self.patterns.push((pattern, start));
         Ok(true)
     }
 
     /// Unsubscribes from `pattern`; returns false if it was not subscribed.
     /// Nothing matched only by that pattern is delivered afterwards.
     pub fn unsubscribe(&mut self, pattern: &Pattern) -> bool {
-        let Some(i) = self.patterns.iter().position(|p| p == pattern) else {
+        let Some(i) = self.patterns.iter().position(|(p, _)| p == pattern) else {
             return false;
         };
         self.patterns.remove(i);
         self.hub.remove_subscription(pattern, self.id);
         let patterns = &self.patterns;
-        let still = |t: &Topic| patterns.iter().any(|p| p.matches(t));
+        let still = |t: &Topic| patterns.iter().any(|(p, _)| p.matches(t));
         self.positions.retain(|t, _| still(t));
         self.work.retain(|w| still(w.topic()));
         if let Some(topic) = pattern.as_topic() {
@@ -307,6 +338,7 @@ impl Subscriber {
         max: usize,
     ) -> Result<MailboxState, LogError> {
         let limit = out.len() + max;
+        self.resuming = false;
         if self.work.is_empty() {
             // Everything drained last time has been handed to the transport,
             // so the watermark read before that drain is now a safe floor.
@@ -349,7 +381,7 @@ impl Subscriber {
     /// Decides what a live message needs: nothing, delivery, or a replay of
     /// what came before it first.
     fn accept(&mut self, message: Arc<Message>) {
-        if !self.patterns.iter().any(|p| p.matches(&message.topic)) {
+        if !self.patterns.iter().any(|(p, _)| p.matches(&message.topic)) {
             return; // unsubscribed while it was queued
         }
         match self.positions.get_mut(&message.topic) {
@@ -370,7 +402,7 @@ impl Subscriber {
                 if message.seq > 1 {
                     self.work.push_back(Work::ReplaySinceTs {
                         topic: message.topic.clone(),
-                        floor: self.floor,
+                        floor: self.first_seen_floor(&message.topic),
                         to: message.seq - 1,
                     });
                 }
@@ -493,7 +525,7 @@ impl Subscriber {
 impl Drop for Subscriber {
     fn drop(&mut self) {
         self.mailbox.close();
-        for pattern in &self.patterns {
+        for (pattern, _) in &self.patterns {
             self.hub.remove_subscription(pattern, self.id);
         }
     }

@@ -74,10 +74,15 @@ struct RawFrame<'a> {
     topic: Option<&'a RawValue>,
     #[serde(borrow, default)]
     since: Option<&'a RawValue>,
-    #[serde(borrow, default)]
+    /// Present-but-`null` must stay distinguishable from absent.
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
     #[serde(borrow, default)]
     idempotency_key: Option<&'a RawValue>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 fn string_field<'a>(
@@ -304,6 +309,10 @@ mod tests {
             err(r#"{"op":"publish","topic":"a"}"#).1,
             ErrorCode::BadRequest
         );
+        assert!(matches!(
+            parse_op(r#"{"op":"publish","topic":"a","data":null}"#, 100),
+            Ok(ClientOp::Publish { data, .. }) if data == "null"
+        ));
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub async fn upgrade(
     if state.shutting_down() {
         return Err(ApiError::new(crate::http::ErrorCode::Unavailable, "shutting down").into());
     }
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let (response, session, stream) = handshake(&req, body)?;
     let state = state.into_inner();
     let stream = limit_stream(stream, &state);
     let tracker = ConnectionTracker::new(&state, Transport::Ws);
@@ -82,7 +82,7 @@ pub async fn echo(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let (response, session, stream) = actix_ws::handle(&req, body)?;
+    let (response, session, stream) = handshake(&req, body)?;
     let state = state.into_inner();
     let stream = limit_stream(stream, &state);
     actix_web::rt::spawn(async move {
@@ -91,6 +91,15 @@ pub async fn echo(
             .await;
     });
     Ok(response)
+}
+
+/// The WebSocket handshake, with refusals in the contract's error shape.
+fn handshake(
+    req: &HttpRequest,
+    body: web::Payload,
+) -> Result<(HttpResponse, Session, actix_ws::MessageStream), ApiError> {
+    actix_ws::handle(req, body)
+        .map_err(|e| ApiError::bad_request(format!("not a valid WebSocket upgrade: {e}")))
 }
 
 fn limit_stream(stream: actix_ws::MessageStream, state: &AppState) -> AggregatedMessageStream {
