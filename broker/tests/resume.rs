@@ -273,3 +273,36 @@ async fn resuming_twice_from_an_opening_cursor_repeats_nothing() {
     let (_, next) = sse.next_event(TIMEOUT).await.unwrap();
     assert_eq!(next["seq"], 2, "seq 1 was delivered again");
 }
+
+#[tokio::test]
+async fn idle_websockets_are_closed_and_sse_sends_heartbeats() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("herald.toml");
+    std::fs::write(
+        &config,
+        "[transport]\nws_ping_interval = \"500ms\"\nws_idle_timeout = \"1500ms\"\nsse_heartbeat = \"300ms\"\n",
+    )
+    .unwrap();
+    let node = Node::start(&["--config", config.to_str().unwrap()]);
+    // A client that never reads answers no ping: closed with 4002.
+    let mut ws = node.ws().await;
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(ws.closed().await, Some(4002));
+    // A client that reads (and so answers pings) stays connected.
+    let mut live = node.ws().await;
+    live.subscribe("hb.x").await;
+    live.assert_silent(Duration::from_millis(2500)).await;
+    assert_eq!(live.publish("hb.x", json!(1)).await, 1);
+    // SSE: comment heartbeats that also carry the cursor.
+    let mut sse = Sse::open(&node, "topic=hb.x", None).await;
+    let opening = sse.next_block(TIMEOUT).await.unwrap();
+    assert!(opening.id.is_some());
+    let beat = sse
+        .next_block(Duration::from_secs(2))
+        .await
+        .expect("heartbeat");
+    assert!(
+        beat.comment && beat.id.is_some() && beat.event.is_none(),
+        "{beat:?}"
+    );
+}
