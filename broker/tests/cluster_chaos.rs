@@ -115,7 +115,7 @@ async fn randomized_faults_keep_every_promise() {
                     let since = got.get(topic).and_then(|v| v.last().copied()).unwrap_or(0);
                     let op = json!({"op":"subscribe","topic":topic,"since":since}).to_string();
                     if ws
-                        .send(tokio_tungstenite::tungstenite::Message::Text(op.into()))
+                        .send(tokio_tungstenite::tungstenite::Message::Text(op))
                         .await
                         .is_err()
                     {
