@@ -306,3 +306,63 @@ async fn idle_websockets_are_closed_and_sse_sends_heartbeats() {
         "{beat:?}"
     );
 }
+
+#[tokio::test]
+async fn websocket_resumes_a_wildcard_from_a_client_built_cursor() {
+    let node = Node::start(&[]);
+    let mut ws = node.ws().await;
+    let (reply, _) = ws
+        .request(json!({"op":"subscribe","topic":"cw.>"}), "s")
+        .await;
+    assert_eq!(reply["type"], "subscribed");
+    let start = reply["cursor"]
+        .as_str()
+        .expect("subscribed carries a cursor")
+        .to_string();
+    let floor = start.split('~').nth(1).unwrap().to_string();
+    for i in 1..=5 {
+        publish(&node, "cw.a", &json!(i)).await;
+    }
+    for i in 1..=3 {
+        publish(&node, "cw.b", &json!(i)).await;
+    }
+    let seen = ws.messages(8).await;
+    let last = |t: &str| {
+        seen.iter()
+            .filter(|m| m["topic"] == t)
+            .map(|m| m["seq"].as_u64().unwrap())
+            .max()
+            .unwrap()
+    };
+    let cursor = format!("1~{floor}~cw.a~{}~cw.b~{}", last("cw.a"), last("cw.b"));
+    drop(ws);
+    // While away: more on cw.a, and a brand-new topic.
+    for i in 6..=8 {
+        publish(&node, "cw.a", &json!(i)).await;
+    }
+    for i in 1..=2 {
+        publish(&node, "cw.c", &json!(i)).await;
+    }
+    let mut ws = node.ws().await;
+    let (reply, _) = ws
+        .request(
+            json!({"op":"subscribe","topic":"cw.>","cursor":cursor}),
+            "r",
+        )
+        .await;
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    let got = ws.messages(5).await;
+    assert_sequence(&got, "cw.a", 6, 8);
+    assert_sequence(&got, "cw.c", 1, 2);
+    ws.assert_silent(Duration::from_millis(300)).await;
+    let (bad, _) = ws
+        .request(
+            json!({"op":"subscribe","topic":"cw.x","cursor":"nope"}),
+            "b",
+        )
+        .await;
+    assert_eq!(
+        (bad["type"].as_str(), bad["code"].as_str()),
+        (Some("error"), Some("bad_request"))
+    );
+}

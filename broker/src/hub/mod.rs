@@ -28,7 +28,7 @@ pub use self::{
     index::{SubscriberId, SubscriptionIndex},
     mailbox::{Mailbox, MailboxState, Pushed},
     message::Message,
-    subscriber::{Event, SubscribeError, Subscriber},
+    subscriber::{Event, Resume, SubscribeError, Subscriber},
     topic::{Pattern, Topic, TopicError},
 };
 use crate::metrics::Metrics;

@@ -60,6 +60,19 @@ pub enum Event {
     },
 }
 
+/// Where a new subscription starts.
+#[derive(Debug, Clone)]
+pub enum Resume {
+    /// Live from now (or, right after [`Subscriber::resume_from`], from
+    /// that cursor).
+    Live,
+    /// After this seq (concrete topics only).
+    Since(u64),
+    /// From a cursor: listed topics after their seq, other matching topics
+    /// from the cursor's floor.
+    Cursor(Cursor),
+}
+
 /// Why a subscribe was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum SubscribeError {
@@ -188,32 +201,37 @@ impl Subscriber {
         self.patterns.iter().map(|(p, _)| p)
     }
 
-    /// Where replay starts for a topic first seen now.
+    /// Where replay starts for a topic first seen now: the earliest start
+    /// of the patterns matching it. Only messages in flight when a pattern
+    /// was subscribed (or published while a resumed client was away) can
+    /// lie between that start and the live message, so this is cheap.
     fn first_seen_floor(&self, topic: &Topic) -> u64 {
-        let start = self
-            .patterns
+        self.patterns
             .iter()
             .filter(|(p, _)| p.matches(topic))
             .map(|(_, start)| *start)
             .min()
-            .unwrap_or(self.floor);
-        start.max(self.floor)
+            .unwrap_or(self.floor)
     }
 
-    /// Subscribes to `pattern`. With `since` (concrete topics only), every
-    /// retained message after that seq is delivered before live ones.
-    /// Returns false if the pattern was already subscribed (nothing changes).
+    /// Subscribes to `pattern`, starting as `resume` says, and returns the
+    /// subscription's starting cursor (`None` if the pattern was already
+    /// subscribed: nothing changes, and nothing is delivered twice).
+    ///
+    /// A client that records the seq of every message it receives can
+    /// resume the subscription later — on any node — by sending back this
+    /// cursor with its positions updated.
     pub fn subscribe(
         &mut self,
         pattern: Pattern,
-        since: Option<u64>,
-    ) -> Result<bool, SubscribeError> {
+        resume: Resume,
+    ) -> Result<Option<Cursor>, SubscribeError> {
         let topic = pattern.as_topic();
-        if since.is_some() && topic.is_none() {
+        if matches!(resume, Resume::Since(_)) && topic.is_none() {
             return Err(SubscribeError::SinceOnPattern);
         }
         if self.patterns.iter().any(|(p, _)| *p == pattern) {
-            return Ok(false);
+            return Ok(None);
         }
         if self.patterns.len() >= self.max_patterns {
             return Err(SubscribeError::TooMany(self.max_patterns));
@@ -221,25 +239,45 @@ impl Subscriber {
         // Register before reading heads: anything dispatched from now on
         // reaches the mailbox, anything before is in the log.
         self.hub.add_subscription(&pattern, self.id, &self.mailbox);
-        let mut start = self.floor;
-        match topic {
+        // `start`: topics this pattern matches that are not tracked are
+        // replayed from their first message with `ts >= start`. A fresh
+        // subscription starts now; a resumed one at its cursor's floor.
+        let (start, since) = match resume {
+            Resume::Live if self.resuming => (self.floor, None),
+            Resume::Live => (self.hub.watermark(), None),
+            Resume::Since(n) => (self.hub.watermark(), Some(n)),
+            Resume::Cursor(cursor) => {
+                for (t, seq) in cursor
+                    .positions
+                    .into_iter()
+                    .filter(|(t, _)| pattern.matches(t))
+                {
+                    self.positions.entry(t).or_insert(Position {
+                        scheduled: seq,
+                        delivered: seq,
+                        delivered_ts: cursor.floor,
+                        pinned: false,
+                    });
+                }
+                (cursor.floor, None)
+            }
+        };
+        match &topic {
             Some(topic) => {
-                let head = self.hub.head(&topic);
-                let known = self.positions.contains_key(&topic);
-                let pos = self.positions.entry(topic.clone()).or_default();
-                pos.pinned = true;
-                if !known {
-                    let start = since.unwrap_or(head.last_seq);
-                    *pos = Position {
-                        scheduled: start,
-                        delivered: start,
+                let head = self.hub.head(topic);
+                let pos = self.positions.entry(topic.clone()).or_insert_with(|| {
+                    let from = since.unwrap_or(head.last_seq);
+                    Position {
+                        scheduled: from,
+                        delivered: from,
                         delivered_ts: 0,
                         pinned: true,
-                    };
-                }
+                    }
+                });
+                pos.pinned = true;
                 if head.last_seq > pos.scheduled {
                     self.work.push_back(Work::Replay {
-                        topic,
+                        topic: topic.clone(),
                         from: pos.scheduled + 1,
                         to: head.last_seq,
                     });
@@ -247,13 +285,6 @@ impl Subscriber {
                 }
             }
             None => {
-                // A fresh wildcard starts live; one resuming a cursor starts
-                // at the cursor's floor.
-                start = if self.resuming {
-                    self.floor
-                } else {
-                    self.hub.watermark().max(self.floor)
-                };
                 for (topic, head) in self.hub.heads_matching(&pattern) {
                     match self.positions.get_mut(&topic) {
                         Some(pos) if head.last_seq > pos.scheduled => {
@@ -284,8 +315,17 @@ impl Subscriber {
                 }
             }
         }
+        let positions = self
+            .positions
+            .iter()
+            .filter(|(t, _)| pattern.matches(t))
+            .map(|(t, pos)| (t.clone(), pos.delivered))
+            .collect();
         self.patterns.push((pattern, start));
-        Ok(true)
+        Ok(Some(Cursor {
+            floor: start,
+            positions,
+        }))
     }
 
     /// Unsubscribes from `pattern`; returns false if it was not subscribed.

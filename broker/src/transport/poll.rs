@@ -13,7 +13,7 @@ use bytes::{BufMut, BytesMut};
 use super::{gap_json, new_subscriber, ConnectionTracker, StreamQuery};
 use crate::{
     http::ApiError,
-    hub::{Event, MailboxState},
+    hub::{Event, MailboxState, Resume},
     metrics::Transport,
     server::AppState,
 };
@@ -34,7 +34,7 @@ pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         subscriber.resume_from(cursor);
     }
     for pattern in query.patterns {
-        subscriber.subscribe(pattern, None)?;
+        subscriber.subscribe(pattern, Resume::Live)?;
     }
     let deadline = tokio::time::Instant::now() + wait;
     let mut shutdown = state.shutdown.clone();

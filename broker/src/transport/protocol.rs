@@ -11,7 +11,7 @@ use serde_json::value::RawValue;
 
 use crate::{
     http::{error::ErrorCode, ApiError},
-    hub::{Pattern, Topic},
+    hub::{Cursor, Pattern, Resume, Topic},
     json,
 };
 
@@ -21,14 +21,15 @@ pub type OpId = Box<RawValue>;
 /// A parsed client op.
 #[derive(Debug)]
 pub enum ClientOp {
-    /// Subscribe to a pattern, optionally resuming a concrete topic after `since`.
+    /// Subscribe to a pattern: live, after `since` (concrete topics), or
+    /// from a `cursor` (any pattern).
     Subscribe {
         /// Echoed id.
         id: Option<OpId>,
         /// What to subscribe to.
         pattern: Pattern,
-        /// Resume after this seq (concrete topics only).
-        since: Option<u64>,
+        /// Where to start.
+        resume: Resume,
     },
     /// Drop a subscription.
     Unsubscribe {
@@ -74,6 +75,8 @@ struct RawFrame<'a> {
     topic: Option<&'a RawValue>,
     #[serde(borrow, default)]
     since: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    cursor: Option<&'a RawValue>,
     /// Present-but-`null` must stay distinguishable from absent.
     #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
@@ -148,7 +151,22 @@ pub fn parse_op(text: &str, max_payload: usize) -> Result<ClientOp, OpError> {
                     ))
                 })?),
             };
-            ClientOp::Subscribe { id, pattern, since }
+            let cursor = string_field(frame.cursor, "cursor").map_err(fail)?;
+            let resume = match (since, cursor) {
+                (Some(_), Some(_)) => {
+                    return Err(fail(ApiError::bad_request(
+                        "give 'since' or 'cursor', not both",
+                    )))
+                }
+                (Some(n), None) => Resume::Since(n),
+                (None, Some(c)) => Resume::Cursor(Cursor::decode(&c).map_err(|e| fail(e.into()))?),
+                (None, None) => Resume::Live,
+            };
+            ClientOp::Subscribe {
+                id,
+                pattern,
+                resume,
+            }
         }
         "unsubscribe" => {
             let pattern = Pattern::parse(&required(frame.topic, "topic").map_err(fail)?)
@@ -201,6 +219,10 @@ pub enum Reply<'a> {
         id: Option<&'a RawValue>,
         /// The pattern.
         topic: &'a str,
+        /// Where the subscription starts; update its positions with every
+        /// message received and send it back as `cursor` to resume.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cursor: Option<String>,
     },
     /// Subscription removed.
     Unsubscribed {
@@ -266,10 +288,14 @@ mod tests {
     #[test]
     fn parses_ops() {
         match parse_op(r#"{"op":"subscribe","id":"1","topic":"orders.*"}"#, 100).unwrap() {
-            ClientOp::Subscribe { id, pattern, since } => {
+            ClientOp::Subscribe {
+                id,
+                pattern,
+                resume,
+            } => {
                 assert_eq!(id.unwrap().get(), "\"1\"");
                 assert_eq!(pattern.as_str(), "orders.*");
-                assert_eq!(since, None);
+                assert!(matches!(resume, Resume::Live));
             }
             other => panic!("{other:?}"),
         }

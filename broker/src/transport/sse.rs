@@ -17,7 +17,7 @@ use tokio::sync::watch;
 use super::{gap_json, new_subscriber, ConnectionTracker, StreamQuery};
 use crate::{
     http::ApiError,
-    hub::{Cursor, Event, MailboxState, Subscriber},
+    hub::{Cursor, Event, MailboxState, Resume, Subscriber},
     metrics::Transport,
     server::AppState,
 };
@@ -68,7 +68,7 @@ pub async fn stream(
         subscriber.resume_from(cursor);
     }
     for pattern in query.patterns {
-        subscriber.subscribe(pattern, None)?;
+        subscriber.subscribe(pattern, Resume::Live)?;
     }
     let mut opening = BytesMut::new();
     opening.put_slice(

@@ -269,13 +269,18 @@ impl Connection {
             unreachable!("ops only reach the broker handler")
         };
         match op {
-            ClientOp::Subscribe { id, pattern, since } => {
-                let result = broker.subscriber.subscribe(pattern.clone(), since);
+            ClientOp::Subscribe {
+                id,
+                pattern,
+                resume,
+            } => {
+                let result = broker.subscriber.subscribe(pattern.clone(), resume);
                 match result {
-                    Ok(_) => {
+                    Ok(cursor) => {
                         let reply = Reply::Subscribed {
                             id: id.as_deref(),
                             topic: pattern.as_str(),
+                            cursor: cursor.map(|c| c.encode()),
                         };
                         self.send(reply.encode()).await
                     }
