@@ -1172,31 +1172,33 @@ async fn http_responses_match_openapi() {
         expect(&spec.get(&node, MSGS, path).await, 400, Some(code), path);
     }
 
-    // Methods and paths that are not routed.
-    for (method, path, template, status) in [
-        ("PUT", "/v1/topics/a/messages", MSGS, 405),
-        ("DELETE", "/v1/topics/a/messages", MSGS, 405),
-        ("OPTIONS", "/v1/topics/a/messages", MSGS, 405),
-        ("GET", BATCH, BATCH, 405),
-        ("PUT", BATCH, BATCH, 405),
-        ("POST", "/v1/ws", "/v1/ws", 404),
-        ("POST", "/v1/sse", "/v1/sse", 404),
-        ("POST", "/v1/poll", "/v1/poll", 404),
-        ("POST", "/v1/echo", "/v1/echo", 404),
-        ("POST", "/healthz", "/healthz", 404),
-        ("DELETE", "/readyz", "/readyz", 404),
-        ("POST", "/metrics", "/metrics", 404),
+    // Methods a routed path does not have: 405 on every one of them.
+    for (method, path, template) in [
+        ("PUT", "/v1/topics/a/messages", MSGS),
+        ("DELETE", "/v1/topics/a/messages", MSGS),
+        ("OPTIONS", "/v1/topics/a/messages", MSGS),
+        ("GET", BATCH, BATCH),
+        ("PUT", BATCH, BATCH),
+        ("POST", "/v1/ws", "/v1/ws"),
+        ("POST", "/v1/sse", "/v1/sse"),
+        ("POST", "/v1/poll", "/v1/poll"),
+        ("OPTIONS", "/v1/poll", "/v1/poll"),
+        ("POST", "/v1/echo", "/v1/echo"),
+        ("POST", "/healthz", "/healthz"),
+        ("DELETE", "/readyz", "/readyz"),
+        ("POST", "/metrics", "/metrics"),
     ] {
         let r = spec
             .call(&node, method, Some(template), path, &[], None)
             .await;
-        let code = if status == 405 {
-            "method_not_allowed"
-        } else {
-            "not_found"
-        };
-        expect(&r, status, Some(code), &format!("{method} {path}"));
+        expect(
+            &r,
+            405,
+            Some("method_not_allowed"),
+            &format!("{method} {path}"),
+        );
     }
+    // Paths that are not routed.
     for path in [
         "/v1/nowhere",
         "/v1/topics/a/presence",
@@ -1297,14 +1299,14 @@ async fn http_responses_match_openapi() {
         }
     }
 
-    // WebSocket handshakes: 101 on an upgrade, 400 with no body otherwise.
+    // WebSocket handshakes: 101 on an upgrade, a JSON 400 otherwise.
     for path in ["/v1/ws", "/v1/echo"] {
         let (_ws, response) = tokio_tungstenite::connect_async(node.ws_url(path))
             .await
             .expect("upgrade");
         spec.check("GET", Some(path), response.status().as_u16(), None, b"");
         let r = spec.get(&node, path, path).await;
-        expect(&r, 400, None, path);
+        expect(&r, 400, Some("bad_request"), path);
     }
 
     // Refused origins: 403 on every documented operation.
