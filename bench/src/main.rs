@@ -1,0 +1,243 @@
+//! `herald-bench`: load generator and side-by-side benchmarks for Herald.
+//!
+//! ```text
+//! cargo build --release -p herald -p herald-bench
+//! cargo run --release -p herald-bench -- durable-publish          # always vs relaxed, ws
+//! cargo run --release -p herald-bench -- durable-publish -t rest  # same over REST
+//! cargo run --release -p herald-bench -- show                     # table of latest.json
+//! ```
+
+mod http;
+mod load;
+mod procstat;
+mod progress;
+mod results;
+mod scenarios;
+mod stats;
+mod system;
+
+use std::{
+    io::IsTerminal,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+use results::Record;
+use scenarios::{BenchEnv, Scenario, ScenarioOutput};
+
+#[derive(Parser, Debug)]
+#[command(name = "herald-bench", version, about = "Benchmarks for the Herald broker", long_about = None)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(clap::Args, Debug)]
+struct GlobalArgs {
+    /// The herald server binary [default: next to herald-bench, i.e. target/release/herald].
+    #[arg(long, env = "HERALD_BIN", global = true, value_name = "PATH")]
+    herald_bin: Option<PathBuf>,
+    /// Results file [default: bench/results/latest.json].
+    #[arg(long, global = true, value_name = "PATH")]
+    json: Option<PathBuf>,
+    /// Replace the results file instead of merging into it (records with the
+    /// same system, scenario, subscribers and payload are always replaced).
+    #[arg(long, global = true)]
+    replace: bool,
+    /// Short runs (3 s per measurement) for a quick look.
+    #[arg(long, global = true)]
+    quick: bool,
+    /// Where the servers' fresh data dirs go [default: the system temp dir].
+    /// Must be a real disk for `always` to mean anything (not tmpfs).
+    #[arg(long, global = true, value_name = "DIR")]
+    data_root: Option<PathBuf>,
+    /// Worker threads of the load generator.
+    #[arg(long, global = true, default_value_t = 1, value_name = "N")]
+    gen_threads: usize,
+    /// No progress bar.
+    #[arg(long, global = true)]
+    no_progress: bool,
+    /// Extra flag for `herald serve` (repeatable), e.g.
+    /// `--herald-arg=--config=/tmp/no-retention.toml`.
+    #[arg(long, global = true, value_name = "ARG", allow_hyphen_values = true)]
+    herald_arg: Vec<String>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Acked publishes per second and publish→ack latency, `--durability
+    /// always` next to `relaxed`, each on a fresh server.
+    DurablePublish(scenarios::durable_publish::Args),
+    /// Print the table of a results file (default bench/results/latest.json).
+    Show {
+        /// Also print the table as markdown (for bench/README.md).
+        #[arg(long)]
+        markdown: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("herald-bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn real_main(cli: Cli) -> Result<()> {
+    let g = cli.global;
+    let path = g.json.clone().unwrap_or_else(results::default_path);
+    let env = BenchEnv {
+        herald_bin: g.herald_bin.clone(),
+        data_root: g.data_root.clone(),
+        quick: g.quick,
+        progress: !g.no_progress && std::io::stderr().is_terminal(),
+        gen_threads: g.gen_threads.max(1),
+        herald_args: g.herald_arg.clone(),
+    };
+    match cli.command {
+        Command::Show { markdown } => {
+            let records = results::load(&path)?;
+            let comparisons = scenarios::comparisons(&records);
+            println!("{}", path.display());
+            print!("{}", results::render_table(&records, &comparisons));
+            if markdown {
+                println!();
+                print!("{}", results::render_markdown(&records, &comparisons));
+            }
+            Ok(())
+        }
+        Command::DurablePublish(args) => {
+            let scenario = scenarios::durable_publish::DurablePublish { args };
+            execute(&scenario, &env, &path, g.replace)
+        }
+    }
+}
+
+/// Runs a scenario on a runtime with `gen_threads` workers, saves and prints.
+fn execute(scenario: &impl Scenario, env: &BenchEnv, path: &Path, replace: bool) -> Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(env.gen_threads)
+        .thread_name("bench-gen")
+        .enable_all()
+        .build()
+        .context("building the tokio runtime")?;
+    eprintln!("== {} ==", scenario.name());
+    eprintln!("{}", scenario.describe(env));
+    eprintln!(
+        "machine: {} cores; the server and this generator share them",
+        procstat::host_cores()
+    );
+    let ScenarioOutput {
+        records,
+        comparisons,
+    } = runtime.block_on(scenario.run(env))?;
+    results::save(path, &records, replace)?;
+    println!();
+    print!("{}", results::render_table(&records, &comparisons));
+    println!();
+    for line in generator_verdict(&records, env.gen_threads) {
+        println!("{line}");
+    }
+    println!("results: {}", path.display());
+    Ok(())
+}
+
+/// Says, per record, whether the generator or the server was saturated.
+fn generator_verdict(records: &[Record], gen_threads: usize) -> Vec<String> {
+    let cap = 100.0 * gen_threads as f64;
+    records
+        .iter()
+        .filter_map(|r| {
+            let g = r.generator_cpu_pct?;
+            let s = r.server_cpu_pct.unwrap_or(f64::NAN);
+            let verdict = if g >= 0.85 * cap {
+                format!(
+                    "generator near its limit ({g:.0}% of {cap:.0}%): may be the bottleneck; try --gen-threads {}",
+                    gen_threads + 1
+                )
+            } else {
+                format!("generator not saturated ({g:.0}% of {cap:.0}% available)")
+            };
+            let host = r
+                .host_cpu_busy_pct
+                .map(|h| format!(", machine {h:.0}% busy"))
+                .unwrap_or_default();
+            Some(format!(
+                "{} {}: server CPU {s:.0}%, {verdict}{host}",
+                r.system, r.scenario
+            ))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn flags_parse_after_the_subcommand() {
+        let cli = Cli::try_parse_from([
+            "herald-bench",
+            "durable-publish",
+            "--quick",
+            "-t",
+            "rest",
+            "--durability",
+            "relaxed,always",
+            "--json",
+            "/tmp/x.json",
+            "--herald-arg=--queue-bytes=1000",
+            "--herald-arg",
+            "--log=debug",
+        ])
+        .unwrap();
+        assert!(cli.global.quick);
+        assert_eq!(
+            cli.global.herald_arg,
+            vec!["--queue-bytes=1000".to_string(), "--log=debug".to_string()]
+        );
+        let Command::DurablePublish(a) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert_eq!(a.transport, load::Transport::Rest);
+        assert_eq!(a.durability.len(), 2);
+        assert_eq!(a.publishers, 32);
+        assert!(Cli::try_parse_from(["herald-bench", "durable-publish", "-w", "257"]).is_err());
+    }
+
+    #[test]
+    fn verdict_flags_a_saturated_generator() {
+        let r = Record {
+            system: "herald".into(),
+            scenario: "durable-publish/relaxed".into(),
+            generator_cpu_pct: Some(97.0),
+            server_cpu_pct: Some(100.0),
+            ..Record::default()
+        };
+        let v = generator_verdict(&[r], 1);
+        assert!(v[0].contains("may be the bottleneck"), "{}", v[0]);
+        let v = generator_verdict(
+            &[Record {
+                generator_cpu_pct: Some(30.0),
+                ..Record::default()
+            }],
+            1,
+        );
+        assert!(v[0].contains("not saturated"), "{}", v[0]);
+    }
+}

@@ -1,0 +1,49 @@
+//! Scenarios: one module each, each a [`Scenario`] with its own clap
+//! arguments. A scenario starts the systems it compares, drives them, and
+//! returns records plus the ratio lines worth printing.
+//!
+//! To add one (fan-out, many topics, fixed-rate latency, idle memory,
+//! SSE/long-poll — see issue 5): a module here with an `Args` struct and a
+//! `Scenario` impl, a variant in `main.rs`'s `Command`, and its comparisons
+//! in [`comparisons`] so `herald-bench show` prints them too.
+
+pub mod durable_publish;
+
+use std::{future::Future, path::PathBuf};
+
+use anyhow::Result;
+
+use crate::results::{Comparison, Record};
+
+/// Settings shared by every scenario (the global flags).
+#[derive(Clone, Debug)]
+pub struct BenchEnv {
+    /// `--herald-bin` / `HERALD_BIN`, if given.
+    pub herald_bin: Option<PathBuf>,
+    /// Parent directory for the servers' fresh data dirs.
+    pub data_root: Option<PathBuf>,
+    pub quick: bool,
+    pub progress: bool,
+    /// Worker threads of this load generator's runtime.
+    pub gen_threads: usize,
+    /// Extra `herald serve` flags (`--herald-arg`).
+    pub herald_args: Vec<String>,
+}
+
+pub struct ScenarioOutput {
+    pub records: Vec<Record>,
+    pub comparisons: Vec<Comparison>,
+}
+
+pub trait Scenario {
+    /// Name prefix of the records it writes, e.g. `durable-publish`.
+    fn name(&self) -> &'static str;
+    /// One line saying what will run, printed before it starts.
+    fn describe(&self, env: &BenchEnv) -> String;
+    fn run(&self, env: &BenchEnv) -> impl Future<Output = Result<ScenarioOutput>>;
+}
+
+/// Ratio lines for whatever records are present (used by `show`).
+pub fn comparisons(records: &[Record]) -> Vec<Comparison> {
+    durable_publish::comparisons(records)
+}

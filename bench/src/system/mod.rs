@@ -1,0 +1,193 @@
+//! Systems under test. Each is a server process the bench starts itself on a
+//! free loopback port with fresh state, measures, and stops. Herald now;
+//! `nats-server` and a socket.io server plug in next to it later.
+
+pub mod herald;
+
+use std::{
+    collections::VecDeque,
+    io::{BufRead, BufReader, Read},
+    net::SocketAddr,
+    process::{Child, ExitStatus},
+    sync::{mpsc, Arc, Mutex},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{bail, Result};
+
+/// Lines of server output kept for error messages.
+const TAIL_LINES: usize = 40;
+
+/// What every system under test exposes to scenarios.
+pub trait ServerUnderTest {
+    /// `herald`, `nats`, `socketio`: the `system` field of records.
+    fn system(&self) -> &'static str;
+    fn pid(&self) -> u32;
+    fn addr(&self) -> SocketAddr;
+}
+
+/// A child process whose output is drained on a thread (a full pipe would
+/// stall the server) with the last lines kept for diagnostics.
+pub struct ManagedProcess {
+    pub name: String,
+    child: Child,
+    tail: Arc<Mutex<VecDeque<String>>>,
+}
+
+impl ManagedProcess {
+    /// Takes a spawned child with piped stderr. Every stderr line is offered
+    /// to `watch`; the first `Some` it returns is sent on the returned
+    /// channel (e.g. the bound address).
+    pub fn adopt<T: Send + 'static>(
+        name: &str,
+        mut child: Child,
+        watch: impl Fn(&str) -> Option<T> + Send + 'static,
+    ) -> (Self, mpsc::Receiver<T>) {
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let (tx, rx) = mpsc::channel();
+        if let Some(stderr) = child.stderr.take() {
+            let tail = tail.clone();
+            thread::Builder::new()
+                .name(format!("{name}-stderr"))
+                .spawn(move || drain(stderr, &tail, watch, tx))
+                .expect("spawning a thread");
+        }
+        if let Some(stdout) = child.stdout.take() {
+            let tail = tail.clone();
+            thread::Builder::new()
+                .name(format!("{name}-stdout"))
+                .spawn(move || drain(stdout, &tail, |_| None::<()>, mpsc::channel().0))
+                .expect("spawning a thread");
+        }
+        (
+            ManagedProcess {
+                name: name.to_string(),
+                child,
+                tail,
+            },
+            rx,
+        )
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// The last lines the process printed, for error messages.
+    pub fn tail(&self) -> String {
+        let tail = self.tail.lock().unwrap();
+        tail.iter().cloned().collect::<Vec<_>>().join("\n")
+    }
+
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Waits for `rx` to yield, failing early if the process exits.
+    pub fn wait_for<T>(
+        &mut self,
+        rx: &mpsc::Receiver<T>,
+        limit: Duration,
+        what: &str,
+    ) -> Result<T> {
+        let deadline = Instant::now() + limit;
+        loop {
+            match rx.recv_timeout(Duration::from_millis(50)) {
+                Ok(v) => return Ok(v),
+                Err(mpsc::RecvTimeoutError::Timeout) => {}
+                Err(mpsc::RecvTimeoutError::Disconnected) => {
+                    // output closed; give the exit status a moment to appear
+                    thread::sleep(Duration::from_millis(100));
+                }
+            }
+            if let Some(status) = self.try_wait() {
+                bail!(
+                    "{} exited ({status}) before {what}; its last output:\n{}",
+                    self.name,
+                    self.tail()
+                );
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "{} did not report {what} within {limit:?}; its last output:\n{}",
+                    self.name,
+                    self.tail()
+                );
+            }
+        }
+    }
+
+    /// SIGTERM, then SIGKILL after `grace`. Returns how long the graceful
+    /// part took and whether it had to be killed.
+    pub fn stop(&mut self, grace: Duration) -> StopOutcome {
+        let started = Instant::now();
+        if self.try_wait().is_some() {
+            return StopOutcome {
+                took: Duration::ZERO,
+                killed: false,
+                status: self.try_wait(),
+            };
+        }
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        }
+        while started.elapsed() < grace {
+            if let Some(status) = self.try_wait() {
+                return StopOutcome {
+                    took: started.elapsed(),
+                    killed: false,
+                    status: Some(status),
+                };
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let status = self.child.wait().ok();
+        StopOutcome {
+            took: started.elapsed(),
+            killed: true,
+            status,
+        }
+    }
+}
+
+impl Drop for ManagedProcess {
+    fn drop(&mut self) {
+        if self.try_wait().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+#[derive(Debug)]
+pub struct StopOutcome {
+    pub took: Duration,
+    pub killed: bool,
+    pub status: Option<ExitStatus>,
+}
+
+fn drain<T>(
+    pipe: impl Read,
+    tail: &Mutex<VecDeque<String>>,
+    watch: impl Fn(&str) -> Option<T>,
+    tx: mpsc::Sender<T>,
+) {
+    let mut found = false;
+    for line in BufReader::new(pipe).lines() {
+        let Ok(line) = line else { break };
+        if !found {
+            if let Some(v) = watch(&line) {
+                found = true;
+                let _ = tx.send(v);
+            }
+        }
+        let mut tail = tail.lock().unwrap();
+        if tail.len() == TAIL_LINES {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+}
