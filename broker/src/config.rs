@@ -82,6 +82,29 @@ pub struct ServeArgs {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `herald=debug`.
     #[arg(long, env = "HERALD_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    /// HS256 secret; turns on JWT auth for every transport.
+    #[arg(
+        long,
+        env = "HERALD_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+    /// PEM public key (RSA or EC P-256) for RS256/ES256 tokens.
+    #[arg(long, env = "HERALD_JWT_PUBLIC_KEY", value_name = "FILE")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// JWKS file for RS256/ES256 tokens (keys chosen by `kid`).
+    #[arg(long, env = "HERALD_JWKS", value_name = "FILE")]
+    pub jwks: Option<PathBuf>,
+    /// API key allowed to publish over REST (repeatable).
+    #[arg(
+        long = "api-key",
+        env = "HERALD_API_KEYS",
+        value_name = "KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Option<Vec<String>>,
 }
 
 /// Settings of the persistence log.
@@ -225,6 +248,10 @@ impl Default for ClusterConfig {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct NamespaceConfig {
+    /// With auth on: anyone may subscribe to (and read) this namespace.
+    pub anonymous_subscribe: bool,
+    /// With auth on: anyone may publish to this namespace.
+    pub anonymous_publish: bool,
     /// Retention for this namespace's topics (default: `[retention]`).
     pub retention: Option<RetentionPolicy>,
 }
@@ -262,6 +289,8 @@ pub struct Config {
     pub retention: RetentionPolicy,
     /// Per-namespace policies.
     pub namespaces: HashMap<String, NamespaceConfig>,
+    /// Authentication.
+    pub auth: crate::auth::AuthConfig,
 }
 
 impl Default for Config {
@@ -281,6 +310,7 @@ impl Default for Config {
             cluster: ClusterConfig::default(),
             retention: RetentionPolicy::default(),
             namespaces: HashMap::new(),
+            auth: Default::default(),
         }
     }
 }
@@ -323,6 +353,27 @@ impl ServeArgs {
         }
         if a.enable_echo {
             config.enable_echo = true;
+        }
+        if a.jwt_secret.is_some() {
+            config.auth.jwt_secret = a.jwt_secret;
+        }
+        if a.jwt_public_key.is_some() {
+            config.auth.jwt_public_key = a.jwt_public_key;
+        }
+        if a.jwks.is_some() {
+            config.auth.jwks = a.jwks;
+        }
+        if let Some(keys) = a.api_keys {
+            config.auth.api_keys.extend(
+                keys.into_iter()
+                    .map(|k| k.trim().to_string())
+                    .filter(|k| !k.is_empty())
+                    .map(|key| crate::auth::ApiKeyConfig {
+                        key,
+                        publish: vec![">".into()],
+                        subscribe: Vec::new(),
+                    }),
+            );
         }
         if let Some(v) = a.log {
             config.log_filter = v;
@@ -422,6 +473,20 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// What anonymous clients may do when auth is on.
+    pub fn anonymous_access(&self) -> crate::auth::AnonymousAccess {
+        let mut access = crate::auth::AnonymousAccess::default();
+        for (name, ns) in &self.namespaces {
+            if ns.anonymous_subscribe {
+                access.subscribe.push(name.clone());
+            }
+            if ns.anonymous_publish {
+                access.publish.push(name.clone());
+            }
+        }
+        access
     }
 
     /// Retention rules derived from `[retention]` and `[namespaces.*]`.

@@ -9,7 +9,9 @@
 
 #![warn(missing_docs)]
 
+pub mod auth;
 pub mod cluster;
+
 pub mod config;
 
 pub mod engine;

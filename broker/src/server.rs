@@ -5,6 +5,7 @@ use std::{future::Future, net::TcpListener, path::Path, sync::Arc, time::Instant
 use tokio::sync::watch;
 
 use crate::{
+    auth::{Authenticator, Credentials, Identity},
     cluster::{ClusterEngine, ClusterError},
     config::Config,
     engine::{
@@ -31,6 +32,9 @@ pub enum ServerError {
         /// The failure.
         source: std::io::Error,
     },
+    /// Auth keys could not be loaded.
+    #[error(transparent)]
+    Auth(crate::auth::AuthError),
     /// The cluster could not be joined.
     #[error(transparent)]
     Cluster(#[from] ClusterError),
@@ -50,6 +54,8 @@ pub struct AppState {
     pub engine: Arc<dyn Engine>,
     /// Metrics.
     pub metrics: Arc<Metrics>,
+    /// Credentials → identities.
+    pub auth: Arc<Authenticator>,
     /// Becomes `true` when the node starts shutting down.
     pub shutdown: watch::Receiver<bool>,
     /// Process start.
@@ -57,6 +63,14 @@ pub struct AppState {
 }
 
 impl AppState {
+    /// The identity behind a request (401 when auth is on and it has none).
+    pub fn identify(
+        &self,
+        req: &actix_web::HttpRequest,
+    ) -> Result<Identity, crate::http::ApiError> {
+        Ok(self.auth.authenticate(&Credentials::from_request(req))?)
+    }
+
     /// Whether shutdown has begun.
     pub fn shutting_down(&self) -> bool {
         *self.shutdown.borrow()
@@ -105,6 +119,8 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ServerError> {
+    let auth =
+        Authenticator::new(&config.auth, &config.anonymous_access()).map_err(ServerError::Auth)?;
     check_data_dir(&config.data_dir)?;
     let node_id = resolve_node_id(&config)?;
     let log: Arc<dyn MessageLog> = Arc::new(SledLog::open(
@@ -178,6 +194,7 @@ pub async fn run(
         log: log.clone(),
         engine: engine.clone(),
         metrics,
+        auth,
         shutdown: shutdown_rx,
         started: Instant::now(),
     });

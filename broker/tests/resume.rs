@@ -366,3 +366,36 @@ async fn websocket_resumes_a_wildcard_from_a_client_built_cursor() {
         (Some("error"), Some("bad_request"))
     );
 }
+
+#[tokio::test]
+async fn resume_does_not_depend_on_the_order_of_topics() {
+    let node = Node::start(&[]);
+    for (i, query) in ["topic=o.eu&topic=o.%2A", "topic=o.%2A&topic=o.eu"]
+        .iter()
+        .enumerate()
+    {
+        let eu = format!("o{i}");
+        let query = query.replace("o.", &format!("{eu}."));
+        publish(&node, &format!("{eu}.eu"), &json!(1)).await;
+        let mut sse = Sse::open(&node, &query, None).await;
+        let opening = sse.next_block(TIMEOUT).await.unwrap().id.unwrap();
+        drop(sse);
+        for n in 2..=4 {
+            publish(&node, &format!("{eu}.eu"), &json!(n)).await;
+        }
+        for n in 1..=2 {
+            publish(&node, &format!("{eu}.us"), &json!(n)).await;
+        }
+        let mut sse = Sse::open(&node, &query, Some(&opening)).await;
+        let mut got = Vec::new();
+        for _ in 0..5 {
+            got.push(sse.next_event(TIMEOUT).await.unwrap().1);
+        }
+        assert_sequence(&got, &format!("{eu}.eu"), 2, 4);
+        assert_sequence(&got, &format!("{eu}.us"), 1, 2);
+        assert!(
+            sse.next_event(Duration::from_millis(300)).await.is_none(),
+            "{query}: extra events"
+        );
+    }
+}

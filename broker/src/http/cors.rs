@@ -38,13 +38,16 @@ impl OriginPolicy {
     /// From the configuration: the listed origins, or any when none are
     /// listed (auth is off, so any page may use the broker).
     pub fn from_config(config: &Config) -> Self {
+        // With auth on, an empty list means "same origin only": credentials
+        // must not be usable from pages the operator did not list.
+        let default_any = !config.auth.enabled();
         let allowed: Vec<String> = config
             .allowed_origins
             .iter()
             .map(|o| o.trim_end_matches('/').to_ascii_lowercase())
             .collect();
         OriginPolicy {
-            any: allowed.is_empty() || allowed.iter().any(|o| o == "*"),
+            any: (allowed.is_empty() && default_any) || allowed.iter().any(|o| o == "*"),
             allowed,
         }
     }

@@ -132,6 +132,17 @@ impl From<TopicError> for ApiError {
     }
 }
 
+impl From<crate::auth::AuthError> for ApiError {
+    fn from(e: crate::auth::AuthError) -> Self {
+        use crate::auth::AuthError;
+        match e {
+            AuthError::Unauthorized(m) => ApiError::new(ErrorCode::Unauthorized, m),
+            AuthError::Forbidden(m) => ApiError::new(ErrorCode::Forbidden, m),
+            AuthError::Config(m) => ApiError::new(ErrorCode::Internal, m),
+        }
+    }
+}
+
 impl From<CursorError> for ApiError {
     fn from(e: CursorError) -> Self {
         ApiError::bad_request(format!("invalid cursor: {e}"))

@@ -25,11 +25,13 @@ pub struct HistoryQuery {
 /// `since` in seq order. `first_seq` is the oldest retained seq (`last_seq + 1`
 /// when nothing is retained); `last_seq` the newest committed one.
 pub async fn history(
+    req: actix_web::HttpRequest,
     topic: web::Path<String>,
     query: web::Query<HistoryQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let topic = Topic::parse(&topic)?;
+    state.identify(&req)?.check_read(&topic)?;
     let limit = query
         .limit
         .unwrap_or(100)

@@ -104,6 +104,7 @@ pub async fn publish_one(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let topic = Topic::parse(&topic)?;
+    state.identify(&req)?.check_publish(&topic)?;
     let key = idempotency_header(&req)?;
     let limit = state.config.limits.max_payload_bytes;
     let body = read_body(&req, body, limit).await?;
@@ -148,6 +149,7 @@ pub async fn publish_batch(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
+    let identity = state.identify(&req)?;
     let limits = &state.config.limits;
     let body_limit = limits.max_frame_bytes().saturating_mul(16).max(1 << 20);
     let key = idempotency_header(&req)?;
@@ -170,6 +172,7 @@ pub async fn publish_batch(
     for (i, item) in raw.into_iter().enumerate() {
         let at = |e: ApiError| ApiError::new(e.code, format!("item {i}: {}", e.message));
         let topic = Topic::parse(&item.topic).map_err(|e| at(e.into()))?;
+        identity.check_publish(&topic).map_err(|e| at(e.into()))?;
         let data = json::compact(item.data.get()).into_owned();
         check_payload(&state, &data).map_err(at)?;
         let idempotency_key = match (item.idempotency_key, &key) {

@@ -181,18 +181,29 @@ impl Subscriber {
         self.floor = cursor.floor;
         self.resuming = true;
         for (topic, seq) in cursor.positions {
-            self.positions.insert(
-                topic,
-                Position {
-                    scheduled: seq,
-                    delivered: seq,
-                    // Unknown; the floor keeps the entry in cursors until
-                    // the floor moves past it, which is when dropping it
-                    // becomes safe.
-                    delivered_ts: cursor.floor,
-                    pinned: false,
-                },
-            );
+            let position = self.resumed_position(&topic, seq);
+            self.positions.insert(topic, position);
+        }
+    }
+
+    /// A position taken from a cursor. Its `delivered_ts` must not be
+    /// below the real ts of message `seq`: cursors drop entries older than
+    /// the floor, and dropping one whose message is newer than the floor
+    /// would replay that message on the next resume. Read it from the log;
+    /// if the message is gone, keep the entry for good (`u64::MAX`).
+    fn resumed_position(&self, topic: &Topic, seq: u64) -> Position {
+        let delivered_ts = match self.log.read(topic, seq, 1) {
+            Ok(page) => page
+                .first()
+                .filter(|m| m.seq == seq)
+                .map_or(u64::MAX, |m| m.ts),
+            Err(_) => u64::MAX,
+        };
+        Position {
+            scheduled: seq,
+            delivered: seq,
+            delivered_ts: if seq == 0 { 0 } else { delivered_ts },
+            pinned: false,
         }
     }
 
@@ -252,12 +263,10 @@ impl Subscriber {
                     .into_iter()
                     .filter(|(t, _)| pattern.matches(t))
                 {
-                    self.positions.entry(t).or_insert(Position {
-                        scheduled: seq,
-                        delivered: seq,
-                        delivered_ts: cursor.floor,
-                        pinned: false,
-                    });
+                    if !self.positions.contains_key(&t) {
+                        let position = self.resumed_position(&t, seq);
+                        self.positions.insert(t, position);
+                    }
                 }
                 (cursor.floor, None)
             }
@@ -265,14 +274,25 @@ impl Subscriber {
         match &topic {
             Some(topic) => {
                 let head = self.hub.head(topic);
-                let pos = self.positions.entry(topic.clone()).or_insert_with(|| {
-                    let from = since.unwrap_or(head.last_seq);
-                    Position {
-                        scheduled: from,
-                        delivered: from,
-                        delivered_ts: 0,
-                        pinned: true,
-                    }
+                // Where an untracked concrete topic starts: after `since`;
+                // when resuming a cursor that does not list it, at its first
+                // message since the cursor's floor (like any other topic the
+                // cursor does not list); otherwise live.
+                let from = match since {
+                    Some(n) => n,
+                    None if self.resuming && !self.positions.contains_key(topic) => self
+                        .log
+                        .first_seq_since_ts(topic, start, head.last_seq)
+                        .ok()
+                        .flatten()
+                        .map_or(head.last_seq, |first| first - 1),
+                    None => head.last_seq,
+                };
+                let pos = self.positions.entry(topic.clone()).or_insert(Position {
+                    scheduled: from,
+                    delivered: from,
+                    delivered_ts: 0,
+                    pinned: true,
                 });
                 pos.pinned = true;
                 if head.last_seq > pos.scheduled {
@@ -315,10 +335,12 @@ impl Subscriber {
                 }
             }
         }
+        // Unpinned topics with nothing delivered yet are left out: the floor
+        // covers them, while `topic~0` would mean "replay all history".
         let positions = self
             .positions
             .iter()
-            .filter(|(t, _)| pattern.matches(t))
+            .filter(|(t, pos)| pattern.matches(t) && (pos.pinned || pos.delivered > 0))
             .map(|(t, pos)| (t.clone(), pos.delivered))
             .collect();
         self.patterns.push((pattern, start));

@@ -115,6 +115,22 @@ impl StreamQuery {
     }
 }
 
+impl StreamQuery {
+    /// Checks every topic and the cursor against `identity` (403 on the
+    /// first refusal): a cursor may only name readable topics.
+    pub fn authorize(&self, identity: &crate::auth::Identity) -> Result<(), ApiError> {
+        for pattern in &self.patterns {
+            identity.check_subscribe(pattern)?;
+        }
+        if let Some(cursor) = &self.cursor {
+            for topic in cursor.positions.keys() {
+                identity.check_read(topic)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 /// `{"topic":..,"from":..,"to":..}` for a retention gap.
 pub fn gap_json(topic: &str, from: u64, to: u64) -> String {
     format!("{{\"topic\":\"{topic}\",\"from\":{from},\"to\":{to}}}")

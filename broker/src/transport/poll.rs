@@ -22,6 +22,7 @@ use crate::{
 /// retention removed messages the cursor still expected.
 pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let query = StreamQuery::parse(req.query_string(), true)?;
+    query.authorize(&state.identify(&req)?)?;
     let transport = &state.config.transport;
     let wait = query
         .timeout_ms

@@ -49,6 +49,13 @@ pub enum ClientOp {
         /// Optional idempotency key.
         idempotency_key: Option<String>,
     },
+    /// Replace the connection's token before it expires.
+    Refresh {
+        /// Echoed id.
+        id: Option<OpId>,
+        /// The new token.
+        token: String,
+    },
     /// Application-level keepalive (browsers cannot send WebSocket pings).
     Ping {
         /// Echoed id.
@@ -82,6 +89,8 @@ struct RawFrame<'a> {
     data: Option<&'a RawValue>,
     #[serde(borrow, default)]
     idempotency_key: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    token: Option<&'a RawValue>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -197,6 +206,10 @@ pub fn parse_op(text: &str, max_payload: usize) -> Result<ClientOp, OpError> {
             }
         }
         "ping" => ClientOp::Ping { id },
+        "refresh" => {
+            let token = required(frame.token, "token").map_err(fail)?.into_owned();
+            ClientOp::Refresh { id, token }
+        }
         other => {
             let shown: String = other.chars().take(32).collect();
             return Err(fail(ApiError::new(
@@ -250,6 +263,15 @@ pub enum Reply<'a> {
         from: u64,
         /// Last lost seq.
         to: u64,
+    },
+    /// The connection now runs on the refreshed token.
+    Refreshed {
+        /// Echoed id.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        id: Option<&'a RawValue>,
+        /// The new token's expiry, seconds since the epoch.
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires_at: Option<u64>,
     },
     /// Answer to the `ping` op.
     Pong {

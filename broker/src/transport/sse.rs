@@ -50,7 +50,8 @@ pub async fn stream(
             "shutting down",
         ));
     }
-    let query = StreamQuery::parse(req.query_string(), false)?;
+    let identity = state.identify(&req)?;
+    let mut query = StreamQuery::parse(req.query_string(), false)?;
     let header_cursor = match req.headers().get("last-event-id") {
         Some(v) => {
             let text = v
@@ -62,9 +63,14 @@ pub async fn stream(
         }
         None => None,
     };
+    // EventSource resends Last-Event-ID on reconnect; it wins over ?cursor=.
+    if header_cursor.is_some() {
+        query.cursor = header_cursor;
+    }
+    query.authorize(&identity)?;
     let tracker = ConnectionTracker::new(&state, Transport::Sse);
     let mut subscriber = new_subscriber(&state);
-    if let Some(cursor) = header_cursor.or(query.cursor) {
+    if let Some(cursor) = query.cursor {
         subscriber.resume_from(cursor);
     }
     for pattern in query.patterns {

@@ -27,9 +27,10 @@ use super::{
     ConnectionTracker,
 };
 use crate::{
+    auth::{Credentials, Identity},
     engine::{PublishError, PublishItem, Published},
     http::ApiError,
-    hub::{Event, MailboxState, Subscriber},
+    hub::{Event, MailboxState, Resume, Subscriber},
     metrics::Transport,
     server::AppState,
 };
@@ -38,6 +39,8 @@ use crate::{
 pub const CLOSE_SLOW_CONSUMER: u16 = 4001;
 /// Close code: nothing heard from the client within the idle timeout.
 pub const CLOSE_IDLE_TIMEOUT: u16 = 4002;
+/// Close code: the connection's token expired without a `refresh`.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4003;
 /// Publishes one connection may have awaiting their ack before it stops
 /// reading further frames.
 const MAX_PUBLISHES_IN_FLIGHT: usize = 256;
@@ -56,6 +59,8 @@ pub async fn upgrade(
     if state.shutting_down() {
         return Err(ApiError::new(crate::http::ErrorCode::Unavailable, "shutting down").into());
     }
+    // Refuse before upgrading: a browser sees the 401 as a failed handshake.
+    let identity = state.identify(&req)?;
     let (response, session, stream) = handshake(&req, body)?;
     let state = state.into_inner();
     let stream = limit_stream(stream, &state);
@@ -68,6 +73,7 @@ pub async fn upgrade(
             Handler::Broker(Box::new(BrokerHandler {
                 subscriber,
                 acks: FuturesUnordered::new(),
+                identity,
             })),
         );
         conn.run(stream).await;
@@ -113,6 +119,7 @@ fn limit_stream(stream: actix_ws::MessageStream, state: &AppState) -> Aggregated
 struct BrokerHandler {
     subscriber: Subscriber,
     acks: FuturesUnordered<PendingAck>,
+    identity: Identity,
 }
 
 enum Handler {
@@ -170,13 +177,14 @@ impl Connection {
             if *shutdown.borrow() {
                 break Exit::Close(1001, "server shutting down");
             }
-            let (wake, acks_pending, reading) = match &self.handler {
+            let (wake, acks_pending, reading, expiry) = match &self.handler {
                 Handler::Broker(b) => (
                     Some(b.subscriber.wake()),
                     !b.acks.is_empty(),
                     b.acks.len() < MAX_PUBLISHES_IN_FLIGHT,
+                    b.identity.expires_at.map(deadline_of),
                 ),
-                Handler::Echo => (None, false, true),
+                Handler::Echo => (None, false, true, None),
             };
             let step = tokio::select! {
                 biased;
@@ -185,6 +193,7 @@ impl Connection {
                 ack = next_ack(&mut self.handler), if acks_pending => Step::Ack(ack),
                 _ = async { wake.expect("broker has a subscriber").await }, if wake.is_some() => Step::Deliver,
                 _ = ping.tick() => Step::Ping,
+                _ = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => Step::Expired,
             };
             let result = match step {
                 Step::Shutdown => Err(Exit::Close(1001, "server shutting down")),
@@ -193,6 +202,10 @@ impl Connection {
                 Step::Ack(None) => Ok(()),
                 Step::Deliver => self.deliver().await,
                 Step::Ping => self.ping(transport.ws_idle_timeout).await,
+                Step::Expired => Err(Exit::Close(
+                    CLOSE_TOKEN_EXPIRED,
+                    "token expired; reconnect with a fresh token",
+                )),
             };
             if let Err(exit) = result {
                 break exit;
@@ -274,6 +287,20 @@ impl Connection {
                 pattern,
                 resume,
             } => {
+                let allowed =
+                    broker
+                        .identity
+                        .check_subscribe(&pattern)
+                        .and_then(|()| match &resume {
+                            Resume::Cursor(c) => c
+                                .positions
+                                .keys()
+                                .try_for_each(|t| broker.identity.check_read(t)),
+                            _ => Ok(()),
+                        });
+                if let Err(e) = allowed {
+                    return self.send_error(id.as_deref(), &e.into()).await;
+                }
                 let result = broker.subscriber.subscribe(pattern.clone(), resume);
                 match result {
                     Ok(cursor) => {
@@ -301,6 +328,9 @@ impl Connection {
                 data,
                 idempotency_key,
             } => {
+                if let Err(e) = broker.identity.check_publish(&topic) {
+                    return self.send_error(id.as_deref(), &e.into()).await;
+                }
                 let engine = self.state.engine.clone();
                 let metrics = self.state.metrics.clone();
                 broker.acks.push(Box::pin(async move {
@@ -323,6 +353,35 @@ impl Connection {
                 Ok(())
             }
             ClientOp::Ping { id } => self.send(Reply::Pong { id: id.as_deref() }.encode()).await,
+            ClientOp::Refresh { id, token } => {
+                // A fresh token must still cover every current subscription.
+                let refreshed = self
+                    .state
+                    .auth
+                    .authenticate(&Credentials::token(&token))
+                    .and_then(|identity| {
+                        broker
+                            .subscriber
+                            .patterns()
+                            .try_for_each(|p| identity.check_subscribe(p))?;
+                        Ok(identity)
+                    });
+                match refreshed {
+                    Ok(identity) => {
+                        let expires_at = identity.expires_at;
+                        broker.identity = identity;
+                        self.send(
+                            Reply::Refreshed {
+                                id: id.as_deref(),
+                                expires_at,
+                            }
+                            .encode(),
+                        )
+                        .await
+                    }
+                    Err(e) => self.send_error(id.as_deref(), &e.into()).await,
+                }
+            }
         }
     }
 
@@ -427,6 +486,15 @@ enum Step {
     Ack(Option<AckResult>),
     Deliver,
     Ping,
+    Expired,
+}
+
+/// When a token expiring at `exp` (seconds since the epoch) runs out.
+fn deadline_of(exp: u64) -> Instant {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    Instant::now() + Duration::from_secs(exp.saturating_sub(now))
 }
 
 async fn next_ack(handler: &mut Handler) -> Option<AckResult> {

@@ -210,7 +210,7 @@ pub struct Ws {
     /// Every server frame seen, for schema checks.
     pub seen: Vec<Value>,
     /// Frames read while waiting for a reply, handed out by `recv` first.
-    backlog: std::collections::VecDeque<Value>,
+    pub backlog: std::collections::VecDeque<Value>,
 }
 
 impl Ws {
