@@ -54,6 +54,9 @@ pub fn server(
         app.default_service(web::to(not_found))
     })
     .disable_signals()
+    // Acks and deliveries are small writes that must leave at once; Nagle
+    // would hold each until the peer's next packet.
+    .tcp_nodelay(true)
     .shutdown_timeout(shutdown_timeout.as_secs().max(1))
     .client_disconnect_timeout(Duration::from_secs(5))
     .backlog(4096)

@@ -178,17 +178,22 @@ impl SledLog {
         )))
     }
 
-    fn scan_stats(&self, topic: &Topic) -> Result<TopicStats, LogError> {
+    /// Size of `topic` from seq `from` on, and the last seq seen.
+    fn scan_stats(&self, topic: &Topic, from: u64) -> Result<(TopicStats, u64), LogError> {
         let mut stats = TopicStats::default();
-        for item in self.tree.scan_prefix(message_prefix(topic)) {
+        let mut last = from.saturating_sub(1);
+        for item in self
+            .tree
+            .range(message_key(topic, from)..=message_key(topic, u64::MAX))
+        {
             let (key, value) = item?;
-            if stats.first_seq.is_none() {
-                stats.first_seq = Some(seq_of_key(&key)?);
-            }
+            let seq = seq_of_key(&key)?;
+            stats.first_seq.get_or_insert(seq);
             stats.count += 1;
             stats.bytes += value.len().saturating_sub(8) as u64;
+            last = seq;
         }
-        Ok(stats)
+        Ok((stats, last))
     }
 }
 
@@ -359,13 +364,23 @@ impl MessageLog for SledLog {
     }
 
     fn stats(&self, topic: &Topic) -> Result<TopicStats, LogError> {
-        // Scan under the lock so that no append slips between the scan and
-        // the insert (appends update cached entries under the same lock).
-        let mut cache = self.stats.lock();
-        if let Some(s) = cache.get(topic) {
+        if let Some(s) = self.stats.lock().get(topic) {
             return Ok(*s);
         }
-        let s = self.scan_stats(topic)?;
+        // Scan without the lock (appends must not wait for a long topic),
+        // then, under the lock, add whatever was appended meanwhile: appends
+        // only ever add seqs above those the first scan saw.
+        let (mut s, last) = self.scan_stats(topic, 0)?;
+        let mut cache = self.stats.lock();
+        if let Some(cached) = cache.get(topic) {
+            return Ok(*cached);
+        }
+        let (more, _) = self.scan_stats(topic, last + 1)?;
+        if s.first_seq.is_none() {
+            s.first_seq = more.first_seq;
+        }
+        s.count += more.count;
+        s.bytes += more.bytes;
         cache.insert(topic.clone(), s);
         Ok(s)
     }
@@ -377,6 +392,8 @@ impl MessageLog for SledLog {
     ) -> Result<Trimmed, LogError> {
         let mut trimmed = Trimmed::default();
         let mut last_removed = None;
+        let mut batch = sled::Batch::default();
+        let mut pending = 0;
         for item in self.tree.scan_prefix(message_prefix(topic)) {
             let (key, value) = item?;
             let seq = seq_of_key(&key)?;
@@ -384,10 +401,19 @@ impl MessageLog for SledLog {
             if !drop(seq, u64_at(&value, 0)?, bytes) {
                 break;
             }
-            self.tree.remove(&key)?;
+            batch.remove(key);
+            pending += 1;
             trimmed.messages += 1;
             trimmed.bytes += bytes;
             last_removed = Some(seq);
+            // Removing in batches keeps each tree update short.
+            if pending == 1024 {
+                self.tree.apply_batch(std::mem::take(&mut batch))?;
+                pending = 0;
+            }
+        }
+        if pending > 0 {
+            self.tree.apply_batch(batch)?;
         }
         if let Some(seq) = last_removed {
             let mut stats = self.stats.lock();
