@@ -20,7 +20,8 @@ install_system_packages() {
 
   command -v node >/dev/null || missing+=(nodejs)
   command -v npm >/dev/null || missing+=(npm)
-  python3 -c 'import venv' 2>/dev/null || missing+=(python3-venv)
+  python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+
   if ((${#missing[@]})); then
     step "installing system packages: ${missing[*]}"
     local sudo=""
@@ -51,7 +52,11 @@ export HERALD_BIN="$ROOT/target/debug/herald"
 step "Rust unit, property and integration tests (real herald processes)"
 cargo test --workspace --locked
 
+step "WebSocket conformance (Autobahn cases via kosoku, against /v1/echo)"
+e2e/autobahn/run.sh
+
 step "browser tests (headless Chromium)"
+
 [ -x /usr/bin/chromium ] || { echo "chromium is required for the browser tests" >&2; exit 1; }
 (cd e2e/browser && npm test)
 

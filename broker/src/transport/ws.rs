@@ -63,7 +63,7 @@ pub async fn upgrade(
     let identity = state.identify(&req)?;
     let (response, session, stream) = handshake(&req, body)?;
     let state = state.into_inner();
-    let stream = limit_stream(stream, &state);
+    let stream = limit_stream(stream, state.config.limits.max_frame_bytes());
     let tracker = ConnectionTracker::new(&state, Transport::Ws);
     actix_web::rt::spawn(async move {
         let subscriber = new_subscriber(&state);
@@ -90,7 +90,7 @@ pub async fn echo(
 ) -> Result<HttpResponse, actix_web::Error> {
     let (response, session, stream) = handshake(&req, body)?;
     let state = state.into_inner();
-    let stream = limit_stream(stream, &state);
+    let stream = limit_stream(stream, ECHO_MAX_MESSAGE_BYTES);
     actix_web::rt::spawn(async move {
         Connection::new(state, session, Handler::Echo)
             .run(stream)
@@ -108,8 +108,11 @@ fn handshake(
         .map_err(|e| ApiError::bad_request(format!("not a valid WebSocket upgrade: {e}")))
 }
 
-fn limit_stream(stream: actix_ws::MessageStream, state: &AppState) -> AggregatedMessageStream {
-    let max = state.config.limits.max_frame_bytes();
+/// Largest message the echo endpoint takes: conformance suites send up to
+/// 16 MiB. The broker endpoint's limit is a payload plus op overhead.
+const ECHO_MAX_MESSAGE_BYTES: usize = 32 << 20;
+
+fn limit_stream(stream: actix_ws::MessageStream, max: usize) -> AggregatedMessageStream {
     stream
         .max_frame_size(max)
         .aggregate_continuations()
@@ -507,8 +510,18 @@ async fn next_ack(handler: &mut Handler) -> Option<AckResult> {
 fn protocol_exit(e: &ProtocolError) -> Exit {
     match e {
         ProtocolError::Overflow => Exit::Close(1009, "message too big"),
-        ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+        // actix-ws reports invalid UTF-8 as InvalidData wrapping a
+        // Utf8Error; other InvalidData errors (e.g. reserved bits) are
+        // framing violations.
+        ProtocolError::Io(io)
+            if io.get_ref().is_some_and(|inner| {
+                inner.is::<std::str::Utf8Error>() || inner.to_string().contains("utf-8")
+            }) =>
+        {
             Exit::Close(1007, "invalid UTF-8 in text frame")
+        }
+        ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            Exit::Close(1002, "protocol error")
         }
         ProtocolError::Io(_) => Exit::Gone,
         _ => Exit::Close(1002, "protocol error"),

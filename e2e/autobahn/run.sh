@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# WebSocket conformance: runs the Autobahn|Testsuite cases (via kosoku) against
+# herald's /v1/echo endpoint, which uses the same connection code path as
+# /v1/ws. Compression cases (12.*, 13.*) are excluded: permessage-deflate is
+# not implemented. Fails on any FAILED case or wrong close code.
+#   e2e/autobahn/run.sh            # uses $HERALD_BIN or target/debug/herald
+set -euo pipefail
+ROOT=$(cd "$(dirname "$0")/../.." && pwd)
+HERALD=${HERALD_BIN:-$ROOT/target/debug/herald}
+VENV=${VENV:-$ROOT/.venv-test}
+[ -x "$HERALD" ] || { echo "herald binary not found at $HERALD (cargo build -p herald)" >&2; exit 1; }
+if [ ! -x "$VENV/bin/kosoku" ]; then
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/e2e/autobahn/requirements.txt"
+fi
+WORK=$(mktemp -d)
+"$HERALD" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" --enable-echo 2>"$WORK/herald.log" &
+PID=$!
+trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+for _ in $(seq 1 100); do
+  ADDR=$(grep -o 'addr=127.0.0.1:[0-9]*' "$WORK/herald.log" | head -1 | cut -d= -f2 || true)
+  [ -n "$ADDR" ] && break
+  sleep 0.1
+done
+[ -n "${ADDR:-}" ] || { cat "$WORK/herald.log" >&2; echo "herald did not start" >&2; exit 1; }
+OUT=${AUTOBAHN_OUT:-$ROOT/.artifacts/autobahn}
+rm -rf "$OUT"; mkdir -p "$OUT"
+"$VENV/bin/kosoku" -m fuzzingclient -i '*' -x '12.*' -x '13.*' -p 2 -o "$OUT" "$ADDR/v1/echo" >"$OUT/summary.txt" 2>&1 || {
+  tail -40 "$OUT/summary.txt" >&2
+  echo "Autobahn conformance FAILED (reports in $OUT)" >&2
+  exit 1
+}
+python3 - "$OUT/index.json" <<'PY'
+import json, sys, collections
+cases = next(iter(json.load(open(sys.argv[1])).values()))
+behaviour = collections.Counter(v["behavior"] for v in cases.values())
+close = collections.Counter(v.get("behaviorClose") for v in cases.values())
+print(f"autobahn: {len(cases)} cases; behavior {dict(behaviour)}; close {dict(close)}")
+bad = [k for k, v in cases.items() if v["behavior"] in ("FAILED", "UNIMPLEMENTED") or v.get("behaviorClose") not in ("OK", "INFORMATIONAL")]
+if bad or len(cases) < 250:
+    sys.exit(f"autobahn: failing cases {bad[:20]}")
+PY
