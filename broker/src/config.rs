@@ -150,6 +150,19 @@ pub struct Limits {
     pub max_subscriptions: usize,
     /// Items in one batch publish.
     pub max_batch_items: usize,
+    /// Open client connections (WebSocket, SSE, long-poll) per node; beyond
+    /// it new ones get 503. Keep below the process's open-file limit.
+    pub max_connections: usize,
+    /// Connections per client IP (0: unlimited); beyond it 429.
+    pub max_connections_per_ip: usize,
+    /// Publishes per second on one WebSocket connection (0: unlimited);
+    /// beyond it an error frame `rate_limited`.
+    pub publish_rate_per_connection: f64,
+    /// Publishes per second per API key or token subject over REST
+    /// (0: unlimited); beyond it 429 `rate_limited`.
+    pub publish_rate_per_client: f64,
+    /// Burst allowance of both rates, in publishes.
+    pub publish_burst: f64,
 }
 
 impl Default for Limits {
@@ -159,6 +172,11 @@ impl Default for Limits {
             queue_bytes: 1 << 20,
             max_subscriptions: 256,
             max_batch_items: 1000,
+            max_connections: 18_000,
+            max_connections_per_ip: 0,
+            publish_rate_per_connection: 0.0,
+            publish_rate_per_client: 0.0,
+            publish_burst: 100.0,
         }
     }
 }

@@ -18,6 +18,7 @@ pub mod engine;
 pub mod http;
 pub mod hub;
 pub mod json;
+pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod server;

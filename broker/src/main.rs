@@ -1,5 +1,7 @@
 //! The `herald` binary: flag parsing and the process edge.
 
+mod cli;
+
 use std::net::TcpListener;
 
 use anyhow::Context;
@@ -18,12 +20,21 @@ struct Cli {
 enum Command {
     /// Run a broker node.
     Serve(ServeArgs),
+    /// Publish one message: DATA is sent as JSON if it parses, else as a string.
+    Pub(cli::PubArgs),
+    /// Subscribe to a topic or pattern and print what arrives.
+    Sub(cli::SubArgs),
+    /// Print a topic's retained messages.
+    History(cli::HistoryArgs),
 }
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Serve(args) => serve(args),
+        Command::Pub(args) => cli::block_on(cli::publish::run(args)),
+        Command::Sub(args) => cli::block_on(cli::subscribe::run(args)),
+        Command::History(args) => cli::block_on(cli::history::run(args)),
     };
     if let Err(e) = result {
         eprintln!("herald: error: {e:#}");

@@ -128,6 +128,10 @@ pub struct Metrics {
     pub retention_trimmed: Counter,
     /// WebSocket/HTTP requests refused for bad input.
     pub bad_requests: Counter,
+    /// Connections refused by the connection limits.
+    pub connections_refused: Counter,
+    /// Publishes refused by rate limits.
+    pub rate_limited: Counter,
 }
 
 impl Metrics {
@@ -213,6 +217,18 @@ impl Metrics {
             "herald_bad_requests_total",
             "Requests and frames refused as invalid.",
             self.bad_requests.get(),
+        );
+        counter(
+            &mut out,
+            "herald_connections_refused_total",
+            "Connections refused by connection limits.",
+            self.connections_refused.get(),
+        );
+        counter(
+            &mut out,
+            "herald_rate_limited_total",
+            "Publishes refused by rate limits.",
+            self.rate_limited.get(),
         );
         counter(
             &mut out,

@@ -14,6 +14,7 @@ use crate::{
     },
     http,
     hub::Hub,
+    limits::{ConnectionLimits, KeyedRates},
     log::{checkpoint, retention, sled_log::SledOptions, LogError, MessageLog, SledLog},
     metrics::Metrics,
 };
@@ -56,6 +57,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Credentials → identities.
     pub auth: Arc<Authenticator>,
+    /// Open-connection limits.
+    pub connection_limits: Arc<ConnectionLimits>,
+    /// REST publish rate per client (API key or token subject).
+    pub client_rates: KeyedRates,
     /// Becomes `true` when the node starts shutting down.
     pub shutdown: watch::Receiver<bool>,
     /// Process start.
@@ -187,6 +192,14 @@ pub async fn run(
         source,
     })?;
     let shutdown_timeout = config.shutdown_timeout;
+    let connection_limits = ConnectionLimits::new(
+        config.limits.max_connections,
+        config.limits.max_connections_per_ip,
+    );
+    let client_rates = KeyedRates::new(
+        config.limits.publish_rate_per_client,
+        config.limits.publish_burst,
+    );
     let state = Arc::new(AppState {
         config,
         node_id: node_id.clone(),
@@ -195,6 +208,8 @@ pub async fn run(
         engine: engine.clone(),
         metrics,
         auth,
+        connection_limits,
+        client_rates,
         shutdown: shutdown_rx,
         started: Instant::now(),
     });

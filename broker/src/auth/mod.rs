@@ -282,8 +282,12 @@ impl Authenticator {
             .api_keys
             .get(key)
             .ok_or_else(|| AuthError::Unauthorized("unknown API key".into()))?;
+        // A stable, non-secret name for the key (logs, rate limits).
+        let digest = key.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+            (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+        });
         Ok(Identity {
-            sub: Some("api-key".into()),
+            sub: Some(format!("api-key:{digest:016x}")),
             expires_at: None,
             subscribe: subscribe.clone(),
             publish: publish.clone(),

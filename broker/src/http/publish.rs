@@ -78,6 +78,30 @@ pub fn check_payload(state: &AppState, data: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Charges `n` publishes to the client's rate (API key or token subject,
+/// else client address): 429 `rate_limited` beyond it.
+fn charge(
+    state: &AppState,
+    req: &HttpRequest,
+    identity: &crate::auth::Identity,
+    n: usize,
+) -> Result<(), ApiError> {
+    let key = identity
+        .sub
+        .clone()
+        .or_else(|| req.peer_addr().map(|a| a.ip().to_string()))
+        .unwrap_or_default();
+    if state.client_rates.try_take(&key, n as f64) {
+        Ok(())
+    } else {
+        state.metrics.rate_limited.inc();
+        Err(ApiError::new(
+            crate::http::ErrorCode::RateLimited,
+            "publish rate limit exceeded; slow down",
+        ))
+    }
+}
+
 async fn publish(state: &AppState, items: Vec<PublishItem>) -> Result<Vec<Published>, ApiError> {
     let started = Instant::now();
     let result = state.engine.publish(items).await;
@@ -104,7 +128,9 @@ pub async fn publish_one(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let topic = Topic::parse(&topic)?;
-    state.identify(&req)?.check_publish(&topic)?;
+    let identity = state.identify(&req)?;
+    identity.check_publish(&topic)?;
+    charge(&state, &req, &identity, 1)?;
     let key = idempotency_header(&req)?;
     let limit = state.config.limits.max_payload_bytes;
     let body = read_body(&req, body, limit).await?;
@@ -189,6 +215,7 @@ pub async fn publish_batch(
             idempotency_key,
         });
     }
+    charge(&state, &req, &identity, items.len())?;
     let published = publish(&state, items).await?;
     let acks: Vec<Ack> = published.iter().map(Ack::from).collect();
     Ok(HttpResponse::Ok().json(acks))

@@ -13,7 +13,7 @@ pub mod ws;
 use std::sync::Arc;
 
 use crate::{
-    http::ApiError,
+    http::{ApiError, ErrorCode},
     hub::{ConnectionGuard, Cursor, Pattern, Subscriber},
     metrics::{Metrics, Transport},
     server::AppState,
@@ -24,20 +24,42 @@ pub const MAX_QUERY_TOPICS: usize = 64;
 
 /// Counts a connection for its lifetime (hub total and per-transport gauge).
 pub struct ConnectionTracker {
+    _permit: crate::limits::ConnectionPermit,
     _hub: ConnectionGuard,
     metrics: Arc<Metrics>,
     transport: Transport,
 }
 
 impl ConnectionTracker {
-    /// Starts counting a `transport` connection.
-    pub fn new(state: &AppState, transport: Transport) -> Self {
+    /// Admits a `transport` connection from `req`'s peer under the
+    /// connection limits (503 when the node is full, 429 when the client IP
+    /// is) and counts it for its lifetime.
+    pub fn admit(
+        state: &AppState,
+        transport: Transport,
+        req: &actix_web::HttpRequest,
+    ) -> Result<Self, ApiError> {
+        let ip = req.peer_addr().map(|a| a.ip());
+        let permit = state.connection_limits.admit(ip).map_err(|refusal| {
+            state.metrics.connections_refused.inc();
+            match refusal {
+                crate::limits::Refusal::NodeFull(n) => ApiError::new(
+                    ErrorCode::Unavailable,
+                    format!("this node is at its limit of {n} connections; try another"),
+                ),
+                crate::limits::Refusal::IpFull(n) => ApiError::new(
+                    ErrorCode::RateLimited,
+                    format!("at most {n} connections per client address"),
+                ),
+            }
+        })?;
         state.metrics.connections(transport).inc();
-        ConnectionTracker {
+        Ok(ConnectionTracker {
+            _permit: permit,
             _hub: state.hub.connection_opened(),
             metrics: state.metrics.clone(),
             transport,
-        }
+        })
     }
 }
 

@@ -29,7 +29,7 @@ pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         .map(Duration::from_millis)
         .unwrap_or(transport.poll_default_timeout)
         .min(transport.poll_max_timeout);
-    let _tracker = ConnectionTracker::new(&state, Transport::Poll);
+    let _tracker = ConnectionTracker::admit(&state, Transport::Poll, &req)?;
     let mut subscriber = new_subscriber(&state);
     if let Some(cursor) = query.cursor {
         subscriber.resume_from(cursor);

@@ -68,7 +68,7 @@ pub async fn stream(
         query.cursor = header_cursor;
     }
     query.authorize(&identity)?;
-    let tracker = ConnectionTracker::new(&state, Transport::Sse);
+    let tracker = ConnectionTracker::admit(&state, Transport::Sse, &req)?;
     let mut subscriber = new_subscriber(&state);
     if let Some(cursor) = query.cursor {
         subscriber.resume_from(cursor);

@@ -31,6 +31,7 @@ use crate::{
     engine::{PublishError, PublishItem, Published},
     http::ApiError,
     hub::{Event, MailboxState, Resume, Subscriber},
+    limits::TokenBucket,
     metrics::Transport,
     server::AppState,
 };
@@ -61,12 +62,13 @@ pub async fn upgrade(
     }
     // Refuse before upgrading: a browser sees the 401 as a failed handshake.
     let identity = state.identify(&req)?;
+    let tracker = ConnectionTracker::admit(&state, Transport::Ws, &req)?;
     let (response, session, stream) = handshake(&req, body)?;
     let state = state.into_inner();
     let stream = limit_stream(stream, state.config.limits.max_frame_bytes());
-    let tracker = ConnectionTracker::new(&state, Transport::Ws);
     actix_web::rt::spawn(async move {
         let subscriber = new_subscriber(&state);
+        let limits = state.config.limits.clone();
         let conn = Connection::new(
             state,
             session,
@@ -74,6 +76,9 @@ pub async fn upgrade(
                 subscriber,
                 acks: FuturesUnordered::new(),
                 identity,
+                rate: (limits.publish_rate_per_connection > 0.0).then(|| {
+                    TokenBucket::new(limits.publish_rate_per_connection, limits.publish_burst)
+                }),
             })),
         );
         conn.run(stream).await;
@@ -123,6 +128,8 @@ struct BrokerHandler {
     subscriber: Subscriber,
     acks: FuturesUnordered<PendingAck>,
     identity: Identity,
+    /// Publish rate of this connection, when limited.
+    rate: Option<TokenBucket>,
 }
 
 enum Handler {
@@ -333,6 +340,16 @@ impl Connection {
             } => {
                 if let Err(e) = broker.identity.check_publish(&topic) {
                     return self.send_error(id.as_deref(), &e.into()).await;
+                }
+                if let Some(rate) = &mut broker.rate {
+                    if !rate.try_take(1.0) {
+                        self.state.metrics.rate_limited.inc();
+                        let error = ApiError::new(
+                            crate::http::ErrorCode::RateLimited,
+                            "publish rate limit exceeded; slow down",
+                        );
+                        return self.send_error(id.as_deref(), &error).await;
+                    }
                 }
                 let engine = self.state.engine.clone();
                 let metrics = self.state.metrics.clone();

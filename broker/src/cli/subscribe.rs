@@ -1,0 +1,71 @@
+//! `herald sub PATTERN`
+
+use std::io::Write;
+
+use clap::Args;
+use futures_util::StreamExt;
+use herald_client::{ConnectionEvent, Start, Transport};
+
+use super::{event_line, ConnectArgs};
+
+/// Flags of `herald sub`.
+#[derive(Debug, Clone, Args)]
+pub struct SubArgs {
+    /// Topic or pattern (`orders.*`, `orders.>`).
+    pub pattern: String,
+    /// Start after this seq (a concrete topic; `0` on a pattern replays everything retained).
+    #[arg(long, value_name = "N")]
+    pub since: Option<u64>,
+    /// Transports to use, in order of preference (default: ws,sse,poll).
+    #[arg(long, value_name = "ws|sse|poll", value_delimiter = ',')]
+    pub transport: Vec<Transport>,
+    /// Exit after this many messages.
+    #[arg(long, value_name = "N")]
+    pub count: Option<u64>,
+    #[command(flatten)]
+    pub connect: ConnectArgs,
+}
+
+/// Prints every event of a subscription until interrupted (or `--count`).
+/// Connection changes go to stderr.
+pub async fn run(args: SubArgs) -> anyhow::Result<()> {
+    let mut builder = args.connect.client()?;
+    if !args.transport.is_empty() {
+        builder = builder.transports(args.transport.iter().copied());
+    }
+    let client = builder.build()?;
+    let mut events = client.connection_events();
+    let start = args.since.map_or(Start::Live, Start::Since);
+    let mut sub = client.subscribe(&args.pattern, start).await?;
+    if let Some((url, transport)) = sub.connection() {
+        eprintln!("subscribed to {} at {url} via {transport}", args.pattern);
+    }
+    tokio::spawn(async move {
+        while let Ok(event) = events.recv().await {
+            match event {
+                ConnectionEvent::Connected { url, transport, .. } => {
+                    eprintln!("reconnected to {url} via {transport}")
+                }
+                ConnectionEvent::Disconnected { url, reason, .. } => {
+                    eprintln!("disconnected from {url}: {reason}; reconnecting")
+                }
+                _ => {}
+            }
+        }
+    });
+    let mut received = 0u64;
+    let stdout = std::io::stdout();
+    while args.count.is_none_or(|n| received < n) {
+        let Some(event) = sub.next().await else {
+            break;
+        };
+        let event = event?;
+        if matches!(event, herald_client::Event::Message { .. }) {
+            received += 1;
+        }
+        let mut out = stdout.lock();
+        writeln!(out, "{}", event_line(event, args.connect.json))?;
+        out.flush()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,114 @@
+//! Issue 6 (limits): connection caps and publish rate limits, each with the
+//! contract's error code and a metric.
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn config(text: &str) -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("herald.toml");
+    std::fs::write(&path, text).unwrap();
+    let p = path.to_str().unwrap().to_string();
+    (dir, p)
+}
+
+async fn metric(node: &Node, name: &str) -> u64 {
+    let text = http()
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing"))
+}
+
+#[tokio::test]
+async fn connection_caps_refuse_with_503_and_429() {
+    let (_d, file) = config("[limits]\nmax_connections = 3\n");
+    let node = Node::start(&["--config", &file]);
+    let a = node.ws().await;
+    let _b = node.ws().await;
+    let _c = node.ws().await;
+    match tokio_tungstenite::connect_async(node.ws_url("/v1/ws")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status(), 503);
+            let body: Value =
+                serde_json::from_slice(res.body().as_deref().unwrap_or_default()).unwrap();
+            assert_eq!(body["error"]["code"], "unavailable");
+        }
+        other => panic!("fourth connection admitted: {:?}", other.map(|_| ())),
+    }
+    let (status, body) = get_json(&node, "/v1/poll?topic=x&timeout_ms=0").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (503, Some("unavailable"))
+    );
+    // Plain REST calls are not connections in this sense.
+    assert_eq!(publish(&node, "x", &json!(1)).await.0, 200);
+    drop(a);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let _d2 = node.ws().await;
+    assert!(metric(&node, "herald_connections_refused_total").await >= 2);
+
+    let (_d3, file) = config("[limits]\nmax_connections_per_ip = 2\n");
+    let node = Node::start(&["--config", &file]);
+    let _x = node.ws().await;
+    let _y = node.ws().await;
+    let (status, body) = get_json(&node, "/v1/poll?topic=x&timeout_ms=0").await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (429, Some("rate_limited"))
+    );
+}
+
+#[tokio::test]
+async fn publish_rates_are_enforced_per_connection_and_per_client() {
+    let (_d, file) = config("[limits]\npublish_rate_per_connection = 5.0\npublish_rate_per_client = 5.0\npublish_burst = 5.0\n");
+    let node = Node::start(&["--config", &file]);
+    let mut ws = node.ws().await;
+    let (mut acks, mut limited) = (0, 0);
+    for i in 0..20 {
+        let (reply, _) = ws
+            .request(
+                json!({"op":"publish","topic":"r.x","data":i}),
+                &format!("p{i}"),
+            )
+            .await;
+        match reply["type"].as_str() {
+            Some("ack") => acks += 1,
+            Some("error") if reply["code"] == "rate_limited" => limited += 1,
+            _ => panic!("{reply}"),
+        }
+    }
+    assert!((5..=7).contains(&acks), "{acks} acks");
+    assert_eq!(acks + limited, 20);
+    // The connection stays usable.
+    ws.subscribe("r.y").await;
+
+    let client = http();
+    let mut statuses = Vec::new();
+    for i in 0..20 {
+        let res = client
+            .post(node.url("/v1/topics/r.z/messages"))
+            .json(&json!(i))
+            .send()
+            .await
+            .unwrap();
+        let status = res.status().as_u16();
+        if status == 429 {
+            let body: Value = res.json().await.unwrap();
+            assert_eq!(body["error"]["code"], "rate_limited");
+        }
+        statuses.push(status);
+    }
+    let ok = statuses.iter().filter(|s| **s == 200).count();
+    assert!((5..=7).contains(&ok), "{statuses:?}");
+    assert!(metric(&node, "herald_rate_limited_total").await >= 20);
+}
