@@ -1,0 +1,19 @@
+#![doc = include_str!("../README.md")]
+#![warn(missing_docs)]
+
+mod client;
+mod cursor;
+mod error;
+mod poll;
+mod sse;
+mod subscription;
+mod types;
+mod ws;
+
+pub use client::{Client, ClientBuilder};
+pub use error::Error;
+pub use subscription::{Stats, Subscription};
+pub use types::{ConnectionEvent, Event, History, Message, Published, Start, Transport};
+
+/// Re-exported so that users need no direct dependency to name payloads.
+pub use serde_json;

@@ -1,0 +1,203 @@
+//! Values exchanged with the client: events, messages, options.
+
+use std::{fmt, str::FromStr, time::Duration};
+
+use serde::{Deserialize, Serialize};
+
+/// What a [`Subscription`](crate::Subscription) yields.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Event {
+    /// A message published to a topic the subscription matches.
+    Message {
+        /// The concrete topic it was published to.
+        topic: String,
+        /// Its position in the topic: 1, 2, 3, ... (the same on every node).
+        seq: u64,
+        /// Publish time set by the broker, milliseconds since the Unix epoch.
+        ts: u64,
+        /// The payload, as published.
+        data: serde_json::Value,
+    },
+    /// Messages `from..=to` of `topic` were removed by retention before this
+    /// subscription could receive them.
+    Gap {
+        /// The concrete topic.
+        topic: String,
+        /// First lost seq.
+        from: u64,
+        /// Last lost seq.
+        to: u64,
+    },
+}
+
+impl Event {
+    /// The concrete topic the event is about.
+    pub fn topic(&self) -> &str {
+        match self {
+            Event::Message { topic, .. } | Event::Gap { topic, .. } => topic,
+        }
+    }
+}
+
+/// A stored message, as history returns it (the Herald envelope).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Message {
+    /// The concrete topic.
+    pub topic: String,
+    /// Position in the topic.
+    pub seq: u64,
+    /// Publish time, milliseconds since the Unix epoch.
+    pub ts: u64,
+    /// The payload.
+    #[serde(default)]
+    pub data: serde_json::Value,
+}
+
+impl From<Message> for Event {
+    fn from(m: Message) -> Self {
+        Event::Message {
+            topic: m.topic,
+            seq: m.seq,
+            ts: m.ts,
+            data: m.data,
+        }
+    }
+}
+
+/// The acknowledgement of a publish: the message is durable and has this seq.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Published {
+    /// The topic published to.
+    pub topic: String,
+    /// The seq the broker assigned.
+    pub seq: u64,
+}
+
+/// One page of a topic's history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct History {
+    /// Retained messages after the requested `since`, in seq order.
+    pub messages: Vec<Message>,
+    /// The oldest retained seq (`last_seq + 1` when nothing is retained).
+    pub first_seq: u64,
+    /// The topic's newest seq (0 if never published).
+    pub last_seq: u64,
+}
+
+/// Where a new subscription starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// Only messages published after the subscription is established.
+    Live,
+    /// Every retained message with a seq above this one, then live. A
+    /// concrete topic takes any value; a wildcard pattern only `Since(0)`
+    /// ("everything still retained").
+    Since(u64),
+    /// Resume from a cursor returned by
+    /// [`Subscription::cursor`](crate::Subscription::cursor) (or an SSE /
+    /// long-poll cursor of the same pattern), e.g. after a process restart.
+    Cursor(String),
+}
+
+/// A streaming transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Transport {
+    /// WebSocket (`/v1/ws`).
+    Ws,
+    /// Server-Sent Events (`/v1/sse`).
+    Sse,
+    /// Long-polling (`/v1/poll`).
+    Poll,
+}
+
+impl Transport {
+    /// Every transport, in the default fallback order.
+    pub const ALL: [Transport; 3] = [Transport::Ws, Transport::Sse, Transport::Poll];
+
+    /// The short name: `ws`, `sse` or `poll`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Ws => "ws",
+            Transport::Sse => "sse",
+            Transport::Poll => "poll",
+        }
+    }
+}
+
+impl fmt::Display for Transport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Transport {
+    type Err = crate::Error;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_lowercase().as_str() {
+            "ws" | "websocket" => Ok(Transport::Ws),
+            "sse" => Ok(Transport::Sse),
+            "poll" | "long-poll" | "longpoll" => Ok(Transport::Poll),
+            other => Err(crate::Error::InvalidArgument(format!(
+                "unknown transport {other:?} (expected ws, sse or poll)"
+            ))),
+        }
+    }
+}
+
+/// Connection life-cycle of subscriptions, from
+/// [`Client::connection_events`](crate::Client::connection_events).
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum ConnectionEvent {
+    /// A subscription is established on a node (after the server confirmed
+    /// it: WebSocket `subscribed`, SSE opening block, first poll answer).
+    Connected {
+        /// Id of the subscription ([`Subscription::id`](crate::Subscription::id)).
+        subscription: u64,
+        /// Its pattern.
+        pattern: String,
+        /// The node's base URL.
+        url: String,
+        /// The transport in use.
+        transport: Transport,
+    },
+    /// An established connection ended; the client reconnects by itself.
+    Disconnected {
+        /// Id of the subscription.
+        subscription: u64,
+        /// Its pattern.
+        pattern: String,
+        /// The node's base URL.
+        url: String,
+        /// The transport that was in use.
+        transport: Transport,
+        /// Why it ended.
+        reason: String,
+    },
+    /// A connection attempt failed; the next transport or node is tried.
+    ConnectFailed {
+        /// Id of the subscription.
+        subscription: u64,
+        /// Its pattern.
+        pattern: String,
+        /// The node's base URL.
+        url: String,
+        /// The transport that failed.
+        transport: Transport,
+        /// Why.
+        reason: String,
+    },
+    /// The client waits `delay` before its `attempt`-th reconnection round.
+    Reconnecting {
+        /// Id of the subscription.
+        subscription: u64,
+        /// Its pattern.
+        pattern: String,
+        /// 1 for the first retry after a failure, then 2, 3, ...
+        attempt: u32,
+        /// Back-off before the attempt.
+        delay: Duration,
+    },
+}
