@@ -163,6 +163,9 @@ pub struct Limits {
     pub publish_rate_per_client: f64,
     /// Burst allowance of both rates, in publishes.
     pub publish_burst: f64,
+    /// What happens to a subscriber whose queue is full (see
+    /// `hub::mailbox`); namespaces may override it.
+    pub slow_consumer: crate::hub::SlowConsumerPolicy,
 }
 
 impl Default for Limits {
@@ -177,6 +180,7 @@ impl Default for Limits {
             publish_rate_per_connection: 0.0,
             publish_rate_per_client: 0.0,
             publish_burst: 100.0,
+            slow_consumer: Default::default(),
         }
     }
 }
@@ -270,6 +274,8 @@ pub struct NamespaceConfig {
     pub anonymous_subscribe: bool,
     /// With auth on: anyone may publish to this namespace.
     pub anonymous_publish: bool,
+    /// Slow-consumer policy for this namespace's topics.
+    pub slow_consumer: Option<crate::hub::SlowConsumerPolicy>,
     /// Retention for this namespace's topics (default: `[retention]`).
     pub retention: Option<RetentionPolicy>,
 }
@@ -491,6 +497,14 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Slow-consumer policies by namespace (those that set one).
+    pub fn slow_consumer_policies(&self) -> HashMap<String, crate::hub::SlowConsumerPolicy> {
+        self.namespaces
+            .iter()
+            .filter_map(|(name, ns)| ns.slow_consumer.map(|p| (name.clone(), p)))
+            .collect()
     }
 
     /// What anonymous clients may do when auth is on.

@@ -118,6 +118,8 @@ pub struct Metrics {
     pub messages_delivered: [Counter; 3],
     /// Subscribers disconnected because their queue overflowed.
     pub slow_consumers: Counter,
+    /// Messages dropped, conflated or deferred to catch-up for slow consumers.
+    pub slow_consumer_actions: Counter,
     /// Publish requests refused, by error code.
     pub publish_errors: Counter,
     /// Log append + sync time per batch.
@@ -205,6 +207,12 @@ impl Metrics {
             "herald_slow_consumers_total",
             "Subscribers disconnected because their queue overflowed.",
             self.slow_consumers.get(),
+        );
+        counter(
+            &mut out,
+            "herald_slow_consumer_actions_total",
+            "Messages dropped, conflated or deferred to catch-up for slow consumers.",
+            self.slow_consumer_actions.get(),
         );
         counter(
             &mut out,

@@ -136,7 +136,11 @@ pub async fn run(
         },
     )?);
     let metrics = Arc::new(Metrics::default());
-    let hub = Arc::new(Hub::new(metrics.clone()));
+    let hub = Arc::new(Hub::with_policies(
+        metrics.clone(),
+        config.limits.slow_consumer,
+        config.slow_consumer_policies(),
+    ));
     let heads = log.heads()?;
     tracing::info!(topics = heads.len(), "log opened");
     hub.load_heads(heads);

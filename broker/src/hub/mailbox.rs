@@ -6,25 +6,56 @@
 //! queued in one go and writes it as a batch.
 //!
 //! The queue is capped in bytes. When a push would exceed the cap the
-//! subscriber is too slow for the publish rate; the queue is emptied at once
-//! (so its memory is freed immediately, not when the socket finally closes)
-//! and the mailbox is marked overflowed. The connection then closes with a
-//! "slow consumer" reason and the client resumes from its last position,
-//! reading what it missed from the log. A slow subscriber therefore costs the
-//! others nothing and its memory never exceeds the cap.
+//! subscriber is too slow for the publish rate, and the topic's namespace
+//! policy decides (memory never exceeds the cap under any of them):
+//!
+//! * `disconnect` (default): the queue is emptied at once and the mailbox
+//!   marked overflowed; the connection closes with a "slow consumer" reason
+//!   and the client resumes from its last position, reading what it missed
+//!   from the log.
+//! * `drop_oldest`: the oldest queued messages make room; the client gets a
+//!   `gap` event for what it lost.
+//! * `conflate`: older queued messages of the same topic make room first
+//!   (only the latest value of a topic matters); no gap is reported.
+//! * `catch_up`: the queue is emptied and the subscriber marked lagging;
+//!   once its connection drains, it replays what it missed from the log and
+//!   goes live again — no gap, no disconnect.
 
-use std::{collections::VecDeque, sync::Arc};
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+};
 
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use tokio::sync::Notify;
 
-use super::message::Message;
+use super::{message::Message, topic::Topic};
+
+/// What to do with a subscriber whose queue is full.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SlowConsumerPolicy {
+    /// Close the connection; the client resumes from the log.
+    #[default]
+    Disconnect,
+    /// Drop the oldest queued messages and report a gap.
+    DropOldest,
+    /// Keep only the newest queued message per topic.
+    Conflate,
+    /// Stop queueing; replay from the log once the client drains.
+    CatchUp,
+}
 
 /// What became of one push.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Pushed {
     /// Queued for delivery.
     Queued,
+    /// Queued after older messages were dropped or conflated to make room.
+    Evicted,
+    /// Not queued: the subscriber will catch up from the log.
+    Lagging,
     /// This push overflowed the queue; the subscriber will be disconnected.
     Overflowed,
     /// The mailbox had already overflowed or was closed; nothing was queued.
@@ -36,10 +67,30 @@ pub enum Pushed {
 pub enum MailboxState {
     /// Accepting messages.
     Open,
-    /// The byte cap was exceeded; the queue was discarded.
+    /// The byte cap was exceeded under `disconnect`; the queue was discarded.
     Overflowed,
     /// Closed by its owner (connection ending or server shutting down).
     Closed,
+}
+
+/// Messages removed from the queue without delivery, per topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Skipped {
+    /// The topic.
+    pub topic: Topic,
+    /// Highest seq removed.
+    pub up_to: u64,
+    /// Whether the client is told (`drop_oldest`) or not (`conflate`).
+    pub report: bool,
+}
+
+/// Everything a drain hands over besides the messages.
+#[derive(Debug, Default)]
+pub struct Drained {
+    /// Messages evicted since the last drain.
+    pub skipped: Vec<Skipped>,
+    /// The queue was discarded under `catch_up`: replay from the log first.
+    pub lagging: bool,
 }
 
 #[derive(Debug)]
@@ -47,6 +98,23 @@ struct Queue {
     items: VecDeque<Arc<Message>>,
     bytes: usize,
     state: MailboxState,
+    skipped: HashMap<Topic, (u64, bool)>,
+    lagging: bool,
+}
+
+impl Queue {
+    fn evict_front(&mut self, report: bool) {
+        if let Some(old) = self.items.pop_front() {
+            self.bytes -= old.queue_weight();
+            self.skip(&old, report);
+        }
+    }
+
+    fn skip(&mut self, m: &Message, report: bool) {
+        let entry = self.skipped.entry(m.topic.clone()).or_insert((0, false));
+        entry.0 = entry.0.max(m.seq);
+        entry.1 |= report;
+    }
 }
 
 /// A byte-bounded, single-consumer queue of messages for one connection.
@@ -65,45 +133,98 @@ impl Mailbox {
                 items: VecDeque::new(),
                 bytes: 0,
                 state: MailboxState::Open,
+                skipped: HashMap::new(),
+                lagging: false,
             }),
             notify: Notify::new(),
             limit_bytes,
         }
     }
 
-    /// Queues `message` without blocking. Called from fan-out.
-    pub fn push(&self, message: &Arc<Message>) -> Pushed {
+    /// Queues `message` without blocking, applying `policy` if the queue is
+    /// full. Called from fan-out.
+    pub fn push(&self, message: &Arc<Message>, policy: SlowConsumerPolicy) -> Pushed {
         let weight = message.queue_weight();
         let mut queue = self.queue.lock();
         if queue.state != MailboxState::Open {
             return Pushed::Refused;
         }
-        // A single message larger than the cap is still accepted into an empty
-        // queue; otherwise a big message could never reach anyone.
-        if queue.bytes + weight > self.limit_bytes && !queue.items.is_empty() {
-            queue.state = MailboxState::Overflowed;
-            let dropped = std::mem::take(&mut queue.items);
-            queue.bytes = 0;
-            drop(queue);
-            drop(dropped);
-            self.notify.notify_one();
-            return Pushed::Overflowed;
-        }
         let was_empty = queue.items.is_empty();
+        // A single message larger than the cap is still accepted into an
+        // empty queue; otherwise a big message could never reach anyone.
+        let mut outcome = Pushed::Queued;
+        if queue.bytes + weight > self.limit_bytes && !queue.items.is_empty() {
+            match policy {
+                SlowConsumerPolicy::Disconnect => {
+                    queue.state = MailboxState::Overflowed;
+                    let dropped = std::mem::take(&mut queue.items);
+                    queue.bytes = 0;
+                    drop(queue);
+                    drop(dropped);
+                    self.notify.notify_one();
+                    return Pushed::Overflowed;
+                }
+                SlowConsumerPolicy::CatchUp => {
+                    // Everything queued (and this message) is in the log.
+                    queue.lagging = true;
+                    let dropped = std::mem::take(&mut queue.items);
+                    queue.bytes = 0;
+                    drop(queue);
+                    drop(dropped);
+                    self.notify.notify_one();
+                    return Pushed::Lagging;
+                }
+                SlowConsumerPolicy::Conflate => {
+                    let topic = message.topic.clone();
+                    let mut kept = VecDeque::with_capacity(queue.items.len());
+                    for m in std::mem::take(&mut queue.items) {
+                        if m.topic == topic {
+                            queue.bytes -= m.queue_weight();
+                            queue.skip(&m, false);
+                        } else {
+                            kept.push_back(m);
+                        }
+                    }
+                    queue.items = kept;
+                    while queue.bytes + weight > self.limit_bytes && !queue.items.is_empty() {
+                        queue.evict_front(false);
+                    }
+                    outcome = Pushed::Evicted;
+                }
+                SlowConsumerPolicy::DropOldest => {
+                    while queue.bytes + weight > self.limit_bytes && !queue.items.is_empty() {
+                        queue.evict_front(true);
+                    }
+                    outcome = Pushed::Evicted;
+                }
+            }
+        }
         queue.items.push_back(message.clone());
         queue.bytes += weight;
         drop(queue);
         if was_empty {
             self.notify.notify_one();
         }
-        Pushed::Queued
+        outcome
     }
 
-    /// Moves everything queued into `out` and reports the state.
-    pub fn drain_into(&self, out: &mut Vec<Arc<Message>>) -> MailboxState {
+    /// Moves everything queued into `out` and reports the state, plus what
+    /// was evicted since the last drain.
+    pub fn drain_into(&self, out: &mut Vec<Arc<Message>>, drained: &mut Drained) -> MailboxState {
         let mut queue = self.queue.lock();
         out.extend(queue.items.drain(..));
         queue.bytes = 0;
+        drained.lagging |= std::mem::take(&mut queue.lagging);
+        drained.skipped.extend(
+            queue
+                .skipped
+                .drain()
+                .map(|(topic, (up_to, report))| Skipped {
+                    topic,
+                    up_to,
+                    report,
+                }),
+        );
         queue.state
     }
 
@@ -134,36 +255,104 @@ impl Mailbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::topic::Topic;
 
-    fn msg(seq: u64, size: usize) -> Arc<Message> {
+    fn msg(topic: &str, seq: u64, size: usize) -> Arc<Message> {
         let data = crate::json::string_value(&"x".repeat(size));
-        Message::new(Topic::parse("t").unwrap(), seq, 0, &data)
+        Message::new(Topic::parse(topic).unwrap(), seq, 0, &data)
+    }
+
+    fn drain(mailbox: &Mailbox) -> (Vec<u64>, Drained, MailboxState) {
+        let (mut out, mut drained) = (Vec::new(), Drained::default());
+        let state = mailbox.drain_into(&mut out, &mut drained);
+        (out.iter().map(|m| m.seq).collect(), drained, state)
     }
 
     #[test]
-    fn overflow_discards_and_refuses() {
-        let m = msg(1, 100);
-        let mailbox = Mailbox::new(m.queue_weight() * 3);
+    fn disconnect_discards_and_refuses() {
+        let weight = msg("t", 1, 100).queue_weight();
+        let mailbox = Mailbox::new(weight * 3);
         for seq in 1..=3 {
-            assert_eq!(mailbox.push(&msg(seq, 100)), Pushed::Queued);
+            assert_eq!(
+                mailbox.push(&msg("t", seq, 100), SlowConsumerPolicy::Disconnect),
+                Pushed::Queued
+            );
         }
-        assert_eq!(mailbox.push(&msg(4, 100)), Pushed::Overflowed);
+        assert_eq!(
+            mailbox.push(&msg("t", 4, 100), SlowConsumerPolicy::Disconnect),
+            Pushed::Overflowed
+        );
         assert_eq!(mailbox.queued_bytes(), 0);
-        assert_eq!(mailbox.push(&msg(5, 100)), Pushed::Refused);
-        let mut out = Vec::new();
-        assert_eq!(mailbox.drain_into(&mut out), MailboxState::Overflowed);
-        assert!(out.is_empty());
+        assert_eq!(
+            mailbox.push(&msg("t", 5, 100), SlowConsumerPolicy::Disconnect),
+            Pushed::Refused
+        );
+        let (seqs, _, state) = drain(&mailbox);
+        assert!(seqs.is_empty());
+        assert_eq!(state, MailboxState::Overflowed);
+    }
+
+    #[test]
+    fn drop_oldest_and_conflate_stay_within_the_cap() {
+        // Weights differ by a byte or two with the seq's digits.
+        let weight = msg("t", 1, 100).queue_weight() + 4;
+        let mailbox = Mailbox::new(weight * 3);
+        for seq in 1..=10 {
+            mailbox.push(&msg("t", seq, 100), SlowConsumerPolicy::DropOldest);
+            assert!(mailbox.queued_bytes() <= weight * 3);
+        }
+        let (seqs, drained, _) = drain(&mailbox);
+        assert_eq!(seqs, vec![8, 9, 10]);
+        assert_eq!(
+            drained.skipped,
+            vec![Skipped {
+                topic: Topic::parse("t").unwrap(),
+                up_to: 7,
+                report: true
+            }]
+        );
+
+        for seq in 1..=3 {
+            mailbox.push(&msg("a", seq, 100), SlowConsumerPolicy::Conflate);
+        }
+        mailbox.push(&msg("b", 1, 100), SlowConsumerPolicy::Conflate);
+        let (seqs, drained, _) = drain(&mailbox);
+        assert_eq!(seqs, vec![2, 3, 1], "oldest evicted to fit b");
+        assert!(!drained.skipped[0].report);
+        for seq in 1..=3 {
+            mailbox.push(&msg("a", seq, 100), SlowConsumerPolicy::Conflate);
+        }
+        mailbox.push(&msg("a", 4, 100), SlowConsumerPolicy::Conflate);
+        let (seqs, _, _) = drain(&mailbox);
+        assert_eq!(seqs, vec![4], "only the newest of a topic is kept");
+    }
+
+    #[test]
+    fn catch_up_marks_lagging_and_keeps_accepting() {
+        let weight = msg("t", 1, 100).queue_weight();
+        let mailbox = Mailbox::new(weight * 2);
+        for seq in 1..=3 {
+            mailbox.push(&msg("t", seq, 100), SlowConsumerPolicy::CatchUp);
+        }
+        assert_eq!(
+            mailbox.push(&msg("t", 4, 100), SlowConsumerPolicy::CatchUp),
+            Pushed::Queued
+        );
+        let (seqs, drained, state) = drain(&mailbox);
+        assert_eq!(
+            (seqs, drained.lagging, state),
+            (vec![4], true, MailboxState::Open)
+        );
     }
 
     #[test]
     fn oversized_message_fits_empty_queue() {
         let mailbox = Mailbox::new(10);
-        assert_eq!(mailbox.push(&msg(1, 1000)), Pushed::Queued);
-        let mut out = Vec::new();
-        assert_eq!(mailbox.drain_into(&mut out), MailboxState::Open);
-        assert_eq!(out.len(), 1);
-        assert_eq!(mailbox.queued_bytes(), 0);
+        assert_eq!(
+            mailbox.push(&msg("t", 1, 1000), SlowConsumerPolicy::Disconnect),
+            Pushed::Queued
+        );
+        let (seqs, _, state) = drain(&mailbox);
+        assert_eq!((seqs.len(), state), (1, MailboxState::Open));
     }
 
     #[tokio::test]
@@ -174,7 +363,7 @@ mod tests {
             tokio::spawn(async move { mailbox.changed().await })
         };
         tokio::task::yield_now().await;
-        mailbox.push(&msg(1, 1));
+        mailbox.push(&msg("t", 1, 1), SlowConsumerPolicy::Disconnect);
         tokio::time::timeout(std::time::Duration::from_secs(5), waiter)
             .await
             .unwrap()

@@ -26,7 +26,7 @@ use parking_lot::{Mutex, RwLock};
 pub use self::{
     cursor::Cursor,
     index::{SubscriberId, SubscriptionIndex},
-    mailbox::{Mailbox, MailboxState, Pushed},
+    mailbox::{Drained, Mailbox, MailboxState, Pushed, Skipped, SlowConsumerPolicy},
     message::Message,
     subscriber::{Event, Resume, SubscribeError, Subscriber},
     topic::{Pattern, Topic, TopicError},
@@ -80,13 +80,27 @@ pub struct Hub {
     connections: AtomicUsize,
     /// Sum of every topic's committed seq (see `log::checkpoint`).
     committed_total: AtomicU64,
+    slow_default: SlowConsumerPolicy,
+    slow_by_namespace: HashMap<String, SlowConsumerPolicy>,
     metrics: Arc<Metrics>,
 }
 
 impl Hub {
     /// An empty hub.
     pub fn new(metrics: Arc<Metrics>) -> Self {
+        Self::with_policies(metrics, SlowConsumerPolicy::default(), HashMap::new())
+    }
+
+    /// A hub applying `default` to slow consumers, or the policy of the
+    /// message's namespace when listed in `by_namespace`.
+    pub fn with_policies(
+        metrics: Arc<Metrics>,
+        default: SlowConsumerPolicy,
+        by_namespace: HashMap<String, SlowConsumerPolicy>,
+    ) -> Self {
         Hub {
+            slow_default: default,
+            slow_by_namespace: by_namespace,
             index: RwLock::new(SubscriptionIndex::new()),
             heads: RwLock::new(HashMap::new()),
             in_flight: Mutex::new(BTreeSet::new()),
@@ -278,17 +292,29 @@ impl Hub {
                 };
             }
         }
-        let (mut delivered, mut overflowed) = (0u64, 0u64);
+        let (mut delivered, mut overflowed, mut slowed) = (0u64, 0u64, 0u64);
         {
             let index = self.index.read();
             for m in batch {
-                index.for_each_match(&m.topic, |_, mailbox| match mailbox.push(m) {
+                // One policy lookup per message, not per subscriber.
+                let policy = self
+                    .slow_by_namespace
+                    .get(m.topic.namespace())
+                    .copied()
+                    .unwrap_or(self.slow_default);
+                index.for_each_match(&m.topic, |_, mailbox| match mailbox.push(m, policy) {
                     Pushed::Queued => delivered += 1,
+                    Pushed::Evicted => {
+                        delivered += 1;
+                        slowed += 1;
+                    }
+                    Pushed::Lagging => slowed += 1,
                     Pushed::Overflowed => overflowed += 1,
                     Pushed::Refused => {}
                 });
             }
         }
+        self.metrics.slow_consumer_actions.inc_by(slowed);
         self.committed_total
             .fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.metrics.messages_fanned_out.inc_by(delivered);

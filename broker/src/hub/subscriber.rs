@@ -32,7 +32,7 @@ use std::{
 
 use super::{
     cursor::Cursor,
-    mailbox::{Mailbox, MailboxState},
+    mailbox::{Drained, Mailbox, MailboxState},
     message::Message,
     topic::{Pattern, Topic},
     Hub, SubscriberId,
@@ -105,6 +105,12 @@ enum Work {
         from: u64,
         to: u64,
     },
+    /// Tell the client `from..=to` were dropped for it (slow consumer).
+    Gap {
+        topic: Topic,
+        from: u64,
+        to: u64,
+    },
     /// Deliver the messages up to `to` with `ts >= floor` from the log.
     ReplaySinceTs {
         topic: Topic,
@@ -117,7 +123,9 @@ impl Work {
     fn topic(&self) -> &Topic {
         match self {
             Work::Live(m) => &m.topic,
-            Work::Replay { topic, .. } | Work::ReplaySinceTs { topic, .. } => topic,
+            Work::Replay { topic, .. }
+            | Work::ReplaySinceTs { topic, .. }
+            | Work::Gap { topic, .. } => topic,
         }
     }
 }
@@ -304,36 +312,7 @@ impl Subscriber {
                     pos.scheduled = head.last_seq;
                 }
             }
-            None => {
-                for (topic, head) in self.hub.heads_matching(&pattern) {
-                    match self.positions.get_mut(&topic) {
-                        Some(pos) if head.last_seq > pos.scheduled => {
-                            self.work.push_back(Work::Replay {
-                                topic,
-                                from: pos.scheduled + 1,
-                                to: head.last_seq,
-                            });
-                            pos.scheduled = head.last_seq;
-                        }
-                        Some(_) => {}
-                        None if head.last_ts >= start => {
-                            self.work.push_back(Work::ReplaySinceTs {
-                                topic: topic.clone(),
-                                floor: start,
-                                to: head.last_seq,
-                            });
-                            self.positions.insert(
-                                topic,
-                                Position {
-                                    scheduled: head.last_seq,
-                                    ..Default::default()
-                                },
-                            );
-                        }
-                        None => {}
-                    }
-                }
-            }
+            None => self.schedule_backlog(&pattern, start),
         }
         // Unpinned topics with nothing delivered yet are left out: the floor
         // covers them, while `topic~0` would mean "replay all history".
@@ -348,6 +327,76 @@ impl Subscriber {
             floor: start,
             positions,
         }))
+    }
+
+    /// Schedules from the log everything `pattern` matches that this
+    /// subscriber has not been given: tracked topics after their position,
+    /// untracked ones from their first message with `ts >= start`.
+    fn schedule_backlog(&mut self, pattern: &Pattern, start: u64) {
+        for (topic, head) in self.hub.heads_matching(pattern) {
+            match self.positions.get_mut(&topic) {
+                Some(pos) if head.last_seq > pos.scheduled => {
+                    self.work.push_back(Work::Replay {
+                        topic,
+                        from: pos.scheduled + 1,
+                        to: head.last_seq,
+                    });
+                    pos.scheduled = head.last_seq;
+                }
+                Some(_) => {}
+                None if head.last_ts >= start => {
+                    self.work.push_back(Work::ReplaySinceTs {
+                        topic: topic.clone(),
+                        floor: start,
+                        to: head.last_seq,
+                    });
+                    self.positions.insert(
+                        topic,
+                        Position {
+                            scheduled: head.last_seq,
+                            ..Default::default()
+                        },
+                    );
+                }
+                None => {}
+            }
+        }
+    }
+
+    /// The mailbox dropped messages (`drop_oldest`, `conflate`) or all of
+    /// them (`catch_up`): account for both before taking new ones.
+    fn absorb(&mut self, drained: Drained) {
+        if drained.lagging {
+            // Catch up from the log, exactly as a resume would.
+            let patterns = self.patterns.clone();
+            for (pattern, start) in &patterns {
+                self.schedule_backlog(pattern, *start);
+            }
+        }
+        for skip in drained.skipped {
+            match self.positions.get_mut(&skip.topic) {
+                Some(pos) if skip.up_to > pos.scheduled => {
+                    if skip.report {
+                        self.work.push_back(Work::Gap {
+                            topic: skip.topic.clone(),
+                            from: pos.scheduled + 1,
+                            to: skip.up_to,
+                        });
+                    }
+                    pos.scheduled = skip.up_to;
+                }
+                Some(_) => {}
+                None => {
+                    self.positions.insert(
+                        skip.topic,
+                        Position {
+                            scheduled: skip.up_to,
+                            ..Default::default()
+                        },
+                    );
+                }
+            }
+        }
     }
 
     /// Unsubscribes from `pattern`; returns false if it was not subscribed.
@@ -425,13 +474,15 @@ impl Subscriber {
             // with a smaller ts is in the mailbox by now.
             let watermark = self.hub.watermark();
             let mut inbox = std::mem::take(&mut self.inbox);
-            let state = self.mailbox.drain_into(&mut inbox);
+            let mut evicted = Drained::default();
+            let state = self.mailbox.drain_into(&mut inbox, &mut evicted);
             if state != MailboxState::Open {
                 inbox.clear();
                 self.inbox = inbox;
                 return Ok(state);
             }
             self.pending_floor = Some(watermark);
+            self.absorb(evicted);
             for message in inbox.drain(..) {
                 self.accept(message);
             }
@@ -491,6 +542,14 @@ impl Subscriber {
         match work {
             Work::Live(message) => {
                 out.push(Event::Message(message.clone()));
+                Ok(true)
+            }
+            Work::Gap { topic, from, to } => {
+                out.push(Event::Gap {
+                    topic: topic.clone(),
+                    from: *from,
+                    to: *to,
+                });
                 Ok(true)
             }
             Work::ReplaySinceTs { topic, floor, to } => {

@@ -1,0 +1,127 @@
+//! Issue 6: every slow-consumer policy against a client that stops reading:
+//! the promised behaviour holds and the node's memory stays bounded.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+const N: u64 = 15_000;
+
+async fn run_policy(ns: &str) -> (Vec<Value>, Option<u16>, u64) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("herald.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[log]\ncache_bytes = 8388608\n[limits]\nqueue_bytes = 65536\n[transport]\nws_idle_timeout = \"60s\"\nws_ping_interval = \"20s\"\n[namespaces.{ns}]\nslow_consumer = \"{ns}\"\n"
+        ),
+    )
+    .unwrap();
+    let node = Node::start(&["--config", file.to_str().unwrap()]);
+    let mut ws = node.ws().await;
+    ws.subscribe(&format!("{ns}.>")).await;
+    let baseline = node.rss_kib();
+    let mut peak = baseline;
+    let pad = "p".repeat(1000);
+    let client = http();
+    for b in 0..N / 500 {
+        let batch: Vec<Value> = (0..500)
+            .map(|i| json!({"topic": format!("{ns}.t"), "data": {"i": b * 500 + i, "pad": pad}}))
+            .collect();
+        assert_eq!(
+            client
+                .post(node.url("/v1/publish"))
+                .json(&batch)
+                .send()
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        peak = peak.max(node.rss_kib());
+    }
+    // Now read again until quiet.
+    let mut frames = Vec::new();
+    let mut close = None;
+    while let Ok(Some(msg)) = tokio::time::timeout(Duration::from_secs(3), ws.stream.next()).await {
+        match msg {
+            Ok(WsMessage::Text(t)) => frames.push(serde_json::from_str::<Value>(&t).unwrap()),
+            Ok(WsMessage::Close(f)) => {
+                close = f.map(|f| u16::from(f.code));
+                break;
+            }
+            Ok(_) => {}
+            Err(_) => break,
+        }
+    }
+    let growth = peak.saturating_sub(baseline);
+    eprintln!(
+        "{ns}: {} frames after the stall, close {close:?}, RSS +{growth} KiB",
+        frames.len()
+    );
+    assert!(growth < 48 * 1024, "{ns}: RSS grew by {growth} KiB");
+    (frames, close, growth)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn catch_up_delivers_everything_without_disconnecting() {
+    let (frames, close, _) = run_policy("catch_up").await;
+    assert_eq!(close, None);
+    assert!(
+        frames.iter().all(|f| f["type"] == "message"),
+        "no gap under catch_up"
+    );
+    assert_sequence(&frames, "catch_up.t", 1, N);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drop_oldest_reports_exactly_what_it_dropped() {
+    let (frames, close, _) = run_policy("drop_oldest").await;
+    assert_eq!(close, None);
+    let mut next = 1;
+    let mut gaps = 0;
+    for f in &frames {
+        match f["type"].as_str() {
+            Some("message") => {
+                assert_eq!(f["seq"].as_u64(), Some(next), "{f}");
+                next += 1;
+            }
+            Some("gap") => {
+                assert_eq!(f["from"].as_u64(), Some(next), "{f}");
+                next = f["to"].as_u64().unwrap() + 1;
+                gaps += 1;
+            }
+            _ => panic!("{f}"),
+        }
+    }
+    assert_eq!(next, N + 1, "messages and gaps account for every seq");
+    assert!(gaps > 0, "the stalled client must have lost something");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflate_keeps_the_latest() {
+    let (frames, close, _) = run_policy("conflate").await;
+    assert_eq!(close, None);
+    let seqs: Vec<u64> = frames
+        .iter()
+        .map(|f| {
+            assert_eq!(f["type"], "message", "{f}");
+            f["seq"].as_u64().unwrap()
+        })
+        .collect();
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "increasing");
+    assert_eq!(seqs.last(), Some(&N), "the latest value arrives");
+    assert!((seqs.len() as u64) < N, "older values were conflated");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_closes_with_4001() {
+    let (frames, close, _) = run_policy("disconnect").await;
+    assert!((frames.len() as u64) < N);
+    assert!(matches!(close, Some(4001) | None), "{close:?}");
+}

@@ -1,0 +1,22 @@
+/** An error reported by a Herald node or by the client itself. */
+export class HeraldError extends Error {
+  /**
+   * Machine-readable code: the server's (`invalid_topic`, `bad_request`,
+   * `unavailable`, ...) or the client's (`offline`, `timeout`, `closed`,
+   * `buffer_full`, `network`, `sequence_gap`, `subscribe_failed`).
+   */
+  readonly code: string;
+  /** HTTP status, when the error came from an HTTP answer. */
+  readonly status: number | undefined;
+  /** Whether retrying the same request later may succeed. */
+  readonly retriable: boolean;
+
+  constructor(code: string, message: string, opts: { status?: number; retriable?: boolean; cause?: unknown } = {}) {
+    super(message);
+    this.name = 'HeraldError';
+    this.code = code;
+    this.status = opts.status;
+    this.retriable = opts.retriable ?? false;
+    if (opts.cause !== undefined) (this as { cause?: unknown }).cause = opts.cause;
+  }
+}

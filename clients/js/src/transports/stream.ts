@@ -1,0 +1,312 @@
+// Server -> client streams for the HTTP transports: SSE (EventSource in
+// browsers, a fetch-based reader elsewhere) and long-poll.
+
+import { HeraldError } from '../errors.js';
+import type { GapInfo, HeraldMessage } from '../subscription.js';
+import { SseParser } from './sse-parser.js';
+import type { EventSourceConstructor, EventSourceLike, FetchLike, PipeHandlers } from './types.js';
+
+/** A stream that delivers messages until closed. */
+export interface StreamPipe {
+  open(timeoutMs: number): Promise<void>;
+  close(): void;
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+function isMessage(v: unknown): v is HeraldMessage<unknown> {
+  const m = v as HeraldMessage<unknown> | undefined;
+  return !!m && typeof m.topic === 'string' && typeof m.seq === 'number' && typeof m.ts === 'number';
+}
+
+function isGap(v: unknown): v is GapInfo {
+  const g = v as GapInfo | undefined;
+  return !!g && typeof g.topic === 'string' && typeof g.from === 'number' && typeof g.to === 'number';
+}
+
+/** SSE through the platform's (or an injected) EventSource. */
+export class EventSourcePipe implements StreamPipe {
+  private es: EventSourceLike | null = null;
+  private done = false;
+  private opened = false;
+
+  constructor(
+    private readonly ctor: EventSourceConstructor,
+    private readonly url: string,
+    private readonly handlers: PipeHandlers,
+  ) {}
+
+  open(timeoutMs: number): Promise<void> {
+    return new Promise<void>((resolve, reject) => {
+      let es: EventSourceLike;
+      try {
+        es = new this.ctor(this.url);
+      } catch (e) {
+        reject(new HeraldError('transport_unavailable', `EventSource constructor failed: ${String(e)}`, { cause: e }));
+        return;
+      }
+      this.es = es;
+      let settled = false;
+      const fail = (why: string, cause?: unknown) => {
+        if (settled) return;
+        settled = true;
+        clearTimeout(timer);
+        this.done = true;
+        try {
+          es.close();
+        } catch {
+          /* ignore */
+        }
+        reject(new HeraldError('connect_failed', why, { cause }));
+      };
+      const timer = setTimeout(() => fail(`EventSource did not open within ${timeoutMs} ms`), timeoutMs);
+      es.onopen = () => {
+        if (settled) return;
+        if (this.done) return fail('closed while opening');
+        settled = true;
+        this.opened = true;
+        clearTimeout(timer);
+        resolve();
+      };
+      es.onerror = (ev) => {
+        if (!this.opened) {
+          fail('EventSource failed before open', ev);
+          return;
+        }
+        // The browser would reconnect by itself with Last-Event-ID; the
+        // client reconnects instead (backoff, other nodes, other transports).
+        this.finish({ reason: 'stream ended', error: ev });
+      };
+      es.addEventListener('message', (ev) => {
+        if (this.done) return;
+        const m = parseJson(String(ev.data));
+        if (isMessage(m)) this.handlers.message(m);
+      });
+      es.addEventListener('gap', (ev) => {
+        if (this.done) return;
+        const g = parseJson(String(ev.data));
+        if (isGap(g)) this.handlers.gap(g);
+      });
+    });
+  }
+
+  close(): void {
+    this.done = true;
+    const es = this.es;
+    this.es = null;
+    try {
+      es?.close();
+    } catch {
+      /* ignore */
+    }
+  }
+
+  private finish(info: { reason?: string; error?: unknown }): void {
+    if (this.done) return;
+    this.close();
+    this.handlers.closed(info);
+  }
+}
+
+/** SSE read with fetch and a streaming body (Node, or browsers without EventSource). */
+export class FetchSsePipe implements StreamPipe {
+  private readonly abort = new AbortController();
+  private done = false;
+  private watchdog: ReturnType<typeof setInterval> | null = null;
+  private lastDataAt = 0;
+
+  constructor(
+    private readonly fetchImpl: FetchLike,
+    private readonly url: string,
+    private readonly handlers: PipeHandlers,
+    private readonly idleTimeoutMs: number,
+  ) {}
+
+  async open(timeoutMs: number): Promise<void> {
+    const timer = setTimeout(() => this.abort.abort(), timeoutMs);
+    let res: Awaited<ReturnType<FetchLike>>;
+    try {
+      res = await this.fetchImpl(this.url, { headers: { accept: 'text/event-stream' }, signal: this.abort.signal });
+    } catch (e) {
+      this.done = true;
+      throw new HeraldError('connect_failed', `SSE request failed: ${String(e)}`, { cause: e });
+    } finally {
+      clearTimeout(timer);
+    }
+    const type = res.headers.get('content-type') ?? '';
+    if (res.status !== 200 || !type.startsWith('text/event-stream') || !res.body) {
+      this.done = true;
+      const text = await res.text().catch(() => '');
+      this.abort.abort();
+      throw new HeraldError('connect_failed', `SSE answered ${res.status}: ${text.slice(0, 200)}`, { status: res.status });
+    }
+    if (this.done) {
+      this.abort.abort();
+      throw new HeraldError('connect_failed', 'closed while opening');
+    }
+    this.lastDataAt = Date.now();
+    if (this.idleTimeoutMs > 0) {
+      this.watchdog = setInterval(() => {
+        if (Date.now() - this.lastDataAt > this.idleTimeoutMs) this.finish({ reason: 'no data or heartbeat' });
+      }, Math.max(100, this.idleTimeoutMs / 4));
+      (this.watchdog as { unref?: () => void }).unref?.();
+    }
+    void this.read(res.body);
+  }
+
+  private async read(body: ReadableStream<Uint8Array>): Promise<void> {
+    const reader = body.getReader();
+    const decoder = new TextDecoder();
+    const parser = new SseParser((ev) => {
+      if (this.done) return;
+      if (ev.event === 'message') {
+        const m = parseJson(ev.data);
+        if (isMessage(m)) this.handlers.message(m);
+      } else if (ev.event === 'gap') {
+        const g = parseJson(ev.data);
+        if (isGap(g)) this.handlers.gap(g);
+      }
+    });
+    try {
+      for (;;) {
+        const { value, done } = await reader.read();
+        if (this.done) break;
+        if (done) {
+          this.finish({ reason: 'stream ended' });
+          break;
+        }
+        this.lastDataAt = Date.now();
+        parser.feed(decoder.decode(value, { stream: true }));
+      }
+    } catch (e) {
+      this.finish({ reason: 'stream failed', error: e });
+    } finally {
+      try {
+        reader.releaseLock();
+      } catch {
+        /* ignore */
+      }
+    }
+  }
+
+  close(): void {
+    this.done = true;
+    if (this.watchdog) clearInterval(this.watchdog);
+    this.watchdog = null;
+    this.abort.abort();
+  }
+
+  private finish(info: { reason?: string; error?: unknown }): void {
+    if (this.done) return;
+    this.close();
+    this.handlers.closed(info);
+  }
+}
+
+/** The body of a long-poll answer. */
+export interface PollAnswer {
+  messages: HeraldMessage<unknown>[];
+  cursor: string;
+  gaps?: GapInfo[];
+}
+
+/**
+ * Long-poll: `GET /v1/poll?...&cursor=C` in a loop, passing back the cursor
+ * each answer returns. `urlFor(cursor, timeoutMs)` builds a request URL.
+ */
+export class PollPipe implements StreamPipe {
+  private abort: AbortController | null = null;
+  private done = false;
+  private cursor: string;
+
+  constructor(
+    private readonly fetchImpl: FetchLike,
+    private readonly urlFor: (cursor: string, timeoutMs: number) => string,
+    startCursor: string,
+    private readonly handlers: PipeHandlers,
+    private readonly pollTimeoutMs: number,
+  ) {
+    this.cursor = startCursor;
+  }
+
+  /** The first poll (timeout 0) is the open; then the loop runs by itself. */
+  async open(timeoutMs: number): Promise<void> {
+    try {
+      await this.pollOnce(0, timeoutMs);
+    } catch (e) {
+      this.done = true;
+      throw e instanceof HeraldError ? e : new HeraldError('connect_failed', String(e), { cause: e });
+    }
+    if (this.done) throw new HeraldError('connect_failed', 'closed while opening');
+    void this.loop();
+  }
+
+  private async loop(): Promise<void> {
+    while (!this.done) {
+      try {
+        await this.pollOnce(this.pollTimeoutMs, this.pollTimeoutMs + 15_000);
+      } catch (e) {
+        this.finish({ reason: 'poll failed', error: e });
+        return;
+      }
+    }
+  }
+
+  private async pollOnce(waitMs: number, requestTimeoutMs: number): Promise<void> {
+    const abort = new AbortController();
+    this.abort = abort;
+    const timer = setTimeout(() => abort.abort(), requestTimeoutMs);
+    let status: number;
+    let text: string;
+    try {
+      const res = await this.fetchImpl(this.urlFor(this.cursor, waitMs), { signal: abort.signal });
+      status = res.status;
+      text = await res.text();
+    } catch (e) {
+      throw new HeraldError('connect_failed', `poll request failed: ${String(e)}`, { cause: e });
+    } finally {
+      clearTimeout(timer);
+    }
+    if (this.done) return;
+    if (status !== 200) {
+      throw new HeraldError('connect_failed', `poll answered ${status}: ${text.slice(0, 200)}`, { status });
+    }
+    const answer = parseJson(text) as PollAnswer | undefined;
+    if (!answer || typeof answer.cursor !== 'string' || !Array.isArray(answer.messages)) {
+      throw new HeraldError('connect_failed', `unexpected poll answer: ${text.slice(0, 200)}`);
+    }
+    this.cursor = answer.cursor;
+    // Gaps of a topic come before that topic's later messages.
+    const gaps = (answer.gaps ?? []).filter(isGap).slice().sort((a, b) => a.from - b.from);
+    for (const m of answer.messages) {
+      if (this.done) return;
+      if (!isMessage(m)) continue;
+      for (let i = 0; i < gaps.length; i++) {
+        const g = gaps[i]!;
+        if (g.topic === m.topic && g.from < m.seq) {
+          gaps.splice(i--, 1);
+          this.handlers.gap(g);
+        }
+      }
+      this.handlers.message(m);
+    }
+    for (const g of gaps) if (!this.done) this.handlers.gap(g);
+  }
+
+  close(): void {
+    this.done = true;
+    this.abort?.abort();
+  }
+
+  private finish(info: { reason?: string; error?: unknown }): void {
+    if (this.done) return;
+    this.close();
+    this.handlers.closed(info);
+  }
+}
