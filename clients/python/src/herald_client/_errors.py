@@ -1,0 +1,65 @@
+"""Internal control-flow signals shared by the subscription and publisher loops."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Literal
+
+import httpx
+
+from ._types import HeraldAPIError, SubscriptionError
+
+
+class NodeDown(Exception):
+    """This node cannot serve now (refused, 5xx, shutting down): try the next URL."""
+
+
+class TransportDown(Exception):
+    """This transport does not work against this node (blocked by a proxy,
+    missing route, handshake refused): try the next transport."""
+
+
+DropKind = Literal["now", "retry", "next"]
+
+
+@dataclass(frozen=True, slots=True)
+class Drop:
+    """An established session ended.
+
+    ``now``: reconnect at once to the same node (slow consumer, upgrade);
+    ``retry``: reconnect to the same node after a short delay;
+    ``next``: the node is going away, move to the next URL.
+    """
+
+    kind: DropKind
+    reason: str
+
+
+def error_body(text: str) -> tuple[str, str] | None:
+    """``(code, message)`` of a Herald JSON error body, or ``None``."""
+    try:
+        body = json.loads(text)
+        err = body["error"]
+        return str(err["code"]), str(err.get("message", ""))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+FATAL_CODES = frozenset({"bad_request", "invalid_topic", "forbidden", "unauthorized", "payload_too_large"})
+
+
+def classify_stream_refusal(status: int, text: str, transport: str) -> Exception:
+    """What a non-200 answer to an SSE or long-poll request means."""
+    if status >= 500 or status == 429:
+        return NodeDown(f"{transport}: HTTP {status}")
+    err = error_body(text)
+    if err is not None and err[0] in FATAL_CODES:
+        return SubscriptionError(str(HeraldAPIError(err[0], err[1], status)))
+    # 404/405 or a body that is not Herald's: a proxy or a server without
+    # this transport.
+    return TransportDown(f"{transport}: HTTP {status}")
+
+
+def is_connect_error(exc: BaseException) -> bool:
+    return isinstance(exc, (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout))
