@@ -96,6 +96,22 @@ pub struct ServeArgs {
     /// JWKS file for RS256/ES256 tokens (keys chosen by `kid`).
     #[arg(long, env = "HERALD_JWKS", value_name = "FILE")]
     pub jwks: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS and WSS.
+    #[arg(
+        long,
+        env = "HERALD_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `--tls-cert`.
+    #[arg(
+        long,
+        env = "HERALD_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
     /// API key allowed to publish over REST (repeatable).
     #[arg(
         long = "api-key",
@@ -230,6 +246,16 @@ impl Default for TransportConfig {
     }
 }
 
+/// Certificate and key for HTTPS/WSS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
 /// Settings of the NATS cluster engine (used with `--nats`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -315,6 +341,8 @@ pub struct Config {
     pub namespaces: HashMap<String, NamespaceConfig>,
     /// Authentication.
     pub auth: crate::auth::AuthConfig,
+    /// TLS (HTTPS/WSS); plain HTTP when absent.
+    pub tls: Option<TlsConfig>,
 }
 
 impl Default for Config {
@@ -335,6 +363,7 @@ impl Default for Config {
             retention: RetentionPolicy::default(),
             namespaces: HashMap::new(),
             auth: Default::default(),
+            tls: None,
         }
     }
 }
@@ -377,6 +406,9 @@ impl ServeArgs {
         }
         if a.enable_echo {
             config.enable_echo = true;
+        }
+        if let (Some(cert), Some(key)) = (a.tls_cert, a.tls_key) {
+            config.tls = Some(TlsConfig { cert, key });
         }
         if a.jwt_secret.is_some() {
             config.auth.jwt_secret = a.jwt_secret;

@@ -224,7 +224,12 @@ pub async fn run(
         }
     })?;
     let handle = server.handle();
-    tracing::info!(addr = %addr, node = %node_id, "herald listening on http://{addr}");
+    let scheme = if state.config.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    tracing::info!(addr = %addr, node = %node_id, "herald listening on {scheme}://{addr}");
     let mut server = tokio::spawn(server);
 
     tokio::select! {

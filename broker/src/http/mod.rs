@@ -60,10 +60,62 @@ pub fn server(
     .shutdown_timeout(shutdown_timeout.as_secs().max(1))
     .client_disconnect_timeout(Duration::from_secs(5))
     .backlog(4096)
-    .max_connections(50_000)
-    .listen(listener)?
-    .run();
-    Ok(server)
+    .max_connections(50_000);
+    let server = match &state.config.tls {
+        Some(tls) => server.listen_rustls_0_23(listener, tls_config(tls)?)?,
+        None => server.listen(listener)?,
+    };
+    Ok(server.run())
+}
+
+/// Loads the certificate chain and key into a rustls server configuration.
+fn tls_config(tls: &crate::config::TlsConfig) -> std::io::Result<rustls::ServerConfig> {
+    use std::io::{Error, ErrorKind};
+    let open = |path: &std::path::Path| {
+        std::fs::File::open(path)
+            .map(std::io::BufReader::new)
+            .map_err(|e| Error::new(e.kind(), format!("cannot read {}: {e}", path.display())))
+    };
+    let certs = rustls_pemfile::certs(&mut open(&tls.cert)?)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidData,
+                format!("{}: {e}", tls.cert.display()),
+            )
+        })?;
+    if certs.is_empty() {
+        return Err(Error::new(
+            ErrorKind::InvalidData,
+            format!("{}: no certificate found", tls.cert.display()),
+        ));
+    }
+    let key = rustls_pemfile::private_key(&mut open(&tls.key)?)
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::InvalidData,
+                format!("{}: {e}", tls.key.display()),
+            )
+        })?
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidData,
+                format!("{}: no private key found", tls.key.display()),
+            )
+        })?;
+    rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::other(e.to_string()))?
+    .with_no_client_auth()
+    .with_single_cert(certs, key)
+    .map_err(|e| {
+        Error::new(
+            ErrorKind::InvalidData,
+            format!("certificate and key do not match: {e}"),
+        )
+    })
 }
 
 /// A resource answering 405 for methods it has no route for.
