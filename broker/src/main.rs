@@ -19,7 +19,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a broker node.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Publish one message: DATA is sent as JSON if it parses, else as a string.
     Pub(cli::PubArgs),
     /// Subscribe to a topic or pattern and print what arrives.
@@ -31,7 +31,7 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Serve(args) => serve(args),
+        Command::Serve(args) => serve(*args),
         Command::Pub(args) => cli::block_on(cli::publish::run(args)),
         Command::Sub(args) => cli::block_on(cli::subscribe::run(args)),
         Command::History(args) => cli::block_on(cli::history::run(args)),
