@@ -2,23 +2,17 @@
 //! Needs a node on 127.0.0.1:8080 (`herald serve`).
 
 use futures_util::StreamExt;
-use herald_client::{Client, Event, Start};
+use herald_client::{Client, Start};
 
 #[tokio::main]
 async fn main() -> Result<(), herald_client::Error> {
     let client = Client::builder().urls(["http://127.0.0.1:8080"]).build()?;
     let mut sub = client.subscribe("orders.*", Start::Live).await?;
-    let ack = client
+    client
         .publish("orders.eu", serde_json::json!({"item": "pen"}))
         .await?;
-    println!("published seq {}", ack.seq);
     while let Some(event) = sub.next().await {
-        if let Event::Message {
-            topic, seq, data, ..
-        } = event?
-        {
-            println!("{topic} #{seq}: {data}");
-        }
+        println!("{:?}", event?); // Message { topic: "orders.eu", seq: 1, .. }
     }
     Ok(())
 }
