@@ -48,6 +48,9 @@ T = TypeVar("T")
 
 GapCallback = Callable[[Gap], Any]
 
+# A session that lasted this long (seconds) resets the reconnect backoff.
+STABLE_SESSION = 5.0
+
 
 @dataclass(slots=True)
 class _Item:
@@ -233,9 +236,13 @@ class Subscription(Generic[T]):
             return
         last = pos.last_seq(topic)
         if last is not None and seq > last + 1:
-            self.stats.holes += 1
-            log.error(
-                "%s: server skipped %s#%d..%d without a gap event", self.pattern, topic, last + 1, seq - 1
+            self.stats.skipped += 1
+            log.info(
+                "%s: %s#%d..%d skipped without a gap event (conflated?)",
+                self.pattern,
+                topic,
+                last + 1,
+                seq - 1,
             )
         await self._push(_Item(Message(topic, seq, ts, env.get("data")), cursor))
         pos.record_message(topic, seq, ts)
@@ -293,6 +300,7 @@ class Subscription(Generic[T]):
         urls = client.urls
         url_i = 0
         failures = 0
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 url = urls[url_i % len(urls)]
@@ -300,6 +308,7 @@ class Subscription(Generic[T]):
                 reason = "no transport worked"
                 for transport in client._transport_order(url):
                     try:
+                        started = loop.time()
                         drop = await self._session(transport, url)
                         break
                     except TransportDown as exc:
@@ -316,13 +325,16 @@ class Subscription(Generic[T]):
                 else:
                     self._lost(drop)
                     reason = drop.reason
+                    # A session that did not last keeps the backoff growing,
+                    # so a node that accepts and drops at once is not hammered.
+                    stable = loop.time() - started >= STABLE_SESSION
                     if drop.kind == "now":
-                        failures = 0
+                        failures = 0 if stable else failures
                     elif drop.kind == "next":
-                        failures = 0
+                        failures = 0 if stable else failures + 1
                         url_i += 1
                     else:
-                        failures = 1
+                        failures = 1 if stable else failures + 1
                 delay = client.backoff.delay(failures)
                 client._emit(
                     ConnectionEvent(

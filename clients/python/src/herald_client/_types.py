@@ -75,10 +75,11 @@ class SubscriptionStats:
     """Sessions established (the first connect included)."""
     duplicates_dropped: int = 0
     """Messages the server sent again and the client dropped (seq already seen)."""
-    holes: int = 0
-    """Messages received with a seq more than one above the last one seen on
-    that topic without a gap event in between (a server defect; delivered
-    anyway)."""
+    skipped: int = 0
+    """Times a message arrived more than one seq above the last one seen on
+    its topic without a gap event in between. Expected in namespaces whose
+    slow-consumer policy is ``conflate`` (only the latest value matters);
+    anywhere else it would be a broker defect."""
     gaps: int = 0
     """Gap events received (messages lost to retention)."""
     transports: list[tuple[str, TransportName]] = field(default_factory=list)

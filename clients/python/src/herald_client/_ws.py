@@ -43,7 +43,7 @@ async def open_ws(
         )
     except InvalidStatus as exc:
         status = exc.response.status_code
-        if status >= 500:
+        if status >= 500 or status == 429:  # unavailable, or too many connections
             raise NodeDown(f"ws: HTTP {status}") from exc
         raise TransportDown(f"ws: HTTP {status}") from exc
     except TimeoutError as exc:  # (a subclass of OSError: test first)
