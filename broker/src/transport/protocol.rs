@@ -278,6 +278,11 @@ pub enum Reply<'a> {
         /// Echoed id.
         #[serde(skip_serializing_if = "Option::is_none")]
         id: Option<&'a RawValue>,
+        /// Every message matching this connection's subscriptions with
+        /// `ts` below this has been sent before this frame: a client may
+        /// raise its cursors' floors to it and forget topics whose last
+        /// message is older, keeping resume cursors small.
+        floor: u64,
     },
     /// An op was refused; the connection stays open.
     Error {

@@ -372,7 +372,18 @@ impl Connection {
                 }));
                 Ok(())
             }
-            ClientOp::Ping { id } => self.send(Reply::Pong { id: id.as_deref() }.encode()).await,
+            ClientOp::Ping { id } => {
+                broker.subscriber.settle();
+                let floor = broker.subscriber.cursor().floor;
+                self.send(
+                    Reply::Pong {
+                        id: id.as_deref(),
+                        floor,
+                    }
+                    .encode(),
+                )
+                .await
+            }
             ClientOp::Refresh { id, token } => {
                 // A fresh token must still cover every current subscription.
                 let refreshed = self
