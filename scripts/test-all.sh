@@ -32,8 +32,9 @@ install_system_packages() {
 }
 
 install_test_dependencies() {
-  step "installing browser test dependencies (npm)"
+  step "installing browser and JavaScript client test dependencies (npm)"
   (cd e2e/browser && npm ci --no-audit --no-fund)
+  (cd clients/js && npm ci --no-audit --no-fund)
 }
 
 if [ -z "${SKIP_INSTALL:-}" ]; then
@@ -56,8 +57,13 @@ step "WebSocket conformance (Autobahn cases via kosoku, against /v1/echo)"
 e2e/autobahn/run.sh
 
 step "browser tests (headless Chromium)"
-
 [ -x /usr/bin/chromium ] || { echo "chromium is required for the browser tests" >&2; exit 1; }
 (cd e2e/browser && npm test)
+
+step "JavaScript/TypeScript client (unit, Chromium, cluster)"
+(cd clients/js && npm test)
+
+step "Python client (pytest against real nodes and nats-server)"
+clients/python/run-tests.sh
 
 step "all tests passed"
