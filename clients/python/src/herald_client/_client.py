@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, NamedTuple, overload
 from urllib.parse import quote
 
@@ -34,6 +34,7 @@ from ._ws import USER_AGENT
 log = logging.getLogger("herald_client")
 
 EventCallback = Callable[[ConnectionEvent], Any]
+TokenProvider = Callable[[], "str | None | Awaitable[str | None]"]
 
 
 class History(NamedTuple):
@@ -52,6 +53,12 @@ class HeraldClient:
             await client.publish("orders.eu", {"id": 1})
             async for msg in sub:
                 print(msg.topic, msg.seq, msg.data)
+
+    ``token``: a JWT (or API key) sent as ``Authorization: Bearer`` on every
+    request and WebSocket upgrade, or a function (plain or async) returning
+    the current one, called for every new connection: with a function,
+    expired tokens (401, WebSocket close 4003) are simply replaced on the
+    next attempt.
 
     ``urls``: one or more nodes of the same cluster (``http://host:port``);
     sessions start on the first and move to the next when a node fails.
@@ -75,7 +82,7 @@ class HeraldClient:
     def __init__(
         self,
         urls: Sequence[str] | str = ("http://127.0.0.1:8080",),
-        token: str | None = None,
+        token: str | TokenProvider | None = None,
         transports: Sequence[TransportName] = ALL_TRANSPORTS,
         *,
         on_connect: EventCallback | None = None,
@@ -223,8 +230,19 @@ class HeraldClient:
     def _is_blocked(self, url: str, transport: str) -> bool:
         return self._blocked.get((url, transport), 0.0) > time.monotonic()
 
-    def _headers(self) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.token}"} if self.token else {}
+    @property
+    def _refreshable_token(self) -> bool:
+        """Whether a 401 may go away by itself (a token provider is asked
+        again on every connection)."""
+        return callable(self.token)
+
+    async def _headers(self) -> dict[str, str]:
+        token: Any = self.token
+        if callable(token):
+            token = token()
+            if inspect.isawaitable(token):
+                token = await token
+        return {"Authorization": f"Bearer {token}"} if token else {}
 
     def _forget(self, sub: Subscription[Any]) -> None:
         self._subscriptions.discard(sub)
@@ -318,7 +336,7 @@ class HeraldClient:
                 resp = await self._http.get(
                     f"{url}/v1/topics/{quote(topic, safe='')}/messages",
                     params={"since": since, "limit": limit},
-                    headers=self._headers(),
+                    headers=await self._headers(),
                     timeout=httpx.Timeout(self.ack_timeout, connect=self.connect_timeout),
                 )
             except httpx.TransportError as exc:

@@ -15,6 +15,11 @@ class NodeDown(Exception):
     """This node cannot serve now (refused, 5xx, shutting down): try the next URL."""
 
 
+class Unauthorized(NodeDown):
+    """401: credentials missing, invalid or expired. Retried when the token
+    comes from a provider (it may be fresh next time), fatal otherwise."""
+
+
 class TransportDown(Exception):
     """This transport does not work against this node (blocked by a proxy,
     missing route, handshake refused): try the next transport."""
@@ -51,6 +56,8 @@ FATAL_CODES = frozenset({"bad_request", "invalid_topic", "forbidden", "unauthori
 
 def classify_stream_refusal(status: int, text: str, transport: str) -> Exception:
     """What a non-200 answer to an SSE or long-poll request means."""
+    if status == 401:
+        return Unauthorized(f"{transport}: HTTP 401")
     if status >= 500 or status == 429:
         return NodeDown(f"{transport}: HTTP {status}")
     err = error_body(text)

@@ -20,7 +20,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
 from ._cursor import validate_topic
-from ._errors import NodeDown, TransportDown, error_body
+from ._errors import NodeDown, TransportDown, Unauthorized, error_body
 from ._types import ConnectionEvent, HeraldAPIError, PublishResult, PublishTimeout
 from ._ws import close_code, open_ws
 
@@ -110,7 +110,7 @@ class Publisher:
 
     async def _publish_rest(self, url: str, topic: str, body: str, key: str) -> PublishResult:
         client = self._client
-        headers = {"Content-Type": "application/json", "Idempotency-Key": key, **client._headers()}
+        headers = {"Content-Type": "application/json", "Idempotency-Key": key, **(await client._headers())}
         try:
             resp = await client._http.post(
                 f"{url}/v1/topics/{quote(topic, safe='')}/messages",
@@ -123,7 +123,11 @@ class Publisher:
         if resp.status_code == 200:
             answer = resp.json()
             return PublishResult(str(answer["topic"]), int(answer["seq"]))
-        if resp.status_code >= 500 or resp.status_code == 429:
+        if (
+            resp.status_code >= 500
+            or resp.status_code == 429
+            or (resp.status_code == 401 and client._refreshable_token)
+        ):
             raise NodeDown(f"rest: HTTP {resp.status_code}")
         err = error_body(resp.text)
         if err is None:
@@ -171,19 +175,28 @@ class Publisher:
             if self._ws is not None:
                 await self._drop(self._ws, "moving to another node")
             client = self._client
-            ws = await open_ws(
-                url,
-                client._headers(),
-                open_timeout=client.connect_timeout,
-                ping_interval=client.ping_interval,
-                ping_timeout=client.ping_interval,
-            )
+            try:
+                ws = await self._open(url)
+            except Unauthorized as exc:
+                if client._refreshable_token:
+                    raise NodeDown(str(exc)) from exc
+                raise HeraldAPIError("unauthorized", str(exc), 401) from exc
             self._ws, self._ws_base = ws, url
             self._reader = asyncio.get_running_loop().create_task(
                 self._read(ws, url), name="herald-publisher"
             )
             client._emit(ConnectionEvent("connect", "publish", url, "ws"))
             return ws
+
+    async def _open(self, url: str) -> ClientConnection:
+        client = self._client
+        return await open_ws(
+            url,
+            await client._headers(),
+            open_timeout=client.connect_timeout,
+            ping_interval=client.ping_interval,
+            ping_timeout=client.ping_interval,
+        )
 
     async def _read(self, ws: ClientConnection, url: str) -> None:
         reason = "closed"

@@ -25,6 +25,7 @@ from ._errors import (
     Drop,
     NodeDown,
     TransportDown,
+    Unauthorized,
     classify_stream_refusal,
     is_connect_error,
 )
@@ -315,6 +316,11 @@ class Subscription(Generic[T]):
                         reason = str(exc)
                         log.info("%s: %s unavailable at %s: %s", self.pattern, transport, url, exc)
                         client._mark_blocked(url, transport)
+                    except Unauthorized as exc:
+                        if not client._refreshable_token:
+                            raise SubscriptionError(f"unauthorized: {exc}") from exc
+                        reason = str(exc)
+                        break
                     except NodeDown as exc:
                         reason = str(exc)
                         log.info("%s: %s unavailable: %s", self.pattern, url, exc)
@@ -372,7 +378,7 @@ class Subscription(Generic[T]):
         client = self._client
         ws = await open_ws(
             url,
-            client._headers(),
+            await client._headers(),
             open_timeout=client.connect_timeout,
             ping_interval=client.ping_interval,
             ping_timeout=client.ping_interval,
@@ -408,6 +414,7 @@ class Subscription(Generic[T]):
             established = True
             self._established(url, "ws")
             deadline = self._upgrade_deadline("ws")
+            pinger = asyncio.get_running_loop().create_task(self._ws_pinger(ws))
             try:
                 async with asyncio.timeout_at(deadline):
                     while True:
@@ -417,10 +424,16 @@ class Subscription(Generic[T]):
                             await self._deliver_message(frame)
                         elif kind == "gap":
                             await self._deliver_gap(frame)
+                        elif kind == "pong":
+                            floor = frame.get("floor")
+                            if isinstance(floor, int) and not isinstance(floor, bool):
+                                await self._raise_floor(floor)
                         elif kind == "error":
                             log.warning("%s: server error frame %s", self.pattern, frame)
             except TimeoutError:
                 return Drop("now", "upgrading to a better transport")
+            finally:
+                pinger.cancel()
         except ConnectionClosed as exc:
             code, why = close_code(exc)
             if not established:
@@ -437,12 +450,29 @@ class Subscription(Generic[T]):
             except BaseException:  # noqa: BLE001 - best effort, also on cancellation
                 ws.transport.abort()
 
+    async def _ws_pinger(self, ws: Any) -> None:
+        """Asks for the connection's floor now and then: every message with a
+        smaller ``ts`` has been sent before the ``pong``, so the cursor can
+        forget topics whose last message is older (servers that answer
+        without ``floor`` are fine too)."""
+        try:
+            while True:
+                await asyncio.sleep(self._client.ping_interval)
+                await ws.send('{"op":"ping","id":"floor"}')
+        except Exception:  # the connection is gone; the reader sees why
+            return
+
+    async def _raise_floor(self, floor: int) -> None:
+        current = self._received.floor
+        if current is not None and floor > current:
+            await self._apply_cursor(f"1~{floor}", delivery_floor=True)
+
     @staticmethod
     def _ws_drop(code: int, why: str) -> Drop:
         reason = f"ws closed {code}" + (f" ({why})" if why else "")
         if code in (1001, 1012):
             return Drop("next", reason)
-        if code == 4001:
+        if code in (4001, 4003):  # slow consumer; token expired (a provider gives a fresh one)
             return Drop("now", reason)
         return Drop("retry", reason)
 
@@ -454,7 +484,7 @@ class Subscription(Generic[T]):
         cursor = self._received.cursor()
         if cursor is not None:
             params.append(("cursor", cursor))
-        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", **client._headers()}
+        headers = {"Accept": "text/event-stream", "Cache-Control": "no-cache", **(await client._headers())}
         timeout = httpx.Timeout(
             client.connect_timeout, read=client.sse_idle_timeout, connect=client.connect_timeout
         )
@@ -552,7 +582,7 @@ class Subscription(Generic[T]):
             )
             try:
                 resp = await client._http.get(
-                    f"{url}/v1/poll", params=params, headers=client._headers(), timeout=timeout
+                    f"{url}/v1/poll", params=params, headers=await client._headers(), timeout=timeout
                 )
             except httpx.TransportError as exc:
                 if not established:

@@ -8,9 +8,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from ._backoff import ws_url
-from ._errors import NodeDown, TransportDown
+from ._errors import NodeDown, TransportDown, Unauthorized
 
 USER_AGENT = "herald-client-python/0.1"
+
 
 
 async def open_ws(
@@ -43,6 +44,8 @@ async def open_ws(
         )
     except InvalidStatus as exc:
         status = exc.response.status_code
+        if status == 401:
+            raise Unauthorized("ws: HTTP 401") from exc
         if status >= 500 or status == 429:  # unavailable, or too many connections
             raise NodeDown(f"ws: HTTP {status}") from exc
         raise TransportDown(f"ws: HTTP {status}") from exc
