@@ -58,7 +58,9 @@ pub fn server(
     // would hold each until the peer's next packet.
     .tcp_nodelay(true)
     .shutdown_timeout(shutdown_timeout.as_secs().max(1))
-    .client_disconnect_timeout(Duration::from_secs(5))
+    // After a close handshake (or when a stalled client never drains the
+    // last bytes) drop the TCP connection soon, as RFC 6455 expects.
+    .client_disconnect_timeout(Duration::from_millis(500))
     .backlog(4096)
     .max_connections(50_000);
     let server = match &state.config.tls {
