@@ -78,6 +78,8 @@ pub enum MailboxState {
 pub struct Skipped {
     /// The topic.
     pub topic: Topic,
+    /// Lowest seq removed.
+    pub from: u64,
     /// Highest seq removed.
     pub up_to: u64,
     /// Whether the client is told (`drop_oldest`) or not (`conflate`).
@@ -98,7 +100,7 @@ struct Queue {
     items: VecDeque<Arc<Message>>,
     bytes: usize,
     state: MailboxState,
-    skipped: HashMap<Topic, (u64, bool)>,
+    skipped: HashMap<Topic, (u64, u64, bool)>,
     lagging: bool,
 }
 
@@ -111,9 +113,13 @@ impl Queue {
     }
 
     fn skip(&mut self, m: &Message, report: bool) {
-        let entry = self.skipped.entry(m.topic.clone()).or_insert((0, false));
-        entry.0 = entry.0.max(m.seq);
-        entry.1 |= report;
+        let entry = self
+            .skipped
+            .entry(m.topic.clone())
+            .or_insert((m.seq, m.seq, false));
+        entry.0 = entry.0.min(m.seq);
+        entry.1 = entry.1.max(m.seq);
+        entry.2 |= report;
     }
 }
 
@@ -215,16 +221,19 @@ impl Mailbox {
         out.extend(queue.items.drain(..));
         queue.bytes = 0;
         drained.lagging |= std::mem::take(&mut queue.lagging);
-        drained.skipped.extend(
-            queue
-                .skipped
-                .drain()
-                .map(|(topic, (up_to, report))| Skipped {
-                    topic,
-                    up_to,
-                    report,
-                }),
-        );
+        drained
+            .skipped
+            .extend(
+                queue
+                    .skipped
+                    .drain()
+                    .map(|(topic, (from, up_to, report))| Skipped {
+                        topic,
+                        from,
+                        up_to,
+                        report,
+                    }),
+            );
         queue.state
     }
 
@@ -306,6 +315,7 @@ mod tests {
             drained.skipped,
             vec![Skipped {
                 topic: Topic::parse("t").unwrap(),
+                from: 1,
                 up_to: 7,
                 report: true
             }]

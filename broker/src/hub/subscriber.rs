@@ -387,6 +387,22 @@ impl Subscriber {
                 }
                 Some(_) => {}
                 None => {
+                    // First seen, and its first messages were dropped: what
+                    // came before them is owed as for any first-seen topic.
+                    if skip.from > 1 {
+                        self.work.push_back(Work::ReplaySinceTs {
+                            topic: skip.topic.clone(),
+                            floor: self.first_seen_floor(&skip.topic),
+                            to: skip.from - 1,
+                        });
+                    }
+                    if skip.report {
+                        self.work.push_back(Work::Gap {
+                            topic: skip.topic.clone(),
+                            from: skip.from,
+                            to: skip.up_to,
+                        });
+                    }
                     self.positions.insert(
                         skip.topic,
                         Position {
