@@ -33,8 +33,12 @@ export interface HeraldClientOptions {
    * cluster: the client moves to the next one when a node cannot be reached.
    */
   url: string | string[];
-  /** Auth token (sent as `?token=` on streams and `Authorization: Bearer` on REST). */
-  token?: string;
+  /**
+   * Auth token (JWT), sent as `?token=` on WebSocket/SSE/long-poll and as
+   * `Authorization: Bearer` on REST. A function is called before every
+   * connection attempt (return a fresh token there); see also `setToken`.
+   */
+  token?: string | (() => string | Promise<string>);
   /** Transports to use, best first. Default `['ws', 'sse', 'poll']`. */
   transports?: TransportName[];
   /** Reconnect backoff (exponential, full jitter). Default 500 ms .. 10 s. */
@@ -174,7 +178,9 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   private urlIndex = 0;
   private readonly transportList: TransportName[];
   private preferred = 0;
-  private readonly opts: typeof DEFAULTS & { token?: string; bufferWhileOffline: boolean };
+  private readonly opts: typeof DEFAULTS & { bufferWhileOffline: boolean };
+  private readonly tokenProvider: (() => string | Promise<string>) | undefined;
+  private tokenValue: string | undefined;
   /** @internal */ readonly WebSocketImpl: WebSocketConstructor | undefined;
   /** @internal */ readonly EventSourceImpl: EventSourceConstructor | undefined;
   /** @internal */ readonly fetchImpl: FetchLike | undefined;
@@ -183,6 +189,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   private stateValue: ClientState = 'idle';
   private failures = 0;
   private loopRunning = false;
+  private loopRequested: number | null = null;
   private sleepTimer: ReturnType<typeof setTimeout> | null = null;
   private wake: (() => void) | null = null;
   private upgradeTimer: ReturnType<typeof setTimeout> | null = null;
@@ -219,9 +226,10 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
       pongTimeoutMs: num(options.pongTimeoutMs, DEFAULTS.pongTimeoutMs),
       pollTimeoutMs: num(options.pollTimeoutMs, DEFAULTS.pollTimeoutMs),
       sseIdleTimeoutMs: num(options.sseIdleTimeoutMs, DEFAULTS.sseIdleTimeoutMs),
-      token: options.token,
       bufferWhileOffline: options.bufferWhileOffline ?? true,
     };
+    if (typeof options.token === 'function') this.tokenProvider = options.token;
+    else if (options.token !== undefined) this.tokenValue = String(options.token);
     const g = globalThis as { WebSocket?: unknown; EventSource?: unknown; fetch?: unknown };
     this.WebSocketImpl = (options.WebSocket ?? g.WebSocket) as WebSocketConstructor | undefined;
     this.EventSourceImpl = (options.EventSource ?? g.EventSource) as EventSourceConstructor | undefined;
@@ -353,6 +361,17 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     });
   }
 
+  /**
+   * Replaces the auth token. Used by every later request and reconnect; a
+   * WebSocket connection is switched over at once (`refresh` op), so it is
+   * not closed when the old token expires.
+   */
+  setToken(token: string): void {
+    this.tokenValue = token;
+    const s = this.session;
+    if (s instanceof WsSession && this.stateValue === 'connected') s.refresh(token);
+  }
+
   /** Closes the connection for good: pending publishes are rejected, subscriptions stop. */
   close(): void {
     if (this.stateValue === 'closed') return;
@@ -377,6 +396,11 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   /** @internal */
   get options(): Readonly<typeof this.opts> {
     return this.opts;
+  }
+
+  /** @internal The token in force. */
+  get token(): string | undefined {
+    return this.tokenValue;
   }
 
   /** @internal */
@@ -463,7 +487,12 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   }
 
   private async connectLoop(initialDelay: number): Promise<void> {
-    if (this.loopRunning) return;
+    if (this.loopRunning) {
+      // A session adopted by the running loop failed at once: go again
+      // when that loop ends.
+      this.loopRequested = initialDelay;
+      return;
+    }
     this.loopRunning = true;
     try {
       let delay = initialDelay;
@@ -475,7 +504,18 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
         }
         const url = this.urls[this.urlIndex]!;
         let lastError: unknown;
-        for (const idx of this.transportOrder()) {
+        let tokenOk = true;
+        if (this.tokenProvider) {
+          try {
+            this.tokenValue = await this.tokenProvider();
+          } catch (e) {
+            tokenOk = false;
+            lastError = e;
+            this.reportError(new HeraldError('unauthorized', `token provider failed: ${String(e)}`, { cause: e }));
+          }
+          if (this.isClosed()) return;
+        }
+        for (const idx of tokenOk ? this.transportOrder() : []) {
           if (this.isClosed()) return;
           const session = this.createSession(this.transportList[idx]!, url);
           try {
@@ -493,6 +533,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
           this.adopt(session, false);
           return;
         }
+        if (this.isClosed()) return;
         // No transport works on this node: next node, after a backoff.
         this.urlIndex = (this.urlIndex + 1) % this.urls.length;
         delay = backoffDelay(this.failures, this.opts.minDelayMs, this.opts.maxDelayMs);
@@ -507,6 +548,9 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
       }
     } finally {
       this.loopRunning = false;
+      const again = this.loopRequested;
+      this.loopRequested = null;
+      if (again !== null && !this.session && !this.isClosed()) void this.connectLoop(again);
     }
   }
 
@@ -539,8 +583,8 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
       // The node is going away: another node, now.
       this.urlIndex = (this.urlIndex + 1) % this.urls.length;
       delay = 0;
-    } else if (info.code === 4001 && lived >= STABLE_MS) {
-      delay = 0; // slow consumer: resume from the log at once
+    } else if ((info.code === 4001 || info.code === 4003) && lived >= STABLE_MS) {
+      delay = 0; // slow consumer: resume from the log at once; expired token: get a fresh one
     } else {
       delay = backoffDelay(this.failures, this.opts.minDelayMs, this.opts.maxDelayMs);
       if (lived < STABLE_MS) this.failures++;
@@ -678,7 +722,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
 
   /** @internal */
   authHeaders(): Record<string, string> {
-    return this.opts.token ? { authorization: `Bearer ${this.opts.token}` } : {};
+    return this.tokenValue ? { authorization: `Bearer ${this.tokenValue}` } : {};
   }
 
   private restPublish(pub: PendingPublish, session: StreamSession): void {
@@ -738,6 +782,20 @@ interface PatternState {
   waiters: Set<Subscription<unknown>>;
 }
 
+/** The HeraldError of a JSON error answer (`{"error":{"code","message"}}`). */
+function errorFromBody(status: number, text: string): HeraldError {
+  let code = status === 401 ? 'unauthorized' : 'connect_failed';
+  let message = `HTTP ${status}`;
+  try {
+    const e = (JSON.parse(text) as { error?: { code?: string; message?: string } }).error;
+    if (e?.code) code = e.code;
+    if (e?.message) message = e.message;
+  } catch {
+    /* not JSON */
+  }
+  return new HeraldError(code, message, { status, retriable: RETRIABLE_STATUS.has(status) });
+}
+
 /** Positions of a start cursor that apply to `sub`. */
 function startPositions(sub: Subscription<unknown>, cursor: CursorValue, dropZero: boolean): [string, number][] {
   return [...cursor.positions].filter(
@@ -767,7 +825,7 @@ class WsSession implements Session {
     const o = client.options;
     this.pipe = new WsPipe(
       client.WebSocketImpl,
-      wsEndpoint(url, o.token),
+      wsEndpoint(url, client.token),
       {
         frame: (f) => this.onFrame(f),
         closed: (info) => {
@@ -894,6 +952,18 @@ class WsSession implements Session {
     this.pipe.send({ op: 'subscribe', id, topic: pattern, ...extra });
   }
 
+  /** Switches the connection to a new token. */
+  refresh(token: string): void {
+    if (!this.active || this.closed) return;
+    const id = this.client.nextOpId('r');
+    this.ops.set(id, (f) => {
+      if (f.type === 'error') {
+        this.client.reportError(new HeraldError(String(f.code ?? 'error'), `token refresh refused: ${String(f.message ?? '')}`));
+      }
+    });
+    this.pipe.send({ op: 'refresh', id, token });
+  }
+
   /** Sends one publish op; false if the socket cannot take it. */
   sendPublish(pub: PendingPublish): boolean {
     if (!this.active || this.closed) return false;
@@ -909,7 +979,7 @@ class WsSession implements Session {
         this.client.pump();
       } else if (f.type === 'error') {
         const code = String(f.code ?? 'error');
-        if (code === 'unavailable') this.client.publishRetryLater(pub);
+        if (code === 'unavailable' || code === 'rate_limited') this.client.publishRetryLater(pub);
         else this.client.publishFailed(pub, new HeraldError(code, String(f.message ?? 'publish refused')));
       }
     });
@@ -1066,7 +1136,7 @@ class StreamSession implements Session {
    * Stops the stream, starts new subscriptions from a probe, and opens a
    * stream for all of them from one combined cursor.
    */
-  private async rebuild(timeoutMs: number): Promise<void> {
+  private async rebuild(timeoutMs: number, refusedOnce = false): Promise<void> {
     this.pipe?.close();
     this.pipe = null;
     this.pipeKey = '';
@@ -1097,7 +1167,11 @@ class StreamSession implements Session {
       }
       return;
     }
-    const patterns = [...new Set(started.map((s) => s.pattern))].sort();
+    // Wildcards first (protocol-spec §16.1: a concrete topic before a
+    // wildcard matching it starts live when the cursor does not list it).
+    const patterns = [...new Set(started.map((s) => s.pattern))].sort(
+      (a, b) => Number(isConcrete(a)) - Number(isConcrete(b)) || (a < b ? -1 : a > b ? 1 : 0),
+    );
     if (patterns.length > MAX_STREAM_TOPICS) {
       throw new HeraldError('bad_request', `${this.kind} carries at most ${MAX_STREAM_TOPICS} patterns (${patterns.length} subscribed)`);
     }
@@ -1119,13 +1193,13 @@ class StreamSession implements Session {
     };
     let pipe: StreamPipe;
     if (this.kind === 'sse') {
-      const url = streamEndpoint(this.url, 'sse', patterns, { cursor: cursorText, token: o.token });
+      const url = streamEndpoint(this.url, 'sse', patterns, { cursor: cursorText, token: this.client.token });
       const ES = this.client.EventSourceImpl;
       pipe = ES ? new EventSourcePipe(ES, url, handlers) : new FetchSsePipe(this.fetchImpl, url, handlers, o.sseIdleTimeoutMs);
     } else {
       pipe = new PollPipe(
         this.fetchImpl,
-        (c, t) => streamEndpoint(this.url, 'poll', patterns, { cursor: c, timeoutMs: t, token: o.token }),
+        (c, t) => streamEndpoint(this.url, 'poll', patterns, { cursor: c, timeoutMs: t, token: this.client.token }),
         cursorText,
         handlers,
         o.pollTimeoutMs,
@@ -1137,15 +1211,41 @@ class StreamSession implements Session {
     } catch (e) {
       if (this.pipe === pipe) this.pipe = null;
       pipe.close();
+      const status = (e as HeraldError).status;
+      // EventSource hides the status of a refused request.
+      const unknown = status === undefined && pipe instanceof EventSourcePipe;
+      if ((status === 400 || status === 403 || unknown) && !refusedOnce) {
+        // Find the refused patterns (one probe each), drop their
+        // subscriptions, and try once more with the others.
+        if (await this.dropRefused(patterns, started, timeoutMs)) return this.rebuild(timeoutMs, true);
+      }
       throw e;
     }
     if (this.closed || this.pipe !== pipe) {
       pipe.close();
       throw new HeraldError('closed', 'session closed');
     }
-    this.pipeKey = patterns.join('\n');
+    this.pipeKey = this.keyOf(started);
     // Before adoption, activate() marks them.
     if (this.active) for (const s of started) s.markActive();
+  }
+
+  /** Fails the subscriptions whose pattern the node refuses on its own. */
+  private async dropRefused(patterns: string[], subs: Subscription<unknown>[], timeoutMs: number): Promise<number> {
+    let dropped = 0;
+    for (const p of patterns) {
+      const url = streamEndpoint(this.url, 'poll', [p], { timeoutMs: 0, token: this.client.token });
+      const r = await this.getJson(url, timeoutMs);
+      if (r.status !== 400 && r.status !== 403) continue;
+      const error = errorFromBody(r.status, r.text);
+      for (const s of subs) {
+        if (s.pattern === p && !s.closed) {
+          this.client.failSubscription(s, error);
+          dropped++;
+        }
+      }
+    }
+    return dropped;
   }
 
   /**
@@ -1154,22 +1254,17 @@ class StreamSession implements Session {
    * message already in flight at that moment, which belongs to them).
    */
   private async probe(patterns: string[], subs: Subscription<unknown>[], timeoutMs: number): Promise<void> {
-    const url = streamEndpoint(this.url, 'poll', patterns, { timeoutMs: 0, token: this.client.options.token });
+    const url = streamEndpoint(this.url, 'poll', patterns, { timeoutMs: 0, token: this.client.token });
     const r = await this.getJson(url, timeoutMs);
     if (r.status !== 200) {
-      let code = 'connect_failed';
-      let message = `poll answered ${r.status}`;
-      try {
-        const e = (JSON.parse(r.text) as { error?: { code?: string; message?: string } }).error;
-        if (e?.code) code = e.code;
-        if (e?.message) message = e.message;
-      } catch {
-        /* not JSON */
-      }
-      const error = new HeraldError(code, message, { status: r.status });
-      if (r.status === 400) {
-        // The patterns themselves were refused: fail those subscriptions.
-        for (const s of subs) if (patterns.includes(s.pattern)) this.client.failSubscription(s, error);
+      const error = errorFromBody(r.status, r.text);
+      if (r.status === 400 || r.status === 403) {
+        // Some pattern was refused (invalid, or outside the token's claims).
+        if (patterns.length > 1) {
+          for (const p of patterns) await this.probe([p], subs, timeoutMs);
+          return;
+        }
+        for (const s of subs) if (s.pattern === patterns[0]) this.client.failSubscription(s, error);
         return;
       }
       throw error;

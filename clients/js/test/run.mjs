@@ -50,6 +50,12 @@ const list = [...(unit ? files('unit') : []), ...(e2e ? files('e2e') : [])];
 if (e2e) console.log(`herald: ${HERALD_BIN}`);
 const started = Date.now();
 // One file at a time: the e2e files start servers and a browser each.
-const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', ...list], { stdio: 'inherit' });
+// A hard bound on the whole run, so a hang fails instead of blocking CI.
+const r = spawnSync(process.execPath, ['--test', '--test-concurrency=1', ...list], {
+  stdio: 'inherit',
+  timeout: 300_000,
+  killSignal: 'SIGKILL',
+});
+if (r.error) console.error(`test run failed: ${r.error.message}`);
 console.log(`clients/js tests finished in ${((Date.now() - started) / 1000).toFixed(1)} s (exit ${r.status ?? r.signal})`);
 process.exit(r.status ?? 1);

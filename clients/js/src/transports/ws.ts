@@ -54,9 +54,20 @@ export class WsPipe {
         reject(new HeraldError('connect_failed', why, { cause }));
       };
       const timer = setTimeout(() => fail(`WebSocket did not open within ${timeoutMs} ms`), timeoutMs);
+      // Open = the handshake succeeded AND a frame made the round trip (a
+      // proxy that upgrades but never forwards frames counts as a failure).
+      let handshake = false;
       socket.onopen = () => {
         if (settled) return;
         if (this.done) return fail('closed while opening');
+        handshake = true;
+        try {
+          socket.send(JSON.stringify({ op: 'ping', id: 'open' }));
+        } catch (e) {
+          fail('WebSocket send failed', e);
+        }
+      };
+      const opened = () => {
         settled = true;
         clearTimeout(timer);
         this.opened = true;
@@ -76,6 +87,10 @@ export class WsPipe {
       };
       socket.onmessage = (ev) => {
         if (this.done) return;
+        if (!this.opened) {
+          if (handshake && !settled) opened();
+          else return;
+        }
         this.lastFrameAt = Date.now();
         const data = ev.data;
         if (typeof data !== 'string') return; // the server only sends text frames

@@ -7,10 +7,14 @@
 // upgrades back to WebSocket without a gap or a duplicate.
 
 import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import { createHmac } from 'node:crypto';
+import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, test } from 'node:test';
 import WebSocket from 'ws';
 import { HeraldClient } from '../../dist/index.js';
-import { assertExactSequence, byTopic, sleep, startHerald, waitFor } from '../lib/herald.mjs';
+import { PACKAGE_ROOT, assertExactSequence, byTopic, sleep, startHerald, waitFor } from '../lib/herald.mjs';
 
 const clients = [];
 after(() => clients.forEach((c) => c.close()));
@@ -131,6 +135,138 @@ test('WebSocket unavailable at first: SSE, then upgrade to WebSocket mid-stream 
     checkAll({ acks, wild, exact, topics, exactTopic: 'u.two', label: 'upgrade' });
     assert.equal(client.transport, 'ws');
     assert.deepEqual(log.events.filter((e) => e.startsWith('connect:')), ['connect:sse', 'connect:ws:upgraded']);
+    assert.deepEqual(log.errors, []);
+    client.close();
+  } finally {
+    await herald.kill();
+  }
+});
+
+// ------------------------------------------------------------------- auth
+
+const SECRET = 'test-secret-0123456789abcdef';
+function jwt(claims) {
+  const b64 = (o) => Buffer.from(JSON.stringify(o)).toString('base64url');
+  const head = b64({ alg: 'HS256', typ: 'JWT' });
+  const body = b64(claims);
+  return `${head}.${body}.${createHmac('sha256', SECRET).update(`${head}.${body}`).digest('base64url')}`;
+}
+
+test('auth: the token travels on every transport; refused topics reject the subscription / publish', { timeout: 60_000 }, async () => {
+  const herald = await startHerald({ args: ['--jwt-secret', SECRET] });
+  try {
+    const token = jwt({ sub: 'u1', exp: Math.floor(Date.now() / 1000) + 600, subscribe: ['au.>'], publish: ['au.*'] });
+    for (const transport of ['ws', 'sse', 'poll']) {
+      const { client, log } = makeClient(herald.url, { transports: [transport], token });
+      const mine = collect(client, `au.${transport}.>`);
+      await mine.sub.ready;
+      const refused = client.subscribe('other.>', () => {});
+      await assert.rejects(refused.ready, (e) => e.code === 'forbidden');
+      assert.equal(refused.isClosed, true);
+      await assert.rejects(client.publish('other.x', 1), (e) => e.code === 'forbidden');
+      // au.* may publish to au.<one token> only: publish to a topic under it we may read.
+      const acks = [];
+      for (let i = 0; i < 5; i++) acks.push(await client.publish(`au.${transport}`, i));
+      const deep = await fetch(`${herald.url}/v1/topics/au.${transport}.x/messages`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${jwt({ sub: 'admin', exp: Math.floor(Date.now() / 1000) + 600, publish: ['>'] })}`, 'content-type': 'application/json' },
+        body: '1',
+      });
+      assert.equal(deep.status, 200);
+      await waitFor(() => mine.msgs.length >= 1, { describe: () => JSON.stringify(mine.msgs) });
+      assert.deepEqual(mine.msgs.map((m) => `${m.topic}#${m.seq}`), [`au.${transport}.x#1`]);
+      assert.deepEqual(acks.map((a) => a.seq), [1, 2, 3, 4, 5]);
+      assert.equal(client.transport, transport);
+      assert.ok(log.errors.every((e) => e.startsWith('forbidden')), log.errors.join(' | '));
+      client.close();
+    }
+    // Without a token: refused (WebSocket handshake, then the HTTP transports: 401).
+    const { client: anon } = makeClient(herald.url, { transports: ['ws', 'sse'] });
+    anon.subscribe('au.>', () => {});
+    const e = await new Promise((r) => anon.on('reconnecting', (ev) => r(ev.error)));
+    assert.equal(e.code, 'unauthorized');
+    anon.close();
+  } finally {
+    await herald.kill();
+  }
+});
+
+test('auth: a WebSocket closed for an expired token (4003) reconnects with a fresh one and resumes exactly', { timeout: 60_000 }, async () => {
+  const herald = await startHerald({ args: ['--jwt-secret', SECRET] });
+  try {
+    let issued = 0;
+    const token = () => {
+      issued++;
+      // The first token expires in ~2 s; later ones last.
+      const ttl = issued === 1 ? 2 : 600;
+      return jwt({ sub: 'u2', exp: Math.floor(Date.now() / 1000) + ttl, subscribe: ['ex.>'], publish: ['ex.>'] });
+    };
+    const { client, log } = makeClient(herald.url, { transports: ['ws'], token });
+    const closes = [];
+    client.on('disconnect', (e) => closes.push(e.code));
+    const wild = collect(client, 'ex.>');
+    const exact = collect(client, 'ex.a');
+    await Promise.all([wild.sub.ready, exact.sub.ready]);
+    const topics = ['ex.a', 'ex.b'];
+    const N = 300;
+    const acks = await publishStream(client, topics, N, 12);
+    await waitFor(() => wild.msgs.length >= N && exact.msgs.length >= N / 2, {
+      describe: () => `wild ${wild.msgs.length} exact ${exact.msgs.length}; ${log.events.join(' ')} ${log.errors.join(' | ')}`,
+    });
+    await sleep(300);
+    checkAll({ acks, wild, exact, topics, exactTopic: 'ex.a', label: 'token expiry' });
+    assert.ok(closes.includes(4003), `closed with 4003 on expiry (closes: ${closes.join(',')})`);
+    assert.ok(issued >= 2);
+    assert.deepEqual(log.errors, []);
+    client.close();
+  } finally {
+    await herald.kill();
+  }
+});
+
+// ------------------------------------------------------------ README
+
+test('README quick start works as written (examples/quickstart.mjs is the same code)', { timeout: 30_000 }, async () => {
+  const readme = readFileSync(join(PACKAGE_ROOT, 'README.md'), 'utf8');
+  const block = readme.match(/<!-- quickstart -->\s*```js\n([\s\S]*?)```/);
+  assert.ok(block, 'README has a quick start block');
+  const code = block[1];
+  assert.ok(code.split('\n').filter((l) => l.trim()).length <= 10, 'quick start is at most 10 lines');
+  assert.equal(readFileSync(join(PACKAGE_ROOT, 'examples/quickstart.mjs'), 'utf8'), code);
+  const herald = await startHerald();
+  const file = join(PACKAGE_ROOT, 'examples', `.quickstart-${process.pid}.tmp.mjs`);
+  try {
+    assert.ok(code.includes("'http://127.0.0.1:8080'"));
+    writeFileSync(file, code.replace("'http://127.0.0.1:8080'", `'${herald.url}'`));
+    const out = await new Promise((res, rej) =>
+      execFile(process.execPath, [file], { timeout: 20_000 }, (err, stdout, stderr) =>
+        err ? rej(new Error(`${err.message}\n${stdout}\n${stderr}`)) : res(stdout),
+      ),
+    );
+    assert.match(out, /^connected over (ws|sse)$/m);
+    assert.match(out, /^orders\.eu 1 \{ item: 'book' \}$/m);
+    assert.match(out, /^published as seq 1$/m);
+  } finally {
+    rmSync(file, { force: true });
+    await herald.kill();
+  }
+});
+
+test('auth: setToken() refreshes a WebSocket connection before its token expires (no close)', { timeout: 30_000 }, async () => {
+  const herald = await startHerald({ args: ['--jwt-secret', SECRET] });
+  try {
+    const claims = { sub: 'u3', subscribe: ['rf.>'], publish: ['rf.>'] };
+    const { client, log } = makeClient(herald.url, {
+      transports: ['ws'],
+      token: jwt({ ...claims, exp: Math.floor(Date.now() / 1000) + 2 }),
+    });
+    const got = collect(client, 'rf.>');
+    await got.sub.ready;
+    client.setToken(jwt({ ...claims, exp: Math.floor(Date.now() / 1000) + 600 }));
+    await sleep(3_200);
+    await client.publish('rf.x', 1);
+    await waitFor(() => got.msgs.length === 1);
+    assert.deepEqual(log.events, ['connect:ws'], 'never disconnected');
     assert.deepEqual(log.errors, []);
     client.close();
   } finally {

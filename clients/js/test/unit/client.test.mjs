@@ -26,6 +26,7 @@ function fakeBroker({ behavior = () => 'open', onOp } = {}) {
       const b = behavior(url, sockets.length);
       if (b === 'throw') throw new Error('WebSocket blocked');
       sockets.push(this);
+      if (b === 'hang') return; // never opens
       setTimeout(() => {
         if (b === 'open') {
           this.readyState = 1;
@@ -232,5 +233,30 @@ test('falls back to SSE when the WebSocket constructor throws', async () => {
   const e = await connected;
   assert.equal(e.transport, 'sse');
   assert.deepEqual(calls, ['http://h:1/healthz']);
+  client.close();
+});
+
+test('falls back when a WebSocket does not open in time, and on to long-poll when SSE fails too', async () => {
+  const { FakeWS } = fakeBroker({ behavior: () => 'hang' });
+  const calls = [];
+  const fakeFetch = async (url) => {
+    calls.push(url.replace('http://h:1', ''));
+    if (url.includes('/v1/poll')) return new Response('{"messages":[],"cursor":"1~100~q.a~3"}', { status: 200 });
+    if (url.includes('/v1/sse')) return new Response('{"error":{"code":"unavailable","message":"no"}}', { status: 503 });
+    return new Response('{}', { status: 404 });
+  };
+  const client = new HeraldClient({ url: 'http://h:1', WebSocket: FakeWS, fetch: fakeFetch, upgradeIntervalMs: 0, ...fast, openTimeoutMs: 100, pollTimeoutMs: 50 });
+  const sub = client.subscribe('q.a', () => {});
+  const started = Date.now();
+  const e = await new Promise((r) => client.on('connect', r));
+  assert.equal(e.transport, 'poll');
+  assert.ok(Date.now() - started >= 100, 'waited for the WebSocket open timeout');
+  await sub.ready;
+  assert.equal(sub.cursor(), '1~100~q.a~3');
+  assert.deepEqual(calls.slice(0, 3), [
+    '/v1/poll?topic=q.a&timeout_ms=0',
+    '/v1/sse?topic=q.a&cursor=1~100~q.a~3',
+    '/v1/poll?topic=q.a&cursor=1~100~q.a~3&timeout_ms=0',
+  ]);
   client.close();
 });
