@@ -197,6 +197,71 @@ mod tests {
         assert!(v.verify("garbage").is_err());
     }
 
+    fn signed(alg: Algorithm, kid: Option<&str>, pem: &str) -> String {
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 60;
+        let claims = serde_json::json!({"sub": "svc", "exp": exp, "publish": ["a.>"]});
+        let key = match alg {
+            Algorithm::RS256 => EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+            _ => EncodingKey::from_ec_pem(pem.as_bytes()).unwrap(),
+        };
+        let mut header = Header::new(alg);
+        header.kid = kid.map(str::to_string);
+        encode(&header, &claims, &key).unwrap()
+    }
+
+    fn testdata(name: &str) -> std::path::PathBuf {
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("src/auth/testdata")
+            .join(name)
+    }
+
+    #[test]
+    fn rs256_es256_and_jwks() {
+        let rsa_key = include_str!("testdata/rs256.key.pem");
+        let ec_key = include_str!("testdata/es256.key.pem");
+        let rsa = JwtVerifier::from_config(&AuthConfig {
+            jwt_public_key: Some(testdata("rs256.pub.pem")),
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            rsa.verify(&signed(Algorithm::RS256, None, rsa_key))
+                .unwrap()
+                .sub
+                .as_deref(),
+            Some("svc")
+        );
+        assert!(
+            rsa.verify(&signed(Algorithm::ES256, None, ec_key)).is_err(),
+            "wrong algorithm for the key"
+        );
+        let ec = JwtVerifier::from_config(&AuthConfig {
+            jwt_public_key: Some(testdata("es256.pub.pem")),
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+        assert!(ec.verify(&signed(Algorithm::ES256, None, ec_key)).is_ok());
+        assert!(ec.verify(&signed(Algorithm::RS256, None, rsa_key)).is_err());
+        let jwks = JwtVerifier::from_config(&AuthConfig {
+            jwks: Some(testdata("jwks.json")),
+            ..Default::default()
+        })
+        .unwrap()
+        .unwrap();
+        assert!(jwks
+            .verify(&signed(Algorithm::RS256, Some("test-rsa"), rsa_key))
+            .is_ok());
+        assert!(jwks
+            .verify(&signed(Algorithm::ES256, Some("test-rsa"), ec_key))
+            .is_err());
+    }
+
     fn base64_url(s: &str) -> String {
         const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
         let b = s.as_bytes();
