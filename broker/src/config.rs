@@ -300,6 +300,8 @@ pub struct NamespaceConfig {
     pub anonymous_subscribe: bool,
     /// With auth on: anyone may publish to this namespace.
     pub anonymous_publish: bool,
+    /// Largest `data` payload for this namespace (at most the global limit).
+    pub max_payload_bytes: Option<usize>,
     /// Slow-consumer policy for this namespace's topics.
     pub slow_consumer: Option<crate::hub::SlowConsumerPolicy>,
     /// Retention for this namespace's topics (default: `[retention]`).
@@ -529,6 +531,15 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// The payload limit for `topic`: its namespace's, capped by the global one.
+    pub fn max_payload_for(&self, topic: &crate::hub::Topic) -> usize {
+        let global = self.limits.max_payload_bytes;
+        self.namespaces
+            .get(topic.namespace())
+            .and_then(|ns| ns.max_payload_bytes)
+            .map_or(global, |n| n.min(global))
     }
 
     /// Slow-consumer policies by namespace (those that set one).

@@ -132,6 +132,10 @@ pub struct Metrics {
     pub bad_requests: Counter,
     /// Connections refused by the connection limits.
     pub connections_refused: Counter,
+    /// Publishes refused for exceeding the payload limit.
+    pub payload_too_large: Counter,
+    /// Subscribes refused for exceeding the per-connection limit.
+    pub subscription_limit: Counter,
     /// Publishes refused by rate limits.
     pub rate_limited: Counter,
 }
@@ -231,6 +235,18 @@ impl Metrics {
             "herald_connections_refused_total",
             "Connections refused by connection limits.",
             self.connections_refused.get(),
+        );
+        counter(
+            &mut out,
+            "herald_payload_too_large_total",
+            "Publishes refused for exceeding the payload limit.",
+            self.payload_too_large.get(),
+        );
+        counter(
+            &mut out,
+            "herald_subscription_limit_total",
+            "Subscribes refused by the per-connection subscription limit.",
+            self.subscription_limit.get(),
         );
         counter(
             &mut out,

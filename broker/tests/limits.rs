@@ -112,3 +112,35 @@ async fn publish_rates_are_enforced_per_connection_and_per_client() {
     assert!((5..=7).contains(&ok), "{statuses:?}");
     assert!(metric(&node, "herald_rate_limited_total").await >= 20);
 }
+
+#[tokio::test]
+async fn namespaces_can_lower_the_payload_limit() {
+    let (_d, file) = config("[namespaces.tiny]\nmax_payload_bytes = 16\n");
+    let node = Node::start(&["--config", &file]);
+    let (status, body) =
+        publish(&node, "tiny.x", &json!("this is longer than sixteen bytes")).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (413, Some("payload_too_large"))
+    );
+    assert_eq!(publish(&node, "tiny.x", &json!("short")).await.0, 200);
+    assert_eq!(
+        publish(
+            &node,
+            "other.x",
+            &json!("this is longer than sixteen bytes")
+        )
+        .await
+        .0,
+        200
+    );
+    let mut ws = node.ws().await;
+    let (r, _) = ws
+        .request(
+            json!({"op":"publish","topic":"tiny.y","data":"x".repeat(40)}),
+            "p",
+        )
+        .await;
+    assert_eq!(r["code"], "payload_too_large");
+    assert_eq!(metric(&node, "herald_payload_too_large_total").await, 2);
+}

@@ -70,9 +70,10 @@ fn is_json(req: &HttpRequest) -> bool {
 }
 
 /// Checks `data` against the payload limit.
-pub fn check_payload(state: &AppState, data: &str) -> Result<(), ApiError> {
-    let limit = state.config.limits.max_payload_bytes;
+pub fn check_payload(state: &AppState, topic: &Topic, data: &str) -> Result<(), ApiError> {
+    let limit = state.config.max_payload_for(topic);
     if data.len() > limit {
+        state.metrics.payload_too_large.inc();
         return Err(ApiError::too_large(limit));
     }
     Ok(())
@@ -142,7 +143,7 @@ pub async fn publish_one(
             .map_err(|_| ApiError::bad_request("a non-JSON body must be UTF-8 text"))?;
         json::string_value(text)
     };
-    check_payload(&state, &data)?;
+    check_payload(&state, &topic, &data)?;
     let published = publish(
         &state,
         vec![PublishItem {
@@ -200,7 +201,7 @@ pub async fn publish_batch(
         let topic = Topic::parse(&item.topic).map_err(|e| at(e.into()))?;
         identity.check_publish(&topic).map_err(|e| at(e.into()))?;
         let data = json::compact(item.data.get()).into_owned();
-        check_payload(&state, &data).map_err(at)?;
+        check_payload(&state, &topic, &data).map_err(at)?;
         let idempotency_key = match (item.idempotency_key, &key) {
             (Some(k), _) => {
                 check_idempotency_key(&k).map_err(at)?;

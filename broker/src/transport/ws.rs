@@ -285,6 +285,9 @@ impl Connection {
             Ok(op) => op,
             Err(OpError { id, error }) => {
                 self.state.metrics.bad_requests.inc();
+                if error.code == crate::http::ErrorCode::PayloadTooLarge {
+                    self.state.metrics.payload_too_large.inc();
+                }
                 return self.send_error(id.as_deref(), &error).await;
             }
         };
@@ -321,7 +324,12 @@ impl Connection {
                         };
                         self.send(reply.encode()).await
                     }
-                    Err(e) => self.send_error(id.as_deref(), &e.into()).await,
+                    Err(e) => {
+                        if matches!(e, crate::hub::SubscribeError::TooMany(_)) {
+                            self.state.metrics.subscription_limit.inc();
+                        }
+                        self.send_error(id.as_deref(), &e.into()).await
+                    }
                 }
             }
             ClientOp::Unsubscribe { id, pattern } => {
@@ -340,6 +348,9 @@ impl Connection {
             } => {
                 if let Err(e) = broker.identity.check_publish(&topic) {
                     return self.send_error(id.as_deref(), &e.into()).await;
+                }
+                if let Err(e) = crate::http::publish::check_payload(&self.state, &topic, &data) {
+                    return self.send_error(id.as_deref(), &e).await;
                 }
                 if let Some(rate) = &mut broker.rate {
                     if !rate.try_take(1.0) {
