@@ -412,7 +412,11 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   deliver(message: HeraldMessage<unknown>, only?: ReadonlySet<Subscription<unknown>>): void {
     for (const sub of this.subs) {
       if (only && !only.has(sub)) continue;
-      if (!sub.started || sub.closed || !sub.matches(message.topic)) continue;
+      if (sub.closed || !sub.matches(message.topic)) continue;
+      if (!sub.started) {
+        sub.joinBuffer?.push(message);
+        continue;
+      }
       // A seq may jump without a gap event: namespaces with the `conflate`
       // slow-consumer policy deliberately skip superseded messages.
       const r = sub.accept(message);
@@ -430,7 +434,11 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     const affected: Subscription<unknown>[] = [];
     for (const sub of this.subs) {
       if (only && !only.has(sub)) continue;
-      if (!sub.started || sub.closed || !sub.matches(gap.topic)) continue;
+      if (sub.closed || !sub.matches(gap.topic)) continue;
+      if (!sub.started) {
+        sub.joinBuffer?.push(gap);
+        continue;
+      }
       if (sub.acceptGap(gap)) affected.push(sub);
     }
     if (affected.length) this.emit('gap', { topic: gap.topic, from: gap.from, to: gap.to, subscriptions: affected });
@@ -772,6 +780,8 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
 
 interface PatternState {
   status: 'pending' | 'active';
+  /** A subscribe without since/cursor: its reply is a live start for waiters too. */
+  fresh: boolean;
   waiters: Set<Subscription<unknown>>;
 }
 
@@ -800,6 +810,79 @@ function startPositions(sub: Subscription<unknown>, cursor: CursorValue, dropZer
 function restrictCursor(cursor: CursorValue, matches: (t: string) => boolean): string {
   return encodeCursor(cursor.floor, [...cursor.positions].filter(([t]) => matches(t)));
 }
+
+/** GET returning status and body text; network failures throw `connect_failed`. */
+async function httpGet(client: HeraldClient, url: string, timeoutMs: number): Promise<{ status: number; text: string }> {
+  const f = client.fetchImpl;
+  if (!f) throw new HeraldError('transport_unavailable', 'no fetch implementation (pass options.fetch)');
+  const abort = new AbortController();
+  const timer = setTimeout(() => abort.abort(), timeoutMs);
+  try {
+    const res = await f(url, { signal: abort.signal });
+    return { status: res.status, text: await res.text() };
+  } catch (e) {
+    throw new HeraldError('connect_failed', `${url}: ${String(e)}`, { cause: e });
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+  /**
+   * Where new subscriptions start: a long-poll without cursor and with
+   * timeout 0 answers with the live starting cursor of its patterns (and any
+   * message already in flight at that moment, which belongs to them).
+   */
+async function probeStart(
+  client: HeraldClient,
+  baseUrl: string,
+  patterns: string[],
+  subs: Subscription<unknown>[],
+  timeoutMs: number,
+): Promise<void> {
+    const url = streamEndpoint(baseUrl, 'poll', patterns, { timeoutMs: 0, token: client.token });
+    const r = await httpGet(client, url, timeoutMs);
+    if (r.status !== 200) {
+      const error = errorFromBody(r.status, r.text);
+      if (r.status === 400 || r.status === 403) {
+        // Some pattern was refused (invalid, or outside the token's claims).
+        if (patterns.length > 1) {
+          for (const p of patterns) await probeStart(client, baseUrl, [p], subs, timeoutMs);
+          return;
+        }
+        for (const s of subs) if (s.pattern === patterns[0]) client.failSubscription(s, error);
+        return;
+      }
+      throw error;
+    }
+    const answer = JSON.parse(r.text) as PollAnswer;
+    const start = parseCursor(answer.cursor);
+    // Messages in the answer come after the start: move those topics back.
+    const first = new Map<string, number>();
+    for (const m of answer.messages) {
+      if (!first.has(m.topic) || m.seq < first.get(m.topic)!) first.set(m.topic, m.seq);
+    }
+    for (const g of answer.gaps ?? []) {
+      if (!first.has(g.topic) || g.from < first.get(g.topic)!) first.set(g.topic, g.from);
+    }
+    for (const [topic, seq] of first) start.positions.set(topic, seq - 1);
+    for (const s of subs) {
+      if (s.started || s.closed || !patterns.includes(s.pattern)) continue;
+      s.start(start.floor, startPositions(s, start, false));
+    }
+    if (answer.messages.length || answer.gaps?.length) {
+      // Only the probed subscriptions: the others' positions are elsewhere.
+      const only = new Set(subs.filter((s) => patterns.includes(s.pattern)));
+      const gaps = [...(answer.gaps ?? [])];
+      for (const m of answer.messages) {
+        for (let i = 0; i < gaps.length; i++) {
+          if (gaps[i]!.topic === m.topic && gaps[i]!.from < m.seq) client.deliverGap(gaps.splice(i--, 1)[0]!, only);
+        }
+        client.deliver(m, only);
+      }
+      for (const g of gaps) client.deliverGap(g, only);
+    }
+  }
+
 
 /** One WebSocket connection and the patterns subscribed on it. */
 class WsSession implements Session {
@@ -877,23 +960,11 @@ class WsSession implements Session {
       this.subscribeStarted(resumed);
     }
     for (const s of live) {
-      if (s.started) continue;
+      if (s.started || s.joinBuffer) continue;
       const st = this.patterns.get(s.pattern);
-      if (!st) {
-        this.sendSubscribe(s.pattern, {}, [s]);
-      } else if (st.status === 'pending') {
-        st.waiters.add(s);
-      } else {
-        const source = live.find((o) => o !== s && o.started && o.pattern === s.pattern);
-        if (source) {
-          s.startFrom(source);
-          s.markActive();
-        } else {
-          this.pipe.send({ op: 'unsubscribe', topic: s.pattern });
-          this.patterns.delete(s.pattern);
-          this.sendSubscribe(s.pattern, {}, [s]);
-        }
-      }
+      if (!st) this.sendSubscribe(s.pattern, {}, [s]);
+      else if (st.status === 'pending' && st.fresh) st.waiters.add(s);
+      else this.join(s);
     }
     for (const pattern of [...this.patterns.keys()]) {
       if (!live.some((s) => s.pattern === pattern)) {
@@ -903,9 +974,37 @@ class WsSession implements Session {
     }
   }
 
+  /**
+   * A live subscription to a pattern this connection already has (a second
+   * subscribe would be a no-op): its start comes from a probe, and what the
+   * connection delivers meanwhile is kept and then filtered by that start.
+   */
+  private join(s: Subscription<unknown>): void {
+    s.joinBuffer = [];
+    probeStart(this.client, this.url, [s.pattern], [s], this.client.options.openTimeoutMs).then(
+      () => {
+        const buffered = s.joinBuffer ?? [];
+        s.joinBuffer = null;
+        if (this.closed || s.closed || !s.started) return;
+        const only = new Set([s]);
+        for (const e of buffered) {
+          if ('seq' in e) this.client.deliver(e, only);
+          else this.client.deliverGap(e, only);
+        }
+        s.markActive();
+      },
+      () => {
+        // Node unreachable over HTTP: try again in a moment (a new
+        // connection also retries).
+        s.joinBuffer = null;
+        setTimeout(() => this.syncSubs(), 1_000);
+      },
+    );
+  }
+
   private sendSubscribe(pattern: string, extra: { cursor?: string }, subs: Subscription<unknown>[]): void {
     const id = this.client.nextOpId('s');
-    const st: PatternState = { status: 'pending', waiters: new Set(subs) };
+    const st: PatternState = { status: 'pending', fresh: extra.cursor === undefined, waiters: new Set(subs) };
     this.patterns.set(pattern, st);
     this.ops.set(id, (frame) => {
       if (this.patterns.get(pattern) !== st) return; // unsubscribed meanwhile
@@ -1106,23 +1205,10 @@ class StreamSession implements Session {
     }
   }
 
-  private get fetchImpl(): FetchLike {
+  private requireFetch(): FetchLike {
     const f = this.client.fetchImpl;
     if (!f) throw new HeraldError('transport_unavailable', 'no fetch implementation (pass options.fetch)');
     return f;
-  }
-
-  private async getJson(url: string, timeoutMs: number): Promise<{ status: number; text: string }> {
-    const abort = new AbortController();
-    const timer = setTimeout(() => abort.abort(), timeoutMs);
-    try {
-      const res = await this.fetchImpl(url, { signal: abort.signal });
-      return { status: res.status, text: await res.text() };
-    } catch (e) {
-      throw new HeraldError('connect_failed', `${url}: ${String(e)}`, { cause: e });
-    } finally {
-      clearTimeout(timer);
-    }
   }
 
   /**
@@ -1137,16 +1223,13 @@ class StreamSession implements Session {
     let probed = false;
     let live = this.live();
     const toProbe: Subscription<unknown>[] = [];
-    for (const s of live) {
-      if (s.started) continue;
-      const source = live.find((x) => x !== s && x.started && x.pattern === s.pattern);
-      if (source) s.startFrom(source);
-      else toProbe.push(s);
-    }
+    // New subscriptions start live from a probe, even when another one has
+    // the same pattern (that one may still be catching up from a cursor).
+    for (const s of live) if (!s.started) toProbe.push(s);
     if (toProbe.length) {
       const patterns = [...new Set(toProbe.map((s) => s.pattern))];
       for (let i = 0; i < patterns.length; i += MAX_STREAM_TOPICS) {
-        await this.probe(patterns.slice(i, i + MAX_STREAM_TOPICS), toProbe, timeoutMs);
+        await probeStart(this.client, this.url, patterns.slice(i, i + MAX_STREAM_TOPICS), toProbe, timeoutMs);
         probed = true;
       }
     }
@@ -1155,7 +1238,7 @@ class StreamSession implements Session {
     const started = live.filter((s) => s.started);
     if (started.length === 0) {
       if (!probed) {
-        const r = await this.getJson(`${this.url}/healthz`, timeoutMs);
+        const r = await httpGet(this.client, `${this.url}/healthz`, timeoutMs);
         if (r.status !== 200) throw new HeraldError('connect_failed', `healthz answered ${r.status}`);
       }
       return;
@@ -1188,10 +1271,10 @@ class StreamSession implements Session {
     if (this.kind === 'sse') {
       const url = streamEndpoint(this.url, 'sse', patterns, { cursor: cursorText, token: this.client.token });
       const ES = this.client.EventSourceImpl;
-      pipe = ES ? new EventSourcePipe(ES, url, handlers) : new FetchSsePipe(this.fetchImpl, url, handlers, o.sseIdleTimeoutMs);
+      pipe = ES ? new EventSourcePipe(ES, url, handlers) : new FetchSsePipe(this.requireFetch(), url, handlers, o.sseIdleTimeoutMs);
     } else {
       pipe = new PollPipe(
-        this.fetchImpl,
+        this.requireFetch(),
         (c, t) => streamEndpoint(this.url, 'poll', patterns, { cursor: c, timeoutMs: t, token: this.client.token }),
         cursorText,
         handlers,
@@ -1228,7 +1311,7 @@ class StreamSession implements Session {
     let dropped = 0;
     for (const p of patterns) {
       const url = streamEndpoint(this.url, 'poll', [p], { timeoutMs: 0, token: this.client.token });
-      const r = await this.getJson(url, timeoutMs);
+      const r = await httpGet(this.client, url, timeoutMs);
       if (r.status !== 400 && r.status !== 403) continue;
       const error = errorFromBody(r.status, r.text);
       for (const s of subs) {
@@ -1239,56 +1322,6 @@ class StreamSession implements Session {
       }
     }
     return dropped;
-  }
-
-  /**
-   * Where new subscriptions start: a long-poll without cursor and with
-   * timeout 0 answers with the live starting cursor of its patterns (and any
-   * message already in flight at that moment, which belongs to them).
-   */
-  private async probe(patterns: string[], subs: Subscription<unknown>[], timeoutMs: number): Promise<void> {
-    const url = streamEndpoint(this.url, 'poll', patterns, { timeoutMs: 0, token: this.client.token });
-    const r = await this.getJson(url, timeoutMs);
-    if (r.status !== 200) {
-      const error = errorFromBody(r.status, r.text);
-      if (r.status === 400 || r.status === 403) {
-        // Some pattern was refused (invalid, or outside the token's claims).
-        if (patterns.length > 1) {
-          for (const p of patterns) await this.probe([p], subs, timeoutMs);
-          return;
-        }
-        for (const s of subs) if (s.pattern === patterns[0]) this.client.failSubscription(s, error);
-        return;
-      }
-      throw error;
-    }
-    const answer = JSON.parse(r.text) as PollAnswer;
-    const start = parseCursor(answer.cursor);
-    // Messages in the answer come after the start: move those topics back.
-    const first = new Map<string, number>();
-    for (const m of answer.messages) {
-      if (!first.has(m.topic) || m.seq < first.get(m.topic)!) first.set(m.topic, m.seq);
-    }
-    for (const g of answer.gaps ?? []) {
-      if (!first.has(g.topic) || g.from < first.get(g.topic)!) first.set(g.topic, g.from);
-    }
-    for (const [topic, seq] of first) start.positions.set(topic, seq - 1);
-    for (const s of subs) {
-      if (s.started || s.closed || !patterns.includes(s.pattern)) continue;
-      s.start(start.floor, startPositions(s, start, false));
-    }
-    if (answer.messages.length || answer.gaps?.length) {
-      // Only the probed subscriptions: the others' positions are elsewhere.
-      const only = new Set(subs.filter((s) => patterns.includes(s.pattern)));
-      const gaps = [...(answer.gaps ?? [])];
-      for (const m of answer.messages) {
-        for (let i = 0; i < gaps.length; i++) {
-          if (gaps[i]!.topic === m.topic && gaps[i]!.from < m.seq) this.client.deliverGap(gaps.splice(i--, 1)[0]!, only);
-        }
-        this.client.deliver(m, only);
-      }
-      for (const g of gaps) this.client.deliverGap(g, only);
-    }
   }
 
   close(): void {

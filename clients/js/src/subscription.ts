@@ -68,6 +68,8 @@ export class Subscription<T = unknown> {
   /** @internal */ active = false;
   /** @internal */ closed = false;
   /** @internal */ readonly id: number;
+  /** @internal Events seen while its start is being probed (WebSocket join). */
+  joinBuffer: (HeraldMessage<unknown> | GapInfo)[] | null = null;
   /** @internal */ onUnsubscribe: ((sub: Subscription<T>) => void) | null = null;
   private resolveReady!: () => void;
   private rejectReady!: (e: unknown) => void;

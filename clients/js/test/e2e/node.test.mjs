@@ -273,3 +273,80 @@ test('auth: setToken() refreshes a WebSocket connection before its token expires
     await herald.kill();
   }
 });
+
+// ------------------------------------------------------------ retention gaps
+
+test('gap: messages trimmed by retention are reported once, then delivery continues exactly (every transport)', { timeout: 60_000 }, async () => {
+  const dir = (await import('node:fs')).mkdtempSync(join((await import('node:os')).tmpdir(), 'herald-js-gap-'));
+  const config = join(dir, 'herald.toml');
+  writeFileSync(config, '[log]\nretention_interval = "100ms"\n[namespaces.gp.retention]\nmax_messages = 5\n');
+  const herald = await startHerald({ args: ['--config', config] });
+  try {
+    for (const transport of ['ws', 'sse', 'poll']) {
+      const topic = `gp.${transport}`;
+      for (let i = 1; i <= 20; i++) {
+        const res = await fetch(`${herald.url}/v1/topics/${topic}/messages`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: String(i) });
+        assert.equal(res.status, 200);
+      }
+      // Wait until retention has trimmed the topic to its last 5 messages.
+      await waitFor(async () => (await (await fetch(`${herald.url}/v1/topics/${topic}/messages?since=0`)).json()).first_seq === 16, {
+        describe: async () => JSON.stringify(await (await fetch(`${herald.url}/v1/topics/${topic}/messages?since=0`)).json()),
+      });
+      const { client } = makeClient(herald.url, { transports: [transport] });
+      const gaps = [];
+      client.on('gap', (g) => gaps.push(`${g.topic} ${g.from}-${g.to} (${g.subscriptions.length})`));
+      // A live subscription and one from seq 0, to the same topic.
+      const live = collect(client, topic);
+      const fromStart = [];
+      const sub = client.subscribe(topic, (m) => fromStart.push(m.seq), { since: 0 });
+      await Promise.all([live.sub.ready, sub.ready]);
+      await client.publish(topic, 21);
+      await waitFor(() => fromStart.length >= 6 && live.msgs.length >= 1, { describe: () => JSON.stringify({ live: live.msgs, fromStart, gaps }) });
+      await sleep(200);
+      assert.deepEqual(live.msgs.map((m) => m.seq), [21], `${transport}: the live subscription starts live`);
+      assert.deepEqual(fromStart, [16, 17, 18, 19, 20, 21], `${transport}: the one from 0 gets what is retained`);
+      assert.deepEqual(gaps, [`${topic} 1-15 (1)`], `${transport}: one gap, for the subscription from 0`);
+      assert.equal(sub.position(topic), 21);
+      client.close();
+    }
+  } finally {
+    await herald.kill();
+  }
+});
+
+// ------------------------------------------------- a second subscription joins
+
+test('a second live subscription to the same pattern, mid-stream: contiguous from its start, no duplicate (every transport)', { timeout: 60_000 }, async () => {
+  const herald = await startHerald();
+  try {
+    for (const transport of ['ws', 'sse', 'poll']) {
+      const { client, log } = makeClient(herald.url, { transports: [transport] });
+      const topics = [`jn${transport}.a`, `jn${transport}.b`];
+      const first = collect(client, `jn${transport}.*`);
+      await first.sub.ready;
+      let second;
+      const N = 200;
+      const acks = await publishStream(client, topics, N, 3, async (i) => {
+        if (i === 80) second = collect(client, `jn${transport}.*`);
+      });
+      await second.sub.ready;
+      await waitFor(() => first.msgs.length >= N, { describe: () => `${first.msgs.length}` });
+      await sleep(300);
+      const acked = byTopic(acks);
+      const a = byTopic(first.msgs);
+      const b = byTopic(second.msgs);
+      for (const t of topics) {
+        assertExactSequence(a.get(t) ?? [], acked.get(t).length, `${transport}: first ${t}`);
+        const seqs = b.get(t) ?? [];
+        const n = acked.get(t).length;
+        assert.ok(seqs.length > 0 && seqs.length < n, `${transport}: second ${t} got ${seqs.length} of ${n}`);
+        const from = seqs[0];
+        assert.deepEqual(seqs, Array.from({ length: n - from + 1 }, (_, k) => from + k), `${transport}: second ${t} contiguous to the end`);
+      }
+      assert.deepEqual(log.errors, []);
+      client.close();
+    }
+  } finally {
+    await herald.kill();
+  }
+});
