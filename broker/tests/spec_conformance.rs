@@ -10,7 +10,11 @@
 //!   method, a documented content type, and a body that validates; every
 //!   documented status except 500/503 must actually be provoked;
 //! * every documented path and method must be routed by the server, and every
-//!   documented example op must be accepted.
+//!   documented example op must be accepted;
+//! * auth (401/403, `refresh`, `unauthorized`/`forbidden` frames, close 4003)
+//!   and limits (429/503, `rate_limited` frames) are provoked on extra nodes
+//!   started with `--jwt-secret` and small `[limits]`; cursor resume and the
+//!   `pong` floor are checked end to end.
 //!
 //! `$ref`s are resolved here (local `#/...` references only); OpenAPI schemas
 //! are checked as JSON Schema 2020-12, AsyncAPI payloads as draft 7.
@@ -660,7 +664,14 @@ impl AsyncApi {
 // Helpers
 // ---------------------------------------------------------------------------
 
-const REPLY_TYPES: [&str; 5] = ["subscribed", "unsubscribed", "ack", "pong", "error"];
+const REPLY_TYPES: [&str; 6] = [
+    "subscribed",
+    "unsubscribed",
+    "ack",
+    "pong",
+    "refreshed",
+    "error",
+];
 
 /// Sends an op and returns its reply: the frame echoing its `id`, or for an
 /// op without a usable `id`, the next reply frame without one.
@@ -727,6 +738,495 @@ async fn close_code_after(node: &Node, message: WsMessage) -> Option<u16> {
 }
 
 // ---------------------------------------------------------------------------
+// Auth and limits
+// ---------------------------------------------------------------------------
+
+const SECRET: &str = "spec-conformance-secret-0123456789";
+const API_KEY: &str = "spec-api-key-1";
+/// The headers of a WebSocket upgrade, for handshakes refused before the
+/// upgrade (their answer is an ordinary JSON error).
+const UPGRADE: Headers = &[
+    ("connection", "Upgrade"),
+    ("upgrade", "websocket"),
+    ("sec-websocket-version", "13"),
+    ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+];
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// A token signed with `secret` and `alg` carrying `claims`.
+fn sign(alg: jsonwebtoken::Algorithm, secret: &str, claims: &Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(alg),
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .expect("token")
+}
+
+/// An HS256 token of `alice` expiring at `exp` with these grants.
+fn mint(exp: u64, subscribe: &[&str], publish: &[&str]) -> String {
+    sign(
+        jsonwebtoken::Algorithm::HS256,
+        SECRET,
+        &json!({"sub":"alice","exp":exp,"subscribe":subscribe,"publish":publish}),
+    )
+}
+
+/// Alice may subscribe to `chat.*` and `public.>`, and publish to `chat.room1`.
+fn alice() -> String {
+    mint(now_secs() + 600, &["chat.*", "public.>"], &["chat.room1"])
+}
+
+fn base64url(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
+        for i in 0..=chunk.len() {
+            out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// An unsigned (`alg: none`) token granting everything.
+fn unsigned_token() -> String {
+    let claims = json!({"sub":"eve","exp":now_secs() + 600,"subscribe":[">"],"publish":[">"]});
+    format!(
+        "{}.{}.",
+        base64url(br#"{"alg":"none","typ":"JWT"}"#),
+        base64url(claims.to_string().as_bytes())
+    )
+}
+
+/// A node with auth on (HS256 with `SECRET`, the API key `API_KEY`) whose
+/// `public` namespace anonymous clients may subscribe to; `extra` is
+/// appended to its config file.
+fn auth_node(dir: &std::path::Path, extra: &str) -> Node {
+    let file = dir.join("auth.toml");
+    std::fs::write(
+        &file,
+        format!("[namespaces.public]\nanonymous_subscribe = true\n{extra}"),
+    )
+    .unwrap();
+    Node::start(&[
+        "--jwt-secret",
+        SECRET,
+        "--api-key",
+        API_KEY,
+        "--config",
+        file.to_str().unwrap(),
+    ])
+}
+
+/// A node whose config file is `text`.
+fn node_with_config(dir: &std::path::Path, text: &str) -> Node {
+    let file = dir.join("limits.toml");
+    std::fs::write(&file, text).unwrap();
+    Node::start(&["--config", file.to_str().unwrap()])
+}
+
+/// The value of an unlabelled metric.
+async fn metric(node: &Node, name: &str) -> u64 {
+    let text = http()
+        .get(node.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("{name} is not exported"))
+        .parse()
+        .unwrap()
+}
+
+/// 401 and 403 (and what credentials make work) against openapi.yaml.
+async fn check_auth_responses(spec: &OpenApi) {
+    const MSGS: &str = "/v1/topics/{topic}/messages";
+    const BATCH: &str = "/v1/publish";
+    let dir = tempfile::tempdir().unwrap();
+    let node = auth_node(dir.path(), "");
+    let alice = alice();
+    let bearer = format!("Bearer {alice}");
+    let cookie = format!("herald_token={alice}");
+    // JSON request headers plus one credentials header, if any.
+    let json_as = |auth: Option<(&'static str, String)>| -> Vec<(&'static str, String)> {
+        let mut h = vec![("content-type", "application/json".to_string())];
+        h.extend(auth);
+        h
+    };
+    let call = |method: &'static str,
+                template: &'static str,
+                path: String,
+                headers: Vec<(&'static str, String)>,
+                body: Option<&'static str>| {
+        let node = &node;
+        async move {
+            let headers: Vec<(&str, &str)> =
+                headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            spec.call(
+                node,
+                method,
+                Some(template),
+                &path,
+                &headers,
+                body.map(|b| b.as_bytes().to_vec()),
+            )
+            .await
+        }
+    };
+    let upgrade = |auth: Option<(&'static str, String)>| -> Vec<(&'static str, String)> {
+        let mut h: Vec<(&'static str, String)> =
+            UPGRADE.iter().map(|(k, v)| (*k, v.to_string())).collect();
+        h.extend(auth);
+        h
+    };
+    let expired = mint(now_secs() - 60, &[">"], &[">"]);
+    let wrong_secret = sign(
+        jsonwebtoken::Algorithm::HS256,
+        "another-secret-another-secret",
+        &json!({"sub":"alice","exp":now_secs() + 600,"publish":[">"]}),
+    );
+    let wrong_alg = sign(
+        jsonwebtoken::Algorithm::HS384,
+        SECRET,
+        &json!({"sub":"alice","exp":now_secs() + 600,"publish":[">"]}),
+    );
+    let no_exp = sign(
+        jsonwebtoken::Algorithm::HS256,
+        SECRET,
+        &json!({"sub":"alice","publish":[">"]}),
+    );
+    let with_aud = sign(
+        jsonwebtoken::Algorithm::HS256,
+        SECRET,
+        &json!({"sub":"alice","exp":now_secs() + 600,"aud":"herald","publish":[">"]}),
+    );
+
+    // 401: no credentials (and no anonymous grant), or unusable ones.
+    let publish_path = || "/v1/topics/chat.room1/messages".to_string();
+    let mut unauthorized = vec![
+        ("POST", MSGS, publish_path(), json_as(None), Some("1")),
+        (
+            "POST",
+            MSGS,
+            publish_path(),
+            json_as(Some(("x-api-key", "not-a-key".into()))),
+            Some("1"),
+        ),
+        (
+            "POST",
+            BATCH,
+            BATCH.to_string(),
+            json_as(None),
+            Some(r#"[{"topic":"chat.room1","data":1}]"#),
+        ),
+        (
+            "GET",
+            MSGS,
+            "/v1/topics/chat.room1/messages".into(),
+            vec![],
+            None,
+        ),
+        (
+            // Invalid credentials are refused even where anonymous clients
+            // would be let in.
+            "GET",
+            MSGS,
+            "/v1/topics/public.news/messages?token=garbage".into(),
+            vec![],
+            None,
+        ),
+        (
+            "GET",
+            "/v1/sse",
+            "/v1/sse?topic=chat.*".into(),
+            vec![],
+            None,
+        ),
+        (
+            "GET",
+            "/v1/sse",
+            "/v1/sse?topic=public.%3E&topic=chat.*".into(),
+            vec![],
+            None,
+        ),
+        (
+            "GET",
+            "/v1/poll",
+            "/v1/poll?topic=chat.*&timeout_ms=0".into(),
+            vec![],
+            None,
+        ),
+        (
+            "GET",
+            "/v1/ws",
+            "/v1/ws?token=garbage".into(),
+            upgrade(None),
+            None,
+        ),
+        (
+            "GET",
+            "/v1/ws",
+            "/v1/ws".into(),
+            upgrade(Some(("cookie", format!("herald_token={expired}")))),
+            None,
+        ),
+    ];
+    for token in [
+        &expired,
+        &wrong_secret,
+        &wrong_alg,
+        &no_exp,
+        &with_aud,
+        &unsigned_token(),
+    ] {
+        unauthorized.push((
+            "POST",
+            MSGS,
+            publish_path(),
+            json_as(Some(("authorization", format!("Bearer {token}")))),
+            Some("1"),
+        ));
+    }
+    for (method, template, path, headers, body) in unauthorized {
+        let what = format!("{method} {path} {headers:?}");
+        let r = call(method, template, path, headers, body).await;
+        expect(&r, 401, Some("unauthorized"), &what);
+    }
+
+    // 403: valid credentials, topic outside their grants.
+    let as_alice = || vec![("authorization", bearer.clone())];
+    let forbidden = [
+        (
+            "POST",
+            MSGS,
+            "/v1/topics/chat.room2/messages".to_string(),
+            json_as(Some(("authorization", bearer.clone()))),
+            Some("1"),
+        ),
+        (
+            "POST",
+            BATCH,
+            BATCH.into(),
+            json_as(Some(("authorization", bearer.clone()))),
+            Some(r#"[{"topic":"chat.room1","data":1},{"topic":"chat.x","data":2}]"#),
+        ),
+        (
+            "GET",
+            MSGS,
+            "/v1/topics/chat.x.y/messages".into(),
+            as_alice(),
+            None,
+        ),
+        (
+            // Keys given with --api-key publish anywhere and read nothing.
+            "GET",
+            MSGS,
+            "/v1/topics/chat.x/messages".into(),
+            vec![("x-api-key", API_KEY.to_string())],
+            None,
+        ),
+        (
+            // `chat.*` never grants `chat.>`.
+            "GET",
+            "/v1/sse",
+            format!("/v1/sse?topic=chat.%3E&token={alice}"),
+            vec![],
+            None,
+        ),
+        (
+            "GET",
+            "/v1/poll",
+            "/v1/poll?topic=chat.*&cursor=1~0~other.x~1&timeout_ms=0".into(),
+            as_alice(),
+            None,
+        ),
+        (
+            "GET",
+            "/v1/poll",
+            "/v1/poll?topic=%3E&timeout_ms=0".into(),
+            as_alice(),
+            None,
+        ),
+    ];
+    for (method, template, path, headers, body) in forbidden {
+        let what = format!("{method} {path}");
+        let r = call(method, template, path, headers, body).await;
+        expect(&r, 403, Some("forbidden"), &what);
+    }
+
+    // What the credentials allow, by every way of sending them.
+    let allowed = [
+        (
+            "POST",
+            MSGS,
+            publish_path(),
+            json_as(Some(("authorization", bearer.clone()))),
+        ),
+        (
+            "POST",
+            MSGS,
+            publish_path(),
+            json_as(Some(("cookie", cookie.clone()))),
+        ),
+        (
+            "POST",
+            MSGS,
+            format!("{}?token={alice}", publish_path()),
+            json_as(None),
+        ),
+        (
+            "POST",
+            MSGS,
+            publish_path(),
+            json_as(Some(("x-api-key", API_KEY.into()))),
+        ),
+        (
+            "POST",
+            MSGS,
+            publish_path(),
+            json_as(Some(("authorization", format!("Bearer {API_KEY}")))),
+        ),
+    ];
+    for (method, template, path, headers) in allowed {
+        let what = format!("{method} {path} {headers:?}");
+        let r = call(method, template, path, headers, Some("1")).await;
+        expect(&r, 200, None, &what);
+    }
+    let r = call(
+        "GET",
+        MSGS,
+        "/v1/topics/chat.room1/messages".into(),
+        as_alice(),
+        None,
+    )
+    .await;
+    expect(&r, 200, None, "history with a token");
+    assert_eq!(r.body["last_seq"], 5, "{}", r.body);
+    for (path, headers) in [
+        ("/v1/poll?topic=public.%3E&timeout_ms=0".to_string(), vec![]),
+        (
+            format!("/v1/poll?topic=chat.*&topic=public.news&timeout_ms=0&token={alice}"),
+            vec![],
+        ),
+    ] {
+        let r = call("GET", "/v1/poll", path.clone(), headers, None).await;
+        expect(&r, 200, None, &path);
+    }
+    let mut sse = open_sse(spec, &node, &format!("topic=chat.*&token={alice}"), None)
+        .await
+        .unwrap_or_else(|r| panic!("SSE with a token refused: {}", r.body));
+    assert!(matches!(sse.next(TIMEOUT).await, Some(Block::Opening)));
+    let (_ws, response) =
+        tokio_tungstenite::connect_async(node.ws_url(&format!("/v1/ws?token={alice}")))
+            .await
+            .expect("upgrade with a token");
+    spec.check("GET", Some("/v1/ws"), response.status().as_u16(), None, b"");
+
+    // With auth on and no --allowed-origins, only the node's own origin.
+    let r = call(
+        "GET",
+        "/healthz",
+        "/healthz".into(),
+        vec![("origin", "https://app.example".into())],
+        None,
+    )
+    .await;
+    expect(&r, 403, Some("forbidden"), "another origin with auth on");
+    let own = format!("http://{}", node.addr);
+    let res = http()
+        .get(node.url("/healthz"))
+        .header("origin", &own)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200, "own origin");
+    assert_eq!(res.headers()["access-control-allow-origin"], own.as_str());
+    assert_eq!(res.headers()["access-control-allow-credentials"], "true");
+}
+
+/// 429 and 503 from small limits against openapi.yaml.
+async fn check_limit_responses(spec: &OpenApi) {
+    let streams = [
+        ("/v1/ws", "/v1/ws", UPGRADE),
+        ("/v1/sse", "/v1/sse?topic=a", &[] as Headers),
+        ("/v1/poll", "/v1/poll?topic=a&timeout_ms=0", &[]),
+    ];
+
+    // One connection per client address, one publish per ~17 minutes.
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with_config(
+        dir.path(),
+        "[limits]\nmax_connections_per_ip = 1\npublish_rate_per_client = 0.001\npublish_burst = 1\n",
+    );
+    let held = open_sse(spec, &node, "topic=held", None)
+        .await
+        .unwrap_or_else(|r| panic!("first connection refused: {}", r.body));
+    for (template, path, headers) in streams {
+        let r = spec
+            .call(&node, "GET", Some(template), path, headers, None)
+            .await;
+        expect(
+            &r,
+            429,
+            Some("rate_limited"),
+            &format!("{path}, second connection"),
+        );
+    }
+    drop(held);
+    const MSGS: &str = "/v1/topics/{topic}/messages";
+    let path = "/v1/topics/rated/messages";
+    let r = spec
+        .call(&node, "POST", Some(MSGS), path, JSON, Some(b"1".to_vec()))
+        .await;
+    expect(&r, 200, None, "first publish");
+    let r = spec
+        .call(&node, "POST", Some(MSGS), path, JSON, Some(b"2".to_vec()))
+        .await;
+    expect(&r, 429, Some("rate_limited"), "second publish");
+    let r = spec
+        .call(
+            &node,
+            "POST",
+            Some("/v1/publish"),
+            "/v1/publish",
+            JSON,
+            Some(br#"[{"topic":"rated","data":3}]"#.to_vec()),
+        )
+        .await;
+    expect(&r, 429, Some("rate_limited"), "batch");
+    assert_eq!(metric(&node, "herald_connections_refused_total").await, 3);
+    assert_eq!(metric(&node, "herald_rate_limited_total").await, 2);
+    let (_, history) = get_json(&node, "/v1/topics/rated/messages").await;
+    assert_eq!(history["last_seq"], 1, "refused publishes store nothing");
+
+    // One connection per node.
+    let dir = tempfile::tempdir().unwrap();
+    let node = node_with_config(dir.path(), "[limits]\nmax_connections = 1\n");
+    let _held = open_sse(spec, &node, "topic=held", None)
+        .await
+        .unwrap_or_else(|r| panic!("first connection refused: {}", r.body));
+    for (template, path, headers) in streams {
+        let r = spec
+            .call(&node, "GET", Some(template), path, headers, None)
+            .await;
+        expect(&r, 503, Some("unavailable"), &format!("{path}, node full"));
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Tests
 // ---------------------------------------------------------------------------
 
@@ -765,7 +1265,7 @@ fn specs_are_self_consistent() {
     // Client ops and server frames are told apart by `op` / `type`.
     assert_eq!(
         asyncapi.ops.keys().collect::<Vec<_>>(),
-        ["ping", "publish", "subscribe", "unsubscribe"]
+        ["ping", "publish", "refresh", "subscribe", "unsubscribe"]
     );
     assert_eq!(
         asyncapi.frames.keys().collect::<Vec<_>>(),
@@ -775,6 +1275,7 @@ fn specs_are_self_consistent() {
             "gap",
             "message",
             "pong",
+            "refreshed",
             "subscribed",
             "unsubscribed"
         ]
@@ -814,6 +1315,15 @@ error         bad_request       {"op":"subscribe","id":"e10"}
 error         bad_request       {"op":"subscribe","id":"e11","topic":"conf.*","since":3}
 error         bad_request       {"op":"subscribe","id":"e12","topic":"conf.a","since":-3}
 error         bad_request       {"op":"publish","id":"e13","topic":"conf.a","data":1,"idempotency_key":"has space"}
+refreshed     -                 {"op":"refresh","id":"r1","token":"any-token-while-auth-is-off"}
+error         bad_request       {"op":"refresh","id":"r2"}
+error         bad_request       {"op":"refresh","id":"r3","token":7}
+subscribed    -                 {"op":"subscribe","id":"c1","topic":"cur.*","cursor":"1~0"}
+subscribed    -                 {"op":"subscribe","id":"c2","topic":"cur.x","cursor":null}
+subscribed    -                 {"op":"subscribe","id":"c3","topic":"cur.>","cursor":"1~0~cur.x~0~zzz~5"}
+error         bad_request       {"op":"subscribe","id":"c4","topic":"cur.*","cursor":"garbage"}
+error         bad_request       {"op":"subscribe","id":"c5","topic":"cur.y","since":1,"cursor":"1~0"}
+error         bad_request       {"op":"subscribe","id":"c6","topic":"cur.y","cursor":7}
 "#;
 
 #[tokio::test]
@@ -1016,6 +1526,30 @@ async fn http_responses_match_openapi() {
     for path in ["/healthz", "/readyz", "/metrics"] {
         expect(&spec.get(&node, path, path).await, 200, None, path);
     }
+    // Every metric README §4.5 lists is exported.
+    let metrics = spec.get(&node, "/metrics", "/metrics").await.body;
+    let metrics = metrics.as_str().expect("metrics text");
+    let readme = std::fs::read_to_string(spec_path("README.md")).unwrap();
+    let listed = readme
+        .split("Metrics exported:")
+        .nth(1)
+        .and_then(|rest| rest.split("\n\n").next())
+        .expect("README lists the metrics");
+    let names: BTreeSet<&str> = listed
+        .split('`')
+        .skip(1)
+        .step_by(2)
+        .map(|m| m.split('{').next().unwrap())
+        .collect();
+    assert!(names.len() > 10, "{names:?}");
+    for name in names {
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with(name) && l[name.len()..].starts_with([' ', '{', '_'])),
+            "README lists {name}, /metrics does not export it"
+        );
+    }
 
     // Publish one.
     let publish_one = |topic: &str, headers: Headers, body: &[u8]| {
@@ -1211,6 +1745,37 @@ async fn http_responses_match_openapi() {
 
     // Long-poll.
     const POLL: &str = "/v1/poll";
+    // A concrete topic the cursor does not list resumes from the cursor's
+    // floor, wherever it stands in the query (README §9.1).
+    let r = spec
+        .get(&node, POLL, "/v1/poll?topic=late.*&timeout_ms=0")
+        .await;
+    let floor_only = r.body["cursor"].as_str().unwrap().to_string();
+    assert!(
+        !floor_only[2..].contains('~'),
+        "nothing delivered, so only a floor: {floor_only}"
+    );
+    publish(&node, "late.eu", &json!("while away")).await;
+    for query in [
+        "topic=late.eu",
+        "topic=late.eu&topic=late.*",
+        "topic=late.*&topic=late.eu",
+    ] {
+        let r = spec
+            .get(
+                &node,
+                POLL,
+                &format!("/v1/poll?{query}&cursor={floor_only}&timeout_ms=5000"),
+            )
+            .await;
+        expect(&r, 200, None, query);
+        assert_eq!(
+            r.body["messages"],
+            json!([{"topic":"late.eu","seq":1,"ts":r.body["messages"][0]["ts"],"data":"while away"}]),
+            "{query}: {}",
+            r.body
+        );
+    }
     let r = spec
         .get(
             &node,
@@ -1342,6 +1907,10 @@ async fn http_responses_match_openapi() {
         .await;
     expect(&r, 200, None, "allowed origin");
 
+    // Auth (401, 403) and limits (429, 503) on their own nodes.
+    check_auth_responses(&spec).await;
+    check_limit_responses(&spec).await;
+
     // Every documented status except those needing a failure was provoked.
     let missing: Vec<_> = spec
         .documented()
@@ -1390,5 +1959,326 @@ async fn every_documented_route_and_op_is_served() {
     }
     for frame in &ws.seen {
         asyncapi.check_frame(frame);
+    }
+}
+
+/// Sends each op, checks its reply's type and code, and that accepted ops
+/// match their schema; returns the replies.
+async fn run_ops(
+    spec: &AsyncApi,
+    ws: &mut Ws,
+    script: &[(Value, &str, Option<&str>)],
+) -> Vec<Value> {
+    let mut replies = Vec::new();
+    for (op, want, code) in script {
+        let reply = exchange(ws, op).await;
+        assert_eq!(reply["type"], *want, "{op} → {reply}");
+        assert_eq!(reply["code"].as_str(), *code, "{op} → {reply}");
+        assert_eq!(reply.get("id"), op.get("id"), "id echoed: {reply}");
+        spec.check_frame(&reply);
+        let errors = spec.op_errors(op);
+        assert!(errors.is_empty(), "op {op} fails its schema: {errors:?}");
+        replies.push(reply);
+    }
+    replies
+}
+
+#[tokio::test]
+async fn websocket_auth_frames_match_asyncapi() {
+    let spec = AsyncApi::load();
+    let dir = tempfile::tempdir().unwrap();
+    let node = auth_node(
+        dir.path(),
+        "[limits]\npublish_rate_per_connection = 0.001\npublish_burst = 2\n",
+    );
+    let now = now_secs();
+    let renewed = now + 900;
+
+    // A token holder: every refusal is an error frame, the connection stays.
+    let mut ws = Ws::connect(&node.ws_url(&format!("/v1/ws?token={}", alice()))).await;
+    let script = [
+        (
+            json!({"op":"subscribe","id":"a1","topic":"chat.*"}),
+            "subscribed",
+            None,
+        ),
+        (
+            json!({"op":"subscribe","id":"a2","topic":"chat.>"}),
+            "error",
+            Some("forbidden"),
+        ),
+        (
+            json!({"op":"subscribe","id":"a3","topic":">"}),
+            "error",
+            Some("forbidden"),
+        ),
+        (
+            json!({"op":"subscribe","id":"a4","topic":"chat.room1","cursor":"1~0~other.x~1"}),
+            "error",
+            Some("forbidden"),
+        ),
+        (
+            json!({"op":"subscribe","id":"a5","topic":"public.news","since":0}),
+            "subscribed",
+            None,
+        ),
+        (
+            json!({"op":"publish","id":"a6","topic":"chat.room2","data":1}),
+            "error",
+            Some("forbidden"),
+        ),
+        (
+            json!({"op":"publish","id":"a7","topic":"chat.room1","data":1}),
+            "ack",
+            None,
+        ),
+        (
+            json!({"op":"publish","id":"a8","topic":"chat.room1","data":2}),
+            "ack",
+            None,
+        ),
+        (
+            json!({"op":"publish","id":"a9","topic":"chat.room1","data":3}),
+            "error",
+            Some("rate_limited"),
+        ),
+        (
+            json!({"op":"refresh","id":"a10","token":"garbage"}),
+            "error",
+            Some("unauthorized"),
+        ),
+        (
+            // Does not cover the current subscription `chat.*`.
+            json!({"op":"refresh","id":"a11","token":mint(now + 600, &["other.>"], &[])}),
+            "error",
+            Some("forbidden"),
+        ),
+        (
+            json!({"op":"refresh","id":"a12","token":mint(now - 60, &[">"], &[])}),
+            "error",
+            Some("unauthorized"),
+        ),
+        (
+            json!({"op":"refresh","id":"a13","token":mint(renewed, &["chat.>", "public.>"], &[">"])}),
+            "refreshed",
+            None,
+        ),
+        (
+            // The refreshed grants apply at once.
+            json!({"op":"subscribe","id":"a14","topic":"chat.>"}),
+            "subscribed",
+            None,
+        ),
+        (json!({"op":"ping","id":"a15"}), "pong", None),
+    ];
+    let replies = run_ops(&spec, &mut ws, &script).await;
+    assert_eq!(replies[12]["expires_at"], renewed, "{}", replies[12]);
+    // The two acked publishes reach the subscriber (`exchange` skipped them).
+    let mut delivered: Vec<Value> = ws
+        .seen
+        .iter()
+        .filter(|f| f["type"] == "message")
+        .cloned()
+        .collect();
+    while delivered.len() < 2 {
+        let frame = ws.recv().await;
+        if frame["type"] == "message" {
+            delivered.push(frame);
+        }
+    }
+    assert_eq!(
+        delivered.iter().map(|m| &m["data"]).collect::<Vec<_>>(),
+        [&json!(1), &json!(2)]
+    );
+
+    // Without credentials: only the anonymous namespace, refusals are
+    // `unauthorized`; a refresh brings credentials.
+    let mut anon = node.ws().await;
+    let script = [
+        (
+            json!({"op":"subscribe","id":"n1","topic":"public.>"}),
+            "subscribed",
+            None,
+        ),
+        (
+            json!({"op":"subscribe","id":"n2","topic":"chat.*"}),
+            "error",
+            Some("unauthorized"),
+        ),
+        (
+            json!({"op":"publish","id":"n3","topic":"public.news","data":1}),
+            "error",
+            Some("unauthorized"),
+        ),
+        (
+            json!({"op":"refresh","id":"n4","token":alice()}),
+            "refreshed",
+            None,
+        ),
+        (
+            json!({"op":"subscribe","id":"n5","topic":"chat.*"}),
+            "subscribed",
+            None,
+        ),
+    ];
+    run_ops(&spec, &mut anon, &script).await;
+
+    // An API key from --api-key publishes anywhere, subscribes nowhere; it
+    // does not expire.
+    let mut service = Ws::connect(&node.ws_url(&format!("/v1/ws?token={API_KEY}"))).await;
+    let script = [
+        (
+            json!({"op":"publish","id":"k1","topic":"any.topic","data":1}),
+            "ack",
+            None,
+        ),
+        (
+            json!({"op":"subscribe","id":"k2","topic":"any.topic"}),
+            "error",
+            Some("forbidden"),
+        ),
+        (
+            json!({"op":"refresh","id":"k3","token":API_KEY}),
+            "refreshed",
+            None,
+        ),
+    ];
+    let replies = run_ops(&spec, &mut service, &script).await;
+    assert!(replies[2].get("expires_at").is_none(), "{}", replies[2]);
+
+    // A token that runs out closes the connection with 4003, unless it was
+    // refreshed in time.
+    let close_codes = spec.close_codes.clone();
+    let expiring = async {
+        let mut ws = Ws::connect(&node.ws_url(&format!(
+            "/v1/ws?token={}",
+            mint(now_secs() + 1, &[">"], &[])
+        )))
+        .await;
+        let code = ws.closed().await;
+        assert_eq!(code, Some(4003), "close code at expiry");
+        assert!(close_codes.contains(&4003), "4003 is not in x-close-codes");
+    };
+    let refreshed = async {
+        // Two seconds, so the refresh is surely read before the first token
+        // runs out (expiry has one-second granularity).
+        let exp = now_secs() + 2;
+        let mut ws =
+            Ws::connect(&node.ws_url(&format!("/v1/ws?token={}", mint(exp, &[">"], &[])))).await;
+        let op = json!({"op":"refresh","id":"f1","token":mint(now_secs() + 600, &[">"], &[])});
+        assert_eq!(exchange(&mut ws, &op).await["type"], "refreshed");
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as u64;
+        let past_exp = (exp * 1000 + 700).saturating_sub(now_ms);
+        tokio::time::sleep(Duration::from_millis(past_exp)).await;
+        assert_eq!(
+            exchange(&mut ws, &json!({"op":"ping","id":"f2"})).await["type"],
+            "pong",
+            "a refreshed connection outlives the first token"
+        );
+        ws
+    };
+    let (_, refreshed) = tokio::join!(expiring, refreshed);
+
+    let mut codes = BTreeSet::new();
+    for frame in [&ws, &anon, &service, &refreshed]
+        .iter()
+        .flat_map(|ws| &ws.seen)
+    {
+        spec.check_frame(frame);
+        if let Some(code) = frame["code"].as_str() {
+            codes.insert(code);
+        }
+    }
+    assert_eq!(
+        codes,
+        BTreeSet::from(["forbidden", "rate_limited", "unauthorized"])
+    );
+}
+
+#[tokio::test]
+async fn websocket_cursor_resume_and_pong_floor() {
+    let spec = AsyncApi::load();
+    let node = Node::start(&[]);
+    for (topic, n) in [("res.a", 3), ("res.b", 2)] {
+        for i in 1..=n {
+            assert_eq!(publish(&node, topic, &json!(i)).await.0, 200);
+        }
+    }
+
+    // A cursor replays what it does not cover; the starting cursor lists no
+    // topic that nothing was delivered from yet.
+    let mut ws = node.ws().await;
+    let op = json!({"op":"subscribe","id":"c","topic":"res.*","cursor":"1~0"});
+    let reply = exchange(&mut ws, &op).await;
+    assert_eq!(
+        reply,
+        json!({"type":"subscribed","id":"c","topic":"res.*","cursor":"1~0"})
+    );
+    let mut last: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for m in ws.messages(5).await {
+        let topic = m["topic"].as_str().unwrap().to_string();
+        let (seq, ts) = (m["seq"].as_u64().unwrap(), m["ts"].as_u64().unwrap());
+        let before = last.insert(topic.clone(), (seq, ts)).map_or(0, |(s, _)| s);
+        assert_eq!(seq, before + 1, "{topic} in seq order");
+    }
+    assert_eq!(last["res.a"].0, 3);
+    assert_eq!(last["res.b"].0, 2);
+
+    // The pong floor covers everything received, and never goes down.
+    let mut floor = 0;
+    for id in ["p1", "p2"] {
+        let pong = exchange(&mut ws, &json!({"op":"ping","id":id})).await;
+        let f = pong["floor"].as_u64().expect("pong has a floor");
+        assert!(f >= floor, "pong floors never decrease: {f} < {floor}");
+        floor = f;
+    }
+    let newest = last.values().map(|(_, ts)| *ts).max().unwrap();
+    assert!(
+        floor >= newest,
+        "floor {floor} below a received ts {newest}"
+    );
+
+    // README §9.3: raise the floor to the pong's and drop the entries it covers.
+    let mut cursor = format!("1~{floor}");
+    for (topic, (seq, ts)) in &last {
+        if *ts >= floor {
+            cursor.push_str(&format!("~{topic}~{seq}"));
+        }
+    }
+    for frame in &ws.seen {
+        spec.check_frame(frame);
+    }
+    drop(ws);
+    publish(&node, "res.a", &json!(4)).await;
+    publish(&node, "res.c", &json!(1)).await;
+
+    // Resuming with it delivers exactly what was published since.
+    let mut ws = node.ws().await;
+    let op = json!({"op":"subscribe","id":"r","topic":"res.*","cursor":cursor});
+    assert!(spec.op_errors(&op).is_empty());
+    let reply = exchange(&mut ws, &op).await;
+    assert_eq!(reply["type"], "subscribed", "{reply}");
+    assert_eq!(reply["cursor"], cursor.as_str(), "resumed starting cursor");
+    let mut got: Vec<(String, u64)> = ws
+        .messages(2)
+        .await
+        .iter()
+        .map(|m| {
+            (
+                m["topic"].as_str().unwrap().into(),
+                m["seq"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(got, [("res.a".to_string(), 4), ("res.c".to_string(), 1)]);
+    ws.assert_silent(Duration::from_millis(300)).await;
+    let pong = exchange(&mut ws, &json!({"op":"ping"})).await;
+    assert!(pong["floor"].as_u64().unwrap() >= floor);
+    for frame in &ws.seen {
+        spec.check_frame(frame);
     }
 }
