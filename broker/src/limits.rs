@@ -39,7 +39,10 @@ impl TokenBucket {
         self.tokens =
             (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
         self.last = now;
-        if self.tokens >= n {
+        // A request larger than the burst is let through once the bucket is
+        // full and leaves it in debt: big batches are slowed, never refused
+        // forever.
+        if self.tokens >= n.min(self.burst) {
             self.tokens -= n;
             true
         } else {
@@ -167,6 +170,14 @@ mod tests {
         assert!(!b.try_take(1.0));
         std::thread::sleep(std::time::Duration::from_millis(5));
         assert!(b.try_take(1.0));
+        let mut big = TokenBucket::new(1000.0, 2.0);
+        assert!(
+            big.try_take(10.0),
+            "a full bucket lets a big request through"
+        );
+        assert!(!big.try_take(1.0), "and is then in debt");
+        std::thread::sleep(std::time::Duration::from_millis(15));
+        assert!(big.try_take(1.0));
     }
 
     #[test]

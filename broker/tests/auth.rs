@@ -320,3 +320,24 @@ async fn expiring_tokens_close_the_connection_unless_refreshed() {
     assert_eq!(s, 200);
     assert_eq!(refreshed.messages(1).await[0]["topic"], "chat.x");
 }
+
+#[tokio::test]
+async fn an_aud_claim_is_accepted_unless_an_audience_is_configured() {
+    let node = start();
+    let claims =
+        json!({"sub": "idp-user", "exp": now() + 600, "aud": "some-api", "publish": ["chat.>"]});
+    let token = encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let (s, _) = status_of(
+        http()
+            .post(node.url("/v1/topics/chat.x/messages"))
+            .bearer_auth(&token)
+            .json(&json!(1)),
+    )
+    .await;
+    assert_eq!(s, 200);
+}

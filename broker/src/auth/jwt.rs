@@ -22,6 +22,7 @@ struct Claims {
 
 /// Verifies tokens against the configured keys.
 pub struct JwtVerifier {
+    audience: Option<String>,
     /// Keys without a `kid`, with the algorithms each accepts.
     default_keys: Vec<(DecodingKey, Vec<Algorithm>)>,
     /// JWKS keys by `kid`.
@@ -90,6 +91,7 @@ impl JwtVerifier {
             return Ok(None);
         }
         Ok(Some(JwtVerifier {
+            audience: config.audience.clone(),
             default_keys,
             by_kid,
         }))
@@ -118,6 +120,12 @@ impl JwtVerifier {
             validation.algorithms = algorithms;
             validation.leeway = 5;
             validation.set_required_spec_claims(&["exp"]);
+            match &self.audience {
+                Some(aud) => validation.set_audience(&[aud]),
+                // Identity providers often set `aud`; without a configured
+                // audience it is not checked.
+                None => validation.validate_aud = false,
+            }
             match decode::<Claims>(token, key, &validation) {
                 Ok(data) => {
                     let c = data.claims;

@@ -66,6 +66,8 @@ pub struct AuthConfig {
     pub jwks: Option<PathBuf>,
     /// Server-side API keys.
     pub api_keys: Vec<ApiKeyConfig>,
+    /// Required `aud` claim; when unset, `aud` is not checked.
+    pub audience: Option<String>,
 }
 
 impl AuthConfig {

@@ -59,8 +59,9 @@ pub fn server(
     .tcp_nodelay(true)
     .shutdown_timeout(shutdown_timeout.as_secs().max(1))
     // After a close handshake (or when a stalled client never drains the
-    // last bytes) drop the TCP connection soon, as RFC 6455 expects.
-    .client_disconnect_timeout(Duration::from_millis(500))
+    // last bytes) drop the TCP connection soon, as RFC 6455 expects. The
+    // drop is abortive, so leave a client time to read the close frame.
+    .client_disconnect_timeout(Duration::from_secs(2))
     .backlog(4096)
     .max_connections(50_000);
     let server = match &state.config.tls {

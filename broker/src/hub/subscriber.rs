@@ -234,8 +234,8 @@ impl Subscriber {
     }
 
     /// Subscribes to `pattern`, starting as `resume` says, and returns the
-    /// subscription's starting cursor (`None` if the pattern was already
-    /// subscribed: nothing changes, and nothing is delivered twice).
+    /// subscription's cursor: where it starts, or — if the pattern was
+    /// already subscribed, which changes nothing — where it stands.
     ///
     /// A client that records the seq of every message it receives can
     /// resume the subscription later — on any node — by sending back this
@@ -249,8 +249,10 @@ impl Subscriber {
         if matches!(resume, Resume::Since(_)) && topic.is_none() {
             return Err(SubscribeError::SinceOnPattern);
         }
-        if self.patterns.iter().any(|(p, _)| *p == pattern) {
-            return Ok(None);
+        if let Some((_, start)) = self.patterns.iter().find(|(p, _)| *p == pattern) {
+            // Already subscribed: nothing changes (a connection never gets a
+            // seq twice), but the caller learns where the subscription stands.
+            return Ok(Some(self.cursor_for(&pattern, *start)));
         }
         if self.patterns.len() >= self.max_patterns {
             return Err(SubscribeError::TooMany(self.max_patterns));
@@ -261,6 +263,9 @@ impl Subscriber {
         // `start`: topics this pattern matches that are not tracked are
         // replayed from their first message with `ts >= start`. A fresh
         // subscription starts now; a resumed one at its cursor's floor.
+        // `resumed`: this subscription continues a cursor, so an unlisted
+        // concrete topic starts at the floor rather than live.
+        let resumed = self.resuming || matches!(resume, Resume::Cursor(_));
         let (start, since) = match resume {
             Resume::Live if self.resuming => (self.floor, None),
             Resume::Live => (self.hub.watermark(), None),
@@ -288,7 +293,7 @@ impl Subscriber {
                 // cursor does not list); otherwise live.
                 let from = match since {
                     Some(n) => n,
-                    None if self.resuming && !self.positions.contains_key(topic) => self
+                    None if resumed && !self.positions.contains_key(topic) => self
                         .log
                         .first_seq_since_ts(topic, start, head.last_seq)
                         .ok()
@@ -314,19 +319,25 @@ impl Subscriber {
             }
             None => self.schedule_backlog(&pattern, start),
         }
-        // Unpinned topics with nothing delivered yet are left out: the floor
-        // covers them, while `topic~0` would mean "replay all history".
+        let cursor = self.cursor_for(&pattern, start);
+        self.patterns.push((pattern, start));
+        Ok(Some(cursor))
+    }
+
+    /// Where the subscription to `pattern` (replaying from `start`) stands.
+    /// Unpinned topics with nothing delivered yet are left out: the floor
+    /// covers them, while `topic~0` would mean "replay all history".
+    fn cursor_for(&self, pattern: &Pattern, start: u64) -> Cursor {
         let positions = self
             .positions
             .iter()
             .filter(|(t, pos)| pattern.matches(t) && (pos.pinned || pos.delivered > 0))
             .map(|(t, pos)| (t.clone(), pos.delivered))
             .collect();
-        self.patterns.push((pattern, start));
-        Ok(Some(Cursor {
+        Cursor {
             floor: start,
             positions,
-        }))
+        }
     }
 
     /// Schedules from the log everything `pattern` matches that this

@@ -436,14 +436,22 @@ mod tests {
     use super::*;
 
     fn open(dir: &Path) -> SledLog {
-        SledLog::open(
-            dir,
-            &SledOptions {
-                cache_bytes: 8 << 20,
-                flush_every_ms: 500,
-            },
-        )
-        .unwrap()
+        let options = SledOptions {
+            cache_bytes: 8 << 20,
+            flush_every_ms: 500,
+        };
+        // sled's flusher thread may hold the file lock for a moment after
+        // the previous handle in this process is dropped.
+        for _ in 0..100 {
+            match SledLog::open(dir, &options) {
+                Ok(log) => return log,
+                Err(e) if e.to_string().contains("could not acquire lock") => {
+                    std::thread::sleep(std::time::Duration::from_millis(20))
+                }
+                Err(e) => panic!("{e}"),
+            }
+        }
+        panic!("log still locked")
     }
 
     fn entry(topic: &Topic, seq: u64, ts: u64) -> LogEntry {

@@ -385,7 +385,13 @@ impl Connection {
             }
             ClientOp::Ping { id } => {
                 broker.subscriber.settle();
-                let floor = broker.subscriber.cursor().floor;
+                // While a replay is still being sent, older messages are
+                // owed: promise nothing (0) until it is done.
+                let floor = if broker.subscriber.has_work() {
+                    0
+                } else {
+                    broker.subscriber.cursor().floor
+                };
                 self.send(
                     Reply::Pong {
                         id: id.as_deref(),
