@@ -200,6 +200,7 @@ pub async fn publish_batch(
         let at = |e: ApiError| ApiError::new(e.code, format!("item {i}: {}", e.message));
         let topic = Topic::parse(&item.topic).map_err(|e| at(e.into()))?;
         identity.check_publish(&topic).map_err(|e| at(e.into()))?;
+        json::check_numbers(item.data.get()).map_err(|e| at(ApiError::bad_request(e)))?;
         let data = json::compact(item.data.get()).into_owned();
         check_payload(&state, &topic, &data).map_err(at)?;
         let idempotency_key = match (item.idempotency_key, &key) {

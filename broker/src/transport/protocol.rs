@@ -188,6 +188,7 @@ pub fn parse_op(text: &str, max_payload: usize) -> Result<ClientOp, OpError> {
             let data = frame
                 .data
                 .ok_or_else(|| fail(ApiError::bad_request("'data' is required")))?;
+            json::check_numbers(data.get()).map_err(|e| fail(ApiError::bad_request(e)))?;
             let data = json::compact(data.get()).into_owned();
             if data.len() > max_payload {
                 return Err(fail(ApiError::too_large(max_payload)));
