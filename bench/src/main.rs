@@ -4,6 +4,7 @@
 //! cargo build --release -p herald -p herald-bench
 //! cargo run --release -p herald-bench -- durable-publish          # always vs relaxed, ws
 //! cargo run --release -p herald-bench -- durable-publish -t rest  # same over REST
+//! cargo run --release -p herald-bench -- cross-node-latency       # cluster vs single node
 //! cargo run --release -p herald-bench -- show                     # table of latest.json
 //! ```
 
@@ -73,6 +74,10 @@ enum Command {
     /// Acked publishes per second and publish→ack latency, `--durability
     /// always` next to `relaxed`, each on a fresh server.
     DurablePublish(scenarios::durable_publish::Args),
+    /// publish→deliver latency through a 3-node cluster (nats-server)
+    /// next to a single node: subscribers on the publisher's node and on
+    /// the other nodes.
+    CrossNodeLatency(scenarios::cross_node_latency::Args),
     /// Print the table of a results file (default bench/results/latest.json).
     Show {
         /// Also print the table as markdown (for bench/README.md).
@@ -109,6 +114,13 @@ fn real_main(cli: Cli) -> Result<()> {
             let comparisons = scenarios::comparisons(&records);
             println!("{}", path.display());
             print!("{}", results::render_table(&records, &comparisons));
+            let details = scenarios::details(&records);
+            if !details.is_empty() {
+                println!();
+                for line in &details {
+                    println!("{line}");
+                }
+            }
             if markdown {
                 println!();
                 print!("{}", results::render_markdown(&records, &comparisons));
@@ -117,6 +129,10 @@ fn real_main(cli: Cli) -> Result<()> {
         }
         Command::DurablePublish(args) => {
             let scenario = scenarios::durable_publish::DurablePublish { args };
+            execute(&scenario, &env, &path, g.replace)
+        }
+        Command::CrossNodeLatency(args) => {
+            let scenario = scenarios::cross_node_latency::CrossNodeLatency { args };
             execute(&scenario, &env, &path, g.replace)
         }
     }
@@ -139,11 +155,18 @@ fn execute(scenario: &impl Scenario, env: &BenchEnv, path: &Path, replace: bool)
     let ScenarioOutput {
         records,
         comparisons,
+        details,
     } = runtime.block_on(scenario.run(env))?;
     results::save(path, &records, replace)?;
     println!();
     print!("{}", results::render_table(&records, &comparisons));
     println!();
+    if !details.is_empty() {
+        for line in &details {
+            println!("{line}");
+        }
+        println!();
+    }
     for line in generator_verdict(&records, env.gen_threads) {
         println!("{line}");
     }
@@ -218,6 +241,30 @@ mod tests {
         assert_eq!(a.durability.len(), 2);
         assert_eq!(a.publishers, 32);
         assert!(Cli::try_parse_from(["herald-bench", "durable-publish", "-w", "257"]).is_err());
+    }
+
+    #[test]
+    fn cross_node_latency_flags() {
+        let cli = Cli::try_parse_from([
+            "herald-bench",
+            "cross-node-latency",
+            "--quick",
+            "--rounds",
+            "3",
+            "-r",
+            "500",
+            "-s",
+            "4",
+        ])
+        .unwrap();
+        assert!(cli.global.quick);
+        let Command::CrossNodeLatency(a) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert_eq!((a.rate, a.subscribers, a.rounds), (500.0, 4, 3));
+        assert_eq!((a.topic.as_str(), a.payload_bytes), ("bench.lat", 256));
+        // the payload must fit the send-time stamp
+        assert!(Cli::try_parse_from(["herald-bench", "cross-node-latency", "-b", "10"]).is_err());
     }
 
     #[test]

@@ -100,6 +100,46 @@ pub struct Record {
     /// Anything odd seen during the run (errors, mismatches, slow shutdown).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+
+    /// Herald processes serving the system (3 for a cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nodes: Option<u64>,
+    /// Node that sequences the topic (its rendezvous owner) in a cluster.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub topic_owner: Option<String>,
+    /// publish→ack percentiles of the same publishes, when the main latency
+    /// is something else (publish→deliver).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_p50_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack_p99_ms: Option<f64>,
+    /// p50/p99 of every round when the record merges several rounds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rounds_p50_ms: Vec<f64>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub rounds_p99_ms: Vec<f64>,
+    /// CPU % and peak RSS (KiB) per process when the server is several
+    /// (`n1`, `n2`, `n3`, `nats-server`); `server_cpu_pct` and
+    /// `server_rss_kib` are their sums.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub server_procs_cpu_pct: BTreeMap<String, f64>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub server_procs_rss_kib: BTreeMap<String, u64>,
+    /// The latency split by the node the subscribers were connected to.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub by_node: BTreeMap<String, NodeLatency>,
+}
+
+/// Latency of the subscribers on one node.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeLatency {
+    /// What the node was to this measurement: `publisher's node`, `owner`, ….
+    pub role: String,
+    pub subscribers: u64,
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+    pub p999_ms: f64,
+    pub max_ms: f64,
 }
 
 impl Record {
@@ -121,6 +161,9 @@ pub struct Comparison {
     pub label: String,
     pub numerator: Record,
     pub denominator: Record,
+    /// Whether the throughput ratio means something (not when both sides
+    /// ran at the same fixed rate).
+    pub throughput: bool,
 }
 
 /// Of several rounds of one measurement, the median by throughput (the
@@ -310,11 +353,18 @@ pub fn render_table(records: &[Record], comparisons: &[Comparison]) -> String {
         out.push('\n');
         for c in comparisons {
             let (n, d) = (&c.numerator, &c.denominator);
+            let throughput = if c.throughput {
+                format!(
+                    "throughput {}, ",
+                    ratio(n.delivered_per_s, d.delivered_per_s)
+                )
+            } else {
+                String::new()
+            };
             let _ = writeln!(
                 out,
-                "{}: throughput {}, p50 {}, p99 {}, p99.9 {}",
+                "{}: {throughput}p50 {}, p99 {}, p99.9 {}",
                 c.label,
-                ratio(n.delivered_per_s, d.delivered_per_s),
                 ratio(n.p50_ms, d.p50_ms),
                 ratio(n.p99_ms, d.p99_ms),
                 ratio(n.p999_ms, d.p999_ms),
@@ -352,14 +402,25 @@ pub fn render_markdown(records: &[Record], comparisons: &[Comparison]) -> String
     }
     for c in comparisons {
         let (n, d) = (&c.numerator, &c.denominator);
-        let _ = writeln!(
-            out,
-            "\n{}: throughput **{}**, p50 {}, p99 {}",
-            c.label,
-            ratio(n.delivered_per_s, d.delivered_per_s),
-            ratio(n.p50_ms, d.p50_ms),
-            ratio(n.p99_ms, d.p99_ms),
-        );
+        if c.throughput {
+            let _ = writeln!(
+                out,
+                "\n{}: throughput **{}**, p50 {}, p99 {}",
+                c.label,
+                ratio(n.delivered_per_s, d.delivered_per_s),
+                ratio(n.p50_ms, d.p50_ms),
+                ratio(n.p99_ms, d.p99_ms),
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "\n{}: p50 **{}**, p99 **{}**, p99.9 {}",
+                c.label,
+                ratio(n.p50_ms, d.p50_ms),
+                ratio(n.p99_ms, d.p99_ms),
+                ratio(n.p999_ms, d.p999_ms),
+            );
+        }
     }
     out
 }
@@ -477,6 +538,7 @@ mod tests {
             label: "relaxed/always (herald, ws)".into(),
             numerator: r.clone(),
             denominator: a.clone(),
+            throughput: true,
         };
         let t = render_table(&[a, r], std::slice::from_ref(&cmp));
         let lines: Vec<&str> = t.lines().collect();

@@ -6,6 +6,7 @@
 //! and latency, so the warm-up (connections, caches, the first fsyncs) and
 //! the drain after it (outstanding acks) are excluded on every transport.
 
+pub mod latency;
 pub mod rest;
 pub mod ws;
 

@@ -354,6 +354,7 @@ impl DurablePublish {
             measured_at: Some(unix_now()),
             rounds_delivered_per_s: Vec::new(),
             notes,
+            ..Record::default()
         })
     }
 }
@@ -445,6 +446,8 @@ impl Scenario for DurablePublish {
                     durability: d.as_str().into(),
                     data_root: env.data_root.clone(),
                     extra_args: env.herald_args.clone(),
+                    nats: None,
+                    node_id: None,
                 };
                 rounds[i].push(self.run_mode(env, opts, d).await?);
             }
@@ -454,6 +457,7 @@ impl Scenario for DurablePublish {
         Ok(ScenarioOutput {
             records,
             comparisons,
+            details: Vec::new(),
         })
     }
 }
@@ -489,6 +493,7 @@ pub fn comparisons(records: &[Record]) -> Vec<Comparison> {
                 ),
                 numerator: relaxed.clone(),
                 denominator: always.clone(),
+                throughput: true,
             });
         }
     }

@@ -7,6 +7,7 @@
 //! `Scenario` impl, a variant in `main.rs`'s `Command`, and its comparisons
 //! in [`comparisons`] so `herald-bench show` prints them too.
 
+pub mod cross_node_latency;
 pub mod durable_publish;
 
 use std::{future::Future, path::PathBuf};
@@ -33,6 +34,8 @@ pub struct BenchEnv {
 pub struct ScenarioOutput {
     pub records: Vec<Record>,
     pub comparisons: Vec<Comparison>,
+    /// Scenario-specific lines printed after the table (e.g. a breakdown).
+    pub details: Vec<String>,
 }
 
 pub trait Scenario {
@@ -45,5 +48,12 @@ pub trait Scenario {
 
 /// Ratio lines for whatever records are present (used by `show`).
 pub fn comparisons(records: &[Record]) -> Vec<Comparison> {
-    durable_publish::comparisons(records)
+    let mut out = durable_publish::comparisons(records);
+    out.extend(cross_node_latency::comparisons(records));
+    out
+}
+
+/// Scenario-specific lines for whatever records are present (used by `show`).
+pub fn details(records: &[Record]) -> Vec<String> {
+    cross_node_latency::breakdown(records)
 }

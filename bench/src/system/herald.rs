@@ -94,6 +94,10 @@ pub struct HeraldOptions {
     pub data_root: Option<PathBuf>,
     /// Further `herald serve` flags.
     pub extra_args: Vec<String>,
+    /// `--nats URL`: join a cluster through this NATS server.
+    pub nats: Option<String>,
+    /// `--node-id NAME` (cluster members need distinct, readable ones).
+    pub node_id: Option<String>,
 }
 
 /// A running `herald serve` on 127.0.0.1:<free port> with its own data dir
@@ -131,20 +135,33 @@ impl HeraldServer {
             .arg("--data-dir")
             .arg(data_dir.path().join("data"))
             .arg("--durability")
-            .arg(&opts.durability)
-            .args(&opts.extra_args)
+            .arg(&opts.durability);
+        if let Some(url) = &opts.nats {
+            cmd.arg("--nats").arg(url);
+        }
+        if let Some(node) = &opts.node_id {
+            cmd.arg("--node-id").arg(node);
+        }
+        cmd.args(&opts.extra_args)
             // the startup line is at info level; a RUST_LOG from the caller's
             // shell could hide it or flood the pipe
             .env_remove("RUST_LOG")
             .env_remove("HERALD_LOG_FORMAT")
             .env_remove("HERALD_CONFIG")
+            // a cluster only when asked for
+            .env_remove("HERALD_NATS")
+            .env_remove("HERALD_NODE_ID")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         let child = cmd
             .spawn()
             .with_context(|| format!("starting {}", opts.binary.display()))?;
-        let (mut proc, rx) = ManagedProcess::adopt("herald", child, parse_bound_addr);
+        let name = match &opts.node_id {
+            Some(node) => format!("herald-{node}"),
+            None => "herald".to_string(),
+        };
+        let (mut proc, rx) = ManagedProcess::adopt(&name, child, parse_bound_addr);
         let addr = proc.wait_for(&rx, Duration::from_secs(20), "its listen address")?;
         Ok(HeraldServer {
             proc,
@@ -166,13 +183,15 @@ impl HeraldServer {
             }
             if let Some(status) = self.proc.try_wait() {
                 bail!(
-                    "herald exited ({status}) before it was ready:\n{}",
+                    "{} exited ({status}) before it was ready:\n{}",
+                    self.proc.name,
                     self.proc.tail()
                 );
             }
             if Instant::now() >= deadline {
                 bail!(
-                    "herald at {} not ready within {limit:?}:\n{}",
+                    "{} at {} not ready within {limit:?}:\n{}",
+                    self.proc.name,
                     self.addr,
                     self.proc.tail()
                 );

@@ -1,8 +1,10 @@
 //! Systems under test. Each is a server process the bench starts itself on a
-//! free loopback port with fresh state, measures, and stops. Herald now;
-//! `nats-server` and a socket.io server plug in next to it later.
+//! free loopback port with fresh state, measures, and stops. Herald (alone or
+//! as a cluster) and `nats-server` (the cluster's bus; later also a peer to
+//! compare with); a socket.io server plugs in next to them later.
 
 pub mod herald;
+pub mod nats;
 
 use std::{
     collections::VecDeque,
