@@ -40,6 +40,11 @@ pub(crate) async fn run(shared: Arc<Shared>, subscriber: async_nats::Subscriber)
                 .unwrap_or("");
             match kind {
                 "rep" => {
+                    // The subject names the owner: skip our own batches
+                    // before paying for decoding them.
+                    if msg.subject.as_str().rsplit('.').next() == Some(shared.node.as_str()) {
+                        continue;
+                    }
                     if let Some(rep) = wire::decode::<Replicate>(&msg.payload) {
                         if rep.owner != shared.node {
                             reps.push(rep);
