@@ -163,22 +163,12 @@ impl Mailbox {
             match policy {
                 SlowConsumerPolicy::Disconnect => {
                     queue.state = MailboxState::Overflowed;
-                    let dropped = std::mem::take(&mut queue.items);
-                    queue.bytes = 0;
-                    drop(queue);
-                    drop(dropped);
-                    self.notify.notify_one();
-                    return Pushed::Overflowed;
+                    return self.discard(queue, Pushed::Overflowed);
                 }
                 SlowConsumerPolicy::CatchUp => {
                     // Everything queued (and this message) is in the log.
                     queue.lagging = true;
-                    let dropped = std::mem::take(&mut queue.items);
-                    queue.bytes = 0;
-                    drop(queue);
-                    drop(dropped);
-                    self.notify.notify_one();
-                    return Pushed::Lagging;
+                    return self.discard(queue, Pushed::Lagging);
                 }
                 SlowConsumerPolicy::Conflate => {
                     let topic = message.topic.clone();
@@ -211,6 +201,17 @@ impl Mailbox {
         if was_empty {
             self.notify.notify_one();
         }
+        outcome
+    }
+
+    /// Empties the queue (freeing its messages after the lock is released)
+    /// and wakes the consumer to act on the new state.
+    fn discard(&self, mut queue: parking_lot::MutexGuard<'_, Queue>, outcome: Pushed) -> Pushed {
+        let dropped = std::mem::take(&mut queue.items);
+        queue.bytes = 0;
+        drop(queue);
+        drop(dropped);
+        self.notify.notify_one();
         outcome
     }
 
