@@ -23,6 +23,7 @@
 //! See `protocol-spec/cluster.md` for the failure behaviour.
 
 mod catchup;
+mod claim;
 mod membership;
 mod owner;
 mod replica;

@@ -30,6 +30,7 @@ use std::{
     sync::Arc,
 };
 
+use super::replay::Work;
 use super::{
     cursor::Cursor,
     mailbox::{Drained, Mailbox, MailboxState},
@@ -38,10 +39,6 @@ use super::{
     Hub, SubscriberId,
 };
 use crate::log::{LogError, MessageLog};
-
-/// Most messages read from the log per replay step, bounding the memory a
-/// resume can take at once.
-const REPLAY_PAGE: usize = 256;
 
 /// Something to send to the client.
 #[derive(Debug, Clone)]
@@ -94,40 +91,6 @@ struct Position {
     delivered_ts: u64,
     /// Named by a concrete subscription: always listed in cursors.
     pinned: bool,
-}
-
-#[derive(Debug)]
-enum Work {
-    Live(Arc<Message>),
-    /// Deliver `from..=to` from the log.
-    Replay {
-        topic: Topic,
-        from: u64,
-        to: u64,
-    },
-    /// Tell the client `from..=to` were dropped for it (slow consumer).
-    Gap {
-        topic: Topic,
-        from: u64,
-        to: u64,
-    },
-    /// Deliver the messages up to `to` with `ts >= floor` from the log.
-    ReplaySinceTs {
-        topic: Topic,
-        floor: u64,
-        to: u64,
-    },
-}
-
-impl Work {
-    fn topic(&self) -> &Topic {
-        match self {
-            Work::Live(m) => &m.topic,
-            Work::Replay { topic, .. }
-            | Work::ReplaySinceTs { topic, .. }
-            | Work::Gap { topic, .. } => topic,
-        }
-    }
 }
 
 /// One connection's view of the hub. Dropping it removes its subscriptions.
@@ -490,7 +453,7 @@ impl Subscriber {
                 let Some(work) = self.work.front_mut() else {
                     break;
                 };
-                if Self::step(&*self.log, work, out, limit - out.len())? {
+                if work.step(&*self.log, out, limit - out.len())? {
                     self.work.pop_front();
                 }
             }
@@ -556,73 +519,6 @@ impl Subscriber {
             }
         }
         self.work.push_back(Work::Live(message));
-    }
-
-    /// Runs one unit of work, emitting about `budget` events at most;
-    /// returns whether the work item is finished.
-    fn step(
-        log: &dyn MessageLog,
-        work: &mut Work,
-        out: &mut Vec<Event>,
-        budget: usize,
-    ) -> Result<bool, LogError> {
-        match work {
-            Work::Live(message) => {
-                out.push(Event::Message(message.clone()));
-                Ok(true)
-            }
-            Work::Gap { topic, from, to } => {
-                out.push(Event::Gap {
-                    topic: topic.clone(),
-                    from: *from,
-                    to: *to,
-                });
-                Ok(true)
-            }
-            Work::ReplaySinceTs { topic, floor, to } => {
-                let from = log.first_seq_since_ts(topic, *floor, *to)?;
-                *work = Work::Replay {
-                    topic: topic.clone(),
-                    from: from.unwrap_or(*to + 1),
-                    to: *to,
-                };
-                Ok(from.is_none())
-            }
-            Work::Replay { topic, from, to } => {
-                if *from > *to {
-                    return Ok(true);
-                }
-                let want = budget.clamp(1, REPLAY_PAGE).min((*to - *from + 1) as usize);
-                let page = log.read(topic, *from, want)?;
-                let exhausted = page.len() < want;
-                for message in page {
-                    if message.seq > *to {
-                        *from = *to + 1;
-                        break;
-                    }
-                    if message.seq > *from {
-                        out.push(Event::Gap {
-                            topic: topic.clone(),
-                            from: *from,
-                            to: message.seq - 1,
-                        });
-                    }
-                    *from = message.seq + 1;
-                    out.push(Event::Message(message));
-                }
-                if exhausted && *from <= *to {
-                    // Dispatched messages are always in the log, so what is
-                    // missing was removed by retention.
-                    out.push(Event::Gap {
-                        topic: topic.clone(),
-                        from: *from,
-                        to: *to,
-                    });
-                    *from = *to + 1;
-                }
-                Ok(*from > *to)
-            }
-        }
     }
 
     /// Declares that every event produced so far has been delivered, so the

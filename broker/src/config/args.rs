@@ -1,0 +1,162 @@
+//! `herald serve` flags (each also read from a `HERALD_*` variable) and
+//! how they are laid over the file and the defaults.
+
+use std::{net::SocketAddr, path::PathBuf};
+
+use clap::Args;
+
+use super::{Config, ConfigError, TlsConfig};
+use crate::engine::Durability;
+
+/// Flags of `herald serve`; each also reads a `HERALD_*` variable.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, env = "HERALD_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Address to listen on (port 0 picks a free port; the bound address is logged).
+    #[arg(long, env = "HERALD_LISTEN", value_name = "ADDR:PORT")]
+    pub listen: Option<SocketAddr>,
+    /// Directory for the persistence log.
+    #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// NATS server URL; joins the cluster through it.
+    #[arg(long, env = "HERALD_NATS", value_name = "URL")]
+    pub nats: Option<String>,
+    /// Unique node name (default: generated once and kept in the data dir).
+    #[arg(long, env = "HERALD_NODE_ID", value_name = "NAME")]
+    pub node_id: Option<String>,
+    /// Origins allowed for CORS and WebSocket upgrades, comma-separated, `*` for any.
+    #[arg(
+        long,
+        env = "HERALD_ALLOWED_ORIGINS",
+        value_name = "LIST",
+        value_delimiter = ','
+    )]
+    pub allowed_origins: Option<Vec<String>>,
+    /// When publishes are acknowledged: after fsync (`always`) or after buffering (`relaxed`).
+    #[arg(long, env = "HERALD_DURABILITY", value_enum)]
+    pub durability: Option<Durability>,
+    /// Largest accepted `data` payload in bytes.
+    #[arg(long, env = "HERALD_MAX_PAYLOAD_BYTES", value_name = "BYTES")]
+    pub max_payload_bytes: Option<usize>,
+    /// Per-connection outgoing queue limit in bytes; a subscriber over it is disconnected.
+    #[arg(long, env = "HERALD_QUEUE_BYTES", value_name = "BYTES")]
+    pub queue_bytes: Option<usize>,
+    /// Expose the `/v1/echo` WebSocket echo endpoint (conformance testing).
+    #[arg(long, env = "HERALD_ENABLE_ECHO")]
+    pub enable_echo: bool,
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `herald=debug`.
+    #[arg(long, env = "HERALD_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+    /// HS256 secret; turns on JWT auth for every transport.
+    #[arg(
+        long,
+        env = "HERALD_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    pub jwt_secret: Option<String>,
+    /// PEM public key (RSA or EC P-256) for RS256/ES256 tokens.
+    #[arg(long, env = "HERALD_JWT_PUBLIC_KEY", value_name = "FILE")]
+    pub jwt_public_key: Option<PathBuf>,
+    /// JWKS file for RS256/ES256 tokens (keys chosen by `kid`).
+    #[arg(long, env = "HERALD_JWKS", value_name = "FILE")]
+    pub jwks: Option<PathBuf>,
+    /// PEM certificate chain: serve HTTPS and WSS.
+    #[arg(
+        long,
+        env = "HERALD_TLS_CERT",
+        value_name = "FILE",
+        requires = "tls_key"
+    )]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for `--tls-cert`.
+    #[arg(
+        long,
+        env = "HERALD_TLS_KEY",
+        value_name = "FILE",
+        requires = "tls_cert"
+    )]
+    pub tls_key: Option<PathBuf>,
+    /// API key allowed to publish over REST (repeatable).
+    #[arg(
+        long = "api-key",
+        env = "HERALD_API_KEYS",
+        value_name = "KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub api_keys: Option<Vec<String>>,
+}
+
+impl ServeArgs {
+    /// Defaults < file < environment < flags.
+    pub fn resolve(&self) -> Result<Config, ConfigError> {
+        let mut config = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        let a = self.clone();
+        if let Some(v) = a.listen {
+            config.listen = v;
+        }
+        if let Some(v) = a.data_dir {
+            config.data_dir = v;
+        }
+        if a.nats.is_some() {
+            config.nats = a.nats;
+        }
+        if a.node_id.is_some() {
+            config.node_id = a.node_id;
+        }
+        if let Some(v) = a.allowed_origins {
+            config.allowed_origins = v
+                .into_iter()
+                .map(|o| o.trim().to_string())
+                .filter(|o| !o.is_empty())
+                .collect();
+        }
+        if let Some(v) = a.durability {
+            config.log.durability = v;
+        }
+        if let Some(v) = a.max_payload_bytes {
+            config.limits.max_payload_bytes = v;
+        }
+        if let Some(v) = a.queue_bytes {
+            config.limits.queue_bytes = v;
+        }
+        if a.enable_echo {
+            config.enable_echo = true;
+        }
+        if let (Some(cert), Some(key)) = (a.tls_cert, a.tls_key) {
+            config.tls = Some(TlsConfig { cert, key });
+        }
+        if a.jwt_secret.is_some() {
+            config.auth.jwt_secret = a.jwt_secret;
+        }
+        if a.jwt_public_key.is_some() {
+            config.auth.jwt_public_key = a.jwt_public_key;
+        }
+        if a.jwks.is_some() {
+            config.auth.jwks = a.jwks;
+        }
+        if let Some(keys) = a.api_keys {
+            config.auth.api_keys.extend(
+                keys.into_iter()
+                    .map(|k| k.trim().to_string())
+                    .filter(|k| !k.is_empty())
+                    .map(|key| crate::auth::ApiKeyConfig {
+                        key,
+                        publish: vec![">".into()],
+                        subscribe: Vec::new(),
+                    }),
+            );
+        }
+        if let Some(v) = a.log {
+            config.log_filter = v;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
