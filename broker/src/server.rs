@@ -13,10 +13,11 @@ use crate::{
         Durability, Engine, LocalEngine, Sequencer,
     },
     http,
-    hub::Hub,
+    hub::{presence::Presence, Hub},
     limits::{ConnectionLimits, KeyedRates},
     log::{checkpoint, retention, sled_log::SledOptions, LogError, MessageLog, SledLog},
     metrics::Metrics,
+    transport::presence::PollSessions,
 };
 
 /// Why a node could not start or stopped with an error.
@@ -65,6 +66,10 @@ pub struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// Process start.
     pub started: Instant,
+    /// Who is subscribed where, cluster-wide.
+    pub presence: Arc<Presence>,
+    /// Long-poll clients' presence between requests.
+    pub poll_sessions: Arc<PollSessions>,
 }
 
 impl AppState {
@@ -117,7 +122,7 @@ fn check_data_dir(dir: &Path) -> Result<(), ServerError> {
 }
 
 /// Runs a node on `listener` until `shutdown` resolves, then drains:
-/// readiness turns off, WebSockets close with 1001, streams end, the log is
+/// readiness turns off, WebSockets close with 1012, streams end, the log is
 /// synced.
 pub async fn run(
     config: Config,
@@ -161,6 +166,11 @@ pub async fn run(
         context: "cannot start the sequencer".into(),
         source,
     })?;
+    let presence = Arc::new(Presence::new(
+        node_id.clone(),
+        config.presence,
+        config.presence_overrides(),
+    ));
     let engine: Arc<dyn Engine> = match &config.nats {
         None => Arc::new(LocalEngine::new(sequencer)),
         Some(url) => {
@@ -174,6 +184,7 @@ pub async fn run(
                     hub.clone(),
                     log.clone(),
                     sequencer,
+                    presence.clone(),
                 )
                 .await?,
             )
@@ -216,6 +227,8 @@ pub async fn run(
         client_rates,
         shutdown: shutdown_rx,
         started: Instant::now(),
+        presence,
+        poll_sessions: Arc::new(PollSessions::default()),
     });
     let server = http::server(state.clone(), listener, shutdown_timeout).map_err(|source| {
         ServerError::Io {

@@ -157,7 +157,7 @@ async fn health_endpoints() {
 }
 
 #[tokio::test]
-async fn sigterm_closes_websockets_with_1001_and_exits_zero() {
+async fn sigterm_closes_websockets_with_1012_and_exits_zero() {
     let mut node = Node::start(&[]);
     let mut a = node.ws().await;
     a.subscribe("x.y").await;
@@ -168,8 +168,8 @@ async fn sigterm_closes_websockets_with_1001_and_exits_zero() {
         pid
     });
     status.await.unwrap();
-    assert_eq!(a.closed().await, Some(1001));
-    assert_eq!(b.closed().await, Some(1001));
+    assert_eq!(a.closed().await, Some(1012));
+    assert_eq!(b.closed().await, Some(1012));
     let exit = tokio::task::spawn_blocking(move || node.sigterm_wait())
         .await
         .unwrap();

@@ -26,6 +26,7 @@ mod catchup;
 mod claim;
 mod membership;
 mod owner;
+mod presence;
 mod replica;
 mod service;
 pub mod wire;
@@ -51,7 +52,7 @@ use self::{
 use crate::{
     config::ClusterConfig,
     engine::{Engine, PublishError, PublishItem, Published, Sequencer},
-    hub::{Hub, Topic},
+    hub::{presence::Presence, Hub, Topic},
     log::{LogError, MessageLog},
 };
 
@@ -83,6 +84,7 @@ pub(crate) struct Shared {
     /// How long idempotency keys are remembered.
     pub idempotency_window: Duration,
     pub hub: Arc<Hub>,
+    pub presence: Arc<Presence>,
     pub log: Arc<dyn MessageLog>,
     pub sequencer: Sequencer,
     pub membership: Membership,
@@ -171,6 +173,7 @@ impl ClusterEngine {
         hub: Arc<Hub>,
         log: Arc<dyn MessageLog>,
         sequencer: Sequencer,
+        presence: Arc<Presence>,
     ) -> Result<Self, ClusterError> {
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let options = async_nats::ConnectOptions::new()
@@ -219,7 +222,7 @@ impl ClusterEngine {
             settings,
             idempotency_window,
             hub,
-
+            presence,
             log,
             sequencer,
             connected: AtomicBool::new(false),
@@ -249,6 +252,23 @@ impl ClusterEngine {
                 url: url.to_string(),
                 reason: e.to_string(),
             })?;
+        let presence_updates = shared
+            .client
+            .subscribe(shared.subject("p.*"))
+            .await
+            .map_err(|e| ClusterError::Connect {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
+        let (presence_tx, presence_rx) = mpsc::unbounded_channel();
+        shared.presence.set_outbox(presence_tx);
+        let (connections_tx, connections_rx) = tokio::sync::watch::channel(0u64);
+        tasks.push(tokio::spawn(presence::run(
+            shared.clone(),
+            presence_rx,
+            presence_updates,
+            connections_rx,
+        )));
         tasks.push(tokio::spawn(replica::run(shared.clone(), inbox)));
         tasks.push(tokio::spawn(service::run(shared.clone(), requests)));
         tasks.push(tokio::spawn(owner::run(shared.clone(), owner_rx)));
@@ -269,6 +289,7 @@ impl ClusterEngine {
                     async_nats::Event::Connected => {
                         tracing::info!("NATS connection (re)established");
                         catchup.connected.store(true, Ordering::Release);
+                        connections_tx.send_modify(|n| *n += 1);
                         catchup::run(catchup.clone()).await;
                     }
                     other => tracing::debug!(event = %other, "NATS event"),

@@ -78,6 +78,11 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Default retention for every namespace.
     pub retention: RetentionPolicy,
+    /// Keep presence (who is subscribed, join/leave events) by default;
+    /// namespaces may override.
+    pub presence: bool,
+    /// Serve the history API by default; namespaces may override.
+    pub history: bool,
     /// Per-namespace policies.
     pub namespaces: HashMap<String, NamespaceConfig>,
     /// Authentication.
@@ -102,6 +107,8 @@ impl Default for Config {
             transport: TransportConfig::default(),
             cluster: ClusterConfig::default(),
             retention: RetentionPolicy::default(),
+            presence: true,
+            history: true,
             namespaces: HashMap::new(),
             auth: Default::default(),
             tls: None,
@@ -216,6 +223,23 @@ impl Config {
             .iter()
             .filter_map(|(name, ns)| ns.slow_consumer.map(|p| (name.clone(), p)))
             .collect()
+    }
+
+    /// Namespaces whose presence setting is given (the rest follow
+    /// `presence`).
+    pub fn presence_overrides(&self) -> HashMap<String, bool> {
+        self.namespaces
+            .iter()
+            .filter_map(|(name, ns)| ns.presence.map(|on| (name.clone(), on)))
+            .collect()
+    }
+
+    /// Whether the history API serves `topic`'s namespace.
+    pub fn history_enabled(&self, topic: &crate::hub::Topic) -> bool {
+        self.namespaces
+            .get(topic.namespace())
+            .and_then(|ns| ns.history)
+            .unwrap_or(self.history)
     }
 
     /// What anonymous clients may do when auth is on.

@@ -189,4 +189,10 @@ pub struct NamespaceConfig {
     pub slow_consumer: Option<crate::hub::SlowConsumerPolicy>,
     /// Retention for this namespace's topics (default: `[retention]`).
     pub retention: Option<RetentionPolicy>,
+    /// Presence and join/leave events for this namespace (default:
+    /// top-level `presence`).
+    pub presence: Option<bool>,
+    /// Whether `GET /v1/topics/{topic}/messages` serves this namespace
+    /// (default: top-level `history`). Resume still replays from the log.
+    pub history: Option<bool>,
 }

@@ -32,6 +32,12 @@ pub async fn history(
 ) -> Result<HttpResponse, ApiError> {
     let topic = Topic::parse(&topic)?;
     state.identify(&req)?.check_read(&topic)?;
+    if !state.config.history_enabled(&topic) {
+        return Err(ApiError::new(
+            super::ErrorCode::NotFound,
+            format!("history is off for namespace {:?}", topic.namespace()),
+        ));
+    }
     let limit = query
         .limit
         .unwrap_or(100)

@@ -4,6 +4,7 @@ pub mod cors;
 pub mod error;
 pub mod health;
 pub mod history;
+pub mod presence;
 pub mod publish;
 
 use std::{net::TcpListener, sync::Arc, time::Duration};
@@ -37,6 +38,9 @@ pub fn server(
                     .route(web::post().to(publish::publish_one))
                     .route(web::get().to(history::history))
                     .default_service(web::to(method_not_allowed)),
+            )
+            .service(
+                get_only("/v1/topics/{topic}/presence").route(web::get().to(presence::presence)),
             )
             .service(
                 web::resource("/v1/publish")

@@ -9,6 +9,7 @@ pub mod cursor;
 pub mod index;
 pub mod mailbox;
 pub mod message;
+pub mod presence;
 mod replay;
 pub mod subscriber;
 pub mod topic;

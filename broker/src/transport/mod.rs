@@ -6,6 +6,7 @@
 //! deduplication, replay and slow-consumer handling live in the subscriber.
 
 pub mod poll;
+pub mod presence;
 pub mod protocol;
 pub mod sse;
 pub mod ws;
@@ -88,6 +89,10 @@ pub struct StreamQuery {
     pub cursor: Option<Cursor>,
     /// `timeout_ms`, if given.
     pub timeout_ms: Option<u64>,
+    /// `presence=true`: also send join/leave events of these topics.
+    pub presence: bool,
+    /// `client_id` (long-poll): the session of earlier polls.
+    pub client_id: Option<String>,
 }
 
 impl StreamQuery {
@@ -99,6 +104,8 @@ impl StreamQuery {
             patterns: Vec::new(),
             cursor: None,
             timeout_ms: None,
+            presence: false,
+            client_id: None,
         };
         for (key, value) in pairs {
             match key.as_str() {
@@ -113,6 +120,19 @@ impl StreamQuery {
                     out.timeout_ms = Some(value.parse().map_err(|_| {
                         ApiError::bad_request("timeout_ms must be a non-negative integer")
                     })?)
+                }
+                "presence" => {
+                    out.presence = match value.as_str() {
+                        "true" | "1" => true,
+                        "false" | "0" => false,
+                        _ => return Err(ApiError::bad_request("presence must be true or false")),
+                    }
+                }
+                "client_id" if allow_timeout => {
+                    if value.len() > 128 {
+                        return Err(ApiError::bad_request("client_id is too long"));
+                    }
+                    out.client_id = Some(value);
                 }
                 // Browsers' EventSource cannot set headers; tokens travel here.
                 "token" => {}

@@ -22,7 +22,8 @@ use crate::{
 /// retention removed messages the cursor still expected.
 pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let query = StreamQuery::parse(req.query_string(), true)?;
-    query.authorize(&state.identify(&req)?)?;
+    let identity = state.identify(&req)?;
+    query.authorize(&identity)?;
     let transport = &state.config.transport;
     let wait = query
         .timeout_ms
@@ -34,20 +35,33 @@ pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     if let Some(cursor) = query.cursor {
         subscriber.resume_from(cursor);
     }
-    for pattern in query.patterns {
-        subscriber.subscribe(pattern, Resume::Live)?;
+    for pattern in &query.patterns {
+        subscriber.subscribe(pattern.clone(), Resume::Live)?;
     }
+    let lease = state.poll_sessions.begin(
+        query.client_id.as_deref(),
+        &state.presence,
+        identity.sub.clone(),
+    );
+    let feed = {
+        let mut client = lease.client.lock();
+        client.sync(&query.patterns, query.presence);
+        client.listening().then(|| client.feed().clone())
+    };
     let deadline = tokio::time::Instant::now() + wait;
     let mut shutdown = state.shutdown.clone();
     let mut events = Vec::new();
     loop {
         let room = transport.max_page - events.len();
         let got = subscriber.next_events(&mut events, room)?;
-        if !events.is_empty() || got != MailboxState::Open || *shutdown.borrow() {
+        let presence_waiting = feed.as_ref().is_some_and(|f| !f.is_empty());
+        if !events.is_empty() || presence_waiting || got != MailboxState::Open || *shutdown.borrow()
+        {
             break;
         }
         tokio::select! {
             _ = subscriber.wake() => {}
+            _ = async { feed.as_ref().expect("checked").wait().await }, if feed.is_some() => {}
             _ = tokio::time::sleep_until(deadline) => break,
             _ = shutdown.changed() => break,
         }
@@ -78,6 +92,18 @@ pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     if !gaps.is_empty() {
         body.put_slice(format!(",\"gaps\":[{}]", gaps.join(",")).as_bytes());
     }
+    if let Some(feed) = &feed {
+        let events: Vec<_> = feed.drain();
+        body.put_slice(b",\"presence\":[");
+        body.put_slice(events.join(",").as_bytes());
+        body.put_u8(b']');
+    }
+    body.put_slice(b",\"client_id\":");
+    body.put_slice(
+        serde_json::to_string(lease.client_id())
+            .expect("strings serialize")
+            .as_bytes(),
+    );
     body.put_u8(b'}');
     state
         .metrics

@@ -30,6 +30,8 @@ pub enum ClientOp {
         pattern: Pattern,
         /// Where to start.
         resume: Resume,
+        /// Also send this pattern's join/leave events.
+        presence: bool,
     },
     /// Drop a subscription.
     Unsubscribe {
@@ -91,6 +93,8 @@ struct RawFrame<'a> {
     idempotency_key: Option<&'a RawValue>,
     #[serde(borrow, default)]
     token: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    presence: Option<&'a RawValue>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -171,10 +175,20 @@ pub fn parse_op(text: &str, max_payload: usize) -> Result<ClientOp, OpError> {
                 (None, Some(c)) => Resume::Cursor(Cursor::decode(&c).map_err(|e| fail(e.into()))?),
                 (None, None) => Resume::Live,
             };
+            let presence = match frame.presence.map(RawValue::get) {
+                None | Some("false") | Some("null") => false,
+                Some("true") => true,
+                Some(_) => {
+                    return Err(fail(ApiError::bad_request(
+                        "'presence' must be true or false",
+                    )))
+                }
+            };
             ClientOp::Subscribe {
                 id,
                 pattern,
                 resume,
+                presence,
             }
         }
         "unsubscribe" => {
@@ -320,7 +334,9 @@ mod tests {
                 id,
                 pattern,
                 resume,
+                presence,
             } => {
+                assert!(!presence);
                 assert_eq!(id.unwrap().get(), "\"1\"");
                 assert_eq!(pattern.as_str(), "orders.*");
                 assert!(matches!(resume, Resume::Live));

@@ -14,7 +14,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::stream;
 use tokio::sync::watch;
 
-use super::{gap_json, new_subscriber, ConnectionTracker, StreamQuery};
+use super::{gap_json, new_subscriber, presence::ClientPresence, ConnectionTracker, StreamQuery};
 use crate::{
     http::ApiError,
     hub::{Cursor, Event, MailboxState, Resume, Subscriber},
@@ -29,6 +29,7 @@ const EVENTS_PER_CHUNK: usize = 256;
 struct SseStream {
     state: Arc<AppState>,
     subscriber: Subscriber,
+    presence: ClientPresence,
     events: Vec<Event>,
     heartbeat: tokio::time::Interval,
     shutdown: watch::Receiver<bool>,
@@ -69,12 +70,14 @@ pub async fn stream(
     }
     query.authorize(&identity)?;
     let tracker = ConnectionTracker::admit(&state, Transport::Sse, &req)?;
+    let mut presence = ClientPresence::new(state.presence.clone(), Transport::Sse, identity.sub);
     let mut subscriber = new_subscriber(&state);
     if let Some(cursor) = query.cursor {
         subscriber.resume_from(cursor);
     }
     for pattern in query.patterns {
-        subscriber.subscribe(pattern, Resume::Live)?;
+        subscriber.subscribe(pattern.clone(), Resume::Live)?;
+        presence.join(&pattern, query.presence);
     }
     let mut opening = BytesMut::new();
     opening.put_slice(
@@ -94,6 +97,7 @@ pub async fn stream(
         shutdown: state.shutdown.clone(),
         state,
         subscriber,
+        presence,
         events: Vec::new(),
         heartbeat,
         opening: Some(opening.freeze()),
@@ -148,8 +152,22 @@ impl SseStream {
                 return None;
             }
             let wake = self.subscriber.wake();
+            let feed = self.presence.feed().clone();
+            let listening = self.presence.listening();
             tokio::select! {
                 _ = wake => {}
+                _ = feed.wait(), if listening => {
+                    // Presence events carry no id: EventSource keeps the
+                    // last message cursor for its reconnect.
+                    let mut out = BytesMut::new();
+                    for event in feed.drain() {
+                        let kind = if event.starts_with(r#"{"type":"join""#) { "join" } else { "leave" };
+                        out.put_slice(format!("event: {kind}\ndata: {event}\n\n").as_bytes());
+                    }
+                    if !out.is_empty() {
+                        return Some(out.freeze());
+                    }
+                }
                 _ = self.heartbeat.tick() => {
                     self.subscriber.settle();
                     let cursor = self.subscriber.cursor().encode();

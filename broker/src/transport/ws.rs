@@ -7,7 +7,8 @@
 //! idle timeout, so a client that stops reading can hold the task for at
 //! most that long; its queued messages are capped by the mailbox meanwhile.
 //!
-//! Close codes: 1000 normal, 1001 server shutting down, 1002 protocol error,
+//! Close codes: 1000 normal, 1012 node draining (reconnect elsewhere and
+//! resume), 1002 protocol error,
 //! 1007 invalid UTF-8, 1009 frame too big, 1011 internal error,
 //! 4001 slow consumer (resume from your last seq), 4002 idle timeout.
 
@@ -23,6 +24,7 @@ use tokio::time::{timeout, Instant};
 
 use super::{
     new_subscriber,
+    presence::ClientPresence,
     protocol::{parse_op, ClientOp, OpError, OpId, Reply},
     ConnectionTracker,
 };
@@ -36,6 +38,9 @@ use crate::{
     server::AppState,
 };
 
+/// Close code (RFC 6455 "service restart"): the node is draining; reconnect,
+/// to another node if there is one, and resume.
+pub const CLOSE_SERVICE_RESTART: u16 = 1012;
 /// Close code: the client fell too far behind and must resume.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4001;
 /// Close code: nothing heard from the client within the idle timeout.
@@ -68,12 +73,15 @@ pub async fn upgrade(
     let stream = limit_stream(stream, state.config.limits.max_frame_bytes());
     actix_web::rt::spawn(async move {
         let subscriber = new_subscriber(&state);
+        let presence =
+            ClientPresence::new(state.presence.clone(), Transport::Ws, identity.sub.clone());
         let limits = state.config.limits.clone();
         let conn = Connection::new(
             state,
             session,
             Handler::Broker(Box::new(BrokerHandler {
                 subscriber,
+                presence,
                 acks: FuturesUnordered::new(),
                 identity,
                 rate: (limits.publish_rate_per_connection > 0.0).then(|| {
@@ -126,6 +134,7 @@ fn limit_stream(stream: actix_ws::MessageStream, max: usize) -> AggregatedMessag
 
 struct BrokerHandler {
     subscriber: Subscriber,
+    presence: ClientPresence,
     acks: FuturesUnordered<PendingAck>,
     identity: Identity,
     /// Publish rate of this connection, when limited.
@@ -185,16 +194,20 @@ impl Connection {
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let exit = loop {
             if *shutdown.borrow() {
-                break Exit::Close(1001, "server shutting down");
+                break Exit::Close(
+                    CLOSE_SERVICE_RESTART,
+                    "node draining; reconnect, to another node if possible",
+                );
             }
-            let (wake, acks_pending, reading, expiry) = match &self.handler {
+            let (wake, acks_pending, reading, expiry, feed) = match &self.handler {
                 Handler::Broker(b) => (
                     Some(b.subscriber.wake()),
                     !b.acks.is_empty(),
                     b.acks.len() < MAX_PUBLISHES_IN_FLIGHT,
                     b.identity.expires_at.map(deadline_of),
+                    b.presence.listening().then(|| b.presence.feed().clone()),
                 ),
-                Handler::Echo => (None, false, true, None),
+                Handler::Echo => (None, false, true, None, None),
             };
             let step = tokio::select! {
                 biased;
@@ -202,15 +215,20 @@ impl Connection {
                 frame = stream.next(), if reading => Step::Frame(frame),
                 ack = next_ack(&mut self.handler), if acks_pending => Step::Ack(ack),
                 _ = async { wake.expect("broker has a subscriber").await }, if wake.is_some() => Step::Deliver,
+                _ = async { feed.as_ref().expect("checked").wait().await }, if feed.is_some() => Step::Presence,
                 _ = ping.tick() => Step::Ping,
                 _ = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => Step::Expired,
             };
             let result = match step {
-                Step::Shutdown => Err(Exit::Close(1001, "server shutting down")),
+                Step::Shutdown => Err(Exit::Close(
+                    CLOSE_SERVICE_RESTART,
+                    "node draining; reconnect, to another node if possible",
+                )),
                 Step::Frame(frame) => self.on_frame(frame).await,
                 Step::Ack(Some((id, result))) => self.on_ack(id, result).await,
                 Step::Ack(None) => Ok(()),
                 Step::Deliver => self.deliver().await,
+                Step::Presence => self.send_presence().await,
                 Step::Ping => self.ping(transport.ws_idle_timeout).await,
                 Step::Expired => Err(Exit::Close(
                     CLOSE_TOKEN_EXPIRED,
@@ -299,6 +317,7 @@ impl Connection {
                 id,
                 pattern,
                 resume,
+                presence,
             } => {
                 let allowed =
                     broker
@@ -317,6 +336,7 @@ impl Connection {
                 let result = broker.subscriber.subscribe(pattern.clone(), resume);
                 match result {
                     Ok(cursor) => {
+                        broker.presence.join(&pattern, presence);
                         let reply = Reply::Subscribed {
                             id: id.as_deref(),
                             topic: pattern.as_str(),
@@ -334,6 +354,7 @@ impl Connection {
             }
             ClientOp::Unsubscribe { id, pattern } => {
                 broker.subscriber.unsubscribe(&pattern);
+                broker.presence.leave(&pattern);
                 let reply = Reply::Unsubscribed {
                     id: id.as_deref(),
                     topic: pattern.as_str(),
@@ -509,11 +530,27 @@ impl Connection {
                         "slow consumer: resume from your last seq",
                     ))
                 }
-                MailboxState::Closed => return Err(Exit::Close(1001, "server shutting down")),
+                MailboxState::Closed => {
+                    return Err(Exit::Close(
+                        CLOSE_SERVICE_RESTART,
+                        "node draining; reconnect, to another node if possible",
+                    ))
+                }
                 MailboxState::Open if count == 0 => return Ok(()),
                 MailboxState::Open => {}
             }
         }
+    }
+
+    /// Sends queued join/leave events, each as its own frame.
+    async fn send_presence(&mut self) -> Result<(), Exit> {
+        let Handler::Broker(b) = &self.handler else {
+            return Ok(());
+        };
+        for event in b.presence.feed().drain() {
+            self.send(ByteString::from(&*event)).await?;
+        }
+        Ok(())
     }
 
     async fn ping(&mut self, idle_timeout: Duration) -> Result<(), Exit> {
@@ -533,6 +570,7 @@ enum Step {
     Frame(Option<Result<AggregatedMessage, ProtocolError>>),
     Ack(Option<AckResult>),
     Deliver,
+    Presence,
     Ping,
     Expired,
 }

@@ -1,0 +1,479 @@
+//! Presence: who is subscribed where, cluster-wide, and join/leave events.
+//!
+//! Every subscription a client holds on a namespace with presence on is an
+//! *entry* `(client, pattern)`. A node owns the entries of its own
+//! connections and, in a cluster, holds a copy of every other node's,
+//! kept current by [`Delta`]s (see `cluster::presence`). A node that leaves
+//! the membership view takes its entries with it, which emits a `leave` for
+//! each.
+//!
+//! Listing a topic returns every client with an entry whose pattern matches
+//! it, once per client. A join or leave on `S` is sent to each listener
+//! whose pattern equals `S` or, when `S` is a concrete topic, matches it.
+//! Events are best effort: they are not logged, not resumable, and a
+//! listener that does not drain its small queue loses the oldest.
+
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
+
+use parking_lot::{Mutex, RwLock};
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, Notify};
+
+use super::topic::{Pattern, Topic};
+
+/// Presence events a listener may have queued before the oldest is dropped.
+const FEED_CAPACITY: usize = 1024;
+
+/// One client as presence shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClientInfo {
+    /// Unique per connection (per long-poll session).
+    pub client_id: String,
+    /// The authenticated subject, if any.
+    pub sub: Option<String>,
+    /// `ws`, `sse` or `poll`.
+    pub transport: String,
+    /// The node the client is connected to.
+    pub node: String,
+}
+
+/// A change to one node's entries, as sent between nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Delta {
+    /// `client` subscribed to `topic` (a pattern).
+    Join {
+        /// The pattern.
+        topic: String,
+        /// Who.
+        client: ClientInfo,
+    },
+    /// `client` left `topic`.
+    Leave {
+        /// The pattern.
+        topic: String,
+        /// Who.
+        client: ClientInfo,
+    },
+    /// `node` asks every peer for a snapshot (it may have missed changes).
+    Resync {
+        /// The asking node.
+        node: String,
+    },
+    /// Every entry of the sending node, replacing what was known.
+    Snapshot {
+        /// The sending node.
+        node: String,
+        /// `(pattern, client)` pairs.
+        entries: Vec<(String, ClientInfo)>,
+    },
+}
+
+/// A listener's queue of encoded `join` / `leave` events.
+#[derive(Default)]
+pub struct PresenceFeed {
+    queue: Mutex<VecDeque<Arc<str>>>,
+    notify: Notify,
+    dropped: AtomicU64,
+}
+
+impl PresenceFeed {
+    fn push(&self, event: Arc<str>) {
+        let mut queue = self.queue.lock();
+        if queue.len() >= FEED_CAPACITY {
+            queue.pop_front();
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+        queue.push_back(event);
+        drop(queue);
+        self.notify.notify_one();
+    }
+
+    /// Takes every queued event (JSON objects with `type` `join`/`leave`).
+    pub fn drain(&self) -> Vec<Arc<str>> {
+        self.queue.lock().drain(..).collect()
+    }
+
+    /// Whether events are queued.
+    pub fn is_empty(&self) -> bool {
+        self.queue.lock().is_empty()
+    }
+
+    /// Resolves once an event may be queued (check with [`Self::drain`]).
+    pub async fn wait(&self) {
+        let notified = self.notify.notified();
+        if !self.is_empty() {
+            return;
+        }
+        notified.await;
+    }
+}
+
+type EntryKey = (String, String);
+
+/// The presence table of the cluster as this node knows it.
+pub struct Presence {
+    node: String,
+    /// node → (client id, pattern) → client.
+    entries: RwLock<HashMap<String, HashMap<EntryKey, ClientInfo>>>,
+    listeners: RwLock<HashMap<u64, (Pattern, Arc<PresenceFeed>)>>,
+    next_listener: AtomicU64,
+    next_client: AtomicU64,
+    /// Local changes for the cluster engine to broadcast.
+    outbox: Mutex<Option<mpsc::UnboundedSender<Delta>>>,
+    default_on: bool,
+    /// Namespace → presence on/off, where it differs from the default.
+    overrides: HashMap<String, bool>,
+}
+
+impl Presence {
+    /// An empty table for `node`. Presence is kept where `default_on`,
+    /// except for namespaces listed in `overrides` with their own setting.
+    pub fn new(node: String, default_on: bool, overrides: HashMap<String, bool>) -> Self {
+        Presence {
+            node,
+            entries: RwLock::new(HashMap::new()),
+            listeners: RwLock::new(HashMap::new()),
+            next_listener: AtomicU64::new(1),
+            next_client: AtomicU64::new(1),
+            outbox: Mutex::new(None),
+            default_on,
+            overrides,
+        }
+    }
+
+    /// Whether presence is kept for subscriptions to `pattern`. A pattern
+    /// whose first token is a wildcard spans namespaces and follows the
+    /// default.
+    pub fn enabled_for(&self, pattern: &Pattern) -> bool {
+        let first = pattern.as_str().split('.').next().unwrap_or_default();
+        if first == "*" || first == ">" {
+            return self.default_on;
+        }
+        self.overrides
+            .get(first)
+            .copied()
+            .unwrap_or(self.default_on)
+    }
+
+    /// This node's name.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// A new client id, unique in the cluster.
+    pub fn new_client_id(&self) -> String {
+        format!(
+            "{}-{}",
+            self.node,
+            self.next_client.fetch_add(1, Ordering::Relaxed)
+        )
+    }
+
+    /// Routes local changes to `tx` (the cluster engine broadcasts them).
+    pub fn set_outbox(&self, tx: mpsc::UnboundedSender<Delta>) {
+        *self.outbox.lock() = Some(tx);
+    }
+
+    fn broadcast(&self, delta: Delta) {
+        if let Some(tx) = &*self.outbox.lock() {
+            let _ = tx.send(delta);
+        }
+    }
+
+    /// A local client subscribed to `pattern`.
+    pub fn join(&self, pattern: &Pattern, client: &ClientInfo) {
+        let key = (client.client_id.clone(), pattern.as_str().to_string());
+        let new = self
+            .entries
+            .write()
+            .entry(self.node.clone())
+            .or_default()
+            .insert(key, client.clone())
+            .is_none();
+        if new {
+            self.notify("join", pattern.as_str(), client);
+            self.broadcast(Delta::Join {
+                topic: pattern.as_str().to_string(),
+                client: client.clone(),
+            });
+        }
+    }
+
+    /// A local client left `pattern` (or disconnected).
+    pub fn leave(&self, pattern: &Pattern, client: &ClientInfo) {
+        let key = (client.client_id.clone(), pattern.as_str().to_string());
+        let removed = self
+            .entries
+            .write()
+            .get_mut(&self.node)
+            .and_then(|m| m.remove(&key))
+            .is_some();
+        if removed {
+            self.notify("leave", pattern.as_str(), client);
+            self.broadcast(Delta::Leave {
+                topic: pattern.as_str().to_string(),
+                client: client.clone(),
+            });
+        }
+    }
+
+    /// Every local entry, for a snapshot to peers.
+    pub fn local_snapshot(&self) -> Delta {
+        let entries = self
+            .entries
+            .read()
+            .get(&self.node)
+            .map(|m| {
+                m.iter()
+                    .map(|((_, pattern), c)| (pattern.clone(), c.clone()))
+                    .collect()
+            })
+            .unwrap_or_default();
+        Delta::Snapshot {
+            node: self.node.clone(),
+            entries,
+        }
+    }
+
+    /// Applies a peer's change (ignores this node's own).
+    pub fn apply(&self, delta: Delta) {
+        match delta {
+            Delta::Join { topic, client } if client.node != self.node => {
+                let key = (client.client_id.clone(), topic.clone());
+                let new = self
+                    .entries
+                    .write()
+                    .entry(client.node.clone())
+                    .or_default()
+                    .insert(key, client.clone())
+                    .is_none();
+                if new {
+                    self.notify("join", &topic, &client);
+                }
+            }
+            Delta::Leave { topic, client } if client.node != self.node => {
+                let key = (client.client_id.clone(), topic.clone());
+                let removed = self
+                    .entries
+                    .write()
+                    .get_mut(&client.node)
+                    .and_then(|m| m.remove(&key))
+                    .is_some();
+                if removed {
+                    self.notify("leave", &topic, &client);
+                }
+            }
+            Delta::Snapshot { node, entries } if node != self.node => {
+                let new: HashMap<EntryKey, ClientInfo> = entries
+                    .into_iter()
+                    .map(|(pattern, c)| ((c.client_id.clone(), pattern), c))
+                    .collect();
+                let old = self
+                    .entries
+                    .write()
+                    .insert(node, new.clone())
+                    .unwrap_or_default();
+                for (key, c) in &old {
+                    if !new.contains_key(key) {
+                        self.notify("leave", &key.1, c);
+                    }
+                }
+                for (key, c) in &new {
+                    if !old.contains_key(key) {
+                        self.notify("join", &key.1, c);
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+
+    /// Forgets every entry of `node` (it left or died), emitting leaves.
+    pub fn drop_node(&self, node: &str) {
+        if node == self.node {
+            return;
+        }
+        let gone = self.entries.write().remove(node).unwrap_or_default();
+        for ((_, pattern), c) in &gone {
+            self.notify("leave", pattern, c);
+        }
+    }
+
+    /// Nodes that have entries here.
+    pub fn nodes(&self) -> Vec<String> {
+        self.entries.read().keys().cloned().collect()
+    }
+
+    /// Every client subscribed to a pattern matching `topic`, once each,
+    /// sorted by client id.
+    pub fn list(&self, topic: &Topic) -> Vec<ClientInfo> {
+        let entries = self.entries.read();
+        let mut seen: HashMap<&str, &ClientInfo> = HashMap::new();
+        for node in entries.values() {
+            for ((client_id, pattern), c) in node {
+                if seen.contains_key(client_id.as_str()) {
+                    continue;
+                }
+                if pattern == topic.as_str()
+                    || Pattern::parse(pattern).is_ok_and(|p| p.matches(topic))
+                {
+                    seen.insert(client_id, c);
+                }
+            }
+        }
+        let mut out: Vec<ClientInfo> = seen.into_values().cloned().collect();
+        out.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+        out
+    }
+
+    /// Sends join/leave events on `pattern` to `feed` until
+    /// [`Presence::unlisten`] with the returned id.
+    pub fn listen(&self, pattern: Pattern, feed: Arc<PresenceFeed>) -> u64 {
+        let id = self.next_listener.fetch_add(1, Ordering::Relaxed);
+        self.listeners.write().insert(id, (pattern, feed));
+        id
+    }
+
+    /// Stops a listener.
+    pub fn unlisten(&self, id: u64) {
+        self.listeners.write().remove(&id);
+    }
+
+    fn notify(&self, kind: &str, subject: &str, client: &ClientInfo) {
+        let listeners = self.listeners.read();
+        if listeners.is_empty() {
+            return;
+        }
+        let concrete = Topic::parse(subject).ok();
+        let mut event: Option<Arc<str>> = None;
+        for (pattern, feed) in listeners.values() {
+            let hit = pattern.as_str() == subject
+                || concrete.as_ref().is_some_and(|t| pattern.matches(t));
+            if hit {
+                let event = event
+                    .get_or_insert_with(|| encode_event(kind, subject, client).into())
+                    .clone();
+                feed.push(event);
+            }
+        }
+    }
+}
+
+/// `{"type":"join","topic":..,"client":{..}}`.
+fn encode_event(kind: &str, topic: &str, client: &ClientInfo) -> String {
+    #[derive(Serialize)]
+    struct Event<'a> {
+        #[serde(rename = "type")]
+        kind: &'a str,
+        topic: &'a str,
+        client: &'a ClientInfo,
+    }
+    serde_json::to_string(&Event {
+        kind,
+        topic,
+        client,
+    })
+    .expect("presence events serialize")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn client(id: &str, node: &str) -> ClientInfo {
+        ClientInfo {
+            client_id: id.into(),
+            sub: None,
+            transport: "ws".into(),
+            node: node.into(),
+        }
+    }
+
+    fn pat(s: &str) -> Pattern {
+        Pattern::parse(s).unwrap()
+    }
+
+    #[test]
+    fn lists_matching_clients_once_and_emits_events() {
+        let p = Presence::new("a".into(), true, HashMap::new());
+        let feed = Arc::new(PresenceFeed::default());
+        p.listen(pat("chat.room1"), feed.clone());
+        let c1 = client("a-1", "a");
+        p.join(&pat("chat.room1"), &c1);
+        p.join(&pat("chat.*"), &c1);
+        p.join(&pat("chat.>"), &client("a-2", "a"));
+        p.join(&pat("news.x"), &client("a-3", "a"));
+        let topic = Topic::parse("chat.room1").unwrap();
+        let ids: Vec<_> = p.list(&topic).into_iter().map(|c| c.client_id).collect();
+        assert_eq!(ids, ["a-1", "a-2"]);
+        // Only the concrete join on chat.room1 reaches the listener.
+        let events = feed.drain();
+        assert_eq!(events.len(), 1, "{events:?}");
+        assert!(events[0].starts_with(r#"{"type":"join","topic":"chat.room1""#));
+        p.leave(&pat("chat.room1"), &c1);
+        assert!(feed.drain()[0].contains(r#""type":"leave""#));
+        assert_eq!(p.list(&topic).len(), 2, "still there through chat.*");
+    }
+
+    #[test]
+    fn peers_snapshots_and_dead_nodes() {
+        let p = Presence::new("a".into(), true, HashMap::new());
+        let feed = Arc::new(PresenceFeed::default());
+        p.listen(pat("t.x"), feed.clone());
+        p.apply(Delta::Join {
+            topic: "t.x".into(),
+            client: client("b-1", "b"),
+        });
+        p.apply(Delta::Snapshot {
+            node: "c".into(),
+            entries: vec![("t.x".into(), client("c-1", "c"))],
+        });
+        let topic = Topic::parse("t.x").unwrap();
+        assert_eq!(p.list(&topic).len(), 2);
+        assert_eq!(feed.drain().len(), 2);
+        p.drop_node("b");
+        assert_eq!(p.list(&topic).len(), 1);
+        let events = feed.drain();
+        assert!(events[0].contains(r#""leave""#) && events[0].contains("b-1"));
+        // A snapshot replaces: c-1 gone, c-2 new.
+        p.apply(Delta::Snapshot {
+            node: "c".into(),
+            entries: vec![("t.x".into(), client("c-2", "c"))],
+        });
+        assert_eq!(p.list(&topic)[0].client_id, "c-2");
+        assert_eq!(feed.drain().len(), 2);
+    }
+
+    #[test]
+    fn namespace_toggles() {
+        let mut o = HashMap::new();
+        o.insert("quiet".to_string(), false);
+        let p = Presence::new("a".into(), true, o.clone());
+        assert!(p.enabled_for(&pat("chat.x")));
+        assert!(!p.enabled_for(&pat("quiet.x")));
+        assert!(p.enabled_for(&pat(">")));
+        o.insert("loud".to_string(), true);
+        let p = Presence::new("a".into(), false, o);
+        assert!(!p.enabled_for(&pat("chat.x")));
+        assert!(p.enabled_for(&pat("loud.x")));
+        assert!(!p.enabled_for(&pat("quiet.x")));
+    }
+
+    #[test]
+    fn feed_is_bounded() {
+        let feed = PresenceFeed::default();
+        for i in 0..FEED_CAPACITY + 10 {
+            feed.push(i.to_string().into());
+        }
+        let all = feed.drain();
+        assert_eq!(all.len(), FEED_CAPACITY);
+        assert_eq!(&*all[0], "10");
+    }
+}
