@@ -6,7 +6,7 @@ use tokio::sync::watch;
 
 use crate::{
     auth::{Authenticator, Credentials, Identity},
-    cluster::{ClusterEngine, ClusterError},
+    cluster::{ClusterEngine, ClusterError, LocalParts},
     config::Config,
     engine::{
         sequencer::{Output, SequencerOptions},
@@ -181,10 +181,12 @@ pub async fn run(
                     node_id.clone(),
                     config.cluster.clone(),
                     config.log.idempotency_window,
-                    hub.clone(),
-                    log.clone(),
-                    sequencer,
-                    presence.clone(),
+                    LocalParts {
+                        hub: hub.clone(),
+                        log: log.clone(),
+                        sequencer,
+                        presence: presence.clone(),
+                    },
                 )
                 .await?,
             )

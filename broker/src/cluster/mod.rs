@@ -157,6 +157,18 @@ impl Shared {
     }
 }
 
+/// The node-local parts the cluster engine drives.
+pub struct LocalParts {
+    /// Subscriptions and fan-out.
+    pub hub: Arc<Hub>,
+    /// This node's log.
+    pub log: Arc<dyn MessageLog>,
+    /// Sequences and persists what this node owns or replicates.
+    pub sequencer: Sequencer,
+    /// The presence table, shared with peers.
+    pub presence: Arc<Presence>,
+}
+
 /// The cluster engine.
 pub struct ClusterEngine {
     shared: Arc<Shared>,
@@ -170,11 +182,14 @@ impl ClusterEngine {
         node: String,
         settings: ClusterConfig,
         idempotency_window: Duration,
-        hub: Arc<Hub>,
-        log: Arc<dyn MessageLog>,
-        sequencer: Sequencer,
-        presence: Arc<Presence>,
+        parts: LocalParts,
     ) -> Result<Self, ClusterError> {
+        let LocalParts {
+            hub,
+            log,
+            sequencer,
+            presence,
+        } = parts;
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let options = async_nats::ConnectOptions::new()
             .name(format!("herald-{node}"))
