@@ -92,6 +92,33 @@ impl Node {
         }
     }
 
+    /// SIGTERM (a drain), then waits up to `limit` for the exit; returns
+    /// whether it exited with status 0 in time.
+    pub fn sigterm_and_wait(&mut self, limit: Duration) -> bool {
+        let Some(mut child) = self.child.take() else {
+            return false;
+        };
+        let sent = Command::new("kill")
+            .arg("-TERM")
+            .arg(child.id().to_string())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(sent, "kill -TERM failed");
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                return status.success();
+            }
+            if std::time::Instant::now() >= deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL, then start again on the same port, data dir and flags.
     pub fn kill9_and_restart(&mut self) {
         self.kill9();
