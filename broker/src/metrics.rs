@@ -138,6 +138,8 @@ pub struct Metrics {
     pub subscription_limit: Counter,
     /// Publishes refused by rate limits.
     pub rate_limited: Counter,
+    /// HTTP responses by status class (1xx..5xx).
+    pub http_responses: [Counter; 5],
 }
 
 impl Metrics {
@@ -254,6 +256,20 @@ impl Metrics {
             "Publishes refused by rate limits.",
             self.rate_limited.get(),
         );
+        header(
+            &mut out,
+            "herald_http_responses_total",
+            "HTTP responses by status class.",
+            "counter",
+        );
+        for (i, c) in self.http_responses.iter().enumerate() {
+            let _ = writeln!(
+                out,
+                "herald_http_responses_total{{class=\"{}xx\"}} {}",
+                i + 1,
+                c.get()
+            );
+        }
         counter(
             &mut out,
             "herald_retention_trimmed_messages_total",

@@ -420,6 +420,16 @@ impl Engine for ClusterEngine {
         Ok(())
     }
 
+    fn cluster_status(&self) -> Option<crate::engine::ClusterStatus> {
+        let mut members = self.shared.membership.view().members.clone();
+        members.sort();
+        Some(crate::engine::ClusterStatus {
+            members,
+            nats_connected: self.shared.connected.load(Ordering::Acquire),
+            caught_up: self.shared.caught_up.load(Ordering::Acquire),
+        })
+    }
+
     async fn shutdown(&self) {
         let leaving = Heartbeat {
             node: self.shared.node.clone(),

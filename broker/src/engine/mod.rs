@@ -50,6 +50,17 @@ pub enum PublishError {
     Unavailable(String),
 }
 
+/// What a clustered engine reports about the cluster.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ClusterStatus {
+    /// Live members, this node included, sorted.
+    pub members: Vec<String>,
+    /// Connected to NATS now.
+    pub nats_connected: bool,
+    /// Caught up with the peers since the last (re)connection.
+    pub caught_up: bool,
+}
+
 /// Sequences, persists and fans out publishes.
 #[async_trait]
 pub trait Engine: Send + Sync + 'static {
@@ -59,6 +70,11 @@ pub trait Engine: Send + Sync + 'static {
 
     /// `Ok` when publishes can be accepted, else why not.
     fn readiness(&self) -> Result<(), String>;
+
+    /// Cluster state for metrics and the dashboard (`None` on a single node).
+    fn cluster_status(&self) -> Option<ClusterStatus> {
+        None
+    }
 
     /// Stops accepting publishes, finishes those in flight and makes the log
     /// durable.

@@ -25,6 +25,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 
 /// Prometheus text exposition.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let cluster = state.engine.cluster_status();
     let ready = if !state.shutting_down() && state.engine.readiness().is_ok() {
         1.0
     } else {
@@ -42,6 +43,26 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             state.log.disk_bytes() as f64,
         ),
         ("herald_ready", "1 when the node accepts publishes.", ready),
+        (
+            "herald_presence_clients",
+            "Clients in presence on this node's view of the cluster (entries per client and pattern).",
+            state.presence.entry_count() as f64,
+        ),
+        (
+            "herald_poll_sessions",
+            "Long-poll sessions held between requests.",
+            state.poll_sessions.len() as f64,
+        ),
+        (
+            "herald_cluster_members",
+            "Live cluster members seen by this node (1 on a single node).",
+            cluster.as_ref().map_or(1, |c| c.members.len()) as f64,
+        ),
+        (
+            "herald_nats_connected",
+            "1 while connected to NATS (always 0 on a single node).",
+            cluster.as_ref().map_or(0.0, |c| f64::from(u8::from(c.nats_connected))),
+        ),
         (
             "herald_uptime_seconds",
             "Seconds since the node started.",

@@ -30,6 +30,7 @@ pub fn server(
             .app_data(web::QueryConfig::default().error_handler(|e, _| error::extractor_error(e)))
             .app_data(web::PathConfig::default().error_handler(|e, _| error::extractor_error(e)))
             .wrap(cors::Cors::new(&data.config))
+            .wrap_fn(count_responses)
             .service(get_only("/healthz").route(web::get().to(health::healthz)))
             .service(get_only("/readyz").route(web::get().to(health::readyz)))
             .service(get_only("/metrics").route(web::get().to(health::metrics)))
@@ -37,7 +38,7 @@ pub fn server(
                 web::resource("/v1/topics/{topic}/messages")
                     .route(web::post().to(publish::publish_one))
                     .route(web::get().to(history::history))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|req| method_not_allowed(req, "GET, POST"))),
             )
             .service(
                 get_only("/v1/topics/{topic}/presence").route(web::get().to(presence::presence)),
@@ -45,7 +46,7 @@ pub fn server(
             .service(
                 web::resource("/v1/publish")
                     .route(web::post().to(publish::publish_batch))
-                    .default_service(web::to(method_not_allowed)),
+                    .default_service(web::to(|req| method_not_allowed(req, "POST"))),
             )
             .service(get_only("/v1/ws").route(web::get().to(transport::ws::upgrade)))
             .service(get_only("/v1/sse").route(web::get().to(transport::sse::stream)))
@@ -127,7 +128,40 @@ fn tls_config(tls: &crate::config::TlsConfig) -> std::io::Result<rustls::ServerC
 
 /// A resource answering 405 for methods it has no route for.
 fn get_only(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+    web::resource(path).default_service(web::to(|req| method_not_allowed(req, "GET")))
+}
+
+/// Counts every response by status class (and 400s as bad requests).
+fn count_responses<S, B>(
+    req: actix_web::dev::ServiceRequest,
+    srv: &S,
+) -> impl std::future::Future<Output = Result<actix_web::dev::ServiceResponse<B>, actix_web::Error>>
+where
+    S: actix_web::dev::Service<
+        actix_web::dev::ServiceRequest,
+        Response = actix_web::dev::ServiceResponse<B>,
+        Error = actix_web::Error,
+    >,
+{
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let response = srv.call(req);
+    async move {
+        let res = response.await?;
+        if let Some(state) = state {
+            let status = res.status().as_u16();
+            if let Some(c) = state
+                .metrics
+                .http_responses
+                .get(usize::from(status / 100) - 1)
+            {
+                c.inc();
+            }
+            if status == 400 {
+                state.metrics.bad_requests.inc();
+            }
+        }
+        Ok(res)
+    }
 }
 
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
@@ -137,11 +171,22 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     ))
 }
 
-async fn method_not_allowed(req: HttpRequest) -> Result<HttpResponse, ApiError> {
-    Err(ApiError::new(
+async fn method_not_allowed(req: HttpRequest, allow: &'static str) -> HttpResponse {
+    use actix_web::ResponseError;
+    let error = ApiError::new(
         ErrorCode::MethodNotAllowed,
-        format!("{} is not allowed on {}", req.method(), req.path()),
-    ))
+        format!(
+            "{} is not allowed on {}; use {allow}",
+            req.method(),
+            req.path()
+        ),
+    );
+    let mut res = error.error_response();
+    res.headers_mut().insert(
+        actix_web::http::header::ALLOW,
+        actix_web::http::header::HeaderValue::from_static(allow),
+    );
+    res
 }
 
 /// Reads a request body, refusing more than `limit` bytes with 413.

@@ -306,6 +306,11 @@ impl Presence {
         }
     }
 
+    /// Entries known, on every node.
+    pub fn entry_count(&self) -> usize {
+        self.entries.read().values().map(HashMap::len).sum()
+    }
+
     /// Nodes that have entries here.
     pub fn nodes(&self) -> Vec<String> {
         self.entries.read().keys().cloned().collect()
