@@ -207,7 +207,7 @@ fn config_keys() -> BTreeMap<String, Expected> {
         let Some(fields) = accepted_fields(&full, table) else {
             assert!(
                 MAP_SECTIONS.contains(&table.as_str()),
-                "section `{table}` accepts any key; add it to MAP_SECTIONS"
+                "section `{table}` accepts any key (a map, or a struct without deny_unknown_fields); if a map, add it to MAP_SECTIONS"
             );
             continue;
         };
@@ -676,6 +676,18 @@ fn kubernetes_statefulset_is_wired_for_herald() {
         "metadata.name"
     );
     assert_eq!(at(pod, "enableServiceLinks").as_bool(), Some(false));
+    // Pod names (`herald-0`, …) must themselves be valid node ids.
+    let last_pod = format!(
+        "{}-{}",
+        str_at(sts, "metadata.name"),
+        int_at(sts, "spec.replicas") - 1
+    );
+    Config {
+        node_id: Some(last_pod.clone()),
+        ..config.clone()
+    }
+    .validate()
+    .unwrap_or_else(|e| panic!("pod name {last_pod} as node id: {e}"));
 
     // Config file and data volume where herald.toml says.
     let args: Vec<&str> = at(container, "args")
@@ -782,6 +794,12 @@ fn compose_and_prometheus_scrape_every_node() {
         })
         .collect();
     assert_eq!(nodes.len(), 3, "three herald nodes in compose");
+    let ids: BTreeSet<_> = nodes.values().map(|c| c.node_id.clone()).collect();
+    assert_eq!(ids.len(), 3, "node ids must be unique: {ids:?}");
+    assert!(
+        nodes.values().all(|c| c.nats.is_some()),
+        "every node clusters"
+    );
 
     let prometheus = &services["prometheus"];
     assert!(prometheus["volumes"].as_sequence().unwrap().iter().any(
