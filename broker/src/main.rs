@@ -44,7 +44,8 @@ fn main() {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
-    herald::telemetry::init(&config.log_filter);
+    // Held until exit: dropping it flushes the OpenTelemetry exporter.
+    let _telemetry = herald::telemetry::init(&config.log_filter);
     let listener = TcpListener::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     listener.set_nonblocking(true)?;

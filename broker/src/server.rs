@@ -193,6 +193,8 @@ pub async fn run(
         }
     };
 
+    // Held until the node stops; exports only with OpenTelemetry configured.
+    let _otel_metrics = crate::telemetry::export_metrics(metrics.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let trimmer = tokio::spawn(retention::run_trimmer(
         hub.clone(),

@@ -346,10 +346,20 @@ impl ClusterEngine {
                     data: serde_json::value::RawValue::from_string(i.data.clone())
                         .expect("data is JSON"),
                     key: i.idempotency_key.clone(),
+                    tp: i.traceparent.clone(),
                 })
                 .collect(),
         };
-        service::forward(&self.shared, owner, &forward, &items).await
+        let span = if crate::telemetry::otel_enabled() {
+            tracing::info_span!(target: "herald::cluster", "cluster.forward", herald.owner = owner, herald.items = items.len())
+        } else {
+            tracing::Span::none()
+        };
+        tracing::Instrument::instrument(
+            service::forward(&self.shared, owner, &forward, &items),
+            span,
+        )
+        .await
     }
 }
 

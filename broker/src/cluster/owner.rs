@@ -368,7 +368,13 @@ impl Owner {
                 owned.pending_keys.insert(key.clone(), seq);
             }
             let entry = LogEntry {
-                message: Message::new(item.topic.clone(), seq, now, &item.data),
+                message: Message::traced(
+                    item.topic.clone(),
+                    seq,
+                    now,
+                    &item.data,
+                    item.traceparent.as_deref(),
+                ),
                 idempotency: item.idempotency_key.map(|k| (k, expires_at)),
             };
             let published = Published {

@@ -94,6 +94,7 @@ async fn serve_forward(shared: &Shared, payload: &[u8]) -> ForwardReply {
             topic,
             data: json::compact(item.data.get()).into_owned(),
             idempotency_key: item.key,
+            traceparent: item.tp,
         });
     }
     let (reply, rx) = oneshot::channel();

@@ -160,6 +160,9 @@ pub struct ForwardItem {
     /// Idempotency key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
+    /// W3C trace context the message carries.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tp: Option<String>,
 }
 
 /// A publish sent to the topic's owner.

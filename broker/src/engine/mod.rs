@@ -26,6 +26,8 @@ pub struct PublishItem {
     pub data: String,
     /// Optional `Idempotency-Key`, scoped to the topic.
     pub idempotency_key: Option<String>,
+    /// W3C trace context the message carries to subscribers.
+    pub traceparent: Option<String>,
 }
 
 /// The outcome of one accepted publish.

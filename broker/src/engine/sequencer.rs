@@ -379,7 +379,13 @@ impl Writer {
                 pass.undo.entry(item.topic.clone()).or_insert(*head);
                 head.last_seq += 1;
                 head.last_ts = now;
-                let message = Message::new(item.topic.clone(), head.last_seq, now, &item.data);
+                let message = Message::traced(
+                    item.topic.clone(),
+                    head.last_seq,
+                    now,
+                    &item.data,
+                    item.traceparent.as_deref(),
+                );
                 let p = Published {
                     topic: item.topic.clone(),
                     seq: message.seq,
@@ -472,6 +478,24 @@ impl Writer {
             .ticket
             .take()
             .unwrap_or_else(|| self.hub.begin_batch(min_ts));
+        // Traced messages get a span covering their append and sync.
+        let _spans: Vec<tracing::Span> = if crate::telemetry::otel_enabled() {
+            pass.entries
+                .iter()
+                .filter_map(|e| {
+                    let m = &e.message;
+                    let tp = m.traceparent()?;
+                    Some(crate::telemetry::trace::message_span(
+                        "log.append",
+                        tp,
+                        m.topic.as_str(),
+                        m.seq,
+                    ))
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         if let Err(e) = self.log.append(&pass.entries) {
             // The batch is atomic: nothing was written, so the seqs are free.
             self.heads.extend(pass.undo);

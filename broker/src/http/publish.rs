@@ -1,5 +1,8 @@
 //! REST publish: `POST /v1/topics/{topic}/messages` and batch `POST /v1/publish`.
 
+use tracing::Instrument;
+
+use crate::telemetry::trace;
 use std::time::Instant;
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
@@ -103,9 +106,21 @@ fn charge(
     }
 }
 
-async fn publish(state: &AppState, items: Vec<PublishItem>) -> Result<Vec<Published>, ApiError> {
+/// The request's W3C `traceparent` header, if present and valid.
+fn traceparent_header(req: &HttpRequest) -> Option<String> {
+    req.headers()
+        .get("traceparent")
+        .and_then(|v| v.to_str().ok())
+        .and_then(trace::parse_traceparent)
+}
+
+async fn publish(
+    state: &AppState,
+    items: Vec<PublishItem>,
+    span: tracing::Span,
+) -> Result<Vec<Published>, ApiError> {
     let started = Instant::now();
-    let result = state.engine.publish(items).await;
+    let result = state.engine.publish(items).instrument(span).await;
     match &result {
         Ok(published) => {
             state
@@ -144,16 +159,24 @@ pub async fn publish_one(
         json::string_value(text)
     };
     check_payload(&state, &topic, &data)?;
+    let span = trace::publish_span("http", topic.as_str(), traceparent_header(&req).as_deref());
+    let traceparent = trace::carried_traceparent(&span, traceparent_header(&req));
     let published = publish(
         &state,
         vec![PublishItem {
             topic,
             data,
             idempotency_key: key,
+            traceparent: traceparent.clone(),
         }],
+        span,
     )
     .await?;
-    Ok(HttpResponse::Ok().json(Ack::from(&published[0])))
+    let mut res = HttpResponse::Ok();
+    if let Some(tp) = traceparent {
+        res.insert_header(("traceparent", tp));
+    }
+    Ok(res.json(Ack::from(&published[0])))
 }
 
 #[derive(Deserialize)]
@@ -195,6 +218,9 @@ pub async fn publish_batch(
             limits.max_batch_items
         )));
     }
+    let incoming = traceparent_header(&req);
+    let span = trace::publish_span("http", "(batch)", incoming.as_deref());
+    let traceparent = trace::carried_traceparent(&span, incoming);
     let mut items = Vec::with_capacity(raw.len());
     for (i, item) in raw.into_iter().enumerate() {
         let at = |e: ApiError| ApiError::new(e.code, format!("item {i}: {}", e.message));
@@ -215,10 +241,11 @@ pub async fn publish_batch(
             topic,
             data,
             idempotency_key,
+            traceparent: traceparent.clone(),
         });
     }
     charge(&state, &req, &identity, items.len())?;
-    let published = publish(&state, items).await?;
+    let published = publish(&state, items, span).await?;
     let acks: Vec<Ack> = published.iter().map(Ack::from).collect();
     Ok(HttpResponse::Ok().json(acks))
 }

@@ -8,6 +8,8 @@ use bytestring::ByteString;
 
 use super::topic::Topic;
 
+const TRACEPARENT_KEY: &[u8] = b",\"traceparent\":\"";
+
 /// Fixed cost counted per queued message on top of its envelope, so a queue
 /// of tiny messages is bounded too.
 pub const QUEUE_OVERHEAD_BYTES: usize = 64;
@@ -32,6 +34,18 @@ pub struct Message {
 impl Message {
     /// Builds a message from compact JSON `data` (see [`crate::json::compact`]).
     pub fn new(topic: Topic, seq: u64, ts: u64, data: &str) -> Arc<Self> {
+        Self::traced(topic, seq, ts, data, None)
+    }
+
+    /// As [`Message::new`], carrying a W3C `traceparent` (already
+    /// validated) in the envelope, before `data`.
+    pub fn traced(
+        topic: Topic,
+        seq: u64,
+        ts: u64,
+        data: &str,
+        traceparent: Option<&str>,
+    ) -> Arc<Self> {
         let mut buf = BytesMut::with_capacity(48 + topic.as_str().len() + data.len());
         buf.put_slice(b"{\"topic\":\"");
         // Topic names are [A-Za-z0-9_.-]: nothing to escape.
@@ -40,6 +54,12 @@ impl Message {
         buf.put_slice(itoa::Buffer::new().format(seq).as_bytes());
         buf.put_slice(b",\"ts\":");
         buf.put_slice(itoa::Buffer::new().format(ts).as_bytes());
+        if let Some(tp) = traceparent {
+            // Validated W3C text: hex and dashes, nothing to escape.
+            buf.put_slice(TRACEPARENT_KEY);
+            buf.put_slice(tp.as_bytes());
+            buf.put_u8(b'"');
+        }
         buf.put_slice(b",\"data\":");
         buf.put_slice(data.as_bytes());
         buf.put_u8(b'}');
@@ -55,6 +75,16 @@ impl Message {
             envelope,
             ws_frame: OnceLock::new(),
         }
+    }
+
+    /// The `traceparent` the message carries, if any. It sits between
+    /// `ts` and `data`, so the search never reaches into user data.
+    pub fn traceparent(&self) -> Option<&str> {
+        let data_at = memchr::memmem::find(&self.envelope, b",\"data\":")?;
+        let head = &self.envelope[..data_at];
+        let start = memchr::memmem::find(head, TRACEPARENT_KEY)? + TRACEPARENT_KEY.len();
+        let end = start + memchr::memchr(b'"', &head[start..])?;
+        std::str::from_utf8(&head[start..end]).ok()
     }
 
     /// The envelope JSON.
@@ -106,6 +136,23 @@ mod tests {
             r#"{"type":"message","topic":"orders.eu","seq":42,"ts":1764000000123,"data":{"a":[1,"x"]}}"#
         );
         assert_eq!(m.data(), br#"{"a":[1,"x"]}"#);
+        assert_eq!(m.traceparent(), None);
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let t = Message::traced(
+            Topic::parse("a.b").unwrap(),
+            1,
+            2,
+            r#"{"traceparent":"x"}"#,
+            Some(tp),
+        );
+        assert_eq!(
+            &t.envelope()[..],
+            format!(r#"{{"topic":"a.b","seq":1,"ts":2,"traceparent":"{tp}","data":{{"traceparent":"x"}}}}"#).as_bytes()
+        );
+        assert_eq!(t.traceparent(), Some(tp));
+        assert_eq!(t.data(), br#"{"traceparent":"x"}"#);
+        let plain = Message::new(Topic::parse("a.b").unwrap(), 1, 2, r#"{"traceparent":"x"}"#);
+        assert_eq!(plain.traceparent(), None, "user data is not looked at");
         let v: serde_json::Value = serde_json::from_slice(m.envelope()).unwrap();
         assert_eq!(v["seq"], 42);
     }

@@ -304,6 +304,13 @@ impl Hub {
                     .get(m.topic.namespace())
                     .copied()
                     .unwrap_or(self.slow_default);
+                let span = crate::telemetry::otel_enabled()
+                    .then(|| m.traceparent())
+                    .flatten()
+                    .map(|tp| {
+                        crate::telemetry::trace::message_span("fanout", tp, m.topic.as_str(), m.seq)
+                    });
+                let before = delivered;
                 index.for_each_match(&m.topic, |_, mailbox| match mailbox.push(m, policy) {
                     Pushed::Queued => delivered += 1,
                     Pushed::Evicted => {
@@ -314,6 +321,9 @@ impl Hub {
                     Pushed::Overflowed => overflowed += 1,
                     Pushed::Refused => {}
                 });
+                if let Some(span) = span {
+                    span.record("herald.subscribers", delivered - before);
+                }
             }
         }
         self.metrics.slow_consumer_actions.inc_by(slowed);

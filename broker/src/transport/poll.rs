@@ -77,6 +77,7 @@ pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     for event in &events {
         match event {
             Event::Message(m) => {
+                drop(crate::telemetry::trace::deliver_span(m, "poll"));
                 if !first {
                     body.put_u8(b',');
                 }

@@ -50,6 +50,8 @@ pub enum ClientOp {
         data: String,
         /// Optional idempotency key.
         idempotency_key: Option<String>,
+        /// W3C trace context of the publisher (invalid ones are ignored).
+        traceparent: Option<String>,
     },
     /// Replace the connection's token before it expires.
     Refresh {
@@ -95,6 +97,8 @@ struct RawFrame<'a> {
     token: Option<&'a RawValue>,
     #[serde(borrow, default)]
     presence: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    traceparent: Option<&'a RawValue>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -213,7 +217,11 @@ pub fn parse_op(text: &str, max_payload: usize) -> Result<ClientOp, OpError> {
             if let Some(key) = &idempotency_key {
                 crate::http::publish::check_idempotency_key(key).map_err(fail)?;
             }
+            let traceparent = string_field(frame.traceparent, "traceparent")
+                .map_err(fail)?
+                .and_then(|t| crate::telemetry::trace::parse_traceparent(&t));
             ClientOp::Publish {
+                traceparent,
                 id,
                 topic,
                 data,

@@ -187,6 +187,7 @@ impl SseStream {
             out.put_slice(cursor.as_bytes());
             match event {
                 Event::Message(m) => {
+                    drop(crate::telemetry::trace::deliver_span(m, "sse"));
                     out.put_slice(b"\nevent: message\ndata: ");
                     out.put_slice(m.envelope());
                 }

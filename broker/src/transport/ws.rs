@@ -21,6 +21,7 @@ use actix_ws::{
 use bytestring::ByteString;
 use futures_util::{stream::FuturesUnordered, StreamExt};
 use tokio::time::{timeout, Instant};
+use tracing::Instrument;
 
 use super::{
     new_subscriber,
@@ -36,6 +37,7 @@ use crate::{
     limits::TokenBucket,
     metrics::Transport,
     server::AppState,
+    telemetry::trace,
 };
 
 /// Close code (RFC 6455 "service restart"): the node is draining; reconnect,
@@ -366,6 +368,7 @@ impl Connection {
                 topic,
                 data,
                 idempotency_key,
+                traceparent,
             } => {
                 if let Err(e) = broker.identity.check_publish(&topic) {
                     return self.send_error(id.as_deref(), &e.into()).await;
@@ -385,6 +388,8 @@ impl Connection {
                 }
                 let engine = self.state.engine.clone();
                 let metrics = self.state.metrics.clone();
+                let span = trace::publish_span("ws", topic.as_str(), traceparent.as_deref());
+                let traceparent = trace::carried_traceparent(&span, traceparent);
                 broker.acks.push(Box::pin(async move {
                     let started = std::time::Instant::now();
                     let result = engine
@@ -392,7 +397,9 @@ impl Connection {
                             topic,
                             data,
                             idempotency_key,
+                            traceparent,
                         }])
+                        .instrument(span)
                         .await;
                     match &result {
                         Ok(_) => metrics
@@ -506,6 +513,10 @@ impl Connection {
             }
             let count = events.len();
             for event in &events {
+                let _span = match event {
+                    Event::Message(m) => trace::deliver_span(m, "ws"),
+                    Event::Gap { .. } => None,
+                };
                 let frame: ByteString = match event {
                     Event::Message(m) => m.ws_frame().clone(),
                     Event::Gap { topic, from, to } => Reply::Gap {

@@ -27,6 +27,7 @@ pub struct Node {
     _tmp: Option<tempfile::TempDir>,
     pub log: Arc<Mutex<Vec<String>>>,
     args: Vec<String>,
+    env: Vec<(String, String)>,
 }
 
 pub fn binary() -> &'static str {
@@ -43,11 +44,33 @@ impl Node {
         node
     }
 
+    /// Starts a node with a fresh data dir, extra flags and environment.
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Node {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("data");
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let env: Vec<(String, String)> = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let (child, addr, log) =
+            spawn(&dir, &args, &env).unwrap_or_else(|e| panic!("herald did not start: {e}"));
+        Node {
+            child: Some(child),
+            addr,
+            data_dir: dir,
+            _tmp: Some(tmp),
+            log,
+            args,
+            env,
+        }
+    }
+
     /// Starts a node on an existing data dir (restarts).
     pub fn start_in(dir: &Path, args: &[&str]) -> Node {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
         let (child, addr, log) =
-            spawn(dir, &args).unwrap_or_else(|e| panic!("herald did not start: {e}"));
+            spawn(dir, &args, &[]).unwrap_or_else(|e| panic!("herald did not start: {e}"));
         Node {
             child: Some(child),
             addr,
@@ -55,6 +78,7 @@ impl Node {
             _tmp: None,
             log,
             args,
+            env: Vec::new(),
         }
     }
 
@@ -62,8 +86,8 @@ impl Node {
     /// (new port).
     pub fn kill9_and_restart(&mut self) {
         self.kill9();
-        let (child, addr, log) =
-            spawn(&self.data_dir, &self.args).unwrap_or_else(|e| panic!("restart failed: {e}"));
+        let (child, addr, log) = spawn(&self.data_dir, &self.args, &self.env)
+            .unwrap_or_else(|e| panic!("restart failed: {e}"));
         self.child = Some(child);
         self.addr = addr;
         self.log = log;
@@ -153,7 +177,7 @@ pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
 
 type Spawned = (Child, SocketAddr, Arc<Mutex<Vec<String>>>);
 
-fn spawn(dir: &Path, args: &[String]) -> Result<Spawned, String> {
+fn spawn(dir: &Path, args: &[String], env: &[(String, String)]) -> Result<Spawned, String> {
     let mut cmd = Command::new(binary());
     cmd.arg("serve")
         .arg("--listen")
@@ -166,6 +190,9 @@ fn spawn(dir: &Path, args: &[String]) -> Result<Spawned, String> {
         std::env::var("HERALD_TEST_LOG").unwrap_or_else(|_| "info".into()),
     );
     cmd.env_remove("RUST_LOG");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     cmd.stdout(Stdio::null()).stderr(Stdio::piped());
     let mut child = cmd.spawn().map_err(|e| e.to_string())?;
     let stderr = child.stderr.take().expect("stderr");

@@ -70,19 +70,19 @@ async fn rolling_restart_under_load_loses_nothing_for_any_subscriber() {
     }
 
     let mut drained = Vec::new();
-    for i in 0..nodes.len() {
+    for (i, node) in nodes.iter_mut().enumerate() {
         let before = ack_count(&acks);
         let started = std::time::Instant::now();
         // The drain deadline is the node's shutdown_timeout (10 s).
-        let clean = nodes[i].sigterm_and_wait(Duration::from_secs(15));
+        let clean = node.sigterm_and_wait(Duration::from_secs(15));
         assert!(
             clean,
             "node {i} did not drain and exit 0; log:\n{}",
-            nodes[i].logs()
+            node.logs()
         );
         drained.push(started.elapsed());
-        nodes[i].restart();
-        wait_ready(&nodes[i]).await;
+        node.restart();
+        wait_ready(node).await;
         // Let traffic flow through the restarted node before the next one.
         let deadline = tokio::time::Instant::now() + TIMEOUT;
         while ack_count(&acks) < before + 100 {
