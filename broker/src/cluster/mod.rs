@@ -384,6 +384,10 @@ impl Engine for ClusterEngine {
         Ok(())
     }
 
+    fn members(&self) -> Vec<String> {
+        self.shared.membership.view().members.clone()
+    }
+
     async fn shutdown(&self) {
         let leaving = Heartbeat {
             node: self.shared.node.clone(),

@@ -60,6 +60,12 @@ pub trait Engine: Send + Sync + 'static {
     /// `Ok` when publishes can be accepted, else why not.
     fn readiness(&self) -> Result<(), String>;
 
+    /// Live cluster members, this node included, sorted; empty when the
+    /// engine is not clustered (the dashboard's node list).
+    fn members(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Stops accepting publishes, finishes those in flight and makes the log
     /// durable.
     async fn shutdown(&self);
