@@ -12,10 +12,11 @@
 //!   computes rates from consecutive snapshots. The stream is not a
 //!   subscriber and is not counted in the connection gauges or limits.
 //!
-//! With auth on, the stats are aggregates over every topic, so they need
-//! credentials that may subscribe to `>` (every topic): an API key with the
-//! default grants, or a JWT whose `subscribe` claim holds `>`. No
-//! credentials is 401, narrower ones 403. With auth off they are open.
+//! With auth on, the stats (aggregates over every topic) need operator
+//! credentials: any configured API key (server-side secrets held by
+//! services and operators), or a JWT whose `subscribe` grants cover `>`
+//! (every topic). No credentials is 401, a narrower token 403. With auth off
+//! they are open.
 
 use std::{
     sync::Arc,
@@ -30,7 +31,7 @@ use tokio::{sync::watch, time::Interval};
 
 use super::{get_only, ApiError, ErrorCode};
 use crate::{
-    auth::AuthError,
+    auth::{AuthError, Credentials},
     hub::Pattern,
     metrics::{Metrics, Transport},
     server::AppState,
@@ -214,14 +215,26 @@ pub async fn style() -> HttpResponse {
     asset("text/css; charset=utf-8", STYLE_CSS)
 }
 
-/// Refuses requests whose credentials may not read every topic (auth on).
+/// Admits an API key or credentials that may read every topic (auth on).
 fn authorize(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
     let identity = state.identify(req)?;
-    let everything = Pattern::parse(">").expect("valid pattern");
-    if identity.subscribe.covers(&everything) {
+    if !state.auth.enabled() {
         return Ok(());
     }
-    let what = "the stats need credentials that may subscribe to `>` (every topic)";
+    // `identify` accepted the credentials; an API key among them suffices.
+    let credentials = Credentials::from_request(req);
+    let presented = [credentials.api_key, credentials.token];
+    let api_key = state
+        .config
+        .auth
+        .api_keys
+        .iter()
+        .any(|k| presented.iter().flatten().any(|p| *p == k.key));
+    let everything = Pattern::parse(">").expect("valid pattern");
+    if api_key || identity.subscribe.covers(&everything) {
+        return Ok(());
+    }
+    let what = "the stats need an API key or a token that may subscribe to `>`";
     Err(if identity.anonymous {
         AuthError::Unauthorized(what.into())
     } else {
