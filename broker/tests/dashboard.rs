@@ -188,7 +188,10 @@ async fn stats_snapshot_follows_traffic() {
     assert_eq!(after["slow_consumer_actions_total"], 0);
 
     let (status, body) = get_json(&node, "/v1/stats?topic=a").await;
-    assert_eq!((status, &body["error"]["code"]), (400, &json!("bad_request")));
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (400, &json!("bad_request"))
+    );
 }
 
 #[tokio::test]
@@ -245,7 +248,10 @@ async fn stats_need_full_read_access_when_auth_is_on() {
     assert_eq!(status, 200);
 
     let (status, body) = get_json(&node, "/v1/stats").await;
-    assert_eq!((status, &body["error"]["code"]), (401, &json!("unauthorized")));
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (401, &json!("unauthorized"))
+    );
     let (status, _) = get_json(&node, "/v1/stats/stream").await;
     assert_eq!(status, 401);
 

@@ -274,10 +274,7 @@ fn parse_query(query: &str, interval: bool) -> Result<Duration, ApiError> {
 }
 
 /// `GET /v1/stats`: one snapshot.
-pub async fn stats(
-    req: HttpRequest,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, ApiError> {
+pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     authorize(&state, &req)?;
     parse_query(req.query_string(), false)?;
     Ok(HttpResponse::Ok()
