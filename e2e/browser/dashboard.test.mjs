@@ -187,6 +187,11 @@ test('the dashboard follows live traffic', { timeout: TEST_TIMEOUT_MS }, async (
   assert.ok((await value(page, 'delivered-sse')) >= 3 * N);
   assert.equal(await page.textContent('[data-testid="published-total"]'), N.toLocaleString('en-US'));
 
+  mkdirSync(ARTIFACTS, { recursive: true });
+  const shot = join(ARTIFACTS, 'dashboard.png');
+  await page.screenshot({ path: shot, fullPage: true });
+  console.log(`dashboard screenshot: ${shot}`);
+
   // The charts moved: more points, a different path, a y scale above the idle one.
   const during = await chart(page, 'publish');
   assert.ok(during.points > before.points, `points ${before.points} → ${during.points}`);
@@ -198,13 +203,14 @@ test('the dashboard follows live traffic', { timeout: TEST_TIMEOUT_MS }, async (
   assert.ok(delivery.max > during.max, `delivery max ${delivery.max} vs publish max ${during.max}`);
   // Rates settle back to 0 once publishing stops, and the path keeps changing.
   await waitValue(page, 'publish-rate', '===', 0);
+  await page.waitForFunction(
+    (n) => Number(document.querySelector('[data-testid="chart-publish"]').dataset.points) > n,
+    during.points,
+    { timeout: WAIT_MS, polling: 50 },
+  );
   const later = await chart(page, 'publish');
   assert.notEqual(later.d, during.d);
 
-  mkdirSync(ARTIFACTS, { recursive: true });
-  const shot = join(ARTIFACTS, 'dashboard.png');
-  await page.screenshot({ path: shot, fullPage: true });
-  console.log(`dashboard screenshot: ${shot}`);
 
   // Subscribers leaving show too.
   for (const s of sse) s.abort();

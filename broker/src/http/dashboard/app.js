@@ -7,6 +7,7 @@
 
 (() => {
   const WINDOW_MS = 3 * 60 * 1000;
+  const MIN_SPAN_MS = 30 * 1000;
   const W = 600;
   const H = 160;
   const PAD_TOP = 12;
@@ -99,7 +100,10 @@
     const grid = svg.querySelector('g.grid');
     const points = series[name];
     const max = niceMax(Math.max(0, ...points.map((p) => p.v)));
-    const x = (t) => ((t - (now - WINDOW_MS)) / WINDOW_MS) * W;
+    // A young history fills the width (at least MIN_SPAN_MS), growing to the window.
+    const first = points.length ? points[0].t : now;
+    const span = Math.min(WINDOW_MS, Math.max(MIN_SPAN_MS, now - first));
+    const x = (t) => ((t - (now - span)) / span) * W;
     const y = (v) => H - PAD_BOTTOM - (v / max) * (H - PAD_TOP - PAD_BOTTOM);
     const coords = points.map((p) => `${x(p.t).toFixed(1)},${y(p.v).toFixed(1)}`);
     const d = coords.length ? `M${coords.join('L')}` : '';
@@ -111,6 +115,7 @@
         : '',
     );
     svg.dataset.points = String(points.length);
+    svg.dataset.span = String(span);
     svg.dataset.max = String(max);
     svg.dataset.last = points.length ? String(points[points.length - 1].v) : '0';
     // Grid: baseline, half and top, with labels.
@@ -131,6 +136,12 @@
         grid.append(label);
       }
     }
+    const age = document.createElementNS(SVG_NS, 'text');
+    age.setAttribute('x', String(W - 4));
+    age.setAttribute('y', String(H - PAD_BOTTOM - 4));
+    age.setAttribute('class', 'span');
+    age.textContent = `last ${span >= 60_000 ? `${Math.round(span / 60_000)} min` : `${Math.round(span / 1000)} s`}`;
+    grid.append(age);
   }
 
   function renderNodes(s) {
