@@ -287,3 +287,43 @@ async fn stats_need_full_read_access_when_auth_is_on() {
     stream.next().await;
     stream.next().await;
 }
+
+#[tokio::test]
+async fn stats_list_the_live_cluster_members() {
+    let nats = NatsServer::start();
+    let mut nodes = start_cluster(&nats, 2, &[]).await;
+    let s = stats(&nodes[0]).await;
+    assert_eq!(s["cluster"], true);
+    assert_eq!(s["node"], "n1");
+    assert_eq!(
+        s["nodes"],
+        json!([
+            {"id": "n1", "self": true, "live": true, "ready": true},
+            {"id": "n2", "self": false, "live": true, "ready": null},
+        ])
+    );
+    // A publish through n2 is replicated to n1, whose topic count follows.
+    let (status, _) = publish(&nodes[1], "dash.cluster", &json!(1)).await;
+    assert_eq!(status, 200);
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    while stats(&nodes[0]).await["topics"] != 1 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "replica never counted the topic"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // A member that stops leaves the list.
+    nodes[1].sigterm();
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let s = stats(&nodes[0]).await;
+        if s["nodes"].as_array().map(Vec::len) == Some(1) {
+            assert_eq!(s["nodes"][0]["id"], "n1");
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
