@@ -1,6 +1,7 @@
 //! HTTP routes, CORS and the actix server.
 
 pub mod cors;
+pub mod dashboard;
 pub mod error;
 pub mod health;
 pub mod history;
@@ -50,7 +51,8 @@ pub fn server(
             )
             .service(get_only("/v1/ws").route(web::get().to(transport::ws::upgrade)))
             .service(get_only("/v1/sse").route(web::get().to(transport::sse::stream)))
-            .service(get_only("/v1/poll").route(web::get().to(transport::poll::poll)));
+            .service(get_only("/v1/poll").route(web::get().to(transport::poll::poll)))
+            .configure(dashboard::routes);
         let app = if echo {
             app.service(get_only("/v1/echo").route(web::get().to(transport::ws::echo)))
         } else {
