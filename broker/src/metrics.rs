@@ -138,6 +138,8 @@ pub struct Metrics {
     pub subscription_limit: Counter,
     /// Publishes refused by rate limits.
     pub rate_limited: Counter,
+    /// WebSocket connections closed with 1009 (message over the limit).
+    pub ws_oversized_messages: Counter,
     /// HTTP responses by status class (1xx..5xx).
     pub http_responses: [Counter; 5],
 }
@@ -255,6 +257,12 @@ impl Metrics {
             "herald_rate_limited_total",
             "Publishes refused by rate limits.",
             self.rate_limited.get(),
+        );
+        counter(
+            &mut out,
+            "herald_ws_oversized_messages_total",
+            "WebSocket connections closed with 1009 for a message over the size limit.",
+            self.ws_oversized_messages.get(),
         );
         header(
             &mut out,

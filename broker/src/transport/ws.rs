@@ -260,7 +260,14 @@ impl Connection {
             Some(Ok(message)) => message,
             Some(Err(e)) => {
                 tracing::debug!(error = %e, "websocket protocol error");
-                return Err(protocol_exit(&e));
+                let exit = protocol_exit(&e);
+                if let Exit::Close(code, _) = exit {
+                    self.state.metrics.bad_requests.inc();
+                    if code == 1009 {
+                        self.state.metrics.ws_oversized_messages.inc();
+                    }
+                }
+                return Err(exit);
             }
         };
         tracing::trace!(?message, "websocket frame");
