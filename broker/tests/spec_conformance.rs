@@ -14,7 +14,12 @@
 //! * auth (401/403, `refresh`, `unauthorized`/`forbidden` frames, close 4003)
 //!   and limits (429/503, `rate_limited` frames) are provoked on extra nodes
 //!   started with `--jwt-secret` and small `[limits]`; cursor resume and the
-//!   `pong` floor are checked end to end.
+//!   `pong` floor are checked end to end;
+//! * documented response headers are checked (`Allow` on 405, `traceparent`
+//!   on publish); presence (REST list, `join`/`leave` WebSocket frames, SSE
+//!   events without `id:`, long-poll `presence`/`client_id`), the history and
+//!   presence switches (404) and trace context in envelopes are provoked and
+//!   validated; a node drained with SIGTERM closes WebSockets with 1012.
 //!
 //! `$ref`s are resolved here (local `#/...` references only); OpenAPI schemas
 //! are checked as JSON Schema 2020-12, AsyncAPI payloads as draft 7.
@@ -188,6 +193,7 @@ struct OpenApi {
 struct Reply {
     status: u16,
     body: Value,
+    headers: reqwest::header::HeaderMap,
 }
 
 impl OpenApi {
@@ -372,9 +378,48 @@ impl OpenApi {
             .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
         let status = res.status().as_u16();
         let ct = content_type(res.headers());
+        let headers = res.headers().clone();
         let bytes = res.bytes().await.expect("body");
         let body = self.check(method, template, status, ct.as_deref(), &bytes);
-        Reply { status, body }
+        self.check_headers(method, template, status, &headers);
+        Reply {
+            status,
+            body,
+            headers,
+        }
+    }
+
+    /// Checks the response headers the spec documents for this status:
+    /// `required` ones are present, and every present one matches its
+    /// schema (`const`, `pattern`).
+    fn check_headers(
+        &self,
+        method: &str,
+        template: Option<&str>,
+        status: u16,
+        headers: &reqwest::header::HeaderMap,
+    ) {
+        let response = self.response(method, template, status);
+        let Some(documented) = response.get("headers").and_then(Value::as_object) else {
+            return;
+        };
+        for (name, header) in documented {
+            let what = format!(
+                "{method} {} → {status}: header {name}",
+                template.unwrap_or(UNROUTED)
+            );
+            match headers.get(name.as_str()) {
+                None => assert!(
+                    header["required"] != json!(true),
+                    "{what} is documented as required but missing"
+                ),
+                Some(value) => {
+                    let value = json!(value.to_str().expect("header is text"));
+                    let schema = header.get("schema").cloned().unwrap_or(json!({}));
+                    assert_valid(&schema, &value, Dialect::OpenApi, &what);
+                }
+            }
+        }
     }
 
     async fn get(&self, node: &Node, template: &str, path: &str) -> Reply {
@@ -431,6 +476,8 @@ struct SseStream {
     stream: ByteStream,
     buf: Vec<u8>,
     events: Value,
+    /// Events documented as sent without an `id:` line (presence).
+    without_id: BTreeSet<String>,
     cursor: Value,
     opened: bool,
 }
@@ -487,14 +534,29 @@ impl SseStream {
             assert_eq!(lines.len(), 1, "unexpected comment block {block:?}");
             return Block::Comment;
         }
-        assert_eq!(
-            lines.len(),
-            3,
-            "event block must be id, event, data: {block:?}"
-        );
-        let id = field(lines[0], "id");
-        self.check_cursor(&id, "SSE event id");
-        let event = field(lines[1], "event");
+        let (event, data_line) = if lines[0].starts_with("event: ") {
+            assert_eq!(lines.len(), 2, "event block must be event, data: {block:?}");
+            let event = field(lines[0], "event");
+            assert!(
+                self.without_id.contains(&event),
+                "SSE event {event:?} sent without an id, not in x-sse-events-without-id"
+            );
+            (event, lines[1])
+        } else {
+            assert_eq!(
+                lines.len(),
+                3,
+                "event block must be id, event, data: {block:?}"
+            );
+            let id = field(lines[0], "id");
+            self.check_cursor(&id, "SSE event id");
+            let event = field(lines[1], "event");
+            assert!(
+                !self.without_id.contains(&event),
+                "SSE event {event:?} is documented without an id but has one"
+            );
+            (event, lines[2])
+        };
         let schema = self.events.get(&event).unwrap_or_else(|| {
             panic!(
                 "SSE event {event:?} is not documented in x-sse-events ({:?})",
@@ -503,7 +565,8 @@ impl SseStream {
                     .map(|m| m.keys().collect::<Vec<_>>())
             )
         });
-        let data: Value = serde_json::from_str(&field(lines[2], "data")).expect("SSE data is JSON");
+        let data: Value =
+            serde_json::from_str(&field(data_line, "data")).expect("SSE data is JSON");
         assert_valid(
             schema,
             &data,
@@ -541,9 +604,14 @@ async fn open_sse(
     let status = res.status().as_u16();
     let ct = content_type(res.headers());
     if status != 200 {
+        let headers = res.headers().clone();
         let bytes = res.bytes().await.expect("body");
         let body = spec.check("GET", Some("/v1/sse"), status, ct.as_deref(), &bytes);
-        return Err(Reply { status, body });
+        return Err(Reply {
+            status,
+            body,
+            headers,
+        });
     }
     let media = spec
         .media("GET", Some("/v1/sse"), 200, ct.as_deref())
@@ -552,6 +620,12 @@ async fn open_sse(
         stream: Box::pin(res.bytes_stream()),
         buf: Vec::new(),
         events: media["x-sse-events"].clone(),
+        without_id: media["x-sse-events-without-id"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e.as_str().expect("event name").to_string())
+            .collect(),
         cursor: spec.schema("Cursor"),
         opened: false,
     })
@@ -664,6 +738,9 @@ impl AsyncApi {
 // Helpers
 // ---------------------------------------------------------------------------
 
+/// A valid W3C traceparent.
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
 const REPLY_TYPES: [&str; 6] = [
     "subscribed",
     "unsubscribed",
@@ -697,14 +774,15 @@ async fn reply_to(ws: &mut Ws, id: Option<&Value>) -> Value {
 }
 
 /// A config file: fast retention on the `gap` namespace (keeps 2 messages),
-/// fast SSE heartbeats.
+/// fast SSE heartbeats, no presence and no history API in `quiet`.
 fn test_config(dir: &std::path::Path) -> String {
     let file = dir.join("herald.toml");
     std::fs::write(
         &file,
         "[log]\nretention_interval = \"100ms\"\n\
          [transport]\nsse_heartbeat = \"300ms\"\n\
-         [namespaces.gap.retention]\nmax_messages = 2\n",
+         [namespaces.gap.retention]\nmax_messages = 2\n\
+         [namespaces.quiet]\npresence = false\nhistory = false\n",
     )
     .unwrap();
     file.to_str().unwrap().to_string()
@@ -854,6 +932,7 @@ async fn metric(node: &Node, name: &str) -> u64 {
 /// 401 and 403 (and what credentials make work) against openapi.yaml.
 async fn check_auth_responses(spec: &OpenApi) {
     const MSGS: &str = "/v1/topics/{topic}/messages";
+    const PRES: &str = "/v1/topics/{topic}/presence";
     const BATCH: &str = "/v1/publish";
     let dir = tempfile::tempdir().unwrap();
     let node = auth_node(dir.path(), "");
@@ -931,6 +1010,13 @@ async fn check_auth_responses(spec: &OpenApi) {
             "GET",
             MSGS,
             "/v1/topics/chat.room1/messages".into(),
+            vec![],
+            None,
+        ),
+        (
+            "GET",
+            PRES,
+            "/v1/topics/chat.room1/presence".into(),
             vec![],
             None,
         ),
@@ -1025,6 +1111,13 @@ async fn check_auth_responses(spec: &OpenApi) {
             None,
         ),
         (
+            "GET",
+            PRES,
+            "/v1/topics/chat.x.y/presence".into(),
+            as_alice(),
+            None,
+        ),
+        (
             // Keys given with --api-key publish anywhere and read nothing.
             "GET",
             MSGS,
@@ -1109,6 +1202,15 @@ async fn check_auth_responses(spec: &OpenApi) {
     .await;
     expect(&r, 200, None, "history with a token");
     assert_eq!(r.body["last_seq"], 5, "{}", r.body);
+    let r = call(
+        "GET",
+        PRES,
+        format!("/v1/topics/chat.room1/presence?token={alice}"),
+        vec![],
+        None,
+    )
+    .await;
+    expect(&r, 200, None, "presence with a token");
     for (path, headers) in [
         ("/v1/poll?topic=public.%3E&timeout_ms=0".to_string(), vec![]),
         (
@@ -1123,6 +1225,26 @@ async fn check_auth_responses(spec: &OpenApi) {
         .await
         .unwrap_or_else(|r| panic!("SSE with a token refused: {}", r.body));
     assert!(matches!(sse.next(TIMEOUT).await, Some(Block::Opening)));
+    // The stream is present, under its token's subject (so is the
+    // long-poll session above, for 5 s after its request).
+    let r = call(
+        "GET",
+        PRES,
+        "/v1/topics/chat.room1/presence".into(),
+        as_alice(),
+        None,
+    )
+    .await;
+    expect(&r, 200, None, "presence with a bearer token");
+    assert!(
+        r.body["clients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["sub"] == "alice" && c["transport"] == "sse"),
+        "{}",
+        r.body
+    );
     let (_ws, response) =
         tokio_tungstenite::connect_async(node.ws_url(&format!("/v1/ws?token={alice}")))
             .await
@@ -1267,6 +1389,8 @@ fn specs_are_self_consistent() {
             "ack",
             "error",
             "gap",
+            "join",
+            "leave",
             "message",
             "pong",
             "refreshed",
@@ -1293,6 +1417,15 @@ ack           -                 {"op":"publish","id":"w2","topic":"conf.b","data
 ack           -                 {"op":"publish","id":"w3","topic":"conf.a","data":"x","idempotency_key":"k-1"}
 ack           -                 {"op":"publish","id":"w4","topic":"conf.a","data":"x","idempotency_key":"k-1"}
 ack           -                 {"op":"publish","id":"w5","topic":"conf.c","data":0,"idempotency_key":null,"extra":"ignored"}
+ack           -                 {"op":"publish","id":"w6","topic":"conf.c","data":"traced","traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}
+ack           -                 {"op":"publish","id":"w7","topic":"conf.c","data":"invalid tp","traceparent":"not-a-traceparent"}
+ack           -                 {"op":"publish","id":"w8","topic":"conf.c","data":"null tp","traceparent":null}
+error         bad_request       {"op":"publish","id":"e14","topic":"conf.a","data":1,"traceparent":7}
+subscribed    -                 {"op":"subscribe","id":"pr1","topic":"pres.ws","presence":true}
+subscribed    -                 {"op":"subscribe","id":"pr2","topic":"pres.other","presence":false}
+subscribed    -                 {"op":"subscribe","id":"pr3","topic":"pres.third","presence":null}
+error         bad_request       {"op":"subscribe","id":"pr4","topic":"pres.x","presence":"yes"}
+error         bad_request       {"op":"subscribe","id":"pr5","topic":"pres.x","presence":1}
 unsubscribed  -                 {"op":"unsubscribe","id":"u1","topic":"conf.>"}
 unsubscribed  -                 {"op":"unsubscribe","id":"u2","topic":"never.subscribed"}
 subscribed    -                 {"op":"subscribe","id":"g1","topic":"gap.t","since":0}
@@ -1400,7 +1533,7 @@ async fn websocket_frames_match_asyncapi() {
     assert_eq!(reply["code"], "bad_request", "binary frame: {reply}");
 
     // Deliveries: conf.a 1 and 2 (once each despite three overlapping
-    // subscriptions), conf.b 1, conf.c 1, then gap.t: gap 1..=3, 4, 5.
+    // subscriptions), conf.b 1, conf.c 1 to 4, then gap.t: gap 1..=3, 4, 5.
     let mut messages = Vec::new();
     let mut gaps = Vec::new();
     for frame in ws.seen.clone() {
@@ -1410,7 +1543,7 @@ async fn websocket_frames_match_asyncapi() {
             _ => {}
         }
     }
-    while messages.len() < 6 || gaps.is_empty() {
+    while messages.len() < 9 || gaps.is_empty() {
         let frame = ws.recv().await;
         match frame["type"].as_str() {
             Some("message") => messages.push(frame),
@@ -1440,6 +1573,9 @@ async fn websocket_frames_match_asyncapi() {
         ("conf.a", 2),
         ("conf.b", 1),
         ("conf.c", 1),
+        ("conf.c", 2),
+        ("conf.c", 3),
+        ("conf.c", 4),
         ("gap.t", 4),
         ("gap.t", 5),
     ]
@@ -1447,6 +1583,40 @@ async fn websocket_frames_match_asyncapi() {
     .map(|(t, s)| (t.to_string(), *s))
     .collect();
     assert_eq!(got, want);
+    // A valid traceparent is carried in the message (between ts and data);
+    // an invalid or null one is ignored.
+    let traced: Vec<(u64, Value)> = messages
+        .iter()
+        .filter(|m| m["topic"] == "conf.c")
+        .map(|m| (m["seq"].as_u64().unwrap(), m["traceparent"].clone()))
+        .collect();
+    assert_eq!(
+        traced,
+        [
+            (1, Value::Null),
+            (2, json!(TRACEPARENT)),
+            (3, Value::Null),
+            (4, Value::Null)
+        ]
+    );
+
+    // Presence: another client joins and leaves the pattern this connection
+    // listens on (`presence: true`); on `pres.other` (`presence: false`)
+    // nothing is heard.
+    let mut other = node.ws().await;
+    other.subscribe("pres.other").await;
+    other.subscribe("pres.ws").await;
+    let join = ws.recv().await;
+    assert_eq!(join["type"], "join", "{join}");
+    assert_eq!(join["topic"], "pres.ws", "{join}");
+    assert_eq!(join["client"]["transport"], "ws", "{join}");
+    let op = json!({"op":"unsubscribe","id":"bye","topic":"pres.ws"});
+    assert_eq!(exchange(&mut other, &op).await["type"], "unsubscribed");
+    let leave = ws.recv().await;
+    assert_eq!(leave["type"], "leave", "{leave}");
+    assert_eq!(leave["topic"], "pres.ws", "{leave}");
+    assert_eq!(leave["client"], join["client"]);
+    ws.assert_silent(Duration::from_millis(300)).await;
 
     // Every frame the server sent matches asyncapi.yaml, and every server
     // frame the spec documents was seen.
@@ -1699,10 +1869,98 @@ async fn http_responses_match_openapi() {
     ] {
         expect(&spec.get(&node, MSGS, path).await, 400, Some(code), path);
     }
+    // History switched off for a namespace (`quiet`): 404.
+    let r = spec.get(&node, MSGS, "/v1/topics/quiet.x/messages").await;
+    expect(&r, 404, Some("not_found"), "history off");
 
-    // Methods a routed path does not have: 405 on every one of them.
+    // Trace context: a valid traceparent is carried and echoed, an invalid
+    // one ignored; a batch carries it into every item.
+    const TRACED: Headers = &[
+        ("content-type", "application/json"),
+        ("traceparent", TRACEPARENT),
+    ];
+    let r = publish_one("trace.t", TRACED, b"1").await;
+    expect(&r, 200, None, "publish with traceparent");
+    assert_eq!(
+        r.headers.get("traceparent").and_then(|v| v.to_str().ok()),
+        Some(TRACEPARENT)
+    );
+    let r = publish_one(
+        "trace.t",
+        &[
+            ("content-type", "application/json"),
+            ("traceparent", "00-zz-11-01"),
+        ],
+        b"2",
+    )
+    .await;
+    expect(&r, 200, None, "publish with an invalid traceparent");
+    assert!(r.headers.get("traceparent").is_none(), "{:?}", r.headers);
+    let r = spec
+        .call(
+            &node,
+            "POST",
+            Some(BATCH),
+            BATCH,
+            TRACED,
+            Some(br#"[{"topic":"trace.t","data":3},{"topic":"trace.u","data":4}]"#.to_vec()),
+        )
+        .await;
+    expect(&r, 200, None, "batch with traceparent");
+    let r = spec.get(&node, MSGS, "/v1/topics/trace.t/messages").await;
+    let carried: Vec<&Value> = r.body["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| &m["traceparent"])
+        .collect();
+    assert_eq!(
+        carried,
+        [&json!(TRACEPARENT), &Value::Null, &json!(TRACEPARENT)]
+    );
+    let raw = http()
+        .get(node.url("/v1/topics/trace.u/messages"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        raw.contains(&format!(",\"traceparent\":\"{TRACEPARENT}\",\"data\":4}}")),
+        "traceparent sits between ts and data: {raw}"
+    );
+
+    // Presence: who is subscribed to a pattern matching the topic.
+    const PRES: &str = "/v1/topics/{topic}/presence";
+    let r = spec.get(&node, PRES, "/v1/topics/pres.room/presence").await;
+    expect(&r, 200, None, "presence, nobody");
+    assert_eq!(r.body, json!({"topic":"pres.room","clients":[]}));
+    let mut member = node.ws().await;
+    member.subscribe("pres.*").await;
+    member.subscribe("pres.room").await;
+    let r = spec.get(&node, PRES, "/v1/topics/pres.room/presence").await;
+    expect(&r, 200, None, "presence");
+    let clients = r.body["clients"].as_array().unwrap();
+    assert_eq!(clients.len(), 1, "once per client: {}", r.body);
+    assert_eq!(clients[0]["transport"], "ws");
+    assert_eq!(clients[0]["sub"], Value::Null);
+    for (path, code) in [
+        ("/v1/topics/pres.*/presence", "invalid_topic"),
+        ("/v1/topics/a..b/presence", "invalid_topic"),
+        ("/v1/topics/pres.room/presence?foo=1", "bad_request"),
+    ] {
+        expect(&spec.get(&node, PRES, path).await, 400, Some(code), path);
+    }
+    let r = spec.get(&node, PRES, "/v1/topics/quiet.x/presence").await;
+    expect(&r, 404, Some("not_found"), "presence off");
+
+    // Methods a routed path does not have: 405 on every one of them, with
+    // the documented `Allow` header.
     for (method, path, template) in [
         ("PUT", "/v1/topics/a/messages", MSGS),
+        ("POST", "/v1/topics/a/presence", PRES),
+        ("PUT", "/v1/topics/a/presence", PRES),
         ("DELETE", "/v1/topics/a/messages", MSGS),
         ("OPTIONS", "/v1/topics/a/messages", MSGS),
         ("GET", BATCH, BATCH),
@@ -1729,7 +1987,7 @@ async fn http_responses_match_openapi() {
     // Paths that are not routed.
     for path in [
         "/v1/nowhere",
-        "/v1/topics/a/presence",
+        "/v1/topics/a/presence/extra",
         "/v1/topics/a/messages/extra",
         "/",
     ] {
@@ -1804,7 +2062,62 @@ async fn http_responses_match_openapi() {
         "{}",
         r.body
     );
+    // Long-poll presence: the session id comes back on every answer; with
+    // `presence=true` join/leave events come too.
+    let r = spec
+        .get(
+            &node,
+            POLL,
+            "/v1/poll?topic=pres.room&presence=true&timeout_ms=0",
+        )
+        .await;
+    expect(&r, 200, None, "poll with presence");
+    assert_eq!(r.body["presence"], json!([]), "{}", r.body);
+    let client_id = r.body["client_id"].as_str().unwrap().to_string();
+    let mut joiner = node.ws().await;
+    joiner.subscribe("pres.room").await;
+    let r = spec
+        .get(
+            &node,
+            POLL,
+            &format!("/v1/poll?topic=pres.room&presence=1&client_id={client_id}&timeout_ms=5000"),
+        )
+        .await;
+    expect(&r, 200, None, "poll with presence events");
+    assert_eq!(r.body["client_id"], client_id.as_str());
+    let events = r.body["presence"].as_array().expect("presence events");
+    assert_eq!(events.len(), 1, "{}", r.body);
+    assert_eq!(events[0]["type"], "join");
+    assert_eq!(events[0]["topic"], "pres.room");
+    assert_eq!(events[0]["client"]["transport"], "ws");
+    let r = spec.get(&node, PRES, "/v1/topics/pres.room/presence").await;
+    let transports: Vec<&str> = r.body["clients"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["transport"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        transports.len(),
+        3,
+        "member, poll session, joiner: {}",
+        r.body
+    );
+    assert!(transports.contains(&"poll"), "{}", r.body);
+    let r = spec
+        .get(
+            &node,
+            POLL,
+            "/v1/poll?topic=pres.room&client_id=unknown&timeout_ms=0",
+        )
+        .await;
+    expect(&r, 200, None, "poll with an unknown client id");
+    assert_ne!(r.body["client_id"], "unknown", "a fresh session");
+    assert!(r.body.get("presence").is_none(), "{}", r.body);
+    let long_id = format!("/v1/poll?topic=a&client_id={}", "x".repeat(129));
     for (path, code) in [
+        ("/v1/poll?topic=a&presence=maybe", "bad_request"),
+        (long_id.as_str(), "bad_request"),
         ("/v1/poll", "bad_request"),
         ("/v1/poll?topic=a&cursor=garbage", "bad_request"),
         ("/v1/poll?topic=a&timeout_ms=soon", "bad_request"),
@@ -1845,9 +2158,24 @@ async fn http_responses_match_openapi() {
             other => panic!("unexpected block {other:?}"),
         }
     }
+    // SSE presence: join/leave events without an id.
+    let mut listener = open_sse(&spec, &node, "topic=pres.sse&presence=true", None)
+        .await
+        .unwrap_or_else(|r| panic!("SSE with presence refused: {}", r.body));
+    assert!(matches!(listener.next(TIMEOUT).await, Some(Block::Opening)));
+    let mut visitor = node.ws().await;
+    visitor.subscribe("pres.sse").await;
+    let events = listener.events(1).await;
+    assert_eq!(events[0].0, "join", "{events:?}");
+    assert_eq!(events[0].1["topic"], "pres.sse");
+    drop(visitor);
+    let events = listener.events(1).await;
+    assert_eq!(events[0].0, "leave", "{events:?}");
     for (query, last_event_id, code) in [
         ("", None, "bad_request"),
         ("topic=a&timeout_ms=5", None, "bad_request"),
+        ("topic=a&presence=maybe", None, "bad_request"),
+        ("topic=a&client_id=x", None, "bad_request"),
         ("topic=a&cursor=2~1", None, "bad_request"),
         ("topic=a", Some("garbage"), "bad_request"),
         ("topic=a.%3E.b", None, "invalid_topic"),
@@ -2399,4 +2727,41 @@ async fn http_stream(node: &Node, path: &str) -> reqwest::Response {
         .send()
         .await
         .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+}
+
+/// SIGTERM drains: WebSockets close with 1012, a waiting long-poll answers
+/// at once, the node exits 0.
+#[tokio::test]
+async fn drain_closes_websockets_with_1012() {
+    let asyncapi = AsyncApi::load();
+    let openapi = OpenApi::load();
+    let mut node = Node::start(&[]);
+    let mut ws = node.ws().await;
+    ws.subscribe("drain.t").await;
+    let poll = tokio::spawn(
+        http()
+            .get(node.url("/v1/poll?topic=drain.t&timeout_ms=30000"))
+            .send(),
+    );
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let started = std::time::Instant::now();
+    signal(node.pid(), "TERM");
+    assert_eq!(ws.closed().await, Some(1012), "close code on drain");
+    assert!(
+        asyncapi.close_codes.contains(&1012),
+        "1012 is not in x-close-codes"
+    );
+    let res = poll.await.unwrap().expect("long-poll answered");
+    let status = res.status().as_u16();
+    let ct = content_type(res.headers());
+    let body = res.bytes().await.unwrap();
+    let body = openapi.check("GET", Some("/v1/poll"), status, ct.as_deref(), &body);
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["messages"], json!([]));
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "the long-poll answered at once"
+    );
+    let exit = node.sigterm_wait();
+    assert!(exit.success(), "exit status after a drain: {exit:?}");
 }
