@@ -341,3 +341,38 @@ async fn an_aud_claim_is_accepted_unless_an_audience_is_configured() {
     .await;
     assert_eq!(s, 200);
 }
+
+#[tokio::test]
+async fn presence_shows_the_sub_claim_and_is_read_protected() {
+    let node = Node::start(&["--jwt-secret", SECRET]);
+    let mut ws = Ws::connect(&node.ws_url(&format!("/v1/ws?token={}", alice()))).await;
+    ws.subscribe("chat.room1").await;
+    // Listing needs credentials, and read permission on the topic.
+    let res = http()
+        .get(node.url("/v1/topics/chat.room1/presence"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 401);
+    let res = http()
+        .get(node.url("/v1/topics/chat.room1/presence"))
+        .bearer_auth(alice())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let body: Value = res.json().await.unwrap();
+    let clients = body["clients"].as_array().unwrap();
+    assert_eq!(clients.len(), 1, "{body}");
+    assert_eq!(clients[0]["sub"], "alice");
+    assert_eq!(clients[0]["transport"], "ws");
+    let res = http()
+        .get(node.url("/v1/topics/secret.x/presence"))
+        .bearer_auth(alice())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 403);
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "forbidden");
+}

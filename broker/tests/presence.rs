@@ -190,6 +190,22 @@ async fn presence_and_join_leave_on_every_transport() {
     let clients = present(&node, topic).await;
     assert_eq!(clients.len(), 1, "only the listener is left: {clients:?}");
     assert_eq!(clients[0].0, "ws");
+
+    // A client is not told of its own leave: after unsubscribing, the next
+    // event the listener sees is someone else's join.
+    let (reply, _) = listener
+        .request(json!({"op":"unsubscribe","topic":topic}), "u2")
+        .await;
+    assert_eq!(reply["type"], "unsubscribed");
+    subscribe_with_presence(&mut listener, "room.other").await;
+    let mut other = node.ws().await;
+    other.subscribe("room.other").await;
+    let e = next_presence_frame(&mut listener, Duration::from_secs(5)).await;
+    assert_eq!(
+        (e["type"].as_str(), e["topic"].as_str()),
+        (Some("join"), Some("room.other")),
+        "{e}"
+    );
 }
 
 #[tokio::test]

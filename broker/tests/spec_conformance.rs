@@ -1907,6 +1907,11 @@ async fn http_responses_match_openapi() {
         )
         .await;
     expect(&r, 200, None, "batch with traceparent");
+    assert_eq!(
+        r.headers.get("traceparent").and_then(|v| v.to_str().ok()),
+        Some(TRACEPARENT),
+        "the batch answer echoes the carried context"
+    );
     let r = spec.get(&node, MSGS, "/v1/topics/trace.t/messages").await;
     let carried: Vec<&Value> = r.body["messages"]
         .as_array()

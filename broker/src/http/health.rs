@@ -45,8 +45,8 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         ("herald_ready", "1 when the node accepts publishes.", ready),
         (
             "herald_presence_clients",
-            "Clients in presence on this node's view of the cluster (entries per client and pattern).",
-            state.presence.entry_count() as f64,
+            "Distinct clients in presence, cluster-wide as this node sees it.",
+            state.presence.client_count() as f64,
         ),
         (
             "herald_poll_sessions",
@@ -61,7 +61,9 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         (
             "herald_nats_connected",
             "1 while connected to NATS (always 0 on a single node).",
-            cluster.as_ref().map_or(0.0, |c| f64::from(u8::from(c.nats_connected))),
+            cluster
+                .as_ref()
+                .map_or(0.0, |c| f64::from(u8::from(c.nats_connected))),
         ),
         (
             "herald_uptime_seconds",

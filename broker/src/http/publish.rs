@@ -173,7 +173,9 @@ pub async fn publish_one(
     )
     .await?;
     let mut res = HttpResponse::Ok();
-    if let Some(tp) = traceparent {
+    // A repeat (idempotency key) stored nothing: the message carries the
+    // first publish's context, not this one's.
+    if let Some(tp) = traceparent.filter(|_| !published[0].duplicate) {
         res.insert_header(("traceparent", tp));
     }
     Ok(res.json(Ack::from(&published[0])))
@@ -247,5 +249,9 @@ pub async fn publish_batch(
     charge(&state, &req, &identity, items.len())?;
     let published = publish(&state, items, span).await?;
     let acks: Vec<Ack> = published.iter().map(Ack::from).collect();
-    Ok(HttpResponse::Ok().json(acks))
+    let mut res = HttpResponse::Ok();
+    if let Some(tp) = traceparent.filter(|_| published.iter().any(|p| !p.duplicate)) {
+        res.insert_header(("traceparent", tp));
+    }
+    Ok(res.json(acks))
 }

@@ -306,9 +306,14 @@ impl Presence {
         }
     }
 
-    /// Entries known, on every node.
-    pub fn entry_count(&self) -> usize {
-        self.entries.read().values().map(HashMap::len).sum()
+    /// Distinct clients present, on every node.
+    pub fn client_count(&self) -> usize {
+        let entries = self.entries.read();
+        let mut ids: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for node in entries.values() {
+            ids.extend(node.keys().map(|(id, _)| id.as_str()));
+        }
+        ids.len()
     }
 
     /// Nodes that have entries here.

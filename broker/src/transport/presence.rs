@@ -88,15 +88,16 @@ impl ClientPresence {
         }
     }
 
-    /// The client unsubscribed from `pattern`.
+    /// The client unsubscribed from `pattern`. Its listener goes first, so
+    /// the client is not told of its own leave.
     pub fn leave(&mut self, pattern: &Pattern) {
-        if let Some(i) = self.joined.iter().position(|p| p == pattern) {
-            self.joined.remove(i);
-            self.presence.leave(pattern, &self.info);
-        }
         if let Some(i) = self.listening.iter().position(|(p, _)| p == pattern) {
             let (_, id) = self.listening.remove(i);
             self.presence.unlisten(id);
+        }
+        if let Some(i) = self.joined.iter().position(|p| p == pattern) {
+            self.joined.remove(i);
+            self.presence.leave(pattern, &self.info);
         }
     }
 

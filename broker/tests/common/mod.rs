@@ -205,14 +205,17 @@ fn spawn(dir: &Path, args: &[String], env: &[(String, String)]) -> Result<Spawne
             if echo {
                 eprintln!("[herald] {line}");
             }
-            if let Some(addr) = line
+            // Record the line before announcing the address, so a test
+            // that reads the log right after start sees it.
+            let addr = line
                 .split("addr=")
                 .nth(1)
                 .and_then(|r| r.split_whitespace().next())
-            {
-                let _ = tx.send(addr.to_string());
-            }
+                .map(str::to_string);
             sink.lock().unwrap().push(line);
+            if let Some(addr) = addr {
+                let _ = tx.send(addr);
+            }
         }
     });
     match rx.recv_timeout(TIMEOUT) {
