@@ -13,8 +13,10 @@
 //! Events are best effort: they are not logged, not resumable, and a
 //! listener that does not drain its small queue loses the oldest.
 
+mod feed;
+
 use std::{
-    collections::{HashMap, VecDeque},
+    collections::HashMap,
     sync::{
         atomic::{AtomicU64, Ordering},
         Arc,
@@ -23,12 +25,11 @@ use std::{
 
 use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, Notify};
+use tokio::sync::mpsc;
+
+pub use self::feed::{PresenceFeed, FEED_CAPACITY};
 
 use super::topic::{Pattern, Topic};
-
-/// Presence events a listener may have queued before the oldest is dropped.
-const FEED_CAPACITY: usize = 1024;
 
 /// One client as presence shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,46 +74,6 @@ pub enum Delta {
         /// `(pattern, client)` pairs.
         entries: Vec<(String, ClientInfo)>,
     },
-}
-
-/// A listener's queue of encoded `join` / `leave` events.
-#[derive(Default)]
-pub struct PresenceFeed {
-    queue: Mutex<VecDeque<Arc<str>>>,
-    notify: Notify,
-    dropped: AtomicU64,
-}
-
-impl PresenceFeed {
-    fn push(&self, event: Arc<str>) {
-        let mut queue = self.queue.lock();
-        if queue.len() >= FEED_CAPACITY {
-            queue.pop_front();
-            self.dropped.fetch_add(1, Ordering::Relaxed);
-        }
-        queue.push_back(event);
-        drop(queue);
-        self.notify.notify_one();
-    }
-
-    /// Takes every queued event (JSON objects with `type` `join`/`leave`).
-    pub fn drain(&self) -> Vec<Arc<str>> {
-        self.queue.lock().drain(..).collect()
-    }
-
-    /// Whether events are queued.
-    pub fn is_empty(&self) -> bool {
-        self.queue.lock().is_empty()
-    }
-
-    /// Resolves once an event may be queued (check with [`Self::drain`]).
-    pub async fn wait(&self) {
-        let notified = self.notify.notified();
-        if !self.is_empty() {
-            return;
-        }
-        notified.await;
-    }
 }
 
 type EntryKey = (String, String);
@@ -474,16 +435,5 @@ mod tests {
         assert!(!p.enabled_for(&pat("chat.x")));
         assert!(p.enabled_for(&pat("loud.x")));
         assert!(!p.enabled_for(&pat("quiet.x")));
-    }
-
-    #[test]
-    fn feed_is_bounded() {
-        let feed = PresenceFeed::default();
-        for i in 0..FEED_CAPACITY + 10 {
-            feed.push(i.to_string().into());
-        }
-        let all = feed.drain();
-        assert_eq!(all.len(), FEED_CAPACITY);
-        assert_eq!(&*all[0], "10");
     }
 }
