@@ -14,21 +14,6 @@ fn config(text: &str) -> (tempfile::TempDir, String) {
     (dir, p)
 }
 
-async fn metric(node: &Node, name: &str) -> u64 {
-    let text = http()
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("{name} missing"))
-}
-
 #[tokio::test]
 async fn connection_caps_refuse_with_503_and_429() {
     let (_d, file) = config("[limits]\nmax_connections = 3\n");

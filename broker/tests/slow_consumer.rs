@@ -139,14 +139,7 @@ async fn a_stalled_subscriber_costs_the_others_nothing() {
         matches!(close, None | Some(4001) | Some(4002)),
         "close code {close:?}"
     );
-    let metrics = client
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&node, "/metrics").await;
     assert!(
         metrics
             .lines()

@@ -912,23 +912,6 @@ fn node_with_config(dir: &std::path::Path, text: &str) -> Node {
     Node::start(&["--config", file.to_str().unwrap()])
 }
 
-/// The value of an unlabelled metric.
-async fn metric(node: &Node, name: &str) -> u64 {
-    let text = http()
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{name} ")))
-        .unwrap_or_else(|| panic!("{name} is not exported"))
-        .parse()
-        .unwrap()
-}
-
 /// 401 and 403 (and what credentials make work) against openapi.yaml.
 async fn check_auth_responses(spec: &OpenApi) {
     const MSGS: &str = "/v1/topics/{topic}/messages";
@@ -1923,14 +1906,7 @@ async fn http_responses_match_openapi() {
         carried,
         [&json!(TRACEPARENT), &Value::Null, &json!(TRACEPARENT)]
     );
-    let raw = http()
-        .get(node.url("/v1/topics/trace.u/messages"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let raw = get_text(&node, "/v1/topics/trace.u/messages").await;
     assert!(
         raw.contains(&format!(",\"traceparent\":\"{TRACEPARENT}\",\"data\":4}}")),
         "traceparent sits between ts and data: {raw}"

@@ -183,14 +183,7 @@ async fn bad_input_gets_error_frames_and_the_connection_keeps_working() {
     assert_eq!(big.closed().await, Some(1009));
     // ...and other connections are unaffected.
     assert_eq!(ws.publish("ok.topic", json!("still fine")).await, 2);
-    let metrics = http()
-        .get(node.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = get_text(&node, "/metrics").await;
     assert!(
         metrics.contains("\nherald_ws_oversized_messages_total 1\n"),
         "1009 closes are counted"

@@ -342,11 +342,7 @@ pub async fn stats_stream(
         let chunk = s.next_chunk().await?;
         Some((Ok::<_, actix_web::Error>(chunk), s))
     });
-    Ok(HttpResponse::Ok()
-        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
-        .insert_header((header::CACHE_CONTROL, "no-cache"))
-        .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body))
+    Ok(crate::transport::sse::event_stream(body))
 }
 
 #[cfg(test)]

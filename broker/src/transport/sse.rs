@@ -108,11 +108,20 @@ pub async fn stream(
         let chunk = s.next_chunk().await?;
         Some((Ok::<_, actix_web::Error>(chunk), s))
     });
-    Ok(HttpResponse::Ok()
+    Ok(event_stream(body))
+}
+
+/// A `text/event-stream` response that proxies must neither cache nor
+/// buffer.
+pub fn event_stream<S>(body: S) -> HttpResponse
+where
+    S: futures_util::Stream<Item = Result<Bytes, actix_web::Error>> + 'static,
+{
+    HttpResponse::Ok()
         .insert_header((header::CONTENT_TYPE, "text/event-stream"))
         .insert_header((header::CACHE_CONTROL, "no-cache"))
         .insert_header(("X-Accel-Buffering", "no"))
-        .streaming(body))
+        .streaming(body)
 }
 
 impl SseStream {

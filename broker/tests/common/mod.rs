@@ -511,6 +511,28 @@ fn http_streaming() -> reqwest::Client {
     reqwest::Client::builder().build().expect("client")
 }
 
+/// GETs `path` and returns the body as text.
+pub async fn get_text(node: &Node, path: &str) -> String {
+    http()
+        .get(node.url(path))
+        .send()
+        .await
+        .expect("request")
+        .text()
+        .await
+        .expect("body")
+}
+
+/// The value of an unlabelled metric from `/metrics`.
+pub async fn metric(node: &Node, name: &str) -> u64 {
+    get_text(node, "/metrics")
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name} missing"))
+}
+
 /// Reads a topic's whole history, paging with `since`.
 pub async fn full_history(node: &Node, topic: &str) -> (Vec<Value>, u64, u64) {
     let mut all = Vec::new();
