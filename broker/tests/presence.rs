@@ -96,11 +96,24 @@ async fn presence_and_join_leave_on_every_transport() {
 
     // SSE client asking for events too.
     let mut sse = Sse::open(&node, &format!("topic={topic}&presence=true"), None).await;
+    let hello = sse.read_hello().await;
     let join = next_presence_frame(&mut listener, Duration::from_secs(5)).await;
     assert_eq!(join["type"], "join");
     assert_eq!(join["topic"], topic);
     assert_eq!(join["client"]["transport"], "sse");
     let sse_id = join["client"]["client_id"].as_str().unwrap().to_string();
+    assert_eq!(hello["client_id"], sse_id.as_str());
+    assert_eq!(hello["node"], join["client"]["node"]);
+    // A WebSocket client learns its id from `pong`.
+    let (pong, _) = listener.request(json!({"op":"ping"}), "whoami").await;
+    let listener_id = pong["client_id"]
+        .as_str()
+        .expect("pong.client_id")
+        .to_string();
+    assert!(present(&node, topic)
+        .await
+        .iter()
+        .any(|c| c.2 == listener_id));
 
     // Long-poll client: its session id comes back with every answer.
     let first = poll(&node, &format!("topic={topic}&presence=true&timeout_ms=50")).await;
@@ -260,6 +273,7 @@ async fn presence_is_cluster_wide_and_a_killed_node_leaves() {
     let mut on_n2 = nodes[1].ws().await;
     on_n2.subscribe(topic).await;
     let mut sse_n3 = Sse::open(&nodes[2], &format!("topic={topic}&presence=true"), None).await;
+    assert_eq!(sse_n3.read_hello().await["node"], "n3");
     let polled = poll(&nodes[2], &format!("topic={topic}&timeout_ms=50")).await;
     let poll_id = polled["client_id"].as_str().unwrap().to_string();
     // Keep polling (same session) until n3 dies.

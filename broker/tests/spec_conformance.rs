@@ -2119,6 +2119,9 @@ async fn http_responses_match_openapi() {
     .unwrap_or_else(|r| panic!("SSE refused: {}", r.body));
     let first = sse.next(TIMEOUT).await.expect("opening block");
     assert!(matches!(first, Block::Opening), "{first:?}");
+    let hello = sse.events(1).await;
+    assert_eq!(hello[0].0, "hello", "the hello block follows the opening one");
+    assert!(hello[0].1["client_id"].is_string());
     let events = sse.events(3).await;
     assert_eq!(
         events[0],
@@ -2144,6 +2147,7 @@ async fn http_responses_match_openapi() {
         .await
         .unwrap_or_else(|r| panic!("SSE with presence refused: {}", r.body));
     assert!(matches!(listener.next(TIMEOUT).await, Some(Block::Opening)));
+    assert_eq!(listener.events(1).await[0].0, "hello");
     let mut visitor = node.ws().await;
     visitor.subscribe("pres.sse").await;
     let events = listener.events(1).await;

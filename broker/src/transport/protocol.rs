@@ -306,6 +306,9 @@ pub enum Reply<'a> {
         /// raise its cursors' floors to it and forget topics whose last
         /// message is older, keeping resume cursors small.
         floor: u64,
+        /// This connection's presence id (as presence reads and events
+        /// show it).
+        client_id: &'a str,
     },
     /// An op was refused; the connection stays open.
     Error {

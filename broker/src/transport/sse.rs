@@ -80,10 +80,13 @@ pub async fn stream(
         presence.join(&pattern, query.presence);
     }
     let mut opening = BytesMut::new();
+    // The id-only block fires no event; `hello` (no id, so the cursor
+    // stays) tells the client its presence id.
     opening.put_slice(
         format!(
-            "retry: {RETRY_MS}\nid: {}\n\n",
-            subscriber.cursor().encode()
+            "retry: {RETRY_MS}\nid: {}\n\nevent: hello\ndata: {}\n\n",
+            subscriber.cursor().encode(),
+            serde_json::json!({"client_id": presence.client_id(), "node": state.node_id}),
         )
         .as_bytes(),
     );

@@ -434,6 +434,8 @@ pub struct Sse {
     buf: String,
     /// The last `id:` seen, as EventSource keeps it.
     pub last_id: Option<String>,
+    /// The stream's `hello` event (presence id and node), once read.
+    pub hello: Option<Value>,
 }
 
 impl Sse {
@@ -450,12 +452,28 @@ impl Sse {
             stream: Box::pin(res.bytes_stream()),
             buf: String::new(),
             last_id: last_event_id.map(str::to_string),
+            hello: None,
         }
     }
 
-    /// Next block (events, id-only blocks and comments), or `None` at end
-    /// of stream or after `limit`.
+    /// Next block (events, id-only blocks and comments) other than the
+    /// `hello` event (kept in `self.hello`), or `None` at end of stream or
+    /// after `limit`.
     pub async fn next_block(&mut self, limit: Duration) -> Option<SseEvent> {
+        let deadline = tokio::time::Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let block = self.raw_block(left).await?;
+            if block.event.as_deref() == Some("hello") {
+                let data = block.data.as_deref().expect("hello has data");
+                self.hello = Some(serde_json::from_str(data).expect("hello is JSON"));
+                continue;
+            }
+            return Some(block);
+        }
+    }
+
+    async fn raw_block(&mut self, limit: Duration) -> Option<SseEvent> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {
             if let Some(end) = self.buf.find("\n\n") {
@@ -491,7 +509,16 @@ impl Sse {
         }
     }
 
-    /// Next `message` or `gap` event as (event name, data JSON).
+    /// Reads up to the `hello` event (the second block) and returns it.
+    pub async fn read_hello(&mut self) -> Value {
+        while self.hello.is_none() {
+            self.next_block(TIMEOUT).await.expect("hello before end");
+        }
+        self.hello.clone().unwrap()
+    }
+
+    /// Next event other than `hello` (message, gap, join, leave) as
+    /// (event name, data JSON).
     pub async fn next_event(&mut self, limit: Duration) -> Option<(String, Value)> {
         let deadline = tokio::time::Instant::now() + limit;
         loop {

@@ -134,14 +134,13 @@ impl Connection {
                 } else {
                     broker.subscriber.cursor().floor
                 };
-                self.send(
-                    Reply::Pong {
-                        id: id.as_deref(),
-                        floor,
-                    }
-                    .encode(),
-                )
-                .await
+                let pong = Reply::Pong {
+                    id: id.as_deref(),
+                    floor,
+                    client_id: broker.presence.client_id(),
+                }
+                .encode();
+                self.send(pong).await
             }
             ClientOp::Refresh { id, token } => {
                 // A fresh token must still cover every current subscription.
