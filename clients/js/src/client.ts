@@ -178,6 +178,8 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   private urlIndex = 0;
   private readonly transportList: TransportName[];
   private preferred = 0;
+  /** Index of the transport of the last adopted session, if any. */
+  private lastWorking: number | null = null;
   private readonly opts: typeof DEFAULTS & { bufferWhileOffline: boolean };
   private readonly tokenProvider: (() => string | Promise<string>) | undefined;
   private tokenValue: string | undefined;
@@ -457,6 +459,17 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     this.reportError(new HeraldError(error.code, `subscribe ${sub.pattern}: ${error.message}`, { cause: error }));
   }
 
+  /** Whether the node answers HTTP at all (any status); false without fetch. */
+  private async nodeAnswers(url: string): Promise<boolean> {
+    if (!this.fetchImpl) return true;
+    try {
+      await httpGet(this, `${url}/healthz`, this.opts.openTimeoutMs);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
   private transportOrder(): number[] {
     const n = this.transportList.length;
     const order: number[] = [];
@@ -524,6 +537,11 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
           } catch (e) {
             session.close();
             lastError = e;
+            // The transport that worked last failing again usually means
+            // the node is down, not that the transport is now blocked: if
+            // the node does not answer at all, do not fall back this round
+            // (a lower transport would only win a race with its restart).
+            if (idx === this.lastWorking && !(await this.nodeAnswers(url))) break;
             continue;
           }
           if (this.isClosed()) {
@@ -531,6 +549,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
             return;
           }
           this.preferred = idx;
+          this.lastWorking = idx;
           this.adopt(session, false);
           return;
         }
@@ -637,6 +656,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
         this.session = null;
         current.close();
         this.preferred = i;
+        this.lastWorking = i;
         this.adopt(candidate, true);
         return;
       }
