@@ -187,6 +187,24 @@ impl Connection {
         }
     }
 
+    /// Sends a batch of frames under one write deadline (one timer per
+    /// batch, not per frame: this is the fan-out hot path).
+    async fn send_all(&mut self, frames: Vec<ByteString>) -> Result<(), Exit> {
+        let limit = self.state.config.transport.ws_idle_timeout;
+        let session = &mut self.session;
+        let write = async move {
+            for frame in frames {
+                session.text(frame).await?;
+            }
+            Ok::<(), actix_ws::Closed>(())
+        };
+        match timeout(limit, write).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(Exit::Gone),
+            Err(_) => Err(Exit::Close(CLOSE_IDLE_TIMEOUT, "write timed out")),
+        }
+    }
+
     async fn run(mut self, mut stream: AggregatedMessageStream) {
         let transport = self.state.config.transport.clone();
         let mut shutdown = self.state.shutdown.clone();
@@ -327,13 +345,14 @@ impl Connection {
                 broker.subscriber.delivered(event);
             }
             let count = events.len();
-            for event in &events {
-                let _span = match event {
-                    Event::Message(m) => trace::deliver_span(m, "ws"),
-                    Event::Gap { .. } => None,
-                };
-                let frame: ByteString = match event {
-                    Event::Message(m) => m.ws_frame().clone(),
+            let mut spans = Vec::new();
+            let frames: Vec<ByteString> = events
+                .iter()
+                .map(|event| match event {
+                    Event::Message(m) => {
+                        spans.extend(trace::deliver_span(m, "ws"));
+                        m.ws_frame().clone()
+                    }
                     Event::Gap { topic, from, to } => Reply::Gap {
                         topic: topic.as_str(),
                         from: *from,
@@ -341,9 +360,10 @@ impl Connection {
                     }
                     .encode()
                     .into(),
-                };
-                self.send(frame).await?;
-            }
+                })
+                .collect();
+            self.send_all(frames).await?;
+            drop(spans);
             self.state
                 .metrics
                 .delivered(Transport::Ws)
