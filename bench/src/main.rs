@@ -5,9 +5,11 @@
 //! cargo run --release -p herald-bench -- durable-publish          # always vs relaxed, ws
 //! cargo run --release -p herald-bench -- durable-publish -t rest  # same over REST
 //! cargo run --release -p herald-bench -- cross-node-latency       # cluster vs single node
+//! cargo run --release -p herald-bench -- compare --quick          # vs nats-server, socket.io
 //! cargo run --release -p herald-bench -- show                     # table of latest.json
 //! ```
 
+mod fleet;
 mod http;
 mod load;
 mod procstat;
@@ -16,6 +18,7 @@ mod results;
 mod scenarios;
 mod stats;
 mod system;
+mod wire;
 
 use std::{
     io::IsTerminal,
@@ -78,6 +81,14 @@ enum Command {
     /// next to a single node: subscribers on the publisher's node and on
     /// the other nodes.
     CrossNodeLatency(scenarios::cross_node_latency::Args),
+    /// Herald next to nats-server and socket.io: fan-out, many topics,
+    /// latency at a fixed rate, idle memory, SSE/long-poll (all servers
+    /// started by the bench; run bench/peers/setup.sh once first).
+    Compare(scenarios::compare::Args),
+    /// A subscriber worker process (started by the bench itself; speaks
+    /// JSON lines on stdin/stdout).
+    #[command(hide = true)]
+    Worker,
     /// Print the table of a results file (default bench/results/latest.json).
     Show {
         /// Also print the table as markdown (for bench/README.md).
@@ -98,6 +109,9 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> Result<()> {
+    if let Command::Worker = cli.command {
+        return fleet::worker::main();
+    }
     let g = cli.global;
     let path = g.json.clone().unwrap_or_else(results::default_path);
     let env = BenchEnv {
@@ -135,6 +149,11 @@ fn real_main(cli: Cli) -> Result<()> {
             let scenario = scenarios::cross_node_latency::CrossNodeLatency { args };
             execute(&scenario, &env, &path, g.replace)
         }
+        Command::Compare(args) => {
+            let scenario = scenarios::compare::Compare { args };
+            execute(&scenario, &env, &path, g.replace)
+        }
+        Command::Worker => unreachable!("handled above"),
     }
 }
 

@@ -125,6 +125,18 @@ pub struct Record {
     pub server_procs_cpu_pct: BTreeMap<String, f64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub server_procs_rss_kib: BTreeMap<String, u64>,
+    /// Idle-memory scenario: connections held open while RSS was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_connections: Option<u64>,
+    /// Idle-memory scenario: (RSS with them − RSS before) / connections, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_per_conn_bytes: Option<f64>,
+    /// Subscriber connections that failed to open or subscribe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribers_failed: Option<u64>,
+    /// Subscriber connections the server closed during the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribers_closed: Option<u64>,
     /// The latency split by the node the subscribers were connected to.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub by_node: BTreeMap<String, NodeLatency>,

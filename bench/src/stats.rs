@@ -42,6 +42,23 @@ impl LatencyHistogram {
             .expect("histograms share the same bounds");
     }
 
+    /// The recorded values as (µs, count) pairs, to send to another process.
+    pub fn to_pairs(&self) -> Vec<(u64, u64)> {
+        self.inner
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect()
+    }
+
+    /// The inverse of [`Self::to_pairs`] (values in the same buckets).
+    pub fn from_pairs(pairs: &[(u64, u64)]) -> Self {
+        let mut h = Self::new();
+        for &(v, n) in pairs {
+            let _ = h.inner.record_n(v.clamp(1, MAX_MICROS), n);
+        }
+        h
+    }
+
     pub fn count(&self) -> u64 {
         self.inner.len()
     }
@@ -94,6 +111,17 @@ pub fn round3(v: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pairs_round_trip() {
+        let mut h = LatencyHistogram::new();
+        for us in [5u64, 5, 900, 12_345, 1_000_000] {
+            h.record(Duration::from_micros(us));
+        }
+        let back = LatencyHistogram::from_pairs(&h.to_pairs());
+        assert_eq!(back.count(), 5);
+        assert_eq!(back.summary(), h.summary());
+    }
 
     fn close(a: f64, b: f64, rel: f64) -> bool {
         (a - b).abs() <= b.abs() * rel

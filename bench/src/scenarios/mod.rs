@@ -7,6 +7,7 @@
 //! `Scenario` impl, a variant in `main.rs`'s `Command`, and its comparisons
 //! in [`comparisons`] so `herald-bench show` prints them too.
 
+pub mod compare;
 pub mod cross_node_latency;
 pub mod durable_publish;
 
@@ -50,10 +51,13 @@ pub trait Scenario {
 pub fn comparisons(records: &[Record]) -> Vec<Comparison> {
     let mut out = durable_publish::comparisons(records);
     out.extend(cross_node_latency::comparisons(records));
+    out.extend(compare::comparisons(records));
     out
 }
 
 /// Scenario-specific lines for whatever records are present (used by `show`).
 pub fn details(records: &[Record]) -> Vec<String> {
-    cross_node_latency::breakdown(records)
+    let mut out = cross_node_latency::breakdown(records);
+    out.extend(compare::details(records));
+    out
 }

@@ -5,6 +5,7 @@
 
 pub mod herald;
 pub mod nats;
+pub mod socketio;
 
 use std::{
     collections::VecDeque,
@@ -70,6 +71,19 @@ impl ManagedProcess {
             },
             rx,
         )
+    }
+
+    /// Like [`Self::adopt`], but `watch` sees stdout lines instead.
+    pub fn adopt_stdout<T: Send + 'static>(
+        name: &str,
+        mut child: Child,
+        watch: impl Fn(&str) -> Option<T> + Send + 'static,
+    ) -> (Self, mpsc::Receiver<T>) {
+        let stdout = child.stdout.take().map(std::os::fd::OwnedFd::from);
+        let stderr = child.stderr.take().map(std::os::fd::OwnedFd::from);
+        child.stdout = stderr.map(std::process::ChildStdout::from);
+        child.stderr = stdout.map(std::process::ChildStderr::from);
+        Self::adopt(name, child, watch)
     }
 
     pub fn pid(&self) -> u32 {
