@@ -201,6 +201,14 @@ fn generator_verdict(records: &[Record], gen_threads: usize) -> Vec<String> {
         .filter_map(|r| {
             let g = r.generator_cpu_pct?;
             let s = r.server_cpu_pct.unwrap_or(f64::NAN);
+            if let (Some(busiest), Some(n)) = (r.generator_busiest_proc_cpu_pct, r.generator_processes) {
+                let verdict = if busiest >= 85.0 {
+                    format!("busiest generator process at {busiest:.0}% of its one thread: may be the bottleneck")
+                } else {
+                    format!("generator not saturated ({g:.0}% over {n} processes, busiest {busiest:.0}% of its thread)")
+                };
+                return Some(format!("{} {}: server CPU {s:.0}%, {verdict}", r.system, r.scenario));
+            }
             let verdict = if g >= 0.85 * cap {
                 format!(
                     "generator near its limit ({g:.0}% of {cap:.0}%): may be the bottleneck; try --gen-threads {}",

@@ -85,6 +85,10 @@ pub struct Record {
     pub generator_threads: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generator_processes: Option<u64>,
+    /// With several generator processes (`compare`'s workers): the CPU of
+    /// the busiest one; each runs on one thread, so ~100 % means saturated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_busiest_proc_cpu_pct: Option<f64>,
     /// Busy share of the whole machine (all cores) over the window, %.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_cpu_busy_pct: Option<f64>,

@@ -174,6 +174,12 @@ pub async fn run(server: &ServerRef, point: &Point, args: &Args, env: &BenchEnv)
         .filter(|v| v.is_finite())
         .sum();
     record.generator_cpu_pct = Some(round3(gen));
+    let busiest = usage.per_proc_pct[1..]
+        .iter()
+        .copied()
+        .filter(|v| v.is_finite())
+        .fold(0.0, f64::max);
+    record.generator_busiest_proc_cpu_pct = Some(round3(busiest));
     record.host_cpu_busy_pct = usage.host_busy_pct.map(round3);
     record.server_threads_cpu_pct = usage
         .threads_pct

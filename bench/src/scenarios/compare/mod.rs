@@ -53,9 +53,9 @@ pub struct Args {
     /// Subscribers for the latency scenario [default: 10000; quick: 1000].
     #[arg(long)]
     pub latency_subs: Option<usize>,
-    /// Publish rate of the latency scenario, msg/s.
-    #[arg(long, default_value_t = 1000.0)]
-    pub latency_rate: f64,
+    /// Publish rate of the latency scenario, msg/s [default: 1000; quick: 100].
+    #[arg(long)]
+    pub latency_rate: Option<f64>,
     /// Idle WebSocket connections [default: 15000; quick: 5000].
     #[arg(long)]
     pub idle: Option<usize>,
@@ -171,14 +171,10 @@ impl Args {
             let n = self
                 .latency_subs
                 .unwrap_or(if quick { 1000 } else { 10_000 });
-            out.push(p(
-                Kind::Latency,
-                SubTransport::Ws,
-                n,
-                1,
-                64,
-                Some(self.latency_rate),
-            ));
+            let rate = self
+                .latency_rate
+                .unwrap_or(if quick { 100.0 } else { 1000.0 });
+            out.push(p(Kind::Latency, SubTransport::Ws, n, 1, 64, Some(rate)));
         }
         let http = self.http_subs.clone().unwrap_or_else(|| {
             if quick {
@@ -296,7 +292,7 @@ mod tests {
                 "fanout/1000/64B",
                 "fanout/1000/1024B",
                 "many-topics/2000/64B",
-                "latency/1000@1000/64B",
+                "latency/1000@100/64B",
                 "fanout-sse/1000/64B",
                 "fanout-poll/1000/64B"
             ]
