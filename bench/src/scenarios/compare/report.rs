@@ -138,6 +138,9 @@ fn target_line(what: &str, met: bool, how: String) -> String {
     )
 }
 
+/// Reads the plotted value from a record.
+type Metric = fn(&Record) -> f64;
+
 const COLORS: [(&str, &str); 3] = [
     ("herald", "#d62728"),
     ("nats", "#1f77b4"),
@@ -175,7 +178,7 @@ pub fn render_svg(fan: &[&Record]) -> String {
         2.0 * w,
         h + 40.0
     );
-    let panels: [(&str, fn(&Record) -> f64); 2] = [
+    let panels: [(&str, Metric); 2] = [
         ("delivered msg/s (all subscribers)", |r| r.delivered_per_s),
         ("p99 publish->deliver, ms", |r| r.p99_ms),
     ];
