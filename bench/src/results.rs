@@ -129,6 +129,10 @@ pub struct Record {
     pub server_procs_cpu_pct: BTreeMap<String, f64>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub server_procs_rss_kib: BTreeMap<String, u64>,
+    /// What limited the publisher (`compare`): `probe` (publishes not yet
+    /// delivered to a probe subscriber), `ack`, or `rate` (fixed rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pacing: Option<String>,
     /// Idle-memory scenario: connections held open while RSS was read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle_connections: Option<u64>,

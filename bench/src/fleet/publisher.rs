@@ -4,6 +4,13 @@
 //! wait for a window slot keeps its scheduled time as its stamp, so a
 //! stalling server is not hidden).
 //!
+//! With a *probe* (a subscriber connection of the bench's own on the same
+//! topic) the window counts publishes not yet delivered to the probe instead
+//! of not yet acked: fan-out is FIFO per subscriber, so this keeps the
+//! servers' outbound queues bounded and measures the delivery rate a system
+//! sustains, rather than how fast an unbounded backlog drains (acks come
+//! back long before the fan-out is done, on every system).
+//!
 //! What counts as the ack: Herald's `ack` frame; socket.io's ack callback
 //! (`43<id>[seq]`); for NATS, which has none, the `PONG` to a `PING` sent
 //! right after each `PUB` (see [`crate::wire::nats`]).
@@ -51,19 +58,27 @@ pub struct PublishOutcome {
 
 /// Publishes per `plan` until `timing.stop_at`, then waits for outstanding
 /// acks until `timing.drain_until`.
-pub async fn run(mut conn: Conn, plan: &PublishPlan, timing: Timing) -> PublishOutcome {
+pub async fn run(
+    mut conn: Conn,
+    mut probe: Option<Conn>,
+    plan: &PublishPlan,
+    timing: Timing,
+) -> PublishOutcome {
     let mut out = PublishOutcome::default();
     let window = plan.window.max(1);
     let mut inflight = 0usize;
     let mut next = 0u64;
     let mut got = Vec::new();
+    let mut probed = Vec::new();
+    let paced_by_probe = probe.is_some();
     let interval = plan
         .rate
         .map(|r| Duration::from_secs_f64(1.0 / r.max(1e-3)));
     let due = |i: u64| interval.map(|d| timing.origin + d.mul_f64(i as f64));
     loop {
         let now = Instant::now();
-        if now >= timing.stop_at && (inflight == 0 || now >= timing.drain_until) {
+        // with a probe, outstanding deliveries are not awaited
+        if now >= timing.stop_at && (inflight == 0 || paced_by_probe || now >= timing.drain_until) {
             break;
         }
         if now < timing.stop_at {
@@ -123,13 +138,27 @@ pub async fn run(mut conn: Conn, plan: &PublishPlan, timing: Timing) -> PublishO
                     return out;
                 }
             },
+            r = recv_probe(&mut probe, &mut probed) => {
+                if let Err(e) = r {
+                    out.errors += 1;
+                    out.first_error.get_or_insert_with(|| format!("probe: {e:#}"));
+                    return out;
+                }
+            }
             _ = sleep_until(wake) => {}
+        }
+        for inc in probed.drain(..) {
+            if let Incoming::Delivery(_) = inc {
+                inflight = inflight.saturating_sub(1);
+            }
         }
         let in_window = timing.in_window(Instant::now());
         for inc in got.drain(..) {
             match inc {
                 Incoming::Ack => {
-                    inflight = inflight.saturating_sub(1);
+                    if !paced_by_probe {
+                        inflight = inflight.saturating_sub(1);
+                    }
                     if in_window {
                         out.acked += 1;
                     }
@@ -144,4 +173,17 @@ pub async fn run(mut conn: Conn, plan: &PublishPlan, timing: Timing) -> PublishO
         }
     }
     out
+}
+
+/// The probe's next frame; never resolves without a probe.
+async fn recv_probe(probe: &mut Option<Conn>, out: &mut Vec<Incoming>) -> anyhow::Result<()> {
+    match probe {
+        Some(p) => {
+            if !p.recv(out).await? {
+                anyhow::bail!("probe connection closed");
+            }
+            Ok(())
+        }
+        None => std::future::pending().await,
+    }
 }

@@ -761,6 +761,7 @@ impl CrossNodeLatency {
                 },
                 server_procs_rss_kib: if cluster { procs_rss } else { BTreeMap::new() },
                 idle_connections: None,
+                pacing: None,
                 generator_busiest_proc_cpu_pct: None,
                 rss_per_conn_bytes: None,
                 subscribers_failed: None,

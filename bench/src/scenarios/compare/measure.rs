@@ -11,7 +11,7 @@ use std::{
 use anyhow::{bail, Result};
 use tokio::time::{sleep, sleep_until};
 
-use super::{servers::ServerRef, Args, Kind, Point};
+use super::{servers::ServerRef, Args, Kind, Pace, Point};
 use crate::{
     fleet::{
         conn::Conn,
@@ -98,6 +98,16 @@ pub async fn run(server: &ServerRef, point: &Point, args: &Args, env: &BenchEnv)
     }
 
     let publisher = Conn::open(server.system, server.addr, None, Duration::from_secs(10)).await?;
+    // fan-out as fast as delivered: a probe subscriber paces the publisher
+    let probe = if point.rate.is_none() && point.topics <= 1 && args.pace == Pace::Probe {
+        let mut p = Conn::open(server.system, server.addr, None, Duration::from_secs(10)).await?;
+        p.subscribe(&topics.name(0)).await?;
+        record.pacing = Some("probe".into());
+        Some(p)
+    } else {
+        record.pacing = Some(if point.rate.is_some() { "rate" } else { "ack" }.into());
+        None
+    };
     let (mut fleet, ok, first_error) = Fleet::connect(&spec, point.conns, CONNECT_LIMIT).await?;
     record.subscribers_failed = Some((point.conns - ok) as u64);
     record.generator_processes = Some(fleet.len() as u64 + 1);
@@ -111,19 +121,23 @@ pub async fn run(server: &ServerRef, point: &Point, args: &Args, env: &BenchEnv)
     }
     sleep(Duration::from_millis(300)).await;
 
+    let window = if point.rate.is_some() {
+        1024
+    } else if probe.is_some() {
+        (args.inflight_deliveries / point.conns.max(1)).max(1)
+    } else {
+        args.window
+    };
     let plan = PublishPlan {
         topics,
         payload_bytes: point.payload,
-        window: if point.rate.is_some() {
-            1024
-        } else {
-            args.window
-        },
+        window,
         rate: point.rate,
     };
     let (warmup, duration) = args.timing(env.quick);
     let timing = Timing::starting_now(warmup, duration, Duration::from_secs(2));
-    let pub_task = tokio::spawn(async move { publisher::run(publisher, &plan, timing).await });
+    let pub_task =
+        tokio::spawn(async move { publisher::run(publisher, probe, &plan, timing).await });
     let rss = RssPeak::default();
     let sampling = Arc::new(AtomicBool::new(true));
     let sampler = {
@@ -151,11 +165,7 @@ pub async fn run(server: &ServerRef, point: &Point, args: &Args, env: &BenchEnv)
     let secs = duration.as_secs_f64();
     let s = report.hist.summary();
     record.publishers = Some(1);
-    record.window = Some(if point.rate.is_some() {
-        1024
-    } else {
-        args.window
-    } as u64);
+    record.window = Some(window as u64);
     record.publish_rate = point.rate.unwrap_or(round3(outcome.sent as f64 / secs));
     record.acked = Some(outcome.acked);
     record.acked_per_s = Some(round3(outcome.acked as f64 / secs));

@@ -65,15 +65,38 @@ pub struct Args {
     /// Measured seconds per point [default: 10; quick: 3].
     #[arg(short, long)]
     pub duration: Option<f64>,
-    /// Publishes awaiting their ack at most (as-fast-as-acked scenarios).
+    /// Publishes awaiting their ack at most (as-fast-as-acked scenarios:
+    /// many-topics, and fan-out with `--pace ack`).
     #[arg(short, long, default_value_t = 64)]
     pub window: usize,
+    /// What paces the single-topic as-fast-as-possible publisher: `probe`
+    /// (publishes not yet delivered to a probe subscriber, at most
+    /// `--inflight-deliveries` / subscribers) or `ack` (publishes not yet
+    /// acked, at most `--window`).
+    #[arg(long, value_enum, default_value = "probe")]
+    pub pace: Pace,
+    /// With `--pace probe`: deliveries (publishes × subscribers) in flight.
+    #[arg(long, default_value_t = 16_000)]
+    pub inflight_deliveries: usize,
+    /// Run the whole plan N times (interleaved) and keep each (system,
+    /// scenario)'s median round by throughput.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
     /// Herald's `--durability`.
     #[arg(long, default_value = "always")]
     pub durability: String,
     /// The peer nats-server [default: bench/.venv/bin/nats-server].
     #[arg(long, env = "NATS_PEER_BIN", value_name = "PATH")]
     pub nats_peer_bin: Option<std::path::PathBuf>,
+}
+
+/// What limits the publisher's publishes in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pace {
+    /// Not yet delivered to the bench's probe subscriber.
+    Probe,
+    /// Not yet acknowledged.
+    Ack,
 }
 
 /// What one measurement point is.
@@ -229,29 +252,48 @@ impl Scenario for Compare {
     async fn run(&self, env: &BenchEnv) -> Result<ScenarioOutput> {
         let plan = self.args.plan(env.quick);
         let mut servers = servers::Servers::start(&self.args, env).await?;
-        let mut records = Vec::new();
-        for (i, point) in plan.iter().enumerate() {
-            let systems: Vec<System> = self
-                .args
-                .systems
-                .iter()
-                .copied()
-                .filter(|s| point.supports(*s))
-                .collect();
-            let n = systems.len().max(1);
-            for k in 0..systems.len() {
-                let system = systems[(i + k) % n];
-                let server = servers.get(system);
-                eprintln!("-- {} on {}", point.scenario(), system.name());
-                match measure::run(&server, point, &self.args, env).await {
-                    Ok(r) => {
-                        eprintln!("   {}", report::one_line(&r));
-                        records.push(r);
+        let mut by_key: Vec<(String, String, Vec<crate::results::Record>)> = Vec::new();
+        let rounds = self.args.rounds.max(1);
+        for round in 0..rounds {
+            for (i, point) in plan.iter().enumerate() {
+                let systems: Vec<System> = self
+                    .args
+                    .systems
+                    .iter()
+                    .copied()
+                    .filter(|s| point.supports(*s))
+                    .collect();
+                let n = systems.len().max(1);
+                for k in 0..systems.len() {
+                    let system = systems[(i + k + round) % n];
+                    let server = servers.get(system);
+                    eprintln!(
+                        "-- {} on {} (round {}/{rounds})",
+                        point.scenario(),
+                        system.name(),
+                        round + 1
+                    );
+                    match measure::run(&server, point, &self.args, env).await {
+                        Ok(r) => {
+                            eprintln!("   {}", report::one_line(&r));
+                            let key = (r.system.clone(), r.scenario.clone());
+                            match by_key
+                                .iter_mut()
+                                .find(|(s, c, _)| (s, c) == (&key.0, &key.1))
+                            {
+                                Some((_, _, v)) => v.push(r),
+                                None => by_key.push((key.0, key.1, vec![r])),
+                            }
+                        }
+                        Err(e) => eprintln!("   failed: {e:#}"),
                     }
-                    Err(e) => eprintln!("   failed: {e:#}"),
                 }
             }
         }
+        let records: Vec<crate::results::Record> = by_key
+            .into_iter()
+            .filter_map(|(_, _, v)| crate::results::median_round(v))
+            .collect();
         servers.stop();
         let comparisons = comparisons(&records);
         let details = details(&records);
