@@ -94,6 +94,9 @@ enum Command {
         /// Also print the table as markdown (for bench/README.md).
         #[arg(long)]
         markdown: bool,
+        /// Also redraw bench/results/fanout.svg from the file's fan-out records.
+        #[arg(long)]
+        svg: bool,
     },
 }
 
@@ -123,8 +126,11 @@ fn real_main(cli: Cli) -> Result<()> {
         herald_args: g.herald_arg.clone(),
     };
     match cli.command {
-        Command::Show { markdown } => {
+        Command::Show { markdown, svg } => {
             let records = results::load(&path)?;
+            if svg {
+                scenarios::compare::write_svg(&records)?;
+            }
             let comparisons = scenarios::comparisons(&records);
             println!("{}", path.display());
             print!("{}", results::render_table(&records, &comparisons));
