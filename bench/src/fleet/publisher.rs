@@ -48,7 +48,8 @@ pub struct PublishOutcome {
     pub sent: u64,
     /// Acks received in the window.
     pub acked: u64,
-    /// Publishes that waited for a window slot (fixed rate only).
+    /// Publishes sent more than 1 ms after their scheduled time, for want
+    /// of a window slot or CPU (fixed rate only).
     pub late: u64,
     /// Error answers.
     pub errors: u64,

@@ -206,7 +206,7 @@ pub async fn run(server: &ServerRef, point: &Point, args: &Args, env: &BenchEnv)
     }
     if outcome.late > 0 {
         record.notes.push(format!(
-            "{} publishes waited for a window slot (stamped with their scheduled time)",
+            "{} publishes went out > 1 ms after their scheduled time (busy machine or full window; stamped with the scheduled time)",
             outcome.late
         ));
     }
