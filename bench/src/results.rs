@@ -142,6 +142,9 @@ pub struct Record {
     /// Subscriber connections that failed to open or subscribe.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscribers_failed: Option<u64>,
+    /// Reconnects of subscribers the server had closed (long-poll), in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriber_reconnects: Option<u64>,
     /// Subscriber connections the server closed during the run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub subscribers_closed: Option<u64>,

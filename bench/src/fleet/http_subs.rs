@@ -78,23 +78,19 @@ struct PollAnswer {
 }
 
 /// A long-poll subscriber: a first `timeout_ms=0` poll (to get the cursor
-/// for "now") before returning, then polls in a loop until the connection
-/// fails, reporting each message.
+/// for "now") before returning, then polls in a loop, reporting each
+/// message. When the server closes the connection (e.g. the slow-consumer
+/// `disconnect` policy) it reconnects and resumes from its cursor, as a real
+/// client does; each reconnect is counted with [`super::worker::reconnected`].
 pub async fn poll(
     addr: SocketAddr,
     source: Option<IpAddr>,
     topic: &str,
     limit: Duration,
 ) -> Result<impl std::future::Future<Output = Result<()>> + Send> {
-    let (mut sender, conn) = timeout(limit, async {
-        let stream = tcp(addr, source).await?;
-        Ok::<_, anyhow::Error>(http1::handshake(TokioIo::new(stream)).await?)
-    })
-    .await
-    .context("poll connect timed out")??;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let mut sender = timeout(limit, poll_conn(addr, source))
+        .await
+        .context("poll connect timed out")??;
     let host = addr.to_string();
     let topic = topic.to_string();
     let first = timeout(limit, poll_once(&mut sender, &host, &topic, None, 0))
@@ -102,8 +98,24 @@ pub async fn poll(
         .context("first poll timed out")??;
     let mut cursor = first.cursor;
     Ok(async move {
+        let mut failures = 0;
         loop {
-            let answer = poll_once(&mut sender, &host, &topic, Some(&cursor), 25_000).await?;
+            let answer = match poll_once(&mut sender, &host, &topic, Some(&cursor), 25_000).await {
+                Ok(a) => a,
+                Err(e) => {
+                    failures += 1;
+                    if failures > 20 {
+                        return Err(e.context("long-poll: 20 reconnects in a row failed"));
+                    }
+                    super::worker::reconnected();
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    if let Ok(s) = poll_conn(addr, source).await {
+                        sender = s;
+                    }
+                    continue;
+                }
+            };
+            failures = 0;
             for m in &answer.messages {
                 let stamp = m
                     .get("data")
@@ -114,6 +126,19 @@ pub async fn poll(
             cursor = answer.cursor;
         }
     })
+}
+
+/// A fresh keep-alive HTTP/1.1 connection for long-polls.
+async fn poll_conn(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+) -> Result<http1::SendRequest<Empty<Bytes>>> {
+    let stream = tcp(addr, source).await?;
+    let (sender, conn) = http1::handshake(TokioIo::new(stream)).await?;
+    tokio::spawn(async move {
+        let _ = conn.await;
+    });
+    Ok(sender)
 }
 
 /// One `GET /v1/poll` on the connection.

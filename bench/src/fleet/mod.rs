@@ -138,6 +138,10 @@ pub enum Event {
         errors: u64,
         /// Connections that closed since they were opened.
         closed: u64,
+        /// Reconnects after the server closed a connection (long-poll), in
+        /// the window.
+        #[serde(default)]
+        reconnects: u64,
         /// The first error seen, if any.
         first_error: Option<String>,
     },

@@ -65,6 +65,8 @@ pub struct FleetReport {
     pub errors: u64,
     /// Connections that closed.
     pub closed: u64,
+    /// Reconnects (long-poll) in the window.
+    pub reconnects: u64,
     /// One error message, if any.
     pub first_error: Option<String>,
 }
@@ -83,7 +85,11 @@ impl Fleet {
         connections: usize,
         limit: Duration,
     ) -> Result<(Self, usize, Option<String>)> {
-        let n = connections.div_ceil(PER_WORKER).max(1);
+        // two workers from 1,000 connections on, so one thread's receive
+        // path is never what limits a fan-out run
+        let n = connections
+            .div_ceil(PER_WORKER)
+            .max(if connections >= 1000 { 2 } else { 1 });
         let exe = std::env::current_exe().context("locating herald-bench")?;
         let mut workers = Vec::with_capacity(n);
         for _ in 0..n {
@@ -170,8 +176,10 @@ impl Fleet {
                     hist,
                     errors,
                     closed,
+                    reconnects,
                     first_error,
                 } => {
+                    total.reconnects += reconnects;
                     total.delivered += delivered;
                     total.hist.merge(&LatencyHistogram::from_pairs(&hist));
                     total.errors += errors;

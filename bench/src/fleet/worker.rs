@@ -32,6 +32,7 @@ struct Shared {
     delivered: AtomicU64,
     errors: AtomicU64,
     closed: AtomicU64,
+    reconnects: AtomicU64,
     hist: Mutex<LatencyHistogram>,
     first_error: Mutex<Option<String>>,
 }
@@ -52,6 +53,11 @@ pub fn delivered(stamp: Option<u64>) {
         let lat = Duration::from_nanos(mono_nanos().saturating_sub(t));
         s.hist.lock().unwrap().record(lat);
     }
+}
+
+/// Counts one reconnect of a subscriber the server had closed (long-poll).
+pub fn reconnected() {
+    shared().reconnects.fetch_add(1, Ordering::Relaxed);
 }
 
 fn error(e: impl std::fmt::Display) {
@@ -83,6 +89,7 @@ async fn serve() -> Result<()> {
                 *s.hist.lock().unwrap() = LatencyHistogram::new();
                 s.delivered.store(0, Ordering::Relaxed);
                 s.errors.store(0, Ordering::Relaxed);
+                s.reconnects.store(0, Ordering::Relaxed);
                 s.measuring.store(true, Ordering::Relaxed);
                 None
             }
@@ -94,6 +101,7 @@ async fn serve() -> Result<()> {
                     hist: s.hist.lock().unwrap().to_pairs(),
                     errors: s.errors.load(Ordering::Relaxed),
                     closed: s.closed.load(Ordering::Relaxed),
+                    reconnects: s.reconnects.load(Ordering::Relaxed),
                     first_error: s.first_error.lock().unwrap().clone(),
                 })
             }

@@ -762,6 +762,7 @@ impl CrossNodeLatency {
                 server_procs_rss_kib: if cluster { procs_rss } else { BTreeMap::new() },
                 idle_connections: None,
                 pacing: None,
+                subscriber_reconnects: None,
                 generator_busiest_proc_cpu_pct: None,
                 rss_per_conn_bytes: None,
                 subscribers_failed: None,

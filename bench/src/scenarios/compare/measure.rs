@@ -198,6 +198,13 @@ pub async fn run(server: &ServerRef, point: &Point, args: &Args, env: &BenchEnv)
         .collect();
     record.errors = Some(outcome.errors + report.errors);
     record.subscribers_closed = Some(report.closed);
+    if report.reconnects > 0 {
+        record.subscriber_reconnects = Some(report.reconnects);
+        record.notes.push(format!(
+            "{} times the server closed a long-poll connection; the poller reconnected and resumed from its cursor",
+            report.reconnects
+        ));
+    }
     if let Some(e) = outcome.first_error {
         record.notes.push(format!("publisher: {e}"));
     }
