@@ -21,6 +21,7 @@ impl Default for LatencyHistogram {
 }
 
 impl LatencyHistogram {
+    /// An empty histogram.
     pub fn new() -> Self {
         LatencyHistogram {
             inner: Histogram::new_with_bounds(1, MAX_MICROS, 3)
@@ -36,6 +37,7 @@ impl LatencyHistogram {
         self.inner.saturating_record(micros);
     }
 
+    /// Adds every sample of `other`.
     pub fn merge(&mut self, other: &LatencyHistogram) {
         self.inner
             .add(&other.inner)
@@ -59,6 +61,7 @@ impl LatencyHistogram {
         h
     }
 
+    /// Samples recorded.
     pub fn count(&self) -> u64 {
         self.inner.len()
     }
@@ -71,6 +74,7 @@ impl LatencyHistogram {
         self.inner.value_at_quantile(q) as f64 / 1000.0
     }
 
+    /// Percentiles, max and mean.
     pub fn summary(&self) -> LatencySummary {
         let empty = self.inner.is_empty();
         LatencySummary {
@@ -95,11 +99,17 @@ impl LatencyHistogram {
 /// Percentiles of one run, in milliseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LatencySummary {
+    /// Samples.
     pub count: u64,
+    /// Median, ms.
     pub p50_ms: f64,
+    /// 99th percentile, ms.
     pub p99_ms: f64,
+    /// 99.9th percentile, ms.
     pub p999_ms: f64,
+    /// Slowest, ms.
     pub max_ms: f64,
+    /// Mean, ms.
     pub mean_ms: f64,
 }
 

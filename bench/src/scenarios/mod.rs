@@ -24,7 +24,9 @@ pub struct BenchEnv {
     pub herald_bin: Option<PathBuf>,
     /// Parent directory for the servers' fresh data dirs.
     pub data_root: Option<PathBuf>,
+    /// `--quick`: short runs.
     pub quick: bool,
+    /// Show progress bars.
     pub progress: bool,
     /// Worker threads of this load generator's runtime.
     pub gen_threads: usize,
@@ -32,13 +34,17 @@ pub struct BenchEnv {
     pub herald_args: Vec<String>,
 }
 
+/// What a scenario run produced.
 pub struct ScenarioOutput {
+    /// One record per (system, scenario).
     pub records: Vec<Record>,
+    /// Ratio lines printed under the table.
     pub comparisons: Vec<Comparison>,
     /// Scenario-specific lines printed after the table (e.g. a breakdown).
     pub details: Vec<String>,
 }
 
+/// A benchmark scenario.
 pub trait Scenario {
     /// Name prefix of the records it writes, e.g. `durable-publish`.
     fn name(&self) -> &'static str;

@@ -26,13 +26,16 @@ const TAIL_LINES: usize = 40;
 pub trait ServerUnderTest {
     /// `herald`, `nats`, `socketio`: the `system` field of records.
     fn system(&self) -> &'static str;
+    /// The server process id.
     fn pid(&self) -> u32;
+    /// Where clients connect.
     fn addr(&self) -> SocketAddr;
 }
 
 /// A child process whose output is drained on a thread (a full pipe would
 /// stall the server) with the last lines kept for diagnostics.
 pub struct ManagedProcess {
+    /// Name used in messages (`herald`, `nats-server`, …).
     pub name: String,
     child: Child,
     tail: Arc<Mutex<VecDeque<String>>>,
@@ -86,6 +89,7 @@ impl ManagedProcess {
         Self::adopt(name, child, watch)
     }
 
+    /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -96,6 +100,7 @@ impl ManagedProcess {
         tail.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
+    /// The exit status if it has exited.
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
@@ -178,10 +183,14 @@ impl Drop for ManagedProcess {
     }
 }
 
+/// How a stop went.
 #[derive(Debug)]
 pub struct StopOutcome {
+    /// Time from SIGTERM to exit (or to the kill).
     pub took: Duration,
+    /// Whether it had to be killed after the grace period.
     pub killed: bool,
+    /// Its exit status, if known.
     pub status: Option<ExitStatus>,
 }
 

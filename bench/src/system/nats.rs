@@ -89,14 +89,17 @@ impl NatsServer {
         format!("nats://{}", self.addr)
     }
 
+    /// The server process id.
     pub fn pid(&self) -> u32 {
         self.proc.pid()
     }
 
+    /// The last lines it printed.
     pub fn log_tail(&self) -> String {
         self.proc.tail()
     }
 
+    /// Graceful stop (SIGTERM), killed after `grace`.
     pub fn stop(mut self, grace: Duration) -> StopOutcome {
         self.proc.stop(grace)
     }

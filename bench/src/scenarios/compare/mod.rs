@@ -256,6 +256,11 @@ impl Scenario for Compare {
         let rounds = self.args.rounds.max(1);
         for round in 0..rounds {
             for (i, point) in plan.iter().enumerate() {
+                // RSS per idle connection only means something on servers
+                // that have not grown yet: the first round only
+                if point.kind == Kind::Idle && round > 0 {
+                    continue;
+                }
                 let systems: Vec<System> = self
                     .args
                     .systems
