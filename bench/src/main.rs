@@ -94,7 +94,7 @@ enum Command {
         /// Also print the table as markdown (for bench/README.md).
         #[arg(long)]
         markdown: bool,
-        /// Also redraw bench/results/fanout.svg from the file's fan-out records.
+        /// Also redraw fanout.svg (beside the results file) from its fan-out records.
         #[arg(long)]
         svg: bool,
     },
@@ -129,7 +129,7 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Show { markdown, svg } => {
             let records = results::load(&path)?;
             if svg {
-                scenarios::compare::write_svg(&records)?;
+                scenarios::compare::write_svg(&records, results_dir(&path))?;
             }
             let comparisons = scenarios::comparisons(&records);
             println!("{}", path.display());
@@ -182,7 +182,13 @@ fn execute(scenario: &impl Scenario, env: &BenchEnv, path: &Path, replace: bool)
         comparisons,
         details,
     } = runtime.block_on(scenario.run(env))?;
-    results::save(path, &records, replace)?;
+    let all = results::save(path, &records, replace)?;
+    // the plot shows the whole results file, this run merged in
+    if records.iter().any(|r| r.scenario.starts_with("fanout/")) {
+        if let Err(e) = scenarios::compare::write_svg(&all, results_dir(path)) {
+            eprintln!("warning: fanout.svg: {e:#}");
+        }
+    }
     println!();
     print!("{}", results::render_table(&records, &comparisons));
     println!();
@@ -197,6 +203,13 @@ fn execute(scenario: &impl Scenario, env: &BenchEnv, path: &Path, replace: bool)
     }
     println!("results: {}", path.display());
     Ok(())
+}
+
+/// The directory of the results file (where `fanout.svg` goes).
+fn results_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
 }
 
 /// Says, per record, whether the generator or the server was saturated.

@@ -302,13 +302,6 @@ impl Scenario for Compare {
         servers.stop();
         let comparisons = comparisons(&records);
         let details = details(&records);
-        // the plot shows the whole results file (this run merged in), drawn
-        // after the save by `execute`: see `herald-bench show --svg`
-        if self.args.systems.len() == 3 && self.args.only.iter().any(|o| o == "fanout") {
-            if let Err(e) = report::write_svg(&records) {
-                eprintln!("warning: fanout.svg: {e:#}");
-            }
-        }
         Ok(ScenarioOutput {
             records,
             comparisons,

@@ -147,8 +147,9 @@ const COLORS: [(&str, &str); 3] = [
     ("socketio", "#2ca02c"),
 ];
 
-/// Writes `bench/results/fanout.svg` when there are WebSocket fan-out records.
-pub fn write_svg(records: &[Record]) -> Result<()> {
+/// Writes `fanout.svg` into `dir` (beside the results file) when there are
+/// WebSocket fan-out records.
+pub fn write_svg(records: &[Record], dir: &Path) -> Result<()> {
     let fan: Vec<&Record> = records
         .iter()
         .filter(|r| r.scenario.starts_with("fanout/"))
@@ -156,7 +157,7 @@ pub fn write_svg(records: &[Record]) -> Result<()> {
     if fan.is_empty() {
         return Ok(());
     }
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("results/fanout.svg");
+    let path = dir.join("fanout.svg");
     std::fs::write(&path, render_svg(&fan))?;
     eprintln!("plot: {}", path.display());
     Ok(())
