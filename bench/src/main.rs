@@ -5,9 +5,11 @@
 //! cargo run --release -p herald-bench -- durable-publish          # always vs relaxed, ws
 //! cargo run --release -p herald-bench -- durable-publish -t rest  # same over REST
 //! cargo run --release -p herald-bench -- cross-node-latency       # cluster vs single node
+//! cargo run --release -p herald-bench -- compare --quick          # vs nats-server, socket.io
 //! cargo run --release -p herald-bench -- show                     # table of latest.json
 //! ```
 
+mod fleet;
 mod http;
 mod load;
 mod procstat;
@@ -16,6 +18,7 @@ mod results;
 mod scenarios;
 mod stats;
 mod system;
+mod wire;
 
 use std::{
     io::IsTerminal,
@@ -78,11 +81,22 @@ enum Command {
     /// next to a single node: subscribers on the publisher's node and on
     /// the other nodes.
     CrossNodeLatency(scenarios::cross_node_latency::Args),
+    /// Herald next to nats-server and socket.io: fan-out, many topics,
+    /// latency at a fixed rate, idle memory, SSE/long-poll (all servers
+    /// started by the bench; run bench/peers/setup.sh once first).
+    Compare(scenarios::compare::Args),
+    /// A subscriber worker process (started by the bench itself; speaks
+    /// JSON lines on stdin/stdout).
+    #[command(hide = true)]
+    Worker,
     /// Print the table of a results file (default bench/results/latest.json).
     Show {
         /// Also print the table as markdown (for bench/README.md).
         #[arg(long)]
         markdown: bool,
+        /// Also redraw fanout.svg (beside the results file) from its fan-out records.
+        #[arg(long)]
+        svg: bool,
     },
 }
 
@@ -98,6 +112,9 @@ fn main() -> ExitCode {
 }
 
 fn real_main(cli: Cli) -> Result<()> {
+    if let Command::Worker = cli.command {
+        return fleet::worker::main();
+    }
     let g = cli.global;
     let path = g.json.clone().unwrap_or_else(results::default_path);
     let env = BenchEnv {
@@ -109,8 +126,11 @@ fn real_main(cli: Cli) -> Result<()> {
         herald_args: g.herald_arg.clone(),
     };
     match cli.command {
-        Command::Show { markdown } => {
+        Command::Show { markdown, svg } => {
             let records = results::load(&path)?;
+            if svg {
+                scenarios::compare::write_svg(&records, results_dir(&path))?;
+            }
             let comparisons = scenarios::comparisons(&records);
             println!("{}", path.display());
             print!("{}", results::render_table(&records, &comparisons));
@@ -135,6 +155,11 @@ fn real_main(cli: Cli) -> Result<()> {
             let scenario = scenarios::cross_node_latency::CrossNodeLatency { args };
             execute(&scenario, &env, &path, g.replace)
         }
+        Command::Compare(args) => {
+            let scenario = scenarios::compare::Compare { args };
+            execute(&scenario, &env, &path, g.replace)
+        }
+        Command::Worker => unreachable!("handled above"),
     }
 }
 
@@ -157,7 +182,13 @@ fn execute(scenario: &impl Scenario, env: &BenchEnv, path: &Path, replace: bool)
         comparisons,
         details,
     } = runtime.block_on(scenario.run(env))?;
-    results::save(path, &records, replace)?;
+    let all = results::save(path, &records, replace)?;
+    // the plot shows the whole results file, this run merged in
+    if records.iter().any(|r| r.scenario.starts_with("fanout/")) {
+        if let Err(e) = scenarios::compare::write_svg(&all, results_dir(path)) {
+            eprintln!("warning: fanout.svg: {e:#}");
+        }
+    }
     println!();
     print!("{}", results::render_table(&records, &comparisons));
     println!();
@@ -174,6 +205,13 @@ fn execute(scenario: &impl Scenario, env: &BenchEnv, path: &Path, replace: bool)
     Ok(())
 }
 
+/// The directory of the results file (where `fanout.svg` goes).
+fn results_dir(path: &Path) -> &Path {
+    path.parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."))
+}
+
 /// Says, per record, whether the generator or the server was saturated.
 fn generator_verdict(records: &[Record], gen_threads: usize) -> Vec<String> {
     let cap = 100.0 * gen_threads as f64;
@@ -182,6 +220,14 @@ fn generator_verdict(records: &[Record], gen_threads: usize) -> Vec<String> {
         .filter_map(|r| {
             let g = r.generator_cpu_pct?;
             let s = r.server_cpu_pct.unwrap_or(f64::NAN);
+            if let (Some(busiest), Some(n)) = (r.generator_busiest_proc_cpu_pct, r.generator_processes) {
+                let verdict = if busiest >= 85.0 {
+                    format!("busiest generator process at {busiest:.0}% of its one thread: may be the bottleneck")
+                } else {
+                    format!("generator not saturated ({g:.0}% over {n} processes, busiest {busiest:.0}% of its thread)")
+                };
+                return Some(format!("{} {}: server CPU {s:.0}%, {verdict}", r.system, r.scenario));
+            }
             let verdict = if g >= 0.85 * cap {
                 format!(
                     "generator near its limit ({g:.0}% of {cap:.0}%): may be the bottleneck; try --gen-threads {}",

@@ -59,12 +59,14 @@ pub fn parse_status_rss_kib(status: &str) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// utime + stime of a process, clock ticks.
 pub fn cpu_ticks(p: Proc) -> io::Result<u64> {
     let text = fs::read_to_string(p.path("stat"))?;
     parse_stat_cpu_ticks(&text)
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unparsable stat line"))
 }
 
+/// Resident set size of a process, KiB.
 pub fn rss_kib(p: Proc) -> io::Result<u64> {
     let text = fs::read_to_string(p.path("status"))?;
     parse_status_rss_kib(&text)
@@ -129,6 +131,7 @@ fn host_cpu() -> Option<(u64, u64)> {
     parse_host_cpu(&fs::read_to_string("/proc/stat").ok()?)
 }
 
+/// Cores available to this process.
 pub fn host_cores() -> usize {
     std::thread::available_parallelism()
         .map(|n| n.get())
@@ -147,6 +150,7 @@ pub struct CpuWindow {
 /// CPU use over a window; 100 % = one core fully busy.
 #[derive(Clone, Debug, Default)]
 pub struct CpuUsage {
+    /// CPU % of each process given to [`CpuWindow::start`], in order.
     pub per_proc_pct: Vec<f64>,
     /// Busy share of the whole machine (all cores), 0–100 %.
     pub host_busy_pct: Option<f64>,
@@ -155,6 +159,7 @@ pub struct CpuUsage {
 }
 
 impl CpuWindow {
+    /// Starts measuring `procs` (and the machine) now.
     pub fn start(procs: &[Proc]) -> Self {
         CpuWindow {
             started: Instant::now(),
@@ -173,6 +178,7 @@ impl CpuWindow {
         self
     }
 
+    /// CPU use since the start.
     pub fn finish(&self) -> CpuUsage {
         let wall = self.started.elapsed().as_secs_f64().max(1e-3);
         let hz = clock_ticks_per_sec() as f64;
@@ -216,11 +222,13 @@ pub struct RssPeak {
 }
 
 impl RssPeak {
+    /// Reads the RSS of `p` once and keeps the maximum.
     pub fn sample(&self, p: Proc) {
         if let Ok(kib) = rss_kib(p) {
             self.peak.fetch_max(kib, Ordering::Relaxed);
         }
     }
+    /// The largest RSS sampled, KiB.
     pub fn peak_kib(&self) -> u64 {
         self.peak.load(Ordering::Relaxed)
     }

@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
+/// A progress bar on stderr (or nothing when disabled).
 pub struct Progress {
     bar: ProgressBar,
     total: Duration,
@@ -35,12 +36,14 @@ impl Progress {
         Progress { bar, total }
     }
 
+    /// Moves the bar to `elapsed` with a status message.
     pub fn update(&self, elapsed: Duration, message: String) {
         self.bar
             .set_position(elapsed.min(self.total).as_millis() as u64);
         self.bar.set_message(message);
     }
 
+    /// Removes the bar.
     pub fn finish(self) {
         self.bar.finish_and_clear();
     }

@@ -19,6 +19,7 @@ pub struct Record {
     pub system: String,
     /// `durable-publish/always`, `fanout/1k`, … (see the bench README).
     pub scenario: String,
+    /// Subscriber connections the record measured (0 for publish-only scenarios).
     pub subscribers: u64,
     /// Messages offered per second: the target for fixed-rate scenarios,
     /// the achieved send rate for "as fast as acked" ones.
@@ -31,7 +32,9 @@ pub struct Record {
     pub delivered_per_s: f64,
     /// Latency percentiles in ms; what is timed is in `latency`.
     pub p50_ms: f64,
+    /// 99th percentile, ms.
     pub p99_ms: f64,
+    /// 99.9th percentile, ms.
     pub p999_ms: f64,
     /// Peak server RSS during the measured window, KiB.
     pub server_rss_kib: u64,
@@ -39,20 +42,26 @@ pub struct Record {
     /// What the percentiles time: `publish->ack`, `publish->deliver`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub latency: Option<String>,
+    /// Slowest sample, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_ms: Option<f64>,
     /// When the slowest answer arrived, seconds after the load started
     /// (warm-up included), to line stalls up with server activity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_at_s: Option<f64>,
+    /// Mean, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mean_ms: Option<f64>,
+    /// Publisher acks received per second in the window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acked_per_s: Option<f64>,
+    /// Publisher acks received in the window.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acked: Option<u64>,
+    /// Errors seen (error frames, failed connections, mismatches).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub errors: Option<u64>,
+    /// Publisher connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub publishers: Option<u64>,
     /// Publishes one publisher may have awaiting their ack.
@@ -64,6 +73,7 @@ pub struct Record {
     /// `always` or `relaxed` for Herald.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub durability: Option<String>,
+    /// Distinct topics published to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub topics: Option<u64>,
     /// Length of the measured window, seconds (warm-up excluded).
@@ -79,15 +89,23 @@ pub struct Record {
     /// which thread limits it (e.g. a single sequencer thread at 100 %).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub server_threads_cpu_pct: BTreeMap<String, f64>,
+    /// CPU of the load generator (all its processes) over the window; 100 = one core.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generator_cpu_pct: Option<f64>,
+    /// Worker threads of the bench process runtime.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generator_threads: Option<u64>,
+    /// Load-generator processes (the bench plus its workers).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub generator_processes: Option<u64>,
+    /// With several generator processes (`compare`'s workers): the CPU of
+    /// the busiest one; each runs on one thread, so ~100 % means saturated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub generator_busiest_proc_cpu_pct: Option<f64>,
     /// Busy share of the whole machine (all cores) over the window, %.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_cpu_busy_pct: Option<f64>,
+    /// Cores of the machine.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_cores: Option<u64>,
     /// Unix time (s) the record was measured.
@@ -111,11 +129,13 @@ pub struct Record {
     /// is something else (publish→deliver).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ack_p50_ms: Option<f64>,
+    /// publish→ack p99 of the same publishes, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ack_p99_ms: Option<f64>,
     /// p50/p99 of every round when the record merges several rounds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rounds_p50_ms: Vec<f64>,
+    /// p99 of every round, ms.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rounds_p99_ms: Vec<f64>,
     /// CPU % and peak RSS (KiB) per process when the server is several
@@ -123,8 +143,28 @@ pub struct Record {
     /// `server_rss_kib` are their sums.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub server_procs_cpu_pct: BTreeMap<String, f64>,
+    /// Peak RSS per server process, KiB.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub server_procs_rss_kib: BTreeMap<String, u64>,
+    /// What limited the publisher (`compare`): `probe` (publishes not yet
+    /// delivered to a probe subscriber), `ack`, or `rate` (fixed rate).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pacing: Option<String>,
+    /// Idle-memory scenario: connections held open while RSS was read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_connections: Option<u64>,
+    /// Idle-memory scenario: (RSS with them − RSS before) / connections, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rss_per_conn_bytes: Option<f64>,
+    /// Subscriber connections that failed to open or subscribe.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribers_failed: Option<u64>,
+    /// Reconnects of subscribers the server had closed (long-poll), in the window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscriber_reconnects: Option<u64>,
+    /// Subscriber connections the server closed during the run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subscribers_closed: Option<u64>,
     /// The latency split by the node the subscribers were connected to.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub by_node: BTreeMap<String, NodeLatency>,
@@ -135,10 +175,15 @@ pub struct Record {
 pub struct NodeLatency {
     /// What the node was to this measurement: `publisher's node`, `owner`, ….
     pub role: String,
+    /// Subscriber connections the record measured (0 for publish-only scenarios).
     pub subscribers: u64,
+    /// Median, ms.
     pub p50_ms: f64,
+    /// 99th percentile, ms.
     pub p99_ms: f64,
+    /// 99.9th percentile, ms.
     pub p999_ms: f64,
+    /// Slowest sample, ms.
     pub max_ms: f64,
 }
 
@@ -158,8 +203,11 @@ impl Record {
 /// and latency (e.g. relaxed/always, herald/nats).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Comparison {
+    /// What is divided by what, e.g. `herald/nats fanout/1000/64B`.
     pub label: String,
+    /// The record on top.
     pub numerator: Record,
+    /// The record below.
     pub denominator: Record,
     /// Whether the throughput ratio means something (not when both sides
     /// ran at the same fixed rate).

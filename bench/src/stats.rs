@@ -21,6 +21,7 @@ impl Default for LatencyHistogram {
 }
 
 impl LatencyHistogram {
+    /// An empty histogram.
     pub fn new() -> Self {
         LatencyHistogram {
             inner: Histogram::new_with_bounds(1, MAX_MICROS, 3)
@@ -36,12 +37,31 @@ impl LatencyHistogram {
         self.inner.saturating_record(micros);
     }
 
+    /// Adds every sample of `other`.
     pub fn merge(&mut self, other: &LatencyHistogram) {
         self.inner
             .add(&other.inner)
             .expect("histograms share the same bounds");
     }
 
+    /// The recorded values as (µs, count) pairs, to send to another process.
+    pub fn to_pairs(&self) -> Vec<(u64, u64)> {
+        self.inner
+            .iter_recorded()
+            .map(|v| (v.value_iterated_to(), v.count_at_value()))
+            .collect()
+    }
+
+    /// The inverse of [`Self::to_pairs`] (values in the same buckets).
+    pub fn from_pairs(pairs: &[(u64, u64)]) -> Self {
+        let mut h = Self::new();
+        for &(v, n) in pairs {
+            let _ = h.inner.record_n(v.clamp(1, MAX_MICROS), n);
+        }
+        h
+    }
+
+    /// Samples recorded.
     pub fn count(&self) -> u64 {
         self.inner.len()
     }
@@ -54,6 +74,7 @@ impl LatencyHistogram {
         self.inner.value_at_quantile(q) as f64 / 1000.0
     }
 
+    /// Percentiles, max and mean.
     pub fn summary(&self) -> LatencySummary {
         let empty = self.inner.is_empty();
         LatencySummary {
@@ -78,11 +99,17 @@ impl LatencyHistogram {
 /// Percentiles of one run, in milliseconds.
 #[derive(Clone, Copy, Debug, Default, PartialEq)]
 pub struct LatencySummary {
+    /// Samples.
     pub count: u64,
+    /// Median, ms.
     pub p50_ms: f64,
+    /// 99th percentile, ms.
     pub p99_ms: f64,
+    /// 99.9th percentile, ms.
     pub p999_ms: f64,
+    /// Slowest, ms.
     pub max_ms: f64,
+    /// Mean, ms.
     pub mean_ms: f64,
 }
 
@@ -94,6 +121,17 @@ pub fn round3(v: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pairs_round_trip() {
+        let mut h = LatencyHistogram::new();
+        for us in [5u64, 5, 900, 12_345, 1_000_000] {
+            h.record(Duration::from_micros(us));
+        }
+        let back = LatencyHistogram::from_pairs(&h.to_pairs());
+        assert_eq!(back.count(), 5);
+        assert_eq!(back.summary(), h.summary());
+    }
 
     fn close(a: f64, b: f64, rel: f64) -> bool {
         (a - b).abs() <= b.abs() * rel

@@ -760,6 +760,13 @@ impl CrossNodeLatency {
                     BTreeMap::new()
                 },
                 server_procs_rss_kib: if cluster { procs_rss } else { BTreeMap::new() },
+                idle_connections: None,
+                pacing: None,
+                subscriber_reconnects: None,
+                generator_busiest_proc_cpu_pct: None,
+                rss_per_conn_bytes: None,
+                subscribers_failed: None,
+                subscribers_closed: None,
                 by_node: by_node
                     .into_iter()
                     .map(|(node, (role, subs, h))| {

@@ -7,6 +7,7 @@
 //! `Scenario` impl, a variant in `main.rs`'s `Command`, and its comparisons
 //! in [`comparisons`] so `herald-bench show` prints them too.
 
+pub mod compare;
 pub mod cross_node_latency;
 pub mod durable_publish;
 
@@ -23,7 +24,9 @@ pub struct BenchEnv {
     pub herald_bin: Option<PathBuf>,
     /// Parent directory for the servers' fresh data dirs.
     pub data_root: Option<PathBuf>,
+    /// `--quick`: short runs.
     pub quick: bool,
+    /// Show progress bars.
     pub progress: bool,
     /// Worker threads of this load generator's runtime.
     pub gen_threads: usize,
@@ -31,13 +34,17 @@ pub struct BenchEnv {
     pub herald_args: Vec<String>,
 }
 
+/// What a scenario run produced.
 pub struct ScenarioOutput {
+    /// One record per (system, scenario).
     pub records: Vec<Record>,
+    /// Ratio lines printed under the table.
     pub comparisons: Vec<Comparison>,
     /// Scenario-specific lines printed after the table (e.g. a breakdown).
     pub details: Vec<String>,
 }
 
+/// A benchmark scenario.
 pub trait Scenario {
     /// Name prefix of the records it writes, e.g. `durable-publish`.
     fn name(&self) -> &'static str;
@@ -50,10 +57,13 @@ pub trait Scenario {
 pub fn comparisons(records: &[Record]) -> Vec<Comparison> {
     let mut out = durable_publish::comparisons(records);
     out.extend(cross_node_latency::comparisons(records));
+    out.extend(compare::comparisons(records));
     out
 }
 
 /// Scenario-specific lines for whatever records are present (used by `show`).
 pub fn details(records: &[Record]) -> Vec<String> {
-    cross_node_latency::breakdown(records)
+    let mut out = cross_node_latency::breakdown(records);
+    out.extend(compare::details(records));
+    out
 }

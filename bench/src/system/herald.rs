@@ -85,8 +85,10 @@ fn is_tmpfs(path: &Path) -> bool {
     }
 }
 
+/// How to start `herald serve`.
 #[derive(Clone, Debug)]
 pub struct HeraldOptions {
+    /// The `herald` binary.
     pub binary: PathBuf,
     /// `always` or `relaxed`.
     pub durability: String,
@@ -109,6 +111,7 @@ pub struct HeraldServer {
 }
 
 impl HeraldServer {
+    /// Starts it and waits for its listen address in the log.
     pub fn start(opts: &HeraldOptions) -> Result<Self> {
         let data_dir = match &opts.data_root {
             Some(root) => {
@@ -200,10 +203,12 @@ impl HeraldServer {
         }
     }
 
+    /// The temp dir holding its data dir.
     pub fn data_dir(&self) -> &Path {
         self.data_dir.path()
     }
 
+    /// The last lines it logged.
     pub fn log_tail(&self) -> String {
         self.proc.tail()
     }

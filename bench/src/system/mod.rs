@@ -5,6 +5,7 @@
 
 pub mod herald;
 pub mod nats;
+pub mod socketio;
 
 use std::{
     collections::VecDeque,
@@ -25,13 +26,16 @@ const TAIL_LINES: usize = 40;
 pub trait ServerUnderTest {
     /// `herald`, `nats`, `socketio`: the `system` field of records.
     fn system(&self) -> &'static str;
+    /// The server process id.
     fn pid(&self) -> u32;
+    /// Where clients connect.
     fn addr(&self) -> SocketAddr;
 }
 
 /// A child process whose output is drained on a thread (a full pipe would
 /// stall the server) with the last lines kept for diagnostics.
 pub struct ManagedProcess {
+    /// Name used in messages (`herald`, `nats-server`, …).
     pub name: String,
     child: Child,
     tail: Arc<Mutex<VecDeque<String>>>,
@@ -72,6 +76,20 @@ impl ManagedProcess {
         )
     }
 
+    /// Like [`Self::adopt`], but `watch` sees stdout lines instead.
+    pub fn adopt_stdout<T: Send + 'static>(
+        name: &str,
+        mut child: Child,
+        watch: impl Fn(&str) -> Option<T> + Send + 'static,
+    ) -> (Self, mpsc::Receiver<T>) {
+        let stdout = child.stdout.take().map(std::os::fd::OwnedFd::from);
+        let stderr = child.stderr.take().map(std::os::fd::OwnedFd::from);
+        child.stdout = stderr.map(std::process::ChildStdout::from);
+        child.stderr = stdout.map(std::process::ChildStderr::from);
+        Self::adopt(name, child, watch)
+    }
+
+    /// The process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -82,6 +100,7 @@ impl ManagedProcess {
         tail.iter().cloned().collect::<Vec<_>>().join("\n")
     }
 
+    /// The exit status if it has exited.
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
         self.child.try_wait().ok().flatten()
     }
@@ -164,10 +183,14 @@ impl Drop for ManagedProcess {
     }
 }
 
+/// How a stop went.
 #[derive(Debug)]
 pub struct StopOutcome {
+    /// Time from SIGTERM to exit (or to the kill).
     pub took: Duration,
+    /// Whether it had to be killed after the grace period.
     pub killed: bool,
+    /// Its exit status, if known.
     pub status: Option<ExitStatus>,
 }
 

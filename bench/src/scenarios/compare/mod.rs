@@ -1,0 +1,349 @@
+//! `compare` (issue 5): Herald next to nats-server (WebSocket listener) and a
+//! socket.io 4 broadcast server, all started by the bench, measured side by
+//! side and interleaved: every measurement point runs on each system in
+//! turn (the order rotating from point to point) before the next point.
+//!
+//! Points: fan-out (1 topic, N WebSocket subscribers, 64 B and 1 KiB,
+//! publishing as fast as acked), many topics (one subscriber each, publish
+//! round-robin), latency (N subscribers at a fixed rate), idle memory (RSS
+//! per idle WebSocket connection), and Herald's fan-out over SSE and
+//! long-poll. Subscribers live in worker subprocesses ([`crate::fleet`]).
+
+mod measure;
+mod report;
+mod servers;
+
+pub use report::{comparisons, details, write_svg};
+
+use std::time::Duration;
+
+use anyhow::Result;
+
+use super::{BenchEnv, Scenario, ScenarioOutput};
+use crate::fleet::{SubTransport, System};
+
+/// `compare` flags. Defaults are the full run; `--quick` shrinks them
+/// (see [`Args::plan`]).
+#[derive(clap::Args, Debug, Clone)]
+pub struct Args {
+    /// Systems to measure.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "herald,nats,socketio"
+    )]
+    pub systems: Vec<System>,
+    /// Which scenarios: fanout, many-topics, latency, idle, sse, poll.
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "idle,fanout,many-topics,latency,sse,poll"
+    )]
+    pub only: Vec<String>,
+    /// Fan-out subscriber counts [default: 1000,5000,10000; quick: 1000].
+    #[arg(long, value_delimiter = ',')]
+    pub subs: Option<Vec<usize>>,
+    /// Fan-out payload sizes, bytes.
+    #[arg(long, value_delimiter = ',', default_value = "64,1024")]
+    pub payloads: Vec<usize>,
+    /// Topics (one subscriber each) for many-topics [default: 10000; quick: 2000].
+    #[arg(long)]
+    pub topics: Option<usize>,
+    /// Subscribers for the latency scenario [default: 10000; quick: 1000].
+    #[arg(long)]
+    pub latency_subs: Option<usize>,
+    /// Publish rate of the latency scenario, msg/s [default: 1000; quick: 100].
+    #[arg(long)]
+    pub latency_rate: Option<f64>,
+    /// Idle WebSocket connections [default: 15000; quick: 5000].
+    #[arg(long)]
+    pub idle: Option<usize>,
+    /// SSE / long-poll subscriber counts [default: 1000,5000; quick: 1000].
+    #[arg(long, value_delimiter = ',')]
+    pub http_subs: Option<Vec<usize>>,
+    /// Measured seconds per point [default: 10; quick: 3].
+    #[arg(short, long)]
+    pub duration: Option<f64>,
+    /// Publishes awaiting their ack at most (as-fast-as-acked scenarios:
+    /// many-topics, and fan-out with `--pace ack`).
+    #[arg(short, long, default_value_t = 64)]
+    pub window: usize,
+    /// What paces the single-topic as-fast-as-possible publisher: `probe`
+    /// (publishes not yet delivered to a probe subscriber, at most
+    /// `--inflight-deliveries` / subscribers) or `ack` (publishes not yet
+    /// acked, at most `--window`).
+    #[arg(long, value_enum, default_value = "probe")]
+    pub pace: Pace,
+    /// With `--pace probe`: deliveries (publishes × subscribers) in flight.
+    #[arg(long, default_value_t = 16_000)]
+    pub inflight_deliveries: usize,
+    /// Run the whole plan N times (interleaved) and keep each (system,
+    /// scenario)'s median round by throughput.
+    #[arg(long, default_value_t = 1)]
+    pub rounds: usize,
+    /// Herald's `--durability`.
+    #[arg(long, default_value = "always")]
+    pub durability: String,
+    /// The peer nats-server [default: bench/.venv/bin/nats-server].
+    #[arg(long, env = "NATS_PEER_BIN", value_name = "PATH")]
+    pub nats_peer_bin: Option<std::path::PathBuf>,
+}
+
+/// What limits the publisher's publishes in flight.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Pace {
+    /// Not yet delivered to the bench's probe subscriber.
+    Probe,
+    /// Not yet acknowledged.
+    Ack,
+}
+
+/// What one measurement point is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// One topic, every subscriber on it, as fast as acked.
+    Fanout,
+    /// A topic per subscriber, publishes round-robin, as fast as acked.
+    ManyTopics,
+    /// One topic at a fixed rate.
+    Latency,
+    /// Connections only; server RSS per connection.
+    Idle,
+}
+
+/// One measurement point (run on every system that supports it).
+#[derive(Clone, Debug)]
+pub struct Point {
+    /// What is measured.
+    pub kind: Kind,
+    /// Subscribers' transport.
+    pub transport: SubTransport,
+    /// Subscriber (or idle) connections.
+    pub conns: usize,
+    /// Distinct topics.
+    pub topics: usize,
+    /// `data` bytes.
+    pub payload: usize,
+    /// Fixed publish rate, if any.
+    pub rate: Option<f64>,
+}
+
+impl Point {
+    /// The record's `scenario`: unique per point, e.g. `fanout/1000/64B`.
+    pub fn scenario(&self) -> String {
+        let t = match self.transport {
+            SubTransport::Ws => String::new(),
+            other => format!("-{}", other.name()),
+        };
+        match self.kind {
+            Kind::Fanout => format!("fanout{t}/{}/{}B", self.conns, self.payload),
+            Kind::ManyTopics => format!("many-topics/{}/{}B", self.topics, self.payload),
+            Kind::Latency => format!(
+                "latency/{}@{}/{}B",
+                self.conns,
+                self.rate.unwrap_or(0.0),
+                self.payload
+            ),
+            Kind::Idle => format!("idle-memory/{}", self.conns),
+        }
+    }
+
+    /// Whether `system` can run it (SSE and long-poll are Herald's).
+    pub fn supports(&self, system: System) -> bool {
+        self.transport == SubTransport::Ws || system == System::Herald
+    }
+}
+
+impl Args {
+    /// The points to run, in order.
+    pub fn plan(&self, quick: bool) -> Vec<Point> {
+        let want = |s: &str| self.only.iter().any(|o| o == s);
+        let subs = self.subs.clone().unwrap_or_else(|| {
+            if quick {
+                vec![1000]
+            } else {
+                vec![1000, 5000, 10_000]
+            }
+        });
+        let mut out = Vec::new();
+        let p = |kind, transport, conns, topics, payload, rate| Point {
+            kind,
+            transport,
+            conns,
+            topics,
+            payload,
+            rate,
+        };
+        if want("idle") {
+            let n = self.idle.unwrap_or(if quick { 5000 } else { 15_000 });
+            out.push(p(Kind::Idle, SubTransport::Ws, n, 1, 0, None));
+        }
+        if want("fanout") {
+            for &n in &subs {
+                for &b in &self.payloads {
+                    out.push(p(Kind::Fanout, SubTransport::Ws, n, 1, b, None));
+                }
+            }
+        }
+        if want("many-topics") {
+            let n = self.topics.unwrap_or(if quick { 2000 } else { 10_000 });
+            out.push(p(Kind::ManyTopics, SubTransport::Ws, n, n, 64, None));
+        }
+        if want("latency") {
+            let n = self
+                .latency_subs
+                .unwrap_or(if quick { 1000 } else { 10_000 });
+            let rate = self
+                .latency_rate
+                .unwrap_or(if quick { 100.0 } else { 1000.0 });
+            out.push(p(Kind::Latency, SubTransport::Ws, n, 1, 64, Some(rate)));
+        }
+        let http = self.http_subs.clone().unwrap_or_else(|| {
+            if quick {
+                vec![1000]
+            } else {
+                vec![1000, 5000]
+            }
+        });
+        for (name, t) in [("sse", SubTransport::Sse), ("poll", SubTransport::Poll)] {
+            if want(name) {
+                for &n in &http {
+                    out.push(p(Kind::Fanout, t, n, 1, 64, None));
+                }
+            }
+        }
+        out
+    }
+
+    /// Warm-up and measured window.
+    pub fn timing(&self, quick: bool) -> (Duration, Duration) {
+        let d = self.duration.unwrap_or(if quick { 3.0 } else { 10.0 });
+        let warmup = if quick { 0.5 } else { 1.0 };
+        (Duration::from_secs_f64(warmup), Duration::from_secs_f64(d))
+    }
+}
+
+/// The `compare` scenario.
+pub struct Compare {
+    /// Its flags.
+    pub args: Args,
+}
+
+impl Scenario for Compare {
+    fn name(&self) -> &'static str {
+        "compare"
+    }
+
+    fn describe(&self, env: &BenchEnv) -> String {
+        let plan = self.args.plan(env.quick);
+        let (warmup, d) = self.args.timing(env.quick);
+        format!(
+            "{} points x {:?}, {warmup:?} warm-up + {d:?} each, interleaved: {}",
+            plan.len(),
+            self.args.systems,
+            plan.iter()
+                .map(Point::scenario)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    }
+
+    async fn run(&self, env: &BenchEnv) -> Result<ScenarioOutput> {
+        let plan = self.args.plan(env.quick);
+        let mut servers = servers::Servers::start(&self.args, env).await?;
+        let mut by_key: Vec<(String, String, Vec<crate::results::Record>)> = Vec::new();
+        let rounds = self.args.rounds.max(1);
+        for round in 0..rounds {
+            for (i, point) in plan.iter().enumerate() {
+                // RSS per idle connection only means something on servers
+                // that have not grown yet: the first round only
+                if point.kind == Kind::Idle && round > 0 {
+                    continue;
+                }
+                let systems: Vec<System> = self
+                    .args
+                    .systems
+                    .iter()
+                    .copied()
+                    .filter(|s| point.supports(*s))
+                    .collect();
+                let n = systems.len().max(1);
+                for k in 0..systems.len() {
+                    let system = systems[(i + k + round) % n];
+                    let server = servers.get(system);
+                    eprintln!(
+                        "-- {} on {} (round {}/{rounds})",
+                        point.scenario(),
+                        system.name(),
+                        round + 1
+                    );
+                    match measure::run(&server, point, &self.args, env).await {
+                        Ok(r) => {
+                            eprintln!("   {}", report::one_line(&r));
+                            let key = (r.system.clone(), r.scenario.clone());
+                            match by_key
+                                .iter_mut()
+                                .find(|(s, c, _)| (s, c) == (&key.0, &key.1))
+                            {
+                                Some((_, _, v)) => v.push(r),
+                                None => by_key.push((key.0, key.1, vec![r])),
+                            }
+                        }
+                        Err(e) => eprintln!("   failed: {e:#}"),
+                    }
+                }
+            }
+        }
+        let records: Vec<crate::results::Record> = by_key
+            .into_iter()
+            .filter_map(|(_, _, v)| crate::results::median_round(v))
+            .collect();
+        servers.stop();
+        let comparisons = comparisons(&records);
+        let details = details(&records);
+        Ok(ScenarioOutput {
+            records,
+            comparisons,
+            details,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args() -> Args {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct T {
+            #[command(flatten)]
+            a: Args,
+        }
+        T::parse_from(["t"]).a
+    }
+
+    #[test]
+    fn plans() {
+        let a = args();
+        let quick = a.plan(true);
+        let names: Vec<String> = quick.iter().map(Point::scenario).collect();
+        assert_eq!(
+            names,
+            [
+                "idle-memory/5000",
+                "fanout/1000/64B",
+                "fanout/1000/1024B",
+                "many-topics/2000/64B",
+                "latency/1000@100/64B",
+                "fanout-sse/1000/64B",
+                "fanout-poll/1000/64B"
+            ]
+        );
+        assert!(!quick[5].supports(System::Nats));
+        assert!(quick[5].supports(System::Herald));
+        let full = a.plan(false);
+        assert_eq!(full.len(), 1 + 6 + 1 + 1 + 4);
+    }
+}

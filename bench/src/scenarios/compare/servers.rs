@@ -1,0 +1,111 @@
+//! The three servers of a `compare` run, started once for the whole run
+//! (fresh topics per measurement) and stopped at its end.
+
+use std::{net::SocketAddr, time::Duration};
+
+use anyhow::Result;
+
+use super::Args;
+use crate::{
+    fleet::System,
+    scenarios::BenchEnv,
+    system::{
+        herald::{self, HeraldOptions, HeraldServer},
+        nats::{self, NatsWsServer},
+        socketio::{self, SocketIoServer},
+        ServerUnderTest,
+    },
+};
+
+/// Where a system listens and which process to measure.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerRef {
+    /// The system.
+    pub system: System,
+    /// Its WebSocket (and for Herald, HTTP) address.
+    pub addr: SocketAddr,
+    /// The server process.
+    pub pid: u32,
+}
+
+/// The running servers.
+#[derive(Default)]
+pub struct Servers {
+    herald: Option<HeraldServer>,
+    nats: Option<NatsWsServer>,
+    socketio: Option<SocketIoServer>,
+}
+
+impl Servers {
+    /// Starts the systems `args` asks for.
+    pub async fn start(args: &Args, env: &BenchEnv) -> Result<Self> {
+        let mut s = Servers::default();
+        for system in &args.systems {
+            match system {
+                System::Herald => {
+                    let mut h = HeraldServer::start(&HeraldOptions {
+                        binary: herald::locate_binary(env.herald_bin.as_deref())?,
+                        durability: args.durability.clone(),
+                        data_root: env.data_root.clone(),
+                        extra_args: env.herald_args.clone(),
+                        nats: None,
+                        node_id: None,
+                    })?;
+                    h.wait_ready(Duration::from_secs(20)).await?;
+                    eprintln!("herald at {} (pid {})", h.addr(), h.pid());
+                    s.herald = Some(h);
+                }
+                System::Nats => {
+                    let bin = nats::locate_peer_binary(args.nats_peer_bin.as_deref())?;
+                    let n = NatsWsServer::start(&bin)?;
+                    eprintln!(
+                        "nats-server ({}) ws at {} (pid {})",
+                        bin.display(),
+                        n.ws_addr(),
+                        n.pid()
+                    );
+                    s.nats = Some(n);
+                }
+                System::Socketio => {
+                    let n = SocketIoServer::start(&socketio::locate_script()?)?;
+                    eprintln!("socket.io at {} (pid {})", n.addr(), n.pid());
+                    s.socketio = Some(n);
+                }
+            }
+        }
+        Ok(s)
+    }
+
+    /// The running `system` (it must have been started).
+    pub fn get(&self, system: System) -> ServerRef {
+        let (addr, pid) = match system {
+            System::Herald => {
+                let h = self.herald.as_ref().expect("herald started");
+                (h.addr(), h.pid())
+            }
+            System::Nats => {
+                let n = self.nats.as_ref().expect("nats started");
+                (n.ws_addr(), n.pid())
+            }
+            System::Socketio => {
+                let n = self.socketio.as_ref().expect("socketio started");
+                (n.addr(), n.pid())
+            }
+        };
+        ServerRef { system, addr, pid }
+    }
+
+    /// Stops them all.
+    pub fn stop(&mut self) {
+        let grace = Duration::from_secs(5);
+        if let Some(h) = self.herald.take() {
+            h.stop(grace);
+        }
+        if let Some(n) = self.nats.take() {
+            n.stop(grace);
+        }
+        if let Some(n) = self.socketio.take() {
+            n.stop(grace);
+        }
+    }
+}

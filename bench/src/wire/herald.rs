@@ -1,0 +1,72 @@
+//! Herald's WebSocket ops (`/v1/ws`, text JSON; see `/work/shared/CONTRACT.md`)
+//! as the generator sends and recognises them, without a full JSON parse on
+//! the delivery path.
+
+/// `{"op":"subscribe","id":"s","topic":T}`.
+pub fn subscribe(topic: &str) -> String {
+    format!(r#"{{"op":"subscribe","id":"s","topic":"{topic}"}}"#)
+}
+
+/// `{"op":"publish","id":ID,"topic":T,"data":DATA}`; `data` is JSON text.
+pub fn publish(topic: &str, id: u64, data: &str) -> String {
+    format!(r#"{{"op":"publish","id":"{id}","topic":"{topic}","data":{data}}}"#)
+}
+
+/// What a server frame is, by its leading `"type"`.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Frame {
+    /// `{"type":"message",…}`: a delivery.
+    Message,
+    /// `{"type":"ack",…}`: a publish was accepted.
+    Ack,
+    /// `{"type":"subscribed",…}`.
+    Subscribed,
+    /// `{"type":"error",…}`, `gap`, or anything else unexpected.
+    Other,
+}
+
+/// Classifies a server frame (the server writes `type` first).
+pub fn classify(text: &str) -> Frame {
+    let head = &text.as_bytes()[..text.len().min(24)];
+    let has = |s: &[u8]| head.windows(s.len()).any(|w| w == s);
+    if has(b"\"message\"") {
+        Frame::Message
+    } else if has(b"\"ack\"") {
+        Frame::Ack
+    } else if has(b"\"subscribed\"") {
+        Frame::Subscribed
+    } else {
+        Frame::Other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames() {
+        assert_eq!(
+            publish("a.b", 7, r#"{"t":1}"#),
+            r#"{"op":"publish","id":"7","topic":"a.b","data":{"t":1}}"#
+        );
+        let v: serde_json::Value = serde_json::from_str(&subscribe("x")).unwrap();
+        assert_eq!(v["op"], "subscribe");
+        assert_eq!(
+            classify(r#"{"type":"message","topic":"x","seq":1,"ts":2,"data":1}"#),
+            Frame::Message
+        );
+        assert_eq!(
+            classify(r#"{"type":"ack","id":"3","topic":"x","seq":1}"#),
+            Frame::Ack
+        );
+        assert_eq!(
+            classify(r#"{"type":"subscribed","id":"s","topic":"x"}"#),
+            Frame::Subscribed
+        );
+        assert_eq!(
+            classify(r#"{"type":"error","code":"x","message":"ack"}"#),
+            Frame::Other
+        );
+    }
+}

@@ -1,0 +1,176 @@
+//! The NATS client protocol (text, CRLF-terminated ops) as carried in
+//! WebSocket binary frames by nats-server's `websocket {}` listener.
+//!
+//! An op may be split over frames or several ops may share one, so
+//! [`Parser`] buffers bytes and yields whole ops.
+//!
+//! There is no publish ack in core NATS. The closest analogue, used for the
+//! publisher's window, is a `PING` right after each `PUB`: the server
+//! answers `PONG` once it has processed everything before it on that
+//! connection (i.e. routed the message to every subscriber's outbound
+//! buffer), so each `PONG` acknowledges one publish.
+
+/// `CONNECT {…}\r\n` with no verbose `+OK`s and no pedantic checks.
+pub const CONNECT: &str =
+    "CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"lang\":\"rust\",\"name\":\"herald-bench\"}\r\n";
+/// `PING\r\n`.
+pub const PING: &str = "PING\r\n";
+/// `PONG\r\n`.
+pub const PONG: &str = "PONG\r\n";
+
+/// `SUB subject sid\r\n`.
+pub fn sub(subject: &str, sid: u64) -> String {
+    format!("SUB {subject} {sid}\r\n")
+}
+
+/// `PUB subject n\r\npayload\r\n`, followed by `PING\r\n` when `ping` (the
+/// publisher's ack request).
+pub fn publish(subject: &str, payload: &[u8], ping: bool) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + subject.len() + 24);
+    out.extend_from_slice(format!("PUB {subject} {}\r\n", payload.len()).as_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+    if ping {
+        out.extend_from_slice(PING.as_bytes());
+    }
+    out
+}
+
+/// One server op.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `INFO {…}`.
+    Info,
+    /// `MSG subject sid [reply] n` + payload.
+    Msg {
+        /// Subject the message was published to.
+        subject: String,
+        /// Payload bytes.
+        payload: Vec<u8>,
+    },
+    /// `PING` (must be answered with `PONG`).
+    Ping,
+    /// `PONG`.
+    Pong,
+    /// `+OK`.
+    Ok,
+    /// `-ERR '…'`.
+    Err(String),
+}
+
+/// Incremental parser of server ops.
+#[derive(Default)]
+pub struct Parser {
+    buf: Vec<u8>,
+    start: usize,
+}
+
+impl Parser {
+    /// Appends received bytes.
+    pub fn feed(&mut self, bytes: &[u8]) {
+        if self.start > 0 && self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        self.buf.extend_from_slice(bytes);
+    }
+
+    /// The next whole op, `Ok(None)` when more bytes are needed.
+    pub fn next_op(&mut self) -> Result<Option<Op>, String> {
+        let rest = &self.buf[self.start..];
+        let Some(eol) = rest.windows(2).position(|w| w == b"\r\n") else {
+            return Ok(None);
+        };
+        let line = std::str::from_utf8(&rest[..eol]).map_err(|_| "non-UTF-8 op line")?;
+        let mut words = line.split_ascii_whitespace();
+        let verb = words.next().unwrap_or("").to_ascii_uppercase();
+        let (op, used) = match verb.as_str() {
+            "MSG" => {
+                let args: Vec<&str> = words.collect();
+                if !(3..=4).contains(&args.len()) {
+                    return Err(format!("bad MSG line: {line}"));
+                }
+                let n: usize = args[args.len() - 1]
+                    .parse()
+                    .map_err(|_| format!("bad MSG size: {line}"))?;
+                let body = eol + 2;
+                if rest.len() < body + n + 2 {
+                    return Ok(None);
+                }
+                let op = Op::Msg {
+                    subject: args[0].to_string(),
+                    payload: rest[body..body + n].to_vec(),
+                };
+                (op, body + n + 2)
+            }
+            "INFO" => (Op::Info, eol + 2),
+            "PING" => (Op::Ping, eol + 2),
+            "PONG" => (Op::Pong, eol + 2),
+            "+OK" => (Op::Ok, eol + 2),
+            "-ERR" => (Op::Err(line[4..].trim().to_string()), eol + 2),
+            _ => return Err(format!("unknown op: {line}")),
+        };
+        self.start += used;
+        if self.start == self.buf.len() {
+            self.buf.clear();
+            self.start = 0;
+        }
+        Ok(Some(op))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_client_ops() {
+        assert_eq!(sub("bench.f", 1), "SUB bench.f 1\r\n");
+        assert_eq!(publish("a", b"hello", false), b"PUB a 5\r\nhello\r\n");
+        assert_eq!(
+            publish("a.b", b"{}", true),
+            b"PUB a.b 2\r\n{}\r\nPING\r\n".to_vec()
+        );
+        assert!(CONNECT.starts_with("CONNECT {") && CONNECT.ends_with("}\r\n"));
+        let json = &CONNECT[8..CONNECT.len() - 2];
+        let v: serde_json::Value = serde_json::from_str(json).unwrap();
+        assert_eq!(v["verbose"], false);
+    }
+
+    #[test]
+    fn parses_ops_split_and_merged_across_frames() {
+        let mut p = Parser::default();
+        p.feed(b"INFO {\"server_id\":\"x\"}\r\nPI");
+        assert_eq!(p.next_op().unwrap(), Some(Op::Info));
+        assert_eq!(p.next_op().unwrap(), None);
+        p.feed(b"NG\r\nMSG a.b 1 5\r\nhel");
+        assert_eq!(p.next_op().unwrap(), Some(Op::Ping));
+        assert_eq!(p.next_op().unwrap(), None);
+        p.feed(b"lo\r\nMSG a.b 1 _INBOX.x 2\r\n\r\n\r\nPONG\r\n+OK\r\n");
+        assert_eq!(
+            p.next_op().unwrap(),
+            Some(Op::Msg {
+                subject: "a.b".into(),
+                payload: b"hello".to_vec()
+            })
+        );
+        // a payload may contain CRLF itself
+        assert_eq!(
+            p.next_op().unwrap(),
+            Some(Op::Msg {
+                subject: "a.b".into(),
+                payload: b"\r\n".to_vec()
+            })
+        );
+        assert_eq!(p.next_op().unwrap(), Some(Op::Pong));
+        assert_eq!(p.next_op().unwrap(), Some(Op::Ok));
+        assert_eq!(p.next_op().unwrap(), None);
+        p.feed(b"-ERR 'Slow Consumer'\r\n");
+        assert_eq!(
+            p.next_op().unwrap(),
+            Some(Op::Err("'Slow Consumer'".into()))
+        );
+        p.feed(b"BOGUS\r\n");
+        assert!(p.next_op().is_err());
+    }
+}
