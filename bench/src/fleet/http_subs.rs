@@ -49,6 +49,8 @@ pub async fn sse(
     let mut body = resp.into_body();
     Ok(async move {
         let mut line = Vec::new();
+        // Only `message` events are deliveries (not `hello`, `gap`, ...).
+        let mut in_message = false;
         while let Some(frame) = body.frame().await {
             let frame = frame?;
             let Some(data) = frame.data_ref() else {
@@ -56,7 +58,11 @@ pub async fn sse(
             };
             for &b in data.iter() {
                 if b == b'\n' {
-                    if line.starts_with(b"data:") {
+                    if line.starts_with(b"event:") {
+                        in_message = line == b"event: message";
+                    } else if line.is_empty() {
+                        in_message = false;
+                    } else if in_message && line.starts_with(b"data:") {
                         super::worker::delivered(find_stamp(&line));
                     }
                     line.clear();
