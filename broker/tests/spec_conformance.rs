@@ -2120,7 +2120,10 @@ async fn http_responses_match_openapi() {
     let first = sse.next(TIMEOUT).await.expect("opening block");
     assert!(matches!(first, Block::Opening), "{first:?}");
     let hello = sse.events(1).await;
-    assert_eq!(hello[0].0, "hello", "the hello block follows the opening one");
+    assert_eq!(
+        hello[0].0, "hello",
+        "the hello block follows the opening one"
+    );
     assert!(hello[0].1["client_id"].is_string());
     let events = sse.events(3).await;
     assert_eq!(
