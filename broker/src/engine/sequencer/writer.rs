@@ -1,22 +1,5 @@
-//! The sequencer: assigns seqs, appends to the log with group commit, and
-//! hands durable batches on — the publish hot path.
-//!
-//! A dedicated writer thread takes every command waiting when it wakes (up to
-//! a cap) as one batch, so one fsync covers many publishes:
-//!
-//! ```text
-//! publishers ──cmd──▶ writer: assign seq/ts → log.append → log.sync ──Committed──▶ output
-//! ```
-//!
-//! The output is either the built-in fan-out thread (single node: dispatch,
-//! then ack) or a channel the cluster engine reads (replicate first, then
-//! dispatch and ack). While the output fans a batch out, the writer is
-//! already syncing the next. One writer means one ordering per topic, and
-//! the log never holds a seq twice.
-//!
-//! Besides publishes the writer applies *replicated* messages (sequenced by
-//! another node): they must continue the topic exactly; duplicates are
-//! skipped and a jump reports a gap for the caller to fill first.
+//! The writer thread: takes every waiting command as one pass, assigns
+//! seqs, appends and syncs once, and hands the committed pass on.
 
 use std::{
     collections::HashMap,
@@ -24,270 +7,29 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    thread,
-    time::{Duration, Instant},
+    time::Instant,
 };
 
-use serde::{Deserialize, Serialize};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::{PublishError, PublishItem, Published};
+use super::{
+    Applied, ApplyReply, Command, Committed, Durability, Origin, PublishReply, Reply,
+    SequencerOptions, MAX_BATCH_ITEMS,
+};
 use crate::{
+    engine::{PublishError, PublishItem, Published},
     hub::{Hub, InFlight, Message, Topic, TopicHead},
     log::{LogEntry, LogError, MessageLog},
 };
 
-/// Most publishes sequenced as one batch.
-const MAX_BATCH_ITEMS: usize = 4096;
-/// Commands that may wait for the writer before publishers are slowed down.
-const QUEUE_DEPTH: usize = 8192;
-
-/// When a publish is acknowledged.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    /// After fsync: an acked message survives a crash of the process or the
-    /// machine.
-    #[default]
-    Always,
-    /// After the write reaches the storage engine's buffers; they are written
-    /// out every flush interval, so a crash can lose acknowledged messages
-    /// from that window.
-    Relaxed,
-}
-
-type PublishReply = oneshot::Sender<Result<Vec<Published>, PublishError>>;
-
-/// What applying replicated entries did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Applied {
-    /// Every entry is now in the log (new ones appended, known ones skipped).
-    Done,
-    /// Entry `index` does not continue its topic, whose head is `head`:
-    /// entries before it were applied; fill the gap and resubmit the rest.
-    Gap {
-        /// Position of the first entry not applied.
-        index: usize,
-        /// The topic.
-        topic: Topic,
-        /// Its current head seq here.
-        head: u64,
-    },
-}
-
-type ApplyReply = oneshot::Sender<Result<Applied, PublishError>>;
-
-enum Command {
-    Publish {
-        items: Vec<PublishItem>,
-        reply: PublishReply,
-    },
-    Apply {
-        entries: Vec<LogEntry>,
-        reply: ApplyReply,
-    },
-}
-
-enum Reply {
-    Publish(PublishReply, Result<Vec<Published>, PublishError>),
-    Apply(ApplyReply, Result<Applied, PublishError>),
-}
-
-/// Where a committed batch came from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
-    /// Sequenced here (publishes).
-    Local,
-    /// Sequenced elsewhere and applied here.
-    Replicated,
-}
-
-/// A durable batch on its way to fan-out. Dropping it without
-/// [`Committed::complete`] answers nobody, so every path must complete it.
-pub struct Committed {
-    /// Origin of the batch; a batch is never mixed.
-    pub origin: Origin,
-    /// Newly appended messages, per topic in seq order.
-    pub messages: Vec<Arc<Message>>,
-    /// Entries as logged (with idempotency keys), for replication.
-    pub entries: Vec<LogEntry>,
-    replies: Vec<Reply>,
-    ticket: Option<InFlight>,
-}
-
-impl Committed {
-    /// Dispatches the messages to local subscribers, then answers the
-    /// publishers (and appliers) of the batch.
-    pub fn complete(mut self, hub: &Hub) {
-        if !self.messages.is_empty() {
-            hub.dispatch(&self.messages);
-        }
-        self.ticket.take();
-        self.answer();
-    }
-
-    /// Answers waiting publishers with `error` now; the batch itself is
-    /// still durable and must still be [`Committed::complete`]d.
-    pub fn fail_publishers(&mut self, error: &PublishError) {
-        let mut kept = Vec::new();
-        for reply in self.replies.drain(..) {
-            match reply {
-                Reply::Publish(tx, _) => {
-                    let _ = tx.send(Err(error.clone()));
-                }
-                // Appliers learn the outcome when the batch completes.
-                other => kept.push(other),
-            }
-        }
-        self.replies = kept;
-    }
-
-    fn answer(&mut self) {
-        for reply in self.replies.drain(..) {
-            match reply {
-                Reply::Publish(tx, result) => {
-                    let _ = tx.send(result);
-                }
-                Reply::Apply(tx, result) => {
-                    let _ = tx.send(result);
-                }
-            }
-        }
-    }
-}
-
-/// Where committed batches go.
-pub enum Output {
-    /// A built-in fan-out thread completes them in order (single node).
-    Dispatch,
-    /// The receiver (the cluster engine) completes them.
-    Channel(mpsc::UnboundedSender<Committed>),
-}
-
-/// Handle to the sequencer threads.
-pub struct Sequencer {
-    tx: parking_lot::Mutex<Option<mpsc::Sender<Command>>>,
-    healthy: Arc<AtomicBool>,
-    threads: parking_lot::Mutex<Vec<thread::JoinHandle<()>>>,
-}
-
-/// Settings for [`Sequencer::start`].
-#[derive(Debug, Clone)]
-pub struct SequencerOptions {
-    /// When to ack.
-    pub durability: Durability,
-    /// How long an idempotency key is remembered.
-    pub idempotency_window: Duration,
-}
-
-const STOPPED: &str = "node is shutting down";
-
-impl Sequencer {
-    /// Starts the writer (and, for [`Output::Dispatch`], the fan-out
-    /// thread) over `log`, continuing from the heads loaded into `hub`.
-    pub fn start(
-        hub: Arc<Hub>,
-        log: Arc<dyn MessageLog>,
-        options: SequencerOptions,
-        output: Output,
-    ) -> std::io::Result<Self> {
-        let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
-        let healthy = Arc::new(AtomicBool::new(true));
-        let mut threads = Vec::new();
-        let sink = match output {
-            Output::Channel(sink) => sink,
-            Output::Dispatch => {
-                let (sink, mut batches) = mpsc::unbounded_channel::<Committed>();
-                let hub = hub.clone();
-                threads.push(thread::Builder::new().name("herald-fanout".into()).spawn(
-                    move || {
-                        while let Some(batch) = batches.blocking_recv() {
-                            batch.complete(&hub);
-                        }
-                    },
-                )?);
-                sink
-            }
-        };
-        let heads: HashMap<Topic, TopicHead> = hub.all_heads().into_iter().collect();
-        let writer = Writer {
-            hub,
-            log,
-            options,
-            heads,
-            healthy: healthy.clone(),
-        };
-        threads.insert(
-            0,
-            thread::Builder::new()
-                .name("herald-writer".into())
-                .spawn(move || writer.run(rx, sink))?,
-        );
-        Ok(Sequencer {
-            tx: parking_lot::Mutex::new(Some(tx)),
-            healthy,
-            threads: parking_lot::Mutex::new(threads),
-        })
-    }
-
-    async fn send(&self, command: Command) -> Result<(), PublishError> {
-        if !self.healthy.load(Ordering::Acquire) {
-            return Err(PublishError::Unavailable(
-                "storage failed; the node must be restarted".into(),
-            ));
-        }
-        let tx = self
-            .tx
-            .lock()
-            .clone()
-            .ok_or_else(|| PublishError::Unavailable(STOPPED.into()))?;
-        tx.send(command)
-            .await
-            .map_err(|_| PublishError::Unavailable(STOPPED.into()))
-    }
-
-    /// Sequences `items` as one atomic unit.
-    pub async fn publish(&self, items: Vec<PublishItem>) -> Result<Vec<Published>, PublishError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Publish { items, reply }).await?;
-        rx.await
-            .map_err(|_| PublishError::Unavailable(STOPPED.into()))?
-    }
-
-    /// Appends messages sequenced by another node (see [`Applied`]).
-    /// Resolves once they are durable and dispatched here.
-    pub async fn apply(&self, entries: Vec<LogEntry>) -> Result<Applied, PublishError> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Apply { entries, reply }).await?;
-        rx.await
-            .map_err(|_| PublishError::Unavailable(STOPPED.into()))?
-    }
-
-    /// Whether storage is still accepting writes.
-    pub fn is_healthy(&self) -> bool {
-        self.healthy.load(Ordering::Acquire)
-    }
-
-    /// Stops taking commands, completes queued ones, syncs and joins.
-    pub async fn shutdown(&self) {
-        self.tx.lock().take();
-        let threads: Vec<_> = std::mem::take(&mut *self.threads.lock());
-        let _ = tokio::task::spawn_blocking(move || {
-            for t in threads {
-                let _ = t.join();
-            }
-        })
-        .await;
-    }
-}
-
-struct Writer {
-    hub: Arc<Hub>,
-    log: Arc<dyn MessageLog>,
-    options: SequencerOptions,
+/// The writer thread's state: assigns seqs and commits passes.
+pub(super) struct Writer {
+    pub(super) hub: Arc<Hub>,
+    pub(super) log: Arc<dyn MessageLog>,
+    pub(super) options: SequencerOptions,
     /// Last appended seq/ts per topic (ahead of the hub's committed heads).
-    heads: HashMap<Topic, TopicHead>,
-    healthy: Arc<AtomicBool>,
+    pub(super) heads: HashMap<Topic, TopicHead>,
+    pub(super) healthy: Arc<AtomicBool>,
 }
 
 /// One writer pass over a set of commands of the same origin.
@@ -301,7 +43,11 @@ struct Pass {
 }
 
 impl Writer {
-    fn run(mut self, mut rx: mpsc::Receiver<Command>, sink: mpsc::UnboundedSender<Committed>) {
+    pub(super) fn run(
+        mut self,
+        mut rx: mpsc::Receiver<Command>,
+        sink: mpsc::UnboundedSender<Committed>,
+    ) {
         let mut publishes = Vec::new();
         let mut applies = Vec::new();
         while let Some(first) = rx.blocking_recv() {
