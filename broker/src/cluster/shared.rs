@@ -1,0 +1,107 @@
+//! State shared by the cluster engine's tasks, and its small helpers
+//! (subjects, term fencing, quorum size, connectivity).
+
+use std::{
+    collections::HashMap,
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use parking_lot::Mutex;
+use tokio::sync::mpsc;
+
+use super::{membership::Membership, owner::OwnerCommand, wire::Term};
+use crate::{
+    config::ClusterConfig,
+    engine::{PublishError, Sequencer},
+    hub::{presence::Presence, Hub, Topic},
+    log::{LogError, MessageLog},
+};
+
+pub(super) const META_TERM: &str = "term/";
+pub(super) const META_MAX_MEMBERS: &str = "cluster/max-members";
+
+/// State shared by the engine's tasks.
+pub(crate) struct Shared {
+    pub node: String,
+    pub incarnation: u64,
+    pub client: async_nats::Client,
+    pub settings: ClusterConfig,
+    /// How long idempotency keys are remembered.
+    pub idempotency_window: Duration,
+    pub hub: Arc<Hub>,
+    pub presence: Arc<Presence>,
+    pub log: Arc<dyn MessageLog>,
+    pub sequencer: Sequencer,
+    pub membership: Membership,
+    /// Connected to NATS right now.
+    pub connected: AtomicBool,
+    /// Caught up with the peers since the last (re)connection.
+    pub caught_up: AtomicBool,
+    /// Highest term known per topic (fencing); persisted in the log.
+    pub(super) terms: Mutex<HashMap<Topic, Term>>,
+    /// Largest cluster seen (persisted): sizes the replica quorum, so that
+    /// the lone survivor of a bigger cluster does not accept writes alone.
+    pub(super) max_members: AtomicUsize,
+    pub(super) owner_tx: mpsc::UnboundedSender<OwnerCommand>,
+}
+
+impl Shared {
+    /// `P.<rest>` for this cluster's prefix.
+    pub fn subject(&self, rest: &str) -> String {
+        format!("{}.{rest}", self.settings.subject_prefix)
+    }
+
+    /// `P.n.<node>.<kind>`.
+    pub fn node_subject(&self, node: &str, kind: &str) -> String {
+        self.subject(&format!("n.{node}.{kind}"))
+    }
+
+    /// The highest known term of `topic`.
+    pub fn term(&self, topic: &Topic) -> Term {
+        self.terms.lock().get(topic).cloned().unwrap_or_default()
+    }
+
+    /// Raises the known term of `topic` to `term` if higher (persisted,
+    /// durable at the next sync); returns whether it rose.
+    pub fn raise_term(&self, topic: &Topic, term: &Term) -> Result<bool, LogError> {
+        let mut terms = self.terms.lock();
+        if terms.get(topic).is_some_and(|t| t >= term) {
+            return Ok(false);
+        }
+        self.log.put_meta(
+            &format!("{META_TERM}{topic}"),
+            &serde_json::to_vec(term).expect("terms serialize"),
+        )?;
+        terms.insert(topic.clone(), term.clone());
+        Ok(true)
+    }
+
+    /// Replica acks an owner needs before acknowledging a publish.
+    pub fn required_acks(&self) -> usize {
+        self.settings
+            .min_replica_acks
+            .min(self.max_members.load(Ordering::Relaxed).saturating_sub(1))
+    }
+
+    /// Records the view's size in the persisted high-water mark.
+    pub fn note_members(&self, count: usize) {
+        if self.max_members.fetch_max(count, Ordering::Relaxed) < count {
+            let _ = self
+                .log
+                .put_meta(META_MAX_MEMBERS, count.to_string().as_bytes());
+        }
+    }
+
+    /// Whether publishes can be taken now.
+    pub fn check_connected(&self) -> Result<(), PublishError> {
+        if self.connected.load(Ordering::Acquire) {
+            Ok(())
+        } else {
+            Err(PublishError::Unavailable("not connected to NATS".into()))
+        }
+    }
+}
