@@ -1,0 +1,143 @@
+//! Replication from the owner: publishing sequenced entries to the peers,
+//! counting their acks, and appending quorum-confirmed parts in seq order.
+
+use std::sync::Arc;
+
+use tokio::sync::mpsc;
+
+use super::{fail, fill, Owner, OwnerError, Part, Slot};
+use crate::{
+    cluster::{
+        wire::{self, Ack, Replicate, Term, WireEntry},
+        Shared,
+    },
+    engine::{sequencer::Applied, PublishError},
+    hub::Topic,
+    log::LogEntry,
+};
+
+impl Owner {
+    /// Publishes newly sequenced entries on the replication subject, in
+    /// messages of at most ~512 KiB.
+    pub(super) async fn replicate(&mut self, outgoing: Vec<(Topic, LogEntry)>) {
+        if outgoing.is_empty() || self.shared.required_acks() == 0 && self.view.peer_count() == 0 {
+            return;
+        }
+        let subject = self.shared.subject(&format!("c.rep.{}", self.shared.node));
+        let mut batch: Vec<WireEntry> = Vec::new();
+        let mut terms: Vec<(String, Term)> = Vec::new();
+        let mut bytes = 0;
+        for (i, (topic, entry)) in outgoing.iter().enumerate() {
+            if !terms.iter().any(|(t, _)| t == topic.as_str()) {
+                if let Some(Slot::Owned(o)) = self.slots.get(topic) {
+                    terms.push((topic.as_str().to_string(), o.term.clone()));
+                }
+            }
+            bytes += entry.message.envelope().len() + 64;
+            batch.push(WireEntry::from_entry(entry));
+            if bytes > 512 * 1024 || i + 1 == outgoing.len() {
+                let message = Replicate {
+                    owner: self.shared.node.clone(),
+                    terms: std::mem::take(&mut terms),
+                    entries: std::mem::take(&mut batch),
+                };
+                if let Err(e) = self
+                    .shared
+                    .client
+                    .publish(subject.clone(), wire::encode(&message))
+                    .await
+                {
+                    tracing::warn!(error = %e, "replication publish failed");
+                }
+                bytes = 0;
+            }
+        }
+    }
+
+    pub(super) fn on_ack(&mut self, ack: Ack) {
+        for (topic, term) in &ack.rejected {
+            let Ok(topic) = Topic::parse(topic) else {
+                continue;
+            };
+            let _ = self.shared.raise_term(&topic, term);
+            if matches!(self.slots.get(&topic), Some(Slot::Owned(o)) if o.term < *term) {
+                self.drop_slot(&topic, "a newer owner took the topic over");
+            }
+        }
+        let progress = self.acks.entry(ack.node).or_default();
+        for (topic, seq) in ack.heads {
+            if let Ok(topic) = Topic::parse(&topic) {
+                let slot = progress.entry(topic).or_default();
+                *slot = (*slot).max(seq);
+            }
+        }
+    }
+
+    /// Hands every part that reached its quorum to the applier, in order.
+    pub(super) fn advance(&mut self) {
+        let required = self.shared.required_acks();
+        let mut ready = Vec::new();
+        for (topic, slot) in &mut self.slots {
+            let Slot::Owned(owned) = slot else { continue };
+            while let Some(part) = owned.pending.front() {
+                let confirmed = self
+                    .view
+                    .peers()
+                    .filter(|p| {
+                        self.acks
+                            .get(*p)
+                            .and_then(|a| a.get(topic))
+                            .is_some_and(|s| *s >= part.last_seq)
+                    })
+                    .count();
+                if confirmed < required {
+                    break;
+                }
+                let part = owned.pending.pop_front().expect("front exists");
+                for e in &part.entries {
+                    if let Some((key, _)) = &e.idempotency {
+                        owned.pending_keys.remove(key);
+                    }
+                }
+                ready.push(part);
+            }
+        }
+        if !ready.is_empty() {
+            let _ = self.applier.send(ready);
+        }
+    }
+}
+
+/// Appends quorum-confirmed parts to the local log in order, then answers.
+pub(super) async fn apply_parts(
+    shared: Arc<Shared>,
+    mut parts: mpsc::UnboundedReceiver<Vec<Part>>,
+) {
+    while let Some(mut batch) = parts.recv().await {
+        while let Ok(more) = parts.try_recv() {
+            batch.extend(more);
+        }
+        let entries: Vec<LogEntry> = batch
+            .iter()
+            .flat_map(|p| p.entries.iter().cloned())
+            .collect();
+        let outcome = shared.sequencer.apply(entries).await;
+        for part in batch {
+            for (request, index, published) in part.waiters {
+                match &outcome {
+                    Ok(Applied::Done) => fill(&request, index, published),
+                    Ok(Applied::Gap { topic, head, .. }) => {
+                        tracing::error!(%topic, head, "owner log does not continue its own sequence");
+                        fail(
+                            &request,
+                            OwnerError::Unavailable("internal sequencing error".into()),
+                        );
+                    }
+                    Err(PublishError::Unavailable(m)) => {
+                        fail(&request, OwnerError::Unavailable(m.clone()))
+                    }
+                }
+            }
+        }
+    }
+}
