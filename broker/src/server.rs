@@ -64,6 +64,8 @@ pub struct AppState {
     pub client_rates: KeyedRates,
     /// Becomes `true` when the node starts shutting down.
     pub shutdown: watch::Receiver<bool>,
+    /// Set on SIGTERM, `drain_delay` before `shutdown`: not ready any more.
+    pub draining: std::sync::atomic::AtomicBool,
     /// Process start.
     pub started: Instant,
     /// Who is subscribed where, cluster-wide.
@@ -84,6 +86,11 @@ impl AppState {
     /// Whether shutdown has begun.
     pub fn shutting_down(&self) -> bool {
         *self.shutdown.borrow()
+    }
+
+    /// Whether the node is leaving (drain delay or shutdown): not ready.
+    pub fn leaving(&self) -> bool {
+        self.draining.load(std::sync::atomic::Ordering::Acquire) || self.shutting_down()
     }
 }
 
@@ -230,6 +237,7 @@ pub async fn run(
         connection_limits,
         client_rates,
         shutdown: shutdown_rx,
+        draining: std::sync::atomic::AtomicBool::new(false),
         started: Instant::now(),
         presence,
         poll_sessions: Arc::new(PollSessions::default()),
@@ -254,6 +262,12 @@ pub async fn run(
             tracing::error!(?result, "HTTP server stopped unexpectedly");
         }
         _ = shutdown => {
+            state.draining.store(true, std::sync::atomic::Ordering::Release);
+            let delay = state.config.drain_delay;
+            if !delay.is_zero() {
+                tracing::info!(?delay, "draining: not ready; closing connections after the drain delay");
+                tokio::time::sleep(delay).await;
+            }
             tracing::info!("shutting down");
             let _ = shutdown_tx.send(true);
             handle.stop(true).await;

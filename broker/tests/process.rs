@@ -175,3 +175,51 @@ async fn sigterm_closes_websockets_with_1012_and_exits_zero() {
         .unwrap();
     assert!(exit.success(), "exit status {exit:?}");
 }
+
+#[tokio::test]
+async fn drain_delay_turns_readiness_off_before_closing_connections() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("herald.toml");
+    std::fs::write(&config, "drain_delay = \"1500ms\"\n").unwrap();
+    let mut node = Node::start(&["--config", config.to_str().unwrap()]);
+    let mut ws = node.ws().await;
+    ws.subscribe("d.x").await;
+    let (status, _) = get_json(&node, "/readyz").await;
+    assert_eq!(status, 200);
+    let pid = node.pid();
+    tokio::task::spawn_blocking(move || signal(pid, "TERM"))
+        .await
+        .unwrap();
+    let signalled = std::time::Instant::now();
+    // Not ready at once, while connections keep working.
+    let deadline = signalled + Duration::from_millis(800);
+    loop {
+        let (status, body) = get_json(&node, "/readyz").await;
+        if status == 503 {
+            assert_eq!(body["error"]["code"], "unavailable");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still ready while draining"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (status, _) = publish(&node, "d.x", &json!("during drain")).await;
+    assert_eq!(
+        status, 200,
+        "publishes are still taken during the drain delay"
+    );
+    assert_eq!(ws.recv().await["data"], "during drain");
+    // Then the WebSocket is told to reconnect elsewhere, after the delay.
+    assert_eq!(ws.closed().await, Some(1012));
+    assert!(
+        signalled.elapsed() >= Duration::from_millis(1400),
+        "closed after {:?}, before the drain delay",
+        signalled.elapsed()
+    );
+    let exit = tokio::task::spawn_blocking(move || node.sigterm_wait())
+        .await
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+}

@@ -68,6 +68,11 @@ pub struct Config {
     /// How long shutdown waits for connections to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// On SIGTERM, how long the node reports not ready (and keeps serving)
+    /// before it closes connections, so load balancers stop routing to it
+    /// first.
+    #[serde(with = "humantime_serde")]
+    pub drain_delay: Duration,
     /// Persistence.
     pub log: LogConfig,
     /// Limits.
@@ -102,6 +107,7 @@ impl Default for Config {
             enable_echo: false,
             log_filter: "info".into(),
             shutdown_timeout: Duration::from_secs(10),
+            drain_delay: Duration::ZERO,
             log: LogConfig::default(),
             limits: Limits::default(),
             transport: TransportConfig::default(),

@@ -138,7 +138,7 @@ impl Snapshot {
     /// Reads the node's current numbers.
     pub fn take(state: &AppState) -> Snapshot {
         let m: &Metrics = &state.metrics;
-        let readiness = if state.shutting_down() {
+        let readiness = if state.leaving() {
             Err("shutting down".to_string())
         } else {
             state.engine.readiness()

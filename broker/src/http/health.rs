@@ -13,7 +13,7 @@ pub async fn healthz() -> HttpResponse {
 /// 200 when publishes can be accepted; 503 `unavailable` with the reason
 /// otherwise (storage failed, shutting down, cluster not connected).
 pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    if state.shutting_down() {
+    if state.leaving() {
         return Err(ApiError::new(ErrorCode::Unavailable, "shutting down"));
     }
     state
@@ -26,7 +26,7 @@ pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError
 /// Prometheus text exposition.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let cluster = state.engine.cluster_status();
-    let ready = if !state.shutting_down() && state.engine.readiness().is_ok() {
+    let ready = if !state.leaving() && state.engine.readiness().is_ok() {
         1.0
     } else {
         0.0
