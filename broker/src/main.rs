@@ -26,6 +26,8 @@ enum Command {
     Sub(cli::SubArgs),
     /// Print a topic's retained messages.
     History(cli::HistoryArgs),
+    /// List the clients subscribed to a topic, on every node.
+    Presence(cli::PresenceArgs),
 }
 
 fn main() {
@@ -35,6 +37,7 @@ fn main() {
         Command::Pub(args) => cli::block_on(cli::publish::run(args)),
         Command::Sub(args) => cli::block_on(cli::subscribe::run(args)),
         Command::History(args) => cli::block_on(cli::history::run(args)),
+        Command::Presence(args) => cli::block_on(cli::presence::run(args)),
     };
     if let Err(e) = result {
         eprintln!("herald: error: {e:#}");

@@ -263,13 +263,43 @@ fn sub_since_replays_then_exits_after_count() {
 }
 
 #[test]
+fn presence_lists_subscribers_of_every_transport() {
+    let node = Node::start(&[]);
+    // One `herald sub` per transport, left running on the same topic.
+    let subs: Vec<Sub> = ["ws", "sse", "poll"]
+        .iter()
+        .map(|t| Sub::start(&node, &["clip.t", "--transport", t]))
+        .collect();
+    let out = stdout(&herald(&node, &["presence", "clip.t", "--json"]));
+    let clients = json_lines(&out);
+    let mut transports: Vec<&str> = clients
+        .iter()
+        .map(|c| c["transport"].as_str().unwrap())
+        .collect();
+    transports.sort();
+    assert_eq!(transports, ["poll", "sse", "ws"], "{out}");
+    assert!(clients.iter().all(|c| c["client_id"].is_string()));
+    // Human-readable: one tab-separated line per client.
+    let out = stdout(&herald(&node, &["presence", "clip.t"]));
+    assert_eq!(out.lines().count(), 3, "{out}");
+    assert!(out.lines().all(|l| l.split('\t').count() == 4), "{out}");
+    // A topic nobody is on.
+    assert_eq!(stdout(&herald(&node, &["presence", "clip.none"])), "");
+    for mut sub in subs {
+        let _ = sub.child.kill();
+        let _ = sub.child.wait();
+    }
+}
+
+#[test]
 fn errors_print_the_server_code_and_exit_non_zero() {
     let node = Node::start(&[]);
-    let cases: [&[&str]; 4] = [
+    let cases: [&[&str]; 5] = [
         &["pub", "bad..topic", "1"],
         &["pub", "orders.*", "1"],
         &["history", "orders.>"],
         &["sub", "a..b"],
+        &["presence", "orders.>"],
     ];
     for args in cases {
         let out = herald(&node, args);

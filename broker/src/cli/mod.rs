@@ -1,7 +1,8 @@
-//! Client commands of the `herald` binary (`pub`, `sub`, `history`), built
-//! on the `herald-client` crate.
+//! Client commands of the `herald` binary (`pub`, `sub`, `history`,
+//! `presence`), built on the `herald-client` crate.
 
 pub mod history;
+pub mod presence;
 pub mod publish;
 pub mod subscribe;
 
@@ -10,7 +11,9 @@ use std::{future::Future, time::Duration};
 use clap::Args;
 use herald_client::{Client, Event, Message};
 
-pub use self::{history::HistoryArgs, publish::PubArgs, subscribe::SubArgs};
+pub use self::{
+    history::HistoryArgs, presence::PresenceArgs, publish::PubArgs, subscribe::SubArgs,
+};
 
 /// Flags shared by every client command.
 #[derive(Debug, Clone, Args)]

@@ -15,7 +15,7 @@ use tokio::sync::broadcast;
 use crate::{
     error::is_fatal_code,
     subscription::{self, Subscription},
-    ConnectionEvent, Error, History, Published, Start, Transport,
+    ConnectionEvent, Error, History, Presence, Published, Start, Transport,
 };
 
 /// Builds a [`Client`]. Obtain one with [`Client::builder`].
@@ -383,6 +383,15 @@ impl Client {
             url.query_pairs_mut()
                 .append_pair("since", &since.to_string())
                 .append_pair("limit", &limit.to_string());
+            client.inner.authorize(client.inner.http.get(url))
+        })
+        .await
+    }
+
+    /// Who is subscribed to `topic`, on every node of the cluster.
+    pub async fn presence(&self, topic: &str) -> Result<Presence, Error> {
+        self.retrying(|client, base| {
+            let url = endpoint(base, &["v1", "topics", topic, "presence"]);
             client.inner.authorize(client.inner.http.get(url))
         })
         .await

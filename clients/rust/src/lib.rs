@@ -13,7 +13,9 @@ mod ws;
 pub use client::{Client, ClientBuilder};
 pub use error::Error;
 pub use subscription::{Stats, Subscription};
-pub use types::{ConnectionEvent, Event, History, Message, Published, Start, Transport};
+pub use types::{
+    ConnectionEvent, Event, History, Message, Presence, PresentClient, Published, Start, Transport,
+};
 
 /// Re-exported so that users need no direct dependency to name payloads.
 pub use serde_json;

@@ -18,12 +18,18 @@ struct Answer {
     cursor: String,
     #[serde(default)]
     gaps: Vec<GapData>,
+    /// The poll session (presence) to name in the next request.
+    #[serde(default)]
+    client_id: Option<String>,
 }
 
 impl Runner {
     pub(crate) async fn poll(&mut self, base: &Url, ready: &mut Ready) -> Outcome {
         let inner = self.inner.clone();
         let mut established = false;
+        // Sent back so the node keeps one presence entry for this loop
+        // rather than one per request.
+        let mut client_id: Option<String> = None;
         loop {
             let wait = if established {
                 inner.poll_timeout
@@ -38,6 +44,9 @@ impl Runner {
                     query.append_pair("cursor", &cursor);
                 }
                 query.append_pair("timeout_ms", &wait.as_millis().to_string());
+                if let Some(id) = &client_id {
+                    query.append_pair("client_id", id);
+                }
             }
             let req = inner
                 .authorize(inner.http.get(url))
@@ -69,6 +78,9 @@ impl Runner {
                 Ok(a) => a,
                 Err(e) => return end(format!("unexpected poll answer: {}", describe(&e))),
             };
+            if answer.client_id.is_some() {
+                client_id = answer.client_id.clone();
+            }
             for g in answer.gaps {
                 if !self.gap(g.topic, g.from, g.to).await {
                     return Outcome::Closed;

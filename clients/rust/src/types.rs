@@ -85,6 +85,28 @@ pub struct History {
     pub last_seq: u64,
 }
 
+/// Who is subscribed to a topic (`GET /v1/topics/{topic}/presence`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct Presence {
+    /// The topic asked about.
+    pub topic: String,
+    /// Every client, on any node, subscribed to a pattern matching it.
+    pub clients: Vec<PresentClient>,
+}
+
+/// One client in a presence list.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct PresentClient {
+    /// Unique per connection (per long-poll session).
+    pub client_id: String,
+    /// The authenticated subject, if any.
+    pub sub: Option<String>,
+    /// `ws`, `sse` or `poll`.
+    pub transport: String,
+    /// The node the client is connected to.
+    pub node: String,
+}
+
 /// Where a new subscription starts.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Start {

@@ -214,6 +214,8 @@ export interface PollAnswer {
   messages: HeraldMessage<unknown>[];
   cursor: string;
   gaps?: GapInfo[];
+  /** The poll session (presence) to name in the next request. */
+  client_id?: string;
 }
 
 /**
@@ -224,6 +226,8 @@ export class PollPipe implements StreamPipe {
   private abort: AbortController | null = null;
   private done = false;
   private cursor: string;
+  /** Sent back so the node keeps one presence entry for this loop, not one per request. */
+  private clientId: string | undefined;
 
   constructor(
     private readonly fetchImpl: FetchLike,
@@ -265,7 +269,9 @@ export class PollPipe implements StreamPipe {
     let status: number;
     let text: string;
     try {
-      const res = await this.fetchImpl(this.urlFor(this.cursor, waitMs), { signal: abort.signal });
+      let url = this.urlFor(this.cursor, waitMs);
+      if (this.clientId !== undefined) url += `${url.includes('?') ? '&' : '?'}client_id=${encodeURIComponent(this.clientId)}`;
+      const res = await this.fetchImpl(url, { signal: abort.signal });
       status = res.status;
       text = await res.text();
     } catch (e) {
@@ -282,6 +288,7 @@ export class PollPipe implements StreamPipe {
       throw new HeraldError('connect_failed', `unexpected poll answer: ${text.slice(0, 200)}`);
     }
     this.cursor = answer.cursor;
+    if (typeof answer.client_id === 'string') this.clientId = answer.client_id;
     // Gaps of a topic come before that topic's later messages.
     const gaps = (answer.gaps ?? []).filter(isGap).slice().sort((a, b) => a.from - b.from);
     for (const m of answer.messages) {

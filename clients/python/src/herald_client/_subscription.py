@@ -562,6 +562,9 @@ class Subscription(Generic[T]):
         client = self._client
         established = False
         deadline: float | None = None
+        # Sent back so the node keeps one presence entry for this loop
+        # rather than one per request.
+        client_id: str | None = None
         loop = asyncio.get_running_loop()
         while True:
             wait = 0.0
@@ -577,6 +580,8 @@ class Subscription(Generic[T]):
             if cursor is not None:
                 params.append(("cursor", cursor))
             params.append(("timeout_ms", str(int(wait * 1000))))
+            if client_id is not None:
+                params.append(("client_id", client_id))
             timeout = httpx.Timeout(
                 client.connect_timeout, read=wait + client.connect_timeout + 5.0
             )
@@ -600,6 +605,8 @@ class Subscription(Generic[T]):
                 messages = body["messages"]
                 gaps = body.get("gaps") or []
                 next_cursor = str(body["cursor"])
+                if isinstance(body.get("client_id"), str):
+                    client_id = body["client_id"]
             except (ValueError, KeyError, TypeError) as exc:
                 if not established:
                     raise TransportDown(f"poll: bad answer: {exc}") from exc
