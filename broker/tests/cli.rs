@@ -270,8 +270,16 @@ fn presence_lists_subscribers_of_every_transport() {
         .iter()
         .map(|t| Sub::start(&node, &["clip.t", "--transport", t]))
         .collect();
-    let out = stdout(&herald(&node, &["presence", "clip.t", "--json"]));
-    let clients = json_lines(&out);
+    // A long-poll client is present from its first waiting poll.
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    let (out, clients) = loop {
+        let out = stdout(&herald(&node, &["presence", "clip.t", "--json"]));
+        let clients = json_lines(&out);
+        if clients.len() >= 3 || std::time::Instant::now() > deadline {
+            break (out, clients);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     let mut transports: Vec<&str> = clients
         .iter()
         .map(|c| c["transport"].as_str().unwrap())

@@ -38,15 +38,25 @@ pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     for pattern in &query.patterns {
         subscriber.subscribe(pattern.clone(), Resume::Live)?;
     }
-    let lease = state.poll_sessions.begin(
-        query.client_id.as_deref(),
-        &state.presence,
-        identity.sub.clone(),
-    );
-    let feed = {
+    // A `timeout_ms=0` poll that names no session and asks for no events
+    // is a peek (clients use one to learn a starting cursor): it does not
+    // make anyone present. It still gets an id to name next time.
+    let peek = wait.is_zero() && query.client_id.is_none() && !query.presence;
+    let lease = (!peek).then(|| {
+        state.poll_sessions.begin(
+            query.client_id.as_deref(),
+            &state.presence,
+            identity.sub.clone(),
+        )
+    });
+    let feed = lease.as_ref().and_then(|lease| {
         let mut client = lease.client.lock();
         client.sync(&query.patterns, query.presence);
         client.listening().then(|| client.feed().clone())
+    });
+    let client_id = match &lease {
+        Some(lease) => lease.client_id().to_string(),
+        None => state.presence.new_client_id(),
     };
     let deadline = tokio::time::Instant::now() + wait;
     let mut shutdown = state.shutdown.clone();
@@ -101,7 +111,7 @@ pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     }
     body.put_slice(b",\"client_id\":");
     body.put_slice(
-        serde_json::to_string(lease.client_id())
+        serde_json::to_string(&client_id)
             .expect("strings serialize")
             .as_bytes(),
     );

@@ -15,13 +15,16 @@ import {
   type SubscribeOptions,
 } from './subscription.js';
 import { EventSourcePipe, FetchSsePipe, PollPipe, type PollAnswer, type StreamPipe } from './transports/stream.js';
-import type {
-  CloseInfo,
-  EventSourceConstructor,
-  FetchLike,
-  PipeHandlers,
-  TransportName,
-  WebSocketConstructor,
+import {
+  isPresenceEvent,
+  type CloseInfo,
+  type EventSourceConstructor,
+  type FetchLike,
+  type PipeHandlers,
+  type PresenceEvent,
+  type PresentClient,
+  type TransportName,
+  type WebSocketConstructor,
 } from './transports/types.js';
 import { WsPipe } from './transports/ws.js';
 import { newIdempotencyKey, normalizeBaseUrl, publishEndpoint, streamEndpoint, wsEndpoint } from './urls.js';
@@ -69,6 +72,11 @@ export interface HeraldClientOptions {
   EventSource?: unknown;
   /** fetch implementation (default: the global one). */
   fetch?: unknown;
+  /**
+   * Ask for join/leave events of every subscribed pattern, emitted as
+   * `join` / `leave` (best effort, not resumable). Default false.
+   */
+  presence?: boolean;
 }
 
 /** A publish acknowledgement: the message is durable and has this seq. */
@@ -115,6 +123,10 @@ export interface HeraldClientEvents {
   reconnecting: (event: ReconnectingEvent) => void;
   error: (error: Error) => void;
   gap: (event: GapEvent) => void;
+  /** A client subscribed to one of this client's patterns (option `presence`). */
+  join: (event: PresenceEvent) => void;
+  /** A client unsubscribed or disconnected (option `presence`). */
+  leave: (event: PresenceEvent) => void;
 }
 
 /** Connection state of a {@link HeraldClient}. */
@@ -230,6 +242,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
       sseIdleTimeoutMs: num(options.sseIdleTimeoutMs, DEFAULTS.sseIdleTimeoutMs),
       bufferWhileOffline: options.bufferWhileOffline ?? true,
     };
+    this.presenceEvents = options.presence ?? false;
     if (typeof options.token === 'function') this.tokenProvider = options.token;
     else if (options.token !== undefined) this.tokenValue = String(options.token);
     const g = globalThis as { WebSocket?: unknown; EventSource?: unknown; fetch?: unknown };
@@ -741,6 +754,41 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     this.schedulePump();
   }
 
+  /** @internal Whether subscriptions ask for join/leave events. */
+  readonly presenceEvents: boolean;
+
+  /** @internal */
+  emitPresence(event: PresenceEvent): void {
+    this.emit(event.type, event);
+  }
+
+  /**
+   * Who is subscribed to `topic`, on every node of the cluster
+   * (`GET /v1/topics/{topic}/presence`), asked of the current node.
+   */
+  async presence(topic: string): Promise<PresentClient[]> {
+    const f = this.fetchImpl;
+    if (!f) throw new HeraldError('transport_unavailable', 'no fetch implementation (pass options.fetch)');
+    const url = `${this.urls[this.urlIndex]!}/v1/topics/${encodeURIComponent(topic)}/presence`;
+    let res: Awaited<ReturnType<FetchLike>>;
+    try {
+      res = await f(url, { headers: this.authHeaders() });
+    } catch (e) {
+      throw new HeraldError('connect_failed', `${url}: ${String(e)}`, { cause: e });
+    }
+    const text = await res.text();
+    let body: { clients?: PresentClient[]; error?: { code?: string; message?: string } } | undefined;
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = undefined;
+    }
+    if (res.status !== 200 || !body || !Array.isArray(body.clients)) {
+      throw new HeraldError(String(body?.error?.code ?? 'bad_response'), String(body?.error?.message ?? text.slice(0, 200)), { status: res.status });
+    }
+    return body.clients;
+  }
+
   /** @internal */
   authHeaders(): Record<string, string> {
     return this.tokenValue ? { authorization: `Bearer ${this.tokenValue}` } : {};
@@ -1061,7 +1109,7 @@ class WsSession implements Session {
         for (const s of st.waiters) this.client.failSubscription(s, error);
       }
     });
-    this.pipe.send({ op: 'subscribe', id, topic: pattern, ...extra });
+    this.pipe.send({ op: 'subscribe', id, topic: pattern, ...extra, ...(this.client.presenceEvents ? { presence: true } : {}) });
   }
 
   /** Switches the connection to a new token. */
@@ -1116,6 +1164,10 @@ class WsSession implements Session {
         if (typeof frame.topic === 'string' && typeof frame.from === 'number' && typeof frame.to === 'number') {
           this.client.deliverGap({ topic: frame.topic, from: frame.from, to: frame.to });
         }
+        return;
+      case 'join':
+      case 'leave':
+        if (isPresenceEvent(frame)) this.client.emitPresence(frame);
         return;
       default: {
         const id = frame.id === undefined || frame.id === null ? undefined : String(frame.id);
@@ -1280,6 +1332,9 @@ class StreamSession implements Session {
       gap: (g) => {
         if (this.pipe === pipe && !this.closed) this.client.deliverGap(g);
       },
+      presence: (p) => {
+        if (this.pipe === pipe && !this.closed) this.client.emitPresence(p);
+      },
       closed: (info) => {
         if (this.pipe !== pipe || this.closed) return;
         this.pipe = null;
@@ -1289,13 +1344,13 @@ class StreamSession implements Session {
     };
     let pipe: StreamPipe;
     if (this.kind === 'sse') {
-      const url = streamEndpoint(this.url, 'sse', patterns, { cursor: cursorText, token: this.client.token });
+      const url = streamEndpoint(this.url, 'sse', patterns, { cursor: cursorText, token: this.client.token, presence: this.client.presenceEvents });
       const ES = this.client.EventSourceImpl;
       pipe = ES ? new EventSourcePipe(ES, url, handlers) : new FetchSsePipe(this.requireFetch(), url, handlers, o.sseIdleTimeoutMs);
     } else {
       pipe = new PollPipe(
         this.requireFetch(),
-        (c, t) => streamEndpoint(this.url, 'poll', patterns, { cursor: c, timeoutMs: t, token: this.client.token }),
+        (c, t) => streamEndpoint(this.url, 'poll', patterns, { cursor: c, timeoutMs: t, token: this.client.token, presence: this.client.presenceEvents }),
         cursorText,
         handlers,
         o.pollTimeoutMs,

@@ -18,7 +18,7 @@ export {
   type MessageHandler,
   type SubscribeOptions,
 } from './subscription.js';
-export type { TransportName, WebSocketConstructor, EventSourceConstructor } from './transports/types.js';
+export type { TransportName, WebSocketConstructor, EventSourceConstructor, PresenceEvent, PresentClient } from './transports/types.js';
 export { parseCursor, encodeCursor, combineCursors, type CursorValue } from './cursor.js';
 export { matchPattern, patternError, topicError, isConcrete, patternsOverlap } from './pattern.js';
 export { backoffDelay } from './backoff.js';

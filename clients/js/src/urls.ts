@@ -22,9 +22,10 @@ export function streamEndpoint(
   base: string,
   kind: 'sse' | 'poll',
   patterns: readonly string[],
-  extra: { cursor?: string; timeoutMs?: number; token?: string },
+  extra: { cursor?: string; timeoutMs?: number; token?: string; presence?: boolean },
 ): string {
   const params: [string, string][] = patterns.map((p) => ['topic', p]);
+  if (extra.presence) params.push(['presence', 'true']);
   if (extra.cursor !== undefined) params.push(['cursor', extra.cursor]);
   if (extra.timeoutMs !== undefined) params.push(['timeout_ms', String(Math.max(0, Math.floor(extra.timeoutMs)))]);
   if (extra.token) params.push(['token', extra.token]);

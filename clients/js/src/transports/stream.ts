@@ -4,7 +4,7 @@
 import { HeraldError } from '../errors.js';
 import type { GapInfo, HeraldMessage } from '../subscription.js';
 import { SseParser } from './sse-parser.js';
-import type { EventSourceConstructor, EventSourceLike, FetchLike, PipeHandlers } from './types.js';
+import { isPresenceEvent, type EventSourceConstructor, type EventSourceLike, type FetchLike, type PipeHandlers } from './types.js';
 
 /** A stream that delivers messages until closed. */
 export interface StreamPipe {
@@ -93,6 +93,13 @@ export class EventSourcePipe implements StreamPipe {
         const g = parseJson(String(ev.data));
         if (isGap(g)) this.handlers.gap(g);
       });
+      for (const kind of ['join', 'leave']) {
+        es.addEventListener(kind, (ev) => {
+          if (this.done) return;
+          const p = parseJson(String(ev.data));
+          if (isPresenceEvent(p)) this.handlers.presence(p);
+        });
+      }
     });
   }
 
@@ -171,6 +178,9 @@ export class FetchSsePipe implements StreamPipe {
       } else if (ev.event === 'gap') {
         const g = parseJson(ev.data);
         if (isGap(g)) this.handlers.gap(g);
+      } else if (ev.event === 'join' || ev.event === 'leave') {
+        const p = parseJson(ev.data);
+        if (isPresenceEvent(p)) this.handlers.presence(p);
       }
     });
     try {
@@ -216,6 +226,8 @@ export interface PollAnswer {
   gaps?: GapInfo[];
   /** The poll session (presence) to name in the next request. */
   client_id?: string;
+  /** Join/leave events, when asked for. */
+  presence?: unknown[];
 }
 
 /**
@@ -304,6 +316,7 @@ export class PollPipe implements StreamPipe {
       this.handlers.message(m);
     }
     for (const g of gaps) if (!this.done) this.handlers.gap(g);
+    for (const p of answer.presence ?? []) if (!this.done && isPresenceEvent(p)) this.handlers.presence(p);
   }
 
   close(): void {

@@ -11,10 +11,38 @@ export interface CloseInfo {
   error?: unknown;
 }
 
+/** A client joining or leaving a subscribed pattern (presence events). */
+export interface PresenceEvent {
+  type: 'join' | 'leave';
+  /** The pattern the client subscribed or unsubscribed. */
+  topic: string;
+  client: PresentClient;
+}
+
+/** One client as presence shows it. */
+export interface PresentClient {
+  client_id: string;
+  sub: string | null;
+  transport: TransportName;
+  node: string;
+}
+
+/** Whether a parsed JSON value is a presence event. */
+export function isPresenceEvent(v: unknown): v is PresenceEvent {
+  const e = v as PresenceEvent | null;
+  return (
+    typeof e === 'object' && e !== null && (e.type === 'join' || e.type === 'leave') &&
+    typeof e.topic === 'string' && typeof e.client === 'object' && e.client !== null &&
+    typeof e.client.client_id === 'string'
+  );
+}
+
 /** Callbacks of a pipe; none is called after the pipe's own `close()`. */
 export interface PipeHandlers {
   message(message: HeraldMessage<unknown>): void;
   gap(gap: GapInfo): void;
+  /** A join/leave event (only when the client asked for them). */
+  presence(event: PresenceEvent): void;
   /** Called at most once, only after the pipe was open. */
   closed(info: CloseInfo): void;
 }

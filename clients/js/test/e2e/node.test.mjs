@@ -350,3 +350,47 @@ test('a second live subscription to the same pattern, mid-stream: contiguous fro
     await herald.kill();
   }
 });
+
+test('presence: join/leave events on every transport and the presence list', { timeout: 60_000 }, async () => {
+  const herald = await startHerald();
+  try {
+    const topic = 'pres.room';
+    // A listener per transport, each asking for join/leave events.
+    const listeners = {};
+    for (const transport of ['ws', 'sse', 'poll']) {
+      const { client } = makeClient(herald.url, { transports: [transport], presence: true, pollTimeoutMs: 1_000 });
+      const events = [];
+      client.on('join', (e) => events.push(e));
+      client.on('leave', (e) => events.push(e));
+      const { sub } = collect(client, topic);
+      await sub.ready;
+      listeners[transport] = { client, events };
+    }
+    // A visitor joins and leaves; every listener hears both.
+    const { client: visitor } = makeClient(herald.url, { transports: ['ws'] });
+    const { sub } = collect(visitor, topic);
+    await sub.ready;
+    const list = await visitor.presence(topic);
+    assert.deepEqual(list.map((c) => c.transport).sort(), ['poll', 'sse', 'ws', 'ws']);
+    const visitorIds = new Set(list.map((c) => c.client_id));
+    for (const [transport, { events }] of Object.entries(listeners)) {
+      await waitFor(() => events.some((e) => e.type === 'join' && e.client.transport === 'ws' && e.topic === topic), {
+        timeoutMs: 10_000,
+        describe: async () => `${transport}: ${JSON.stringify(events)}`,
+      });
+    }
+    visitor.close();
+    for (const [transport, { events }] of Object.entries(listeners)) {
+      await waitFor(() => events.some((e) => e.type === 'leave' && visitorIds.has(e.client.client_id)), {
+        timeoutMs: 10_000,
+        describe: async () => `${transport}: ${JSON.stringify(events)}`,
+      });
+    }
+    const after = await listeners.ws.client.presence(topic);
+    assert.equal(after.length, 3, JSON.stringify(after));
+    // A refused read has the server's error code.
+    await assert.rejects(listeners.ws.client.presence('bad..topic'), (e) => e.code === 'invalid_topic');
+  } finally {
+    await herald.kill();
+  }
+});
