@@ -159,8 +159,9 @@ pub async fn publish_one(
         json::string_value(text)
     };
     check_payload(&state, &topic, &data)?;
-    let span = trace::publish_span("http", topic.as_str(), traceparent_header(&req).as_deref());
-    let traceparent = trace::carried_traceparent(&span, traceparent_header(&req));
+    let incoming = traceparent_header(&req);
+    let span = trace::publish_span("http", topic.as_str(), incoming.as_deref());
+    let traceparent = trace::carried_traceparent(&span, incoming);
     let published = publish(
         &state,
         vec![PublishItem {

@@ -104,7 +104,7 @@ pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         body.put_slice(format!(",\"gaps\":[{}]", gaps.join(",")).as_bytes());
     }
     if let Some(feed) = &feed {
-        let events: Vec<_> = feed.drain();
+        let events: Vec<_> = feed.drain().into_iter().map(|e| e.json).collect();
         body.put_slice(b",\"presence\":[");
         body.put_slice(events.join(",").as_bytes());
         body.put_u8(b']');

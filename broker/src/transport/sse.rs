@@ -173,8 +173,7 @@ impl SseStream {
                     // last message cursor for its reconnect.
                     let mut out = BytesMut::new();
                     for event in feed.drain() {
-                        let kind = if event.starts_with(r#"{"type":"join""#) { "join" } else { "leave" };
-                        out.put_slice(format!("event: {kind}\ndata: {event}\n\n").as_bytes());
+                        out.put_slice(format!("event: {}\ndata: {}\n\n", event.kind, event.json).as_bytes());
                     }
                     if !out.is_empty() {
                         return Some(out.freeze());

@@ -14,16 +14,33 @@ use tokio::sync::Notify;
 /// Presence events a listener may have queued before the oldest is dropped.
 pub const FEED_CAPACITY: usize = 1024;
 
+/// One `join` / `leave` event, encoded once and shared by every listener.
+#[derive(Debug, Clone)]
+pub struct PresenceFrame {
+    /// `join` or `leave` (the SSE event name).
+    pub kind: &'static str,
+    /// `{"type":..,"topic":..,"client":{..}}`.
+    pub json: Arc<str>,
+}
+
+impl std::ops::Deref for PresenceFrame {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.json
+    }
+}
+
 /// A listener's queue of encoded `join` / `leave` events.
 #[derive(Default)]
 pub struct PresenceFeed {
-    queue: Mutex<VecDeque<Arc<str>>>,
+    queue: Mutex<VecDeque<PresenceFrame>>,
     notify: Notify,
     dropped: AtomicU64,
 }
 
 impl PresenceFeed {
-    pub(super) fn push(&self, event: Arc<str>) {
+    pub(super) fn push(&self, event: PresenceFrame) {
         let mut queue = self.queue.lock();
         if queue.len() >= FEED_CAPACITY {
             queue.pop_front();
@@ -34,8 +51,8 @@ impl PresenceFeed {
         self.notify.notify_one();
     }
 
-    /// Takes every queued event (JSON objects with `type` `join`/`leave`).
-    pub fn drain(&self) -> Vec<Arc<str>> {
+    /// Takes every queued event.
+    pub fn drain(&self) -> Vec<PresenceFrame> {
         self.queue.lock().drain(..).collect()
     }
 
@@ -62,7 +79,10 @@ mod tests {
     fn feed_is_bounded() {
         let feed = PresenceFeed::default();
         for i in 0..FEED_CAPACITY + 10 {
-            feed.push(i.to_string().into());
+            feed.push(PresenceFrame {
+                kind: "join",
+                json: i.to_string().into(),
+            });
         }
         let all = feed.drain();
         assert_eq!(all.len(), FEED_CAPACITY);

@@ -27,7 +27,7 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-pub use self::feed::{PresenceFeed, FEED_CAPACITY};
+pub use self::feed::{PresenceFeed, PresenceFrame, FEED_CAPACITY};
 
 use super::topic::{Pattern, Topic};
 
@@ -148,18 +148,40 @@ impl Presence {
         }
     }
 
-    /// A local client subscribed to `pattern`.
-    pub fn join(&self, pattern: &Pattern, client: &ClientInfo) {
-        let key = (client.client_id.clone(), pattern.as_str().to_string());
+    /// Records `client` (of any node) on `topic`; announces a new entry.
+    fn add(&self, topic: &str, client: &ClientInfo) -> bool {
+        let key = (client.client_id.clone(), topic.to_string());
         let new = self
             .entries
             .write()
-            .entry(self.node.clone())
+            .entry(client.node.clone())
             .or_default()
             .insert(key, client.clone())
             .is_none();
         if new {
-            self.notify("join", pattern.as_str(), client);
+            self.notify("join", topic, client);
+        }
+        new
+    }
+
+    /// Forgets `client` on `topic`; announces the removal.
+    fn remove(&self, topic: &str, client: &ClientInfo) -> bool {
+        let key = (client.client_id.clone(), topic.to_string());
+        let removed = self
+            .entries
+            .write()
+            .get_mut(&client.node)
+            .and_then(|m| m.remove(&key))
+            .is_some();
+        if removed {
+            self.notify("leave", topic, client);
+        }
+        removed
+    }
+
+    /// A local client subscribed to `pattern`.
+    pub fn join(&self, pattern: &Pattern, client: &ClientInfo) {
+        if self.add(pattern.as_str(), client) {
             self.broadcast(Delta::Join {
                 topic: pattern.as_str().to_string(),
                 client: client.clone(),
@@ -169,15 +191,7 @@ impl Presence {
 
     /// A local client left `pattern` (or disconnected).
     pub fn leave(&self, pattern: &Pattern, client: &ClientInfo) {
-        let key = (client.client_id.clone(), pattern.as_str().to_string());
-        let removed = self
-            .entries
-            .write()
-            .get_mut(&self.node)
-            .and_then(|m| m.remove(&key))
-            .is_some();
-        if removed {
-            self.notify("leave", pattern.as_str(), client);
+        if self.remove(pattern.as_str(), client) {
             self.broadcast(Delta::Leave {
                 topic: pattern.as_str().to_string(),
                 client: client.clone(),
@@ -207,29 +221,10 @@ impl Presence {
     pub fn apply(&self, delta: Delta) {
         match delta {
             Delta::Join { topic, client } if client.node != self.node => {
-                let key = (client.client_id.clone(), topic.clone());
-                let new = self
-                    .entries
-                    .write()
-                    .entry(client.node.clone())
-                    .or_default()
-                    .insert(key, client.clone())
-                    .is_none();
-                if new {
-                    self.notify("join", &topic, &client);
-                }
+                self.add(&topic, &client);
             }
             Delta::Leave { topic, client } if client.node != self.node => {
-                let key = (client.client_id.clone(), topic.clone());
-                let removed = self
-                    .entries
-                    .write()
-                    .get_mut(&client.node)
-                    .and_then(|m| m.remove(&key))
-                    .is_some();
-                if removed {
-                    self.notify("leave", &topic, &client);
-                }
+                self.remove(&topic, &client);
             }
             Delta::Snapshot { node, entries } if node != self.node => {
                 let new: HashMap<EntryKey, ClientInfo> = entries
@@ -317,19 +312,22 @@ impl Presence {
         self.listeners.write().remove(&id);
     }
 
-    fn notify(&self, kind: &str, subject: &str, client: &ClientInfo) {
+    fn notify(&self, kind: &'static str, subject: &str, client: &ClientInfo) {
         let listeners = self.listeners.read();
         if listeners.is_empty() {
             return;
         }
         let concrete = Topic::parse(subject).ok();
-        let mut event: Option<Arc<str>> = None;
+        let mut event: Option<PresenceFrame> = None;
         for (pattern, feed) in listeners.values() {
             let hit = pattern.as_str() == subject
                 || concrete.as_ref().is_some_and(|t| pattern.matches(t));
             if hit {
                 let event = event
-                    .get_or_insert_with(|| encode_event(kind, subject, client).into())
+                    .get_or_insert_with(|| PresenceFrame {
+                        kind,
+                        json: encode_event(kind, subject, client).into(),
+                    })
                     .clone();
                 feed.push(event);
             }
