@@ -122,13 +122,16 @@ async fn check_buffer_retention(body_len: usize, threshold: usize, partial: bool
         else {
             panic!()
         };
-        assert!(inner.project().write_buf.try_reclaim(HW_BUFFER_SIZE));
+        // Herald patch: a released buffer holds no allocation at all.
+        assert_eq!(inner.project().write_buf.capacity(), 0);
     }
 
     let DispatcherState::Normal { inner } = &dispatcher.inner else {
         panic!()
     };
     assert!(inner.write_buf.is_empty());
+    // Herald patch: the request head was decoded, so the read buffer was released too.
+    assert_eq!(inner.read_buf.capacity(), 0);
 
     if release {
         assert!(
@@ -188,21 +191,23 @@ async fn oversized_write_buffer_released_after_partial_write() {
     check_buffer_retention(1024 * 1024, 32 * 1024, true, true).await;
 }
 
+// Herald patch: upstream keeps buffers up to max(h1_write_buffer_size, 128 KiB) for reuse
+// (`normal_write_buffer_reused_after_flush`, `configured_write_buffer_reused_after_flush`,
+// `small_write_watermark_preserves_normal_buffer`); this copy releases any drained buffer over
+// 1 KiB, so the same responses now expect a release.
 #[actix_rt::test]
-async fn normal_write_buffer_reused_after_flush() {
-    check_buffer_retention(1024, 32 * 1024, false, false).await;
+async fn normal_write_buffer_released_after_flush() {
+    check_buffer_retention(1024, 32 * 1024, false, true).await;
 }
 
 #[actix_rt::test]
-async fn configured_write_buffer_reused_after_flush() {
-    // A custom watermark above 128 KiB also raises the retention limit.
-    check_buffer_retention(256 * 1024, 1024 * 1024, false, false).await;
+async fn configured_write_buffer_released_after_flush() {
+    check_buffer_retention(256 * 1024, 1024 * 1024, false, true).await;
 }
 
 #[actix_rt::test]
-async fn small_write_watermark_preserves_normal_buffer() {
-    // A small watermark must not lower the 128 KiB retention limit.
-    check_buffer_retention(64 * 1024, 8 * 1024, false, false).await;
+async fn small_write_watermark_releases_buffer() {
+    check_buffer_retention(64 * 1024, 8 * 1024, false, true).await;
 }
 
 #[actix_rt::test]
