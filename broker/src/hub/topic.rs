@@ -159,6 +159,9 @@ impl std::borrow::Borrow<str> for Topic {
 pub struct Pattern {
     text: Arc<str>,
     tokens: Arc<[PatternToken]>,
+    /// No wildcard: matching is comparing the text (the per-delivery check in
+    /// the subscriber is on the fan-out hot path).
+    exact: bool,
 }
 
 impl Pattern {
@@ -178,9 +181,11 @@ impl Pattern {
                 }
             });
         }
+        let exact = tokens.iter().all(|t| matches!(t, PatternToken::Literal(_)));
         Ok(Pattern {
             text: Arc::from(s),
             tokens: tokens.into(),
+            exact,
         })
     }
 
@@ -196,15 +201,15 @@ impl Pattern {
 
     /// The concrete topic this pattern names, if it has no wildcard.
     pub fn as_topic(&self) -> Option<Topic> {
-        self.tokens
-            .iter()
-            .all(|t| matches!(t, PatternToken::Literal(_)))
-            .then(|| Topic(self.text.clone()))
+        self.exact.then(|| Topic(self.text.clone()))
     }
 
     /// Whether `topic` is matched by this pattern (the reference matcher; the
     /// hub uses the trie in `index` instead of calling this per subscription).
     pub fn matches(&self, topic: &Topic) -> bool {
+        if self.exact {
+            return *self.text == *topic.as_str();
+        }
         let mut names = topic.tokens();
         for (i, token) in self.tokens.iter().enumerate() {
             match token {
