@@ -328,6 +328,11 @@ mod tests {
         assert!(p(">").matches(&t("a")));
         assert!(p("*.eu").matches(&t("orders.eu")));
         assert!(!p("orders.eu").matches(&t("payments.eu")));
+        // A wildcard-free pattern compares text: exact only, no prefix.
+        assert!(p("orders.eu").matches(&t("orders.eu")));
+        assert!(!p("orders.eu").matches(&t("orders.eu.x")));
+        assert!(!p("orders.eu").matches(&t("orders.eux")));
+        assert!(!p("orders.eu").matches(&t("orders")));
     }
 
     #[test]
