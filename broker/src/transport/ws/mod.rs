@@ -143,11 +143,19 @@ enum Exit {
     Gone,
 }
 
+impl Exit {
+    /// The node is draining (close 1012): reconnect elsewhere and resume.
+    const DRAINING: Exit = Exit::Close(
+        CLOSE_SERVICE_RESTART,
+        "node draining; reconnect, to another node if possible",
+    );
+}
+
 /// One WebSocket connection's state. It lives in its own allocation (see
-/// [`Connection::new`]) and `run` and the handlers it awaits are boxed futures
-/// where they are not on the delivery path, so an idle connection's task is
-/// small: the task holds the state of its biggest await, and `on_frame` alone
-/// would add ~1.3 KiB to every idle connection.
+/// [`Connection::new`]) and every step `run` awaits is a boxed future (one
+/// allocation per incoming frame or delivery batch), so an idle connection's
+/// task is small: a task holds the state of its biggest await, and `on_frame`
+/// alone would add ~1.3 KiB to every idle connection.
 struct Connection {
     state: Arc<AppState>,
     session: Session,
@@ -184,10 +192,7 @@ impl Connection {
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let exit = loop {
             if *shutdown.borrow() {
-                break Exit::Close(
-                    CLOSE_SERVICE_RESTART,
-                    "node draining; reconnect, to another node if possible",
-                );
+                break Exit::DRAINING;
             }
             let (wake, acks_pending, reading, expiry, feed) = match &self.handler {
                 Handler::Broker(b) => (
@@ -210,10 +215,7 @@ impl Connection {
                 _ = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => Step::Expired,
             };
             let result = match step {
-                Step::Shutdown => Err(Exit::Close(
-                    CLOSE_SERVICE_RESTART,
-                    "node draining; reconnect, to another node if possible",
-                )),
+                Step::Shutdown => Err(Exit::DRAINING),
                 Step::Frame(frame) => Box::pin(self.on_frame(frame)).await,
                 Step::Ack(Some((id, result))) => Box::pin(self.on_ack(id, result)).await,
                 Step::Ack(None) => Ok(()),
@@ -267,11 +269,7 @@ impl Connection {
             AggregatedMessage::Binary(bytes) => match &self.handler {
                 Handler::Echo => {
                     let limit = self.state.config.transport.ws_idle_timeout;
-                    match timeout(limit, self.session.binary(bytes)).await {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(_)) => Err(Exit::Gone),
-                        Err(_) => Err(Exit::Close(CLOSE_IDLE_TIMEOUT, "write timed out")),
-                    }
+                    outbound::bounded_write(limit, self.session.binary(bytes)).await
                 }
                 Handler::Broker(_) => {
                     self.state.metrics.bad_requests.inc();

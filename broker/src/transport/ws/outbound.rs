@@ -1,13 +1,12 @@
 //! What a broker connection writes: message batches from its subscriber,
 //! presence events, pings, each bounded by the idle timeout.
 
+use std::future::Future;
+
 use bytestring::ByteString;
 use tokio::time::{timeout, Duration};
 
-use super::{
-    Connection, Exit, Handler, CLOSE_IDLE_TIMEOUT, CLOSE_SERVICE_RESTART, CLOSE_SLOW_CONSUMER,
-    EVENTS_PER_BATCH,
-};
+use super::{Connection, Exit, Handler, CLOSE_IDLE_TIMEOUT, CLOSE_SLOW_CONSUMER, EVENTS_PER_BATCH};
 use crate::{
     hub::{Event, MailboxState},
     metrics::Transport,
@@ -15,16 +14,24 @@ use crate::{
     transport::protocol::Reply,
 };
 
+/// Runs a write to the session; a client that does not take it within
+/// `limit` is given up on, a closed session means the client is gone.
+pub(super) async fn bounded_write(
+    limit: Duration,
+    write: impl Future<Output = Result<(), actix_ws::Closed>>,
+) -> Result<(), Exit> {
+    match timeout(limit, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(Exit::Gone),
+        Err(_) => Err(Exit::Close(CLOSE_IDLE_TIMEOUT, "write timed out")),
+    }
+}
+
 impl Connection {
-    /// Sends one text frame; a client that does not take it within the idle
-    /// timeout is given up on.
+    /// Sends one text frame under the idle timeout.
     pub(super) async fn send(&mut self, text: impl Into<ByteString>) -> Result<(), Exit> {
         let limit = self.state.config.transport.ws_idle_timeout;
-        match timeout(limit, self.session.text(text)).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Exit::Gone),
-            Err(_) => Err(Exit::Close(CLOSE_IDLE_TIMEOUT, "write timed out")),
-        }
+        bounded_write(limit, self.session.text(text)).await
     }
 
     /// Sends a batch of frames under one write deadline (one timer per
@@ -38,11 +45,7 @@ impl Connection {
             }
             Ok::<(), actix_ws::Closed>(())
         };
-        match timeout(limit, write).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Exit::Gone),
-            Err(_) => Err(Exit::Close(CLOSE_IDLE_TIMEOUT, "write timed out")),
-        }
+        bounded_write(limit, write).await
     }
 
     /// Writes everything the subscriber has ready, in batches.
@@ -95,12 +98,7 @@ impl Connection {
                         "slow consumer: resume from your last seq",
                     ))
                 }
-                MailboxState::Closed => {
-                    return Err(Exit::Close(
-                        CLOSE_SERVICE_RESTART,
-                        "node draining; reconnect, to another node if possible",
-                    ))
-                }
+                MailboxState::Closed => return Err(Exit::DRAINING),
                 MailboxState::Open if count == 0 => return Ok(()),
                 MailboxState::Open => {}
             }
@@ -122,10 +120,6 @@ impl Connection {
         if self.last_heard.elapsed() > idle_timeout {
             return Err(Exit::Close(CLOSE_IDLE_TIMEOUT, "no response to pings"));
         }
-        match timeout(idle_timeout, self.session.ping(b"")).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(Exit::Gone),
-            Err(_) => Err(Exit::Close(CLOSE_IDLE_TIMEOUT, "write timed out")),
-        }
+        bounded_write(idle_timeout, self.session.ping(b"")).await
     }
 }

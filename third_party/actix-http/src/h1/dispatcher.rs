@@ -384,11 +384,9 @@ where
         } = self.project();
         let mut io = Pin::new(io.as_mut().unwrap());
 
-        // Allow normal buffer growth, but do not retain allocations caused by large response
-        // chunks on idle connections.
-        let retention_limit = WRITE_BUFFER_RETENTION_LIMIT;
-
-        if write_buf.capacity() > retention_limit {
+        // Herald patch: do not keep a buffer over 1 KiB once drained; an idle connection holds
+        // none (upstream retains up to its retention limit for reuse).
+        if write_buf.capacity() > WRITE_BUFFER_RETENTION_LIMIT {
             // Needs stored flag because `write_buf.advance(n)` reduces reported capacity without
             // releasing the backing allocation.
             *write_buf_needs_reset = true;
