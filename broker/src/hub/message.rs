@@ -3,8 +3,8 @@
 
 use std::sync::{Arc, OnceLock};
 
+use actix_http::ws::{OpCode, Parser};
 use bytes::{BufMut, Bytes, BytesMut};
-use bytestring::ByteString;
 
 use super::topic::Topic;
 
@@ -26,9 +26,9 @@ pub struct Message {
     /// `{"topic":..,"seq":..,"ts":..,"data":..}`: what SSE, long-poll and
     /// history send, and what the log stores.
     envelope: Bytes,
-    /// `{"type":"message",...envelope fields}`: the WebSocket delivery frame,
-    /// built on first use by the first WebSocket subscriber.
-    ws_frame: OnceLock<ByteString>,
+    /// `{"type":"message",...envelope fields}` framed as a WebSocket text
+    /// frame, built on first use by the first WebSocket subscriber.
+    ws_wire: OnceLock<Bytes>,
 }
 
 impl Message {
@@ -73,7 +73,7 @@ impl Message {
             seq,
             ts,
             envelope,
-            ws_frame: OnceLock::new(),
+            ws_wire: OnceLock::new(),
         }
     }
 
@@ -99,13 +99,17 @@ impl Message {
         &self.envelope[start..self.envelope.len() - 1]
     }
 
-    /// The WebSocket text frame for this message (shared, built once).
-    pub fn ws_frame(&self) -> &ByteString {
-        self.ws_frame.get_or_init(|| {
-            let mut buf = BytesMut::with_capacity(self.envelope.len() + 16);
-            buf.put_slice(b"{\"type\":\"message\",");
-            buf.put_slice(&self.envelope[1..]);
-            ByteString::try_from(buf.freeze()).expect("envelope is UTF-8 JSON")
+    /// The WebSocket delivery frame for this message, header included:
+    /// server frames are unmasked, so every subscriber is sent these same
+    /// bytes (shared, built once).
+    pub fn ws_wire(&self) -> &Bytes {
+        self.ws_wire.get_or_init(|| {
+            let mut text = BytesMut::with_capacity(self.envelope.len() + 17);
+            text.put_slice(b"{\"type\":\"message\",");
+            text.put_slice(&self.envelope[1..]);
+            let mut wire = BytesMut::with_capacity(text.len() + 10);
+            Parser::write_message(&mut wire, &text, OpCode::Text, true, false);
+            wire.freeze()
         })
     }
 
@@ -131,10 +135,14 @@ mod tests {
             &m.envelope()[..],
             br#"{"topic":"orders.eu","seq":42,"ts":1764000000123,"data":{"a":[1,"x"]}}"#
         );
+        let text = r#"{"type":"message","topic":"orders.eu","seq":42,"ts":1764000000123,"data":{"a":[1,"x"]}}"#;
+        let wire = m.ws_wire();
         assert_eq!(
-            &m.ws_frame()[..],
-            r#"{"type":"message","topic":"orders.eu","seq":42,"ts":1764000000123,"data":{"a":[1,"x"]}}"#
+            wire[..2],
+            [0x81, text.len() as u8],
+            "FIN text frame, unmasked"
         );
+        assert_eq!(&wire[2..], text.as_bytes());
         assert_eq!(m.data(), br#"{"a":[1,"x"]}"#);
         assert_eq!(m.traceparent(), None);
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";

@@ -14,15 +14,18 @@
 
 mod ops;
 mod outbound;
+mod wire;
 
 use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_http::ws::OpCode;
+use actix_web::{body::MessageBody, web, HttpRequest, HttpResponse};
 use actix_ws::{
     AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session,
 };
 use futures_util::{stream::FuturesUnordered, StreamExt};
 use tokio::time::{timeout, Instant};
+use wire::{FrameSender, FramedBody};
 
 use super::{new_subscriber, presence::ClientPresence, protocol::OpId, ConnectionTracker};
 use crate::{
@@ -65,9 +68,9 @@ pub async fn upgrade(
     // Refuse before upgrading: a browser sees the 401 as a failed handshake.
     let identity = state.identify(&req)?;
     let tracker = ConnectionTracker::admit(&state, Transport::Ws, &req)?;
-    let (response, session, stream) = handshake(&req, body)?;
+    let (response, upgraded) = handshake(&req, body)?;
     let state = state.into_inner();
-    let stream = limit_stream(stream, state.config.limits.max_frame_bytes());
+    let upgraded = upgraded.limit(state.config.limits.max_frame_bytes());
     let subscriber = new_subscriber(&state);
     let presence = ClientPresence::new(state.presence.clone(), Transport::Ws, identity.sub.clone());
     let limits = &state.config.limits;
@@ -80,7 +83,7 @@ pub async fn upgrade(
         identity,
         rate,
     }));
-    let conn = Connection::new(state, session, stream, handler);
+    let conn = Connection::new(state, upgraded, handler);
     actix_web::rt::spawn(async move {
         conn.run().await;
         drop(tracker);
@@ -94,32 +97,63 @@ pub async fn echo(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let (response, session, stream) = handshake(&req, body)?;
+    let (response, upgraded) = handshake(&req, body)?;
     let state = state.into_inner();
-    let stream = limit_stream(stream, ECHO_MAX_MESSAGE_BYTES);
-    actix_web::rt::spawn(Connection::new(state, session, stream, Handler::Echo).run());
+    let upgraded = upgraded.limit(ECHO_MAX_MESSAGE_BYTES);
+    actix_web::rt::spawn(Connection::new(state, upgraded, Handler::Echo).run());
     Ok(response)
 }
 
-/// The WebSocket handshake, with refusals in the contract's error shape.
+/// What the handshake leaves the connection task: its ends of the socket.
+struct Upgraded<S> {
+    frames: FrameSender,
+    session: Session,
+    stream: S,
+}
+
+impl Upgraded<actix_ws::MessageStream> {
+    /// Caps client frames and reassembled messages at `max` bytes.
+    fn limit(self, max: usize) -> Upgraded<AggregatedMessageStream> {
+        Upgraded {
+            frames: self.frames,
+            session: self.session,
+            stream: self
+                .stream
+                .max_frame_size(max)
+                .aggregate_continuations()
+                .max_continuation_size(max),
+        }
+    }
+}
+
+/// The WebSocket handshake (actix-ws), with Herald's data lane in front of
+/// its response body, and refusals in the contract's error shape.
 fn handshake(
     req: &HttpRequest,
     body: web::Payload,
-) -> Result<(HttpResponse, Session, actix_ws::MessageStream), ApiError> {
-    actix_ws::handle(req, body)
-        .map_err(|e| ApiError::bad_request(format!("not a valid WebSocket upgrade: {e}")))
+) -> Result<(HttpResponse, Upgraded<actix_ws::MessageStream>), ApiError> {
+    let (response, session, stream) = actix_ws::handle(req, body)
+        .map_err(|e| ApiError::bad_request(format!("not a valid WebSocket upgrade: {e}")))?;
+    let mut frames = None;
+    let response = response.map_body(|_, control| {
+        let (body, sender) = FramedBody::new(control);
+        frames = Some(sender);
+        body.boxed()
+    });
+    let frames = frames.expect("map_body runs its closure");
+    Ok((
+        response,
+        Upgraded {
+            frames,
+            session,
+            stream,
+        },
+    ))
 }
 
 /// Largest message the echo endpoint takes: conformance suites send up to
 /// 16 MiB. The broker endpoint's limit is a payload plus op overhead.
 const ECHO_MAX_MESSAGE_BYTES: usize = 32 << 20;
-
-fn limit_stream(stream: actix_ws::MessageStream, max: usize) -> AggregatedMessageStream {
-    stream
-        .max_frame_size(max)
-        .aggregate_continuations()
-        .max_continuation_size(max)
-}
 
 struct BrokerHandler {
     subscriber: Subscriber,
@@ -158,6 +192,9 @@ impl Exit {
 /// alone would add ~1.3 KiB to every idle connection.
 struct Connection {
     state: Arc<AppState>,
+    /// Text frames: replies and deliveries, in order.
+    frames: FrameSender,
+    /// Close frames; all else takes `frames`, in order.
     session: Session,
     stream: AggregatedMessageStream,
     handler: Handler,
@@ -168,14 +205,14 @@ struct Connection {
 impl Connection {
     fn new(
         state: Arc<AppState>,
-        session: Session,
-        stream: AggregatedMessageStream,
+        upgraded: Upgraded<AggregatedMessageStream>,
         handler: Handler,
     ) -> Box<Self> {
         Box::new(Connection {
             state,
-            session,
-            stream,
+            frames: upgraded.frames,
+            session: upgraded.session,
+            stream: upgraded.stream,
             handler,
             events: Vec::new(),
             last_heard: Instant::now(),
@@ -268,8 +305,8 @@ impl Connection {
             },
             AggregatedMessage::Binary(bytes) => match &self.handler {
                 Handler::Echo => {
-                    let limit = self.state.config.transport.ws_idle_timeout;
-                    outbound::bounded_write(limit, self.session.binary(bytes)).await
+                    self.send_frames(vec![wire::frame(OpCode::Binary, &bytes)])
+                        .await
                 }
                 Handler::Broker(_) => {
                     self.state.metrics.bad_requests.inc();
@@ -282,8 +319,11 @@ impl Connection {
                     .await
                 }
             },
+            // Pongs take the data lane, so they keep their place among the
+            // replies (a ping before a message is answered before it).
             AggregatedMessage::Ping(bytes) => {
-                self.session.pong(&bytes).await.map_err(|_| Exit::Gone)
+                self.send_frames(vec![wire::frame(OpCode::Pong, &bytes)])
+                    .await
             }
             AggregatedMessage::Pong(_) => Ok(()),
             AggregatedMessage::Close(reason) => {

@@ -3,10 +3,13 @@
 
 use std::future::Future;
 
-use bytestring::ByteString;
+use actix_http::ws::OpCode;
+use bytes::Bytes;
 use tokio::time::{timeout, Duration};
 
-use super::{Connection, Exit, Handler, CLOSE_IDLE_TIMEOUT, CLOSE_SLOW_CONSUMER, EVENTS_PER_BATCH};
+use super::{
+    wire, Connection, Exit, Handler, CLOSE_IDLE_TIMEOUT, CLOSE_SLOW_CONSUMER, EVENTS_PER_BATCH,
+};
 use crate::{
     hub::{Event, MailboxState},
     metrics::Transport,
@@ -14,11 +17,11 @@ use crate::{
     transport::protocol::Reply,
 };
 
-/// Runs a write to the session; a client that does not take it within
-/// `limit` is given up on, a closed session means the client is gone.
-pub(super) async fn bounded_write(
+/// Runs a write to the socket; a client that does not take it within
+/// `limit` is given up on, a closed socket means the client is gone.
+pub(super) async fn bounded_write<E>(
     limit: Duration,
-    write: impl Future<Output = Result<(), actix_ws::Closed>>,
+    write: impl Future<Output = Result<(), E>>,
 ) -> Result<(), Exit> {
     match timeout(limit, write).await {
         Ok(Ok(())) => Ok(()),
@@ -29,23 +32,16 @@ pub(super) async fn bounded_write(
 
 impl Connection {
     /// Sends one text frame under the idle timeout.
-    pub(super) async fn send(&mut self, text: impl Into<ByteString>) -> Result<(), Exit> {
-        let limit = self.state.config.transport.ws_idle_timeout;
-        bounded_write(limit, self.session.text(text)).await
+    pub(super) async fn send(&mut self, text: impl AsRef<[u8]>) -> Result<(), Exit> {
+        self.send_frames(vec![wire::frame(OpCode::Text, text.as_ref())])
+            .await
     }
 
-    /// Sends a batch of frames under one write deadline (one timer per
-    /// batch, not per frame: this is the fan-out hot path).
-    pub(super) async fn send_all(&mut self, frames: Vec<ByteString>) -> Result<(), Exit> {
+    /// Sends encoded frames under one write deadline (one timer per batch,
+    /// not per frame: this is the fan-out hot path).
+    pub(super) async fn send_frames(&mut self, frames: Vec<Bytes>) -> Result<(), Exit> {
         let limit = self.state.config.transport.ws_idle_timeout;
-        let session = &mut self.session;
-        let write = async move {
-            for frame in frames {
-                session.text(frame).await?;
-            }
-            Ok::<(), actix_ws::Closed>(())
-        };
-        bounded_write(limit, write).await
+        bounded_write(limit, self.frames.send_all(frames)).await
     }
 
     /// Writes everything the subscriber has ready, in batches.
@@ -68,23 +64,24 @@ impl Connection {
             }
             let count = events.len();
             let mut spans = Vec::new();
-            let frames: Vec<ByteString> = events
+            let frames: Vec<Bytes> = events
                 .iter()
                 .map(|event| match event {
                     Event::Message(m) => {
                         spans.extend(trace::deliver_span(m, "ws"));
-                        m.ws_frame().clone()
+                        m.ws_wire().clone()
                     }
-                    Event::Gap { topic, from, to } => Reply::Gap {
-                        topic: topic.as_str(),
-                        from: *from,
-                        to: *to,
+                    Event::Gap { topic, from, to } => {
+                        let gap = Reply::Gap {
+                            topic: topic.as_str(),
+                            from: *from,
+                            to: *to,
+                        };
+                        wire::frame(OpCode::Text, gap.encode().as_bytes())
                     }
-                    .encode()
-                    .into(),
                 })
                 .collect();
-            self.send_all(frames).await?;
+            self.send_frames(frames).await?;
             drop(spans);
             self.state
                 .metrics
@@ -111,7 +108,7 @@ impl Connection {
             return Ok(());
         };
         for event in b.presence.feed().drain() {
-            self.send(ByteString::from(&*event)).await?;
+            self.send(&*event).await?;
         }
         Ok(())
     }
@@ -120,6 +117,6 @@ impl Connection {
         if self.last_heard.elapsed() > idle_timeout {
             return Err(Exit::Close(CLOSE_IDLE_TIMEOUT, "no response to pings"));
         }
-        bounded_write(idle_timeout, self.session.ping(b"")).await
+        self.send_frames(vec![wire::frame(OpCode::Ping, b"")]).await
     }
 }

@@ -1,0 +1,201 @@
+//! The lane Herald's text frames take to the socket.
+//!
+//! actix-ws sends every message through a channel to its response body,
+//! which encodes it into a frame there: per subscriber, per message, a
+//! channel hop and an encode. A server frame is unmasked, so a message's
+//! frame is the same bytes for every subscriber; [`Message::ws_wire`] builds
+//! it once and this lane queues it as a shared `Bytes` that the response body
+//! hands straight to the HTTP dispatcher.
+//!
+//! Pings and pongs take this lane too, so every frame keeps its order.
+//! actix-ws keeps the rest: the handshake, reading and decoding client
+//! frames, and the close frame its `Session` sends. [`FramedBody`] wraps
+//! actix-ws's body and yields queued frames first, so a close sent after
+//! data reaches the client after that data.
+//!
+//! [`Message::ws_wire`]: crate::hub::Message::ws_wire
+
+use std::{
+    collections::VecDeque,
+    error::Error as StdError,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll, Waker},
+};
+
+use actix_http::ws::{OpCode, Parser};
+use actix_web::body::{BodySize, BoxBody, MessageBody};
+use bytes::{Bytes, BytesMut};
+use parking_lot::Mutex;
+use tokio::sync::Notify;
+
+/// Frames queued before a sender waits for the socket to take some: a few
+/// batches' worth; the subscriber's mailbox is the real queue.
+const LANE_CAPACITY: usize = 64;
+/// A drained lane whose buffer grew past this gives the buffer back, so a
+/// burst does not leave every connection holding a large `VecDeque`.
+const LANE_RETAINED: usize = 128;
+
+/// Encodes one unmasked server frame.
+pub fn frame(op: OpCode, payload: &[u8]) -> Bytes {
+    let mut buf = BytesMut::with_capacity(payload.len() + 10);
+    Parser::write_message(&mut buf, payload, op, true, false);
+    buf.freeze()
+}
+
+/// The socket went away: nothing sent now reaches the client.
+#[derive(Debug)]
+pub struct LaneClosed;
+
+#[derive(Default)]
+struct Lane {
+    frames: VecDeque<Bytes>,
+    /// The dispatcher task polling the body, woken when frames arrive.
+    body: Option<Waker>,
+    closed: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    lane: Mutex<Lane>,
+    /// Signalled when the lane drops below capacity or closes.
+    space: Notify,
+}
+
+/// The connection task's end: queues encoded frames.
+pub struct FrameSender(Arc<Shared>);
+
+impl FrameSender {
+    /// Queues `frames` in order, waiting while the lane is full. Cancel-safe:
+    /// nothing is queued until it returns `Ok`.
+    pub async fn send_all(&self, frames: Vec<Bytes>) -> Result<(), LaneClosed> {
+        loop {
+            let space = self.0.space.notified();
+            {
+                let mut lane = self.0.lane.lock();
+                if lane.closed {
+                    return Err(LaneClosed);
+                }
+                if lane.frames.len() < LANE_CAPACITY {
+                    lane.frames.extend(frames);
+                    if let Some(body) = lane.body.take() {
+                        body.wake();
+                    }
+                    return Ok(());
+                }
+            }
+            space.await;
+        }
+    }
+}
+
+/// The response body of a WebSocket connection: Herald's data frames, then
+/// whatever actix-ws's own body has (control frames, and its end).
+pub struct FramedBody {
+    shared: Arc<Shared>,
+    control: BoxBody,
+}
+
+impl FramedBody {
+    /// Wraps actix-ws's body; the sender feeds the data lane.
+    pub fn new(control: BoxBody) -> (Self, FrameSender) {
+        let shared = Arc::new(Shared::default());
+        let sender = FrameSender(shared.clone());
+        (FramedBody { shared, control }, sender)
+    }
+}
+
+impl MessageBody for FramedBody {
+    type Error = Box<dyn StdError>;
+
+    fn size(&self) -> BodySize {
+        BodySize::Stream
+    }
+
+    fn poll_next(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Bytes, Self::Error>>> {
+        let this = self.get_mut();
+        {
+            let mut lane = this.shared.lane.lock();
+            if let Some(frame) = lane.frames.pop_front() {
+                let left = lane.frames.len();
+                if left == 0 && lane.frames.capacity() > LANE_RETAINED {
+                    lane.frames = VecDeque::new();
+                }
+                drop(lane);
+                if left == LANE_CAPACITY - 1 {
+                    this.shared.space.notify_one();
+                }
+                return Poll::Ready(Some(Ok(frame)));
+            }
+            if !lane.body.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+                lane.body = Some(cx.waker().clone());
+            }
+        }
+        // The connection task and this body run on the same actix worker
+        // thread, so nothing is queued between the check above and a close
+        // frame actix-ws yields here: data sent before a close goes first.
+        Pin::new(&mut this.control).poll_next(cx)
+    }
+}
+
+impl Drop for FramedBody {
+    fn drop(&mut self) {
+        let mut lane = self.shared.lane.lock();
+        lane.closed = true;
+        lane.frames = VecDeque::new();
+        drop(lane);
+        self.shared.space.notify_one();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use actix_codec::Decoder;
+    use actix_http::ws::{Codec, Frame};
+    use actix_web::body::{self, BoxBody};
+
+    #[test]
+    fn frames_decode_as_sent() {
+        for len in [0, 1, 125, 126, 65535, 65536] {
+            let payload = vec![b'x'; len];
+            let mut wire = BytesMut::from(&frame(OpCode::Text, &payload)[..]);
+            let decoded = Codec::new()
+                .client_mode()
+                .max_size(1 << 20)
+                .decode(&mut wire)
+                .unwrap();
+            assert_eq!(decoded, Some(Frame::Text(Bytes::from(payload))), "{len}");
+            assert!(wire.is_empty());
+        }
+    }
+
+    #[actix_web::test]
+    async fn data_before_control_and_closed_after_drop() {
+        let control = BoxBody::new(Bytes::from_static(b"CLOSE"));
+        let (body, sender) = FramedBody::new(control);
+        sender
+            .send_all(vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")])
+            .await
+            .unwrap();
+        let all = body::to_bytes(body).await.unwrap();
+        assert_eq!(&all[..], b"abCLOSE");
+        assert!(sender.send_all(vec![Bytes::new()]).await.is_err());
+    }
+
+    #[actix_web::test]
+    async fn a_full_lane_waits_for_the_socket() {
+        let (mut body, sender) = FramedBody::new(BoxBody::new(()));
+        let frames = vec![Bytes::from_static(b"x"); LANE_CAPACITY];
+        sender.send_all(frames.clone()).await.unwrap();
+        let second = sender.send_all(frames);
+        tokio::pin!(second);
+        assert!(futures_util::poll!(second.as_mut()).is_pending());
+        let mut body = Pin::new(&mut body);
+        std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await;
+        assert!(futures_util::poll!(second.as_mut()).is_ready());
+    }
+}
