@@ -39,7 +39,10 @@ impl Connection {
 
     /// Sends encoded frames under one write deadline (one timer per batch,
     /// not per frame: this is the fan-out hot path).
-    pub(super) async fn send_frames(&mut self, frames: Vec<Bytes>) -> Result<(), Exit> {
+    pub(super) async fn send_frames(
+        &mut self,
+        frames: impl IntoIterator<Item = Bytes>,
+    ) -> Result<(), Exit> {
         let limit = self.state.config.transport.ws_idle_timeout;
         bounded_write(limit, self.frames.send_all(frames)).await
     }
@@ -64,24 +67,23 @@ impl Connection {
             }
             let count = events.len();
             let mut spans = Vec::new();
-            let frames: Vec<Bytes> = events
-                .iter()
-                .map(|event| match event {
-                    Event::Message(m) => {
-                        spans.extend(trace::deliver_span(m, "ws"));
-                        m.ws_wire().clone()
-                    }
-                    Event::Gap { topic, from, to } => {
-                        let gap = Reply::Gap {
-                            topic: topic.as_str(),
-                            from: *from,
-                            to: *to,
-                        };
-                        wire::frame(OpCode::Text, gap.encode().as_bytes())
-                    }
-                })
-                .collect();
-            self.send_frames(frames).await?;
+            // Encoded as the lane takes them: no list of frames in between.
+            let frames = events.iter().map(|event| match event {
+                Event::Message(m) => {
+                    spans.extend(trace::deliver_span(m, "ws"));
+                    m.ws_wire().clone()
+                }
+                Event::Gap { topic, from, to } => {
+                    let gap = Reply::Gap {
+                        topic: topic.as_str(),
+                        from: *from,
+                        to: *to,
+                    };
+                    wire::frame(OpCode::Text, gap.encode().as_bytes())
+                }
+            });
+            let limit = self.state.config.transport.ws_idle_timeout;
+            bounded_write(limit, self.frames.send_all(frames)).await?;
             drop(spans);
             self.state
                 .metrics

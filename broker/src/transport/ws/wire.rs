@@ -68,7 +68,11 @@ pub struct FrameSender(Arc<Shared>);
 impl FrameSender {
     /// Queues `frames` in order, waiting while the lane is full. Cancel-safe:
     /// nothing is queued until it returns `Ok`.
-    pub async fn send_all(&self, frames: Vec<Bytes>) -> Result<(), LaneClosed> {
+    pub async fn send_all<I>(&self, frames: I) -> Result<(), LaneClosed>
+    where
+        I: IntoIterator<Item = Bytes>,
+    {
+        let mut frames = Some(frames);
         loop {
             let space = self.0.space.notified();
             {
@@ -77,7 +81,7 @@ impl FrameSender {
                     return Err(LaneClosed);
                 }
                 if lane.frames.len() < LANE_CAPACITY {
-                    lane.frames.extend(frames);
+                    lane.frames.extend(frames.take().into_iter().flatten());
                     if let Some(body) = lane.body.take() {
                         body.wake();
                     }
