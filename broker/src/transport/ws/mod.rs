@@ -6,6 +6,9 @@
 //! flight, the ping timer and server shutdown. Every write is bounded by the
 //! idle timeout, so a client that stops reading can hold the task for at
 //! most that long; its queued messages are capped by the mailbox meanwhile.
+//! Frames go out through Herald's own lane (`wire`), each message's frame
+//! built once and shared; actix-ws does the handshake, the reading and the
+//! close frame.
 //!
 //! Close codes: 1000 normal, 1012 node draining (reconnect elsewhere and
 //! resume), 1002 protocol error,
