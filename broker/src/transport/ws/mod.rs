@@ -195,7 +195,7 @@ impl Exit {
 /// alone would add ~1.3 KiB to every idle connection.
 struct Connection {
     state: Arc<AppState>,
-    /// Text frames: replies and deliveries, in order.
+    /// Every frame but close (replies, deliveries, ping/pong), in order.
     frames: FrameSender,
     /// Close frames; all else takes `frames`, in order.
     session: Session,

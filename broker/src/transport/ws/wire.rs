@@ -1,4 +1,4 @@
-//! The lane Herald's text frames take to the socket.
+//! The lane Herald's outgoing frames (all but close) take to the socket.
 //!
 //! actix-ws sends every message through a channel to its response body,
 //! which encodes it into a frame there: per subscriber, per message, a
