@@ -121,12 +121,11 @@ pub async fn run(server: &ServerRef, point: &Point, args: &Args, env: &BenchEnv)
     }
     sleep(Duration::from_millis(300)).await;
 
-    let window = if point.rate.is_some() {
-        1024
-    } else if probe.is_some() {
-        (args.inflight_deliveries / point.conns.max(1)).max(1)
-    } else {
-        args.window
+    let window = match (point.rate, args.inflight_deliveries) {
+        (Some(_), _) => 1024,
+        (None, Some(d)) if probe.is_some() => (d / point.conns.max(1)).max(1),
+        (None, None) if probe.is_some() => args.inflight.max(1),
+        _ => args.window,
     };
     let plan = PublishPlan {
         topics,

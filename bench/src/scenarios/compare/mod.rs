@@ -71,13 +71,19 @@ pub struct Args {
     pub window: usize,
     /// What paces the single-topic as-fast-as-possible publisher: `probe`
     /// (publishes not yet delivered to a probe subscriber, at most
-    /// `--inflight-deliveries` / subscribers) or `ack` (publishes not yet
-    /// acked, at most `--window`).
+    /// `--inflight`) or `ack` (publishes not yet acked, at most `--window`).
     #[arg(long, value_enum, default_value = "probe")]
     pub pace: Pace,
-    /// With `--pace probe`: deliveries (publishes × subscribers) in flight.
-    #[arg(long, default_value_t = 16_000)]
-    pub inflight_deliveries: usize,
+    /// With `--pace probe`: publishes not yet delivered to the probe, at
+    /// most; the same at every subscriber count, as a publisher's window is.
+    #[arg(long, default_value_t = 16)]
+    pub inflight: usize,
+    /// With `--pace probe`: bound deliveries (publishes × subscribers) in
+    /// flight instead of publishes, i.e. `--inflight` = this / subscribers
+    /// (the bench's default before 2026-12-03 was 16000: 16 publishes in
+    /// flight at 1k subscribers, 1 at 10k).
+    #[arg(long)]
+    pub inflight_deliveries: Option<usize>,
     /// Run the whole plan N times (interleaved) and keep each (system,
     /// scenario)'s median round by throughput.
     #[arg(long, default_value_t = 1)]
