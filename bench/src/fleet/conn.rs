@@ -211,30 +211,38 @@ impl Conn {
         let Some(msg) = self.ws.next().await else {
             return Ok(false);
         };
-        let bytes: Vec<u8> = match msg? {
-            Message::Text(t) => t.into_bytes(),
-            Message::Binary(b) => b,
+        // Text frames were checked as UTF-8 by tungstenite: kept as `String`,
+        // not checked again (the generator's cost per delivery matters).
+        let (text, bytes) = match msg? {
+            Message::Text(t) => (Some(t), None),
+            Message::Binary(b) => (None, Some(b)),
             Message::Close(_) => return Ok(false),
             _ => return Ok(true),
         };
-        match self.system {
-            System::Herald => {
-                let text = std::str::from_utf8(&bytes).unwrap_or("");
-                match herald::classify(text) {
-                    herald::Frame::Message => {
-                        out.push(Incoming::Delivery(wire::find_stamp(&bytes)))
-                    }
-                    herald::Frame::Ack => out.push(Incoming::Ack),
-                    herald::Frame::Subscribed => replies.push(Reply::HeraldSubscribed),
-                    herald::Frame::Other => {
-                        let e = text.chars().take(200).collect::<String>();
-                        replies.push(Reply::Failed(e.clone()));
-                        out.push(Incoming::Error(e));
-                    }
-                }
+        let bytes: &[u8] = match (&text, &bytes) {
+            (Some(t), _) => t.as_bytes(),
+            (_, Some(b)) => b,
+            _ => &[],
+        };
+        let text = || -> std::borrow::Cow<'_, str> {
+            match &text {
+                Some(t) => t.as_str().into(),
+                None => String::from_utf8_lossy(bytes),
             }
+        };
+        match self.system {
+            System::Herald => match herald::classify(bytes) {
+                herald::Frame::Message => out.push(Incoming::Delivery(wire::find_stamp(bytes))),
+                herald::Frame::Ack => out.push(Incoming::Ack),
+                herald::Frame::Subscribed => replies.push(Reply::HeraldSubscribed),
+                herald::Frame::Other => {
+                    let e = text().chars().take(200).collect::<String>();
+                    replies.push(Reply::Failed(e.clone()));
+                    out.push(Incoming::Error(e));
+                }
+            },
             System::Nats => {
-                self.nats.feed(&bytes);
+                self.nats.feed(bytes);
                 let mut pong = false;
                 while let Some(op) = self.nats.next_op().map_err(anyhow::Error::msg)? {
                     match op {
@@ -258,8 +266,8 @@ impl Conn {
                 }
             }
             System::Socketio => {
-                let text = std::str::from_utf8(&bytes).unwrap_or("");
-                match socketio::parse(text) {
+                let text = text();
+                match socketio::parse(&text) {
                     socketio::Packet::Event { json, .. } => {
                         out.push(Incoming::Delivery(wire::find_stamp(json.as_bytes())))
                     }

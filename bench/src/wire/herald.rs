@@ -26,8 +26,9 @@ pub enum Frame {
 }
 
 /// Classifies a server frame (the server writes `type` first).
-pub fn classify(text: &str) -> Frame {
-    let head = &text.as_bytes()[..text.len().min(24)];
+pub fn classify(frame: impl AsRef<[u8]>) -> Frame {
+    let frame = frame.as_ref();
+    let head = &frame[..frame.len().min(24)];
     let has = |s: &[u8]| head.windows(s.len()).any(|w| w == s);
     if has(b"\"message\"") {
         Frame::Message
