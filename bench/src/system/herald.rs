@@ -111,6 +111,12 @@ pub struct HeraldServer {
 }
 
 impl HeraldServer {
+    /// If the process has exited: its status and the tail of its output.
+    pub fn exited(&mut self) -> Option<String> {
+        let status = self.proc.try_wait()?;
+        Some(format!("{status}; last output: {}", self.proc.tail()))
+    }
+
     /// Starts it and waits for its listen address in the log.
     pub fn start(opts: &HeraldOptions) -> Result<Self> {
         let data_dir = match &opts.data_root {

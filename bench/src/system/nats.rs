@@ -138,6 +138,12 @@ pub struct NatsWsServer {
 }
 
 impl NatsWsServer {
+    /// If the process has exited: its status and the tail of its output.
+    pub fn exited(&mut self) -> Option<String> {
+        let status = self.proc.try_wait()?;
+        Some(format!("{status}; last output: {}", self.proc.tail()))
+    }
+
     /// Starts it and waits until the WebSocket listener is up.
     pub fn start(binary: &Path) -> Result<Self> {
         let mut last_error = None;

@@ -277,15 +277,17 @@ impl Scenario for Compare {
                 let n = systems.len().max(1);
                 for k in 0..systems.len() {
                     let system = systems[(i + k + round) % n];
-                    let server = servers.get(system);
                     eprintln!(
                         "-- {} on {} (round {}/{rounds})",
                         point.scenario(),
                         system.name(),
                         round + 1
                     );
+                    let revived = servers.revive(system, &self.args, env).await?;
+                    let server = servers.get(system);
                     match measure::run(&server, point, &self.args, env).await {
-                        Ok(r) => {
+                        Ok(mut r) => {
+                            r.notes.extend(revived);
                             eprintln!("   {}", report::one_line(&r));
                             let key = (r.system.clone(), r.scenario.clone());
                             match by_key

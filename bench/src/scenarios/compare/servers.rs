@@ -1,5 +1,6 @@
 //! The three servers of a `compare` run, started once for the whole run
-//! (fresh topics per measurement) and stopped at its end.
+//! (fresh topics per measurement) and stopped at its end; one that exited
+//! mid-run is started again before its next measurement.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -41,6 +42,36 @@ impl Servers {
     pub async fn start(args: &Args, env: &BenchEnv) -> Result<Self> {
         let mut s = Servers::default();
         for system in &args.systems {
+            s.start_one(*system, args, env).await?;
+        }
+        Ok(s)
+    }
+
+    /// If `system`'s server has exited (socket.io has run out of heap under
+    /// a backlog), starts a new one and says what happened.
+    pub async fn revive(
+        &mut self,
+        system: System,
+        args: &Args,
+        env: &BenchEnv,
+    ) -> Result<Option<String>> {
+        let exited = match system {
+            System::Herald => self.herald.as_mut().and_then(|s| s.exited()),
+            System::Nats => self.nats.as_mut().and_then(|s| s.exited()),
+            System::Socketio => self.socketio.as_mut().and_then(|s| s.exited()),
+        };
+        let Some(why) = exited else {
+            return Ok(None);
+        };
+        let note = format!("{} had exited ({why}); restarted", system.name());
+        eprintln!("   {note}");
+        self.start_one(system, args, env).await?;
+        Ok(Some(note))
+    }
+
+    async fn start_one(&mut self, system: System, args: &Args, env: &BenchEnv) -> Result<()> {
+        let s = self;
+        {
             match system {
                 System::Herald => {
                     let mut h = HeraldServer::start(&HeraldOptions {
@@ -73,7 +104,7 @@ impl Servers {
                 }
             }
         }
-        Ok(s)
+        Ok(())
     }
 
     /// The running `system` (it must have been started).
