@@ -45,10 +45,6 @@ impl SocketIoServer {
     /// Starts it on a free port (`node` on PATH).
     pub fn start(script: &Path) -> Result<Self> {
         let child = Command::new("node")
-            // Node's default old-space limit (~2–4 GiB) is what a backlog of
-            // ~10^8 queued frames (latency at 10k subscribers × 1000 msg/s)
-            // ran into; the machine has room for more.
-            .arg("--max-old-space-size=8192")
             .arg(script)
             .arg("0")
             .stdin(Stdio::null())

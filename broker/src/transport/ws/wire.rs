@@ -40,8 +40,8 @@ use tokio::sync::Notify;
 /// Bytes queued before a sender waits for the socket to take some: a few
 /// batches' worth; the subscriber's mailbox is the real queue.
 const LANE_CAPACITY: usize = 16 * 1024;
-/// Frames up to this size are copied into the batch buffer; larger ones are
-/// queued as the shared `Bytes` they are.
+/// Frames up to this size are copied into the batch buffer (while the lane
+/// is under capacity); larger ones are queued as the shared `Bytes` they are.
 const COPY_UP_TO: usize = 4 * 1024;
 /// First allocation of a batch buffer (it grows as frames arrive).
 const BATCH_START: usize = 1024;
@@ -72,8 +72,12 @@ struct Lane {
 
 impl Lane {
     fn push(&mut self, frame: &Bytes) {
+        // Past capacity (a sender's batch may overshoot it) frames are shared,
+        // not copied: a connection whose socket has stalled holds at most
+        // LANE_CAPACITY + COPY_UP_TO bytes of copies, never a batch's worth.
+        let copy = frame.len() <= COPY_UP_TO && self.queued < LANE_CAPACITY;
         self.queued += frame.len();
-        if frame.len() <= COPY_UP_TO {
+        if copy {
             if self.batch.capacity() == 0 {
                 self.batch.reserve(BATCH_START.max(frame.len()));
             }
@@ -284,5 +288,26 @@ mod tests {
         assert_eq!(&chunks[0][..], b"ab");
         assert_eq!(chunks[1].as_ptr(), large.as_ptr(), "large frame not copied");
         assert_eq!(&chunks[2][..], b"cd");
+    }
+
+    #[actix_web::test]
+    async fn copies_stop_at_capacity() {
+        let (mut body, sender) = FramedBody::new(BoxBody::new(()));
+        let frame = Bytes::from(vec![b'x'; COPY_UP_TO]);
+        let batch = vec![frame.clone(); 2 * LANE_CAPACITY / COPY_UP_TO];
+        sender.send_all(&batch).await.unwrap();
+        let mut body = Pin::new(&mut body);
+        let first = std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await;
+        assert_eq!(
+            first.unwrap().unwrap().len(),
+            LANE_CAPACITY,
+            "copied up to capacity"
+        );
+        let second = std::future::poll_fn(|cx| body.as_mut().poll_next(cx)).await;
+        assert_eq!(
+            second.unwrap().unwrap().as_ptr(),
+            frame.as_ptr(),
+            "then shared"
+        );
     }
 }
