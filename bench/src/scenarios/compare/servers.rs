@@ -71,37 +71,35 @@ impl Servers {
 
     async fn start_one(&mut self, system: System, args: &Args, env: &BenchEnv) -> Result<()> {
         let s = self;
-        {
-            match system {
-                System::Herald => {
-                    let mut h = HeraldServer::start(&HeraldOptions {
-                        binary: herald::locate_binary(env.herald_bin.as_deref())?,
-                        durability: args.durability.clone(),
-                        data_root: env.data_root.clone(),
-                        extra_args: env.herald_args.clone(),
-                        nats: None,
-                        node_id: None,
-                    })?;
-                    h.wait_ready(Duration::from_secs(20)).await?;
-                    eprintln!("herald at {} (pid {})", h.addr(), h.pid());
-                    s.herald = Some(h);
-                }
-                System::Nats => {
-                    let bin = nats::locate_peer_binary(args.nats_peer_bin.as_deref())?;
-                    let n = NatsWsServer::start(&bin)?;
-                    eprintln!(
-                        "nats-server ({}) ws at {} (pid {})",
-                        bin.display(),
-                        n.ws_addr(),
-                        n.pid()
-                    );
-                    s.nats = Some(n);
-                }
-                System::Socketio => {
-                    let n = SocketIoServer::start(&socketio::locate_script()?)?;
-                    eprintln!("socket.io at {} (pid {})", n.addr(), n.pid());
-                    s.socketio = Some(n);
-                }
+        match system {
+            System::Herald => {
+                let mut h = HeraldServer::start(&HeraldOptions {
+                    binary: herald::locate_binary(env.herald_bin.as_deref())?,
+                    durability: args.durability.clone(),
+                    data_root: env.data_root.clone(),
+                    extra_args: env.herald_args.clone(),
+                    nats: None,
+                    node_id: None,
+                })?;
+                h.wait_ready(Duration::from_secs(20)).await?;
+                eprintln!("herald at {} (pid {})", h.addr(), h.pid());
+                s.herald = Some(h);
+            }
+            System::Nats => {
+                let bin = nats::locate_peer_binary(args.nats_peer_bin.as_deref())?;
+                let n = NatsWsServer::start(&bin)?;
+                eprintln!(
+                    "nats-server ({}) ws at {} (pid {})",
+                    bin.display(),
+                    n.ws_addr(),
+                    n.pid()
+                );
+                s.nats = Some(n);
+            }
+            System::Socketio => {
+                let n = SocketIoServer::start(&socketio::locate_script()?)?;
+                eprintln!("socket.io at {} (pid {})", n.addr(), n.pid());
+                s.socketio = Some(n);
             }
         }
         Ok(())
