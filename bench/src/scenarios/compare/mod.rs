@@ -298,7 +298,10 @@ impl Scenario for Compare {
                                 None => by_key.push((key.0, key.1, vec![r])),
                             }
                         }
-                        Err(e) => eprintln!("   failed: {e:#}"),
+                        Err(e) => {
+                            eprintln!("   failed: {e:#}");
+                            servers.restart(system, &self.args, env).await?;
+                        }
                     }
                 }
             }

@@ -1,6 +1,6 @@
 //! The three servers of a `compare` run, started once for the whole run
 //! (fresh topics per measurement) and stopped at its end; one that exited
-//! mid-run is started again before its next measurement.
+//! mid-run, or failed a measurement, is started again before its next one.
 
 use std::{net::SocketAddr, time::Duration};
 
@@ -67,6 +67,21 @@ impl Servers {
         eprintln!("   {note}");
         self.start_one(system, args, env).await?;
         Ok(Some(note))
+    }
+
+    /// Replaces `system`'s server with a fresh one: after a failed
+    /// measurement it may be alive but hung (socket.io stopped answering
+    /// handshakes after a backlog of ~10^8 frames), so the next measurement
+    /// would fail too.
+    pub async fn restart(&mut self, system: System, args: &Args, env: &BenchEnv) -> Result<()> {
+        let grace = Duration::from_secs(5);
+        match system {
+            System::Herald => drop(self.herald.take().map(|s| s.stop(grace))),
+            System::Nats => drop(self.nats.take().map(|s| s.stop(grace))),
+            System::Socketio => drop(self.socketio.take().map(|s| s.stop(grace))),
+        }
+        eprintln!("   restarting {} after the failure", system.name());
+        self.start_one(system, args, env).await
     }
 
     async fn start_one(&mut self, system: System, args: &Args, env: &BenchEnv) -> Result<()> {
