@@ -105,18 +105,13 @@ pub struct HeraldOptions {
 /// A running `herald serve` on 127.0.0.1:<free port> with its own data dir
 /// (deleted when this is dropped).
 pub struct HeraldServer {
-    proc: ManagedProcess,
+    /// The process (the compare run checks and restarts it).
+    pub(crate) proc: ManagedProcess,
     addr: SocketAddr,
     data_dir: TempDir,
 }
 
 impl HeraldServer {
-    /// If the process has exited: its status and the tail of its output.
-    pub fn exited(&mut self) -> Option<String> {
-        let status = self.proc.try_wait()?;
-        Some(format!("{status}; last output: {}", self.proc.tail()))
-    }
-
     /// Starts it and waits for its listen address in the log.
     pub fn start(opts: &HeraldOptions) -> Result<Self> {
         let data_dir = match &opts.data_root {

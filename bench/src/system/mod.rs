@@ -105,6 +105,12 @@ impl ManagedProcess {
         self.child.try_wait().ok().flatten()
     }
 
+    /// If the process has exited: its status and the tail of its output.
+    pub fn exited(&mut self) -> Option<String> {
+        let status = self.try_wait()?;
+        Some(format!("{status}; last output: {}", self.tail()))
+    }
+
     /// Waits for `rx` to yield, failing early if the process exits.
     pub fn wait_for<T>(
         &mut self,

@@ -132,18 +132,13 @@ pub fn parse_ws_listening(line: &str) -> Option<SocketAddr> {
 /// a WebSocket listener (`no_tls`) on free loopback ports, from a config
 /// file in a temp dir. Clients use the WebSocket listener.
 pub struct NatsWsServer {
-    proc: ManagedProcess,
+    /// The process (the compare run checks and restarts it).
+    pub(crate) proc: ManagedProcess,
     ws_addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
 impl NatsWsServer {
-    /// If the process has exited: its status and the tail of its output.
-    pub fn exited(&mut self) -> Option<String> {
-        let status = self.proc.try_wait()?;
-        Some(format!("{status}; last output: {}", self.proc.tail()))
-    }
-
     /// Starts it and waits until the WebSocket listener is up.
     pub fn start(binary: &Path) -> Result<Self> {
         let mut last_error = None;

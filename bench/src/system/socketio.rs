@@ -31,17 +31,12 @@ pub fn parse_listening(line: &str) -> Option<u16> {
 
 /// A running `node server.js 0`.
 pub struct SocketIoServer {
-    proc: ManagedProcess,
+    /// The process (the compare run checks and restarts it).
+    pub(crate) proc: ManagedProcess,
     addr: SocketAddr,
 }
 
 impl SocketIoServer {
-    /// If the process has exited: its status and the tail of its output.
-    pub fn exited(&mut self) -> Option<String> {
-        let status = self.proc.try_wait()?;
-        Some(format!("{status}; last output: {}", self.proc.tail()))
-    }
-
     /// Starts it on a free port (`node` on PATH).
     pub fn start(script: &Path) -> Result<Self> {
         let child = Command::new("node")

@@ -14,7 +14,7 @@ use crate::{
         herald::{self, HeraldOptions, HeraldServer},
         nats::{self, NatsWsServer},
         socketio::{self, SocketIoServer},
-        ServerUnderTest,
+        ManagedProcess, ServerUnderTest,
     },
 };
 
@@ -55,12 +55,7 @@ impl Servers {
         args: &Args,
         env: &BenchEnv,
     ) -> Result<Option<String>> {
-        let exited = match system {
-            System::Herald => self.herald.as_mut().and_then(|s| s.exited()),
-            System::Nats => self.nats.as_mut().and_then(|s| s.exited()),
-            System::Socketio => self.socketio.as_mut().and_then(|s| s.exited()),
-        };
-        let Some(why) = exited else {
+        let Some(why) = self.process(system).and_then(|p| p.exited()) else {
             return Ok(None);
         };
         let note = format!("{} had exited ({why}); restarted", system.name());
@@ -74,18 +69,22 @@ impl Servers {
     /// handshakes after a backlog of ~10^8 frames), so the next measurement
     /// would fail too.
     pub async fn restart(&mut self, system: System, args: &Args, env: &BenchEnv) -> Result<()> {
-        let grace = Duration::from_secs(5);
-        match system {
-            System::Herald => drop(self.herald.take().map(|s| s.stop(grace))),
-            System::Nats => drop(self.nats.take().map(|s| s.stop(grace))),
-            System::Socketio => drop(self.socketio.take().map(|s| s.stop(grace))),
+        if let Some(p) = self.process(system) {
+            p.stop(Duration::from_secs(5));
         }
         eprintln!("   restarting {} after the failure", system.name());
         self.start_one(system, args, env).await
     }
 
+    fn process(&mut self, system: System) -> Option<&mut ManagedProcess> {
+        match system {
+            System::Herald => self.herald.as_mut().map(|s| &mut s.proc),
+            System::Nats => self.nats.as_mut().map(|s| &mut s.proc),
+            System::Socketio => self.socketio.as_mut().map(|s| &mut s.proc),
+        }
+    }
+
     async fn start_one(&mut self, system: System, args: &Args, env: &BenchEnv) -> Result<()> {
-        let s = self;
         match system {
             System::Herald => {
                 let mut h = HeraldServer::start(&HeraldOptions {
@@ -98,7 +97,7 @@ impl Servers {
                 })?;
                 h.wait_ready(Duration::from_secs(20)).await?;
                 eprintln!("herald at {} (pid {})", h.addr(), h.pid());
-                s.herald = Some(h);
+                self.herald = Some(h);
             }
             System::Nats => {
                 let bin = nats::locate_peer_binary(args.nats_peer_bin.as_deref())?;
@@ -109,12 +108,12 @@ impl Servers {
                     n.ws_addr(),
                     n.pid()
                 );
-                s.nats = Some(n);
+                self.nats = Some(n);
             }
             System::Socketio => {
                 let n = SocketIoServer::start(&socketio::locate_script()?)?;
                 eprintln!("socket.io at {} (pid {})", n.addr(), n.pid());
-                s.socketio = Some(n);
+                self.socketio = Some(n);
             }
         }
         Ok(())
