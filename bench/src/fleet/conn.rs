@@ -1,6 +1,7 @@
 //! One WebSocket client connection to any of the three systems, with the
 //! system's handshake, subscribe and publish, and a receive call that turns
-//! frames into deliveries and acks (answering protocol pings itself).
+//! a socket read's worth of frames into deliveries and acks (answering
+//! protocol pings itself). The WebSocket framing is [`crate::wire::ws`].
 
 use std::{
     net::{IpAddr, SocketAddr},
@@ -8,15 +9,17 @@ use std::{
 };
 
 use anyhow::{bail, Context, Result};
-use futures_util::{SinkExt, StreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::{
+    io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpSocket, TcpStream},
     time::timeout,
 };
-use tokio_tungstenite::{client_async, tungstenite::Message, WebSocketStream};
 
-use crate::wire::{self, herald, nats, socketio};
+use crate::wire::{
+    self, herald, nats, socketio,
+    ws::{self, Frame},
+};
 
 /// The systems `compare` measures.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
@@ -73,10 +76,22 @@ pub async fn tcp(addr: SocketAddr, source: Option<IpAddr>) -> Result<TcpStream> 
 
 /// A handshaken WebSocket connection.
 pub struct Conn {
-    ws: WebSocketStream<TcpStream>,
+    stream: TcpStream,
+    reader: ws::Reader,
+    proto: Proto,
+}
+
+/// What a connection knows besides its socket and read buffer (split off so
+/// a frame borrowed from the reader can be handled while this changes).
+struct Proto {
     system: System,
     nats: nats::Parser,
     next_ack_id: u64,
+    /// Encoded client frames; `out[written..]` is not on the socket yet.
+    out: Vec<u8>,
+    written: usize,
+    /// Masking key state (any key is valid; a client must use one).
+    mask: u32,
 }
 
 impl Conn {
@@ -99,52 +114,79 @@ impl Conn {
             System::Nats => "/",
             System::Socketio => socketio::PATH,
         };
-        let stream = tcp(addr, source).await?;
-        let (ws, _) = client_async(format!("ws://{addr}{path}"), stream)
+        let mut conn = Conn {
+            stream: tcp(addr, source).await?,
+            reader: ws::Reader::default(),
+            proto: Proto {
+                system,
+                nats: nats::Parser::default(),
+                next_ack_id: 0,
+                out: Vec::new(),
+                written: 0,
+                mask: 0x9E37_79B9,
+            },
+        };
+        conn.upgrade(&addr.to_string(), path)
             .await
             .with_context(|| format!("WebSocket handshake with ws://{addr}{path}"))?;
-        let mut conn = Conn {
-            ws,
-            system,
-            nats: nats::Parser::default(),
-            next_ack_id: 0,
-        };
         match system {
             System::Herald => {}
             System::Nats => {
-                conn.send_binary(format!("{}{}", nats::CONNECT, nats::PING).into_bytes())
-                    .await?;
+                let ops = format!("{}{}", nats::CONNECT, nats::PING);
+                conn.proto.queue(ws::OP_BINARY, ops.as_bytes());
+                conn.flush().await?;
                 conn.until(|op| matches!(op, Reply::NatsPong)).await?;
             }
             System::Socketio => {
                 conn.until(|op| matches!(op, Reply::SioOpen)).await?;
-                conn.ws.send(Message::text(socketio::CONNECT)).await?;
+                conn.proto.queue(ws::OP_TEXT, socketio::CONNECT.as_bytes());
+                conn.flush().await?;
                 conn.until(|op| matches!(op, Reply::SioConnected)).await?;
             }
         }
         Ok(conn)
     }
 
+    /// Sends the upgrade request and reads the response head; any bytes
+    /// after it stay in the reader as frames.
+    async fn upgrade(&mut self, host: &str, path: &str) -> Result<()> {
+        self.stream
+            .write_all(ws::handshake_request(host, path).as_bytes())
+            .await?;
+        loop {
+            if let Some(head) =
+                ws::handshake_response(self.reader.pending()).map_err(anyhow::Error::msg)?
+            {
+                self.reader.consume(head);
+                return Ok(());
+            }
+            if self.stream.read_buf(self.reader.buf_for_read()).await? == 0 {
+                bail!("connection closed during the upgrade");
+            }
+        }
+    }
+
     /// Subscribes to `topic` and waits for the confirmation.
     pub async fn subscribe(&mut self, topic: &str) -> Result<()> {
-        match self.system {
+        match self.proto.system {
             System::Herald => {
-                self.ws
-                    .send(Message::text(herald::subscribe(topic)))
-                    .await?;
+                self.proto
+                    .queue(ws::OP_TEXT, herald::subscribe(topic).as_bytes());
+                self.flush().await?;
                 self.until(|op| matches!(op, Reply::HeraldSubscribed)).await
             }
             System::Nats => {
                 let ops = format!("{}{}", nats::sub(topic, 1), nats::PING);
-                self.send_binary(ops.into_bytes()).await?;
+                self.proto.queue(ws::OP_BINARY, ops.as_bytes());
+                self.flush().await?;
                 self.until(|op| matches!(op, Reply::NatsPong)).await
             }
             System::Socketio => {
-                let id = self.next_ack_id;
-                self.next_ack_id += 1;
+                let id = self.proto.ack_id();
                 let quoted = serde_json::to_string(topic)?;
                 let frame = socketio::event(Some(id), &["\"subscribe\"", &quoted]);
-                self.ws.send(Message::text(frame)).await?;
+                self.proto.queue(ws::OP_TEXT, frame.as_bytes());
+                self.flush().await?;
                 self.until(|op| matches!(op, Reply::SioAck)).await
             }
         }
@@ -153,28 +195,38 @@ impl Conn {
     /// Queues one publish of `data` (JSON text) to `topic` without flushing;
     /// its [`Incoming::Ack`] comes from [`Self::recv`].
     pub async fn feed_publish(&mut self, topic: &str, data: &str) -> Result<()> {
-        let id = self.next_ack_id;
-        self.next_ack_id += 1;
-        let msg = match self.system {
-            System::Herald => Message::text(herald::publish(topic, id, data)),
-            System::Nats => Message::binary(nats::publish(topic, data.as_bytes(), true)),
+        let id = self.proto.ack_id();
+        match self.proto.system {
+            System::Herald => self
+                .proto
+                .queue(ws::OP_TEXT, herald::publish(topic, id, data).as_bytes()),
+            System::Nats => self
+                .proto
+                .queue(ws::OP_BINARY, &nats::publish(topic, data.as_bytes(), true)),
             System::Socketio => {
                 let body = format!(r#"{{"topic":"{topic}","data":{data}}}"#);
-                Message::text(socketio::event(Some(id), &["\"publish\"", &body]))
+                let frame = socketio::event(Some(id), &["\"publish\"", &body]);
+                self.proto.queue(ws::OP_TEXT, frame.as_bytes());
             }
-        };
-        self.ws.feed(msg).await?;
+        }
         Ok(())
     }
 
-    /// Flushes queued frames.
+    /// Writes queued frames. Cancel safe: what was written stays written,
+    /// the rest goes with the next flush.
     pub async fn flush(&mut self) -> Result<()> {
-        self.ws.flush().await?;
-        Ok(())
-    }
-
-    async fn send_binary(&mut self, bytes: Vec<u8>) -> Result<()> {
-        self.ws.send(Message::binary(bytes)).await?;
+        while self.proto.written < self.proto.out.len() {
+            let n = self
+                .stream
+                .write(&self.proto.out[self.proto.written..])
+                .await?;
+            if n == 0 {
+                bail!("connection closed while writing");
+            }
+            self.proto.written += n;
+        }
+        self.proto.out.clear();
+        self.proto.written = 0;
         Ok(())
     }
 
@@ -182,14 +234,14 @@ impl Conn {
     async fn until(&mut self, done: impl Fn(&Reply) -> bool) -> Result<()> {
         loop {
             let mut replies = Vec::new();
-            if !self.read_frame(&mut Vec::new(), &mut replies).await? {
+            if !self.read_frames(&mut Vec::new(), &mut replies).await? {
                 bail!("connection closed during the handshake");
             }
             if let Some(e) = replies.iter().find_map(|r| match r {
                 Reply::Failed(e) => Some(e.clone()),
                 _ => None,
             }) {
-                bail!("{} refused: {e}", self.system.name());
+                bail!("{} refused: {e}", self.proto.system.name());
             }
             if replies.iter().any(&done) {
                 return Ok(());
@@ -197,46 +249,85 @@ impl Conn {
         }
     }
 
-    /// Reads one frame and appends what it meant to `out`. `Ok(false)` when
-    /// the connection is closed.
+    /// Reads what the socket has and appends what its frames meant to
+    /// `out` (at least one frame's worth). `Ok(false)` when the connection is
+    /// closed. Cancel safe: a read either happened and was parsed, or not.
     pub async fn recv(&mut self, out: &mut Vec<Incoming>) -> Result<bool> {
-        self.read_frame(out, &mut Vec::new()).await
+        self.read_frames(out, &mut Vec::new()).await
     }
 
-    async fn read_frame(
+    async fn read_frames(
         &mut self,
         out: &mut Vec<Incoming>,
         replies: &mut Vec<Reply>,
     ) -> Result<bool> {
-        let Some(msg) = self.ws.next().await else {
-            return Ok(false);
-        };
-        // Text frames were checked as UTF-8 by tungstenite: kept as `String`,
-        // not checked again (the generator's cost per delivery matters).
-        let (text, bytes) = match msg? {
-            Message::Text(t) => (Some(t), None),
-            Message::Binary(b) => (None, Some(b)),
-            Message::Close(_) => return Ok(false),
-            _ => return Ok(true),
-        };
-        let bytes: &[u8] = match (&text, &bytes) {
-            (Some(t), _) => t.as_bytes(),
-            (_, Some(b)) => b,
-            _ => &[],
-        };
-        let text = || -> std::borrow::Cow<'_, str> {
-            match &text {
-                Some(t) => t.as_str().into(),
-                None => String::from_utf8_lossy(bytes),
+        loop {
+            let mut any = false;
+            let mut open = true;
+            while let Some(frame) = self.reader.next_frame().map_err(anyhow::Error::msg)? {
+                any = true;
+                if !self.proto.handle(frame, out, replies)? {
+                    open = false;
+                    break;
+                }
             }
-        };
+            // pongs the frames asked for
+            self.flush().await?;
+            if !open {
+                return Ok(false);
+            }
+            if any {
+                return Ok(true);
+            }
+            if self.stream.read_buf(self.reader.buf_for_read()).await? == 0 {
+                return Ok(false);
+            }
+        }
+    }
+}
+
+impl Proto {
+    fn ack_id(&mut self) -> u64 {
+        self.next_ack_id += 1;
+        self.next_ack_id - 1
+    }
+
+    /// Encodes one client frame into the output.
+    fn queue(&mut self, opcode: u8, payload: &[u8]) {
+        // xorshift: masks differ from frame to frame at no cost
+        self.mask ^= self.mask << 13;
+        self.mask ^= self.mask >> 17;
+        self.mask ^= self.mask << 5;
+        ws::encode(&mut self.out, opcode, payload, self.mask.to_le_bytes());
+    }
+
+    /// Handles one frame; `Ok(false)` when it closed the connection.
+    fn handle(
+        &mut self,
+        frame: Frame<'_>,
+        out: &mut Vec<Incoming>,
+        replies: &mut Vec<Reply>,
+    ) -> Result<bool> {
+        let bytes = frame.payload;
+        match frame.opcode {
+            ws::OP_TEXT | ws::OP_BINARY => {}
+            ws::OP_PING => {
+                self.queue(ws::OP_PONG, bytes);
+                return Ok(true);
+            }
+            ws::OP_CLOSE => return Ok(false),
+            _ => return Ok(true),
+        }
         match self.system {
             System::Herald => match herald::classify(bytes) {
                 herald::Frame::Message => out.push(Incoming::Delivery(wire::find_stamp(bytes))),
                 herald::Frame::Ack => out.push(Incoming::Ack),
                 herald::Frame::Subscribed => replies.push(Reply::HeraldSubscribed),
                 herald::Frame::Other => {
-                    let e = text().chars().take(200).collect::<String>();
+                    let e = String::from_utf8_lossy(bytes)
+                        .chars()
+                        .take(200)
+                        .collect::<String>();
                     replies.push(Reply::Failed(e.clone()));
                     out.push(Incoming::Error(e));
                 }
@@ -247,7 +338,7 @@ impl Conn {
                 while let Some(op) = self.nats.next_op().map_err(anyhow::Error::msg)? {
                     match op {
                         nats::Op::Msg { payload, .. } => {
-                            out.push(Incoming::Delivery(wire::find_stamp(&payload)))
+                            out.push(Incoming::Delivery(wire::find_stamp(payload)))
                         }
                         nats::Op::Pong => {
                             out.push(Incoming::Ack);
@@ -255,19 +346,19 @@ impl Conn {
                         }
                         nats::Op::Ping => pong = true,
                         nats::Op::Err(e) => {
-                            replies.push(Reply::Failed(e.clone()));
-                            out.push(Incoming::Error(e));
+                            replies.push(Reply::Failed(e.to_string()));
+                            out.push(Incoming::Error(e.to_string()));
                         }
                         nats::Op::Info | nats::Op::Ok => {}
                     }
                 }
                 if pong {
-                    self.send_binary(nats::PONG.as_bytes().to_vec()).await?;
+                    self.queue(ws::OP_BINARY, nats::PONG.as_bytes());
                 }
             }
             System::Socketio => {
-                let text = text();
-                match socketio::parse(&text) {
+                let text = std::str::from_utf8(bytes).context("socket.io frame not UTF-8")?;
+                match socketio::parse(text) {
                     socketio::Packet::Event { json, .. } => {
                         out.push(Incoming::Delivery(wire::find_stamp(json.as_bytes())))
                     }
@@ -275,7 +366,7 @@ impl Conn {
                         out.push(Incoming::Ack);
                         replies.push(Reply::SioAck);
                     }
-                    socketio::Packet::Ping => self.ws.send(Message::text(socketio::PONG)).await?,
+                    socketio::Packet::Ping => self.queue(ws::OP_TEXT, socketio::PONG.as_bytes()),
                     socketio::Packet::Open => replies.push(Reply::SioOpen),
                     socketio::Packet::Connected => replies.push(Reply::SioConnected),
                     socketio::Packet::ConnectError(e) => replies.push(Reply::Failed(e.to_string())),
@@ -296,4 +387,90 @@ enum Reply {
     SioConnected,
     SioAck,
     Failed(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::{
+        load::latency::stamped_payload,
+        system::{herald, nats as nats_server, ServerUnderTest},
+    };
+
+    /// Publishes `n` stamped payloads (stamps 1..=n, sizes that need each
+    /// frame length form) and checks the subscriber gets each once, in
+    /// order, and the publisher gets `n` acks.
+    async fn round_trip(system: System, addr: SocketAddr) {
+        const N: u64 = 300;
+        let limit = Duration::from_secs(10);
+        let mut sub = Conn::open(system, addr, None, limit).await.unwrap();
+        sub.subscribe("bench.rt").await.unwrap();
+        let mut publisher = Conn::open(system, addr, None, limit).await.unwrap();
+        for i in 1..=N {
+            let size = [64, 1000, 60_000][i as usize % 3];
+            publisher
+                .feed_publish("bench.rt", &stamped_payload(i, size))
+                .await
+                .unwrap();
+        }
+        let deadline = tokio::time::Instant::now() + limit;
+        // both read at once: a subscriber left unread would be dropped as a
+        // slow consumer
+        let acks = async {
+            let (mut acks, mut got) = (0, Vec::new());
+            publisher.flush().await.unwrap();
+            while acks < N {
+                let r = tokio::time::timeout_at(deadline, publisher.recv(&mut got)).await;
+                assert!(r.expect("acks in time").unwrap(), "publisher closed");
+                acks += got.drain(..).filter(|i| *i == Incoming::Ack).count() as u64;
+            }
+            acks
+        };
+        let stamps = async {
+            let (mut stamps, mut got) = (Vec::new(), Vec::new());
+            while (stamps.len() as u64) < N {
+                let r = tokio::time::timeout_at(deadline, sub.recv(&mut got)).await;
+                assert!(r.expect("deliveries in time").unwrap(), "subscriber closed");
+                for inc in got.drain(..) {
+                    match inc {
+                        Incoming::Delivery(stamp) => stamps.push(stamp.expect("stamped")),
+                        other => panic!("{other:?}"),
+                    }
+                }
+            }
+            stamps
+        };
+        let (acks, stamps) = tokio::join!(acks, stamps);
+        assert_eq!(acks, N);
+        assert_eq!(stamps, (1..=N).collect::<Vec<_>>());
+    }
+
+    #[tokio::test]
+    async fn herald_round_trip_over_the_generators_websocket_client() {
+        let bin = std::env::var_os("HERALD_BIN").map_or_else(
+            || PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/herald"),
+            PathBuf::from,
+        );
+        let bin = herald::locate_binary(Some(&bin)).unwrap();
+        let mut server = herald::HeraldServer::start(&herald::HeraldOptions {
+            binary: bin,
+            durability: "relaxed".into(),
+            data_root: None,
+            extra_args: Vec::new(),
+            nats: None,
+            node_id: None,
+        })
+        .unwrap();
+        server.wait_ready(Duration::from_secs(20)).await.unwrap();
+        round_trip(System::Herald, server.addr()).await;
+    }
+
+    #[tokio::test]
+    async fn nats_round_trip_over_the_generators_websocket_client() {
+        let bin = nats_server::locate_binary(None).unwrap();
+        let server = nats_server::NatsWsServer::start(&bin).unwrap();
+        round_trip(System::Nats, server.ws_addr()).await;
+    }
 }

@@ -17,7 +17,10 @@ use tokio::{
     task::JoinSet,
 };
 
-use super::{conn::Conn, http_subs, Command, ConnectSpec, Event, SubTransport};
+use super::{
+    conn::{Conn, Incoming},
+    http_subs, Command, ConnectSpec, Event, SubTransport,
+};
 use crate::{stats::LatencyHistogram, wire::mono_nanos};
 
 /// Handshakes in flight at once (the server's accept backlog is 4096).
@@ -53,6 +56,33 @@ pub fn delivered(stamp: Option<u64>) {
         let lat = Duration::from_nanos(mono_nanos().saturating_sub(t));
         s.hist.lock().unwrap().record(lat);
     }
+}
+
+/// Counts what one read of a connection brought: deliveries (while
+/// measuring, with their latencies) and errors; empties `got`. One clock
+/// read and one histogram lock per read, not per delivery: everything in a
+/// read arrived at the same time.
+fn received(got: &mut Vec<Incoming>) {
+    let s = shared();
+    let measuring = s.measuring.load(Ordering::Relaxed);
+    let now = mono_nanos();
+    let mut hist = None;
+    let mut count = 0;
+    for inc in got.drain(..) {
+        match inc {
+            Incoming::Delivery(stamp) if measuring => {
+                count += 1;
+                if let Some(t) = stamp {
+                    let lat = Duration::from_nanos(now.saturating_sub(t));
+                    hist.get_or_insert_with(|| s.hist.lock().unwrap())
+                        .record(lat);
+                }
+            }
+            Incoming::Error(e) => error(e),
+            Incoming::Delivery(_) | Incoming::Ack => {}
+        }
+    }
+    s.delivered.fetch_add(count, Ordering::Relaxed);
 }
 
 /// Counts one reconnect of a subscriber the server had closed (long-poll).
@@ -170,13 +200,7 @@ async fn open_one(spec: &ConnectSpec, i: usize) -> Result<Running> {
             Ok(Box::pin(async move {
                 let mut got = Vec::new();
                 while conn.recv(&mut got).await? {
-                    for inc in got.drain(..) {
-                        match inc {
-                            super::conn::Incoming::Delivery(stamp) => delivered(stamp),
-                            super::conn::Incoming::Error(e) => error(e),
-                            super::conn::Incoming::Ack => {}
-                        }
-                    }
+                    received(&mut got);
                 }
                 Ok(())
             }))

@@ -28,6 +28,9 @@ pub enum Frame {
 /// Classifies a server frame (the server writes `type` first).
 pub fn classify(frame: impl AsRef<[u8]>) -> Frame {
     let frame = frame.as_ref();
+    if frame.starts_with(br#"{"type":"message""#) {
+        return Frame::Message;
+    }
     let head = &frame[..frame.len().min(24)];
     let has = |s: &[u8]| head.windows(s.len()).any(|w| w == s);
     if has(b"\"message\"") {

@@ -8,6 +8,11 @@
 pub mod herald;
 pub mod nats;
 pub mod socketio;
+pub mod ws;
+
+use std::sync::LazyLock;
+
+use memchr::memmem;
 
 /// `CLOCK_MONOTONIC` now, nanoseconds (shared by all processes on the host).
 pub fn mono_nanos() -> u64 {
@@ -30,7 +35,9 @@ pub fn find_stamp(frame: &[u8]) -> Option<u64> {
     const KEY: &[u8] = b"\"t\":";
     // SIMD substring search: the generator does this for every delivery of
     // every system, and Herald's envelope puts ~80 bytes before the stamp.
-    let at = memchr::memmem::find(frame, KEY)? + KEY.len();
+    // One searcher built once (`memmem::find` builds one per call).
+    static FINDER: LazyLock<memmem::Finder<'static>> = LazyLock::new(|| memmem::Finder::new(KEY));
+    let at = FINDER.find(frame)? + KEY.len();
     let digits = frame[at..]
         .iter()
         .take_while(|b| b.is_ascii_digit())
