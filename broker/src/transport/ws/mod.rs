@@ -224,16 +224,20 @@ impl Connection {
 
     async fn run(mut self: Box<Self>) {
         let transport = self.state.config.transport.clone();
+        // One wait for the whole connection, not a fresh `changed()` (a
+        // waiter-list insert and removal) per loop turn, i.e. per delivery
+        // batch. Resolves at once if the server is already draining.
         let mut shutdown = self.state.shutdown.clone();
+        let draining = async move {
+            let _ = shutdown.wait_for(|draining| *draining).await;
+        };
+        tokio::pin!(draining);
         let mut ping = tokio::time::interval_at(
             Instant::now() + transport.ws_ping_interval,
             transport.ws_ping_interval,
         );
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let exit = loop {
-            if *shutdown.borrow() {
-                break Exit::DRAINING;
-            }
             let (wake, acks_pending, reading, expiry, feed) = match &self.handler {
                 Handler::Broker(b) => (
                     Some(b.subscriber.wake()),
@@ -246,7 +250,7 @@ impl Connection {
             };
             let step = tokio::select! {
                 biased;
-                _ = shutdown.changed() => Step::Shutdown,
+                _ = &mut draining => Step::Shutdown,
                 frame = self.stream.next(), if reading => Step::Frame(frame),
                 ack = next_ack(&mut self.handler), if acks_pending => Step::Ack(ack),
                 _ = async { wake.expect("broker has a subscriber").await }, if wake.is_some() => Step::Deliver,
