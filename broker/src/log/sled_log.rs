@@ -26,7 +26,10 @@ use std::{collections::HashMap, path::Path, sync::Arc};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use super::{IdempotencyRecord, LogEntry, LogError, MessageLog, TopicStats, Trimmed};
+use super::{
+    keys::{head_key, idempotency_key, message_key, message_prefix, seq_of_key, u64_at},
+    IdempotencyRecord, LogEntry, LogError, MessageLog, TopicStats, Trimmed,
+};
 use crate::hub::{Message, Topic, TopicHead};
 
 const FORMAT_KEY: &[u8] = b"format";
@@ -51,36 +54,6 @@ pub struct SledLog {
     stats: Mutex<HashMap<Topic, TopicStats>>,
 }
 
-fn message_prefix(topic: &Topic) -> Vec<u8> {
-    let mut k = Vec::with_capacity(topic.as_str().len() + 10);
-    k.push(b'm');
-    k.extend_from_slice(topic.as_str().as_bytes());
-    k.push(0);
-    k
-}
-
-fn message_key(topic: &Topic, seq: u64) -> Vec<u8> {
-    let mut k = message_prefix(topic);
-    k.extend_from_slice(&seq.to_be_bytes());
-    k
-}
-
-fn head_key(topic: &Topic) -> Vec<u8> {
-    let mut k = Vec::with_capacity(topic.as_str().len() + 1);
-    k.push(b'h');
-    k.extend_from_slice(topic.as_str().as_bytes());
-    k
-}
-
-fn idempotency_key(topic: &Topic, key: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(topic.as_str().len() + key.len() + 2);
-    k.push(b'i');
-    k.extend_from_slice(topic.as_str().as_bytes());
-    k.push(0);
-    k.extend_from_slice(key.as_bytes());
-    k
-}
-
 /// Writes `bytes` to `path` durably (temp file, fsync, rename, fsync dir).
 pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -93,20 +66,6 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         std::fs::File::open(parent)?.sync_all()?;
     }
     Ok(())
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> Result<u64, LogError> {
-    bytes
-        .get(at..at + 8)
-        .map(|b| u64::from_be_bytes(b.try_into().expect("8 bytes")))
-        .ok_or_else(|| LogError::Corrupt(format!("value of {} bytes is too short", bytes.len())))
-}
-
-fn seq_of_key(key: &[u8]) -> Result<u64, LogError> {
-    if key.len() < 8 {
-        return Err(LogError::Corrupt("message key too short".into()));
-    }
-    u64_at(key, key.len() - 8)
 }
 
 impl SledLog {

@@ -16,6 +16,7 @@
 //! never holds a message that no other node could have received, so a
 //! crashed owner never comes back with a seq that the cluster reassigned.
 
+mod release;
 mod replication;
 
 use self::replication::apply_parts;
@@ -406,75 +407,6 @@ impl Owner {
         }
         for (index, published) in immediate {
             fill(&request, index, published);
-        }
-    }
-
-    fn on_view(&mut self, view: Arc<View>) {
-        self.shared.note_members(view.members.len());
-        let lost: Vec<Topic> = self
-            .slots
-            .keys()
-            .filter(|t| !view.is_mine(t.as_str()))
-            .cloned()
-            .collect();
-        self.view = view;
-        for topic in lost {
-            self.drop_slot(&topic, "the topic moved to another node");
-        }
-    }
-
-    /// Answers publishers whose parts waited too long (the parts stay
-    /// queued: they may still complete), and gives up on topics stuck for
-    /// much longer.
-    fn expire(&mut self) {
-        let limit = self.shared.settings.replication_timeout;
-        let mut stuck = Vec::new();
-        for (topic, slot) in &mut self.slots {
-            let Slot::Owned(owned) = slot else { continue };
-            for part in owned.pending.iter_mut() {
-                if !part.answered && part.since.elapsed() > limit {
-                    part.answered = true;
-                    for (request, _, _) in part.waiters.drain(..) {
-                        fail(
-                            &request,
-                            OwnerError::Unavailable(
-                                "replicas did not confirm the message in time".into(),
-                            ),
-                        );
-                    }
-                }
-                if part.since.elapsed() > limit * 10 {
-                    stuck.push(topic.clone());
-                    break;
-                }
-            }
-        }
-        for topic in stuck {
-            self.drop_slot(&topic, "replication stalled");
-        }
-    }
-
-    /// Stops owning `topic`: unapplied parts are discarded (never appended
-    /// here; whatever replicas kept is recovered through the next owner).
-    fn drop_slot(&mut self, topic: &Topic, reason: &str) {
-        match self.slots.remove(topic) {
-            Some(Slot::Claiming { parked }) => {
-                for (_, reply) in parked {
-                    let _ = reply.send(Err(OwnerError::NotOwner));
-                }
-            }
-            Some(Slot::Owned(owned)) => {
-                tracing::info!(%topic, reason, pending = owned.pending.len(), "giving up ownership");
-                for part in owned.pending {
-                    for (request, _, _) in part.waiters {
-                        fail(
-                            &request,
-                            OwnerError::Unavailable(format!("publish not confirmed: {reason}")),
-                        );
-                    }
-                }
-            }
-            None => {}
         }
     }
 }

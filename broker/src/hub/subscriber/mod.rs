@@ -25,6 +25,7 @@
 //! pattern, its messages with `ts >= floor` that came before the live one are
 //! replayed from the log.
 
+mod backlog;
 mod position;
 
 use std::{
@@ -154,19 +155,6 @@ impl Subscriber {
         self.patterns.iter().map(|(p, _)| p)
     }
 
-    /// Where replay starts for a topic first seen now: the earliest start
-    /// of the patterns matching it. Only messages in flight when a pattern
-    /// was subscribed (or published while a resumed client was away) can
-    /// lie between that start and the live message, so this is cheap.
-    fn first_seen_floor(&self, topic: &Topic) -> u64 {
-        self.patterns
-            .iter()
-            .filter(|(p, _)| p.matches(topic))
-            .map(|(_, start)| *start)
-            .min()
-            .unwrap_or(self.floor)
-    }
-
     /// Subscribes to `pattern`, starting as `resume` says, and returns the
     /// subscription's cursor: where it starts, or — if the pattern was
     /// already subscribed, which changes nothing — where it stands.
@@ -256,92 +244,6 @@ impl Subscriber {
         let cursor = self.cursor_for(&pattern, start);
         self.patterns.push((pattern, start));
         Ok(Some(cursor))
-    }
-
-    /// Schedules from the log everything `pattern` matches that this
-    /// subscriber has not been given: tracked topics after their position,
-    /// untracked ones from their first message with `ts >= start`.
-    fn schedule_backlog(&mut self, pattern: &Pattern, start: u64) {
-        for (topic, head) in self.hub.heads_matching(pattern) {
-            match self.positions.get_mut(&topic) {
-                Some(pos) if head.last_seq > pos.scheduled => {
-                    self.work.push_back(Work::Replay {
-                        topic,
-                        from: pos.scheduled + 1,
-                        to: head.last_seq,
-                    });
-                    pos.scheduled = head.last_seq;
-                }
-                Some(_) => {}
-                None if head.last_ts >= start => {
-                    self.work.push_back(Work::ReplaySinceTs {
-                        topic: topic.clone(),
-                        floor: start,
-                        to: head.last_seq,
-                    });
-                    self.positions.insert(
-                        topic,
-                        Position {
-                            scheduled: head.last_seq,
-                            ..Default::default()
-                        },
-                    );
-                }
-                None => {}
-            }
-        }
-    }
-
-    /// The mailbox dropped messages (`drop_oldest`, `conflate`) or all of
-    /// them (`catch_up`): account for both before taking new ones.
-    fn absorb(&mut self, drained: Drained) {
-        if drained.lagging {
-            // Catch up from the log, exactly as a resume would.
-            let patterns = self.patterns.clone();
-            for (pattern, start) in &patterns {
-                self.schedule_backlog(pattern, *start);
-            }
-        }
-        for skip in drained.skipped {
-            match self.positions.get_mut(&skip.topic) {
-                Some(pos) if skip.up_to > pos.scheduled => {
-                    if skip.report {
-                        self.work.push_back(Work::Gap {
-                            topic: skip.topic.clone(),
-                            from: pos.scheduled + 1,
-                            to: skip.up_to,
-                        });
-                    }
-                    pos.scheduled = skip.up_to;
-                }
-                Some(_) => {}
-                None => {
-                    // First seen, and its first messages were dropped: what
-                    // came before them is owed as for any first-seen topic.
-                    if skip.from > 1 {
-                        self.work.push_back(Work::ReplaySinceTs {
-                            topic: skip.topic.clone(),
-                            floor: self.first_seen_floor(&skip.topic),
-                            to: skip.from - 1,
-                        });
-                    }
-                    if skip.report {
-                        self.work.push_back(Work::Gap {
-                            topic: skip.topic.clone(),
-                            from: skip.from,
-                            to: skip.up_to,
-                        });
-                    }
-                    self.positions.insert(
-                        skip.topic,
-                        Position {
-                            scheduled: skip.up_to,
-                            ..Default::default()
-                        },
-                    );
-                }
-            }
-        }
     }
 
     /// Unsubscribes from `pattern`; returns false if it was not subscribed.
