@@ -284,10 +284,15 @@ impl Scenario for Compare {
                         round + 1
                     );
                     let revived = servers.revive(system, &self.args, env).await?;
+                    let settled = servers.settle().await;
+                    if let Some(note) = &settled {
+                        eprintln!("   {note}");
+                    }
                     let server = servers.get(system);
                     match measure::run(&server, point, &self.args, env).await {
                         Ok(mut r) => {
                             r.notes.extend(revived);
+                            r.notes.extend(settled);
                             eprintln!("   {}", report::one_line(&r));
                             let key = (r.system.clone(), r.scenario.clone());
                             match by_key

@@ -9,6 +9,7 @@ use anyhow::Result;
 use super::Args;
 use crate::{
     fleet::System,
+    procstat::{self, Proc},
     scenarios::BenchEnv,
     system::{
         herald::{self, HeraldOptions, HeraldServer},
@@ -17,6 +18,11 @@ use crate::{
         ManagedProcess, ServerUnderTest,
     },
 };
+
+/// A server using less than this share of a core counts as idle.
+const IDLE_CPU: f64 = 0.10;
+/// The longest [`Servers::settle`] waits.
+const SETTLE_LIMIT: Duration = Duration::from_secs(60);
 
 /// Where a system listens and which process to measure.
 #[derive(Clone, Copy, Debug)]
@@ -117,6 +123,64 @@ impl Servers {
             }
         }
         Ok(())
+    }
+
+    /// Waits until no server is still busy with an earlier measurement
+    /// (each under [`IDLE_CPU`] of a core over half a second), at most
+    /// [`SETTLE_LIMIT`]; says how long that took if it was more than a
+    /// moment. Without it the system measured next would share the cores
+    /// with the previous one: socket.io keeps a core busy for seconds after
+    /// its subscribers have gone (15k idle connections closing, a fan-out
+    /// backlog), which cost the next system up to 40 % of its rate.
+    pub async fn settle(&self) -> Option<String> {
+        let pids: Vec<(System, u32)> = [System::Herald, System::Nats, System::Socketio]
+            .into_iter()
+            .filter(|s| match s {
+                System::Herald => self.herald.is_some(),
+                System::Nats => self.nats.is_some(),
+                System::Socketio => self.socketio.is_some(),
+            })
+            .map(|s| (s, self.get(s).pid))
+            .collect();
+        let started = std::time::Instant::now();
+        let window = Duration::from_millis(500);
+        let ticks_per_window = procstat::clock_ticks_per_sec() as f64 * window.as_secs_f64();
+        loop {
+            let before: Vec<u64> = pids
+                .iter()
+                .map(|(_, pid)| procstat::cpu_ticks(Proc::Pid(*pid)).unwrap_or(0))
+                .collect();
+            tokio::time::sleep(window).await;
+            let busy: Vec<(System, f64)> = pids
+                .iter()
+                .zip(before)
+                .map(|((system, pid), b)| {
+                    let after = procstat::cpu_ticks(Proc::Pid(*pid)).unwrap_or(b);
+                    (*system, after.saturating_sub(b) as f64 / ticks_per_window)
+                })
+                .filter(|(_, cores)| *cores >= IDLE_CPU)
+                .collect();
+            let waited = started.elapsed();
+            if busy.is_empty() {
+                return (waited > Duration::from_secs(2)).then(|| {
+                    format!(
+                        "waited {:.1} s for the servers to go idle first",
+                        waited.as_secs_f64()
+                    )
+                });
+            }
+            if waited >= SETTLE_LIMIT {
+                let who: Vec<String> = busy
+                    .iter()
+                    .map(|(s, cores)| format!("{} {:.0} %", s.name(), cores * 100.0))
+                    .collect();
+                return Some(format!(
+                    "servers still busy after {} s: {}",
+                    SETTLE_LIMIT.as_secs(),
+                    who.join(", ")
+                ));
+            }
+        }
     }
 
     /// The running `system` (it must have been started).
