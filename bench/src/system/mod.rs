@@ -32,6 +32,19 @@ pub trait ServerUnderTest {
     fn addr(&self) -> SocketAddr;
 }
 
+/// The line of a dead process's last output that says why (Node's OOM, a
+/// Rust panic), not the native stack trace after it; else its last line.
+fn why_it_ended(tail: &str) -> String {
+    tail.lines()
+        .find(|l| l.contains("FATAL") || l.contains("panicked") || l.contains("rror:"))
+        .or_else(|| tail.lines().rev().find(|l| !l.trim().is_empty()))
+        .unwrap_or("")
+        .trim()
+        .chars()
+        .take(200)
+        .collect()
+}
+
 /// A child process whose output is drained on a thread (a full pipe would
 /// stall the server) with the last lines kept for diagnostics.
 pub struct ManagedProcess {
@@ -108,7 +121,7 @@ impl ManagedProcess {
     /// If the process has exited: its status and the tail of its output.
     pub fn exited(&mut self) -> Option<String> {
         let status = self.try_wait()?;
-        Some(format!("{status}; last output: {}", self.tail()))
+        Some(format!("{status}; {}", why_it_ended(&self.tail())))
     }
 
     /// Waits for `rx` to yield, failing early if the process exits.
@@ -220,5 +233,23 @@ fn drain<T>(
             tail.pop_front();
         }
         tail.push_back(line);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::why_it_ended;
+
+    #[test]
+    fn the_reason_not_the_stack_trace() {
+        let node = "listening 40461\n\n<--- Last few GCs --->\n\nFATAL ERROR: Reached heap limit \
+                    Allocation failed - JavaScript heap out of memory\n 1: 0xb78db3 \
+                    node::OOMErrorHandler\n17: 0xf70256 v8::internal::Builtin_ErrorConstructor";
+        assert_eq!(
+            why_it_ended(node),
+            "FATAL ERROR: Reached heap limit Allocation failed - JavaScript heap out of memory"
+        );
+        assert_eq!(why_it_ended("a\nlast words\n\n"), "last words");
+        assert_eq!(why_it_ended(""), "");
     }
 }

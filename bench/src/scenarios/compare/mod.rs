@@ -284,9 +284,14 @@ impl Scenario for Compare {
                         round + 1
                     );
                     let revived = servers.revive(system, &self.args, env).await?;
-                    let settled = servers.settle().await;
+                    let (settled, still_busy) = servers.settle().await;
                     if let Some(note) = &settled {
                         eprintln!("   {note}");
+                    }
+                    for busy in still_busy {
+                        servers
+                            .restart(busy, "busy with clients long gone", &self.args, env)
+                            .await?;
                     }
                     let server = servers.get(system);
                     match measure::run(&server, point, &self.args, env).await {
@@ -305,7 +310,9 @@ impl Scenario for Compare {
                         }
                         Err(e) => {
                             eprintln!("   failed: {e:#}");
-                            servers.restart(system, &self.args, env).await?;
+                            servers
+                                .restart(system, "after the failure", &self.args, env)
+                                .await?;
                         }
                     }
                 }

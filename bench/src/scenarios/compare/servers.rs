@@ -74,11 +74,17 @@ impl Servers {
     /// measurement it may be alive but hung (socket.io stopped answering
     /// handshakes after a backlog of ~10^8 frames), so the next measurement
     /// would fail too.
-    pub async fn restart(&mut self, system: System, args: &Args, env: &BenchEnv) -> Result<()> {
+    pub async fn restart(
+        &mut self,
+        system: System,
+        why: &str,
+        args: &Args,
+        env: &BenchEnv,
+    ) -> Result<()> {
         if let Some(p) = self.process(system) {
             p.stop(Duration::from_secs(5));
         }
-        eprintln!("   restarting {} after the failure", system.name());
+        eprintln!("   restarting {} ({why})", system.name());
         self.start_one(system, args, env).await
     }
 
@@ -128,11 +134,13 @@ impl Servers {
     /// Waits until no server is still busy with an earlier measurement
     /// (each under [`IDLE_CPU`] of a core over half a second), at most
     /// [`SETTLE_LIMIT`]; says how long that took if it was more than a
-    /// moment. Without it the system measured next would share the cores
-    /// with the previous one: socket.io keeps a core busy for seconds after
-    /// its subscribers have gone (15k idle connections closing, a fan-out
-    /// backlog), which cost the next system up to 40 % of its rate.
-    pub async fn settle(&self) -> Option<String> {
+    /// moment, and which servers are still busy after the limit (the caller
+    /// replaces them). Without it the system measured next would share the
+    /// cores with the previous one: socket.io keeps a core busy for seconds
+    /// after its subscribers have gone (15k idle connections closing, a
+    /// fan-out backlog; minutes after `latency/10000@1000`), which cost the
+    /// next system up to 40 % of its rate.
+    pub async fn settle(&self) -> (Option<String>, Vec<System>) {
         let pids: Vec<(System, u32)> = [System::Herald, System::Nats, System::Socketio]
             .into_iter()
             .filter(|s| match s {
@@ -162,23 +170,25 @@ impl Servers {
                 .collect();
             let waited = started.elapsed();
             if busy.is_empty() {
-                return (waited > Duration::from_secs(2)).then(|| {
+                let note = (waited > Duration::from_secs(2)).then(|| {
                     format!(
                         "waited {:.1} s for the servers to go idle first",
                         waited.as_secs_f64()
                     )
                 });
+                return (note, Vec::new());
             }
             if waited >= SETTLE_LIMIT {
                 let who: Vec<String> = busy
                     .iter()
                     .map(|(s, cores)| format!("{} {:.0} %", s.name(), cores * 100.0))
                     .collect();
-                return Some(format!(
-                    "servers still busy after {} s: {}",
+                let note = format!(
+                    "still busy {} s after the previous measurement, so restarted first: {}",
                     SETTLE_LIMIT.as_secs(),
                     who.join(", ")
-                ));
+                );
+                return (Some(note), busy.into_iter().map(|(s, _)| s).collect());
             }
         }
     }
