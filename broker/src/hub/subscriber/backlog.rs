@@ -13,13 +13,26 @@ impl Subscriber {
     /// of the patterns matching it. Only messages in flight when a pattern
     /// was subscribed (or published while a resumed client was away) can
     /// lie between that start and the live message, so this is cheap.
-    pub(super) fn first_seen_floor(&self, topic: &Topic) -> u64 {
+    fn first_seen_floor(&self, topic: &Topic) -> u64 {
         self.patterns
             .iter()
             .filter(|(p, _)| p.matches(topic))
             .map(|(_, start)| *start)
             .min()
             .unwrap_or(self.floor)
+    }
+
+    /// A topic seen for the first time at `seq` (live, or as the first seq
+    /// the mailbox dropped): its messages before `seq` since the matching
+    /// patterns' start are owed, read from the log.
+    pub(super) fn owe_before_first_seen(&mut self, topic: &Topic, seq: u64) {
+        if seq > 1 {
+            self.work.push_back(Work::ReplaySinceTs {
+                topic: topic.clone(),
+                floor: self.first_seen_floor(topic),
+                to: seq - 1,
+            });
+        }
     }
 
     /// Schedules from the log everything `pattern` matches that this
@@ -82,13 +95,7 @@ impl Subscriber {
                 None => {
                     // First seen, and its first messages were dropped: what
                     // came before them is owed as for any first-seen topic.
-                    if skip.from > 1 {
-                        self.work.push_back(Work::ReplaySinceTs {
-                            topic: skip.topic.clone(),
-                            floor: self.first_seen_floor(&skip.topic),
-                            to: skip.from - 1,
-                        });
-                    }
+                    self.owe_before_first_seen(&skip.topic, skip.from);
                     if skip.report {
                         self.work.push_back(Work::Gap {
                             topic: skip.topic.clone(),

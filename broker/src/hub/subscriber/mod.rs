@@ -377,13 +377,7 @@ impl Subscriber {
                 pos.scheduled = message.seq;
             }
             None => {
-                if message.seq > 1 {
-                    self.work.push_back(Work::ReplaySinceTs {
-                        topic: message.topic.clone(),
-                        floor: self.first_seen_floor(&message.topic),
-                        to: message.seq - 1,
-                    });
-                }
+                self.owe_before_first_seen(&message.topic, message.seq);
                 self.positions.insert(
                     message.topic.clone(),
                     Position {
