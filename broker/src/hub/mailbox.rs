@@ -23,17 +23,12 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    future::poll_fn,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    task::Poll,
+    sync::Arc,
 };
 
-use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Notify;
 
 use super::{message::Message, topic::Topic};
 
@@ -132,12 +127,7 @@ impl Queue {
 #[derive(Debug)]
 pub struct Mailbox {
     queue: Mutex<Queue>,
-    /// Set by a push into an empty queue or a state change, cleared by the
-    /// consumer's wait. With one consumer, a flag and an `AtomicWaker` do
-    /// what `tokio::sync::Notify` does without its waiter list: no lock and
-    /// no list insert/remove per wake-up of every subscriber on a publish.
-    signalled: AtomicBool,
-    waker: AtomicWaker,
+    notify: Notify,
     limit_bytes: usize,
 }
 
@@ -152,8 +142,7 @@ impl Mailbox {
                 skipped: HashMap::new(),
                 lagging: false,
             }),
-            signalled: AtomicBool::new(false),
-            waker: AtomicWaker::new(),
+            notify: Notify::new(),
             limit_bytes,
         }
     }
@@ -210,7 +199,7 @@ impl Mailbox {
         queue.bytes += weight;
         drop(queue);
         if was_empty {
-            self.signal();
+            self.notify.notify_one();
         }
         outcome
     }
@@ -222,7 +211,7 @@ impl Mailbox {
         queue.bytes = 0;
         drop(queue);
         drop(dropped);
-        self.signal();
+        self.notify.notify_one();
         outcome
     }
 
@@ -263,32 +252,13 @@ impl Mailbox {
         queue.items.clear();
         queue.bytes = 0;
         drop(queue);
-        self.signal();
-    }
-
-    /// Wakes the consumer (or lets its next wait return at once).
-    fn signal(&self) {
-        self.signalled.store(true, Ordering::Release);
-        self.waker.wake();
+        self.notify.notify_one();
     }
 
     /// Waits until something was pushed or the state changed since the last
     /// drain. May wake spuriously; callers drain and check.
-    /// Meant for one consumer at a time (the connection owning the
-    /// mailbox): a second concurrent waiter would take the other's waker.
     pub async fn changed(&self) {
-        poll_fn(|cx| {
-            if self.signalled.swap(false, Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            self.waker.register(cx.waker());
-            // a signal between the check and the registration woke no one
-            if self.signalled.swap(false, Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            Poll::Pending
-        })
-        .await
+        self.notify.notified().await
     }
 }
 

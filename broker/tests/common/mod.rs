@@ -410,8 +410,22 @@ pub fn assert_sequence(messages: &[Value], topic: &str, from: u64, to: u64) {
     let expected: Vec<u64> = (from..=to).collect();
     if seqs != expected {
         let first_bad = seqs.iter().zip(&expected).position(|(a, b)| a != b);
+        let missing: Vec<u64> = expected
+            .iter()
+            .filter(|s| !seqs.contains(s))
+            .take(10)
+            .copied()
+            .collect();
+        let mut seen = std::collections::HashSet::new();
+        let repeated: Vec<u64> = seqs
+            .iter()
+            .filter(|s| !seen.insert(**s))
+            .take(10)
+            .copied()
+            .collect();
         panic!(
-            "{topic}: got {} messages, expected {} ({from}..={to}); first mismatch at {first_bad:?}",
+            "{topic}: got {} messages, expected {} ({from}..={to}); first mismatch at \
+             {first_bad:?}; missing (first 10) {missing:?}; repeated (first 10) {repeated:?}",
             seqs.len(),
             expected.len()
         );
