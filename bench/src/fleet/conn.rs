@@ -133,14 +133,12 @@ impl Conn {
             System::Herald => {}
             System::Nats => {
                 let ops = format!("{}{}", nats::CONNECT, nats::PING);
-                conn.proto.queue(ws::OP_BINARY, ops.as_bytes());
-                conn.flush().await?;
+                conn.send(ws::OP_BINARY, ops.as_bytes()).await?;
                 conn.until(|op| matches!(op, Reply::NatsPong)).await?;
             }
             System::Socketio => {
                 conn.until(|op| matches!(op, Reply::SioOpen)).await?;
-                conn.proto.queue(ws::OP_TEXT, socketio::CONNECT.as_bytes());
-                conn.flush().await?;
+                conn.send(ws::OP_TEXT, socketio::CONNECT.as_bytes()).await?;
                 conn.until(|op| matches!(op, Reply::SioConnected)).await?;
             }
         }
@@ -170,23 +168,20 @@ impl Conn {
     pub async fn subscribe(&mut self, topic: &str) -> Result<()> {
         match self.proto.system {
             System::Herald => {
-                self.proto
-                    .queue(ws::OP_TEXT, herald::subscribe(topic).as_bytes());
-                self.flush().await?;
+                self.send(ws::OP_TEXT, herald::subscribe(topic).as_bytes())
+                    .await?;
                 self.until(|op| matches!(op, Reply::HeraldSubscribed)).await
             }
             System::Nats => {
                 let ops = format!("{}{}", nats::sub(topic, 1), nats::PING);
-                self.proto.queue(ws::OP_BINARY, ops.as_bytes());
-                self.flush().await?;
+                self.send(ws::OP_BINARY, ops.as_bytes()).await?;
                 self.until(|op| matches!(op, Reply::NatsPong)).await
             }
             System::Socketio => {
                 let id = self.proto.ack_id();
                 let quoted = serde_json::to_string(topic)?;
                 let frame = socketio::event(Some(id), &["\"subscribe\"", &quoted]);
-                self.proto.queue(ws::OP_TEXT, frame.as_bytes());
-                self.flush().await?;
+                self.send(ws::OP_TEXT, frame.as_bytes()).await?;
                 self.until(|op| matches!(op, Reply::SioAck)).await
             }
         }
@@ -194,7 +189,7 @@ impl Conn {
 
     /// Queues one publish of `data` (JSON text) to `topic` without flushing;
     /// its [`Incoming::Ack`] comes from [`Self::recv`].
-    pub async fn feed_publish(&mut self, topic: &str, data: &str) -> Result<()> {
+    pub fn feed_publish(&mut self, topic: &str, data: &str) {
         let id = self.proto.ack_id();
         match self.proto.system {
             System::Herald => self
@@ -209,7 +204,12 @@ impl Conn {
                 self.proto.queue(ws::OP_TEXT, frame.as_bytes());
             }
         }
-        Ok(())
+    }
+
+    /// Sends one frame now.
+    async fn send(&mut self, opcode: u8, payload: &[u8]) -> Result<()> {
+        self.proto.queue(opcode, payload);
+        self.flush().await
     }
 
     /// Writes queued frames. Cancel safe: what was written stays written,
@@ -410,10 +410,7 @@ mod tests {
         let mut publisher = Conn::open(system, addr, None, limit).await.unwrap();
         for i in 1..=N {
             let size = [64, 1000, 60_000][i as usize % 3];
-            publisher
-                .feed_publish("bench.rt", &stamped_payload(i, size))
-                .await
-                .unwrap();
+            publisher.feed_publish("bench.rt", &stamped_payload(i, size));
         }
         let deadline = tokio::time::Instant::now() + limit;
         // both read at once: a subscriber left unread would be dropped as a

@@ -47,42 +47,43 @@ fn shared() -> &'static Shared {
 
 /// Counts one delivery (while measuring) and its latency if stamped.
 pub fn delivered(stamp: Option<u64>) {
-    let s = shared();
-    if !s.measuring.load(Ordering::Relaxed) {
-        return;
-    }
-    s.delivered.fetch_add(1, Ordering::Relaxed);
-    if let Some(t) = stamp {
-        let lat = Duration::from_nanos(mono_nanos().saturating_sub(t));
-        s.hist.lock().unwrap().record(lat);
-    }
+    count_deliveries([stamp]);
 }
 
-/// Counts what one read of a connection brought: deliveries (while
-/// measuring, with their latencies) and errors; empties `got`. One clock
-/// read and one histogram lock per read, not per delivery: everything in a
-/// read arrived at the same time.
-fn received(got: &mut Vec<Incoming>) {
+/// Counts deliveries that arrived together (while measuring), with their
+/// latencies: one clock read and one histogram lock for all of them, not
+/// per delivery. Consumes `stamps` either way.
+fn count_deliveries(stamps: impl IntoIterator<Item = Option<u64>>) {
     let s = shared();
     let measuring = s.measuring.load(Ordering::Relaxed);
     let now = mono_nanos();
     let mut hist = None;
     let mut count = 0;
-    for inc in got.drain(..) {
-        match inc {
-            Incoming::Delivery(stamp) if measuring => {
-                count += 1;
-                if let Some(t) = stamp {
-                    let lat = Duration::from_nanos(now.saturating_sub(t));
-                    hist.get_or_insert_with(|| s.hist.lock().unwrap())
-                        .record(lat);
-                }
-            }
-            Incoming::Error(e) => error(e),
-            Incoming::Delivery(_) | Incoming::Ack => {}
+    for stamp in stamps {
+        if !measuring {
+            continue;
+        }
+        count += 1;
+        if let Some(t) = stamp {
+            let lat = Duration::from_nanos(now.saturating_sub(t));
+            hist.get_or_insert_with(|| s.hist.lock().unwrap())
+                .record(lat);
         }
     }
     s.delivered.fetch_add(count, Ordering::Relaxed);
+}
+
+/// Counts what one read of a connection brought (deliveries and errors)
+/// and empties `got`.
+fn received(got: &mut Vec<Incoming>) {
+    count_deliveries(got.drain(..).filter_map(|inc| match inc {
+        Incoming::Delivery(stamp) => Some(stamp),
+        Incoming::Error(e) => {
+            error(e);
+            None
+        }
+        Incoming::Ack => None,
+    }));
 }
 
 /// Counts one reconnect of a subscriber the server had closed (long-poll).

@@ -140,15 +140,10 @@ impl Servers {
     /// after its subscribers have gone (15k idle connections closing, a
     /// fan-out backlog; minutes after `latency/10000@1000`), which cost the
     /// next system up to 40 % of its rate.
-    pub async fn settle(&self) -> (Option<String>, Vec<System>) {
+    pub async fn settle(&mut self) -> (Option<String>, Vec<System>) {
         let pids: Vec<(System, u32)> = [System::Herald, System::Nats, System::Socketio]
             .into_iter()
-            .filter(|s| match s {
-                System::Herald => self.herald.is_some(),
-                System::Nats => self.nats.is_some(),
-                System::Socketio => self.socketio.is_some(),
-            })
-            .map(|s| (s, self.get(s).pid))
+            .filter_map(|s| Some((s, self.process(s)?.pid())))
             .collect();
         let started = std::time::Instant::now();
         let window = Duration::from_millis(500);
