@@ -87,6 +87,9 @@ async fn sse_resumes_with_last_event_id_including_patterns() {
     // feed.c only starts being published later, while the subscriber is
     // away: the cursor's floor must still cover it.
     let n = 300;
+    // A stream without Last-Event-ID starts live, so it opens before the
+    // first publish; the response headers come after the subscribe.
+    let mut opening = Some(Sse::open(&node, "topic=feed.%3E", None).await);
     let (publisher, _) = background_publisher(&node, &["feed.a", "feed.b"], n);
     let mut got: Vec<Value> = Vec::new();
     let mut last_id: Option<String> = None;
@@ -98,7 +101,10 @@ async fn sse_resumes_with_last_event_id_including_patterns() {
     };
     let mut idle_rounds = 0;
     while !done(&got) {
-        let mut sse = Sse::open(&node, "topic=feed.%3E", last_id.as_deref()).await;
+        let mut sse = match opening.take() {
+            Some(sse) => sse,
+            None => Sse::open(&node, "topic=feed.%3E", last_id.as_deref()).await,
+        };
         let take = 45 + round * 7;
         let before = got.len();
         for _ in 0..take {
@@ -154,9 +160,13 @@ async fn sse_resumes_with_last_event_id_including_patterns() {
 async fn long_poll_loop_with_lost_responses_is_exact() {
     let node = Node::start(&[]);
     let n = 300;
+    // A poll without a cursor starts live: learn the opening cursor with a
+    // peek before anything is published, as a client that wants
+    // everything from now on does.
+    let (_, opening) = get_json(&node, "/v1/poll?topic=feed.a&timeout_ms=0").await;
+    let mut cursor = Some(opening["cursor"].as_str().unwrap().to_string());
     let (publisher, _) = background_publisher(&node, &["feed.a"], n);
     let client = http();
-    let mut cursor: Option<String> = None;
     let mut got: Vec<Value> = Vec::new();
     let mut polls = 0;
     let mut empty_answers = 0;
