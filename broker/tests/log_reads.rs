@@ -56,7 +56,7 @@ fn reads_during_appends_see_every_committed_message() {
                     next[i] += 1;
                 }
                 log.append(&entries).unwrap();
-                if round % 8 == 0 {
+                if round.is_multiple_of(8) {
                     log.sync().unwrap();
                 }
                 for i in 0..3 {
