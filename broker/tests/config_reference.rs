@@ -386,6 +386,7 @@ fn sample_args(flag: &str) -> Vec<&'static str> {
         "--queue-bytes" => vec!["--queue-bytes", "100000"],
         "--enable-echo" => vec!["--enable-echo"],
         "--log" => vec!["--log", "debug"],
+        "--workers" => vec!["--workers", "3"],
         "--jwt-secret" => vec!["--jwt-secret", "0123456789abcdef0123"],
         "--jwt-public-key" => vec!["--jwt-public-key", "/etc/herald/jwt.pem"],
         "--jwks" => vec!["--jwks", "/etc/herald/jwks.json"],

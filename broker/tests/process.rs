@@ -138,6 +138,51 @@ fn env_and_file_settings_apply_with_flags_on_top() {
     });
 }
 
+/// Threads of `pid` named like actix's workers (`actix-rt|system:0|arbiter:N`,
+/// cut to 15 bytes by the kernel).
+fn worker_threads(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .unwrap()
+        .filter(|task| {
+            let comm = std::fs::read_to_string(task.as_ref().unwrap().path().join("comm"));
+            comm.unwrap().starts_with("actix-rt|system")
+        })
+        .count()
+}
+
+#[tokio::test]
+async fn workers_setting_sets_the_connection_threads() {
+    for (args, env, want) in [
+        (vec!["--workers", "3"], vec![], 3),
+        (vec![], vec![("HERALD_WORKERS", "1")], 1),
+    ] {
+        let node = Node::start_with_env(&args, &env);
+        // The workers start once the server runs, just after it logs the
+        // address the harness waits for.
+        let started = std::time::Instant::now();
+        while worker_threads(node.pid()) < want && started.elapsed() < TIMEOUT {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(worker_threads(node.pid()), want, "{args:?} {env:?}");
+        // Connections spread over the workers all get the message.
+        let mut subscribers = Vec::new();
+        for _ in 0..4 {
+            let mut ws = node.ws().await;
+            ws.subscribe("w.x").await;
+            subscribers.push(ws);
+        }
+        publish(&node, "w.x", &json!(1)).await;
+        for ws in &mut subscribers {
+            let frame = ws.recv().await;
+            assert_eq!(
+                (frame["type"].as_str(), frame["seq"].as_u64()),
+                (Some("message"), Some(1))
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn health_endpoints() {
     let node = Node::start(&[]);

@@ -46,6 +46,9 @@ pub struct ServeArgs {
     /// Expose the `/v1/echo` WebSocket echo endpoint (conformance testing).
     #[arg(long, env = "HERALD_ENABLE_ECHO")]
     pub enable_echo: bool,
+    /// HTTP/WebSocket worker threads; 0 (the default) means one per CPU.
+    #[arg(long, env = "HERALD_WORKERS", value_name = "N")]
+    pub workers: Option<usize>,
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `herald=debug`.
     #[arg(long, env = "HERALD_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -128,6 +131,9 @@ impl ServeArgs {
         }
         if a.enable_echo {
             config.enable_echo = true;
+        }
+        if let Some(v) = a.workers {
+            config.workers = v;
         }
         if let (Some(cert), Some(key)) = (a.tls_cert, a.tls_key) {
             config.tls = Some(TlsConfig { cert, key });

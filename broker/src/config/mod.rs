@@ -65,6 +65,9 @@ pub struct Config {
     pub enable_echo: bool,
     /// Log filter.
     pub log_filter: String,
+    /// HTTP/WebSocket worker threads (each serves its share of the
+    /// connections); 0 means one per CPU the process may use.
+    pub workers: usize,
     /// How long shutdown waits for connections to finish.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
@@ -106,6 +109,7 @@ impl Default for Config {
             allowed_origins: Vec::new(),
             enable_echo: false,
             log_filter: "info".into(),
+            workers: 0,
             shutdown_timeout: Duration::from_secs(10),
             drain_delay: Duration::ZERO,
             log: LogConfig::default(),
@@ -158,6 +162,9 @@ impl Config {
             if url.trim().is_empty() {
                 return invalid("nats", "must be a NATS URL such as nats://127.0.0.1:4222");
             }
+        }
+        if self.workers > 256 {
+            return invalid("workers", "must be between 0 (one per CPU) and 256");
         }
         if self.limits.max_payload_bytes == 0 || self.limits.max_payload_bytes > 16 << 20 {
             return invalid("limits.max_payload_bytes", "must be between 1 and 16 MiB");
@@ -317,5 +324,10 @@ mod tests {
             ..Default::default()
         };
         assert!(c.validate().is_err());
+        let c = Config {
+            workers: 257,
+            ..Default::default()
+        };
+        assert!(c.validate().unwrap_err().to_string().contains("workers"));
     }
 }

@@ -71,6 +71,11 @@ pub fn server(
     .client_disconnect_timeout(Duration::from_secs(2))
     .backlog(4096)
     .max_connections(50_000);
+    // actix's own default is one worker per CPU, which 0 keeps.
+    let server = match state.config.workers {
+        0 => server,
+        n => server.workers(n),
+    };
     let server = match &state.config.tls {
         Some(tls) => server.listen_rustls_0_23(listener, tls_config(tls)?)?,
         None => server.listen(listener)?,
