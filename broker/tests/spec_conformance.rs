@@ -2731,7 +2731,19 @@ async fn drain_closes_websockets_with_1012() {
             .get(node.url("/v1/poll?topic=drain.t&timeout_ms=30000"))
             .send(),
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Signal only once the poll is held by the node (counted while it waits).
+    let waiting = std::time::Instant::now();
+    loop {
+        let (_, stats) = get_json(&node, "/v1/stats").await;
+        if stats["connections"]["poll"] == 1 {
+            break;
+        }
+        assert!(
+            waiting.elapsed() < TIMEOUT,
+            "the long-poll never arrived: {stats}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let started = std::time::Instant::now();
     signal(node.pid(), "TERM");
     assert_eq!(ws.closed().await, Some(1012), "close code on drain");

@@ -327,9 +327,13 @@ test('a second live subscription to the same pattern, mid-stream: contiguous fro
       let second;
       const N = 200;
       const acks = await publishStream(client, topics, N, 3, async (i) => {
-        if (i === 80) second = collect(client, `jn${transport}.*`);
+        // Publishing waits for the second subscription to be live, so it
+        // starts mid-stream however slow the machine is.
+        if (i === 80) {
+          second = collect(client, `jn${transport}.*`);
+          await second.sub.ready;
+        }
       });
-      await second.sub.ready;
       await waitFor(() => first.msgs.length >= N, { describe: () => `${first.msgs.length}` });
       await sleep(300);
       const acked = byTopic(acks);
