@@ -35,6 +35,8 @@ struct SseStream {
     shutdown: watch::Receiver<bool>,
     opening: Option<Bytes>,
     done: bool,
+    /// The last chunk left nothing queued: wait before asking again.
+    caught_up: bool,
     _tracker: ConnectionTracker,
 }
 
@@ -105,6 +107,7 @@ pub async fn stream(
         heartbeat,
         opening: Some(opening.freeze()),
         done: false,
+        caught_up: false,
         _tracker: tracker,
     };
     let body = stream::unfold(body, |mut s| async move {
@@ -136,33 +139,41 @@ impl SseStream {
             if self.done || *self.shutdown.borrow() {
                 return None;
             }
-            self.events.clear();
-            let state = match self
-                .subscriber
-                .next_events(&mut self.events, EVENTS_PER_CHUNK)
-            {
-                Ok(state) => state,
-                Err(e) => {
-                    tracing::error!(error = %e, "log read failed during SSE delivery");
+            if !self.caught_up {
+                self.events.clear();
+                let state = match self
+                    .subscriber
+                    .next_events(&mut self.events, EVENTS_PER_CHUNK)
+                {
+                    Ok(state) => state,
+                    Err(e) => {
+                        tracing::error!(error = %e, "log read failed during SSE delivery");
+                        return None;
+                    }
+                };
+                if state != MailboxState::Open {
+                    // Ending the stream makes EventSource reconnect with its
+                    // last id, which resumes from the log.
+                    self.done = true;
+                    if state == MailboxState::Overflowed {
+                        return Some(Bytes::from_static(
+                            b": slow consumer; reconnect to resume\n\n",
+                        ));
+                    }
+                }
+                if !self.events.is_empty() {
+                    // A short chunk emptied the mailbox and the work queue:
+                    // anything queued since has stored a wake-up, so the
+                    // next call waits for it instead of asking again.
+                    self.caught_up =
+                        self.events.len() < EVENTS_PER_CHUNK && !self.subscriber.has_work();
+                    return Some(self.encode_events());
+                }
+                if self.done {
                     return None;
                 }
-            };
-            if state != MailboxState::Open {
-                // Ending the stream makes EventSource reconnect with its last
-                // id, which resumes from the log.
-                self.done = true;
-                if state == MailboxState::Overflowed {
-                    return Some(Bytes::from_static(
-                        b": slow consumer; reconnect to resume\n\n",
-                    ));
-                }
             }
-            if !self.events.is_empty() {
-                return Some(self.encode_events());
-            }
-            if self.done {
-                return None;
-            }
+            self.caught_up = false;
             let wake = self.subscriber.wake();
             let feed = self.presence.feed().clone();
             let listening = self.presence.listening();

@@ -112,7 +112,12 @@ impl Connection {
                     ))
                 }
                 MailboxState::Closed => return Err(Exit::DRAINING),
-                MailboxState::Open if count == 0 => return Ok(()),
+                // A short batch emptied the mailbox and the work queue;
+                // anything queued since has stored a wake-up for the next
+                // loop turn, so asking again now would only find nothing.
+                MailboxState::Open if count < EVENTS_PER_BATCH && !broker.subscriber.has_work() => {
+                    return Ok(())
+                }
                 MailboxState::Open => {}
             }
         }
