@@ -23,12 +23,17 @@
 
 use std::{
     collections::{HashMap, VecDeque},
-    sync::Arc,
+    future::poll_fn,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    task::Poll,
 };
 
+use futures_util::task::AtomicWaker;
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Notify;
 
 use super::{message::Message, topic::Topic};
 
@@ -127,7 +132,12 @@ impl Queue {
 #[derive(Debug)]
 pub struct Mailbox {
     queue: Mutex<Queue>,
-    notify: Notify,
+    /// Set by a push into an empty queue or a state change, cleared by the
+    /// consumer's wait. With one consumer, a flag and an `AtomicWaker` do
+    /// what `tokio::sync::Notify` does without its waiter list: no lock and
+    /// no list insert/remove per wake-up of every subscriber on a publish.
+    signalled: AtomicBool,
+    waker: AtomicWaker,
     limit_bytes: usize,
 }
 
@@ -142,7 +152,8 @@ impl Mailbox {
                 skipped: HashMap::new(),
                 lagging: false,
             }),
-            notify: Notify::new(),
+            signalled: AtomicBool::new(false),
+            waker: AtomicWaker::new(),
             limit_bytes,
         }
     }
@@ -199,7 +210,7 @@ impl Mailbox {
         queue.bytes += weight;
         drop(queue);
         if was_empty {
-            self.notify.notify_one();
+            self.signal();
         }
         outcome
     }
@@ -211,7 +222,7 @@ impl Mailbox {
         queue.bytes = 0;
         drop(queue);
         drop(dropped);
-        self.notify.notify_one();
+        self.signal();
         outcome
     }
 
@@ -252,13 +263,32 @@ impl Mailbox {
         queue.items.clear();
         queue.bytes = 0;
         drop(queue);
-        self.notify.notify_one();
+        self.signal();
+    }
+
+    /// Wakes the consumer (or lets its next wait return at once).
+    fn signal(&self) {
+        self.signalled.store(true, Ordering::Release);
+        self.waker.wake();
     }
 
     /// Waits until something was pushed or the state changed since the last
     /// drain. May wake spuriously; callers drain and check.
+    /// Meant for one consumer at a time (the connection owning the
+    /// mailbox): a second concurrent waiter would take the other's waker.
     pub async fn changed(&self) {
-        self.notify.notified().await
+        poll_fn(|cx| {
+            if self.signalled.swap(false, Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            self.waker.register(cx.waker());
+            // a signal between the check and the registration woke no one
+            if self.signalled.swap(false, Ordering::Acquire) {
+                return Poll::Ready(());
+            }
+            Poll::Pending
+        })
+        .await
     }
 }
 
