@@ -43,7 +43,7 @@ fn reads_during_appends_see_every_committed_message() {
         std::thread::spawn(move || {
             let mut next = [1u64; 3];
             let mut round = 0u64;
-            let payload = "x".repeat(120);
+            let payload = format!("\"{}\"", "x".repeat(120));
             while !stop.load(Ordering::Relaxed) {
                 round += 1;
                 let mut entries = Vec::new();
