@@ -455,7 +455,12 @@ mod tests {
             binary: bin,
             durability: "relaxed".into(),
             data_root: None,
-            extra_args: Vec::new(),
+            // The client codec is under test, not slow-consumer handling:
+            // the publisher sends ~6 MB in one burst, and a debug server can
+            // keep the subscriber's task waiting while it parses the
+            // publisher's frames, so the queue must hold the whole burst
+            // (the default 1 MiB cap closed the subscriber once in CI).
+            extra_args: vec!["--queue-bytes".into(), (64usize << 20).to_string()],
             nats: None,
             node_id: None,
         })
