@@ -13,6 +13,7 @@ use herald::{
     hub::{Message, Topic},
     log::{sled_log::SledOptions, LogEntry, MessageLog, SledLog},
 };
+
 /// Readers of committed ranges must see every key while the writer
 /// keeps appending (sled splits nodes under them).
 #[test]

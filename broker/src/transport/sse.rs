@@ -162,11 +162,9 @@ impl SseStream {
                     }
                 }
                 if !self.events.is_empty() {
-                    // A short chunk emptied the mailbox and the work queue:
-                    // anything queued since has stored a wake-up, so the
-                    // next call waits for it instead of asking again.
-                    self.caught_up =
-                        self.events.len() < EVENTS_PER_CHUNK && !self.subscriber.has_work();
+                    self.caught_up = self
+                        .subscriber
+                        .emptied_by(self.events.len(), EVENTS_PER_CHUNK);
                     return Some(self.encode_events());
                 }
                 if self.done {

@@ -271,6 +271,15 @@ impl Subscriber {
         !self.work.is_empty()
     }
 
+    /// Whether the [`Subscriber::next_events`] call that just returned
+    /// `taken` of at most `max` events left nothing behind: a short batch
+    /// means it emptied the mailbox, and no work waits. Anything queued
+    /// since has stored a wake-up, so the caller waits instead of asking
+    /// again.
+    pub fn emptied_by(&self, taken: usize, max: usize) -> bool {
+        taken < max && self.work.is_empty()
+    }
+
     /// A future that resolves when [`Subscriber::next_events`] may have
     /// something to return. It does not borrow the subscriber, so it can sit
     /// in a `select!` next to branches that use it.

@@ -112,10 +112,7 @@ impl Connection {
                     ))
                 }
                 MailboxState::Closed => return Err(Exit::DRAINING),
-                // A short batch emptied the mailbox and the work queue;
-                // anything queued since has stored a wake-up for the next
-                // loop turn, so asking again now would only find nothing.
-                MailboxState::Open if count < EVENTS_PER_BATCH && !broker.subscriber.has_work() => {
+                MailboxState::Open if broker.subscriber.emptied_by(count, EVENTS_PER_BATCH) => {
                     return Ok(())
                 }
                 MailboxState::Open => {}
