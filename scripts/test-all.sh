@@ -17,6 +17,9 @@ install_system_packages() {
   local missing=()
   command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
   [ -x /usr/bin/chromium ] || missing+=(chromium)
+  # The C toolchain builds jemalloc (Herald's allocator) and ring.
+  command -v cc >/dev/null || missing+=(gcc)
+  command -v make >/dev/null || missing+=(make)
 
   command -v node >/dev/null || missing+=(nodejs)
   command -v npm >/dev/null || missing+=(npm)

@@ -8,6 +8,13 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use herald::config::ServeArgs;
 
+// sled frees old versions of its tree nodes on its own threads; with glibc's
+// allocator every such free takes the writer thread's arena lock, which
+// halved the log's append rate across many topics (bench/README.md).
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 /// Herald: real-time pub/sub over WebSocket, SSE and long-poll.
 #[derive(Debug, Parser)]
 #[command(name = "herald", version, about)]
