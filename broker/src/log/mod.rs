@@ -6,6 +6,7 @@
 //! resume, gap filling) read committed ranges back.
 
 pub mod checkpoint;
+mod heads;
 mod keys;
 pub mod retention;
 pub mod sled_log;

@@ -1,13 +1,16 @@
 //! [`MessageLog`] on sled 0.34.
 //!
 //! sled 0.34 is the stable line (1.0 is still alpha). Everything lives in
-//! one tree so that a message, its topic head and its idempotency key are
-//! written by one atomic batch:
+//! one tree so that a message and its idempotency key are written by one
+//! atomic batch:
 //!
 //! | key                                  | value                        |
 //! |--------------------------------------|------------------------------|
 //! | `m` topic `\0` seq (u64 BE)          | ts (u64 BE) ‖ envelope JSON  |
 //! | `h` topic                            | last seq ‖ last ts (u64 BE)  |
+//!
+//! (`h` records the head of what retention removed; a topic's head is the
+//! later of it and its last message key, see [`super::heads`].)
 //! | `i` topic `\0` idempotency key       | seq ‖ ts ‖ expires_at        |
 //! | `x` name                             | small named values (cluster) |
 //!
@@ -19,7 +22,7 @@
 //! recovered after a crash. Without `sync` (relaxed mode) sled's background
 //! flusher writes every `flush_every_ms`, so a crash loses at most that
 //! window. A batch is applied atomically, so after any crash a message is
-//! either entirely present (with its head and key) or absent.
+//! either entirely present (with its idempotency key) or absent.
 
 use std::{collections::HashMap, path::Path, sync::Arc};
 
@@ -27,6 +30,7 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::{
+    heads,
     keys::{head_key, idempotency_key, message_key, message_prefix, seq_of_key, u64_at},
     IdempotencyRecord, LogEntry, LogError, MessageLog, TopicStats, Trimmed,
 };
@@ -35,7 +39,12 @@ use crate::hub::{Message, Topic, TopicHead};
 const FORMAT_KEY: &[u8] = b"format";
 /// File beside the sled directory saying Herald created it.
 const MARKER_FILE: &str = "herald-log.format";
-const FORMAT: &[u8] = b"herald-log-1";
+/// Format 2 derives heads from message keys instead of writing a head
+/// record per append. A format-1 log is upgraded in place on open (its head
+/// records stay valid); the new name makes an older Herald, which would read
+/// stale heads and reuse seqs, refuse the upgraded log.
+const FORMAT: &[u8] = b"herald-log-2";
+const FORMAT_1: &[u8] = b"herald-log-1";
 
 /// Options for opening the log.
 #[derive(Debug, Clone)]
@@ -98,6 +107,13 @@ impl SledLog {
             .map_err(|e| open_err(e.to_string()))?;
         match db.get(FORMAT_KEY).map_err(|e| open_err(e.to_string()))? {
             Some(v) if v == FORMAT => {}
+            Some(v) if v == FORMAT_1 => {
+                db.insert(FORMAT_KEY, FORMAT)
+                    .map_err(|e| open_err(e.to_string()))?;
+                db.flush().map_err(|e| open_err(e.to_string()))?;
+                write_synced(&marker, FORMAT).map_err(|e| open_err(e.to_string()))?;
+                tracing::info!(path = %dir.display(), "log upgraded from format 1 to 2");
+            }
             Some(v) => {
                 return Err(open_err(format!(
                     "unrecognised log format {:?}; refusing to touch it",
@@ -159,20 +175,12 @@ impl SledLog {
 impl MessageLog for SledLog {
     fn append(&self, entries: &[LogEntry]) -> Result<(), LogError> {
         let mut batch = sled::Batch::default();
-        let mut heads: HashMap<&Topic, TopicHead> = HashMap::new();
         for entry in entries {
             let m = &entry.message;
             let mut value = Vec::with_capacity(8 + m.envelope().len());
             value.extend_from_slice(&m.ts.to_be_bytes());
             value.extend_from_slice(m.envelope());
             batch.insert(message_key(&m.topic, m.seq), value);
-            heads.insert(
-                &m.topic,
-                TopicHead {
-                    last_seq: m.seq,
-                    last_ts: m.ts,
-                },
-            );
             if let Some((key, expires_at)) = &entry.idempotency {
                 let mut value = Vec::with_capacity(24);
                 value.extend_from_slice(&m.seq.to_be_bytes());
@@ -180,12 +188,6 @@ impl MessageLog for SledLog {
                 value.extend_from_slice(&expires_at.to_be_bytes());
                 batch.insert(idempotency_key(&m.topic, key), value);
             }
-        }
-        for (topic, head) in &heads {
-            let mut value = [0u8; 16];
-            value[..8].copy_from_slice(&head.last_seq.to_be_bytes());
-            value[8..].copy_from_slice(&head.last_ts.to_be_bytes());
-            batch.insert(head_key(topic), &value[..]);
         }
         self.tree.apply_batch(batch)?;
         let mut stats = self.stats.lock();
@@ -236,20 +238,7 @@ impl MessageLog for SledLog {
     }
 
     fn heads(&self) -> Result<Vec<(Topic, TopicHead)>, LogError> {
-        let mut heads = Vec::new();
-        for item in self.tree.scan_prefix(b"h") {
-            let (key, value) = item?;
-            let name = std::str::from_utf8(&key[1..])
-                .map_err(|_| LogError::Corrupt("topic name is not UTF-8".into()))?;
-            let topic = Topic::parse(name)
-                .map_err(|e| LogError::Corrupt(format!("topic {name:?}: {e}")))?;
-            let head = TopicHead {
-                last_seq: u64_at(&value, 0)?,
-                last_ts: u64_at(&value, 8)?,
-            };
-            heads.push((topic, head));
-        }
-        Ok(heads)
+        heads::scan(&self.tree)
     }
 
     fn idempotency(&self, topic: &Topic, key: &str) -> Result<Option<IdempotencyRecord>, LogError> {
@@ -353,11 +342,22 @@ impl MessageLog for SledLog {
         let mut last_removed = None;
         let mut batch = sled::Batch::default();
         let mut pending = 0;
+        // Each batch records the head of what it removes, so that whenever
+        // it removes a topic's last message the head survives (module doc).
+        let with_head = |mut batch: sled::Batch, seq: u64, ts: u64| {
+            let mut value = [0u8; 16];
+            value[..8].copy_from_slice(&seq.to_be_bytes());
+            value[8..].copy_from_slice(&ts.to_be_bytes());
+            batch.insert(head_key(topic), &value[..]);
+            batch
+        };
+        let mut last_ts = 0;
         for item in self.tree.scan_prefix(message_prefix(topic)) {
             let (key, value) = item?;
             let seq = seq_of_key(&key)?;
+            let ts = u64_at(&value, 0)?;
             let bytes = value.len().saturating_sub(8) as u64;
-            if !drop(seq, u64_at(&value, 0)?, bytes) {
+            if !drop(seq, ts, bytes) {
                 break;
             }
             batch.remove(key);
@@ -365,14 +365,16 @@ impl MessageLog for SledLog {
             trimmed.messages += 1;
             trimmed.bytes += bytes;
             last_removed = Some(seq);
+            last_ts = ts;
             // Removing in batches keeps each tree update short.
             if pending == 1024 {
-                self.tree.apply_batch(std::mem::take(&mut batch))?;
+                self.tree
+                    .apply_batch(with_head(std::mem::take(&mut batch), seq, ts))?;
                 pending = 0;
             }
         }
-        if pending > 0 {
-            self.tree.apply_batch(batch)?;
+        if let (true, Some(seq)) = (pending > 0, last_removed) {
+            self.tree.apply_batch(with_head(batch, seq, last_ts))?;
         }
         if let Some(seq) = last_removed {
             let mut stats = self.stats.lock();
@@ -391,10 +393,11 @@ impl MessageLog for SledLog {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
-    fn open(dir: &Path) -> SledLog {
+    /// Opens the log in `dir`, waiting out the previous handle's file lock.
+    pub(in crate::log) fn open(dir: &Path) -> SledLog {
         let options = SledOptions {
             cache_bytes: 8 << 20,
             flush_every_ms: 500,
@@ -413,7 +416,8 @@ mod tests {
         panic!("log still locked")
     }
 
-    fn entry(topic: &Topic, seq: u64, ts: u64) -> LogEntry {
+    /// A message of `topic` with the given seq and ts.
+    pub(in crate::log) fn entry(topic: &Topic, seq: u64, ts: u64) -> LogEntry {
         LogEntry {
             message: Message::new(topic.clone(), seq, ts, &seq.to_string()),
             idempotency: None,
