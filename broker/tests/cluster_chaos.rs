@@ -1,8 +1,8 @@
 //! A randomized cluster checker: three nodes and a real `nats-server`;
 //! publishers and resuming subscribers on random nodes; a fault schedule of
 //! kill -9 / restart and a NATS outage. At the end every node's log is
-//! identical, every subscriber saw exactly 1..N per topic, and every
-//! acknowledged message is present.
+//! identical, every subscriber saw exactly 1..N per topic (and a last resume
+//! brings it to N with no error), and every acknowledged message is present.
 //!
 //! Replay a failure with `HERALD_CHAOS_SEED=<seed> cargo test --test cluster_chaos`.
 
@@ -179,6 +179,7 @@ async fn randomized_faults_keep_every_promise() {
         acks.len() > 100,
         "too little traffic to judge (seed {seed})"
     );
+    let mut ends: BTreeMap<&str, u64> = BTreeMap::new();
     for topic in TOPICS {
         let mut histories = Vec::new();
         for node in &nodes {
@@ -192,6 +193,7 @@ async fn randomized_faults_keep_every_promise() {
         }
         let history = &histories[0];
         let n = history.len() as u64;
+        ends.insert(topic, n);
         let seqs: Vec<u64> = history.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
         assert_eq!(
             seqs,
@@ -233,6 +235,59 @@ async fn randomized_faults_keep_every_promise() {
             assert_eq!(
                 seqs, expected,
                 "seed {seed}: subscriber {s} on {topic}: gap or duplicate"
+            );
+        }
+    }
+
+    // Last, each subscriber resumes once more, on a node of its own, from
+    // halfway through what it got (so every resume replays from the log):
+    // it must reach every topic's end with no gap, no duplicate and no
+    // error reply.
+    for (s, got) in received.iter().enumerate() {
+        use futures_util::{SinkExt, StreamExt};
+        use tokio_tungstenite::tungstenite::Message;
+        let url = nodes[s % nodes.len()].url("").replace("http://", "ws://");
+        let (mut ws, _) = tokio_tungstenite::connect_async(format!("{url}/v1/ws"))
+            .await
+            .unwrap();
+        let mut seen = got.clone();
+        for topic in TOPICS {
+            let kept = seen.get_mut(topic).unwrap();
+            kept.truncate(kept.len() / 2);
+            let since = kept.last().copied().unwrap_or(0);
+            let op = json!({"op":"subscribe","id":topic,"topic":topic,"since":since});
+            ws.send(Message::Text(op.to_string())).await.unwrap();
+        }
+        let behind = |seen: &BTreeMap<String, Vec<u64>>| {
+            TOPICS
+                .iter()
+                .any(|t| seen.get(*t).map_or(0, |v| v.len() as u64) < ends[t])
+        };
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        while behind(&seen) {
+            let frame = tokio::time::timeout_at(deadline, ws.next()).await;
+            let Ok(Some(Ok(msg))) = frame else {
+                let counts: BTreeMap<_, _> = seen.iter().map(|(t, v)| (t, v.len())).collect();
+                panic!("seed {seed}: subscriber {s}'s last resume stopped short: {counts:?} of {ends:?}");
+            };
+            if let Message::Text(text) = msg {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                assert_ne!(
+                    v["type"], "error",
+                    "seed {seed}: subscriber {s}'s last resume: {v}"
+                );
+                if v["type"] == "message" {
+                    seen.entry(v["topic"].as_str().unwrap().to_string())
+                        .or_default()
+                        .push(v["seq"].as_u64().unwrap());
+                }
+            }
+        }
+        for topic in TOPICS {
+            assert_eq!(
+                seen[topic],
+                (1..=ends[topic]).collect::<Vec<_>>(),
+                "seed {seed}: subscriber {s} on {topic} after its last resume"
             );
         }
     }
