@@ -195,7 +195,7 @@ mod tests {
                     let t = &topics[topic];
                     let head = want.entry(names[topic].to_string()).or_insert(0u64);
                     if trim {
-                        // Remove up to n of the oldest retained messages.
+                        // Remove the n-1 oldest retained messages (or all).
                         let mut left = n;
                         log.trim_front(t, &mut |_, _, _| {
                             left = left.saturating_sub(1);

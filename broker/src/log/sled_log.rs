@@ -8,11 +8,11 @@
 //! |--------------------------------------|------------------------------|
 //! | `m` topic `\0` seq (u64 BE)          | ts (u64 BE) ‖ envelope JSON  |
 //! | `h` topic                            | last seq ‖ last ts (u64 BE)  |
-//!
-//! (`h` records the head of what retention removed; a topic's head is the
-//! later of it and its last message key, see [`super::heads`].)
 //! | `i` topic `\0` idempotency key       | seq ‖ ts ‖ expires_at        |
 //! | `x` name                             | small named values (cluster) |
+//!
+//! `h` records the head of what retention removed; a topic's head is the
+//! later of it and its last message key (see [`super::heads`]).
 //!
 //! Topic names never contain `\0`, so a topic's keys form one contiguous
 //! range. Big-endian seqs sort numerically.
