@@ -105,13 +105,17 @@ impl SledLog {
             .flush_every_ms(Some(options.flush_every_ms.max(1)))
             .open()
             .map_err(|e| open_err(e.to_string()))?;
+        // The format inside the log, then the marker beside it, both durable.
+        let stamp = || -> Result<(), LogError> {
+            db.insert(FORMAT_KEY, FORMAT)
+                .map_err(|e| open_err(e.to_string()))?;
+            db.flush().map_err(|e| open_err(e.to_string()))?;
+            write_synced(&marker, FORMAT).map_err(|e| open_err(e.to_string()))
+        };
         match db.get(FORMAT_KEY).map_err(|e| open_err(e.to_string()))? {
             Some(v) if v == FORMAT => {}
             Some(v) if v == FORMAT_1 => {
-                db.insert(FORMAT_KEY, FORMAT)
-                    .map_err(|e| open_err(e.to_string()))?;
-                db.flush().map_err(|e| open_err(e.to_string()))?;
-                write_synced(&marker, FORMAT).map_err(|e| open_err(e.to_string()))?;
+                stamp()?;
                 tracing::info!(path = %dir.display(), "log upgraded from format 1 to 2");
             }
             Some(v) => {
@@ -126,13 +130,7 @@ impl SledLog {
                         .into(),
                 ))
             }
-            None => {
-                db.insert(FORMAT_KEY, FORMAT)
-                    .map_err(|e| open_err(e.to_string()))?;
-                db.flush().map_err(|e| open_err(e.to_string()))?;
-                write_synced(&marker, FORMAT).map_err(|e| open_err(e.to_string()))?;
-            }
-
+            None => stamp()?,
         }
         let tree = db.open_tree("log").map_err(|e| open_err(e.to_string()))?;
         Ok(SledLog {
@@ -339,7 +337,8 @@ impl MessageLog for SledLog {
         drop: &mut dyn FnMut(u64, u64, u64) -> bool,
     ) -> Result<Trimmed, LogError> {
         let mut trimmed = Trimmed::default();
-        let mut last_removed = None;
+        // (seq, ts) of the last message removed.
+        let mut last = None;
         let mut batch = sled::Batch::default();
         let mut pending = 0;
         // Each batch records the head of what it removes, so that whenever
@@ -351,7 +350,6 @@ impl MessageLog for SledLog {
             batch.insert(head_key(topic), &value[..]);
             batch
         };
-        let mut last_ts = 0;
         for item in self.tree.scan_prefix(message_prefix(topic)) {
             let (key, value) = item?;
             let seq = seq_of_key(&key)?;
@@ -364,8 +362,7 @@ impl MessageLog for SledLog {
             pending += 1;
             trimmed.messages += 1;
             trimmed.bytes += bytes;
-            last_removed = Some(seq);
-            last_ts = ts;
+            last = Some((seq, ts));
             // Removing in batches keeps each tree update short.
             if pending == 1024 {
                 self.tree
@@ -373,10 +370,10 @@ impl MessageLog for SledLog {
                 pending = 0;
             }
         }
-        if let (true, Some(seq)) = (pending > 0, last_removed) {
-            self.tree.apply_batch(with_head(batch, seq, last_ts))?;
+        if let Some((seq, ts)) = last.filter(|_| pending > 0) {
+            self.tree.apply_batch(with_head(batch, seq, ts))?;
         }
-        if let Some(seq) = last_removed {
+        if let Some((seq, _)) = last {
             let mut stats = self.stats.lock();
             if let Some(s) = stats.get_mut(topic) {
                 s.count = s.count.saturating_sub(trimmed.messages);
