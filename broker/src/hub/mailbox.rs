@@ -28,7 +28,7 @@ use std::{
         atomic::{AtomicBool, Ordering},
         Arc,
     },
-    task::Poll,
+    task::{Context, Poll},
 };
 
 use futures_util::task::AtomicWaker;
@@ -249,6 +249,11 @@ impl Mailbox {
         queue.state
     }
 
+    /// The state, without draining.
+    pub fn state(&self) -> MailboxState {
+        self.queue.lock().state
+    }
+
     /// Bytes currently queued.
     pub fn queued_bytes(&self) -> usize {
         self.queue.lock().bytes
@@ -277,18 +282,21 @@ impl Mailbox {
     /// Meant for one consumer at a time (the connection owning the
     /// mailbox): a second concurrent waiter would take the other's waker.
     pub async fn changed(&self) {
-        poll_fn(|cx| {
-            if self.signalled.swap(false, Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            self.waker.register(cx.waker());
-            // a signal between the check and the registration woke no one
-            if self.signalled.swap(false, Ordering::Acquire) {
-                return Poll::Ready(());
-            }
-            Poll::Pending
-        })
-        .await
+        poll_fn(|cx| self.poll_changed(cx)).await
+    }
+
+    /// [`Mailbox::changed`] as a poll: `Ready` once something was pushed or
+    /// the state changed since the last drain, else `cx` is woken then.
+    pub fn poll_changed(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.signalled.swap(false, Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        self.waker.register(cx.waker());
+        // a signal between the check and the registration woke no one
+        if self.signalled.swap(false, Ordering::Acquire) {
+            return Poll::Ready(());
+        }
+        Poll::Pending
     }
 }
 

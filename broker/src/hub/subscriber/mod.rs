@@ -31,6 +31,7 @@ mod position;
 use std::{
     collections::{HashMap, VecDeque},
     sync::Arc,
+    task::{Context, Poll},
 };
 
 use super::replay::Work;
@@ -266,6 +267,12 @@ impl Subscriber {
         true
     }
 
+    /// Whether the mailbox overflowed (the client is too slow and must be
+    /// disconnected), known before [`Subscriber::next_events`] reports it.
+    pub fn overflowed(&self) -> bool {
+        self.mailbox.state() == MailboxState::Overflowed
+    }
+
     /// Whether events are ready without waiting for the mailbox.
     pub fn has_work(&self) -> bool {
         !self.work.is_empty()
@@ -291,6 +298,16 @@ impl Subscriber {
                 mailbox.changed().await;
             }
         }
+    }
+
+    /// [`Subscriber::wake`] as a poll, for a consumer that is itself polled
+    /// (the WebSocket response body): `Ready` when [`Subscriber::next_events`]
+    /// may have something, else `cx` is woken when it may.
+    pub fn poll_wake(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.work.is_empty() {
+            return Poll::Ready(());
+        }
+        self.mailbox.poll_changed(cx)
     }
 
     /// Appends up to `max` events to `out` and returns the mailbox state;

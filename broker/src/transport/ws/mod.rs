@@ -1,41 +1,43 @@
 //! WebSocket transport at `/v1/ws` (and the `/v1/echo` conformance endpoint,
 //! which runs the same connection loop with an echoing handler).
 //!
-//! One task per connection owns the socket and a [`Subscriber`], and
-//! `select!`s over: client frames, subscriber wake-ups, acks of publishes in
-//! flight, the ping timer and server shutdown. Every write is bounded by the
-//! idle timeout, so a client that stops reading can hold the task for at
-//! most that long; its queued messages are capped by the mailbox meanwhile.
-//! Frames go out through Herald's own lane (`wire`), each message's frame
-//! built once and shared; actix-ws does the handshake, the reading and the
-//! close frame.
+//! One task per connection reads the socket and `select!`s over: client
+//! frames, acks of publishes in flight, presence, the ping timer, server
+//! shutdown and the end of delivery. Its [`Subscriber`](crate::hub::Subscriber) is shared with the
+//! response body, which pulls deliveries itself (`delivery`). Every write of
+//! the task is bounded by the idle timeout; a client that stops reading
+//! stops the body being polled, its queued messages are capped by the
+//! mailbox, and the ping timeout closes it. Frames go out through Herald's
+//! own lane (`wire`), each message's frame built once and shared; actix-ws
+//! does the handshake, the reading and the close frame.
 //!
 //! Close codes: 1000 normal, 1012 node draining (reconnect elsewhere and
 //! resume), 1002 protocol error,
 //! 1007 invalid UTF-8, 1009 frame too big, 1011 internal error,
 //! 4001 slow consumer (resume from your last seq), 4002 idle timeout.
 
+mod delivery;
 mod ops;
 mod outbound;
 mod wire;
 
-use std::{future::Future, pin::Pin, sync::Arc, time::Duration};
+use std::{future::Future, pin::Pin, rc::Rc, sync::Arc, time::Duration};
 
 use actix_http::ws::OpCode;
 use actix_web::{body::MessageBody, web, HttpRequest, HttpResponse};
 use actix_ws::{
     AggregatedMessage, AggregatedMessageStream, CloseCode, CloseReason, ProtocolError, Session,
 };
+use delivery::Deliveries;
 use futures_util::{stream::FuturesUnordered, StreamExt};
 use tokio::time::{timeout, Instant};
-use wire::{FrameSender, FramedBody};
+use wire::{FrameSender, FramedBody, Pull};
 
 use super::{new_subscriber, presence::ClientPresence, protocol::OpId, ConnectionTracker};
 use crate::{
     auth::Identity,
     engine::{PublishError, Published},
     http::ApiError,
-    hub::{Event, Subscriber},
     limits::TokenBucket,
     metrics::Transport,
     server::AppState,
@@ -46,6 +48,8 @@ use crate::{
 pub const CLOSE_SERVICE_RESTART: u16 = 1012;
 /// Close code: the client fell too far behind and must resume.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4001;
+/// Close reason sent with [`CLOSE_SLOW_CONSUMER`].
+const SLOW_CONSUMER_REASON: &str = "slow consumer: resume from your last seq";
 /// Close code: nothing heard from the client within the idle timeout.
 pub const CLOSE_IDLE_TIMEOUT: u16 = 4002;
 /// Close code: the connection's token expired without a `refresh`.
@@ -53,7 +57,7 @@ pub const CLOSE_TOKEN_EXPIRED: u16 = 4003;
 /// Publishes one connection may have awaiting their ack before it stops
 /// reading further frames.
 const MAX_PUBLISHES_IN_FLIGHT: usize = 256;
-/// Events taken from the subscriber per write batch.
+/// Events the response body takes from the subscriber per poll.
 const EVENTS_PER_BATCH: usize = 256;
 
 type AckResult = (Option<OpId>, Result<Vec<Published>, PublishError>);
@@ -71,16 +75,16 @@ pub async fn upgrade(
     // Refuse before upgrading: a browser sees the 401 as a failed handshake.
     let identity = state.identify(&req)?;
     let tracker = ConnectionTracker::admit(&state, Transport::Ws, &req)?;
-    let (response, upgraded) = handshake(&req, body)?;
     let state = state.into_inner();
+    let (deliveries, pull) = Deliveries::new(new_subscriber(&state), state.metrics.clone());
+    let (response, upgraded) = handshake(&req, body, Some(Box::new(pull)))?;
     let upgraded = upgraded.limit(state.config.limits.max_frame_bytes());
-    let subscriber = new_subscriber(&state);
     let presence = ClientPresence::new(state.presence.clone(), Transport::Ws, identity.sub.clone());
     let limits = &state.config.limits;
     let rate = (limits.publish_rate_per_connection > 0.0)
         .then(|| TokenBucket::new(limits.publish_rate_per_connection, limits.publish_burst));
     let handler = Handler::Broker(Box::new(BrokerHandler {
-        subscriber,
+        deliveries,
         presence,
         acks: FuturesUnordered::new(),
         identity,
@@ -100,7 +104,7 @@ pub async fn echo(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    let (response, upgraded) = handshake(&req, body)?;
+    let (response, upgraded) = handshake(&req, body, None)?;
     let state = state.into_inner();
     let upgraded = upgraded.limit(ECHO_MAX_MESSAGE_BYTES);
     actix_web::rt::spawn(Connection::new(state, upgraded, Handler::Echo).run());
@@ -130,16 +134,18 @@ impl Upgraded<actix_ws::MessageStream> {
 }
 
 /// The WebSocket handshake (actix-ws), with Herald's data lane in front of
-/// its response body, and refusals in the contract's error shape.
+/// its response body (which takes deliveries from `pull`), and refusals in
+/// the contract's error shape.
 fn handshake(
     req: &HttpRequest,
     body: web::Payload,
+    pull: Option<Box<dyn Pull>>,
 ) -> Result<(HttpResponse, Upgraded<actix_ws::MessageStream>), ApiError> {
     let (response, session, stream) = actix_ws::handle(req, body)
         .map_err(|e| ApiError::bad_request(format!("not a valid WebSocket upgrade: {e}")))?;
     let mut frames = None;
     let response = response.map_body(|_, control| {
-        let (body, sender) = FramedBody::new(control);
+        let (body, sender) = FramedBody::new(control, pull);
         frames = Some(sender);
         body.boxed()
     });
@@ -159,7 +165,8 @@ fn handshake(
 const ECHO_MAX_MESSAGE_BYTES: usize = 32 << 20;
 
 struct BrokerHandler {
-    subscriber: Subscriber,
+    /// The subscriber, shared with the response body that delivers.
+    deliveries: Rc<Deliveries>,
     presence: ClientPresence,
     acks: FuturesUnordered<PendingAck>,
     identity: Identity,
@@ -201,7 +208,6 @@ struct Connection {
     session: Session,
     stream: AggregatedMessageStream,
     handler: Handler,
-    events: Vec<Event>,
     last_heard: Instant,
 }
 
@@ -217,7 +223,6 @@ impl Connection {
             session: upgraded.session,
             stream: upgraded.stream,
             handler,
-            events: Vec::new(),
             last_heard: Instant::now(),
         })
     }
@@ -238,9 +243,9 @@ impl Connection {
         );
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let exit = loop {
-            let (wake, acks_pending, reading, expiry, feed) = match &self.handler {
+            let (deliveries, acks_pending, reading, expiry, feed) = match &self.handler {
                 Handler::Broker(b) => (
-                    Some(b.subscriber.wake()),
+                    Some(b.deliveries.clone()),
                     !b.acks.is_empty(),
                     b.acks.len() < MAX_PUBLISHES_IN_FLIGHT,
                     b.identity.expires_at.map(deadline_of),
@@ -253,17 +258,26 @@ impl Connection {
                 _ = &mut draining => Step::Shutdown,
                 frame = self.stream.next(), if reading => Step::Frame(frame),
                 ack = next_ack(&mut self.handler), if acks_pending => Step::Ack(ack),
-                _ = async { wake.expect("broker has a subscriber").await }, if wake.is_some() => Step::Deliver,
+                exit = async { deliveries.as_ref().expect("checked").ended().await }, if deliveries.is_some() => Step::Ended(exit),
                 _ = async { feed.as_ref().expect("checked").wait().await }, if feed.is_some() => Step::Presence,
                 _ = ping.tick() => Step::Ping,
                 _ = tokio::time::sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => Step::Expired,
             };
             let result = match step {
                 Step::Shutdown => Err(Exit::DRAINING),
-                Step::Frame(frame) => Box::pin(self.on_frame(frame)).await,
+                Step::Frame(frame) => {
+                    if let Some(d) = &deliveries {
+                        d.hold();
+                    }
+                    let result = Box::pin(self.on_frame(frame)).await;
+                    if deliveries.as_ref().is_some_and(|d| d.release()) {
+                        self.frames.wake_body();
+                    }
+                    result
+                }
                 Step::Ack(Some((id, result))) => Box::pin(self.on_ack(id, result)).await,
                 Step::Ack(None) => Ok(()),
-                Step::Deliver => Box::pin(self.deliver()).await,
+                Step::Ended(exit) => Err(exit),
                 Step::Presence => Box::pin(self.send_presence()).await,
                 Step::Ping => Box::pin(self.ping(transport.ws_idle_timeout)).await,
                 Step::Expired => Err(Exit::Close(
@@ -275,6 +289,9 @@ impl Connection {
                 break exit;
             }
         };
+        if let Handler::Broker(b) = &self.handler {
+            b.deliveries.close();
+        }
         if let Exit::Close(code, reason) = exit {
             let reason = CloseReason {
                 code: CloseCode::from(code),
@@ -345,7 +362,7 @@ enum Step {
     Shutdown,
     Frame(Option<Result<AggregatedMessage, ProtocolError>>),
     Ack(Option<AckResult>),
-    Deliver,
+    Ended(Exit),
     Presence,
     Ping,
     Expired,

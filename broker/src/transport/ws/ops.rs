@@ -49,7 +49,10 @@ impl Connection {
                 if let Err(e) = allowed {
                     return self.send_error(id.as_deref(), &e.into()).await;
                 }
-                let result = broker.subscriber.subscribe(pattern.clone(), resume);
+                let result = broker
+                    .deliveries
+                    .subscriber()
+                    .subscribe(pattern.clone(), resume);
                 match result {
                     Ok(cursor) => {
                         broker.presence.join(&pattern, presence);
@@ -69,7 +72,7 @@ impl Connection {
                 }
             }
             ClientOp::Unsubscribe { id, pattern } => {
-                broker.subscriber.unsubscribe(&pattern);
+                broker.deliveries.subscriber().unsubscribe(&pattern);
                 broker.presence.leave(&pattern);
                 let reply = Reply::Unsubscribed {
                     id: id.as_deref(),
@@ -126,13 +129,16 @@ impl Connection {
                 Ok(())
             }
             ClientOp::Ping { id } => {
-                broker.subscriber.settle();
-                // While a replay is still being sent, older messages are
-                // owed: promise nothing (0) until it is done.
-                let floor = if broker.subscriber.has_work() {
-                    0
-                } else {
-                    broker.subscriber.cursor().floor
+                let floor = {
+                    let mut subscriber = broker.deliveries.subscriber();
+                    subscriber.settle();
+                    // While a replay is still being sent, older messages are
+                    // owed: promise nothing (0) until it is done.
+                    if subscriber.has_work() {
+                        0
+                    } else {
+                        subscriber.cursor().floor
+                    }
                 };
                 let pong = Reply::Pong {
                     id: id.as_deref(),
@@ -150,7 +156,8 @@ impl Connection {
                     .authenticate(&Credentials::token(&token))
                     .and_then(|identity| {
                         broker
-                            .subscriber
+                            .deliveries
+                            .subscriber()
                             .patterns()
                             .try_for_each(|p| identity.check_subscribe(p))?;
                         Ok(identity)

@@ -14,6 +14,11 @@
 //! bouncing between cores cost more than copying ~100 bytes). Large frames
 //! are queued shared, never copied here.
 //!
+//! Deliveries do not pass through the lane's lock and the connection task:
+//! the body pulls them itself ([`Pull`]) whenever the lane is empty, in the
+//! dispatcher's own poll, so a message wakes one task per subscriber (the
+//! dispatcher) instead of two, and the batch goes to the socket in that poll.
+//!
 //! Pings and pongs take this lane too, so every frame keeps its order.
 //! actix-ws keeps the rest: the handshake, reading and decoding client
 //! frames, and the close frame its `Session` sends. [`FramedBody`] wraps
@@ -56,6 +61,23 @@ pub fn frame(op: OpCode, payload: &[u8]) -> Bytes {
 /// The socket went away: nothing sent now reaches the client.
 #[derive(Debug)]
 pub struct LaneClosed;
+
+/// Frames a [`FramedBody`] fetches itself whenever its lane is empty.
+pub trait Pull {
+    /// Queues whatever is ready into `fill`; when nothing is, arranges for
+    /// `cx` to be woken once something may be.
+    fn pull(&mut self, cx: &mut Context<'_>, fill: &mut Fill<'_>);
+}
+
+/// The lane, open to a [`Pull`] for queuing frames.
+pub struct Fill<'a>(&'a mut Lane);
+
+impl Fill<'_> {
+    /// Queues one encoded frame after everything queued so far.
+    pub fn push(&mut self, frame: &Bytes) {
+        self.0.push(frame);
+    }
+}
 
 #[derive(Default)]
 struct Lane {
@@ -153,19 +175,38 @@ impl FrameSender {
     }
 }
 
+impl FrameSender {
+    /// Has the body polled again, for frames its [`Pull`] may now give.
+    pub fn wake_body(&self) {
+        let body = self.0.lane.lock().body.take();
+        if let Some(body) = body {
+            body.wake();
+        }
+    }
+}
+
 /// The response body of a WebSocket connection: Herald's data frames, then
 /// whatever actix-ws's own body has (control frames, and its end).
 pub struct FramedBody {
     shared: Arc<Shared>,
     control: BoxBody,
+    pull: Option<Box<dyn Pull>>,
 }
 
 impl FramedBody {
-    /// Wraps actix-ws's body; the sender feeds the data lane.
-    pub fn new(control: BoxBody) -> (Self, FrameSender) {
+    /// Wraps actix-ws's body; the sender feeds the data lane, and `pull`
+    /// (if any) is asked for frames whenever the lane is empty.
+    pub fn new(control: BoxBody, pull: Option<Box<dyn Pull>>) -> (Self, FrameSender) {
         let shared = Arc::new(Shared::default());
         let sender = FrameSender(shared.clone());
-        (FramedBody { shared, control }, sender)
+        (
+            FramedBody {
+                shared,
+                control,
+                pull,
+            },
+            sender,
+        )
     }
 }
 
@@ -184,6 +225,11 @@ impl MessageBody for FramedBody {
         {
             let mut lane = this.shared.lane.lock();
             let was_full = lane.queued >= LANE_CAPACITY;
+            if lane.queued == 0 {
+                if let Some(pull) = &mut this.pull {
+                    pull.pull(cx, &mut Fill(&mut lane));
+                }
+            }
             if let Some(chunk) = lane.pop() {
                 let has_space = lane.queued < LANE_CAPACITY;
                 drop(lane);
@@ -242,7 +288,7 @@ mod tests {
     #[actix_web::test]
     async fn data_before_control_and_closed_after_drop() {
         let control = BoxBody::new(Bytes::from_static(b"CLOSE"));
-        let (body, sender) = FramedBody::new(control);
+        let (body, sender) = FramedBody::new(control, None);
         sender
             .send_all(vec![Bytes::from_static(b"a"), Bytes::from_static(b"b")])
             .await
@@ -254,7 +300,7 @@ mod tests {
 
     #[actix_web::test]
     async fn a_full_lane_waits_for_the_socket() {
-        let (mut body, sender) = FramedBody::new(BoxBody::new(()));
+        let (mut body, sender) = FramedBody::new(BoxBody::new(()), None);
         let frames = [Bytes::from(vec![b'x'; LANE_CAPACITY])];
         sender.send_all(&frames).await.unwrap();
         let second = sender.send_all(&frames);
@@ -267,7 +313,7 @@ mod tests {
 
     #[actix_web::test]
     async fn small_frames_batch_and_large_ones_stay_shared_in_order() {
-        let (mut body, sender) = FramedBody::new(BoxBody::new(()));
+        let (mut body, sender) = FramedBody::new(BoxBody::new(()), None);
         let large = Bytes::from(vec![b'L'; COPY_UP_TO + 1]);
         let frames = [
             Bytes::from_static(b"a"),
@@ -292,7 +338,7 @@ mod tests {
 
     #[actix_web::test]
     async fn copies_stop_at_capacity() {
-        let (mut body, sender) = FramedBody::new(BoxBody::new(()));
+        let (mut body, sender) = FramedBody::new(BoxBody::new(()), None);
         let frame = Bytes::from(vec![b'x'; COPY_UP_TO]);
         let batch = vec![frame.clone(); 2 * LANE_CAPACITY / COPY_UP_TO];
         sender.send_all(&batch).await.unwrap();
