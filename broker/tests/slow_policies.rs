@@ -128,3 +128,64 @@ async fn disconnect_closes_with_4001() {
     assert!((frames.len() as u64) < N);
     assert!(matches!(close, Some(4001) | None), "{close:?}");
 }
+
+/// A client that stops reading but keeps sending frames (so it never looks
+/// idle) is still closed, 4002, once messages have waited untaken for the
+/// idle timeout: under `drop_oldest` its queue never overflows, so nothing
+/// else would end it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_stops_reading_but_keeps_talking_is_closed_4002() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("herald.toml");
+    std::fs::write(
+        &file,
+        "[log]\ncache_bytes = 8388608\n[limits]\nqueue_bytes = 65536\n[transport]\nws_idle_timeout = \"2s\"\nws_ping_interval = \"1s\"\n[namespaces.drop_oldest]\nslow_consumer = \"drop_oldest\"\n",
+    )
+    .unwrap();
+    let node = Node::start(&["--config", file.to_str().unwrap()]);
+    let mut ws = node.ws().await;
+    ws.subscribe("drop_oldest.>").await;
+    let pad = "p".repeat(1000);
+    let client = http();
+    // 20 MB, enough to fill both ends' socket buffers so that the node
+    // cannot write; in batches under the 64 KiB queue, so that what the
+    // socket still takes is not dropped first.
+    for b in 0..400 {
+        let batch: Vec<Value> = (0..50)
+            .map(|i| json!({"topic": "drop_oldest.t", "data": {"i": b * 50 + i, "pad": pad}}))
+            .collect();
+        let res = client
+            .post(node.url("/v1/publish"))
+            .json(&batch)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(res.status(), 200);
+        assert!(talk(&mut ws).await);
+    }
+    // Twice the idle timeout, talking all along, reading nothing.
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        if !talk(&mut ws).await {
+            break; // already closed
+        }
+    }
+    // What was buffered, then the close. The node's pings keep an open
+    // connection from going quiet, hence the deadline.
+    let mut close = None;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while let Ok(Some(Ok(msg))) = tokio::time::timeout_at(deadline, ws.stream.next()).await {
+        if let WsMessage::Close(f) = msg {
+            close = f.map(|f| u16::from(f.code));
+            break;
+        }
+    }
+    assert_eq!(close, Some(4002), "a client that takes nothing is closed");
+}
+
+/// Sends the node a ping without reading anything; false once it is closed.
+async fn talk(ws: &mut Ws) -> bool {
+    use futures_util::SinkExt;
+    let ping = WsMessage::Ping(b"still here".to_vec());
+    ws.stream.send(ping).await.is_ok()
+}

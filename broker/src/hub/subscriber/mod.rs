@@ -273,6 +273,11 @@ impl Subscriber {
         self.mailbox.state() == MailboxState::Overflowed
     }
 
+    /// Whether anything waits to be taken by [`Subscriber::next_events`].
+    pub fn pending(&self) -> bool {
+        !self.work.is_empty() || self.mailbox.queued_bytes() > 0
+    }
+
     /// Whether events are ready without waiting for the mailbox.
     pub fn has_work(&self) -> bool {
         !self.work.is_empty()

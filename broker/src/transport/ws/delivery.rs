@@ -12,8 +12,11 @@
 //! log read.
 //!
 //! A client that stops reading stops the dispatcher polling the body, so its
-//! messages wait in the subscriber's mailbox, which is bounded; the ping
-//! timeout closes such a connection.
+//! messages wait in the subscriber's mailbox, which is bounded. The
+//! connection task's ping timer closes such a connection: 4001 once the
+//! mailbox has overflowed, 4002 once messages have waited untaken for the
+//! idle timeout (under the policies that never overflow) or the client has
+//! stopped answering.
 
 use std::{
     cell::{Cell, RefCell, RefMut},
@@ -21,9 +24,11 @@ use std::{
     rc::Rc,
     sync::Arc,
     task::{Context, Poll, Waker},
+    time::Duration,
 };
 
 use actix_http::ws::OpCode;
+use tokio::time::Instant;
 
 use super::{
     wire::{self, Fill, Pull},
@@ -51,6 +56,11 @@ pub(super) struct Deliveries {
     ended: RefCell<Option<Exit>>,
     /// The connection task, waiting for `ended`.
     connection: Cell<Option<Waker>>,
+    /// Pulls that took something, so far.
+    pulls: Cell<u64>,
+    /// `pulls` at the last [`Deliveries::stalled_for`], and since when
+    /// messages have waited with it unchanged.
+    watch: Cell<(u64, Option<Instant>)>,
 }
 
 impl Deliveries {
@@ -62,6 +72,8 @@ impl Deliveries {
             skipped: Cell::new(false),
             ended: RefCell::new(None),
             connection: Cell::new(None),
+            pulls: Cell::new(0),
+            watch: Cell::new((0, None)),
         });
         let pull = DeliveryPull {
             deliveries: deliveries.clone(),
@@ -88,6 +100,26 @@ impl Deliveries {
             .borrow()
             .as_ref()
             .is_some_and(Subscriber::overflowed)
+    }
+
+    /// How long messages have waited without the body taking any, as seen
+    /// by the calls so far (the ping timer's: its interval is the
+    /// granularity). Zero when nothing waits or the body took some since.
+    pub(super) fn stalled_for(&self, now: Instant) -> Duration {
+        let waiting = self
+            .subscriber
+            .borrow()
+            .as_ref()
+            .is_some_and(Subscriber::pending);
+        let pulls = self.pulls.get();
+        let (seen, since) = self.watch.get();
+        if !waiting || pulls != seen {
+            self.watch.set((pulls, None));
+            return Duration::ZERO;
+        }
+        let since = since.unwrap_or(now);
+        self.watch.set((pulls, Some(since)));
+        now - since
     }
 
     /// Holds deliveries while a client frame is handled.
@@ -200,6 +232,7 @@ impl Pull for DeliveryPull {
             }
         }
         if taken > 0 {
+            deliveries.pulls.set(deliveries.pulls.get() + 1);
             self.metrics.delivered(Transport::Ws).inc_by(taken as u64);
         }
     }

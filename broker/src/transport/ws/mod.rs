@@ -3,13 +3,14 @@
 //!
 //! One task per connection reads the socket and `select!`s over: client
 //! frames, acks of publishes in flight, presence, the ping timer, server
-//! shutdown and the end of delivery. Its [`Subscriber`](crate::hub::Subscriber) is shared with the
+//! shutdown and the end of delivery. Its subscriber is shared with the
 //! response body, which pulls deliveries itself (`delivery`). Every write of
 //! the task is bounded by the idle timeout; a client that stops reading
 //! stops the body being polled, its queued messages are capped by the
-//! mailbox, and the ping timeout closes it. Frames go out through Herald's
-//! own lane (`wire`), each message's frame built once and shared; actix-ws
-//! does the handshake, the reading and the close frame.
+//! mailbox, and the ping timer closes it (4001 once the mailbox overflowed).
+//! Frames go out through Herald's own lane (`wire`), each message's frame
+//! built once and shared; actix-ws does the handshake, the reading and the
+//! close frame.
 //!
 //! Close codes: 1000 normal, 1012 node draining (reconnect elsewhere and
 //! resume), 1002 protocol error,

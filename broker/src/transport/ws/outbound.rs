@@ -9,7 +9,7 @@ use std::{
 
 use actix_http::ws::OpCode;
 use bytes::Bytes;
-use tokio::time::{timeout, Duration};
+use tokio::time::{timeout, Duration, Instant};
 
 use super::{
     wire, Connection, Exit, Handler, CLOSE_IDLE_TIMEOUT, CLOSE_SLOW_CONSUMER, SLOW_CONSUMER_REASON,
@@ -64,13 +64,17 @@ impl Connection {
         Ok(())
     }
 
-    /// Pings the client. Closes a connection whose mailbox overflowed (a
-    /// client that stopped reading is not polled for deliveries, so nothing
-    /// else notices) or whose client stopped answering.
+    /// Pings the client. Closes a connection whose mailbox overflowed or
+    /// whose messages have waited untaken for the idle timeout (a client
+    /// that stopped reading is not polled for deliveries, so nothing else
+    /// notices), or whose client stopped answering.
     pub(super) async fn ping(&mut self, idle_timeout: Duration) -> Result<(), Exit> {
         if let Handler::Broker(b) = &self.handler {
             if b.deliveries.overflowed() {
                 return Err(Exit::Close(CLOSE_SLOW_CONSUMER, SLOW_CONSUMER_REASON));
+            }
+            if b.deliveries.stalled_for(Instant::now()) > idle_timeout {
+                return Err(Exit::Close(CLOSE_IDLE_TIMEOUT, "write timed out"));
             }
         }
         if self.last_heard.elapsed() > idle_timeout {
