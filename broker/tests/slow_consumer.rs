@@ -72,19 +72,9 @@ async fn a_stalled_subscriber_costs_the_others_nothing() {
         })
     };
 
-    let payload = "p".repeat(1000);
     let client = http();
     for b in 0..MESSAGES / BATCH {
-        let batch: Vec<Value> = (0..BATCH)
-            .map(|i| json!({"topic": "feed.prices", "data": {"i": b * BATCH + i, "pad": payload}}))
-            .collect();
-        let res = client
-            .post(node.url("/v1/publish"))
-            .json(&batch)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        publish_padded_batch(&client, &node, "feed.prices", b * BATCH, BATCH).await;
     }
     let published_at = t0.elapsed().as_millis() as u64;
 

@@ -7,42 +7,40 @@ use std::time::Duration;
 
 use common::*;
 use futures_util::StreamExt;
-use serde_json::{json, Value};
+use serde_json::Value;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const N: u64 = 15_000;
 
-async fn run_policy(ns: &str) -> (Vec<Value>, Option<u16>, u64) {
+/// A node whose namespace `ns` uses the slow-consumer policy named `ns`,
+/// with a 64 KiB queue, and a client subscribed to `ns.>`.
+async fn node_with_policy(
+    ns: &str,
+    idle_timeout: &str,
+    ping_interval: &str,
+) -> (tempfile::TempDir, Node, Ws) {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("herald.toml");
     std::fs::write(
         &file,
         format!(
-            "[log]\ncache_bytes = 8388608\n[limits]\nqueue_bytes = 65536\n[transport]\nws_idle_timeout = \"60s\"\nws_ping_interval = \"20s\"\n[namespaces.{ns}]\nslow_consumer = \"{ns}\"\n"
+            "[log]\ncache_bytes = 8388608\n[limits]\nqueue_bytes = 65536\n[transport]\nws_idle_timeout = \"{idle_timeout}\"\nws_ping_interval = \"{ping_interval}\"\n[namespaces.{ns}]\nslow_consumer = \"{ns}\"\n"
         ),
     )
     .unwrap();
     let node = Node::start(&["--config", file.to_str().unwrap()]);
     let mut ws = node.ws().await;
     ws.subscribe(&format!("{ns}.>")).await;
+    (dir, node, ws)
+}
+
+async fn run_policy(ns: &str) -> (Vec<Value>, Option<u16>, u64) {
+    let (_dir, node, mut ws) = node_with_policy(ns, "60s", "20s").await;
     let baseline = node.rss_kib();
     let mut peak = baseline;
-    let pad = "p".repeat(1000);
     let client = http();
     for b in 0..N / 500 {
-        let batch: Vec<Value> = (0..500)
-            .map(|i| json!({"topic": format!("{ns}.t"), "data": {"i": b * 500 + i, "pad": pad}}))
-            .collect();
-        assert_eq!(
-            client
-                .post(node.url("/v1/publish"))
-                .json(&batch)
-                .send()
-                .await
-                .unwrap()
-                .status(),
-            200
-        );
+        publish_padded_batch(&client, &node, &format!("{ns}.t"), b * 500, 500).await;
         peak = peak.max(node.rss_kib());
     }
     // Now read again until quiet.
@@ -135,32 +133,13 @@ async fn disconnect_closes_with_4001() {
 /// else would end it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_that_stops_reading_but_keeps_talking_is_closed_4002() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("herald.toml");
-    std::fs::write(
-        &file,
-        "[log]\ncache_bytes = 8388608\n[limits]\nqueue_bytes = 65536\n[transport]\nws_idle_timeout = \"2s\"\nws_ping_interval = \"1s\"\n[namespaces.drop_oldest]\nslow_consumer = \"drop_oldest\"\n",
-    )
-    .unwrap();
-    let node = Node::start(&["--config", file.to_str().unwrap()]);
-    let mut ws = node.ws().await;
-    ws.subscribe("drop_oldest.>").await;
-    let pad = "p".repeat(1000);
+    let (_dir, node, mut ws) = node_with_policy("drop_oldest", "2s", "1s").await;
     let client = http();
     // 20 MB, enough to fill both ends' socket buffers so that the node
     // cannot write; in batches under the 64 KiB queue, so that what the
     // socket still takes is not dropped first.
     for b in 0..400 {
-        let batch: Vec<Value> = (0..50)
-            .map(|i| json!({"topic": "drop_oldest.t", "data": {"i": b * 50 + i, "pad": pad}}))
-            .collect();
-        let res = client
-            .post(node.url("/v1/publish"))
-            .json(&batch)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        publish_padded_batch(&client, &node, "drop_oldest.t", b * 50, 50).await;
         assert!(talk(&mut ws).await);
     }
     // Twice the idle timeout, talking all along, reading nothing.

@@ -394,6 +394,28 @@ pub async fn publish(node: &Node, topic: &str, data: &Value) -> (u16, Value) {
     (status, res.json().await.unwrap_or(Value::Null))
 }
 
+/// Publishes messages `first..first + n` of `topic` in one batch (`POST
+/// /v1/publish`), each `{"i": i, "pad": <1000 bytes>}`; asserts the 200.
+pub async fn publish_padded_batch(
+    client: &reqwest::Client,
+    node: &Node,
+    topic: &str,
+    first: u64,
+    n: u64,
+) {
+    let pad = "p".repeat(1000);
+    let batch: Vec<Value> = (first..first + n)
+        .map(|i| serde_json::json!({"topic": topic, "data": {"i": i, "pad": pad}}))
+        .collect();
+    let res = client
+        .post(node.url("/v1/publish"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+}
+
 pub async fn get_json(node: &Node, path: &str) -> (u16, Value) {
     let res = http().get(node.url(path)).send().await.expect("GET");
     let status = res.status().as_u16();
