@@ -13,7 +13,6 @@ use std::{
 
 use common::*;
 use futures_util::StreamExt;
-use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 const MESSAGES: u64 = 20_000;
