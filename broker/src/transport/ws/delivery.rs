@@ -245,7 +245,10 @@ mod tests {
     use actix_web::body::{BodyStream, BoxBody, MessageBody};
     use bytes::Bytes;
 
-    use super::*;
+    use super::{
+        super::wire::{frame, FrameSender, FramedBody},
+        *,
+    };
     use crate::{
         hub::{Hub, Message, Pattern, Resume, Topic},
         log::{sled_log::SledOptions, MessageLog, SledLog},
@@ -274,14 +277,7 @@ mod tests {
 
     /// A body whose lane's `pull` is this connection's deliveries, and whose
     /// control half (actix-ws's) never yields.
-    fn body_for(
-        fx: &Fixture,
-        queue_bytes: usize,
-    ) -> (
-        Rc<Deliveries>,
-        super::super::wire::FramedBody,
-        super::super::wire::FrameSender,
-    ) {
+    fn body_for(fx: &Fixture, queue_bytes: usize) -> (Rc<Deliveries>, FramedBody, FrameSender) {
         let mut subscriber = Subscriber::new(fx.hub.clone(), fx.log.clone(), queue_bytes, 16);
         subscriber
             .subscribe(Pattern::parse("t").unwrap(), Resume::Live)
@@ -290,7 +286,7 @@ mod tests {
         let control = BoxBody::new(BodyStream::new(futures_util::stream::pending::<
             Result<Bytes, std::convert::Infallible>,
         >()));
-        let (body, sender) = super::super::wire::FramedBody::new(control, Some(Box::new(pull)));
+        let (body, sender) = FramedBody::new(control, Some(Box::new(pull)));
         (deliveries, body, sender)
     }
 
@@ -300,7 +296,7 @@ mod tests {
     }
 
     /// Everything the body yields without waiting, as text.
-    fn drain(body: &mut super::super::wire::FramedBody) -> Vec<String> {
+    fn drain(body: &mut FramedBody) -> Vec<String> {
         let waker = futures_util::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         let mut out = Vec::new();
@@ -318,7 +314,7 @@ mod tests {
         fx.hub.dispatch(&[message(1)]);
         assert!(drain(&mut body).is_empty(), "delivered while held");
         sender
-            .send_all([super::super::wire::frame(OpCode::Text, b"REPLY")])
+            .send_all([frame(OpCode::Text, b"REPLY")])
             .await
             .unwrap();
         assert!(deliveries.release(), "the skipped pull is reported");

@@ -164,24 +164,27 @@ impl FrameSender {
                     for frame in frames.take().into_iter().flatten() {
                         lane.push(frame.borrow());
                     }
-                    if let Some(body) = lane.body.take() {
-                        body.wake();
-                    }
+                    let body = lane.body.take();
+                    drop(lane);
+                    wake(body);
                     return Ok(());
                 }
             }
             space.await;
         }
     }
-}
 
-impl FrameSender {
     /// Has the body polled again, for frames its [`Pull`] may now give.
     pub fn wake_body(&self) {
         let body = self.0.lane.lock().body.take();
-        if let Some(body) = body {
-            body.wake();
-        }
+        wake(body);
+    }
+}
+
+/// Wakes the body's task, if it is waiting (outside the lane's lock).
+fn wake(body: Option<Waker>) {
+    if let Some(body) = body {
+        body.wake();
     }
 }
 
