@@ -168,6 +168,15 @@ pub(super) struct DeliveryPull {
     metrics: Arc<Metrics>,
 }
 
+/// Bytes `event`'s frame takes on the wire (a gap's is built when sent and
+/// small; it is left out).
+fn ws_wire_len(event: &Event) -> usize {
+    match event {
+        Event::Message(m) => m.ws_wire().len(),
+        Event::Gap { .. } => 0,
+    }
+}
+
 impl Pull for DeliveryPull {
     fn pull(&mut self, cx: &mut Context<'_>, fill: &mut Fill<'_>) {
         let deliveries = &*self.deliveries;
@@ -199,6 +208,7 @@ impl Pull for DeliveryPull {
                     break;
                 }
             };
+            fill.expect(self.events.iter().map(ws_wire_len).sum());
             for event in &self.events {
                 subscriber.delivered(event);
                 match event {

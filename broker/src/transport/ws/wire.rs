@@ -77,6 +77,13 @@ impl Fill<'_> {
     pub fn push(&mut self, frame: &Bytes) {
         self.0.push(frame);
     }
+
+    /// Says `bytes` of frames are about to be pushed, so the batch buffer is
+    /// allocated once at the size it will need instead of growing (and
+    /// copying itself) as they arrive.
+    pub fn expect(&mut self, bytes: usize) {
+        self.0.expect(bytes);
+    }
 }
 
 #[derive(Default)]
@@ -107,6 +114,15 @@ impl Lane {
         } else {
             self.seal();
             self.chunks.push_back(frame.clone());
+        }
+    }
+
+    fn expect(&mut self, bytes: usize) {
+        // At most what push will copy before it starts sharing frames.
+        let copied = bytes.min(LANE_CAPACITY.saturating_sub(self.queued) + COPY_UP_TO);
+        let spare = self.batch.capacity() - self.batch.len();
+        if copied > spare {
+            self.batch.reserve(copied);
         }
     }
 
@@ -337,6 +353,24 @@ mod tests {
         assert_eq!(&chunks[0][..], b"ab");
         assert_eq!(chunks[1].as_ptr(), large.as_ptr(), "large frame not copied");
         assert_eq!(&chunks[2][..], b"cd");
+    }
+
+    #[test]
+    fn expected_frames_are_copied_into_one_allocation() {
+        let mut lane = Lane::default();
+        let frame = Bytes::from(vec![b'x'; 1000]);
+        Fill(&mut lane).expect(10 * frame.len());
+        let start = lane.batch.as_ptr();
+        for _ in 0..10 {
+            Fill(&mut lane).push(&frame);
+        }
+        assert_eq!(lane.batch.len(), 10 * frame.len());
+        assert_eq!(lane.batch.as_ptr(), start, "the batch grew while filling");
+
+        // What will be shared, not copied, is not allocated for.
+        let mut lane = Lane::default();
+        Fill(&mut lane).expect(1 << 20);
+        assert!(lane.batch.capacity() < 2 * (LANE_CAPACITY + COPY_UP_TO));
     }
 
     #[actix_web::test]

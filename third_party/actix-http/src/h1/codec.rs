@@ -48,6 +48,12 @@ impl fmt::Debug for Codec {
 }
 
 impl Codec {
+    /// Herald patch: whether the current response's body chunks go on the wire unchanged, so
+    /// the dispatcher may write them without encoding (copying) them.
+    pub(super) fn body_is_verbatim(&self) -> bool {
+        self.encoder.te.is_verbatim()
+    }
+
     /// Create HTTP/1 codec.
     ///
     /// `keepalive_enabled` how response `connection` header get generated.

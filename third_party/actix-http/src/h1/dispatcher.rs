@@ -2,7 +2,8 @@ use std::{
     collections::VecDeque,
     fmt,
     future::Future,
-    io, mem, net,
+    io::{self, IoSlice},
+    mem, net,
     pin::Pin,
     rc::Rc,
     task::{Context, Poll},
@@ -11,7 +12,7 @@ use std::{
 use actix_codec::{Framed, FramedParts};
 use actix_service::Service;
 use bitflags::bitflags;
-use bytes::{Buf, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use futures_core::ready;
 use pin_project_lite::pin_project;
 use tokio::{
@@ -25,6 +26,7 @@ use super::{
     codec::Codec,
     decoder::MAX_BUFFER_SIZE,
     payload::{Payload, PayloadSender, PayloadStatus},
+    shared_chunks::{SharedChunks, MAX_SLICES, SHARE_FROM},
     timer::TimerState,
     Message, MessageType,
 };
@@ -189,6 +191,8 @@ pin_project! {
         pub(super) io: Option<T>,
         read_buf: BytesMut,
         write_buf: BytesMut,
+        // Herald patch: body chunks written as they are, ahead of `write_buf`.
+        shared_chunks: SharedChunks,
 
         // Number of bytes to busy-buffer before flushing.
         h1_write_buffer_size: usize,
@@ -313,6 +317,7 @@ where
                     // of the connection.
                     read_buf: BytesMut::new(),
                     write_buf: BytesMut::new(),
+                    shared_chunks: SharedChunks::default(),
                     h1_write_buffer_size: config.h1_write_buffer_size(),
                     write_buf_needs_reset: false,
                     codec: Codec::new(config),
@@ -379,6 +384,7 @@ where
         let InnerDispatcherProj {
             io,
             write_buf,
+            shared_chunks,
             write_buf_needs_reset,
             ..
         } = self.project();
@@ -390,6 +396,24 @@ where
             // Needs stored flag because `write_buf.advance(n)` reduces reported capacity without
             // releasing the backing allocation.
             *write_buf_needs_reset = true;
+        }
+
+        // Herald patch: shared body chunks go first, with the write buffer behind them, in
+        // vectored writes.
+        while !shared_chunks.is_empty() {
+            let mut slices = [IoSlice::new(&[]); MAX_SLICES];
+            let filled = shared_chunks.slices(write_buf, &mut slices);
+            match io.as_mut().poll_write_vectored(cx, &slices[..filled])? {
+                Poll::Ready(0) => {
+                    error!("write zero; closing");
+                    return Poll::Ready(Err(io::Error::new(io::ErrorKind::WriteZero, "")));
+                }
+                Poll::Ready(n) => {
+                    let from_buf = shared_chunks.consume(n);
+                    write_buf.advance(from_buf);
+                }
+                Poll::Pending => return Poll::Pending,
+            }
         }
 
         let len = write_buf.len();
@@ -697,11 +721,17 @@ where
                 StateProj::SendPayload { mut body } => {
                     // keep populate writer buffer until buffer size limit hit,
                     // get blocked or finished.
-                    while this.write_buf.len() < *this.h1_write_buffer_size {
+                    while this.write_buf.len() + this.shared_chunks.len()
+                        < *this.h1_write_buffer_size
+                    {
                         match body.as_mut().poll_next(cx) {
                             Poll::Ready(Some(Ok(item))) => {
-                                this.codec
-                                    .encode(Message::Chunk(Some(item)), this.write_buf)?;
+                                write_body_chunk(
+                                    this.codec,
+                                    this.write_buf,
+                                    this.shared_chunks,
+                                    item,
+                                )?;
                             }
 
                             Poll::Ready(None) => {
@@ -755,11 +785,17 @@ where
 
                     // keep populate writer buffer until buffer size limit hit,
                     // get blocked or finished.
-                    while this.write_buf.len() < *this.h1_write_buffer_size {
+                    while this.write_buf.len() + this.shared_chunks.len()
+                        < *this.h1_write_buffer_size
+                    {
                         match body.as_mut().poll_next(cx) {
                             Poll::Ready(Some(Ok(item))) => {
-                                this.codec
-                                    .encode(Message::Chunk(Some(item)), this.write_buf)?;
+                                write_body_chunk(
+                                    this.codec,
+                                    this.write_buf,
+                                    this.shared_chunks,
+                                    item,
+                                )?;
                             }
 
                             Poll::Ready(None) => {
@@ -1301,7 +1337,7 @@ where
             mem::take(this.codec),
             mem::take(this.read_buf),
         );
-        parts.write_buf = mem::take(this.write_buf);
+        parts.write_buf = this.shared_chunks.take_all(mem::take(this.write_buf));
         let framed = Framed::from_parts(parts);
         this.flow.upgrade.as_ref().unwrap().call((req, framed))
     }
@@ -1481,7 +1517,10 @@ where
                     }
 
                     // keep-alive and stream errors
-                    if state_is_none && inner_p.write_buf.is_empty() {
+                    if state_is_none
+                        && inner_p.write_buf.is_empty()
+                        && inner_p.shared_chunks.is_empty()
+                    {
                         if let Some(err) = inner_p.error.take() {
                             error!("stream error: {}", &err);
                             return Poll::Ready(Err(err));
@@ -1521,6 +1560,22 @@ where
                 poll
             }
         }
+    }
+}
+
+/// Herald patch: queues a body chunk that goes on the wire unchanged as it is (no copy), and
+/// encodes (copies) the rest into the write buffer as upstream does.
+fn write_body_chunk(
+    codec: &mut Codec,
+    write_buf: &mut BytesMut,
+    shared_chunks: &mut SharedChunks,
+    chunk: Bytes,
+) -> io::Result<()> {
+    if chunk.len() >= SHARE_FROM && codec.body_is_verbatim() {
+        shared_chunks.push(write_buf, chunk);
+        Ok(())
+    } else {
+        codec.encode(Message::Chunk(Some(chunk)), write_buf)
     }
 }
 

@@ -1,7 +1,9 @@
-use std::{cell::Cell, pin::pin};
+use std::{cell::Cell, io::IoSlice, pin::pin};
 
 use actix_service::fn_service;
 use tokio::io::ReadBuf;
+
+use super::super::shared_chunks::{MAX_SLICES, SHARE_FROM};
 
 use super::*;
 use crate::{
@@ -44,6 +46,21 @@ impl AsyncWrite for LimitedWriter {
         let written = ready!(Pin::new(&mut self.io).poll_write(cx, &buf[..len]))?;
         self.allowance.set(self.allowance.get() - written);
         Poll::Ready(Ok(written))
+    }
+
+    // Herald patch: writes across buffers, as a socket's `writev` does, so partial vectored
+    // writes that end inside any of them are exercised.
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let joined: Vec<u8> = bufs.iter().flat_map(|buf| buf.iter().copied()).collect();
+        self.poll_write(cx, &joined)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        true
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -214,4 +231,79 @@ async fn small_write_watermark_releases_buffer() {
 async fn buffer_above_configured_write_watermark_released() {
     // A larger watermark sets the limit directly; it is not multiplied by four.
     check_buffer_retention(512 * 1024, 256 * 1024, false, true).await;
+}
+
+/// Herald patch: a body streamed with no framing (an upgraded connection's) is written from its
+/// own chunks: in order, completely across partial vectored writes that stop anywhere, and
+/// without its large chunks ever being copied into the write buffer.
+#[actix_rt::test]
+async fn verbatim_body_chunks_are_written_shared_and_in_order() {
+    let io = TestBuffer::new("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let allowance = Rc::new(Cell::new(0));
+    let mut chunks = Vec::new();
+    for i in 0..(2 * MAX_SLICES) {
+        // Small chunks (copied) between large ones (shared), with distinct bytes throughout.
+        let len = if i % 3 == 0 { 10 } else { SHARE_FROM + i * 7 };
+        chunks.push(Bytes::from(vec![b'a' + (i % 26) as u8; len]));
+    }
+    let expected: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+    let largest = chunks.iter().map(Bytes::len).max().unwrap();
+    let body_chunks = chunks.clone();
+    let services = HttpFlow::new(
+        fn_service(move |_: Request| {
+            let chunks = body_chunks.clone();
+            async move {
+                let stream = futures_util::stream::iter(chunks.into_iter().map(Ok::<_, Error>));
+                let mut res = Response::ok().set_body(crate::body::BodyStream::new(stream));
+                res.head_mut().no_chunking(true);
+                Ok::<_, Error>(res)
+            }
+        }),
+        ExpectHandler,
+        None::<UpgradeHandler>,
+    );
+    let dispatcher = Dispatcher::new(
+        LimitedWriter {
+            io: io.clone(),
+            allowance: allowance.clone(),
+        },
+        services,
+        ServiceConfigBuilder::new().build(),
+        None,
+        OnConnectData::default(),
+    );
+    let mut dispatcher = pin!(dispatcher);
+    let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+
+    let mut polls = 0;
+    loop {
+        let _ = dispatcher.as_mut().poll(&mut cx);
+        if let DispatcherState::Normal { inner } = &dispatcher.inner {
+            assert!(
+                inner.write_buf.capacity() < largest,
+                "a shared chunk was copied into the write buffer ({} bytes)",
+                inner.write_buf.capacity()
+            );
+        }
+        let written = io.write_buf_slice().len();
+        if written > expected.len()
+            && io
+                .write_buf_slice()
+                .ends_with(&expected[expected.len() - 64..])
+        {
+            break;
+        }
+        polls += 1;
+        assert!(polls < 10_000, "response never completed");
+        // An odd, prime budget so writes stop inside chunks and inside the write buffer.
+        allowance.set(allowance.get() + 251);
+    }
+
+    let response = io.take_write_buf();
+    let body_start = response
+        .windows(4)
+        .position(|window| window == b"\r\n\r\n")
+        .unwrap()
+        + 4;
+    assert_eq!(&response[body_start..], &expected[..]);
 }

@@ -490,6 +490,13 @@ impl TransferEncoding {
         }
     }
 
+    /// Herald patch: whether a body chunk goes on the wire exactly as it is (a stream with no
+    /// length or chunked framing, such as an upgraded connection's).
+    #[inline]
+    pub(crate) fn is_verbatim(&self) -> bool {
+        self.kind == TransferEncodingKind::Eof
+    }
+
     /// Encode eof. Return `EOF` state of encoder
     #[inline]
     pub fn encode_eof(&mut self, buf: &mut BytesMut) -> io::Result<()> {

@@ -11,6 +11,7 @@ mod encoder;
 mod expect;
 mod payload;
 mod service;
+mod shared_chunks;
 mod timer;
 mod upgrade;
 mod utils;
