@@ -101,9 +101,13 @@ async fn a_stalled_subscriber_costs_the_others_nothing() {
         "fast subscribers lagged: {lag:?} ms"
     );
     // Bounded: the stalled subscriber holds at most its 1 MiB queue (plus socket
-    // buffers), far below the 20 MiB it was sent.
+    // buffers), far below the 20 MiB it was sent. The whole node's growth here
+    // (sled's cache and write buffers, the allocator's retained pages, the fast
+    // subscribers' batches as well) measured 45-54 MiB on a slow host, so the
+    // bound leaves room for that and less than the 20 MiB: a node that kept
+    // everything sent to the stalled subscriber would go over it.
     let growth = peak.saturating_sub(baseline);
-    assert!(growth < 48 * 1024, "RSS grew by {growth} KiB");
+    assert!(growth < 64 * 1024, "RSS grew by {growth} KiB");
 
     // The stalled subscriber was cut off as a slow consumer: reading now
     // yields at most what was buffered, then the close, 4001 (its mailbox
