@@ -221,13 +221,7 @@ async fn a_truncated_log_is_refused_not_silently_shortened() {
         let batch: Vec<Value> = (0..100)
             .map(|i| json!({"topic": format!("k.t{}", i % 7), "data": {"b": b, "pad": pad}}))
             .collect();
-        let res = http()
-            .post(node.url("/v1/publish"))
-            .json(&batch)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(res.status(), 200);
+        publish_batch(&http(), &node, &batch).await;
     }
     let status = node.sigterm();
     assert!(status.success());

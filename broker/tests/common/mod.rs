@@ -407,9 +407,15 @@ pub async fn publish_padded_batch(
     let batch: Vec<Value> = (first..first + n)
         .map(|i| serde_json::json!({"topic": topic, "data": {"i": i, "pad": pad}}))
         .collect();
+    publish_batch(client, node, &batch).await;
+}
+
+/// Publishes `batch` (`[{"topic", "data"}, ..]`) in one `POST /v1/publish`;
+/// asserts the 200.
+pub async fn publish_batch(client: &reqwest::Client, node: &Node, batch: &[Value]) {
     let res = client
         .post(node.url("/v1/publish"))
-        .json(&batch)
+        .json(batch)
         .send()
         .await
         .unwrap();

@@ -118,12 +118,10 @@ impl Lane {
     }
 
     fn expect(&mut self, bytes: usize) {
-        // At most what push will copy before it starts sharing frames.
-        let copied = bytes.min(LANE_CAPACITY.saturating_sub(self.queued) + COPY_UP_TO);
-        let spare = self.batch.capacity() - self.batch.len();
-        if copied > spare {
-            self.batch.reserve(copied);
-        }
+        // At most what push will copy before it starts sharing frames
+        // (`reserve` does nothing when the spare capacity already holds it).
+        self.batch
+            .reserve(bytes.min(LANE_CAPACITY.saturating_sub(self.queued) + COPY_UP_TO));
     }
 
     /// Ends the current batch: what follows goes after it.
