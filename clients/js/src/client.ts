@@ -542,7 +542,10 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
           }
           if (this.isClosed()) return;
         }
-        for (const idx of tokenOk ? this.transportOrder() : []) {
+        const order = tokenOk ? this.transportOrder() : [];
+        let retriedLastWorking = false;
+        for (let k = 0; k < order.length; k++) {
+          const idx = order[k]!;
           if (this.isClosed()) return;
           const session = this.createSession(this.transportList[idx]!, url);
           try {
@@ -550,11 +553,19 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
           } catch (e) {
             session.close();
             lastError = e;
-            // The transport that worked last failing again usually means
-            // the node is down, not that the transport is now blocked: if
-            // the node does not answer at all, do not fall back this round
-            // (a lower transport would only win a race with its restart).
-            if (idx === this.lastWorking && !(await this.nodeAnswers(url))) break;
+            if (idx === this.lastWorking) {
+              // The transport that worked last failing again usually means
+              // the node is down, not that the transport is now blocked: if
+              // the node does not answer at all, do not fall back this round
+              // (a lower transport would only win a race with its restart).
+              if (!(await this.nodeAnswers(url))) break;
+              // It answers now, so it may have come back since the attempt
+              // failed: one more try before calling the transport blocked.
+              if (!retriedLastWorking) {
+                retriedLastWorking = true;
+                k--;
+              }
+            }
             continue;
           }
           if (this.isClosed()) {

@@ -260,3 +260,25 @@ test('falls back when a WebSocket does not open in time, and on to long-poll whe
   ]);
   client.close();
 });
+
+test('a node that comes back between a failed WebSocket attempt and the health probe keeps the WebSocket', async () => {
+  // Socket 0 works, then drops; socket 1 is refused (the node is
+  // restarting), and by the time the client asks /healthz the node is up.
+  const { FakeWS, sockets } = fakeBroker({ behavior: (_url, n) => (n === 1 ? 'refuse' : 'open') });
+  const calls = [];
+  const fakeFetch = async (url) => {
+    calls.push(url.replace('http://h:1', ''));
+    if (url.endsWith('/healthz')) return new Response('{"status":"ok"}', { status: 200 });
+    return new Response('{"error":{"code":"unavailable","message":"no"}}', { status: 503 });
+  };
+  const client = new HeraldClient({ url: 'http://h:1', WebSocket: FakeWS, fetch: fakeFetch, upgradeIntervalMs: 0, ...fast });
+  const connects = [];
+  client.on('connect', (e) => connects.push(e.transport));
+  await until(() => client.connected, 'first connect');
+  sockets[0].drop(1006);
+  await until(() => connects.length === 2, 'second connect');
+  assert.deepEqual(connects, ['ws', 'ws']);
+  assert.equal(sockets.length, 3, 'the refused attempt was retried once on the WebSocket');
+  assert.deepEqual(calls, ['/healthz'], 'no fallback transport was tried');
+  client.close();
+});
