@@ -24,5 +24,6 @@ pub mod metrics;
 pub mod server;
 pub mod telemetry;
 pub mod transport;
+pub mod wire;
 
 pub use server::{run, ServerError};

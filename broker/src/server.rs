@@ -72,6 +72,8 @@ pub struct AppState {
     pub presence: Arc<Presence>,
     /// Long-poll clients' presence between requests.
     pub poll_sessions: Arc<PollSessions>,
+    /// Every WebSocket link, so shutdown can wait for their close handshakes.
+    pub ws_links: tokio_util::task::TaskTracker,
 }
 
 impl AppState {
@@ -241,6 +243,7 @@ pub async fn run(
         started: Instant::now(),
         presence,
         poll_sessions: Arc::new(PollSessions::default()),
+        ws_links: tokio_util::task::TaskTracker::new(),
     });
     let server = http::server(state.clone(), listener, shutdown_timeout).map_err(|source| {
         ServerError::Io {
@@ -270,6 +273,10 @@ pub async fn run(
             }
             tracing::info!("shutting down");
             let _ = shutdown_tx.send(true);
+            // Links close with 1012 at once; give their close handshakes
+            // the time they take before the workers stop.
+            state.ws_links.close();
+            let _ = tokio::time::timeout(shutdown_timeout, state.ws_links.wait()).await;
             handle.stop(true).await;
             let _ = server.await;
         }

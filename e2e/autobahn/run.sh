@@ -2,7 +2,8 @@
 # WebSocket conformance: runs the Autobahn|Testsuite cases (via kosoku) against
 # herald's /v1/echo endpoint, which uses the same connection code path as
 # /v1/ws. Compression cases (12.*, 13.*) are excluded: permessage-deflate is
-# not implemented. Fails on any FAILED case or wrong close code.
+# not implemented. Fails on any FAILED case, wrong close code, or a case in
+# which the server did not close TCP itself right after the close handshake.
 #   e2e/autobahn/run.sh            # uses $HERALD_BIN or target/debug/herald
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -30,13 +31,25 @@ rm -rf "$OUT"; mkdir -p "$OUT"
   echo "Autobahn conformance FAILED (reports in $OUT)" >&2
   exit 1
 }
-python3 - "$OUT/index.json" <<'PY'
-import json, sys, collections
-cases = next(iter(json.load(open(sys.argv[1])).values()))
+python3 - "$OUT" <<'PY'
+import json, os, sys, collections
+out = sys.argv[1]
+cases = next(iter(json.load(open(os.path.join(out, "index.json"))).values()))
 behaviour = collections.Counter(v["behavior"] for v in cases.values())
 close = collections.Counter(v.get("behaviorClose") for v in cases.values())
 print(f"autobahn: {len(cases)} cases; behavior {dict(behaviour)}; close {dict(close)}")
 bad = [k for k, v in cases.items() if v["behavior"] in ("FAILED", "UNIMPLEMENTED") or v.get("behaviorClose") not in ("OK", "INFORMATIONAL")]
 if bad or len(cases) < 250:
     sys.exit(f"autobahn: failing cases {bad[:20]}")
+# The strict close check: after the close handshake the server closes TCP
+# itself, at once (RFC 6455 7.1.1), so the test client never has to drop the
+# connection or wait for it to drop.
+late = []
+for k, v in cases.items():
+    report = json.load(open(os.path.join(out, v["reportfile"])))
+    if report.get("droppedByMe") or report.get("wasServerConnectionDropTimeout") or report.get("wasCloseHandshakeTimeout"):
+        late.append(k)
+print(f"autobahn: {len(cases) - len(late)} of {len(cases)} cases closed TCP from the server side in time")
+if late:
+    sys.exit(f"autobahn: server did not drop TCP (in time) in {late[:20]}")
 PY

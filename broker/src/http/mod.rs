@@ -10,77 +10,131 @@ pub mod publish;
 
 use std::{net::TcpListener, sync::Arc, time::Duration};
 
-use actix_web::{dev::Server, web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_http::{HttpService, KeepAlive, TlsAcceptorConfig};
+use actix_service::{map_config, IntoServiceFactory, ServiceFactory, ServiceFactoryExt};
+use actix_web::{
+    body::MessageBody,
+    dev::{AppConfig, Server, ServiceRequest, ServiceResponse},
+    web, App, HttpRequest, HttpResponse,
+};
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
 pub use self::error::{ApiError, ErrorCode};
-use crate::{server::AppState, transport};
+use crate::{
+    server::AppState,
+    transport::{
+        self,
+        ws::takeover::{AppFactory, Takeover},
+    },
+};
 
 /// Builds the HTTP server on an already bound listener.
+///
+/// actix-web's `HttpServer` has no place for an upgrade handler, so the
+/// server is assembled here from its parts (actix-server's accept loop and
+/// actix-http's `HttpService`) with Herald's WebSocket takeover as the
+/// upgrade service; everything else is the same actix-web app.
 pub fn server(
     state: Arc<AppState>,
     listener: TcpListener,
     shutdown_timeout: Duration,
 ) -> std::io::Result<Server> {
     let data = web::Data::from(state.clone());
-    let server = HttpServer::new(move || {
-        let echo = data.config.enable_echo;
-        let app = App::new()
-            .app_data(data.clone())
-            .app_data(web::QueryConfig::default().error_handler(|e, _| error::extractor_error(e)))
-            .app_data(web::PathConfig::default().error_handler(|e, _| error::extractor_error(e)))
-            .wrap(cors::Cors::new(&data.config))
-            .wrap_fn(count_responses)
-            .service(get_only("/healthz").route(web::get().to(health::healthz)))
-            .service(get_only("/readyz").route(web::get().to(health::readyz)))
-            .service(get_only("/metrics").route(web::get().to(health::metrics)))
-            .service(
-                web::resource("/v1/topics/{topic}/messages")
-                    .route(web::post().to(publish::publish_one))
-                    .route(web::get().to(history::history))
-                    .default_service(web::to(|req| method_not_allowed(req, "GET, POST"))),
-            )
-            .service(
-                get_only("/v1/topics/{topic}/presence").route(web::get().to(presence::presence)),
-            )
-            .service(
-                web::resource("/v1/publish")
-                    .route(web::post().to(publish::publish_batch))
-                    .default_service(web::to(|req| method_not_allowed(req, "POST"))),
-            )
-            .service(get_only("/v1/ws").route(web::get().to(transport::ws::upgrade)))
-            .service(get_only("/v1/sse").route(web::get().to(transport::sse::stream)))
-            .service(get_only("/v1/poll").route(web::get().to(transport::poll::poll)))
-            .configure(dashboard::routes);
-        let app = if echo {
-            app.service(get_only("/v1/echo").route(web::get().to(transport::ws::echo)))
-        } else {
-            app
+    let addr = listener.local_addr()?;
+    let tls = state.config.tls.as_ref().map(tls_config).transpose()?;
+    let workers = match state.config.workers {
+        0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+        n => n,
+    };
+    let builder = actix_server::Server::build()
+        .workers(workers)
+        .max_concurrent_connections(50_000)
+        .shutdown_timeout(shutdown_timeout.as_secs().max(1))
+        .disable_signals();
+    // A macro, not a function: the service's IO type (TCP or TLS) is fixed
+    // by how it is finished.
+    macro_rules! service {
+        ($data:expr) => {
+            HttpService::build()
+                .keep_alive(KeepAlive::Timeout(Duration::from_secs(5)))
+                .client_request_timeout(Duration::from_secs(5))
+                .client_disconnect_timeout(Duration::from_secs(1))
+                // Acks and deliveries are small writes that must leave at
+                // once; Nagle would hold each until the peer's next packet.
+                .tcp_nodelay(true)
+                .local_addr(addr)
+                .upgrade(Takeover::new(boxed_app($data.clone())))
+                .finish(map_config(app($data.clone()).into_factory(), |_: ()| {
+                    AppConfig::default()
+                }))
         };
-        app.default_service(web::to(not_found))
-    })
-    .disable_signals()
-    // Acks and deliveries are small writes that must leave at once; Nagle
-    // would hold each until the peer's next packet.
-    .tcp_nodelay(true)
-    .shutdown_timeout(shutdown_timeout.as_secs().max(1))
-    // After a close handshake (or when a stalled client never drains the
-    // last bytes) drop the TCP connection soon, as RFC 6455 expects. The
-    // drop is abortive, so leave a client time to read the close frame.
-    .client_disconnect_timeout(Duration::from_secs(2))
-    .backlog(4096)
-    .max_connections(50_000);
-    // actix's own default is one worker per CPU, which 0 keeps.
-    let server = match state.config.workers {
-        0 => server,
-        n => server.workers(n),
+    }
+    let builder = match tls {
+        Some(tls) => builder.listen("herald", listener, move || {
+            service!(data).rustls_0_23_with_config(
+                tls.clone(),
+                TlsAcceptorConfig::default().handshake_timeout(Duration::from_secs(3)),
+            )
+        })?,
+        None => builder.listen("herald", listener, move || service!(data).tcp())?,
     };
-    let server = match &state.config.tls {
-        Some(tls) => server.listen_rustls_0_23(listener, tls_config(tls)?)?,
-        None => server.listen(listener)?,
+    Ok(builder.run())
+}
+
+/// The app as the WebSocket takeover runs it.
+fn boxed_app(data: web::Data<AppState>) -> AppFactory {
+    actix_service::boxed::factory(
+        app(data)
+            .into_factory()
+            .map(|res: ServiceResponse<_>| res.map_into_boxed_body().into()),
+    )
+}
+
+/// Every route of the node.
+fn app(
+    data: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<impl MessageBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    let echo = data.config.enable_echo;
+    let app = App::new()
+        .app_data(data.clone())
+        .app_data(web::QueryConfig::default().error_handler(|e, _| error::extractor_error(e)))
+        .app_data(web::PathConfig::default().error_handler(|e, _| error::extractor_error(e)))
+        .wrap(cors::Cors::new(&data.config))
+        .wrap_fn(count_responses)
+        .service(get_only("/healthz").route(web::get().to(health::healthz)))
+        .service(get_only("/readyz").route(web::get().to(health::readyz)))
+        .service(get_only("/metrics").route(web::get().to(health::metrics)))
+        .service(
+            web::resource("/v1/topics/{topic}/messages")
+                .route(web::post().to(publish::publish_one))
+                .route(web::get().to(history::history))
+                .default_service(web::to(|req| method_not_allowed(req, "GET, POST"))),
+        )
+        .service(get_only("/v1/topics/{topic}/presence").route(web::get().to(presence::presence)))
+        .service(
+            web::resource("/v1/publish")
+                .route(web::post().to(publish::publish_batch))
+                .default_service(web::to(|req| method_not_allowed(req, "POST"))),
+        )
+        .service(get_only("/v1/ws").route(web::get().to(transport::ws::upgrade)))
+        .service(get_only("/v1/sse").route(web::get().to(transport::sse::stream)))
+        .service(get_only("/v1/poll").route(web::get().to(transport::poll::poll)))
+        .configure(dashboard::routes);
+    let app = if echo {
+        app.service(get_only("/v1/echo").route(web::get().to(transport::ws::echo)))
+    } else {
+        app
     };
-    Ok(server.run())
+    app.default_service(web::to(not_found))
 }
 
 /// Loads the certificate chain and key into a rustls server configuration.

@@ -3,10 +3,10 @@
 
 use std::sync::{Arc, OnceLock};
 
-use actix_http::ws::{OpCode, Parser};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use super::topic::Topic;
+use crate::wire::websocket::{self, OpCode};
 
 const TRACEPARENT_KEY: &[u8] = b",\"traceparent\":\"";
 
@@ -104,11 +104,12 @@ impl Message {
     /// bytes (shared, built once).
     pub fn ws_wire(&self) -> &Bytes {
         self.ws_wire.get_or_init(|| {
-            let mut text = BytesMut::with_capacity(self.envelope.len() + 17);
-            text.put_slice(b"{\"type\":\"message\",");
-            text.put_slice(&self.envelope[1..]);
-            let mut wire = BytesMut::with_capacity(text.len() + 10);
-            Parser::write_message(&mut wire, &text, OpCode::Text, true, false);
+            const PREFIX: &[u8] = b"{\"type\":\"message\",";
+            let len = PREFIX.len() + self.envelope.len() - 1;
+            let mut wire = BytesMut::with_capacity(websocket::header_len(len) + len);
+            websocket::put_header(&mut wire, OpCode::Text, len);
+            wire.put_slice(PREFIX);
+            wire.put_slice(&self.envelope[1..]);
             wire.freeze()
         })
     }

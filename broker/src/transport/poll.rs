@@ -60,12 +60,28 @@ pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     };
     let deadline = tokio::time::Instant::now() + wait;
     let mut shutdown = state.shutdown.clone();
-    let mut events = Vec::new();
+    let mut body = BytesMut::with_capacity(256);
+    body.put_slice(b"{\"messages\":[");
+    let mut gaps = Vec::new();
+    let mut messages = 0;
     loop {
-        let room = transport.max_page - events.len();
-        let got = subscriber.next_events(&mut events, room)?;
+        let room = transport.max_page - messages - gaps.len();
+        let delivered = subscriber.deliver(room, |event, _| match event {
+            Event::Message(m) => {
+                drop(crate::telemetry::trace::deliver_span(m, "poll"));
+                if messages > 0 {
+                    body.put_u8(b',');
+                }
+                messages += 1;
+                body.put_slice(m.envelope());
+            }
+            Event::Gap { topic, from, to } => gaps.push(gap_json(topic.as_str(), *from, *to)),
+        })?;
         let presence_waiting = feed.as_ref().is_some_and(|f| !f.is_empty());
-        if !events.is_empty() || presence_waiting || got != MailboxState::Open || *shutdown.borrow()
+        if messages + gaps.len() > 0
+            || presence_waiting
+            || delivered.state != MailboxState::Open
+            || *shutdown.borrow()
         {
             break;
         }
@@ -74,27 +90,6 @@ pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
             _ = async { feed.as_ref().expect("checked").wait().await }, if feed.is_some() => {}
             _ = tokio::time::sleep_until(deadline) => break,
             _ = shutdown.changed() => break,
-        }
-    }
-    for event in &events {
-        subscriber.delivered(event);
-    }
-    subscriber.settle();
-    let mut body = BytesMut::with_capacity(128 + events.len() * 128);
-    body.put_slice(b"{\"messages\":[");
-    let mut gaps = Vec::new();
-    let mut first = true;
-    for event in &events {
-        match event {
-            Event::Message(m) => {
-                drop(crate::telemetry::trace::deliver_span(m, "poll"));
-                if !first {
-                    body.put_u8(b',');
-                }
-                first = false;
-                body.put_slice(m.envelope());
-            }
-            Event::Gap { topic, from, to } => gaps.push(gap_json(topic.as_str(), *from, *to)),
         }
     }
     body.put_slice(b"],\"cursor\":\"");
@@ -119,7 +114,7 @@ pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     state
         .metrics
         .delivered(Transport::Poll)
-        .inc_by((events.len() - gaps.len()) as u64);
+        .inc_by(messages as u64);
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(body.freeze()))

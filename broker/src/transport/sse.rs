@@ -30,7 +30,6 @@ struct SseStream {
     state: Arc<AppState>,
     subscriber: Subscriber,
     presence: ClientPresence,
-    events: Vec<Event>,
     heartbeat: tokio::time::Interval,
     shutdown: watch::Receiver<bool>,
     opening: Option<Bytes>,
@@ -103,7 +102,6 @@ pub async fn stream(
         state,
         subscriber,
         presence,
-        events: Vec::new(),
         heartbeat,
         opening: Some(opening.freeze()),
         done: false,
@@ -140,32 +138,33 @@ impl SseStream {
                 return None;
             }
             if !self.caught_up {
-                self.events.clear();
-                let state = match self
-                    .subscriber
-                    .next_events(&mut self.events, EVENTS_PER_CHUNK)
-                {
-                    Ok(state) => state,
+                let mut out = BytesMut::new();
+                let delivered = match self.subscriber.deliver(EVENTS_PER_CHUNK, |event, s| {
+                    encode_event(&mut out, event, s);
+                }) {
+                    Ok(delivered) => delivered,
                     Err(e) => {
                         tracing::error!(error = %e, "log read failed during SSE delivery");
                         return None;
                     }
                 };
-                if state != MailboxState::Open {
+                if delivered.state != MailboxState::Open {
                     // Ending the stream makes EventSource reconnect with its
                     // last id, which resumes from the log.
                     self.done = true;
-                    if state == MailboxState::Overflowed {
-                        return Some(Bytes::from_static(
-                            b": slow consumer; reconnect to resume\n\n",
-                        ));
+                    if delivered.state == MailboxState::Overflowed {
+                        out.put_slice(b": slow consumer; reconnect to resume\n\n");
                     }
                 }
-                if !self.events.is_empty() {
-                    self.caught_up = self
-                        .subscriber
-                        .emptied_by(self.events.len(), EVENTS_PER_CHUNK);
-                    return Some(self.encode_events());
+                if delivered.taken > 0 {
+                    self.state
+                        .metrics
+                        .delivered(Transport::Sse)
+                        .inc_by(delivered.taken as u64);
+                }
+                if !out.is_empty() {
+                    self.caught_up = delivered.idle;
+                    return Some(out.freeze());
                 }
                 if self.done {
                     return None;
@@ -189,7 +188,6 @@ impl SseStream {
                     }
                 }
                 _ = self.heartbeat.tick() => {
-                    self.subscriber.settle();
                     let cursor = self.subscriber.cursor().encode();
                     return Some(Bytes::from(format!(": ping\nid: {cursor}\n\n")));
                 }
@@ -197,38 +195,22 @@ impl SseStream {
             }
         }
     }
-
-    fn encode_events(&mut self) -> Bytes {
-        let mut out = BytesMut::with_capacity(self.events.iter().map(|e| 96 + event_len(e)).sum());
-        for event in &self.events {
-            self.subscriber.delivered(event);
-            let cursor = self.subscriber.cursor().encode();
-            out.put_slice(b"id: ");
-            out.put_slice(cursor.as_bytes());
-            match event {
-                Event::Message(m) => {
-                    drop(crate::telemetry::trace::deliver_span(m, "sse"));
-                    out.put_slice(b"\nevent: message\ndata: ");
-                    out.put_slice(m.envelope());
-                }
-                Event::Gap { topic, from, to } => {
-                    out.put_slice(b"\nevent: gap\ndata: ");
-                    out.put_slice(gap_json(topic.as_str(), *from, *to).as_bytes());
-                }
-            }
-            out.put_slice(b"\n\n");
-        }
-        self.state
-            .metrics
-            .delivered(Transport::Sse)
-            .inc_by(self.events.len() as u64);
-        out.freeze()
-    }
 }
 
-fn event_len(e: &Event) -> usize {
-    match e {
-        Event::Message(m) => m.envelope().len(),
-        Event::Gap { .. } => 64,
+/// One event with its id: the subscriber's cursor right after it.
+fn encode_event(out: &mut BytesMut, event: &Event, subscriber: &Subscriber) {
+    out.put_slice(b"id: ");
+    out.put_slice(subscriber.cursor().encode().as_bytes());
+    match event {
+        Event::Message(m) => {
+            drop(crate::telemetry::trace::deliver_span(m, "sse"));
+            out.put_slice(b"\nevent: message\ndata: ");
+            out.put_slice(m.envelope());
+        }
+        Event::Gap { topic, from, to } => {
+            out.put_slice(b"\nevent: gap\ndata: ");
+            out.put_slice(gap_json(topic.as_str(), *from, *to).as_bytes());
+        }
     }
+    out.put_slice(b"\n\n");
 }

@@ -26,12 +26,14 @@
 //! replayed from the log.
 
 mod backlog;
+mod deliver;
 mod position;
+
+pub use deliver::Delivered;
 
 use std::{
     collections::{HashMap, VecDeque},
     sync::Arc,
-    task::{Context, Poll},
 };
 
 use super::replay::Work;
@@ -268,14 +270,14 @@ impl Subscriber {
     }
 
     /// Whether the mailbox overflowed (the client is too slow and must be
-    /// disconnected), known before [`Subscriber::next_events`] reports it.
+    /// disconnected), known before [`Subscriber::deliver`] reports it.
     pub fn overflowed(&self) -> bool {
         self.mailbox.state() == MailboxState::Overflowed
     }
 
-    /// Whether anything waits to be taken by [`Subscriber::next_events`].
-    pub fn pending(&self) -> bool {
-        !self.work.is_empty() || self.mailbox.queued_bytes() > 0
+    /// Bytes of live messages waiting in the mailbox.
+    pub fn queued_bytes(&self) -> usize {
+        self.mailbox.queued_bytes()
     }
 
     /// Whether events are ready without waiting for the mailbox.
@@ -288,11 +290,11 @@ impl Subscriber {
     /// means it emptied the mailbox, and no work waits. Anything queued
     /// since has stored a wake-up, so the caller waits instead of asking
     /// again.
-    pub fn emptied_by(&self, taken: usize, max: usize) -> bool {
+    fn emptied_by(&self, taken: usize, max: usize) -> bool {
         taken < max && self.work.is_empty()
     }
 
-    /// A future that resolves when [`Subscriber::next_events`] may have
+    /// A future that resolves when [`Subscriber::deliver`] may have
     /// something to return. It does not borrow the subscriber, so it can sit
     /// in a `select!` next to branches that use it.
     pub fn wake(&self) -> impl std::future::Future<Output = ()> + 'static {
@@ -305,27 +307,13 @@ impl Subscriber {
         }
     }
 
-    /// [`Subscriber::wake`] as a poll, for a consumer that is itself polled
-    /// (the WebSocket response body): `Ready` when [`Subscriber::next_events`]
-    /// may have something, else `cx` is woken when it may.
-    pub fn poll_wake(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if !self.work.is_empty() {
-            return Poll::Ready(());
-        }
-        self.mailbox.poll_changed(cx)
-    }
-
     /// Appends up to `max` events to `out` and returns the mailbox state;
     /// [`MailboxState::Overflowed`] means the client is too slow and must be
     /// disconnected so it resumes from the log.
     ///
-    /// The caller reports each event it actually sends with
-    /// [`Subscriber::delivered`]; cursors reflect only those.
-    pub fn next_events(
-        &mut self,
-        out: &mut Vec<Event>,
-        max: usize,
-    ) -> Result<MailboxState, LogError> {
+    /// [`Subscriber::deliver`] records each event it hands on; cursors
+    /// reflect only those.
+    fn next_events(&mut self, out: &mut Vec<Event>, max: usize) -> Result<MailboxState, LogError> {
         let limit = out.len() + max;
         self.resuming = false;
         if self.work.is_empty() {

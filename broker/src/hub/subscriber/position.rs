@@ -58,19 +58,13 @@ impl Subscriber {
     }
 
     /// Declares that every event produced so far has been delivered, so the
-    /// floor may advance now rather than at the next [`Subscriber::next_events`]
-    /// (long-poll answers and SSE heartbeats call this before taking a cursor).
-    pub fn settle(&mut self) {
+    /// floor may advance now rather than at the next drain of the mailbox.
+    pub(super) fn settle(&mut self) {
         if self.work.is_empty() {
             if let Some(floor) = self.pending_floor.take() {
                 self.floor = self.floor.max(floor);
             }
         }
-    }
-
-    /// Records that `event` reached the client; cursors move past it.
-    pub fn delivered(&mut self, event: &Event) {
-        self.record_delivery(event);
     }
 
     pub(super) fn record_delivery(&mut self, event: &Event) {
