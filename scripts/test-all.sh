@@ -56,11 +56,6 @@ export HERALD_BIN="$ROOT/target/debug/herald"
 step "Rust unit, property and integration tests (real herald processes)"
 cargo test --workspace --locked
 
-step "patched actix-http dispatcher (third_party/actix-http/HERALD-PATCH.md): its unit tests"
-# Only the HTTP/1 module: that is what the patch changes (the rest is upstream's, unchanged).
-CARGO_TARGET_DIR="$ROOT/target/actix-http" cargo test --locked \
-  --manifest-path third_party/actix-http/Cargo.toml --lib --features http2,ws -- h1::
-
 step "WebSocket conformance (Autobahn cases via kosoku, against /v1/echo)"
 e2e/autobahn/run.sh
 

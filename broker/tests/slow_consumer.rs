@@ -24,7 +24,7 @@ async fn a_stalled_subscriber_costs_the_others_nothing() {
     let config = dir.path().join("herald.toml");
     std::fs::write(
         &config,
-        "[log]\ncache_bytes = 8388608\n[limits]\nqueue_bytes = 1048576\n[transport]\nws_ping_interval = \"2s\"\nws_idle_timeout = \"6s\"\n",
+        "[log]\ncache_bytes = 8388608\n[limits]\nqueue_bytes = 1048576\nslow_consumer = \"disconnect\"\n[transport]\nws_ping_interval = \"2s\"\nws_idle_timeout = \"6s\"\n",
     )
     .unwrap();
     let node = Node::start(&["--config", config.to_str().unwrap()]);
@@ -111,7 +111,7 @@ async fn a_stalled_subscriber_costs_the_others_nothing() {
 
     // The stalled subscriber was cut off as a slow consumer: reading now
     // yields at most what was buffered, then the close, 4001 (its mailbox
-    // overflowed while it read nothing; the ping timer notices).
+    // overflowed while its link waited for the socket).
     let mut got = 0u64;
     let mut close = None;
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -9,7 +9,7 @@
 //! subscriber is too slow for the publish rate, and the topic's namespace
 //! policy decides (memory never exceeds the cap under any of them):
 //!
-//! * `disconnect` (default): the queue is emptied at once and the mailbox
+//! * `disconnect`: the queue is emptied at once and the mailbox
 //!   marked overflowed; the connection closes with a "slow consumer" reason
 //!   and the client resumes from its last position, reading what it missed
 //!   from the log.
@@ -17,9 +17,10 @@
 //!   `gap` event for what it lost.
 //! * `conflate`: older queued messages of the same topic make room first
 //!   (only the latest value of a topic matters); no gap is reported.
-//! * `catch_up`: the queue is emptied and the subscriber marked lagging;
-//!   once its connection drains, it replays what it missed from the log and
-//!   goes live again — no gap, no disconnect.
+//! * `catch_up` (default): the queue is emptied and the subscriber marked
+//!   lagging; once its connection drains, it replays what it missed from
+//!   the log and goes live again — no gap, no disconnect. A client that
+//!   reads nothing at all is still closed by its transport's idle timeout.
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -42,13 +43,14 @@ use super::{message::Message, topic::Topic};
 #[serde(rename_all = "snake_case")]
 pub enum SlowConsumerPolicy {
     /// Close the connection; the client resumes from the log.
-    #[default]
     Disconnect,
     /// Drop the oldest queued messages and report a gap.
     DropOldest,
     /// Keep only the newest queued message per topic.
     Conflate,
-    /// Stop queueing; replay from the log once the client drains.
+    /// Stop queueing; replay from the log once the client drains. The
+    /// default: a client that reads is never cut, whatever the burst.
+    #[default]
     CatchUp,
 }
 

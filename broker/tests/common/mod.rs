@@ -602,6 +602,16 @@ pub async fn metric(node: &Node, name: &str) -> u64 {
         .unwrap_or_else(|| panic!("{name} missing"))
 }
 
+/// A labelled series of `/metrics`, e.g. `("herald_connections", "transport=\"ws\"")`.
+pub async fn metric_labeled(node: &Node, name: &str, labels: &str) -> u64 {
+    get_text(node, "/metrics")
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}{{{labels}}} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{name}{{{labels}}} missing"))
+}
+
 /// Reads a topic's whole history, paging with `since`.
 pub async fn full_history(node: &Node, topic: &str) -> (Vec<Value>, u64, u64) {
     let mut all = Vec::new();

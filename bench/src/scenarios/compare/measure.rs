@@ -54,7 +54,7 @@ pub async fn run(server: &ServerRef, point: &Point, args: &Args, env: &BenchEnv)
         source: None,
         count: point.conns,
         topics: topics.clone(),
-        subscribe: point.kind != Kind::Idle,
+        subscribe: point.kind != Kind::IdleBare,
     };
     let mut record = Record {
         system: server.system.name().into(),
@@ -76,7 +76,7 @@ pub async fn run(server: &ServerRef, point: &Point, args: &Args, env: &BenchEnv)
     let rss_before = procstat::rss_kib(Proc::Pid(server.pid)).unwrap_or(0);
     record.server_rss_idle_kib = Some(rss_before);
 
-    if point.kind == Kind::Idle {
+    if point.kind.is_idle() {
         let (fleet, ok, _) = Fleet::connect(&spec, point.conns, CONNECT_LIMIT).await?;
         record.subscribers_failed = Some((point.conns - ok) as u64);
         record.generator_processes = Some(fleet.len() as u64);

@@ -114,8 +114,19 @@ pub enum Kind {
     ManyTopics,
     /// One topic at a fixed rate.
     Latency,
-    /// Connections only; server RSS per connection.
+    /// Idle connections, each subscribed to a topic of its own (what an
+    /// idle dashboard tab holds); server RSS per connection.
     Idle,
+    /// Idle connections with no subscription (handshake only), reported
+    /// beside [`Kind::Idle`].
+    IdleBare,
+}
+
+impl Kind {
+    /// Whether the point measures idle connections' memory.
+    pub fn is_idle(self) -> bool {
+        matches!(self, Kind::Idle | Kind::IdleBare)
+    }
 }
 
 /// One measurement point (run on every system that supports it).
@@ -152,6 +163,7 @@ impl Point {
                 self.payload
             ),
             Kind::Idle => format!("idle-memory/{}", self.conns),
+            Kind::IdleBare => format!("idle-memory-bare/{}", self.conns),
         }
     }
 
@@ -183,7 +195,8 @@ impl Args {
         };
         if want("idle") {
             let n = self.idle.unwrap_or(if quick { 5000 } else { 15_000 });
-            out.push(p(Kind::Idle, SubTransport::Ws, n, 1, 0, None));
+            out.push(p(Kind::Idle, SubTransport::Ws, n, n, 0, None));
+            out.push(p(Kind::IdleBare, SubTransport::Ws, n, 1, 0, None));
         }
         if want("fanout") {
             for &n in &subs {
@@ -264,7 +277,7 @@ impl Scenario for Compare {
             for (i, point) in plan.iter().enumerate() {
                 // RSS per idle connection only means something on servers
                 // that have not grown yet: the first round only
-                if point.kind == Kind::Idle && round > 0 {
+                if point.kind.is_idle() && round > 0 {
                     continue;
                 }
                 let systems: Vec<System> = self
@@ -356,6 +369,7 @@ mod tests {
             names,
             [
                 "idle-memory/5000",
+                "idle-memory-bare/5000",
                 "fanout/1000/64B",
                 "fanout/1000/1024B",
                 "many-topics/2000/64B",
@@ -364,9 +378,9 @@ mod tests {
                 "fanout-poll/1000/64B"
             ]
         );
-        assert!(!quick[5].supports(System::Nats));
-        assert!(quick[5].supports(System::Herald));
+        assert!(!quick[6].supports(System::Nats));
+        assert!(quick[6].supports(System::Herald));
         let full = a.plan(false);
-        assert_eq!(full.len(), 1 + 6 + 1 + 1 + 4);
+        assert_eq!(full.len(), 2 + 6 + 1 + 1 + 4);
     }
 }

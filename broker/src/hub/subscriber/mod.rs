@@ -306,6 +306,13 @@ impl Subscriber {
             }
         }
     }
+    /// A future that resolves when the mailbox changed (a message queued
+    /// into an empty mailbox, an overflow, a close), whatever work is
+    /// ready: for watching a connection whose socket is full.
+    pub fn mailbox_changed(&self) -> impl std::future::Future<Output = ()> + 'static {
+        let mailbox = self.mailbox.clone();
+        async move { mailbox.changed().await }
+    }
 
     /// Appends up to `max` events to `out` and returns the mailbox state;
     /// [`MailboxState::Overflowed`] means the client is too slow and must be

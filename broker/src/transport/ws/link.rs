@@ -49,8 +49,8 @@ use crate::{
 const READ_CHUNK: usize = 16 * 1024;
 /// How long the link waits for the client's FIN after its own.
 const LINGER: Duration = Duration::from_secs(1);
-/// How long the last frames (a close among them) may take to leave.
-const FINAL_WRITE: Duration = Duration::from_millis(500);
+/// How long the FIN may take to leave (a TLS close_notify needs a write).
+const SHUTDOWN_WRITE: Duration = Duration::from_millis(500);
 
 thread_local! {
     /// Reads land here first and only what is not decoded at once is kept
@@ -104,7 +104,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Link<IO> {
     /// Serves the connection until it ends, then closes it.
     pub async fn run(mut self) {
         let exit = self.serve().await;
-        self.finish(exit).await;
+        let limit = self.state.config.transport.ws_idle_timeout;
+        self.finish(exit, limit).await;
     }
 
     async fn serve(&mut self) -> Exit {
@@ -316,14 +317,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Link<IO> {
         tokio::pin!(stalled);
         let mut progress = outbox.len();
         loop {
-            let wake = session.as_deref().map(|s| s.subscriber.wake());
+            let changed = session.as_deref().map(|s| s.subscriber.mailbox_changed());
             tokio::select! {
                 biased;
                 _ = draining.as_mut() => return Err(Exit::DRAINING),
                 written = poll_fn(|cx| outbox.poll_write(cx, io)) => {
                     return written.map_err(|_| Exit::Gone);
                 }
-                _ = async { wake.expect("checked").await }, if session.is_some() => {
+                _ = async { changed.expect("checked").await }, if session.is_some() => {
                     if session.as_deref().is_some_and(|s| s.subscriber.overflowed()) {
                         return Err(Exit::Close(close::SLOW_CONSUMER, close::SLOW_CONSUMER_REASON));
                     }
@@ -340,9 +341,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Link<IO> {
         }
     }
 
-    /// Sends the close frame (if any), closes TCP from this side and waits
-    /// briefly for the client's side to close.
-    async fn finish(mut self, exit: Exit) {
+    /// Sends the close frame (if any) behind what is already queued, giving
+    /// the client `limit` to take it as for any write, closes TCP from this
+    /// side and waits briefly for the client's side to close.
+    async fn finish(mut self, exit: Exit, limit: Duration) {
         // The subscriber goes first: nothing is delivered after the close.
         drop(self.session.take());
         let frame = match exit {
@@ -356,12 +358,12 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Link<IO> {
         if let Some(frame) = frame {
             outbox.push(&frame);
             let write = poll_fn(|cx| outbox.poll_write(cx, io));
-            if !matches!(tokio::time::timeout(FINAL_WRITE, write).await, Ok(Ok(()))) {
+            if !matches!(tokio::time::timeout(limit, write).await, Ok(Ok(()))) {
                 return;
             }
         }
         if !matches!(
-            tokio::time::timeout(FINAL_WRITE, io.shutdown()).await,
+            tokio::time::timeout(SHUTDOWN_WRITE, io.shutdown()).await,
             Ok(Ok(()))
         ) {
             return;
