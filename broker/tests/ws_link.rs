@@ -325,3 +325,31 @@ async fn refusals_before_the_upgrade_are_json_and_other_upgrades_are_served() {
         .unwrap();
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
+
+#[tokio::test]
+async fn a_token_expiry_closes_the_link_within_100_ms_of_exp() {
+    use jsonwebtoken::{encode, EncodingKey, Header};
+    let secret = "link-test-secret-0123456789abcdef";
+    let node = Node::start(&["--jwt-secret", secret]);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let exp = now.as_secs() + 2;
+    let claims = serde_json::json!({"sub": "alice", "exp": exp, "subscribe": [">"]});
+    let token = encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap();
+    let mut client = Raw::connect(&node, &format!("/v1/ws?token={token}")).await;
+    assert_eq!(client.close_code(Duration::from_secs(5)).await, 4003);
+    let at = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    let late = at.saturating_sub(Duration::from_secs(exp));
+    assert!(
+        at >= Duration::from_secs(exp) && late < Duration::from_millis(100),
+        "closed {late:?} after exp (at {at:?}, exp {exp})"
+    );
+}

@@ -422,3 +422,20 @@ fn deadline_of(exp: u64) -> Instant {
     let left = Duration::from_secs(exp).saturating_sub(now);
     Instant::now() + left
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn returned_size<A, R>(_: fn(A) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+
+    #[test]
+    fn an_idle_link_is_small() {
+        let task = returned_size(Link::<tokio::net::TcpStream>::run);
+        let link = std::mem::size_of::<Link<tokio::net::TcpStream>>();
+        let session = std::mem::size_of::<Session>();
+        eprintln!("link future {task} B, link {link} B, session {session} B");
+    }
+}

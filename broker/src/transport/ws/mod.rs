@@ -85,10 +85,10 @@ pub async fn upgrade(
     if state.shutting_down() {
         return Err(ApiError::new(ErrorCode::Unavailable, "shutting down"));
     }
-    let (slot, response) = handshake(&req)?;
     // Refused before upgrading: a browser sees the 401 as a failed handshake.
     let identity = state.identify(&req)?;
     let tracker = ConnectionTracker::admit(&state, Transport::Ws, &req)?;
+    let (slot, response) = handshake(&req)?;
     let state = state.into_inner();
     let session = Session::new(&state, identity, tracker);
     slot.fill(LinkSetup {
