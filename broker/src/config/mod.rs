@@ -178,6 +178,12 @@ impl Config {
                 "max_subscriptions and max_batch_items must be positive",
             );
         }
+        if !(1..=crate::json::HARD_MAX_DEPTH).contains(&self.limits.max_json_depth) {
+            return Err(ConfigError::Invalid {
+                field: "limits.max_json_depth",
+                message: format!("must be between 1 and {}", crate::json::HARD_MAX_DEPTH),
+            });
+        }
         if self.transport.ws_idle_timeout <= self.transport.ws_ping_interval {
             return invalid(
                 "transport.ws_idle_timeout",
@@ -329,5 +335,14 @@ mod tests {
             ..Default::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("workers"));
+        for depth in [0, crate::json::HARD_MAX_DEPTH + 1] {
+            let mut c = Config::default();
+            c.limits.max_json_depth = depth;
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("max_json_depth"), "{err}");
+        }
+        let mut c = Config::default();
+        c.limits.max_json_depth = crate::json::HARD_MAX_DEPTH;
+        assert!(c.validate().is_ok());
     }
 }
