@@ -173,6 +173,29 @@ impl StreamQuery {
     }
 }
 
+/// When `identity`'s token expires, as a timer instant (`None`: it does
+/// not expire). Already past is 401 `unauthorized`: a stream must end at
+/// `exp` itself, so the leeway a short request's token gets would only
+/// open a stream that ends at once (and an `EventSource` that reconnects
+/// in a loop while the leeway lasts).
+pub fn token_deadline(
+    identity: &crate::auth::Identity,
+) -> Result<Option<tokio::time::Instant>, ApiError> {
+    let Some(exp) = identity.expires_at else {
+        return Ok(None);
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let left = exp.saturating_mul(1000).saturating_sub(now_ms);
+    if left == 0 {
+        return Err(ApiError::new(ErrorCode::Unauthorized, "token expired"));
+    }
+    Ok(Some(
+        tokio::time::Instant::now() + std::time::Duration::from_millis(left),
+    ))
+}
+
 /// `{"topic":..,"from":..,"to":..}` for a retention gap.
 pub fn gap_json(topic: &str, from: u64, to: u64) -> String {
     format!("{{\"topic\":\"{topic}\",\"from\":{from},\"to\":{to}}}")
