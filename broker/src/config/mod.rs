@@ -261,6 +261,27 @@ impl Config {
             .unwrap_or(self.history)
     }
 
+    /// Every configured secret (API keys, the JWT secret, a password in the
+    /// NATS URL), for the log redactor.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut secrets: Vec<String> = self.auth.api_keys.iter().map(|k| k.key.clone()).collect();
+        secrets.extend(self.auth.jwt_secret.clone());
+        for url in self.nats.iter().flat_map(|n| n.split(',')) {
+            let userinfo = url
+                .split_once("://")
+                .and_then(|(_, rest)| rest.split_once('@'))
+                .map(|(info, _)| info);
+            if let Some(info) = userinfo {
+                secrets.push(
+                    info.split_once(':')
+                        .map_or(info, |(_, pass)| pass)
+                        .to_string(),
+                );
+            }
+        }
+        secrets
+    }
+
     /// What anonymous clients may do when auth is on.
     pub fn anonymous_access(&self) -> crate::auth::AnonymousAccess {
         let mut access = crate::auth::AnonymousAccess::default();
