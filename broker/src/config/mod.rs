@@ -73,7 +73,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// On SIGTERM, how long the node reports not ready (and keeps serving)
     /// before it closes connections, so load balancers stop routing to it
-    /// first.
+    /// first. Zero closes the port at once, with no window in which a
+    /// health check can see the 503.
     #[serde(with = "humantime_serde")]
     pub drain_delay: Duration,
     /// Persistence.
@@ -111,7 +112,7 @@ impl Default for Config {
             log_filter: "info".into(),
             workers: 0,
             shutdown_timeout: Duration::from_secs(10),
-            drain_delay: Duration::ZERO,
+            drain_delay: Duration::from_secs(2),
             log: LogConfig::default(),
             limits: Limits::default(),
             transport: TransportConfig::default(),
