@@ -4,18 +4,50 @@ use std::borrow::Cow;
 
 use serde_json::value::RawValue;
 
-/// Checks that `bytes` is one JSON value and returns it compacted.
-pub fn parse_data(bytes: &[u8]) -> Result<String, String> {
-    let raw: &RawValue = serde_json::from_slice(bytes).map_err(|e| e.to_string())?;
-    check_numbers(raw.get())?;
+/// Nesting a payload gets unless `limits.max_json_depth` says otherwise.
+pub const DEFAULT_MAX_DEPTH: usize = 64;
+
+/// The most `limits.max_json_depth` may allow. Herald's clients read deeper
+/// payloads, but third-party subscribers mostly parse recursively with a
+/// fixed budget: serde_json's default allows 127 levels, and a long-poll or
+/// history page wraps `data` in three more (`{"messages":[{..,"data":..}]}`).
+pub const HARD_MAX_DEPTH: usize = 100;
+
+/// Why a payload was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DataError {
+    /// Not one JSON value.
+    #[error("{0}")]
+    Syntax(String),
+    /// Arrays and objects nested deeper than the limit.
+    #[error("JSON nests deeper than the limit of {limit} levels")]
+    TooDeep {
+        /// The limit in force.
+        limit: usize,
+    },
+    /// A number no IEEE double can hold.
+    #[error("number {0} is out of range")]
+    Number(String),
+}
+
+/// Checks that `bytes` is one JSON value nested at most `max_depth` levels
+/// and returns it compacted.
+pub fn parse_data(bytes: &[u8], max_depth: usize) -> Result<String, DataError> {
+    // RawValue validates the grammar without recursing (serde_json skips
+    // nested values with an explicit stack), so any depth is safe here.
+    let raw: &RawValue =
+        serde_json::from_slice(bytes).map_err(|e| DataError::Syntax(e.to_string()))?;
+    check_data(raw.get(), max_depth)?;
     Ok(compact(raw.get()).into_owned())
 }
 
-/// Refuses numbers no IEEE double can hold (`1e999`): valid JSON grammar,
-/// but most subscribers' parsers would turn them into infinity or fail.
-pub fn check_numbers(json: &str) -> Result<(), String> {
+/// Checks valid JSON text in one pass, without recursion: arrays and
+/// objects nest at most `max_depth` levels (a scalar is depth 0, `[]` is 1),
+/// and every number fits an IEEE double (`1e999` is valid grammar, but most
+/// subscribers' parsers would turn it into infinity or fail).
+pub fn check_data(json: &str, max_depth: usize) -> Result<(), DataError> {
     let bytes = json.as_bytes();
-    let (mut i, mut in_string, mut escaped) = (0, false, false);
+    let (mut i, mut depth, mut in_string, mut escaped) = (0, 0usize, false, false);
     while i < bytes.len() {
         let b = bytes[i];
         if in_string {
@@ -27,26 +59,35 @@ pub fn check_numbers(json: &str) -> Result<(), String> {
                 in_string = false;
             }
             i += 1;
-        } else if b == b'"' {
-            in_string = true;
-            i += 1;
-        } else if b == b'-' || b.is_ascii_digit() {
-            let start = i;
-            while i < bytes.len()
-                && matches!(bytes[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
-            {
-                i += 1;
-            }
-            let number = &json[start..i];
-            if !number.parse::<f64>().is_ok_and(f64::is_finite) {
-                return Err(format!(
-                    "number {} is out of range",
-                    &number[..number.len().min(32)]
-                ));
-            }
-        } else {
-            i += 1;
+            continue;
         }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max_depth {
+                    return Err(DataError::TooDeep { limit: max_depth });
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < bytes.len()
+                    && matches!(bytes[i], b'0'..=b'9' | b'-' | b'+' | b'.' | b'e' | b'E')
+                {
+                    i += 1;
+                }
+                let number = &json[start..i];
+                if !number.parse::<f64>().is_ok_and(f64::is_finite) {
+                    return Err(DataError::Number(
+                        number[..number.len().min(32)].to_string(),
+                    ));
+                }
+                continue;
+            }
+            _ => {}
+        }
+        i += 1;
     }
     Ok(())
 }
@@ -102,12 +143,44 @@ mod tests {
             "{\"a b\":[1,\"x\\\" y\"]}"
         );
         assert!(matches!(compact("{\"a\":1}"), Cow::Borrowed(_)));
-        assert_eq!(parse_data(b" 12 ").unwrap(), "12");
-        assert!(parse_data(b"[1e999]").is_err());
-        assert!(parse_data(b"{\"a\":\"1e999\",\"b\":-2.5e3}").is_ok());
-        assert!(parse_data(b"18446744073709551616000").is_ok());
-        assert!(parse_data(b"{").is_err());
-        assert!(parse_data(b"1 2").is_err());
+        let parse = |b: &[u8]| parse_data(b, DEFAULT_MAX_DEPTH);
+        assert_eq!(parse(b" 12 ").unwrap(), "12");
+        assert!(matches!(parse(b"[1e999]"), Err(DataError::Number(_))));
+        assert!(parse(b"{\"a\":\"1e999\",\"b\":-2.5e3}").is_ok());
+        assert!(parse(b"18446744073709551616000").is_ok());
+        assert!(matches!(parse(b"{"), Err(DataError::Syntax(_))));
+        assert!(parse(b"1 2").is_err());
         assert_eq!(string_value("hi \"x\"\n"), "\"hi \\\"x\\\"\\n\"");
+    }
+
+    fn nested(depth: usize) -> String {
+        format!("{}1{}", "[".repeat(depth), "]".repeat(depth))
+    }
+
+    #[test]
+    fn depth_is_counted_without_recursion() {
+        assert_eq!(check_data("1", 0), Ok(()));
+        assert_eq!(check_data("[]", 0), Err(DataError::TooDeep { limit: 0 }));
+        assert_eq!(check_data(&nested(64), 64), Ok(()));
+        assert_eq!(
+            check_data(&nested(65), 64),
+            Err(DataError::TooDeep { limit: 64 })
+        );
+        // Brackets inside strings, and escaped quotes, are not structure.
+        let text = format!(r#"{{"a":"{}\"[[[","b":[{{"c":[]}}]}}"#, "[".repeat(100));
+        assert_eq!(check_data(&text, 4), Ok(()));
+        assert_eq!(check_data(&text, 3), Err(DataError::TooDeep { limit: 3 }));
+        // Far deeper than any stack could recurse: refused, not a crash.
+        let deep = nested(1_000_000);
+        assert_eq!(
+            parse_data(deep.as_bytes(), HARD_MAX_DEPTH),
+            Err(DataError::TooDeep {
+                limit: HARD_MAX_DEPTH
+            })
+        );
+        assert_eq!(
+            parse_data(nested(HARD_MAX_DEPTH).as_bytes(), HARD_MAX_DEPTH).unwrap(),
+            nested(HARD_MAX_DEPTH)
+        );
     }
 }

@@ -51,6 +51,43 @@ impl TokenBucket {
     }
 }
 
+/// The process's soft open-file limit (`RLIMIT_NOFILE`); `None` when it
+/// is unlimited or cannot be read.
+pub fn open_file_limit() -> Option<u64> {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    // rlim_t is u64 on Linux, not on every Unix.
+    #[allow(clippy::unnecessary_cast)]
+    let current = limit.rlim_cur as u64;
+    (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(current)
+}
+
+/// Descriptors kept out of the connection cap: the log's files, NATS,
+/// sockets accepted but not yet admitted, REST requests and `/healthz`
+/// need some when every connection slot is taken. A tenth of the limit,
+/// at least 64.
+pub fn fd_reserve(open_files: u64) -> u64 {
+    (open_files / 10).max(64)
+}
+
+/// The connection cap in force: `max_connections` (0: none), lowered to
+/// [`fd_reserve`] below the open-file limit so that a full node refuses
+/// with 503 before it runs out of descriptors. Never 0 (which would mean
+/// unlimited).
+pub fn connection_cap(max_connections: usize, open_files: Option<u64>) -> usize {
+    let by_fds = open_files.map(|n| n.saturating_sub(fd_reserve(n)).max(1));
+    match (max_connections, by_fds) {
+        (0, None) => 0,
+        (0, Some(fds)) => fds as usize,
+        (n, None) => n,
+        (n, Some(fds)) => n.min(fds as usize),
+    }
+}
+
 /// Why a connection or publish was refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Refusal {
@@ -178,6 +215,18 @@ mod tests {
         assert!(!big.try_take(1.0), "and is then in debt");
         std::thread::sleep(std::time::Duration::from_millis(15));
         assert!(big.try_take(1.0));
+    }
+
+    #[test]
+    fn the_cap_leaves_descriptors_in_reserve() {
+        assert_eq!(connection_cap(18_000, Some(20_000)), 18_000);
+        assert_eq!(connection_cap(50_000, Some(20_000)), 18_000);
+        assert_eq!(connection_cap(0, Some(256)), 192);
+        assert_eq!(connection_cap(3, Some(256)), 3);
+        assert_eq!(connection_cap(100, Some(10)), 1);
+        assert_eq!(connection_cap(100, None), 100);
+        assert_eq!(connection_cap(0, None), 0);
+        assert!(open_file_limit().is_some_and(|n| n > 0));
     }
 
     #[test]

@@ -55,7 +55,10 @@ fn main() {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
     // Held until exit: dropping it flushes the OpenTelemetry exporter.
-    let _telemetry = herald::telemetry::init(&config.log_filter);
+    let _telemetry = herald::telemetry::init(
+        &config.log_filter,
+        herald::telemetry::redact::Redactor::new(config.secrets()),
+    );
     let listener = TcpListener::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     listener.set_nonblocking(true)?;

@@ -220,10 +220,19 @@ pub async fn run(
         source,
     })?;
     let shutdown_timeout = config.shutdown_timeout;
-    let connection_limits = ConnectionLimits::new(
-        config.limits.max_connections,
-        config.limits.max_connections_per_ip,
-    );
+    let open_files = crate::limits::open_file_limit();
+    let cap = crate::limits::connection_cap(config.limits.max_connections, open_files);
+    match open_files {
+        Some(n) => tracing::info!(
+            cap,
+            max_connections = config.limits.max_connections,
+            open_file_limit = n,
+            reserve = crate::limits::fd_reserve(n),
+            "connection cap {cap}: max_connections, and the open-file limit less a reserve for the node's own files"
+        ),
+        None => tracing::info!(cap, "connection cap {cap} (no open-file limit)"),
+    }
+    let connection_limits = ConnectionLimits::new(cap, config.limits.max_connections_per_ip);
     let client_rates = KeyedRates::new(
         config.limits.publish_rate_per_client,
         config.limits.publish_burst,

@@ -729,8 +729,10 @@ fn kubernetes_statefulset_is_wired_for_herald() {
         .parse()
         .unwrap();
     assert!(
-        Duration::from_secs(grace) >= config.shutdown_timeout + Duration::from_secs(pre_stop + 10),
-        "terminationGracePeriodSeconds {grace} leaves too little room for preStop {pre_stop}s + shutdown_timeout {:?}",
+        Duration::from_secs(grace)
+            >= config.drain_delay + config.shutdown_timeout + Duration::from_secs(pre_stop + 10),
+        "terminationGracePeriodSeconds {grace} leaves too little room for preStop {pre_stop}s + drain_delay {:?} + shutdown_timeout {:?}",
+        config.drain_delay,
         config.shutdown_timeout
     );
 
@@ -881,8 +883,9 @@ fn systemd_unit_is_hardened_and_outlasts_the_drain() {
     );
     let stop = humantime::parse_duration(one("TimeoutStopSec")).expect("TimeoutStopSec");
     assert!(
-        stop >= config.shutdown_timeout + Duration::from_secs(5),
-        "TimeoutStopSec {stop:?} must outlast shutdown_timeout {:?}",
+        stop >= config.drain_delay + config.shutdown_timeout + Duration::from_secs(5),
+        "TimeoutStopSec {stop:?} must outlast drain_delay {:?} + shutdown_timeout {:?}",
+        config.drain_delay,
         config.shutdown_timeout
     );
     let nofile: usize = one("LimitNOFILE").parse().unwrap();

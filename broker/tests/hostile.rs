@@ -242,3 +242,166 @@ async fn ten_thousand_malformed_inputs_change_nothing_for_others() {
         "RSS grew from {baseline} to {rss} KiB"
     );
 }
+
+/// Sends raw bytes on a new connection (then, with `half_close`, shuts the
+/// write side) and returns (status, headers lowercased, body) once the
+/// node closes the connection.
+async fn raw_exchange(node: &Node, request: &[u8], half_close: bool) -> (u16, String, Vec<u8>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut conn = tokio::net::TcpStream::connect(node.addr).await.unwrap();
+    conn.write_all(request).await.unwrap();
+    if half_close {
+        conn.shutdown().await.unwrap();
+    }
+    let mut out = Vec::new();
+    tokio::time::timeout(TIMEOUT, conn.read_to_end(&mut out))
+        .await
+        .expect("the node closes the connection")
+        .unwrap();
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a response head");
+    let head = String::from_utf8_lossy(&out[..split]).to_ascii_lowercase();
+    let status = head[9..12].parse().unwrap();
+    (status, head, out[split + 4..].to_vec())
+}
+
+/// Issue 21 (D8): refusals answer with the contract's JSON body wherever a
+/// request reaches Herald — body framing errors, bodies over the limit,
+/// undecodable paths, queries and headers. The exceptions, documented in
+/// protocol-spec §3, are heads that actix-http's HTTP/1 parser refuses
+/// before any request exists: they get its own empty 400 or 431 and the
+/// connection is closed.
+#[tokio::test]
+async fn parser_level_refusals_are_json_except_the_documented_ones() {
+    let node = Node::start(&[]);
+    let publish = "POST /v1/topics/a/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\n";
+    let big = "a".repeat(70_000);
+    let json_cases: Vec<(&str, String, bool, u16, &str)> = vec![
+        (
+            "corrupt chunked encoding",
+            format!("{publish}Transfer-Encoding: chunked\r\n\r\nzz\r\n1\r\n0\r\n\r\n"),
+            false,
+            400,
+            "bad_request",
+        ),
+        (
+            "chunked body over the limit",
+            format!("{publish}Transfer-Encoding: chunked\r\n\r\n{:x}\r\n{big}\r\n0\r\n\r\n", big.len()),
+            false,
+            413,
+            "payload_too_large",
+        ),
+        (
+            "Content-Length over the limit",
+            format!("{publish}Content-Length: 99999999999\r\n\r\n"),
+            false,
+            413,
+            "payload_too_large",
+        ),
+        (
+            "body shorter than Content-Length",
+            format!("{publish}Content-Length: 10\r\n\r\n[1"),
+            true,
+            400,
+            "bad_request",
+        ),
+        (
+            "undecodable path",
+            "GET /v1/topics/%FF%FE/messages HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
+            false,
+            400,
+            "invalid_topic",
+        ),
+        (
+            "undecodable query",
+            "GET /v1/topics/a/messages?since=%FF HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
+            false,
+            400,
+            "bad_request",
+        ),
+        (
+            "non-ASCII header value",
+            "GET /v1/sse?topic=a HTTP/1.1\r\nHost: x\r\nLast-Event-ID: \u{fffd}\r\nConnection: close\r\n\r\n".into(),
+            false,
+            400,
+            "bad_request",
+        ),
+        (
+            "URI of 60 KB",
+            format!("GET /v1/poll?topic={} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", "a".repeat(60_000)),
+            false,
+            400,
+            "invalid_topic",
+        ),
+    ];
+    for (label, request, half_close, status, code) in json_cases {
+        let (got, head, body) = raw_exchange(&node, request.as_bytes(), half_close).await;
+        assert_eq!(got, status, "{label}: {head}");
+        assert!(
+            head.contains("content-type: application/json"),
+            "{label}: {head}"
+        );
+        let body: Value = serde_json::from_slice(&body).unwrap_or_else(|e| panic!("{label}: {e}"));
+        assert_eq!(body["error"]["code"], code, "{label}: {body}");
+        assert!(body["error"]["message"].is_string(), "{label}: {body}");
+    }
+
+    let many_headers: String = (0..100).map(|i| format!("X-{i}: y\r\n")).collect();
+    let exceptions: Vec<(&str, String, u16)> = vec![
+        (
+            "invalid Content-Length",
+            format!("{publish}Content-Length: abc\r\n\r\n"),
+            400,
+        ),
+        (
+            "two Content-Lengths",
+            format!("{publish}Content-Length: 1\r\nContent-Length: 2\r\n\r\n1"),
+            400,
+        ),
+        (
+            "Content-Length with Transfer-Encoding",
+            format!("{publish}Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n"),
+            400,
+        ),
+        (
+            "Transfer-Encoding other than chunked",
+            format!("{publish}Transfer-Encoding: gzip\r\n\r\n"),
+            400,
+        ),
+        (
+            "malformed header line",
+            "GET /healthz HTTP/1.1\r\nHost: x\r\nBad Header: y\r\n\r\n".into(),
+            400,
+        ),
+        (
+            "HTTP/1.1 without Host",
+            "GET /healthz HTTP/1.1\r\n\r\n".into(),
+            400,
+        ),
+        (
+            "URI over 64 KiB",
+            format!(
+                "GET /v1/poll?topic={} HTTP/1.1\r\nHost: x\r\n\r\n",
+                "a".repeat(70_000)
+            ),
+            400,
+        ),
+        (
+            "more than 96 headers",
+            format!("GET /healthz HTTP/1.1\r\nHost: x\r\n{many_headers}\r\n"),
+            431,
+        ),
+    ];
+    for (label, request, status) in exceptions {
+        let (got, head, body) = raw_exchange(&node, request.as_bytes(), false).await;
+        assert_eq!(got, status, "{label}: {head}");
+        assert!(head.contains("connection: close"), "{label}: {head}");
+        assert!(
+            body.is_empty(),
+            "{label}: the parser's own answer has no body"
+        );
+    }
+    assert_eq!(get_json(&node, "/healthz").await.0, 200);
+}

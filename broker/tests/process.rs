@@ -268,3 +268,63 @@ async fn drain_delay_turns_readiness_off_before_closing_connections() {
         .unwrap();
     assert!(exit.success(), "{exit:?}");
 }
+
+/// Issue 21: with the default configuration a SIGTERMed node answers
+/// `/readyz` with 503 JSON for a while (the default `drain_delay`, 2 s)
+/// before its port refuses connections, and serves new requests in that
+/// window — what a load balancer's health check needs to see.
+#[tokio::test]
+async fn the_default_drain_shows_503_before_the_port_closes() {
+    let mut node = Node::start(&[]);
+    let pid = node.pid();
+    tokio::task::spawn_blocking(move || signal(pid, "TERM"))
+        .await
+        .unwrap();
+    let signalled = std::time::Instant::now();
+    // A fresh connection per probe, like a health checker.
+    let probe = || {
+        reqwest::Client::builder()
+            .timeout(Duration::from_secs(2))
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap()
+    };
+    let (mut first_503, mut refused) = (None, None);
+    let mut served_while_draining = false;
+    while signalled.elapsed() < Duration::from_secs(15) {
+        match probe().get(node.url("/readyz")).send().await {
+            Ok(res) if res.status() == 503 => {
+                let body: serde_json::Value = res.json().await.expect("JSON body");
+                assert_eq!(body["error"]["code"], "unavailable", "{body}");
+                if first_503.is_none() {
+                    first_503 = Some(signalled.elapsed());
+                    // New requests are still served in the window.
+                    let (status, _) = publish(&node, "drain.y", &json!(1)).await;
+                    served_while_draining = status == 200;
+                }
+            }
+            Ok(res) => assert!(
+                res.status() == 200 && first_503.is_none(),
+                "readyz {} after the first 503",
+                res.status()
+            ),
+            Err(_) => {
+                refused = Some(signalled.elapsed());
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let first_503 = first_503.expect("no 503 before the port closed");
+    let refused = refused.expect("the port never closed");
+    assert!(served_while_draining, "a publish in the window failed");
+    assert!(
+        refused - first_503 >= Duration::from_millis(1500),
+        "503 for only {:?} (first at {first_503:?}, refused at {refused:?})",
+        refused - first_503
+    );
+    let exit = tokio::task::spawn_blocking(move || node.sigterm_wait())
+        .await
+        .unwrap();
+    assert!(exit.success(), "{exit:?}");
+}

@@ -2,14 +2,25 @@
 
 use actix_web::{http::header, HttpRequest};
 
-/// Credentials presented with a request.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// Credentials presented with a request. Its `Debug` shows which kinds
+/// are present, never their values.
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Credentials {
     /// A bearer token (JWT, or an API key), from `Authorization`, the
     /// `herald_token` cookie or the `token` query parameter.
     pub token: Option<String>,
     /// An `X-API-Key` header.
     pub api_key: Option<String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let shown = |v: &Option<String>| v.as_ref().map(|_| "[redacted]");
+        f.debug_struct("Credentials")
+            .field("token", &shown(&self.token))
+            .field("api_key", &shown(&self.api_key))
+            .finish()
+    }
 }
 
 impl Credentials {

@@ -73,7 +73,8 @@ pub struct Config {
     pub shutdown_timeout: Duration,
     /// On SIGTERM, how long the node reports not ready (and keeps serving)
     /// before it closes connections, so load balancers stop routing to it
-    /// first.
+    /// first. Zero closes the port at once, with no window in which a
+    /// health check can see the 503.
     #[serde(with = "humantime_serde")]
     pub drain_delay: Duration,
     /// Persistence.
@@ -111,7 +112,7 @@ impl Default for Config {
             log_filter: "info".into(),
             workers: 0,
             shutdown_timeout: Duration::from_secs(10),
-            drain_delay: Duration::ZERO,
+            drain_delay: Duration::from_secs(2),
             log: LogConfig::default(),
             limits: Limits::default(),
             transport: TransportConfig::default(),
@@ -177,6 +178,12 @@ impl Config {
                 "limits",
                 "max_subscriptions and max_batch_items must be positive",
             );
+        }
+        if !(1..=crate::json::HARD_MAX_DEPTH).contains(&self.limits.max_json_depth) {
+            return Err(ConfigError::Invalid {
+                field: "limits.max_json_depth",
+                message: format!("must be between 1 and {}", crate::json::HARD_MAX_DEPTH),
+            });
         }
         if self.transport.ws_idle_timeout <= self.transport.ws_ping_interval {
             return invalid(
@@ -255,6 +262,27 @@ impl Config {
             .unwrap_or(self.history)
     }
 
+    /// Every configured secret (API keys, the JWT secret, a password in the
+    /// NATS URL), for the log redactor.
+    pub fn secrets(&self) -> Vec<String> {
+        let mut secrets: Vec<String> = self.auth.api_keys.iter().map(|k| k.key.clone()).collect();
+        secrets.extend(self.auth.jwt_secret.clone());
+        for url in self.nats.iter().flat_map(|n| n.split(',')) {
+            let userinfo = url
+                .split_once("://")
+                .and_then(|(_, rest)| rest.split_once('@'))
+                .map(|(info, _)| info);
+            if let Some(info) = userinfo {
+                secrets.push(
+                    info.split_once(':')
+                        .map_or(info, |(_, pass)| pass)
+                        .to_string(),
+                );
+            }
+        }
+        secrets
+    }
+
     /// What anonymous clients may do when auth is on.
     pub fn anonymous_access(&self) -> crate::auth::AnonymousAccess {
         let mut access = crate::auth::AnonymousAccess::default();
@@ -329,5 +357,14 @@ mod tests {
             ..Default::default()
         };
         assert!(c.validate().unwrap_err().to_string().contains("workers"));
+        for depth in [0, crate::json::HARD_MAX_DEPTH + 1] {
+            let mut c = Config::default();
+            c.limits.max_json_depth = depth;
+            let err = c.validate().unwrap_err().to_string();
+            assert!(err.contains("max_json_depth"), "{err}");
+        }
+        let mut c = Config::default();
+        c.limits.max_json_depth = crate::json::HARD_MAX_DEPTH;
+        assert!(c.validate().is_ok());
     }
 }

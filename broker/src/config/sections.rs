@@ -49,6 +49,9 @@ pub struct Limits {
     pub max_subscriptions: usize,
     /// Items in one batch publish.
     pub max_batch_items: usize,
+    /// Deepest nesting of arrays and objects in a payload (400
+    /// `bad_request` beyond it); at most [`crate::json::HARD_MAX_DEPTH`].
+    pub max_json_depth: usize,
     /// Open client connections (WebSocket, SSE, long-poll) per node; beyond
     /// it new ones get 503. Keep below the process's open-file limit.
     pub max_connections: usize,
@@ -74,6 +77,7 @@ impl Default for Limits {
             queue_bytes: 1 << 20,
             max_subscriptions: 256,
             max_batch_items: 1000,
+            max_json_depth: crate::json::DEFAULT_MAX_DEPTH,
             max_connections: 18_000,
             max_connections_per_ip: 0,
             publish_rate_per_connection: 0.0,

@@ -10,7 +10,8 @@
 //!   snapshot every `interval_ms` (default 1000) and `: ping` comments every
 //!   `transport.sse_heartbeat`. Snapshots carry counters, not rates: the page
 //!   computes rates from consecutive snapshots. The stream is not a
-//!   subscriber and is not counted in the connection gauges or limits.
+//!   subscriber and is not in the connection gauges, but it holds a
+//!   connection slot under `max_connections` and the per-IP cap like one.
 //!
 //! With auth on, the stats (aggregates over every topic) need operator
 //! credentials: any configured API key (server-side secrets held by
@@ -288,6 +289,7 @@ pub async fn stats(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpR
 
 struct StatsStream {
     state: Arc<AppState>,
+    _slot: crate::transport::ConnectionTracker,
     every: Interval,
     heartbeat: Interval,
     shutdown: watch::Receiver<bool>,
@@ -325,6 +327,7 @@ pub async fn stats_stream(
     }
     authorize(&state, &req)?;
     let period = parse_query(req.query_string(), true)?;
+    let slot = crate::transport::ConnectionTracker::admit_stream(&state, &req)?;
     // The first tick fires at once, so the page has numbers immediately.
     let mut every = tokio::time::interval(period);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -334,6 +337,7 @@ pub async fn stats_stream(
     let body = StatsStream {
         shutdown: state.shutdown.clone(),
         state,
+        _slot: slot,
         every,
         heartbeat,
         opening: true,

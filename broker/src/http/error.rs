@@ -67,6 +67,8 @@ pub struct ApiError {
     pub code: ErrorCode,
     /// Human-readable explanation.
     pub message: String,
+    /// Close the connection after the answer (see [`ApiError::closing`]).
+    close: bool,
 }
 
 #[derive(Serialize)]
@@ -86,6 +88,7 @@ impl ApiError {
         ApiError {
             code,
             message: message.into(),
+            close: false,
         }
     }
 
@@ -100,6 +103,13 @@ impl ApiError {
             ErrorCode::PayloadTooLarge,
             format!("payload exceeds the limit of {limit} bytes"),
         )
+    }
+
+    /// The same error, answered with `Connection: close`: a refused
+    /// connection must not keep holding a descriptor as an idle keep-alive.
+    pub fn closing(mut self) -> Self {
+        self.close = true;
+        self
     }
 
     /// The contract's JSON body.
@@ -120,9 +130,11 @@ impl ResponseError for ApiError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .content_type("application/json")
-            .body(self.body())
+        let mut res = HttpResponse::build(self.status_code());
+        if self.close {
+            res.force_close();
+        }
+        res.content_type("application/json").body(self.body())
     }
 }
 

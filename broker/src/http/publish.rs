@@ -72,14 +72,17 @@ fn is_json(req: &HttpRequest) -> bool {
         .unwrap_or(false)
 }
 
-/// Checks `data` against the payload limit.
+/// Checks compact, valid JSON `data` against the payload limit of its
+/// namespace (413) and the node's nesting limit (400). Every publish path
+/// (REST, batch, WebSocket) goes through here.
 pub fn check_payload(state: &AppState, topic: &Topic, data: &str) -> Result<(), ApiError> {
     let limit = state.config.max_payload_for(topic);
     if data.len() > limit {
         state.metrics.payload_too_large.inc();
         return Err(ApiError::too_large(limit));
     }
-    Ok(())
+    json::check_data(data, state.config.limits.max_json_depth)
+        .map_err(|e| ApiError::bad_request(format!("data refused: {e}")))
 }
 
 /// Charges `n` publishes to the client's rate (API key or token subject,
@@ -151,8 +154,12 @@ pub async fn publish_one(
     let limit = state.config.limits.max_payload_bytes;
     let body = read_body(&req, body, limit).await?;
     let data = if is_json(&req) {
-        json::parse_data(&body)
-            .map_err(|e| ApiError::bad_request(format!("body is not valid JSON: {e}")))?
+        json::parse_data(&body, json::HARD_MAX_DEPTH).map_err(|e| match e {
+            json::DataError::Syntax(e) => {
+                ApiError::bad_request(format!("body is not valid JSON: {e}"))
+            }
+            other => ApiError::bad_request(format!("data refused: {other}")),
+        })?
     } else {
         let text = std::str::from_utf8(&body)
             .map_err(|_| ApiError::bad_request("a non-JSON body must be UTF-8 text"))?;
@@ -229,7 +236,8 @@ pub async fn publish_batch(
         let at = |e: ApiError| ApiError::new(e.code, format!("item {i}: {}", e.message));
         let topic = Topic::parse(&item.topic).map_err(|e| at(e.into()))?;
         identity.check_publish(&topic).map_err(|e| at(e.into()))?;
-        json::check_numbers(item.data.get()).map_err(|e| at(ApiError::bad_request(e)))?;
+        json::check_data(item.data.get(), json::HARD_MAX_DEPTH)
+            .map_err(|e| at(ApiError::bad_request(format!("data refused: {e}"))))?;
         let data = json::compact(item.data.get()).into_owned();
         check_payload(&state, &topic, &data).map_err(at)?;
         let idempotency_key = match (item.idempotency_key, &key) {

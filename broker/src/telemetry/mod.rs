@@ -10,6 +10,7 @@
 //! `OTEL_METRIC_EXPORT_INTERVAL`, ...).
 
 mod otel;
+pub mod redact;
 pub mod trace;
 
 use std::io::IsTerminal;
@@ -20,21 +21,23 @@ pub use self::otel::{export_metrics, otel_enabled, Telemetry};
 
 /// Installs the global subscriber: human-readable lines on stderr, filtered
 /// by `filter` (`RUST_LOG` wins when set); `HERALD_LOG_FORMAT=json` switches
-/// to JSON lines for log shippers. With OpenTelemetry configured, Herald's
+/// to JSON lines for log shippers. Every line passes through `redactor`
+/// (see [`redact`]), at every level. With OpenTelemetry configured, Herald's
 /// spans also go to the OTLP exporter, whatever the log filter says.
 /// Keep the returned handle until exit: dropping it flushes the exporter.
-pub fn init(filter: &str) -> Telemetry {
+pub fn init(filter: &str, redactor: redact::Redactor) -> Telemetry {
+    let stderr = redact::RedactingStderr::new(redactor);
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(filter));
     let json = std::env::var("HERALD_LOG_FORMAT").is_ok_and(|v| v.eq_ignore_ascii_case("json"));
     let logs = if json {
         fmt::layer()
             .json()
-            .with_writer(std::io::stderr)
+            .with_writer(stderr)
             .with_filter(filter)
             .boxed()
     } else {
         fmt::layer()
-            .with_writer(std::io::stderr)
+            .with_writer(stderr)
             .with_ansi(std::io::stderr().is_terminal())
             .with_filter(filter)
             .boxed()

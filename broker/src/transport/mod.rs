@@ -23,12 +23,11 @@ use crate::{
 /// Most topics one SSE or long-poll request may name.
 pub const MAX_QUERY_TOPICS: usize = 64;
 
-/// Counts a connection for its lifetime (hub total and per-transport gauge).
+/// Holds a long-lived response's connection slot for its lifetime, and
+/// counts a subscriber transport's connection (hub total and gauge).
 pub struct ConnectionTracker {
     _permit: crate::limits::ConnectionPermit,
-    _hub: ConnectionGuard,
-    metrics: Arc<Metrics>,
-    transport: Transport,
+    counted: Option<(ConnectionGuard, Arc<Metrics>, Transport)>,
 }
 
 impl ConnectionTracker {
@@ -40,8 +39,36 @@ impl ConnectionTracker {
         transport: Transport,
         req: &actix_web::HttpRequest,
     ) -> Result<Self, ApiError> {
+        let permit = Self::permit(state, req)?;
+        state.metrics.connections(transport).inc();
+        Ok(ConnectionTracker {
+            _permit: permit,
+            counted: Some((
+                state.hub.connection_opened(),
+                state.metrics.clone(),
+                transport,
+            )),
+        })
+    }
+
+    /// Admits a long-lived response that is not a subscriber (the stats
+    /// stream): it holds a slot under the same limits, so streams cannot
+    /// take every descriptor, but is not in the per-transport gauges.
+    pub fn admit_stream(state: &AppState, req: &actix_web::HttpRequest) -> Result<Self, ApiError> {
+        Ok(ConnectionTracker {
+            _permit: Self::permit(state, req)?,
+            counted: None,
+        })
+    }
+
+    /// A refusal closes the connection: kept alive, it would still hold the
+    /// descriptor the limit is there to save.
+    fn permit(
+        state: &AppState,
+        req: &actix_web::HttpRequest,
+    ) -> Result<crate::limits::ConnectionPermit, ApiError> {
         let ip = req.peer_addr().map(|a| a.ip());
-        let permit = state.connection_limits.admit(ip).map_err(|refusal| {
+        state.connection_limits.admit(ip).map_err(|refusal| {
             state.metrics.connections_refused.inc();
             match refusal {
                 crate::limits::Refusal::NodeFull(n) => ApiError::new(
@@ -53,20 +80,16 @@ impl ConnectionTracker {
                     format!("at most {n} connections per client address"),
                 ),
             }
-        })?;
-        state.metrics.connections(transport).inc();
-        Ok(ConnectionTracker {
-            _permit: permit,
-            _hub: state.hub.connection_opened(),
-            metrics: state.metrics.clone(),
-            transport,
+            .closing()
         })
     }
 }
 
 impl Drop for ConnectionTracker {
     fn drop(&mut self) {
-        self.metrics.connections(self.transport).dec();
+        if let Some((_, metrics, transport)) = &self.counted {
+            metrics.connections(*transport).dec();
+        }
     }
 }
 
@@ -171,6 +194,29 @@ impl StreamQuery {
         }
         Ok(())
     }
+}
+
+/// When `identity`'s token expires, as a timer instant (`None`: it does
+/// not expire). Already past is 401 `unauthorized`: a stream must end at
+/// `exp` itself, so the leeway a short request's token gets would only
+/// open a stream that ends at once (and an `EventSource` that reconnects
+/// in a loop while the leeway lasts).
+pub fn token_deadline(
+    identity: &crate::auth::Identity,
+) -> Result<Option<tokio::time::Instant>, ApiError> {
+    let Some(exp) = identity.expires_at else {
+        return Ok(None);
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let left = exp.saturating_mul(1000).saturating_sub(now_ms);
+    if left == 0 {
+        return Err(ApiError::new(ErrorCode::Unauthorized, "token expired"));
+    }
+    Ok(Some(
+        tokio::time::Instant::now() + std::time::Duration::from_millis(left),
+    ))
 }
 
 /// `{"topic":..,"from":..,"to":..}` for a retention gap.

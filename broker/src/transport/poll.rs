@@ -23,6 +23,7 @@ use crate::{
 pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
     let query = StreamQuery::parse(req.query_string(), true)?;
     let identity = state.identify(&req)?;
+    let expires = super::token_deadline(&identity)?;
     query.authorize(&identity)?;
     let transport = &state.config.transport;
     let wait = query
@@ -43,11 +44,9 @@ pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     // make anyone present. It still gets an id to name next time.
     let peek = wait.is_zero() && query.client_id.is_none() && !query.presence;
     let lease = (!peek).then(|| {
-        state.poll_sessions.begin(
-            query.client_id.as_deref(),
-            &state.presence,
-            identity.sub.clone(),
-        )
+        state
+            .poll_sessions
+            .begin(query.client_id.as_deref(), &state.presence, &identity)
     });
     let feed = lease.as_ref().and_then(|lease| {
         let mut client = lease.client.lock();
@@ -58,7 +57,9 @@ pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         Some(lease) => lease.client_id().to_string(),
         None => state.presence.new_client_id(),
     };
-    let deadline = tokio::time::Instant::now() + wait;
+    // A poll never outlives its token: it answers 401 at `exp`.
+    let until_timeout = tokio::time::Instant::now() + wait;
+    let deadline = expires.map_or(until_timeout, |exp| exp.min(until_timeout));
     let mut shutdown = state.shutdown.clone();
     let mut body = BytesMut::with_capacity(256);
     body.put_slice(b"{\"messages\":[");
@@ -91,6 +92,16 @@ pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
             _ = tokio::time::sleep_until(deadline) => break,
             _ = shutdown.changed() => break,
         }
+    }
+    let presence_waiting = feed.as_ref().is_some_and(|f| !f.is_empty());
+    if messages + gaps.len() == 0
+        && !presence_waiting
+        && expires.is_some_and(|exp| tokio::time::Instant::now() >= exp)
+    {
+        return Err(ApiError::new(
+            crate::http::ErrorCode::Unauthorized,
+            "token expired; poll again with a fresh token",
+        ));
     }
     body.put_slice(b"],\"cursor\":\"");
     body.put_slice(subscriber.cursor().encode().as_bytes());

@@ -21,6 +21,7 @@ use std::{
 use parking_lot::Mutex;
 
 use crate::{
+    auth::Identity,
     hub::{
         presence::{ClientInfo, Presence, PresenceFeed},
         Pattern,
@@ -133,6 +134,18 @@ impl ClientPresence {
     pub fn listening(&self) -> bool {
         !self.listening.is_empty()
     }
+
+    /// Whether `identity` may take over this client: the same subject (or
+    /// both anonymous) whose subscribe grants cover every pattern the client
+    /// holds, so its queued join/leave events reveal nothing new.
+    fn may_continue(&self, identity: &Identity) -> bool {
+        self.info.sub == identity.sub
+            && self
+                .joined
+                .iter()
+                .chain(self.listening.iter().map(|(p, _)| p))
+                .all(|p| identity.check_subscribe(p).is_ok())
+    }
 }
 
 impl Drop for ClientPresence {
@@ -170,19 +183,20 @@ pub struct PollLease {
 }
 
 impl PollSessions {
-    /// The session `client_id` names (if this node still has it), else a
-    /// new one with a fresh id.
+    /// The session `client_id` names if this node still has it and it is
+    /// `identity`'s to continue (see `ClientPresence::may_continue`), else
+    /// a new one with a fresh id; the named session is then left alone.
     pub fn begin(
         self: &Arc<Self>,
         client_id: Option<&str>,
         presence: &Arc<Presence>,
-        sub: Option<String>,
+        identity: &Identity,
     ) -> PollLease {
         let generation = self.next_generation.fetch_add(1, Ordering::Relaxed);
         let mut sessions = self.sessions.lock();
         let existing = client_id.and_then(|id| sessions.get_mut(id));
         let (id, client) = match existing {
-            Some(s) if s.client.lock().info.sub == sub => {
+            Some(s) if s.client.lock().may_continue(identity) => {
                 s.generation = generation;
                 s.active += 1;
                 (s.client.lock().info.client_id.clone(), s.client.clone())
@@ -191,7 +205,7 @@ impl PollSessions {
                 let client = Arc::new(Mutex::new(ClientPresence::new(
                     presence.clone(),
                     Transport::Poll,
-                    sub,
+                    identity.sub.clone(),
                 )));
                 let id = client.lock().client_id().to_string();
                 sessions.insert(

@@ -121,7 +121,9 @@ fn required<'a>(raw: Option<&'a RawValue>, name: &str) -> Result<Cow<'a, str>, A
     string_field(raw, name)?.ok_or_else(|| ApiError::bad_request(format!("'{name}' is required")))
 }
 
-/// Parses one text frame. `max_payload` bounds a publish's `data`.
+/// Parses one text frame. `max_payload` bounds a publish's `data`, and so
+/// does [`json::HARD_MAX_DEPTH`]; the node's (and a namespace's) own limits
+/// are applied by [`check_payload`](crate::http::publish::check_payload).
 pub fn parse_op(text: &str, max_payload: usize) -> Result<ClientOp, OpError> {
     // serde would read a JSON array into the struct positionally.
     if !text.trim_start().starts_with('{') {
@@ -206,7 +208,8 @@ pub fn parse_op(text: &str, max_payload: usize) -> Result<ClientOp, OpError> {
             let data = frame
                 .data
                 .ok_or_else(|| fail(ApiError::bad_request("'data' is required")))?;
-            json::check_numbers(data.get()).map_err(|e| fail(ApiError::bad_request(e)))?;
+            json::check_data(data.get(), json::HARD_MAX_DEPTH)
+                .map_err(|e| fail(ApiError::bad_request(e.to_string())))?;
             let data = json::compact(data.get()).into_owned();
             if data.len() > max_payload {
                 return Err(fail(ApiError::too_large(max_payload)));
@@ -394,6 +397,28 @@ mod tests {
             parse_op(r#"{"op":"publish","topic":"a","data":null}"#, 100),
             Ok(ClientOp::Publish { data, .. }) if data == "null"
         ));
+    }
+
+    #[test]
+    fn data_nesting_is_bounded() {
+        let op = |depth: usize| {
+            format!(
+                r#"{{"op":"publish","id":"d","topic":"a","data":{}1{}}}"#,
+                "[".repeat(depth),
+                "]".repeat(depth)
+            )
+        };
+        assert!(parse_op(&op(json::HARD_MAX_DEPTH), 1 << 20).is_ok());
+        let e = parse_op(&op(json::HARD_MAX_DEPTH + 1), 1 << 20).unwrap_err();
+        assert_eq!(e.id.map(|i| i.get().to_string()).as_deref(), Some("\"d\""));
+        assert_eq!(e.error.code, ErrorCode::BadRequest);
+        assert!(
+            e.error.message.contains("nests deeper"),
+            "{}",
+            e.error.message
+        );
+        // Far past any stack: an error, not a crash.
+        assert!(parse_op(&op(1_000_000), 1 << 24).is_err());
     }
 
     #[test]

@@ -24,6 +24,10 @@ use crate::{
 
 /// Client reconnect delay suggested to `EventSource`, ms.
 const RETRY_MS: u64 = 1000;
+/// The last block of a stream whose token reached its `exp` (the
+/// WebSocket's close 4003): no `id`, so the client's cursor stays where it
+/// was; reconnect with a fresh token.
+const EXPIRED_EVENT: &[u8] = b"event: expired\ndata: {\"error\":{\"code\":\"unauthorized\",\"message\":\"token expired; reconnect with a fresh token\"}}\n\n";
 const EVENTS_PER_CHUNK: usize = 256;
 
 struct SseStream {
@@ -36,6 +40,8 @@ struct SseStream {
     done: bool,
     /// The last chunk left nothing queued: wait before asking again.
     caught_up: bool,
+    /// The token's `exp`: the stream ends there with [`EXPIRED_EVENT`].
+    expires: Option<tokio::time::Instant>,
     _tracker: ConnectionTracker,
 }
 
@@ -53,6 +59,7 @@ pub async fn stream(
         ));
     }
     let identity = state.identify(&req)?;
+    let expires = super::token_deadline(&identity)?;
     let mut query = StreamQuery::parse(req.query_string(), false)?;
     let header_cursor = match req.headers().get("last-event-id") {
         Some(v) => {
@@ -106,6 +113,7 @@ pub async fn stream(
         opening: Some(opening.freeze()),
         done: false,
         caught_up: false,
+        expires,
         _tracker: tracker,
     };
     let body = stream::unfold(body, |mut s| async move {
@@ -136,6 +144,13 @@ impl SseStream {
         loop {
             if self.done || *self.shutdown.borrow() {
                 return None;
+            }
+            if self
+                .expires
+                .is_some_and(|exp| tokio::time::Instant::now() >= exp)
+            {
+                self.done = true;
+                return Some(Bytes::from_static(EXPIRED_EVENT));
             }
             if !self.caught_up {
                 let mut out = BytesMut::new();
@@ -192,6 +207,7 @@ impl SseStream {
                     return Some(Bytes::from(format!(": ping\nid: {cursor}\n\n")));
                 }
                 _ = self.shutdown.changed() => return None,
+                _ = tokio::time::sleep_until(self.expires.unwrap_or_else(tokio::time::Instant::now)), if self.expires.is_some() => {}
             }
         }
     }

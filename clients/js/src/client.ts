@@ -464,6 +464,15 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     this.emit('error', error instanceof Error ? error : new Error(String(error)));
   }
 
+  /**
+   * @internal A node sent something this client cannot decode. Every
+   * subscription fails with it (a reconnect would resume right before the
+   * same message); it is never skipped silently.
+   */
+  undecodable(error: HeraldError): void {
+    for (const sub of [...this.subs]) this.failSubscription(sub, error);
+  }
+
   /** @internal A refused subscription: it is closed and its `ready` rejects. */
   failSubscription(sub: Subscription<unknown>, error: HeraldError): void {
     if (sub.closed) return;
@@ -987,6 +996,7 @@ class WsSession implements Session {
           this.release();
           this.client.sessionClosed(this, info);
         },
+        undecodable: (error) => this.undecodable(error),
       },
       { pingIntervalMs: o.pingIntervalMs, pongTimeoutMs: o.pongTimeoutMs },
     );
@@ -1163,12 +1173,23 @@ class WsSession implements Session {
     return true;
   }
 
+  /** The node sent something undecodable: its subscriptions fail, the connection is replaced. */
+  private undecodable(error: HeraldError): void {
+    if (this.closed) return;
+    this.pipe.close(1003, 'undecodable frame');
+    this.client.undecodable(error);
+    this.release();
+    this.client.sessionClosed(this, { reason: error.message, error });
+  }
+
   private onFrame(frame: Record<string, unknown>): void {
     if (this.closed) return;
     switch (frame.type) {
       case 'message':
         if (typeof frame.topic === 'string' && typeof frame.seq === 'number' && typeof frame.ts === 'number') {
           this.client.deliver({ topic: frame.topic, seq: frame.seq, ts: frame.ts, data: frame.data });
+        } else {
+          this.undecodable(new HeraldError('bad_response', `undecodable message frame: ${JSON.stringify(frame).slice(0, 200)}`));
         }
         return;
       case 'gap':
@@ -1351,6 +1372,13 @@ class StreamSession implements Session {
         this.pipe = null;
         this.pipeKey = '\u0000closed';
         this.client.sessionClosed(this, info);
+      },
+      undecodable: (error) => {
+        if (this.pipe !== pipe || this.closed) return;
+        this.client.undecodable(error);
+        this.pipe = null;
+        this.pipeKey = '\u0000closed';
+        this.client.sessionClosed(this, { reason: error.message, error });
       },
     };
     let pipe: StreamPipe;

@@ -3,7 +3,8 @@ export class HeraldError extends Error {
   /**
    * Machine-readable code: the server's (`invalid_topic`, `bad_request`,
    * `unavailable`, ...) or the client's (`offline`, `timeout`, `closed`,
-   * `buffer_full`, `transport_unavailable`, `connect_failed`, `subscribe_failed`).
+   * `buffer_full`, `transport_unavailable`, `connect_failed`, `subscribe_failed`,
+   * `bad_response`: something a node sent could not be decoded).
    */
   readonly code: string;
   /** HTTP status, when the error came from an HTTP answer. */

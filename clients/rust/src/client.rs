@@ -412,15 +412,20 @@ impl Client {
             let base = &inner.urls[index % inner.urls.len()];
             let req = build(self, base).timeout(inner.request_timeout);
             let error = match req.send().await {
-                Ok(res) if res.status() == StatusCode::OK => match res.json::<R>().await {
-                    Ok(value) => {
-                        inner.set_preferred(index);
-                        return Ok(value);
+                Ok(res) if res.status() == StatusCode::OK => match res.bytes().await {
+                    Ok(body) => match crate::decode::from_slice::<R>(&body) {
+                        Ok(value) => {
+                            inner.set_preferred(index);
+                            return Ok(value);
+                        }
+                        // Another node would send the same message: final.
+                        Err(e) => {
+                            return Err(Error::Protocol(format!("{base}: undecodable answer: {e}")))
+                        }
+                    },
+                    Err(e) => {
+                        RequestError::retry(Error::Unavailable(format!("{base}: {}", describe(&e))))
                     }
-                    Err(e) => RequestError::retry(Error::Protocol(format!(
-                        "{base}: unexpected answer: {}",
-                        describe(&e)
-                    ))),
                 },
                 Ok(res) => RequestError::from_response(res).await,
                 Err(e) => {

@@ -3,6 +3,7 @@
 
 mod client;
 mod cursor;
+mod decode;
 mod error;
 mod poll;
 mod sse;

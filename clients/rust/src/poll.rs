@@ -74,9 +74,19 @@ impl Runner {
                     end(refused.error.to_string())
                 };
             }
-            let answer: Answer = match res.json().await {
+            let body = match res.bytes().await {
+                Ok(body) => body,
+                Err(e) => return end(describe(&e)),
+            };
+            // An answer that cannot be decoded ends the subscription with the
+            // error: polling again from the same cursor would get it again.
+            let answer: Answer = match crate::decode::from_slice(&body) {
                 Ok(a) => a,
-                Err(e) => return end(format!("unexpected poll answer: {}", describe(&e))),
+                Err(e) => {
+                    return Outcome::Fatal(crate::Error::Protocol(format!(
+                        "undecodable poll answer: {e}"
+                    )))
+                }
             };
             if answer.client_id.is_some() {
                 client_id = answer.client_id.clone();

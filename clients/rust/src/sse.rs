@@ -7,9 +7,15 @@ use reqwest::{header, StatusCode, Url};
 use crate::{
     client::{describe, endpoint, RequestError},
     cursor::{Cursor, Resume},
+    decode,
     subscription::{Outcome, Ready, Runner},
-    Message, Transport,
+    Error, Message, Transport,
 };
+
+/// An SSE event this client cannot decode.
+fn undecodable(event: &str, e: Error) -> Error {
+    Error::Protocol(format!("undecodable SSE {event} event: {e}"))
+}
 
 /// One SSE block (the lines up to a blank line).
 #[derive(Debug, Default, PartialEq)]
@@ -153,14 +159,16 @@ impl Runner {
                 Ok(Some(Ok(bytes))) => parser.push(&bytes),
             }
             while let Some(block) = parser.next_block() {
+                // An event that cannot be decoded ends the subscription with
+                // the error: a reconnect would resume right before it again.
                 let ok = match (block.event.as_deref(), block.data.as_deref()) {
-                    (Some("message"), Some(data)) => match serde_json::from_str::<Message>(data) {
+                    (Some("message"), Some(data)) => match decode::from_str::<Message>(data) {
                         Ok(m) => self.message(m.topic, m.seq, m.ts, m.data).await,
-                        Err(e) => return end(established, format!("bad message event: {e}")),
+                        Err(e) => return Outcome::Fatal(undecodable("message", e)),
                     },
-                    (Some("gap"), Some(data)) => match serde_json::from_str::<GapData>(data) {
+                    (Some("gap"), Some(data)) => match decode::from_str::<GapData>(data) {
                         Ok(g) => self.gap(g.topic, g.from, g.to).await,
-                        Err(e) => return end(established, format!("bad gap event: {e}")),
+                        Err(e) => return Outcome::Fatal(undecodable("gap", e)),
                     },
                     _ => true,
                 };

@@ -54,9 +54,11 @@ pub(crate) enum Item {
 /// A live subscription: a [`Stream`] of [`Event`]s in seq order per topic,
 /// without duplicates, across reconnections and node changes.
 ///
-/// It yields `Err` only for a fatal error (the server refused the
-/// subscription, e.g. `forbidden` after a token expired), after which the
-/// stream ends. Dropping the subscription closes its connection.
+/// It yields `Err` only for a fatal error, after which the stream ends: the
+/// server refused the subscription (e.g. `forbidden` after a token
+/// expired), or sent something this client cannot decode
+/// ([`Error::Protocol`]; never skipped silently). Dropping the subscription
+/// closes its connection.
 #[derive(Debug)]
 pub struct Subscription {
     id: u64,

@@ -108,9 +108,9 @@ impl Runner {
                 }
                 _ => continue,
             };
-            let frame: Frame = match serde_json::from_str(&text) {
+            let frame: Frame = match crate::decode::from_str(&text) {
                 Ok(f) => f,
-                Err(e) => return Outcome::ConnectFailed(format!("unexpected frame: {e}")),
+                Err(e) => return Outcome::Fatal(undecodable(e)),
             };
             let ours = frame.id.as_ref().and_then(Value::as_str) == Some(SUBSCRIBE_ID);
             match frame.kind.as_str() {
@@ -166,13 +166,15 @@ impl Runner {
                             return Outcome::Disconnected(reason);
                         }
                         Some(Ok(WsMessage::Text(text))) => {
-                            match serde_json::from_str::<Frame>(&text) {
+                            match crate::decode::from_str::<Frame>(&text) {
                                 Ok(frame) => {
                                     if let Some(outcome) = self.deliver(frame).await {
                                         return outcome;
                                     }
                                 }
-                                Err(e) => tracing::warn!(error = %e, "herald: unreadable frame"),
+                                // Skipping it would lose a message without a
+                                // word; reconnecting would get it again.
+                                Err(e) => return Outcome::Fatal(undecodable(e)),
                             }
                         }
                         Some(Ok(_)) => {}
@@ -220,6 +222,11 @@ impl Runner {
         };
         (!ok).then_some(Outcome::Closed)
     }
+}
+
+/// A frame this client cannot decode: the subscription ends with the error.
+fn undecodable(e: Error) -> Error {
+    Error::Protocol(format!("undecodable WebSocket frame: {e}"))
 }
 
 /// The WebSocket upgrade was answered with an HTTP error.

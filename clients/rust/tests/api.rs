@@ -345,3 +345,41 @@ async fn tokens_are_sent_and_auth_errors_are_final() {
         started.elapsed()
     );
 }
+
+/// Issue 21 (D2): the deepest payload the node accepts (`max_json_depth`
+/// at its hard maximum, 100) arrives intact on every transport and in
+/// history; one level more is refused with `bad_request`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deepest_accepted_payload_arrives_on_every_transport() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("herald.toml");
+    std::fs::write(&config, "[limits]\nmax_json_depth = 100\n").unwrap();
+    let node = Node::start(&["--config", config.to_str().unwrap()]);
+    let nested = |depth: usize| {
+        let mut v = json!("core");
+        for _ in 0..depth {
+            v = json!([v]);
+        }
+        v
+    };
+    let deepest = nested(100);
+    for transport in Transport::ALL {
+        let c = client(&node, &[transport]);
+        let topic = format!("deep.{transport}");
+        c.publish(&topic, &deepest).await.unwrap();
+        let refused = c.publish(&topic, nested(101)).await.unwrap_err();
+        assert_eq!(refused.code(), Some("bad_request"), "{refused}");
+        let mut sub = c.subscribe(&topic, Start::Since(0)).await.unwrap();
+        assert_eq!(sub.connection().map(|(_, t)| t), Some(transport));
+        match take(&mut sub, 1).await.remove(0) {
+            Event::Message { seq, data, .. } => {
+                assert_eq!(seq, 1);
+                assert_eq!(data, deepest, "{transport}");
+            }
+            other => panic!("{other:?}"),
+        }
+        let page = c.history(&topic, 0, 10).await.unwrap();
+        assert_eq!(page.messages.len(), 1);
+        assert_eq!(page.messages[0].data, deepest);
+    }
+}

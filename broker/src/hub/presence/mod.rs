@@ -85,7 +85,6 @@ pub struct Presence {
     entries: RwLock<HashMap<String, HashMap<EntryKey, ClientInfo>>>,
     listeners: RwLock<HashMap<u64, (Pattern, Arc<PresenceFeed>)>>,
     next_listener: AtomicU64,
-    next_client: AtomicU64,
     /// Local changes for the cluster engine to broadcast.
     outbox: Mutex<Option<mpsc::UnboundedSender<Delta>>>,
     default_on: bool,
@@ -102,7 +101,6 @@ impl Presence {
             entries: RwLock::new(HashMap::new()),
             listeners: RwLock::new(HashMap::new()),
             next_listener: AtomicU64::new(1),
-            next_client: AtomicU64::new(1),
             outbox: Mutex::new(None),
             default_on,
             overrides,
@@ -128,13 +126,12 @@ impl Presence {
         &self.node
     }
 
-    /// A new client id, unique in the cluster.
+    /// A new client id, unique in the cluster and unguessable: 128 random
+    /// bits from a CSPRNG (`rand`'s thread generator, seeded by the OS).
+    /// A long-poll client names its session by this id, so a guessable one
+    /// would let others reach for it.
     pub fn new_client_id(&self) -> String {
-        format!(
-            "{}-{}",
-            self.node,
-            self.next_client.fetch_add(1, Ordering::Relaxed)
-        )
+        format!("{}-{:032x}", self.node, rand::random::<u128>())
     }
 
     /// Routes local changes to `tx` (the cluster engine broadcasts them).

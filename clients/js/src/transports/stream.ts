@@ -12,12 +12,18 @@ export interface StreamPipe {
   close(): void;
 }
 
+/** JSON.parse, with a failure as `undefined` (for the caller to report). */
 function parseJson(text: string): unknown {
   try {
     return JSON.parse(text);
   } catch {
     return undefined;
   }
+}
+
+/** The error for an event or answer that is not what the protocol says. */
+function undecodable(what: string, text: string): HeraldError {
+  return new HeraldError('bad_response', `undecodable ${what}: ${text.slice(0, 200)}`);
 }
 
 function isMessage(v: unknown): v is HeraldMessage<unknown> {
@@ -87,11 +93,13 @@ export class EventSourcePipe implements StreamPipe {
         if (this.done) return;
         const m = parseJson(String(ev.data));
         if (isMessage(m)) this.handlers.message(m);
+        else this.undecodable(undecodable('SSE message event', String(ev.data)));
       });
       es.addEventListener('gap', (ev) => {
         if (this.done) return;
         const g = parseJson(String(ev.data));
         if (isGap(g)) this.handlers.gap(g);
+        else this.undecodable(undecodable('SSE gap event', String(ev.data)));
       });
       for (const kind of ['join', 'leave']) {
         es.addEventListener(kind, (ev) => {
@@ -101,6 +109,11 @@ export class EventSourcePipe implements StreamPipe {
         });
       }
     });
+  }
+
+  private undecodable(error: HeraldError): void {
+    this.close();
+    this.handlers.undecodable(error);
   }
 
   close(): void {
@@ -175,9 +188,11 @@ export class FetchSsePipe implements StreamPipe {
       if (ev.event === 'message') {
         const m = parseJson(ev.data);
         if (isMessage(m)) this.handlers.message(m);
+        else this.undecodable(undecodable('SSE message event', ev.data));
       } else if (ev.event === 'gap') {
         const g = parseJson(ev.data);
         if (isGap(g)) this.handlers.gap(g);
+        else this.undecodable(undecodable('SSE gap event', ev.data));
       } else if (ev.event === 'join' || ev.event === 'leave') {
         const p = parseJson(ev.data);
         if (isPresenceEvent(p)) this.handlers.presence(p);
@@ -203,6 +218,11 @@ export class FetchSsePipe implements StreamPipe {
         /* ignore */
       }
     }
+  }
+
+  private undecodable(error: HeraldError): void {
+    this.close();
+    this.handlers.undecodable(error);
   }
 
   close(): void {
@@ -296,8 +316,13 @@ export class PollPipe implements StreamPipe {
       throw new HeraldError('connect_failed', `poll answered ${status}: ${text.slice(0, 200)}`, { status });
     }
     const answer = parseJson(text) as PollAnswer | undefined;
-    if (!answer || typeof answer.cursor !== 'string' || !Array.isArray(answer.messages)) {
-      throw new HeraldError('connect_failed', `unexpected poll answer: ${text.slice(0, 200)}`);
+    const wellFormed =
+      !!answer && typeof answer.cursor === 'string' && Array.isArray(answer.messages) && answer.messages.every(isMessage);
+    if (!wellFormed) {
+      // Polling again from the same cursor would get the same answer.
+      this.close();
+      this.handlers.undecodable(undecodable('poll answer', text));
+      return;
     }
     this.cursor = answer.cursor;
     if (typeof answer.client_id === 'string') this.clientId = answer.client_id;
@@ -305,7 +330,6 @@ export class PollPipe implements StreamPipe {
     const gaps = (answer.gaps ?? []).filter(isGap).slice().sort((a, b) => a.from - b.from);
     for (const m of answer.messages) {
       if (this.done) return;
-      if (!isMessage(m)) continue;
       for (let i = 0; i < gaps.length; i++) {
         const g = gaps[i]!;
         if (g.topic === m.topic && g.from < m.seq) {

@@ -1,3 +1,4 @@
+import type { HeraldError } from '../errors.js';
 import type { GapInfo, HeraldMessage } from '../subscription.js';
 
 /** The three transports, best first. */
@@ -45,6 +46,13 @@ export interface PipeHandlers {
   presence(event: PresenceEvent): void;
   /** Called at most once, only after the pipe was open. */
   closed(info: CloseInfo): void;
+  /**
+   * Something the node sent could not be decoded (not JSON, or not the
+   * expected shape). Never skipped silently: the pipe is closed (no
+   * `closed` call follows) and the client fails the subscriptions it
+   * carried, since reconnecting would meet the same message again.
+   */
+  undecodable(error: HeraldError): void;
 }
 
 /** A WebSocket constructor (the browser's, Node 22's, or the `ws` package's). */

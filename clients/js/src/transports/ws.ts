@@ -5,6 +5,8 @@ import type { CloseInfo, WebSocketConstructor, WebSocketLike } from './types.js'
 export interface WsPipeHandlers {
   /** One server frame (a parsed JSON object). */
   frame(frame: Record<string, unknown>): void;
+  /** A frame that is not a JSON object: the pipe is closed, no `closed` follows. */
+  undecodable(error: HeraldError): void;
   /** Called at most once, only after the socket was open and not after `close()`. */
   closed(info: CloseInfo): void;
 }
@@ -98,10 +100,14 @@ export class WsPipe {
         try {
           frame = JSON.parse(data);
         } catch {
-          return;
+          frame = undefined;
         }
         if (frame && typeof frame === 'object' && !Array.isArray(frame)) {
           this.handlers.frame(frame as Record<string, unknown>);
+        } else {
+          // Never skipped silently; a reconnect would only meet it again.
+          this.close(1003, 'undecodable frame');
+          this.handlers.undecodable(new HeraldError('bad_response', `undecodable WebSocket frame: ${data.slice(0, 200)}`));
         }
       };
     });

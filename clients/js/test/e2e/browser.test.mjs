@@ -12,7 +12,7 @@
 //   poll: WebSocket and EventSource both replaced -> long-poll.
 
 import assert from 'node:assert/strict';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import {
@@ -23,6 +23,7 @@ import {
   servePage,
   sleep,
   startHerald,
+  tempDir,
   waitFor,
 } from '../lib/herald.mjs';
 
@@ -39,14 +40,14 @@ const PAGE = `<!doctype html>
 </script>
 <script src="/herald.min.js"></script>
 <script>
-  window.T = { msgs: {}, events: [], errors: [], acks: [], publishErrors: [] };
+  window.T = { msgs: {}, data: {}, events: [], errors: [], acks: [], publishErrors: [] };
   const status = document.getElementById('status');
   function render() {
     const counts = Object.fromEntries(Object.entries(T.msgs).map(([p, l]) => [p, l.length]));
     status.textContent = 'transport: ' + (window.client && client.transport) + '\\nreceived: ' + JSON.stringify(counts) +
       '\\nacks: ' + T.acks.length + '\\nevents: ' + T.events.join(' ') + '\\nerrors: ' + T.errors.join(' | ');
   }
-  window.startClient = (opts, patterns) => {
+  window.startClient = (opts, patterns, subOpts) => {
     const c = new HeraldClient(opts);
     window.client = c;
     c.on('connect', (e) => { T.events.push('connect:' + e.transport + (e.upgraded ? ':upgraded' : '')); render(); });
@@ -56,7 +57,8 @@ const PAGE = `<!doctype html>
     c.on('gap', (g) => { T.errors.push('gap ' + JSON.stringify(g)); render(); });
     const subs = patterns.map((p) => {
       T.msgs[p] = [];
-      return c.subscribe(p, (m) => { T.msgs[p].push({ topic: m.topic, seq: m.seq }); render(); });
+      T.data[p] = [];
+      return c.subscribe(p, (m) => { T.msgs[p].push({ topic: m.topic, seq: m.seq }); T.data[p].push(m.data); render(); }, subOpts || {});
     });
     return Promise.all(subs.map((s) => s.ready)).then(() => c.transport);
   };
@@ -167,3 +169,40 @@ for (const { transport, block } of SCENARIOS) {
     console.log(`[browser] ${transport}: ${N} published from the page, kill -9 + restart; events: ${s.events.join(' ')}`);
   });
 }
+
+// Issue 21 (D2): the deepest payload the broker accepts (100 levels, its hard
+// maximum) reaches the page intact over each transport, EventSource included.
+test('the deepest accepted message reaches the page on every transport', { timeout: 60_000 }, async (t) => {
+  const dir = tempDir('herald-js-deep-');
+  const config = join(dir, 'herald.toml');
+  writeFileSync(config, '[limits]\nmax_json_depth = 100\n');
+  const herald = await startHerald({ args: ['--config', config] });
+  t.after(() => herald.kill());
+  let deepest = 'core';
+  for (let i = 0; i < 100; i++) deepest = [deepest];
+  const context = await browser();
+  const { url } = await pageServer();
+  for (const { transport, block } of SCENARIOS) {
+    const topic = `deep.${transport}`;
+    const res = await fetch(`${herald.url}/v1/topics/${topic}/messages`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify(deepest),
+    });
+    assert.equal(res.status, 200, await res.text());
+    const page = await context.newPage();
+    t.after(() => page.close());
+    await page.goto(`${url}?block=${block}`);
+    const got = await page.evaluate(
+      ([herald, topic]) => window.startClient({ url: herald, upgradeIntervalMs: 0 }, [topic], { since: 0 }),
+      [herald.url, topic],
+    );
+    assert.equal(got, transport, 'transport in use');
+    await waitFor(async () => (await page.evaluate((p) => window.T.data[p].length, topic)) >= 1, {
+      describe: async () => JSON.stringify(await page.evaluate(() => window.T.errors)),
+    });
+    const s = await page.evaluate((p) => ({ data: window.T.data[p], errors: window.T.errors }), topic);
+    assert.deepEqual(s.data, [deepest], transport);
+    assert.deepEqual(s.errors, [], transport);
+  }
+});

@@ -282,3 +282,50 @@ test('a node that comes back between a failed WebSocket attempt and the health p
   assert.deepEqual(calls, ['/healthz'], 'no fallback transport was tried');
   client.close();
 });
+
+test('an undecodable frame fails the subscriptions with bad_response; no reconnect loop over it', async () => {
+  const { FakeWS, sockets } = fakeBroker({
+    onOp: (ws, op) => {
+      if (op.op === 'subscribe') ws.push({ type: 'subscribed', id: op.id, topic: op.topic, cursor: '1~100' });
+    },
+  });
+  const client = new HeraldClient({ url: 'http://h1:1', transports: ['ws'], WebSocket: FakeWS, ...fast });
+  const errors = [];
+  client.on('error', (e) => errors.push(e.code));
+  const got = [];
+  const sub = client.subscribe('u.x', (m) => got.push(m.seq));
+  await sub.ready;
+  sockets[0].push({ type: 'message', topic: 'u.x', seq: 1, ts: 101, data: 1 });
+  sockets[0].onmessage?.({ data: '{"type":"message","topic":"u.x","seq":2,' });
+  assert.deepEqual(got, [1]);
+  assert.equal(sub.isClosed, true);
+  assert.deepEqual(errors, ['bad_response']);
+  // Nothing is left to resubscribe: the reconnect carries no subscribe op.
+  await sleep(100);
+  assert.equal(sockets.flatMap((s) => s.ops('subscribe')).length, 1);
+  client.close();
+});
+
+test('an undecodable long-poll answer fails the subscription instead of polling again', async () => {
+  let polls = 0;
+  const fetch = async (url) => {
+    polls++;
+    const text = url.includes('timeout_ms=0')
+      ? '{"messages":[],"cursor":"1~100"}'
+      : '{"messages":[{"topic":"u.x","seq":1,"ts":101,"data":1}],"cursor":"1~100~u.x~1"'; // cut short
+    return { status: 200, ok: true, headers: { get: () => 'application/json' }, text: async () => text };
+  };
+  const client = new HeraldClient({ url: 'http://h1:1', transports: ['poll'], fetch, ...fast, pollTimeoutMs: 10 });
+  const errors = [];
+  client.on('error', (e) => errors.push(e.code));
+  const sub = client.subscribe('u.x', () => {});
+  // `ready` may already reject with the error: the second poll follows at once.
+  const outcome = await sub.ready.then(() => 'ready', (e) => e.code);
+  assert.ok(['ready', 'bad_response'].includes(outcome), outcome);
+  await until(() => sub.isClosed, 'subscription failed');
+  assert.deepEqual(errors, ['bad_response']);
+  const seen = polls;
+  await sleep(100);
+  assert.ok(polls <= seen + 1, `polled ${polls - seen} more times`);
+  client.close();
+});

@@ -20,6 +20,7 @@ from ._types import (
     SubscriptionError,
     SubscriptionStats,
     TransportName,
+    UndecodableError,
 )
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "SubscriptionError",
     "SubscriptionStats",
     "TransportName",
+    "UndecodableError",
 ]
 
 __version__ = "0.1.0"

@@ -14,7 +14,7 @@ import httpx
 
 from ._backoff import Backoff, normalize_url
 from ._cursor import split_pattern, validate_topic
-from ._errors import error_body
+from ._errors import error_body, loads
 from ._publisher import Publisher
 from ._subscription import GapCallback, Subscription
 from ._types import (
@@ -348,7 +348,7 @@ class HeraldClient:
             if resp.status_code != 200:
                 err = error_body(resp.text) or (f"http_{resp.status_code}", resp.text[:200])
                 raise HeraldAPIError(err[0], err[1], resp.status_code)
-            body = resp.json()
+            body = loads(resp.content, "history page")
             return History(
                 [Message(m["topic"], m["seq"], m["ts"], m.get("data")) for m in body["messages"]],
                 int(body["first_seq"]),

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import httpx
 
-from ._types import HeraldAPIError, SubscriptionError
+from ._types import HeraldAPIError, SubscriptionError, UndecodableError
 
 
 class NodeDown(Exception):
@@ -39,6 +39,16 @@ class Drop:
 
     kind: DropKind
     reason: str
+
+
+def loads(text: str | bytes, what: str) -> Any:
+    """``json.loads`` for what the server delivers. A text it cannot decode,
+    including nesting past the recursion limit (``RecursionError``), raises
+    :class:`UndecodableError`: retrying would only meet it again."""
+    try:
+        return json.loads(text)
+    except (ValueError, RecursionError) as exc:
+        raise UndecodableError(f"{what}: cannot decode: {exc!r}"[:300]) from None
 
 
 def error_body(text: str) -> tuple[str, str] | None:

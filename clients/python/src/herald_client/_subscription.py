@@ -28,6 +28,7 @@ from ._errors import (
     Unauthorized,
     classify_stream_refusal,
     is_connect_error,
+    loads,
 )
 from ._types import (
     ConnectionEvent,
@@ -393,7 +394,7 @@ class Subscription(Generic[T]):
             try:
                 async with asyncio.timeout(client.connect_timeout):
                     while True:
-                        reply = json.loads(await ws.recv())
+                        reply = loads(await ws.recv(), "ws frame")
                         if isinstance(reply, dict) and reply.get("id") == "sub":
                             break
             except TimeoutError as exc:
@@ -418,7 +419,7 @@ class Subscription(Generic[T]):
             try:
                 async with asyncio.timeout_at(deadline):
                     while True:
-                        frame = json.loads(await ws.recv())
+                        frame = loads(await ws.recv(), "ws frame")
                         kind = frame.get("type")
                         if kind == "message":
                             await self._deliver_message(frame)
@@ -523,7 +524,7 @@ class Subscription(Generic[T]):
                                 continue
                             # blank line: end of a block
                             if data:
-                                body = json.loads("\n".join(data))
+                                body = loads("\n".join(data), f"sse {event or 'message'} event")
                                 if event in (None, "message"):
                                     await self._deliver_message(body, block_id)
                                 elif event == "gap":
@@ -601,7 +602,7 @@ class Subscription(Generic[T]):
                     return Drop("next", str(refusal))
                 raise refusal
             try:
-                body = resp.json()
+                body = loads(resp.content, "poll answer")
                 messages = body["messages"]
                 gaps = body.get("gaps") or []
                 next_cursor = str(body["cursor"])

@@ -111,5 +111,13 @@ class SubscriptionError(HeraldError):
     forbidden); it has ended."""
 
 
+class UndecodableError(SubscriptionError):
+    """The server sent JSON this client cannot decode (nested deeper than the
+    interpreter's recursion limit allows, or not JSON). Raised by the
+    subscription's iterator, which then ends (the message is never skipped,
+    and the client does not reconnect in a loop over it), and by ``history``.
+    The broker accepts at most 100 levels of nesting, far below that limit."""
+
+
 class ClientClosed(HeraldError):
     """The client was closed."""
