@@ -80,18 +80,21 @@ impl AuthConfig {
     }
 }
 
-/// A set of granted patterns.
+/// A set of granted patterns, shared by every connection holding them (an
+/// identity is cloned per connection, its grants are not).
 #[derive(Debug, Clone, Default)]
 pub struct Grants {
-    patterns: Vec<Pattern>,
+    patterns: Arc<[Pattern]>,
 }
 
 impl Grants {
     /// Grants everything.
     pub fn all() -> Self {
-        Grants {
-            patterns: vec![Pattern::parse(">").expect("valid")],
-        }
+        static ALL: std::sync::OnceLock<Grants> = std::sync::OnceLock::new();
+        ALL.get_or_init(|| Grants {
+            patterns: Arc::new([Pattern::parse(">").expect("valid")]),
+        })
+        .clone()
     }
 
     /// From pattern strings; invalid ones are ignored (and grant nothing).
@@ -115,7 +118,15 @@ impl Grants {
     }
 
     fn extend(&mut self, other: &Grants) {
-        self.patterns.extend(other.patterns.iter().cloned());
+        if other.patterns.is_empty() {
+            return;
+        }
+        self.patterns = self
+            .patterns
+            .iter()
+            .chain(other.patterns.iter())
+            .cloned()
+            .collect();
     }
 }
 

@@ -189,6 +189,11 @@ impl Pattern {
         })
     }
 
+    /// The pattern's text, shared (no copy).
+    pub fn shared_text(&self) -> Arc<str> {
+        self.text.clone()
+    }
+
     /// The pattern as text.
     pub fn as_str(&self) -> &str {
         &self.text

@@ -35,7 +35,7 @@ pub const POLL_SESSION_GRACE: Duration = Duration::from_secs(5);
 /// A client's entries and listeners; dropping it leaves everything.
 pub struct ClientPresence {
     presence: Arc<Presence>,
-    info: ClientInfo,
+    info: Arc<ClientInfo>,
     joined: Vec<Pattern>,
     listening: Vec<(Pattern, u64)>,
     feed: Arc<PresenceFeed>,
@@ -53,12 +53,12 @@ impl ClientPresence {
         transport: Transport,
         sub: Option<String>,
     ) -> Self {
-        let info = ClientInfo {
-            client_id,
+        let info = Arc::new(ClientInfo {
+            client_id: client_id.into(),
             sub,
             transport: transport.as_str().to_string(),
             node: presence.node().to_string(),
-        };
+        });
         ClientPresence {
             presence,
             info,
@@ -199,7 +199,7 @@ impl PollSessions {
             Some(s) if s.client.lock().may_continue(identity) => {
                 s.generation = generation;
                 s.active += 1;
-                (s.client.lock().info.client_id.clone(), s.client.clone())
+                (s.client.lock().info.client_id.to_string(), s.client.clone())
             }
             _ => {
                 let client = Arc::new(Mutex::new(ClientPresence::new(

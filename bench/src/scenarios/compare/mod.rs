@@ -297,6 +297,14 @@ impl Scenario for Compare {
                         round + 1
                     );
                     let revived = servers.revive(system, &self.args, env).await?;
+                    // Each idle point on a server that has never held
+                    // connections: memory an allocator kept from an earlier
+                    // point would be counted as free.
+                    if point.kind.is_idle() && i > 0 {
+                        servers
+                            .restart(system, "a fresh server per idle point", &self.args, env)
+                            .await?;
+                    }
                     let (settled, still_busy) = servers.settle().await;
                     if let Some(note) = &settled {
                         eprintln!("   {note}");

@@ -31,11 +31,13 @@ pub use self::feed::{PresenceFeed, PresenceFrame, FEED_CAPACITY};
 
 use super::topic::{Pattern, Topic};
 
-/// One client as presence shows it.
+/// One client as presence shows it. Shared (`Arc`) by the client's
+/// connection and every entry it has, so a subscription's entry costs no
+/// copy of it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ClientInfo {
     /// Unique per connection (per long-poll session).
-    pub client_id: String,
+    pub client_id: Arc<str>,
     /// The authenticated subject, if any.
     pub sub: Option<String>,
     /// `ws`, `sse` or `poll`.
@@ -76,13 +78,14 @@ pub enum Delta {
     },
 }
 
-type EntryKey = (String, String);
+/// `(client id, pattern)`, both shared with what they came from.
+type EntryKey = (Arc<str>, Arc<str>);
 
 /// The presence table of the cluster as this node knows it.
 pub struct Presence {
     node: String,
     /// node → (client id, pattern) → client.
-    entries: RwLock<HashMap<String, HashMap<EntryKey, ClientInfo>>>,
+    entries: RwLock<HashMap<String, HashMap<EntryKey, Arc<ClientInfo>>>>,
     listeners: RwLock<HashMap<u64, (Pattern, Arc<PresenceFeed>)>>,
     next_listener: AtomicU64,
     /// Local changes for the cluster engine to broadcast.
@@ -139,31 +142,34 @@ impl Presence {
         *self.outbox.lock() = Some(tx);
     }
 
-    fn broadcast(&self, delta: Delta) {
+    /// Hands a change to the cluster engine, if there is one (the delta is
+    /// only built then).
+    fn broadcast(&self, delta: impl FnOnce() -> Delta) {
         if let Some(tx) = &*self.outbox.lock() {
-            let _ = tx.send(delta);
+            let _ = tx.send(delta());
         }
     }
 
     /// Records `client` (of any node) on `topic`; announces a new entry.
-    fn add(&self, topic: &str, client: &ClientInfo) -> bool {
-        let key = (client.client_id.clone(), topic.to_string());
-        let new = self
-            .entries
-            .write()
-            .entry(client.node.clone())
-            .or_default()
-            .insert(key, client.clone())
-            .is_none();
+    fn add(&self, topic: Arc<str>, client: &Arc<ClientInfo>) -> bool {
+        let key = (client.client_id.clone(), topic);
+        let mut entries = self.entries.write();
+        let node = match entries.get_mut(&client.node) {
+            Some(node) => node,
+            None => entries.entry(client.node.clone()).or_default(),
+        };
+        let topic = key.1.clone();
+        let new = node.insert(key, client.clone()).is_none();
+        drop(entries);
         if new {
-            self.notify("join", topic, client);
+            self.notify("join", &topic, client);
         }
         new
     }
 
     /// Forgets `client` on `topic`; announces the removal.
-    fn remove(&self, topic: &str, client: &ClientInfo) -> bool {
-        let key = (client.client_id.clone(), topic.to_string());
+    fn remove(&self, topic: Arc<str>, client: &ClientInfo) -> bool {
+        let key = (client.client_id.clone(), topic);
         let removed = self
             .entries
             .write()
@@ -171,27 +177,27 @@ impl Presence {
             .and_then(|m| m.remove(&key))
             .is_some();
         if removed {
-            self.notify("leave", topic, client);
+            self.notify("leave", &key.1, client);
         }
         removed
     }
 
     /// A local client subscribed to `pattern`.
-    pub fn join(&self, pattern: &Pattern, client: &ClientInfo) {
-        if self.add(pattern.as_str(), client) {
-            self.broadcast(Delta::Join {
+    pub fn join(&self, pattern: &Pattern, client: &Arc<ClientInfo>) {
+        if self.add(pattern.shared_text(), client) {
+            self.broadcast(|| Delta::Join {
                 topic: pattern.as_str().to_string(),
-                client: client.clone(),
+                client: ClientInfo::clone(client),
             });
         }
     }
 
     /// A local client left `pattern` (or disconnected).
-    pub fn leave(&self, pattern: &Pattern, client: &ClientInfo) {
-        if self.remove(pattern.as_str(), client) {
-            self.broadcast(Delta::Leave {
+    pub fn leave(&self, pattern: &Pattern, client: &Arc<ClientInfo>) {
+        if self.remove(pattern.shared_text(), client) {
+            self.broadcast(|| Delta::Leave {
                 topic: pattern.as_str().to_string(),
-                client: client.clone(),
+                client: ClientInfo::clone(client),
             });
         }
     }
@@ -204,7 +210,7 @@ impl Presence {
             .get(&self.node)
             .map(|m| {
                 m.iter()
-                    .map(|((_, pattern), c)| (pattern.clone(), c.clone()))
+                    .map(|((_, pattern), c)| (pattern.to_string(), ClientInfo::clone(c)))
                     .collect()
             })
             .unwrap_or_default();
@@ -218,15 +224,15 @@ impl Presence {
     pub fn apply(&self, delta: Delta) {
         match delta {
             Delta::Join { topic, client } if client.node != self.node => {
-                self.add(&topic, &client);
+                self.add(topic.into(), &Arc::new(client));
             }
             Delta::Leave { topic, client } if client.node != self.node => {
-                self.remove(&topic, &client);
+                self.remove(topic.into(), &client);
             }
             Delta::Snapshot { node, entries } if node != self.node => {
-                let new: HashMap<EntryKey, ClientInfo> = entries
+                let new: HashMap<EntryKey, Arc<ClientInfo>> = entries
                     .into_iter()
-                    .map(|(pattern, c)| ((c.client_id.clone(), pattern), c))
+                    .map(|(pattern, c)| ((c.client_id.clone(), pattern.into()), Arc::new(c)))
                     .collect();
                 let old = self
                     .entries
@@ -264,7 +270,7 @@ impl Presence {
         let entries = self.entries.read();
         let mut ids: std::collections::HashSet<&str> = std::collections::HashSet::new();
         for node in entries.values() {
-            ids.extend(node.keys().map(|(id, _)| id.as_str()));
+            ids.extend(node.keys().map(|(id, _)| &**id));
         }
         ids.len()
     }
@@ -281,10 +287,10 @@ impl Presence {
         let mut seen: HashMap<&str, &ClientInfo> = HashMap::new();
         for node in entries.values() {
             for ((client_id, pattern), c) in node {
-                if seen.contains_key(client_id.as_str()) {
+                if seen.contains_key(&**client_id) {
                     continue;
                 }
-                if pattern == topic.as_str()
+                if **pattern == *topic.as_str()
                     || Pattern::parse(pattern).is_ok_and(|p| p.matches(topic))
                 {
                     seen.insert(client_id, c);
@@ -353,13 +359,13 @@ fn encode_event(kind: &str, topic: &str, client: &ClientInfo) -> String {
 mod tests {
     use super::*;
 
-    fn client(id: &str, node: &str) -> ClientInfo {
-        ClientInfo {
+    fn client(id: &str, node: &str) -> Arc<ClientInfo> {
+        Arc::new(ClientInfo {
             client_id: id.into(),
             sub: None,
             transport: "ws".into(),
             node: node.into(),
-        }
+        })
     }
 
     fn pat(s: &str) -> Pattern {
@@ -377,7 +383,11 @@ mod tests {
         p.join(&pat("chat.>"), &client("a-2", "a"));
         p.join(&pat("news.x"), &client("a-3", "a"));
         let topic = Topic::parse("chat.room1").unwrap();
-        let ids: Vec<_> = p.list(&topic).into_iter().map(|c| c.client_id).collect();
+        let ids: Vec<_> = p
+            .list(&topic)
+            .into_iter()
+            .map(|c| c.client_id.to_string())
+            .collect();
         assert_eq!(ids, ["a-1", "a-2"]);
         // Only the concrete join on chat.room1 reaches the listener.
         let events = feed.drain();
@@ -395,11 +405,11 @@ mod tests {
         p.listen(pat("t.x"), feed.clone());
         p.apply(Delta::Join {
             topic: "t.x".into(),
-            client: client("b-1", "b"),
+            client: ClientInfo::clone(&client("b-1", "b")),
         });
         p.apply(Delta::Snapshot {
             node: "c".into(),
-            entries: vec![("t.x".into(), client("c-1", "c"))],
+            entries: vec![("t.x".into(), ClientInfo::clone(&client("c-1", "c")))],
         });
         let topic = Topic::parse("t.x").unwrap();
         assert_eq!(p.list(&topic).len(), 2);
@@ -411,9 +421,9 @@ mod tests {
         // A snapshot replaces: c-1 gone, c-2 new.
         p.apply(Delta::Snapshot {
             node: "c".into(),
-            entries: vec![("t.x".into(), client("c-2", "c"))],
+            entries: vec![("t.x".into(), ClientInfo::clone(&client("c-2", "c")))],
         });
-        assert_eq!(p.list(&topic)[0].client_id, "c-2");
+        assert_eq!(&*p.list(&topic)[0].client_id, "c-2");
         assert_eq!(feed.drain().len(), 2);
     }
 
