@@ -94,6 +94,25 @@ impl AppState {
     pub fn leaving(&self) -> bool {
         self.draining.load(std::sync::atomic::Ordering::Acquire) || self.shutting_down()
     }
+
+    /// Whether a subscription may start here: a node shutting down, or one
+    /// that cannot answer exactly (in a cluster: not connected to NATS or
+    /// not caught up), refuses it with 503 `unavailable` and `Retry-After`,
+    /// and the client tries again, on another node if it has one. Resuming
+    /// from a node that does not hold everything the cluster acknowledged
+    /// could skip messages or repeat them.
+    pub fn admit_subscriber(&self) -> Result<(), crate::http::ApiError> {
+        use crate::http::{ApiError, ErrorCode};
+        if self.shutting_down() {
+            return Err(ApiError::new(ErrorCode::Unavailable, "shutting down"));
+        }
+        self.engine.readiness().map_err(|reason| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!("node not ready ({reason}); retry, on another node if possible"),
+            )
+        })
+    }
 }
 
 /// Reads the node id from the data dir, generating and storing one the

@@ -34,6 +34,10 @@ pub(crate) async fn run(shared: Arc<Shared>) {
     }
     if shared.connected.load(Ordering::Acquire) {
         tracing::info!("caught up with the cluster");
+        shared
+            .hub
+            .set_remote_floor(shared.membership.remote_floor());
+        shared.hub.release_floor();
         shared.caught_up.store(true, Ordering::Release);
     }
 }

@@ -107,6 +107,9 @@ impl ClusterEngine {
             sequencer,
             presence,
         } = parts;
+        // Nothing is guaranteed about the cluster until this node has
+        // caught up with it (subscriptions wait for readiness anyway).
+        hub.hold_floor(0);
         let (events_tx, mut events) = mpsc::unbounded_channel();
         let options = async_nats::ConnectOptions::new()
             .name(format!("herald-{node}"))
@@ -215,6 +218,9 @@ impl ClusterEngine {
                         tracing::warn!("lost NATS; publishes fail until it is back");
                         catchup.connected.store(false, Ordering::Release);
                         catchup.caught_up.store(false, Ordering::Release);
+                        // Before the view goes: its floors are what this
+                        // node last guaranteed.
+                        catchup.hub.hold_floor(u64::MAX);
                         catchup.membership.clear();
                         let _ = catchup.owner_tx.send(OwnerCommand::Disconnected);
                     }

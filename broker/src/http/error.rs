@@ -134,6 +134,10 @@ impl ResponseError for ApiError {
         if self.close {
             res.force_close();
         }
+        if self.code == ErrorCode::Unavailable {
+            // Every 503 is worth retrying soon (elsewhere, behind a balancer).
+            res.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+        }
         res.content_type("application/json").body(self.body())
     }
 }

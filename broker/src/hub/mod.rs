@@ -77,6 +77,10 @@ pub struct Hub {
     next_batch: AtomicU64,
     /// Lowest watermark reported by remote owners (cluster), `u64::MAX` if none.
     remote_floor: AtomicU64,
+    /// While the node cannot know what the cluster holds (not connected or
+    /// not caught up): the watermark it last guaranteed, which it does not
+    /// pass; `u64::MAX` otherwise.
+    floor_hold: AtomicU64,
     clock: Clock,
     next_id: AtomicU64,
     connections: AtomicUsize,
@@ -108,6 +112,7 @@ impl Hub {
             in_flight: Mutex::new(BTreeSet::new()),
             next_batch: AtomicU64::new(1),
             remote_floor: AtomicU64::new(u64::MAX),
+            floor_hold: AtomicU64::new(u64::MAX),
             clock: Clock::default(),
             next_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
@@ -229,6 +234,21 @@ impl Hub {
     pub fn watermark(&self) -> u64 {
         self.local_watermark()
             .min(self.remote_floor.load(Ordering::Acquire))
+            .min(self.floor_hold.load(Ordering::Acquire))
+    }
+
+    /// Holds the watermark where it is (at most `at`) until
+    /// [`Hub::release_floor`]: a cluster node that lost NATS, or has not
+    /// caught up yet, cannot tell what other nodes sequenced meanwhile, so
+    /// no cursor floor it hands out may move past what it guaranteed before.
+    pub fn hold_floor(&self, at: u64) {
+        let now = self.watermark().min(at);
+        self.floor_hold.fetch_min(now, Ordering::AcqRel);
+    }
+
+    /// Lets the watermark move again (the node is caught up).
+    pub fn release_floor(&self) {
+        self.floor_hold.store(u64::MAX, Ordering::Release);
     }
 
     /// This node's own watermark, ignoring other nodes: every message it

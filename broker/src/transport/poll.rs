@@ -21,6 +21,7 @@ use crate::{
 /// `{"messages":[envelope, ...],"cursor":"..."}`, plus `"gaps":[...]` when
 /// retention removed messages the cursor still expected.
 pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
+    state.admit_subscriber()?;
     let query = StreamQuery::parse(req.query_string(), true)?;
     let identity = state.identify(&req)?;
     let expires = super::token_deadline(&identity)?;

@@ -52,11 +52,8 @@ pub async fn stream(
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let state = state.into_inner();
-    if state.shutting_down() {
-        return Err(ApiError::new(
-            crate::http::ErrorCode::Unavailable,
-            "shutting down",
-        ));
+    if let Err(e) = state.admit_subscriber() {
+        return Ok(unavailable(&e));
     }
     let identity = state.identify(&req)?;
     let expires = super::token_deadline(&identity)?;
@@ -121,6 +118,24 @@ pub async fn stream(
         Some((Ok::<_, actix_web::Error>(chunk), s))
     });
     Ok(event_stream(body))
+}
+
+/// The refusal of a node that cannot serve a stream now (shutting down, or
+/// not caught up with its cluster): a stream of one `unavailable` event
+/// (the contract's error body) with `retry:`, then its end. Not a 503:
+/// `EventSource` gives up for good on any status but 200, while the end of
+/// a 200 stream makes it reconnect after `retry` — with `Last-Event-ID`,
+/// and behind a load balancer to a node that is ready.
+fn unavailable(error: &ApiError) -> HttpResponse {
+    let body = format!(
+        "retry: {RETRY_MS}\n\nevent: unavailable\ndata: {}\n\n",
+        error.body()
+    );
+    HttpResponse::Ok()
+        .insert_header((header::CONTENT_TYPE, "text/event-stream"))
+        .insert_header((header::CACHE_CONTROL, "no-cache"))
+        .insert_header((header::RETRY_AFTER, "1"))
+        .body(body)
 }
 
 /// A `text/event-stream` response that proxies must neither cache nor

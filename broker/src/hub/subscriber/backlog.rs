@@ -13,7 +13,7 @@ impl Subscriber {
     /// of the patterns matching it. Only messages in flight when a pattern
     /// was subscribed (or published while a resumed client was away) can
     /// lie between that start and the live message, so this is cheap.
-    fn first_seen_floor(&self, topic: &Topic) -> u64 {
+    pub(super) fn first_seen_floor(&self, topic: &Topic) -> u64 {
         self.patterns
             .iter()
             .filter(|(p, _)| p.matches(topic))

@@ -403,6 +403,13 @@ impl Subscriber {
                 pos.scheduled = message.seq;
             }
             None => {
+                // Below the floor of every pattern matching it: delivered
+                // before (a resumed cursor's promise), or older than the
+                // subscription. A copy a node receives late (catch-up after
+                // a restart, replication after a NATS outage) is not new.
+                if message.ts < self.first_seen_floor(&message.topic) {
+                    return None;
+                }
                 self.owe_before_first_seen(&message.topic, message.seq);
                 self.positions.insert(
                     message.topic.clone(),

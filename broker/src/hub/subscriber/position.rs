@@ -3,7 +3,7 @@
 
 use super::{Event, Position, Subscriber};
 use crate::hub::{
-    cursor::Cursor,
+    cursor::{Cursor, MAX_CURSOR_LEN},
     topic::{Pattern, Topic},
 };
 
@@ -81,17 +81,41 @@ impl Subscriber {
     }
 
     /// Where this subscriber stands: resuming from this cursor continues
-    /// right after the last delivered event.
+    /// right after the last delivered event. Every topic delivered on is
+    /// listed; only a cursor that would not fit [`MAX_CURSOR_LEN`] leaves
+    /// out entries its floor covers (oldest first): resuming those from the
+    /// floor repeats nothing and skips nothing.
     pub fn cursor(&self) -> Cursor {
-        let positions = self
+        let mut entries: Vec<(&Topic, &Position)> = self
             .positions
             .iter()
-            .filter(|(_, pos)| pos.pinned || (pos.delivered > 0 && pos.delivered_ts >= self.floor))
-            .map(|(topic, pos)| (topic.clone(), pos.delivered))
+            .filter(|(_, pos)| pos.pinned || pos.delivered > 0)
             .collect();
+        let entry_len = |t: &Topic, p: &Position| 2 + t.as_str().len() + digits(p.delivered);
+        let mut len =
+            2 + digits(self.floor) + entries.iter().map(|(t, p)| entry_len(t, p)).sum::<usize>();
+        if len > MAX_CURSOR_LEN {
+            entries.sort_by_key(|(_, p)| (p.pinned, p.delivered_ts));
+            entries.retain(|(t, p)| {
+                let covered = !p.pinned && p.delivered_ts < self.floor;
+                if len > MAX_CURSOR_LEN && covered {
+                    len -= entry_len(t, p);
+                    return false;
+                }
+                true
+            });
+        }
         Cursor {
             floor: self.floor,
-            positions,
+            positions: entries
+                .into_iter()
+                .map(|(topic, pos)| (topic.clone(), pos.delivered))
+                .collect(),
         }
     }
+}
+
+/// Decimal digits of `n`.
+fn digits(n: u64) -> usize {
+    n.checked_ilog10().map_or(1, |d| d as usize + 1)
 }

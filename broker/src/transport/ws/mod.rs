@@ -26,11 +26,7 @@ use std::{cell::RefCell, rc::Rc, sync::Arc};
 use actix_web::{http::StatusCode, web, HttpMessage, HttpRequest, HttpResponse};
 
 use super::ConnectionTracker;
-use crate::{
-    http::{ApiError, ErrorCode},
-    metrics::Transport,
-    server::AppState,
-};
+use crate::{http::ApiError, metrics::Transport, server::AppState};
 use session::Session;
 
 /// Largest message the echo endpoint takes: conformance suites send up to
@@ -82,9 +78,7 @@ pub async fn upgrade(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    if state.shutting_down() {
-        return Err(ApiError::new(ErrorCode::Unavailable, "shutting down"));
-    }
+    state.admit_subscriber()?;
     // Refused before upgrading: a browser sees the 401 as a failed handshake.
     let identity = state.identify(&req)?;
     let tracker = ConnectionTracker::admit(&state, Transport::Ws, &req)?;

@@ -44,25 +44,32 @@ pub fn apply(
     let metrics = ctx.state.metrics.clone();
     let span = trace::publish_span("ws", topic.as_str(), traceparent.as_deref());
     let traceparent = trace::carried_traceparent(&span, traceparent);
-    ctx.session.await_ack(Box::pin(async move {
-        let started = std::time::Instant::now();
-        let result = engine
-            .publish(vec![PublishItem {
-                topic,
-                data,
-                idempotency_key,
-                traceparent,
-            }])
-            .instrument(span)
-            .await;
-        match &result {
-            Ok(_) => metrics
-                .publish_ack_seconds
-                .observe(started.elapsed().as_secs_f64()),
-            Err(_) => metrics.publish_errors.inc(),
-        }
-        (id, result)
-    }));
+    // Publishes of one connection reach the sequencer in the order they
+    // were sent, so pipelined publishes to a topic get increasing seqs: each
+    // one is handed to the engine in its first poll, and these are polled
+    // first in the order pushed. Without `unconstrained`, tokio's
+    // cooperative budget could turn a first poll into a deferred wake-up,
+    // and deferred wake-ups run in reverse order.
+    ctx.session
+        .await_ack(Box::pin(tokio::task::unconstrained(async move {
+            let started = std::time::Instant::now();
+            let result = engine
+                .publish(vec![PublishItem {
+                    topic,
+                    data,
+                    idempotency_key,
+                    traceparent,
+                }])
+                .instrument(span)
+                .await;
+            match &result {
+                Ok(_) => metrics
+                    .publish_ack_seconds
+                    .observe(started.elapsed().as_secs_f64()),
+                Err(_) => metrics.publish_errors.inc(),
+            }
+            (id, result)
+        })));
 }
 
 /// Answers a publish whose outcome is known.

@@ -16,6 +16,10 @@ pub fn apply(
     resume: Resume,
     presence: bool,
 ) {
+    // The node may have lost the cluster since the connection opened.
+    if let Err(e) = ctx.state.admit_subscriber() {
+        return ctx.error(id, &e);
+    }
     let identity = &ctx.session.identity;
     // A cursor may only name topics the client may read.
     let allowed = identity
