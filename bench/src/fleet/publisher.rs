@@ -226,3 +226,22 @@ async fn recv_probe(probe: &mut Option<Conn>, out: &mut Vec<Incoming>) -> anyhow
         None => std::future::pending().await,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Pending;
+
+    #[test]
+    fn acks_find_their_publish_by_id_or_in_order() {
+        let mut p = Pending::default();
+        for (id, stamp) in [(0, 100), (1, 200), (2, 300)] {
+            p.0.insert(id, stamp);
+        }
+        assert_eq!(p.answer(Some(1)), Some(200));
+        assert_eq!(p.answer(Some(1)), None);
+        // core NATS: the oldest outstanding
+        assert_eq!(p.answer(None), Some(100));
+        assert_eq!(p.answer(None), Some(300));
+        assert_eq!(p.answer(None), None);
+    }
+}
