@@ -3,7 +3,9 @@
 
 use std::fmt::Write as _;
 
-use super::{esc, linear_ticks, log_ticks, short, Axis, Bars, Lines, Scale, PLOT_H, PLOT_W};
+use super::{
+    esc, linear_ticks, log_ticks, short, Axis, Bars, Entry, Lines, Mark, Scale, PLOT_H, PLOT_W,
+};
 
 /// Title, frame, y ticks and labels of a plot area at (x0, y0).
 fn frame(
@@ -180,7 +182,7 @@ pub(super) fn bars(svg: &mut String, b: &Bars, x0: f64, y0: f64) {
 }
 
 /// The legend box at (x, y), `w` wide: a line sample and the label per entry.
-pub(super) fn legend(svg: &mut String, entries: &[(String, String, bool)], x: f64, y: f64, w: f64) {
+pub(super) fn legend(svg: &mut String, entries: &[Entry], x: f64, y: f64, w: f64) {
     if entries.is_empty() {
         return;
     }
@@ -189,18 +191,28 @@ pub(super) fn legend(svg: &mut String, entries: &[(String, String, bool)], x: f6
         svg,
         r##"<g class="legend"><rect x="{x:.1}" y="{y:.1}" width="{w:.1}" height="{h:.1}" fill="white" stroke="#999"/>"##
     );
-    for (i, (label, color, dashed)) in entries.iter().enumerate() {
+    for (i, (label, color, mark)) in entries.iter().enumerate() {
         let ly = y + 13.0 + 16.0 * i as f64;
-        let dash = if *dashed {
-            r#" stroke-dasharray="6,3""#
-        } else {
-            ""
+        let sample = match mark {
+            Mark::Box => format!(
+                r#"<rect x="{:.1}" y="{:.1}" width="12" height="10" fill="{color}"/>"#,
+                x + 15.0,
+                ly - 5.0
+            ),
+            Mark::Line | Mark::Dashed => format!(
+                r#"<line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="3"{}/>"#,
+                x + 8.0,
+                x + 34.0,
+                if *mark == Mark::Dashed {
+                    r#" stroke-dasharray="6,3""#
+                } else {
+                    ""
+                }
+            ),
         };
         let _ = writeln!(
             svg,
-            r#"<g class="legend-entry"><line x1="{:.1}" y1="{ly:.1}" x2="{:.1}" y2="{ly:.1}" stroke="{color}" stroke-width="3"{dash}/><text x="{:.1}" y="{:.1}">{}</text></g>"#,
-            x + 8.0,
-            x + 34.0,
+            r#"<g class="legend-entry">{sample}<text x="{:.1}" y="{:.1}">{}</text></g>"#,
             x + 40.0,
             ly + 4.0,
             esc(label)

@@ -107,13 +107,13 @@ pub fn fanout(records: &[Record]) -> Option<String> {
     let split: fn(&Record) -> (u64, String) =
         |r| (r.payload_bytes, format!("{} B", r.payload_bytes));
     let subs: fn(&Record) -> f64 = |r| r.subscribers as f64;
-    let panel = |title: &str, y_label: &str, value: fn(&Record) -> f64| {
+    let panel = |title: &str, y_label: &str, y_scale, value: fn(&Record) -> f64| {
         Chart::Lines(Lines {
             title: title.into(),
             x_label: "subscribers (WebSocket connections on one topic)".into(),
             y_label: y_label.into(),
             x_scale: Scale::Linear,
-            y_scale: Scale::Linear,
+            y_scale,
             x_ticks: None,
             series: per_system(&fan, subs, value, split),
         })
@@ -124,9 +124,15 @@ pub fn fanout(records: &[Record]) -> Option<String> {
             panel(
                 "Delivery rate",
                 "delivered messages/s (all subscribers)",
+                Scale::Linear,
                 |r| r.delivered_per_s,
             ),
-            panel("p99 publish→deliver", "p99 latency (ms)", |r| r.p99_ms),
+            panel(
+                "p99 publish→deliver",
+                "p99 latency (ms, log scale)",
+                Scale::Log,
+                |r| r.p99_ms,
+            ),
         ],
     ))
 }

@@ -87,18 +87,35 @@ pub enum Chart {
     Bars(Bars),
 }
 
+/// How a legend entry shows its series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mark {
+    /// A solid line.
+    Line,
+    /// A dashed line.
+    Dashed,
+    /// A filled square (bars).
+    Box,
+}
+
+/// One legend entry: label, colour, mark.
+pub type Entry = (String, String, Mark);
+
 impl Chart {
-    fn legend(&self) -> Vec<(String, String, bool)> {
+    fn legend(&self) -> Vec<Entry> {
         match self {
             Chart::Lines(l) => l
                 .series
                 .iter()
-                .map(|s| (s.label.clone(), s.color.clone(), s.dashed))
+                .map(|s| {
+                    let mark = if s.dashed { Mark::Dashed } else { Mark::Line };
+                    (s.label.clone(), s.color.clone(), mark)
+                })
                 .collect(),
             Chart::Bars(b) => b
                 .series
                 .iter()
-                .map(|(l, c, _)| (l.clone(), c.clone(), false))
+                .map(|(l, c, _)| (l.clone(), c.clone(), Mark::Box))
                 .collect(),
         }
     }

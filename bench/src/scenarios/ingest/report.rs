@@ -3,6 +3,7 @@
 
 use std::fmt::Write as _;
 
+use super::PROBE;
 use crate::results::{ms, thousands, Comparison, Record};
 
 /// The ingest target, acked publishes per second.
@@ -59,9 +60,13 @@ pub fn comparisons(records: &[Record]) -> Vec<Comparison> {
 /// The target line, the half-max rates, and the server CPU per 1k acks.
 pub fn details(records: &[Record]) -> Vec<String> {
     let mut out = Vec::new();
-    for r in records.iter().filter(|r| {
-        r.system == "herald" && r.scenario.starts_with("ingest/") && r.topics == Some(10_000)
-    }) {
+    // the probe: 32 publishers x 16 in flight, 10k topics, 256 B
+    let (p, t, b) = PROBE;
+    let probe = format!("ingest/{p}x16/{t}t/{b}B");
+    for r in records
+        .iter()
+        .filter(|r| r.system == "herald" && r.scenario == probe)
+    {
         let x = r.delivered_per_s / TARGET_PER_S;
         out.push(format!(
             "target {} >= 150,000 durable publishes/s ({}): {} — {} acked/s ({:.0}% of the target)",
