@@ -129,9 +129,14 @@ pub fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// A compact number: 1,500 → `1.5k`, 2,000,000 → `2M`, 0.25 → `0.25`.
+/// A compact number: 1,500 → `1.5k`, 2,000,000 → `2M`, 0.25 → `0.25`;
+/// an integer under 10,000 that is not a round thousand stays whole
+/// (4096, not `4.1k`).
 pub fn short(v: f64) -> String {
     let a = v.abs();
+    if a < 10_000.0 && v == v.round() && v % 1000.0 != 0.0 {
+        return format!("{v:.0}");
+    }
     let (x, unit) = if a >= 1e6 {
         (v / 1e6, "M")
     } else if a >= 1e3 {
@@ -139,7 +144,7 @@ pub fn short(v: f64) -> String {
     } else {
         (v, "")
     };
-    let s = if x == x.round() || x.abs() >= 10.0 {
+    let s = if x == x.round() {
         format!("{x:.0}")
     } else if x.abs() >= 1.0 {
         format!("{x:.1}")
@@ -345,8 +350,8 @@ mod tests {
         assert_eq!(linear_ticks(9.0), [0.0, 2.5, 5.0, 7.5, 10.0]);
         assert_eq!(log_ticks(3.0, 2e4), [1.0, 10.0, 100.0, 1e3, 1e4, 1e5]);
         assert_eq!(
-            (short(1500.0), short(2e6), short(0.25)),
-            ("1.5k".into(), "2M".into(), "0.25".into())
+            (short(1500.0), short(2e6), short(0.25), short(12_500.0)),
+            ("1500".into(), "2M".into(), "0.25".into(), "12.5k".into())
         );
     }
 }
