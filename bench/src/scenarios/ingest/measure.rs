@@ -16,7 +16,7 @@ use anyhow::{bail, Context, Result};
 use futures_util::future::try_join_all;
 use tokio::time::{sleep, sleep_until};
 
-use super::{rest, Args, Family, Point};
+use super::{prime::prime, rest, Args, Family, Point};
 use crate::{
     fleet::{
         conn::Conn,
@@ -92,6 +92,18 @@ pub async fn run_on(
         .iter()
         .map(|p| procstat::rss_kib(Proc::Pid(*p)).unwrap_or(0))
         .sum();
+
+    // every topic exists before the measurement (see `prime`): Herald's
+    // REST points prime over WebSocket too, the topics are the same
+    let primed = if args.no_prime || point.topics == 0 {
+        None
+    } else {
+        let all = Topics {
+            first: 0,
+            ..topics_of(0)
+        };
+        Some(prime(system, &target.addrs, &all, point.payload).await?)
+    };
 
     let mut tasks = tokio::task::JoinSet::new();
     let timing;
@@ -248,6 +260,13 @@ pub async fn run_on(
             .zip(&peaks)
             .map(|((l, _), p)| (l.clone(), p.peak_kib()))
             .collect();
+    }
+    if let Some(took) = primed {
+        record.notes.push(format!(
+            "primed: one publish to each of the {} topics before the warm-up, {:.1} s",
+            point.topics,
+            took.as_secs_f64()
+        ));
     }
     if let Some(e) = &total.first_error {
         record.notes.push(format!("publishers: {e}"));

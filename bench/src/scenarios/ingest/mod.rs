@@ -15,6 +15,7 @@
 mod cluster;
 mod measure;
 mod plan;
+mod prime;
 mod report;
 mod rest;
 
@@ -73,6 +74,10 @@ pub struct Args {
     /// Items per `POST /v1/publish` batch.
     #[arg(long, default_value_t = 100)]
     pub batch: usize,
+    /// Measure on topics that do not exist yet: skip the priming publish
+    /// to every topic before each point's warm-up.
+    #[arg(long)]
+    pub no_prime: bool,
     /// Measured seconds per point [default: 10; quick: 3].
     #[arg(short, long)]
     pub duration: Option<f64>,
