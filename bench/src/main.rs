@@ -6,12 +6,14 @@
 //! cargo run --release -p herald-bench -- durable-publish -t rest  # same over REST
 //! cargo run --release -p herald-bench -- cross-node-latency       # cluster vs single node
 //! cargo run --release -p herald-bench -- compare --quick          # vs nats-server, socket.io
-//! cargo run --release -p herald-bench -- show                     # table of latest.json
+//! cargo run --release -p herald-bench -- ingest --quick           # durable ingest vs JetStream
+//! cargo run --release -p herald-bench -- show --svg               # table + plots of latest.json
 //! ```
 
 mod fleet;
 mod http;
 mod load;
+mod plot;
 mod procstat;
 mod progress;
 mod results;
@@ -46,6 +48,10 @@ struct GlobalArgs {
     /// The herald server binary [default: next to herald-bench, i.e. target/release/herald].
     #[arg(long, env = "HERALD_BIN", global = true, value_name = "PATH")]
     herald_bin: Option<PathBuf>,
+    /// A previous herald build to measure beside this one, as the system
+    /// `herald-baseline` (compare, ingest, durable-publish).
+    #[arg(long, env = "HERALD_BASELINE_BIN", global = true, value_name = "PATH")]
+    baseline_bin: Option<PathBuf>,
     /// Results file [default: bench/results/latest.json].
     #[arg(long, global = true, value_name = "PATH")]
     json: Option<PathBuf>,
@@ -85,6 +91,10 @@ enum Command {
     /// latency at a fixed rate, idle memory, SSE/long-poll (all servers
     /// started by the bench; run bench/peers/setup.sh once first).
     Compare(scenarios::compare::Args),
+    /// Durable ingest: acked publishes/s and publish→ack latency across
+    /// many topics, Herald next to nats-server with JetStream (fresh
+    /// servers per measurement; run bench/peers/setup.sh once first).
+    Ingest(scenarios::ingest::Args),
     /// A subscriber worker process (started by the bench itself; speaks
     /// JSON lines on stdin/stdout).
     #[command(hide = true)]
@@ -94,7 +104,8 @@ enum Command {
         /// Also print the table as markdown (for bench/README.md).
         #[arg(long)]
         markdown: bool,
-        /// Also redraw fanout.svg (beside the results file) from its fan-out records.
+        /// Also redraw the plots (fanout.svg, idle.svg, ingest.svg,
+        /// latency.svg beside the results file) from its records.
         #[arg(long)]
         svg: bool,
     },
@@ -119,6 +130,7 @@ fn real_main(cli: Cli) -> Result<()> {
     let path = g.json.clone().unwrap_or_else(results::default_path);
     let env = BenchEnv {
         herald_bin: g.herald_bin.clone(),
+        baseline_bin: g.baseline_bin.clone(),
         data_root: g.data_root.clone(),
         quick: g.quick,
         progress: !g.no_progress && std::io::stderr().is_terminal(),
@@ -129,7 +141,9 @@ fn real_main(cli: Cli) -> Result<()> {
         Command::Show { markdown, svg } => {
             let records = results::load(&path)?;
             if svg {
-                scenarios::compare::write_svg(&records, results_dir(&path))?;
+                for p in plot::figures::write_all(&records, results_dir(&path))? {
+                    eprintln!("plot: {}", p.display());
+                }
             }
             let comparisons = scenarios::comparisons(&records);
             println!("{}", path.display());
@@ -159,6 +173,10 @@ fn real_main(cli: Cli) -> Result<()> {
             let scenario = scenarios::compare::Compare { args };
             execute(&scenario, &env, &path, g.replace)
         }
+        Command::Ingest(args) => {
+            let scenario = scenarios::ingest::Ingest { args };
+            execute(&scenario, &env, &path, g.replace)
+        }
         Command::Worker => unreachable!("handled above"),
     }
 }
@@ -183,11 +201,14 @@ fn execute(scenario: &impl Scenario, env: &BenchEnv, path: &Path, replace: bool)
         details,
     } = runtime.block_on(scenario.run(env))?;
     let all = results::save(path, &records, replace)?;
-    // the plot shows the whole results file, this run merged in
-    if records.iter().any(|r| r.scenario.starts_with("fanout/")) {
-        if let Err(e) = scenarios::compare::write_svg(&all, results_dir(path)) {
-            eprintln!("warning: fanout.svg: {e:#}");
+    // the plots show the whole results file, this run merged in
+    match plot::figures::write_all(&all, results_dir(path)) {
+        Ok(written) => {
+            for p in written {
+                eprintln!("plot: {}", p.display());
+            }
         }
+        Err(e) => eprintln!("warning: plots: {e:#}"),
     }
     println!();
     print!("{}", results::render_table(&records, &comparisons));
@@ -205,7 +226,7 @@ fn execute(scenario: &impl Scenario, env: &BenchEnv, path: &Path, replace: bool)
     Ok(())
 }
 
-/// The directory of the results file (where `fanout.svg` goes).
+/// The directory of the results file (where the plots go).
 fn results_dir(path: &Path) -> &Path {
     path.parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -311,6 +332,42 @@ mod tests {
         assert_eq!((a.topic.as_str(), a.payload_bytes), ("bench.lat", 256));
         // the payload must fit the send-time stamp
         assert!(Cli::try_parse_from(["herald-bench", "cross-node-latency", "-b", "10"]).is_err());
+    }
+
+    #[test]
+    fn baseline_and_ingest_flags() {
+        let cli = Cli::try_parse_from([
+            "herald-bench",
+            "ingest",
+            "--baseline-bin",
+            "/tmp/prev/herald",
+            "--systems",
+            "herald,herald-baseline,jetstream",
+            "--only",
+            "ws,half-max",
+            "--quick",
+        ])
+        .unwrap();
+        assert_eq!(
+            cli.global.baseline_bin.as_deref(),
+            Some(Path::new("/tmp/prev/herald"))
+        );
+        let Command::Ingest(a) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert_eq!(a.systems.as_ref().map(Vec::len), Some(3));
+        assert_eq!(a.window, 16);
+        let cli = Cli::try_parse_from([
+            "herald-bench",
+            "compare",
+            "--systems",
+            "herald,herald-baseline,jetstream,nats,socketio",
+        ])
+        .unwrap();
+        let Command::Compare(a) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert_eq!(a.systems.map(|s| s.len()), Some(5));
     }
 
     #[test]

@@ -168,6 +168,17 @@ pub struct Record {
     /// The latency split by the node the subscribers were connected to.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub by_node: BTreeMap<String, NodeLatency>,
+    /// The latency distribution as (percentile, ms) pairs, 50 → 100, for
+    /// the distribution plot (`latency.svg`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub percentiles_ms: Vec<[f64; 2]>,
+    /// Topics × publishers × payload point of `ingest`, and which family
+    /// (`ws`, `rest`, `batch`, `half-max`, `cluster`) it belongs to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+    /// Items per request (`ingest`'s `POST /v1/publish` batches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch: Option<u64>,
 }
 
 /// Latency of the subscribers on one node.

@@ -14,6 +14,12 @@ pub struct LatencyHistogram {
     inner: Histogram<u64>,
 }
 
+impl std::fmt::Debug for LatencyHistogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "LatencyHistogram({:?})", self.summary())
+    }
+}
+
 impl Default for LatencyHistogram {
     fn default() -> Self {
         Self::new()
@@ -72,6 +78,18 @@ impl LatencyHistogram {
             return 0.0;
         }
         self.inner.value_at_quantile(q) as f64 / 1000.0
+    }
+
+    /// The distribution as (percentile, ms) pairs at 50, 75, 90, 95, 99,
+    /// 99.5, 99.9, 99.99 and 100 (the max); empty when nothing was recorded.
+    pub fn curve(&self) -> Vec<[f64; 2]> {
+        if self.inner.is_empty() {
+            return Vec::new();
+        }
+        [50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.99, 100.0]
+            .into_iter()
+            .map(|p| [p, round3(self.quantile_ms(p / 100.0))])
+            .collect()
     }
 
     /// Percentiles, max and mean.
@@ -179,6 +197,20 @@ mod tests {
         assert_eq!(a.count(), 2);
         assert!(a.summary().max_ms >= 119_000.0);
         assert_eq!(LatencyHistogram::new().summary(), LatencySummary::default());
+    }
+
+    #[test]
+    fn curve_rises_to_the_max() {
+        assert!(LatencyHistogram::new().curve().is_empty());
+        let mut h = LatencyHistogram::new();
+        for ms in 1..=1000u64 {
+            h.record(Duration::from_millis(ms));
+        }
+        let c = h.curve();
+        assert_eq!(c.first().unwrap()[0], 50.0);
+        assert_eq!(c.last().unwrap()[0], 100.0);
+        assert!(c.windows(2).all(|w| w[0][1] <= w[1][1]));
+        assert!((c.last().unwrap()[1] - 1000.0).abs() < 2.0);
     }
 
     #[test]

@@ -1,59 +1,27 @@
-//! One WebSocket client connection to any of the three systems, with the
+//! One WebSocket client connection to any of the systems, with the
 //! system's handshake, subscribe and publish, and a receive call that turns
 //! a socket read's worth of frames into deliveries and acks (answering
 //! protocol pings itself). The WebSocket framing is [`crate::wire::ws`].
 
 use std::{
     net::{IpAddr, SocketAddr},
+    sync::atomic::{AtomicU64, Ordering},
     time::Duration,
 };
 
 use anyhow::{bail, Context, Result};
-use serde::{Deserialize, Serialize};
 use tokio::{
     io::{AsyncReadExt, AsyncWriteExt},
     net::{TcpSocket, TcpStream},
     time::timeout,
 };
 
-use crate::wire::{
-    self, herald, nats, socketio,
-    ws::{self, Frame},
+pub use super::proto::Incoming;
+use super::{
+    proto::{Proto, Reply, ACK_SID},
+    system::{Protocol, System},
 };
-
-/// The systems `compare` measures.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
-pub enum System {
-    /// Herald (`/v1/ws`, `/v1/sse`, `/v1/poll`).
-    Herald,
-    /// nats-server over its WebSocket listener.
-    Nats,
-    /// The socket.io 4 broadcast server in `bench/peers/socketio`.
-    Socketio,
-}
-
-impl System {
-    /// The `system` field of records.
-    pub fn name(self) -> &'static str {
-        match self {
-            System::Herald => "herald",
-            System::Nats => "nats",
-            System::Socketio => "socketio",
-        }
-    }
-}
-
-/// What a received frame meant.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Incoming {
-    /// A message for a subscription, with the send stamp if it had one.
-    Delivery(Option<u64>),
-    /// One publish acknowledged.
-    Ack,
-    /// The server reported an error (for a publish: counts as its answer).
-    Error(String),
-}
+use crate::wire::{herald, nats, socketio, ws};
 
 /// A TCP connection to `addr`, from `source` (a loopback address other than
 /// 127.0.0.1 when one source runs out of ephemeral ports), no Nagle.
@@ -81,17 +49,15 @@ pub struct Conn {
     proto: Proto,
 }
 
-/// What a connection knows besides its socket and read buffer (split off so
-/// a frame borrowed from the reader can be handled while this changes).
-struct Proto {
-    system: System,
-    nats: nats::Parser,
-    next_ack_id: u64,
-    /// Encoded client frames; `out[written..]` is not on the socket yet.
-    out: Vec<u8>,
-    written: usize,
-    /// Masking key state (any key is valid; a client must use one).
-    mask: u32,
+/// A reply prefix unique to this process and connection, for JetStream
+/// PubAcks.
+fn fresh_inbox() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "_INBOX.hb{}x{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 impl Conn {
@@ -109,34 +75,31 @@ impl Conn {
     }
 
     async fn open_inner(system: System, addr: SocketAddr, source: Option<IpAddr>) -> Result<Self> {
-        let path = match system {
-            System::Herald => "/v1/ws",
-            System::Nats => "/",
-            System::Socketio => socketio::PATH,
+        let path = match system.protocol() {
+            Protocol::Herald => "/v1/ws",
+            Protocol::Nats => "/",
+            Protocol::Socketio => socketio::PATH,
         };
+        let inbox = system.jetstream_acks().then(fresh_inbox);
         let mut conn = Conn {
             stream: tcp(addr, source).await?,
             reader: ws::Reader::default(),
-            proto: Proto {
-                system,
-                nats: nats::Parser::default(),
-                next_ack_id: 0,
-                out: Vec::new(),
-                written: 0,
-                mask: 0x9E37_79B9,
-            },
+            proto: Proto::new(system, inbox.clone()),
         };
         conn.upgrade(&addr.to_string(), path)
             .await
             .with_context(|| format!("WebSocket handshake with ws://{addr}{path}"))?;
-        match system {
-            System::Herald => {}
-            System::Nats => {
-                let ops = format!("{}{}", nats::CONNECT, nats::PING);
+        match system.protocol() {
+            Protocol::Herald => {}
+            Protocol::Nats => {
+                // JetStream: the PubAcks' inbox is subscribed before the
+                // handshake's PONG, so it is in place before any publish
+                let acks = inbox.map_or(String::new(), |i| format!("SUB {i}.* {ACK_SID}\r\n"));
+                let ops = format!("{}{acks}{}", nats::CONNECT, nats::PING);
                 conn.send(ws::OP_BINARY, ops.as_bytes()).await?;
                 conn.until(|op| matches!(op, Reply::NatsPong)).await?;
             }
-            System::Socketio => {
+            Protocol::Socketio => {
                 conn.until(|op| matches!(op, Reply::SioOpen)).await?;
                 conn.send(ws::OP_TEXT, socketio::CONNECT.as_bytes()).await?;
                 conn.until(|op| matches!(op, Reply::SioConnected)).await?;
@@ -166,18 +129,18 @@ impl Conn {
 
     /// Subscribes to `topic` and waits for the confirmation.
     pub async fn subscribe(&mut self, topic: &str) -> Result<()> {
-        match self.proto.system {
-            System::Herald => {
+        match self.proto.system.protocol() {
+            Protocol::Herald => {
                 self.send(ws::OP_TEXT, herald::subscribe(topic).as_bytes())
                     .await?;
                 self.until(|op| matches!(op, Reply::HeraldSubscribed)).await
             }
-            System::Nats => {
+            Protocol::Nats => {
                 let ops = format!("{}{}", nats::sub(topic, 1), nats::PING);
                 self.send(ws::OP_BINARY, ops.as_bytes()).await?;
                 self.until(|op| matches!(op, Reply::NatsPong)).await
             }
-            System::Socketio => {
+            Protocol::Socketio => {
                 let id = self.proto.ack_id();
                 let quoted = serde_json::to_string(topic)?;
                 let frame = socketio::event(Some(id), &["\"subscribe\"", &quoted]);
@@ -188,22 +151,10 @@ impl Conn {
     }
 
     /// Queues one publish of `data` (JSON text) to `topic` without flushing;
-    /// its [`Incoming::Ack`] comes from [`Self::recv`].
-    pub fn feed_publish(&mut self, topic: &str, data: &str) {
-        let id = self.proto.ack_id();
-        match self.proto.system {
-            System::Herald => self
-                .proto
-                .queue(ws::OP_TEXT, herald::publish(topic, id, data).as_bytes()),
-            System::Nats => self
-                .proto
-                .queue(ws::OP_BINARY, &nats::publish(topic, data.as_bytes(), true)),
-            System::Socketio => {
-                let body = format!(r#"{{"topic":"{topic}","data":{data}}}"#);
-                let frame = socketio::event(Some(id), &["\"publish\"", &body]);
-                self.proto.queue(ws::OP_TEXT, frame.as_bytes());
-            }
-        }
+    /// its [`Incoming::Ack`] comes from [`Self::recv`] and carries the
+    /// returned id (where the protocol's acks carry ids).
+    pub fn feed_publish(&mut self, topic: &str, data: &str) -> u64 {
+        self.proto.feed_publish(topic, data)
     }
 
     /// Sends one frame now.
@@ -286,109 +237,6 @@ impl Conn {
     }
 }
 
-impl Proto {
-    fn ack_id(&mut self) -> u64 {
-        self.next_ack_id += 1;
-        self.next_ack_id - 1
-    }
-
-    /// Encodes one client frame into the output.
-    fn queue(&mut self, opcode: u8, payload: &[u8]) {
-        // xorshift: masks differ from frame to frame at no cost
-        self.mask ^= self.mask << 13;
-        self.mask ^= self.mask >> 17;
-        self.mask ^= self.mask << 5;
-        ws::encode(&mut self.out, opcode, payload, self.mask.to_le_bytes());
-    }
-
-    /// Handles one frame; `Ok(false)` when it closed the connection.
-    fn handle(
-        &mut self,
-        frame: Frame<'_>,
-        out: &mut Vec<Incoming>,
-        replies: &mut Vec<Reply>,
-    ) -> Result<bool> {
-        let bytes = frame.payload;
-        match frame.opcode {
-            ws::OP_TEXT | ws::OP_BINARY => {}
-            ws::OP_PING => {
-                self.queue(ws::OP_PONG, bytes);
-                return Ok(true);
-            }
-            ws::OP_CLOSE => return Ok(false),
-            _ => return Ok(true),
-        }
-        match self.system {
-            System::Herald => match herald::classify(bytes) {
-                herald::Frame::Message => out.push(Incoming::Delivery(wire::find_stamp(bytes))),
-                herald::Frame::Ack => out.push(Incoming::Ack),
-                herald::Frame::Subscribed => replies.push(Reply::HeraldSubscribed),
-                herald::Frame::Other => {
-                    let e = String::from_utf8_lossy(bytes)
-                        .chars()
-                        .take(200)
-                        .collect::<String>();
-                    replies.push(Reply::Failed(e.clone()));
-                    out.push(Incoming::Error(e));
-                }
-            },
-            System::Nats => {
-                self.nats.feed(bytes);
-                let mut pong = false;
-                while let Some(op) = self.nats.next_op().map_err(anyhow::Error::msg)? {
-                    match op {
-                        nats::Op::Msg { payload, .. } => {
-                            out.push(Incoming::Delivery(wire::find_stamp(payload)))
-                        }
-                        nats::Op::Pong => {
-                            out.push(Incoming::Ack);
-                            replies.push(Reply::NatsPong);
-                        }
-                        nats::Op::Ping => pong = true,
-                        nats::Op::Err(e) => {
-                            replies.push(Reply::Failed(e.to_string()));
-                            out.push(Incoming::Error(e.to_string()));
-                        }
-                        nats::Op::Info | nats::Op::Ok => {}
-                    }
-                }
-                if pong {
-                    self.queue(ws::OP_BINARY, nats::PONG.as_bytes());
-                }
-            }
-            System::Socketio => {
-                let text = std::str::from_utf8(bytes).context("socket.io frame not UTF-8")?;
-                match socketio::parse(text) {
-                    socketio::Packet::Event { json, .. } => {
-                        out.push(Incoming::Delivery(wire::find_stamp(json.as_bytes())))
-                    }
-                    socketio::Packet::Ack { .. } => {
-                        out.push(Incoming::Ack);
-                        replies.push(Reply::SioAck);
-                    }
-                    socketio::Packet::Ping => self.queue(ws::OP_TEXT, socketio::PONG.as_bytes()),
-                    socketio::Packet::Open => replies.push(Reply::SioOpen),
-                    socketio::Packet::Connected => replies.push(Reply::SioConnected),
-                    socketio::Packet::ConnectError(e) => replies.push(Reply::Failed(e.to_string())),
-                    socketio::Packet::Close => return Ok(false),
-                    socketio::Packet::Other => {}
-                }
-            }
-        }
-        Ok(true)
-    }
-}
-
-/// Handshake and control replies (not deliveries).
-enum Reply {
-    HeraldSubscribed,
-    NatsPong,
-    SioOpen,
-    SioConnected,
-    SioAck,
-    Failed(String),
-}
-
 #[cfg(test)]
 mod tests {
     use std::path::PathBuf;
@@ -421,7 +269,10 @@ mod tests {
             while acks < N {
                 let r = tokio::time::timeout_at(deadline, publisher.recv(&mut got)).await;
                 assert!(r.expect("acks in time").unwrap(), "publisher closed");
-                acks += got.drain(..).filter(|i| *i == Incoming::Ack).count() as u64;
+                acks += got
+                    .drain(..)
+                    .filter(|i| matches!(i, Incoming::Ack(_)))
+                    .count() as u64;
             }
             acks
         };

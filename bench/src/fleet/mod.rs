@@ -18,14 +18,16 @@
 pub mod conn;
 pub mod http_subs;
 pub mod pool;
+pub mod proto;
 pub mod publisher;
+pub mod system;
 pub mod worker;
 
 use std::net::{IpAddr, SocketAddr};
 
 use serde::{Deserialize, Serialize};
 
-pub use conn::System;
+pub use system::System;
 
 /// How subscribers connect.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -12,10 +12,12 @@
 //! back long before the fan-out is done, on every system).
 //!
 //! What counts as the ack: Herald's `ack` frame; socket.io's ack callback
-//! (`43<id>[seq]`); for NATS, which has none, the `PONG` to a `PING` sent
-//! right after each `PUB` (see [`crate::wire::nats`]).
+//! (`43<id>[seq]`); JetStream's PubAck; for core NATS, which has none, the
+//! `PONG` to a `PING` sent right after each `PUB` (see [`crate::wire::nats`]).
+//! Each publish's send stamp is kept until its ack, matched by id (core
+//! NATS: in order), for the publish→ack latency.
 
-use std::time::Duration;
+use std::{collections::BTreeMap, time::Duration};
 
 use tokio::time::{sleep_until, Instant};
 
@@ -25,6 +27,7 @@ use super::{
 };
 use crate::{
     load::{latency::stamped_payload, Timing},
+    stats::LatencyHistogram,
     wire::mono_nanos,
 };
 
@@ -39,6 +42,9 @@ pub struct PublishPlan {
     pub window: usize,
     /// Fixed rate (msg/s) or `None` for as fast as acked.
     pub rate: Option<f64>,
+    /// At a fixed rate: when the first publish is due, after the start (so
+    /// several publishers sharing a total rate take turns).
+    pub offset: Duration,
 }
 
 /// What the publisher did inside the measured window.
@@ -55,6 +61,26 @@ pub struct PublishOutcome {
     pub errors: u64,
     /// The first error.
     pub first_error: Option<String>,
+    /// publish→ack of the acks received in the window (from the scheduled
+    /// time at a fixed rate).
+    pub ack_hist: LatencyHistogram,
+    /// Publishes still without an answer at the end.
+    pub unanswered: u64,
+}
+
+/// The send stamps of publishes awaiting their ack, by id.
+#[derive(Default)]
+struct Pending(BTreeMap<u64, u64>);
+
+impl Pending {
+    /// The stamp of the publish an ack (or error) answers: by id, or the
+    /// oldest for acks without one (core NATS answers in order).
+    fn answer(&mut self, id: Option<u64>) -> Option<u64> {
+        match id {
+            Some(id) => self.0.remove(&id),
+            None => self.0.pop_first().map(|(_, stamp)| stamp),
+        }
+    }
 }
 
 /// Publishes per `plan` until `timing.stop_at`, then waits for outstanding
@@ -75,7 +101,8 @@ pub async fn run(
     let interval = plan
         .rate
         .map(|r| Duration::from_secs_f64(1.0 / r.max(1e-3)));
-    let due = |i: u64| interval.map(|d| timing.origin + d.mul_f64(i as f64));
+    let due = |i: u64| interval.map(|d| timing.origin + plan.offset + d.mul_f64(i as f64));
+    let mut pending = Pending::default();
     loop {
         let now = Instant::now();
         // with a probe, outstanding deliveries are not awaited
@@ -97,7 +124,8 @@ pub async fn run(
                     }
                 };
                 let payload = stamped_payload(stamp, plan.payload_bytes);
-                conn.feed_publish(&plan.topics.name(next as usize), &payload);
+                let id = conn.feed_publish(&plan.topics.name(next as usize), &payload);
+                pending.0.insert(id, stamp);
                 next += 1;
                 inflight += 1;
                 fed += 1;
@@ -108,6 +136,7 @@ pub async fn run(
             if fed > 0 {
                 if let Err(e) = conn.flush().await {
                     out.first_error.get_or_insert_with(|| format!("{e:#}"));
+                    out.unanswered = pending.0.len() as u64;
                     return out;
                 }
             }
@@ -124,11 +153,13 @@ pub async fn run(
                 Ok(true) => {}
                 Ok(false) => {
                     out.first_error.get_or_insert_with(|| "publisher connection closed".into());
+                    out.unanswered = pending.0.len() as u64;
                     return out;
                 }
                 Err(e) => {
                     out.errors += 1;
                     out.first_error.get_or_insert_with(|| format!("{e:#}"));
+                    out.unanswered = pending.0.len() as u64;
                     return out;
                 }
             },
@@ -147,17 +178,26 @@ pub async fn run(
             }
         }
         let in_window = timing.in_window(Instant::now());
+        let now_ns = mono_nanos();
         for inc in got.drain(..) {
             match inc {
-                Incoming::Ack => {
+                Incoming::Ack(id) => {
                     if !paced_by_probe {
                         inflight = inflight.saturating_sub(1);
                     }
+                    let stamp = pending.answer(id);
                     if in_window {
                         out.acked += 1;
+                        if let Some(sent) = stamp {
+                            out.ack_hist
+                                .record(Duration::from_nanos(now_ns.saturating_sub(sent)));
+                        }
                     }
                 }
-                Incoming::Error(e) => {
+                Incoming::Error(id, e) => {
+                    if id.is_some() {
+                        pending.answer(id);
+                    }
                     inflight = inflight.saturating_sub(1);
                     out.errors += 1;
                     out.first_error.get_or_insert(e);
@@ -166,6 +206,11 @@ pub async fn run(
             }
         }
     }
+    out.unanswered = if paced_by_probe {
+        0
+    } else {
+        pending.0.len() as u64
+    };
     out
 }
 
@@ -179,5 +224,24 @@ async fn recv_probe(probe: &mut Option<Conn>, out: &mut Vec<Incoming>) -> anyhow
             Ok(())
         }
         None => std::future::pending().await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Pending;
+
+    #[test]
+    fn acks_find_their_publish_by_id_or_in_order() {
+        let mut p = Pending::default();
+        for (id, stamp) in [(0, 100), (1, 200), (2, 300)] {
+            p.0.insert(id, stamp);
+        }
+        assert_eq!(p.answer(Some(1)), Some(200));
+        assert_eq!(p.answer(Some(1)), None);
+        // core NATS: the oldest outstanding
+        assert_eq!(p.answer(None), Some(100));
+        assert_eq!(p.answer(None), Some(300));
+        assert_eq!(p.answer(None), None);
     }
 }

@@ -78,11 +78,11 @@ fn count_deliveries(stamps: impl IntoIterator<Item = Option<u64>>) {
 fn received(got: &mut Vec<Incoming>) {
     count_deliveries(got.drain(..).filter_map(|inc| match inc {
         Incoming::Delivery(stamp) => Some(stamp),
-        Incoming::Error(e) => {
+        Incoming::Error(_, e) => {
             error(e);
             None
         }
-        Incoming::Ack => None,
+        Incoming::Ack(_) => None,
     }));
 }
 

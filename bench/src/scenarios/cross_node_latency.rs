@@ -169,7 +169,7 @@ pub fn rendezvous_owner<'a>(members: &[&'a str], topic: &str) -> Option<&'a str>
 }
 
 /// The last `cluster view changed members=[…]` a node logged, if any.
-fn last_view(log: &str) -> Option<Vec<String>> {
+pub(crate) fn last_view(log: &str) -> Option<Vec<String>> {
     let line = log
         .lines()
         .rev()
@@ -784,6 +784,7 @@ impl CrossNodeLatency {
                         )
                     })
                     .collect(),
+                ..Record::default()
             });
         }
         out

@@ -9,6 +9,10 @@
 //! unacknowledged publishes allows, for a warm-up and then the measured
 //! window; server RSS, server CPU and this generator's own CPU are sampled
 //! meanwhile. Afterwards the topic's history must account for every ack.
+//!
+//! With `--baseline-bin` every mode also runs on the previous build
+//! (`herald-baseline`), the two interleaved (this build first in odd
+//! rounds, the baseline first in even ones).
 
 use std::{sync::Arc, time::Duration};
 
@@ -19,6 +23,7 @@ use tokio::{task::JoinSet, time::Instant};
 
 use super::{BenchEnv, Scenario, ScenarioOutput};
 use crate::{
+    fleet::System,
     load::{
         json_payload, LiveCounters, PublishLoad, Publisher, PublisherReport, Timing, Transport,
     },
@@ -27,7 +32,7 @@ use crate::{
     results::{median_round, thousands, Comparison, Record},
     stats::round3,
     system::{
-        herald::{locate_binary, HeraldOptions, HeraldServer},
+        herald::{HeraldOptions, HeraldServer},
         ServerUnderTest,
     },
 };
@@ -149,16 +154,16 @@ impl DurablePublish {
         env: &BenchEnv,
         opts: HeraldOptions,
         durability: Durability,
+        system: System,
     ) -> Result<Record> {
         let a = &self.args;
-        let label = format!("herald {} {}", durability.as_str(), a.transport);
+        let label = format!("{} {} {}", system.name(), durability.as_str(), a.transport);
         let mut server = tokio::task::spawn_blocking(move || HeraldServer::start(&opts))
             .await
             .context("server start task")??;
         server.wait_ready(Duration::from_secs(20)).await?;
         let pid = server.pid();
         let addr = server.addr();
-        let system = server.system();
         let idle_rss = procstat::rss_kib(Proc::Pid(pid)).unwrap_or(0);
         eprintln!(
             "[{label}] server pid {pid} on {addr} (data {}), RSS idle {:.1} MiB; connecting {} publishers",
@@ -313,7 +318,7 @@ impl DurablePublish {
                 .join(", ")
         );
         Ok(Record {
-            system: system.into(),
+            system: system.name().into(),
             scenario: self.scenario_name(durability),
             subscribers: 0,
             publish_rate: match self.rate() {
@@ -432,24 +437,31 @@ impl Scenario for DurablePublish {
         if self.args.durability.is_empty() {
             bail!("--durability needs at least one mode");
         }
-        let binary = locate_binary(env.herald_bin.as_deref())?;
-        eprintln!("herald binary: {}", binary.display());
+        let systems = env.systems(None, &[System::Herald]);
+        for s in &systems {
+            eprintln!("{} binary: {}", s.name(), env.herald_binary(*s)?.display());
+        }
         let modes = &self.args.durability;
-        let mut rounds: Vec<Vec<Record>> = vec![Vec::new(); modes.len()];
+        let mut rounds: Vec<Vec<Record>> = vec![Vec::new(); modes.len() * systems.len()];
         for round in 1..=self.args.rounds {
             if self.args.rounds > 1 {
                 eprintln!("-- round {round}/{}", self.args.rounds);
             }
             for (i, &d) in modes.iter().enumerate() {
-                let opts = HeraldOptions {
-                    binary: binary.clone(),
-                    durability: d.as_str().into(),
-                    data_root: env.data_root.clone(),
-                    extra_args: env.herald_args.clone(),
-                    nats: None,
-                    node_id: None,
-                };
-                rounds[i].push(self.run_mode(env, opts, d).await?);
+                for k in 0..systems.len() {
+                    // rotate which build goes first, round to round
+                    let j = (k + round as usize - 1) % systems.len();
+                    let opts = HeraldOptions {
+                        binary: env.herald_binary(systems[j])?,
+                        durability: d.as_str().into(),
+                        data_root: env.data_root.clone(),
+                        extra_args: env.herald_args.clone(),
+                        nats: None,
+                        node_id: None,
+                    };
+                    let r = self.run_mode(env, opts, d, systems[j]).await?;
+                    rounds[i * systems.len() + j].push(r);
+                }
             }
         }
         let records: Vec<Record> = rounds.into_iter().filter_map(median_round).collect();
@@ -463,8 +475,30 @@ impl Scenario for DurablePublish {
 }
 
 /// `relaxed/always` for every (system, transport, payload, publishers) that
-/// has both.
+/// has both, then `herald/herald-baseline` for every scenario both ran.
 pub fn comparisons(records: &[Record]) -> Vec<Comparison> {
+    let mut out = relaxed_over_always(records);
+    for h in records
+        .iter()
+        .filter(|r| r.system == "herald" && r.scenario.starts_with("durable-publish/"))
+    {
+        if let Some(b) = records.iter().find(|r| {
+            r.system == "herald-baseline"
+                && r.scenario == h.scenario
+                && r.payload_bytes == h.payload_bytes
+        }) {
+            out.push(Comparison {
+                label: format!("herald/herald-baseline {}", h.scenario),
+                numerator: h.clone(),
+                denominator: b.clone(),
+                throughput: !h.scenario.contains('@'),
+            });
+        }
+    }
+    out
+}
+
+fn relaxed_over_always(records: &[Record]) -> Vec<Comparison> {
     let mut out = Vec::new();
     for always in records.iter().filter(|r| {
         r.scenario.starts_with("durable-publish/") && r.durability.as_deref() == Some("always")
@@ -536,6 +570,13 @@ mod tests {
         assert!(c[0].label.contains("ws"));
         assert_eq!(c[1].numerator.delivered_per_s, 99.0);
         assert!(comparisons(&records[..1]).is_empty());
+        let baseline = Record {
+            system: "herald-baseline".into(),
+            ..rec("always", "ws", 5.0)
+        };
+        let c = comparisons(&[rec("always", "ws", 10.0), baseline]);
+        assert_eq!(c.len(), 1);
+        assert_eq!(c[0].label, "herald/herald-baseline durable-publish/always");
     }
 
     #[test]

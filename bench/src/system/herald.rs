@@ -221,9 +221,6 @@ impl HeraldServer {
 }
 
 impl ServerUnderTest for HeraldServer {
-    fn system(&self) -> &'static str {
-        "herald"
-    }
     fn pid(&self) -> u32 {
         self.proc.pid()
     }

@@ -1,9 +1,11 @@
 //! Systems under test. Each is a server process the bench starts itself on a
-//! free loopback port with fresh state, measures, and stops. Herald (alone or
-//! as a cluster) and `nats-server` (the cluster's bus; later also a peer to
-//! compare with); a socket.io server plugs in next to them later.
+//! free loopback port with fresh state, measures, and stops: Herald (alone or
+//! as a cluster, this build or a baseline build), `nats-server` (a cluster's
+//! bus, the core-NATS peer, and with JetStream the durable-ingest peer) and
+//! the socket.io server.
 
 pub mod herald;
+pub mod jetstream;
 pub mod nats;
 pub mod socketio;
 
@@ -24,8 +26,6 @@ const TAIL_LINES: usize = 40;
 
 /// What every system under test exposes to scenarios.
 pub trait ServerUnderTest {
-    /// `herald`, `nats`, `socketio`: the `system` field of records.
-    fn system(&self) -> &'static str;
     /// The server process id.
     fn pid(&self) -> u32;
     /// Where clients connect.

@@ -135,12 +135,19 @@ pub struct NatsWsServer {
     /// The process (the compare run checks and restarts it).
     pub(crate) proc: ManagedProcess,
     ws_addr: SocketAddr,
+    client_addr: SocketAddr,
     _dir: tempfile::TempDir,
 }
 
 impl NatsWsServer {
     /// Starts it and waits until the WebSocket listener is up.
     pub fn start(binary: &Path) -> Result<Self> {
+        Self::start_with(binary, "")
+    }
+
+    /// Like [`Self::start`], with `extra` appended to the config file (a
+    /// `jetstream {}` block).
+    pub fn start_with(binary: &Path, extra: &str) -> Result<Self> {
         let mut last_error = None;
         for _ in 0..3 {
             let dir = tempfile::Builder::new()
@@ -153,7 +160,8 @@ impl NatsWsServer {
                 format!(
                     "listen: 127.0.0.1:{client}\nhttp: 127.0.0.1:{http}\n\
                      max_payload: 1MB\n\
-                     websocket {{ listen: \"127.0.0.1:{ws}\", no_tls: true, compression: false }}\n"
+                     websocket {{ listen: \"127.0.0.1:{ws}\", no_tls: true, compression: false }}\n\
+                     {extra}\n"
                 ),
             )?;
             let child = Command::new(binary)
@@ -170,6 +178,7 @@ impl NatsWsServer {
                     return Ok(NatsWsServer {
                         proc,
                         ws_addr,
+                        client_addr: SocketAddr::from(([127, 0, 0, 1], client)),
                         _dir: dir,
                     })
                 }
@@ -184,9 +193,19 @@ impl NatsWsServer {
         self.ws_addr
     }
 
+    /// The plain TCP client listener.
+    pub fn client_addr(&self) -> SocketAddr {
+        self.client_addr
+    }
+
     /// The server's pid.
     pub fn pid(&self) -> u32 {
         self.proc.pid()
+    }
+
+    /// The last lines it printed.
+    pub fn log_tail(&self) -> String {
+        self.proc.tail()
     }
 
     /// Graceful stop.

@@ -44,6 +44,18 @@ pub fn classify(frame: impl AsRef<[u8]>) -> Frame {
     }
 }
 
+/// The numeric `id` of an `ack` or `error` frame (the generator's publishes
+/// use numbers as ids), to match it with its publish.
+pub fn frame_id(frame: &[u8]) -> Option<u64> {
+    const KEY: &[u8] = b"\"id\":\"";
+    let at = memchr::memmem::find(frame, KEY)? + KEY.len();
+    let digits = frame[at..].iter().take_while(|b| b.is_ascii_digit());
+    let (v, n) = digits.fold((0u64, 0usize), |(v, n), &b| {
+        (v.wrapping_mul(10).wrapping_add(u64::from(b - b'0')), n + 1)
+    });
+    (n > 0).then_some(v)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +76,11 @@ mod tests {
             classify(r#"{"type":"ack","id":"3","topic":"x","seq":1}"#),
             Frame::Ack
         );
+        assert_eq!(
+            frame_id(br#"{"type":"ack","id":"3071","topic":"x","seq":1}"#),
+            Some(3071)
+        );
+        assert_eq!(frame_id(br#"{"type":"ack","id":"s","topic":"x"}"#), None);
         assert_eq!(
             classify(r#"{"type":"subscribed","id":"s","topic":"x"}"#),
             Frame::Subscribed

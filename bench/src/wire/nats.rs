@@ -9,6 +9,10 @@
 //! answers `PONG` once it has processed everything before it on that
 //! connection (i.e. routed the message to every subscriber's outbound
 //! buffer), so each `PONG` acknowledges one publish.
+//!
+//! JetStream does have one: a `PUB` with a reply subject, to a subject a
+//! stream listens on, is answered on that subject with a PubAck
+//! (`{"stream":"BENCH","seq":42}`) once the stream has stored it.
 
 /// `CONNECT {…}\r\n` with no verbose `+OK`s and no pedantic checks.
 pub const CONNECT: &str =
@@ -36,6 +40,38 @@ pub fn publish(subject: &str, payload: &[u8], ping: bool) -> Vec<u8> {
     out
 }
 
+/// `PUB subject reply n\r\npayload\r\n`: a publish whose JetStream PubAck
+/// comes back on `reply`.
+pub fn publish_with_reply(subject: &str, reply: &str, payload: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(payload.len() + subject.len() + reply.len() + 24);
+    out.extend_from_slice(format!("PUB {subject} {reply} {}\r\n", payload.len()).as_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+/// A JetStream API or PubAck answer: `Ok(seq)` (0 when the answer has no
+/// `seq`, as API answers do), or the error's description.
+pub fn js_answer(payload: &[u8]) -> Result<u64, String> {
+    #[derive(serde::Deserialize)]
+    struct Answer {
+        #[serde(default)]
+        seq: u64,
+        #[serde(default)]
+        error: Option<serde_json::Value>,
+    }
+    let a: Answer = serde_json::from_slice(payload).map_err(|e| {
+        format!(
+            "unparsable JetStream answer ({e}): {}",
+            String::from_utf8_lossy(&payload[..payload.len().min(200)])
+        )
+    })?;
+    match a.error {
+        Some(e) => Err(format!("JetStream error: {e}")),
+        None => Ok(a.seq),
+    }
+}
+
 /// One server op, borrowing from the [`Parser`].
 #[derive(Debug, PartialEq, Eq)]
 pub enum Op<'a> {
@@ -45,6 +81,8 @@ pub enum Op<'a> {
     Msg {
         /// Subject the message was published to.
         subject: &'a str,
+        /// The subscription it is for.
+        sid: &'a str,
         /// Payload bytes.
         payload: &'a [u8],
     },
@@ -91,7 +129,7 @@ impl Parser {
         let is = |v: &str| verb.eq_ignore_ascii_case(v);
         let (op, used) = if is("MSG") {
             let mut words = args.split_ascii_whitespace();
-            let (Some(subject), Some(_sid), Some(third)) =
+            let (Some(subject), Some(sid), Some(third)) =
                 (words.next(), words.next(), words.next())
             else {
                 return Err(format!("bad MSG line: {line}"));
@@ -109,6 +147,7 @@ impl Parser {
             }
             let op = Op::Msg {
                 subject,
+                sid,
                 payload: &rest[body..body + n],
             };
             (op, body + n + 2)
@@ -142,10 +181,29 @@ mod tests {
             publish("a.b", b"{}", true),
             b"PUB a.b 2\r\n{}\r\nPING\r\n".to_vec()
         );
+        assert_eq!(
+            publish_with_reply("a", "_INBOX.x.7", b"{}"),
+            b"PUB a _INBOX.x.7 2\r\n{}\r\n".to_vec()
+        );
         assert!(CONNECT.starts_with("CONNECT {") && CONNECT.ends_with("}\r\n"));
         let json = &CONNECT[8..CONNECT.len() - 2];
         let v: serde_json::Value = serde_json::from_str(json).unwrap();
         assert_eq!(v["verbose"], false);
+    }
+
+    #[test]
+    fn jetstream_answers() {
+        assert_eq!(js_answer(br#"{"stream":"BENCH","seq":42}"#), Ok(42));
+        assert_eq!(
+            js_answer(br#"{"type":"io.nats.jetstream.api.v1.stream_create_response","config":{}}"#),
+            Ok(0)
+        );
+        let e = js_answer(
+            br#"{"error":{"code":503,"err_code":10077,"description":"maximum messages exceeded"}}"#,
+        )
+        .unwrap_err();
+        assert!(e.contains("maximum messages exceeded"), "{e}");
+        assert!(js_answer(b"nope").is_err());
     }
 
     #[test]
@@ -162,6 +220,7 @@ mod tests {
             p.next_op().unwrap(),
             Some(Op::Msg {
                 subject: "a.b",
+                sid: "1",
                 payload: b"hello"
             })
         );
@@ -170,6 +229,7 @@ mod tests {
             p.next_op().unwrap(),
             Some(Op::Msg {
                 subject: "a.b",
+                sid: "1",
                 payload: b"\r\n"
             })
         );

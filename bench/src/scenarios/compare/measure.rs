@@ -11,7 +11,7 @@ use std::{
 use anyhow::{bail, Result};
 use tokio::time::{sleep, sleep_until};
 
-use super::{servers::ServerRef, Args, Kind, Pace, Point};
+use super::{Args, Kind, Pace, Point};
 use crate::{
     fleet::{
         conn::Conn,
@@ -22,7 +22,7 @@ use crate::{
     load::Timing,
     procstat::{self, CpuWindow, Proc, RssPeak},
     results::Record,
-    scenarios::BenchEnv,
+    scenarios::{servers::ServerRef, BenchEnv},
     stats::round3,
 };
 
@@ -35,8 +35,15 @@ fn fresh_prefix() -> String {
     format!("bench.c{}", N.fetch_add(1, Ordering::Relaxed))
 }
 
-/// Runs `point` on `server`.
-pub async fn run(server: &ServerRef, point: &Point, args: &Args, env: &BenchEnv) -> Result<Record> {
+/// Runs `point` on `server`; `durability` is what its record says about
+/// its writes (Herald's mode, JetStream's sync).
+pub async fn run(
+    server: &ServerRef,
+    point: &Point,
+    args: &Args,
+    env: &BenchEnv,
+    durability: Option<String>,
+) -> Result<Record> {
     let prefix = fresh_prefix();
     let topics = if point.topics <= 1 {
         Topics::single(&prefix)
@@ -68,11 +75,9 @@ pub async fn run(server: &ServerRef, point: &Point, args: &Args, env: &BenchEnv)
             .duration_since(UNIX_EPOCH)
             .ok()
             .map(|d| d.as_secs()),
+        durability,
         ..Record::default()
     };
-    if server.system == crate::fleet::System::Herald {
-        record.durability = Some(args.durability.clone());
-    }
     let rss_before = procstat::rss_kib(Proc::Pid(server.pid)).unwrap_or(0);
     record.server_rss_idle_kib = Some(rss_before);
 
@@ -132,6 +137,7 @@ pub async fn run(server: &ServerRef, point: &Point, args: &Args, env: &BenchEnv)
         payload_bytes: point.payload,
         window,
         rate: point.rate,
+        offset: Duration::ZERO,
     };
     let (warmup, duration) = args.timing(env.quick);
     let timing = Timing::starting_now(warmup, duration, Duration::from_secs(2));
@@ -168,11 +174,19 @@ pub async fn run(server: &ServerRef, point: &Point, args: &Args, env: &BenchEnv)
     record.publish_rate = point.rate.unwrap_or(round3(outcome.sent as f64 / secs));
     record.acked = Some(outcome.acked);
     record.acked_per_s = Some(round3(outcome.acked as f64 / secs));
+    let acks = outcome.ack_hist.summary();
+    if acks.count > 0 {
+        record.ack_p50_ms = Some(round3(acks.p50_ms));
+        record.ack_p99_ms = Some(round3(acks.p99_ms));
+    }
     record.delivered_per_s = round3(report.delivered as f64 / secs);
     record.latency = Some("publish->deliver".into());
     record.p50_ms = s.p50_ms;
     record.p99_ms = s.p99_ms;
     record.p999_ms = s.p999_ms;
+    if point.kind == Kind::Latency {
+        record.percentiles_ms = report.hist.curve();
+    }
     record.max_ms = Some(s.max_ms);
     record.mean_ms = Some(round3(s.mean_ms));
     record.duration_s = Some(secs);

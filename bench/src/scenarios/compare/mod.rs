@@ -1,7 +1,9 @@
 //! `compare` (issue 5): Herald next to nats-server (WebSocket listener) and a
-//! socket.io 4 broadcast server, all started by the bench, measured side by
-//! side and interleaved: every measurement point runs on each system in
-//! turn (the order rotating from point to point) before the next point.
+//! socket.io 4 broadcast server — and on request a previous Herald build
+//! (`herald-baseline`) and nats-server with JetStream — all started by the
+//! bench, measured side by side and interleaved: every measurement point
+//! runs on each system in turn (the order rotating from point to point)
+//! before the next point.
 //!
 //! Points: fan-out (1 topic, N WebSocket subscribers, 64 B and 1 KiB,
 //! publishing as fast as acked), many topics (one subscriber each, publish
@@ -11,29 +13,32 @@
 
 mod measure;
 mod report;
-mod servers;
 
-pub use report::{comparisons, details, write_svg};
+pub use report::{comparisons, details};
 
 use std::time::Duration;
 
 use anyhow::Result;
 
-use super::{BenchEnv, Scenario, ScenarioOutput};
+use super::{
+    servers::{ServerConfig, Servers},
+    BenchEnv, Scenario, ScenarioOutput,
+};
 use crate::fleet::{SubTransport, System};
+
+/// The systems when `--systems` is not given (plus `herald-baseline` after
+/// `herald` when `--baseline-bin` is).
+const DEFAULT_SYSTEMS: [System; 3] = [System::Herald, System::Nats, System::Socketio];
 
 /// `compare` flags. Defaults are the full run; `--quick` shrinks them
 /// (see [`Args::plan`]).
 #[derive(clap::Args, Debug, Clone)]
 pub struct Args {
-    /// Systems to measure.
-    #[arg(
-        long,
-        value_enum,
-        value_delimiter = ',',
-        default_value = "herald,nats,socketio"
-    )]
-    pub systems: Vec<System>,
+    /// Systems to measure: herald, herald-baseline (needs --baseline-bin),
+    /// nats, jetstream, socketio [default: herald,nats,socketio, with
+    /// herald-baseline after herald when --baseline-bin is given].
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub systems: Option<Vec<System>>,
     /// Which scenarios: fanout, many-topics, latency, idle, sse, poll.
     #[arg(
         long,
@@ -167,13 +172,31 @@ impl Point {
         }
     }
 
-    /// Whether `system` can run it (SSE and long-poll are Herald's).
+    /// Whether `system` can run it: SSE and long-poll are Herald's; idle
+    /// connections to JetStream are the core nats-server's (no stream is
+    /// involved), so that row would repeat `nats`.
     pub fn supports(&self, system: System) -> bool {
-        self.transport == SubTransport::Ws || system == System::Herald
+        if self.kind.is_idle() && system == System::Jetstream {
+            return false;
+        }
+        self.transport == SubTransport::Ws || system.is_herald()
     }
 }
 
 impl Args {
+    /// The systems this run measures.
+    pub fn systems(&self, env: &BenchEnv) -> Vec<System> {
+        env.systems(self.systems.as_deref(), &DEFAULT_SYSTEMS)
+    }
+
+    /// How the servers start.
+    pub fn server_config(&self) -> ServerConfig {
+        ServerConfig {
+            durability: self.durability.clone(),
+            nats_peer_bin: self.nats_peer_bin.clone(),
+        }
+    }
+
     /// The points to run, in order.
     pub fn plan(&self, quick: bool) -> Vec<Point> {
         let want = |s: &str| self.only.iter().any(|o| o == s);
@@ -260,7 +283,11 @@ impl Scenario for Compare {
         format!(
             "{} points x {:?}, {warmup:?} warm-up + {d:?} each, interleaved: {}",
             plan.len(),
-            self.args.systems,
+            self.args
+                .systems(env)
+                .iter()
+                .map(|s| s.name())
+                .collect::<Vec<_>>(),
             plan.iter()
                 .map(Point::scenario)
                 .collect::<Vec<_>>()
@@ -270,7 +297,8 @@ impl Scenario for Compare {
 
     async fn run(&self, env: &BenchEnv) -> Result<ScenarioOutput> {
         let plan = self.args.plan(env.quick);
-        let mut servers = servers::Servers::start(&self.args, env).await?;
+        let all_systems = self.args.systems(env);
+        let mut servers = Servers::start(&all_systems, &self.args.server_config(), env).await?;
         let mut by_key: Vec<(String, String, Vec<crate::results::Record>)> = Vec::new();
         let rounds = self.args.rounds.max(1);
         for round in 0..rounds {
@@ -280,9 +308,7 @@ impl Scenario for Compare {
                 if point.kind.is_idle() && round > 0 {
                     continue;
                 }
-                let systems: Vec<System> = self
-                    .args
-                    .systems
+                let systems: Vec<System> = all_systems
                     .iter()
                     .copied()
                     .filter(|s| point.supports(*s))
@@ -296,13 +322,13 @@ impl Scenario for Compare {
                         system.name(),
                         round + 1
                     );
-                    let revived = servers.revive(system, &self.args, env).await?;
+                    let revived = servers.revive(system).await?;
                     // Each idle point on a server that has never held
                     // connections: memory an allocator kept from an earlier
                     // point would be counted as free.
                     if point.kind.is_idle() && i > 0 {
                         servers
-                            .restart(system, "a fresh server per idle point", &self.args, env)
+                            .restart(system, "a fresh server per idle point")
                             .await?;
                     }
                     let (settled, still_busy) = servers.settle().await;
@@ -310,12 +336,11 @@ impl Scenario for Compare {
                         eprintln!("   {note}");
                     }
                     for busy in still_busy {
-                        servers
-                            .restart(busy, "busy with clients long gone", &self.args, env)
-                            .await?;
+                        servers.restart(busy, "busy with clients long gone").await?;
                     }
                     let server = servers.get(system);
-                    match measure::run(&server, point, &self.args, env).await {
+                    let durability = servers.durability_label(system);
+                    match measure::run(&server, point, &self.args, env, durability).await {
                         Ok(mut r) => {
                             r.notes.extend(revived);
                             r.notes.extend(settled);
@@ -331,9 +356,7 @@ impl Scenario for Compare {
                         }
                         Err(e) => {
                             eprintln!("   failed: {e:#}");
-                            servers
-                                .restart(system, "after the failure", &self.args, env)
-                                .await?;
+                            servers.restart(system, "after the failure").await?;
                         }
                     }
                 }
@@ -388,6 +411,9 @@ mod tests {
         );
         assert!(!quick[6].supports(System::Nats));
         assert!(quick[6].supports(System::Herald));
+        assert!(quick[6].supports(System::HeraldBaseline));
+        assert!(!quick[0].supports(System::Jetstream));
+        assert!(quick[2].supports(System::Jetstream));
         let full = a.plan(false);
         assert_eq!(full.len(), 2 + 6 + 1 + 1 + 4);
     }

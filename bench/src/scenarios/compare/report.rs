@@ -1,9 +1,7 @@
-//! `compare`'s ratio lines (herald/nats, herald/socketio per scenario), the
-//! targets of issue 5, and the fan-out plot `bench/results/fanout.svg`.
+//! `compare`'s ratio lines (herald/herald-baseline, herald/jetstream,
+//! herald/nats, herald/socketio per scenario) and the targets of issue 5.
 
-use std::{fmt::Write as _, path::Path};
-
-use anyhow::Result;
+use std::fmt::Write as _;
 
 use crate::results::{ms, thousands, Comparison, Record};
 
@@ -49,16 +47,24 @@ pub fn one_line(r: &Record) -> String {
     )
 }
 
-/// herald/nats and herald/socketio for every Herald record with a peer
-/// record of the same scenario (SSE/long-poll against the peers' WebSocket).
+/// The systems Herald's records are divided by, in this order.
+pub const PEERS: [&str; 4] = ["herald-baseline", "jetstream", "nats", "socketio"];
+
+/// herald/<peer> for every Herald record with a peer record of the same
+/// scenario (SSE/long-poll against the peers' WebSocket; a baseline's
+/// SSE/long-poll against its own).
 pub fn comparisons(records: &[Record]) -> Vec<Comparison> {
     let mut out = Vec::new();
     for h in records
         .iter()
         .filter(|r| r.system == "herald" && is_compare(r) && r.rss_per_conn_bytes.is_none())
     {
-        let want = peer_scenario(&h.scenario);
-        for peer in ["nats", "socketio"] {
+        for peer in PEERS {
+            let want = if peer == "herald-baseline" {
+                h.scenario.clone()
+            } else {
+                peer_scenario(&h.scenario)
+            };
             if let Some(p) = records
                 .iter()
                 .find(|r| r.system == peer && r.scenario == want)
@@ -94,7 +100,7 @@ pub fn details(records: &[Record]) -> Vec<String> {
             "with one subscription"
         };
         let mut line = format!("{}: RSS per idle WebSocket connection {what}", h.scenario);
-        for sys in ["herald", "nats", "socketio"] {
+        for sys in ["herald", "herald-baseline", "nats", "socketio"] {
             if let Some(per) = find(records, sys, &h.scenario).and_then(|r| r.rss_per_conn_bytes) {
                 let _ = write!(line, " {sys} {:.2} KiB", per / 1024.0);
             }
@@ -152,150 +158,6 @@ fn target_line(what: &str, met: bool, how: String) -> String {
     )
 }
 
-/// Reads the plotted value from a record.
-type Metric = fn(&Record) -> f64;
-
-const COLORS: [(&str, &str); 3] = [
-    ("herald", "#d62728"),
-    ("nats", "#1f77b4"),
-    ("socketio", "#2ca02c"),
-];
-
-/// Writes `fanout.svg` into `dir` (beside the results file) when there are
-/// WebSocket fan-out records.
-pub fn write_svg(records: &[Record], dir: &Path) -> Result<()> {
-    let fan: Vec<&Record> = records
-        .iter()
-        .filter(|r| r.scenario.starts_with("fanout/"))
-        .collect();
-    if fan.is_empty() {
-        return Ok(());
-    }
-    let path = dir.join("fanout.svg");
-    std::fs::write(&path, render_svg(&fan))?;
-    eprintln!("plot: {}", path.display());
-    Ok(())
-}
-
-/// Two panels, delivered/s and p99 (ms) against subscribers; a line per
-/// system and payload (solid 64 B, dashed otherwise). Hand-written SVG: no
-/// font or image libraries needed.
-pub fn render_svg(fan: &[&Record]) -> String {
-    let (w, h, pad) = (460.0, 320.0, 60.0);
-    let max_subs = fan.iter().map(|r| r.subscribers).max().unwrap_or(1) as f64;
-    let mut payloads: Vec<u64> = fan.iter().map(|r| r.payload_bytes).collect();
-    payloads.sort_unstable();
-    payloads.dedup();
-    let mut svg = format!(
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{}" height="{}" font-family="sans-serif" font-size="11">
-<rect width="100%" height="100%" fill="white"/>
-"#,
-        2.0 * w,
-        h + 40.0
-    );
-    let panels: [(&str, Metric); 2] = [
-        ("delivered msg/s (all subscribers)", |r| r.delivered_per_s),
-        ("p99 publish->deliver, ms", |r| r.p99_ms),
-    ];
-    for (pi, (title, value)) in panels.iter().enumerate() {
-        let x0 = pi as f64 * w;
-        let ymax = fan.iter().map(|r| value(r)).fold(0.0, f64::max).max(1e-9) * 1.1;
-        let sx = |s: f64| x0 + pad + s / max_subs * (w - 1.5 * pad);
-        let sy = |v: f64| h - pad + 20.0 - v / ymax * (h - 1.5 * pad);
-        let _ = writeln!(
-            svg,
-            r#"<text x="{}" y="16" text-anchor="middle" font-size="13">{title}</text>"#,
-            x0 + w / 2.0
-        );
-        let _ = writeln!(
-            svg,
-            r#"<line x1="{}" y1="{}" x2="{}" y2="{}" stroke="black"/><line x1="{}" y1="{}" x2="{}" y2="{}" stroke="black"/>"#,
-            sx(0.0),
-            sy(0.0),
-            sx(max_subs),
-            sy(0.0),
-            sx(0.0),
-            sy(0.0),
-            sx(0.0),
-            sy(ymax)
-        );
-        for k in 0..=4 {
-            let v = ymax * k as f64 / 4.0;
-            let label = if pi == 0 { thousands(v) } else { ms(v) };
-            let _ = writeln!(
-                svg,
-                r##"<text x="{}" y="{}" text-anchor="end">{label}</text><line x1="{}" y1="{}" x2="{}" y2="{}" stroke="#ddd"/>"##,
-                sx(0.0) - 4.0,
-                sy(v) + 4.0,
-                sx(0.0),
-                sy(v),
-                sx(max_subs),
-                sy(v)
-            );
-        }
-        let mut subs: Vec<u64> = fan.iter().map(|r| r.subscribers).collect();
-        subs.sort_unstable();
-        subs.dedup();
-        for s in &subs {
-            let _ = writeln!(
-                svg,
-                r#"<text x="{}" y="{}" text-anchor="middle">{s}</text>"#,
-                sx(*s as f64),
-                sy(0.0) + 14.0
-            );
-        }
-        let _ = writeln!(
-            svg,
-            r#"<text x="{}" y="{}" text-anchor="middle">subscribers</text>"#,
-            x0 + w / 2.0,
-            sy(0.0) + 30.0
-        );
-        let mut legend = 0;
-        for (sys, color) in COLORS {
-            for (bi, b) in payloads.iter().enumerate() {
-                let mut pts: Vec<&&Record> = fan
-                    .iter()
-                    .filter(|r| r.system == sys && r.payload_bytes == *b)
-                    .collect();
-                if pts.is_empty() {
-                    continue;
-                }
-                pts.sort_by_key(|r| r.subscribers);
-                let d: Vec<String> = pts
-                    .iter()
-                    .map(|r| format!("{:.1},{:.1}", sx(r.subscribers as f64), sy(value(r))))
-                    .collect();
-                let dash = if bi == 0 {
-                    ""
-                } else {
-                    r#" stroke-dasharray="6,3""#
-                };
-                let _ = writeln!(
-                    svg,
-                    r#"<polyline points="{}" fill="none" stroke="{color}" stroke-width="2"{dash}/>"#,
-                    d.join(" ")
-                );
-                for p in &d {
-                    let (x, y) = p.split_once(',').unwrap_or(("0", "0"));
-                    let _ = writeln!(svg, r#"<circle cx="{x}" cy="{y}" r="3" fill="{color}"/>"#);
-                }
-                let ly = 34.0 + 14.0 * legend as f64;
-                let _ = writeln!(
-                    svg,
-                    r#"<line x1="{}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"{dash}/><text x="{}" y="{}">{sys} {b} B</text>"#,
-                    x0 + w - 150.0,
-                    x0 + w - 125.0,
-                    x0 + w - 120.0,
-                    ly + 4.0
-                );
-                legend += 1;
-            }
-        }
-    }
-    svg.push_str("</svg>\n");
-    svg
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -334,8 +196,5 @@ mod tests {
         let d = details(&rs);
         assert!(d[0].contains("met — 3.00x"), "{}", d[0]);
         assert!(d[1].contains("MISSED — 6.00x"), "{}", d[1]);
-        let svg = render_svg(&rs.iter().take(3).collect::<Vec<_>>());
-        assert!(svg.starts_with("<svg") && svg.trim_end().ends_with("</svg>"));
-        assert_eq!(svg.matches("<polyline").count(), 6);
     }
 }
