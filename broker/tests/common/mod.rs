@@ -30,8 +30,11 @@ pub struct Node {
     env: Vec<(String, String)>,
 }
 
-pub fn binary() -> &'static str {
-    env!("CARGO_BIN_EXE_herald")
+/// The `herald` under test: this build's, or `HERALD_TEST_BIN` (to run a
+/// test against another build, e.g. to check that it fails on the build
+/// before a fix).
+pub fn binary() -> String {
+    std::env::var("HERALD_TEST_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_herald").to_string())
 }
 
 impl Node {
