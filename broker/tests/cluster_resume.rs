@@ -176,3 +176,65 @@ async fn a_long_poll_chain_across_a_restart_repeats_and_skips_nothing() {
         "the restarted node answered polls before it had caught up"
     );
 }
+
+/// While a node is cut off from the cluster (its NATS server is down) it
+/// refuses to start subscriptions on every transport, each with its
+/// documented retry signal, and serves them again once it has caught up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_the_cluster_refuses_new_subscriptions_with_retry_signals() {
+    let mut nats = NatsServer::start();
+    let port = nats.port;
+    let nodes = start_cluster(&nats, 2, &[]).await;
+    let node = &nodes[0];
+    nats.stop();
+    // Until the node notices (NATS's ping interval at the latest).
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while get_json(node, "/readyz").await.0 != 503 {
+        assert!(tokio::time::Instant::now() < deadline, "never unready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Long-poll: 503 unavailable with Retry-After.
+    let r = http()
+        .get(node.url("/v1/poll?topic=a.b&timeout_ms=0"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "1");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["error"]["code"], "unavailable");
+
+    // WebSocket: the upgrade is refused the same way.
+    match tokio_tungstenite::connect_async(node.ws_url("/v1/ws")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => {
+            assert_eq!(res.status(), 503);
+            assert!(res.headers().contains_key("retry-after"));
+        }
+        other => panic!("upgraded while cut off: {:?}", other.map(|_| ())),
+    }
+
+    // SSE: a stream of one `unavailable` event with `retry:`, then its end
+    // (EventSource reconnects after `retry`; it would give up on a 503).
+    let text = http()
+        .get(node.url("/v1/sse?topic=a.b"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(text.starts_with("retry: "), "{text}");
+    assert!(
+        text.contains("event: unavailable\ndata: {\"error\":{\"code\":\"unavailable\""),
+        "{text}"
+    );
+
+    // Back: subscriptions are served again.
+    let _nats = NatsServer::start_on(port);
+    wait_ready(node, Duration::from_secs(30)).await;
+    let mut ws = node.ws().await;
+    ws.subscribe("a.b").await;
+    let (status, _) = get_json(node, "/v1/poll?topic=a.b&timeout_ms=0").await;
+    assert_eq!(status, 200);
+}
