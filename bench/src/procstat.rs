@@ -29,13 +29,7 @@ impl Proc {
 
 /// Clock ticks per second used by `/proc/*/stat` times.
 pub fn clock_ticks_per_sec() -> u64 {
-    // SAFETY: sysconf has no memory-safety preconditions.
-    let v = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    if v > 0 {
-        v as u64
-    } else {
-        100
-    }
+    rustix::param::clock_ticks_per_second()
 }
 
 /// utime + stime (all threads) in clock ticks, from a `/proc/PID/stat` line.

@@ -54,16 +54,7 @@ impl TokenBucket {
 /// The process's soft open-file limit (`RLIMIT_NOFILE`); `None` when it
 /// is unlimited or cannot be read.
 pub fn open_file_limit() -> Option<u64> {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes the struct it is given.
-    let ok = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    // rlim_t is u64 on Linux, not on every Unix.
-    #[allow(clippy::unnecessary_cast)]
-    let current = limit.rlim_cur as u64;
-    (ok && limit.rlim_cur != libc::RLIM_INFINITY).then_some(current)
+    rustix::process::getrlimit(rustix::process::Resource::Nofile).current
 }
 
 /// Descriptors kept out of the connection cap: the log's files, NATS,

@@ -76,7 +76,7 @@ async fn a_long_poll_chain_across_a_restart_repeats_and_skips_nothing() {
             let mut quiet_polls_after_stop = 0;
             let mut n = 0usize;
             loop {
-                let pick = if stay.load(Ordering::SeqCst) && n % 2 == 0 {
+                let pick = if stay.load(Ordering::SeqCst) && n.is_multiple_of(2) {
                     2
                 } else {
                     n % 3

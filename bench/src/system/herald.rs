@@ -73,16 +73,8 @@ pub fn parse_bound_addr(line: &str) -> Option<SocketAddr> {
 
 /// Whether `path` lives on a tmpfs (RAM), where fsync is free.
 fn is_tmpfs(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
     const TMPFS_MAGIC: i64 = 0x0102_1994;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    // SAFETY: statfs writes into the zeroed struct we own; c is NUL-terminated.
-    unsafe {
-        let mut st: libc::statfs = std::mem::zeroed();
-        libc::statfs(c.as_ptr(), &mut st) == 0 && st.f_type as i64 == TMPFS_MAGIC
-    }
+    rustix::fs::statfs(path).is_ok_and(|st| st.f_type as i64 == TMPFS_MAGIC)
 }
 
 /// How to start `herald serve`.

@@ -169,9 +169,8 @@ impl ManagedProcess {
                 status: self.try_wait(),
             };
         }
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe {
-            libc::kill(self.child.id() as libc::pid_t, libc::SIGTERM);
+        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
         }
         while started.elapsed() < grace {
             if let Some(status) = self.try_wait() {
