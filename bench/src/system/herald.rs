@@ -74,7 +74,7 @@ pub fn parse_bound_addr(line: &str) -> Option<SocketAddr> {
 /// Whether `path` lives on a tmpfs (RAM), where fsync is free.
 fn is_tmpfs(path: &Path) -> bool {
     const TMPFS_MAGIC: i64 = 0x0102_1994;
-    rustix::fs::statfs(path).is_ok_and(|st| st.f_type as i64 == TMPFS_MAGIC)
+    rustix::fs::statfs(path).is_ok_and(|st| st.f_type == TMPFS_MAGIC)
 }
 
 /// How to start `herald serve`.
