@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand};
 use herald::config::ServeArgs;
 
 // sled frees old versions of its tree nodes on its own threads; with glibc's
-// allocator every such free takes the writer thread's arena lock, which
-// halved the log's append rate across many topics (bench/README.md).
+// allocator every such free contends for the writer thread's arena lock,
+// which costs the log half its append rate across many topics.
 #[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

@@ -85,8 +85,7 @@ pub struct Args {
     pub inflight: usize,
     /// With `--pace probe`: bound deliveries (publishes × subscribers) in
     /// flight instead of publishes, i.e. `--inflight` = this / subscribers
-    /// (the bench's default before 2026-12-03 was 16000: 16 publishes in
-    /// flight at 1k subscribers, 1 at 10k).
+    /// (16000 means 16 publishes in flight at 1k subscribers, 1 at 10k).
     #[arg(long)]
     pub inflight_deliveries: Option<usize>,
     /// Run the whole plan N times (interleaved) and keep each (system,
