@@ -71,6 +71,8 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
             state.started.elapsed().as_secs_f64(),
         ),
     ]);
+    let mut body = body;
+    crate::metrics::process::render(&mut body);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")
         .body(body)

@@ -1,6 +1,8 @@
 //! Prometheus metrics: lock-free counters, gauges and histograms, rendered
 //! in the Prometheus text exposition format (0.0.4) at `/metrics`.
 
+pub mod process;
+
 use std::{
     fmt::Write as _,
     sync::atomic::{AtomicI64, AtomicU64, Ordering},
