@@ -144,28 +144,9 @@ impl Placement {
     }
 }
 
-/// Rendezvous score of (node, topic): a copy of `score` in
-/// `broker/src/cluster/membership.rs` (FNV-1a, then a 64-bit finalizer), so
-/// the bench can say which node sequences the topic.
-fn score(node: &str, topic: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in node.bytes().chain([0xff]).chain(topic.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
-
 /// The member that owns (sequences) `topic`: the highest score.
 pub fn rendezvous_owner<'a>(members: &[&'a str], topic: &str) -> Option<&'a str> {
-    members
-        .iter()
-        .copied()
-        .max_by_key(|m| (score(m, topic), *m))
+    herald_core::owner::owner(members.iter().copied(), topic)
 }
 
 /// The last `cluster view changed members=[…]` a node logged, if any.

@@ -28,28 +28,10 @@ pub struct View {
     me: String,
 }
 
-/// FNV-1a, then a 64-bit finalizer: stable across builds and platforms,
-/// which rendezvous hashing needs (every node must agree on the scores).
-fn score(node: &str, topic: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in node.bytes().chain([0xff]).chain(topic.bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
-    h ^= h >> 33;
-    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
-    h ^ (h >> 33)
-}
-
 impl View {
     /// The member that sequences `topic`: the highest rendezvous score.
     pub fn owner(&self, topic: &str) -> &str {
-        self.members
-            .iter()
-            .max_by_key(|m| (score(m, topic), m.as_str()))
-            .map(String::as_str)
+        herald_core::owner::owner(self.members.iter().map(String::as_str), topic)
             .unwrap_or(&self.me)
     }
 
