@@ -15,6 +15,7 @@ pub mod cluster;
 pub mod config;
 
 pub mod engine;
+pub mod error;
 pub mod http;
 pub mod hub;
 pub mod json;
@@ -22,8 +23,10 @@ pub mod limits;
 pub mod log;
 pub mod metrics;
 pub mod server;
+pub mod state;
 pub mod telemetry;
 pub mod transport;
+pub mod validate;
 pub mod wire;
 
 pub use server::{run, ServerError};

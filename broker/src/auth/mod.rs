@@ -20,7 +20,7 @@ use std::{collections::HashMap, path::PathBuf, sync::Arc};
 use serde::{Deserialize, Serialize};
 
 pub use self::{credentials::Credentials, jwt::JwtVerifier};
-use crate::hub::{Pattern, Topic};
+use herald_core::{Pattern, Topic};
 
 /// Why a request was not authenticated or authorized.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -24,8 +24,8 @@ use actix_web::{
 };
 use futures_util::future::LocalBoxFuture;
 
-use super::error::{ApiError, ErrorCode};
 use crate::config::Config;
+use crate::error::{ApiError, ErrorCode};
 
 /// Which origins are allowed.
 #[derive(Debug, Clone)]

@@ -35,7 +35,7 @@ use crate::{
     auth::{AuthError, Credentials},
     hub::Pattern,
     metrics::{Metrics, Transport},
-    server::AppState,
+    state::AppState,
 };
 
 const INDEX_HTML: &str = include_str!("dashboard/index.html");

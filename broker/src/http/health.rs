@@ -2,8 +2,8 @@
 
 use actix_web::{web, HttpResponse};
 
-use super::error::{ApiError, ErrorCode};
-use crate::server::AppState;
+use crate::error::{ApiError, ErrorCode};
+use crate::state::AppState;
 
 /// 200 while the process is up.
 pub async fn healthz() -> HttpResponse {

@@ -4,8 +4,8 @@ use actix_web::{web, HttpResponse};
 use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
 
-use super::error::ApiError;
-use crate::{hub::Topic, server::AppState};
+use crate::error::ApiError;
+use crate::{hub::Topic, state::AppState};
 
 /// Query of a history read.
 #[derive(Debug, Deserialize)]

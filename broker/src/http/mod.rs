@@ -2,7 +2,6 @@
 
 pub mod cors;
 pub mod dashboard;
-pub mod error;
 pub mod health;
 pub mod history;
 pub mod presence;
@@ -20,9 +19,9 @@ use actix_web::{
 use bytes::{Bytes, BytesMut};
 use futures_util::StreamExt;
 
-pub use self::error::{ApiError, ErrorCode};
+pub use crate::error::{ApiError, ErrorCode};
 use crate::{
-    server::AppState,
+    state::AppState,
     transport::{
         self,
         ws::takeover::{AppFactory, Takeover},
@@ -106,8 +105,10 @@ fn app(
     let echo = data.config.enable_echo;
     let app = App::new()
         .app_data(data.clone())
-        .app_data(web::QueryConfig::default().error_handler(|e, _| error::extractor_error(e)))
-        .app_data(web::PathConfig::default().error_handler(|e, _| error::extractor_error(e)))
+        .app_data(
+            web::QueryConfig::default().error_handler(|e, _| crate::error::extractor_error(e)),
+        )
+        .app_data(web::PathConfig::default().error_handler(|e, _| crate::error::extractor_error(e)))
         .wrap(cors::Cors::new(&data.config))
         .wrap_fn(count_responses)
         .service(get_only("/healthz").route(web::get().to(health::healthz)))

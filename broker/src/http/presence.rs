@@ -3,10 +3,10 @@
 use actix_web::{web, HttpResponse};
 use serde::Deserialize;
 
-use super::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorCode};
 use crate::{
     hub::{Pattern, Topic},
-    server::AppState,
+    state::AppState,
 };
 
 /// Query of a presence read.

@@ -9,16 +9,17 @@ use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
-use super::{error::ApiError, read_body};
+use super::read_body;
 use crate::{
     engine::{PublishItem, Published},
     hub::Topic,
     json,
-    server::AppState,
+    state::AppState,
 };
-
-/// Longest accepted idempotency key.
-pub const MAX_IDEMPOTENCY_KEY: usize = 255;
+use crate::{
+    error::ApiError,
+    validate::{check_idempotency_key, check_payload},
+};
 
 #[derive(Serialize)]
 struct Ack<'a> {
@@ -33,19 +34,6 @@ impl<'a> From<&'a Published> for Ack<'a> {
             seq: p.seq,
         }
     }
-}
-
-/// Checks an idempotency key: 1–255 printable ASCII characters.
-pub fn check_idempotency_key(key: &str) -> Result<(), ApiError> {
-    if key.is_empty()
-        || key.len() > MAX_IDEMPOTENCY_KEY
-        || !key.bytes().all(|b| (0x21..=0x7e).contains(&b))
-    {
-        return Err(ApiError::bad_request(
-            "Idempotency-Key must be 1-255 printable ASCII characters",
-        ));
-    }
-    Ok(())
 }
 
 fn idempotency_header(req: &HttpRequest) -> Result<Option<String>, ApiError> {
@@ -70,19 +58,6 @@ fn is_json(req: &HttpRequest) -> bool {
                 || (mime.starts_with("application/") && mime.ends_with("+json"))
         })
         .unwrap_or(false)
-}
-
-/// Checks compact, valid JSON `data` against the payload limit of its
-/// namespace (413) and the node's nesting limit (400). Every publish path
-/// (REST, batch, WebSocket) goes through here.
-pub fn check_payload(state: &AppState, topic: &Topic, data: &str) -> Result<(), ApiError> {
-    let limit = state.config.max_payload_for(topic);
-    if data.len() > limit {
-        state.metrics.payload_too_large.inc();
-        return Err(ApiError::too_large(limit));
-    }
-    json::check_data(data, state.config.limits.max_json_depth)
-        .map_err(|e| ApiError::bad_request(format!("data refused: {e}")))
 }
 
 /// Charges `n` publishes to the client's rate (API key or token subject,

@@ -118,7 +118,7 @@ pub fn message_span(step: &'static str, traceparent: &str, topic: &str, seq: u64
 
 /// The `deliver` span of `message` to one subscriber over `transport`, if
 /// the message is traced and OpenTelemetry is on; ends when dropped.
-pub fn deliver_span(message: &crate::hub::Message, transport: &'static str) -> Option<Span> {
+pub fn deliver_span(message: &herald_core::Message, transport: &'static str) -> Option<Span> {
     if !otel_enabled() {
         return None;
     }

@@ -6,7 +6,6 @@
 //! deduplication, replay and slow-consumer handling live in the subscriber.
 
 pub mod poll;
-pub mod presence;
 pub mod protocol;
 pub mod sse;
 pub mod ws;
@@ -14,10 +13,10 @@ pub mod ws;
 use std::sync::Arc;
 
 use crate::{
-    http::{ApiError, ErrorCode},
+    error::{ApiError, ErrorCode},
     hub::{ConnectionGuard, Cursor, Pattern, Subscriber},
     metrics::{Metrics, Transport},
-    server::AppState,
+    state::AppState,
 };
 
 /// Most topics one SSE or long-poll request may name.

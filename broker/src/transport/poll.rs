@@ -12,10 +12,10 @@ use bytes::{BufMut, BytesMut};
 
 use super::{gap_json, new_subscriber, ConnectionTracker, StreamQuery};
 use crate::{
-    http::ApiError,
+    error::ApiError,
     hub::{Event, MailboxState, Resume},
     metrics::Transport,
-    server::AppState,
+    state::AppState,
 };
 
 /// `{"messages":[envelope, ...],"cursor":"..."}`, plus `"gaps":[...]` when
@@ -100,7 +100,7 @@ pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         && expires.is_some_and(|exp| tokio::time::Instant::now() >= exp)
     {
         return Err(ApiError::new(
-            crate::http::ErrorCode::Unauthorized,
+            crate::error::ErrorCode::Unauthorized,
             "token expired; poll again with a fresh token",
         ));
     }

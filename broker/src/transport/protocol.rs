@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::{
-    http::{error::ErrorCode, ApiError},
+    error::{ApiError, ErrorCode},
     hub::{Cursor, Pattern, Resume, Topic},
     json,
 };
@@ -123,7 +123,7 @@ fn required<'a>(raw: Option<&'a RawValue>, name: &str) -> Result<Cow<'a, str>, A
 
 /// Parses one text frame. `max_payload` bounds a publish's `data`, and so
 /// does [`json::HARD_MAX_DEPTH`]; the node's (and a namespace's) own limits
-/// are applied by [`check_payload`](crate::http::publish::check_payload).
+/// are applied by [`check_payload`](crate::validate::check_payload).
 pub fn parse_op(text: &str, max_payload: usize) -> Result<ClientOp, OpError> {
     // serde would read a JSON array into the struct positionally.
     if !text.trim_start().starts_with('{') {
@@ -218,7 +218,7 @@ pub fn parse_op(text: &str, max_payload: usize) -> Result<ClientOp, OpError> {
                 .map_err(fail)?
                 .map(Cow::into_owned);
             if let Some(key) = &idempotency_key {
-                crate::http::publish::check_idempotency_key(key).map_err(fail)?;
+                crate::validate::check_idempotency_key(key).map_err(fail)?;
             }
             let traceparent = string_field(frame.traceparent, "traceparent")
                 .map_err(fail)?

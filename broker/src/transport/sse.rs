@@ -14,12 +14,13 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::stream;
 use tokio::sync::watch;
 
-use super::{gap_json, new_subscriber, presence::ClientPresence, ConnectionTracker, StreamQuery};
+use super::{gap_json, new_subscriber, ConnectionTracker, StreamQuery};
 use crate::{
-    http::ApiError,
+    error::ApiError,
+    hub::presence::ClientPresence,
     hub::{Cursor, Event, MailboxState, Resume, Subscriber},
     metrics::Transport,
-    server::AppState,
+    state::AppState,
 };
 
 /// Client reconnect delay suggested to `EventSource`, ms.

@@ -13,6 +13,7 @@
 //! Events are best effort: they are not logged, not resumable, and a
 //! listener that does not drain its small queue loses the oldest.
 
+mod client;
 mod feed;
 
 use std::{
@@ -27,7 +28,10 @@ use parking_lot::{Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
-pub use self::feed::{PresenceFeed, PresenceFrame, FEED_CAPACITY};
+pub use self::{
+    client::{ClientPresence, PollLease, PollSessions, POLL_SESSION_GRACE},
+    feed::{PresenceFeed, PresenceFrame, FEED_CAPACITY},
+};
 
 use super::topic::{Pattern, Topic};
 

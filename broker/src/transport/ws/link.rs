@@ -41,7 +41,7 @@ use super::{
     Exit, LinkSetup,
 };
 use crate::{
-    server::AppState,
+    state::AppState,
     wire::websocket::{self, OpCode},
 };
 
@@ -242,7 +242,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Link<IO> {
                     self.with_ctx(|ctx| {
                         ctx.error(
                             None,
-                            &crate::http::ApiError::bad_request(
+                            &crate::error::ApiError::bad_request(
                                 "binary frames are not supported; send JSON text frames",
                             ),
                         )

@@ -26,7 +26,7 @@ use std::{cell::RefCell, rc::Rc, sync::Arc};
 use actix_web::{http::StatusCode, web, HttpMessage, HttpRequest, HttpResponse};
 
 use super::ConnectionTracker;
-use crate::{http::ApiError, metrics::Transport, server::AppState};
+use crate::{error::ApiError, metrics::Transport, state::AppState};
 use session::Session;
 
 /// Largest message the echo endpoint takes: conformance suites send up to

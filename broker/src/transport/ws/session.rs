@@ -13,14 +13,14 @@ use super::{
 use crate::{
     auth::Identity,
     engine::{PublishError, Published},
+    hub::presence::ClientPresence,
     hub::{Event, MailboxState, Subscriber},
     limits::TokenBucket,
     metrics::{Metrics, Transport},
-    server::AppState,
+    state::AppState,
     telemetry::trace,
     transport::{
         new_subscriber,
-        presence::ClientPresence,
         protocol::{OpId, Reply},
         ConnectionTracker,
     },

@@ -13,8 +13,8 @@ use serde_json::value::RawValue;
 
 use super::{outbox::Outbox, session::Session};
 use crate::{
-    http::{ApiError, ErrorCode},
-    server::AppState,
+    error::{ApiError, ErrorCode},
+    state::AppState,
     transport::protocol::{parse_op, ClientOp, OpError, Reply},
     wire::websocket::{self, OpCode},
 };

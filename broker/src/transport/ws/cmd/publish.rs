@@ -7,7 +7,7 @@ use tracing::Instrument;
 use super::Ctx;
 use crate::{
     engine::{PublishItem, Published},
-    http::{ApiError, ErrorCode},
+    error::{ApiError, ErrorCode},
     hub::Topic,
     telemetry::trace,
     transport::{
@@ -27,7 +27,7 @@ pub fn apply(
     if let Err(e) = ctx.session.identity.check_publish(&topic) {
         return ctx.error(id.as_deref(), &e.into());
     }
-    if let Err(e) = crate::http::publish::check_payload(ctx.state, &topic, &data) {
+    if let Err(e) = crate::validate::check_payload(ctx.state, &topic, &data) {
         return ctx.error(id.as_deref(), &e);
     }
     if let Some(rate) = &mut ctx.session.rate {

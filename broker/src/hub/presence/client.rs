@@ -20,14 +20,8 @@ use std::{
 
 use parking_lot::Mutex;
 
-use crate::{
-    auth::Identity,
-    hub::{
-        presence::{ClientInfo, Presence, PresenceFeed},
-        Pattern,
-    },
-    metrics::Transport,
-};
+use super::{ClientInfo, Presence, PresenceFeed};
+use crate::{auth::Identity, hub::Pattern, metrics::Transport};
 
 /// How long a long-poll client stays present after its last request ended.
 pub const POLL_SESSION_GRACE: Duration = Duration::from_secs(5);
