@@ -41,6 +41,9 @@ pub(super) enum Work {
         floor: u64,
         /// Last seq.
         to: u64,
+        /// Report what retention removed before the first retained message
+        /// when that message is owed (some removed ones may be too).
+        report_trimmed: bool,
     },
 }
 
@@ -77,8 +80,23 @@ impl Work {
                 });
                 Ok(true)
             }
-            Work::ReplaySinceTs { topic, floor, to } => {
+            Work::ReplaySinceTs {
+                topic,
+                floor,
+                to,
+                report_trimmed,
+            } => {
                 let from = log.first_seq_since_ts(topic, *floor, *to)?;
+                if let (Some(from), true) = (from, *report_trimmed) {
+                    let first = log.read(topic, 1, 1)?.into_iter().next();
+                    if from > 1 && first.is_some_and(|m| m.seq == from) {
+                        out.push(Event::Gap {
+                            topic: topic.clone(),
+                            from: 1,
+                            to: from - 1,
+                        });
+                    }
+                }
                 *work = Work::Replay {
                     topic: topic.clone(),
                     from: from.unwrap_or(*to + 1),

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use crate::{
     error::{ApiError, ErrorCode},
-    hub::{ConnectionGuard, Cursor, Pattern, Subscriber},
+    hub::{ConnectionGuard, Cursor, Pattern, Resume, Subscriber},
     metrics::{Metrics, Transport},
     state::AppState,
 };
@@ -115,6 +115,11 @@ pub struct StreamQuery {
     pub presence: bool,
     /// `client_id` (long-poll): the session of earlier polls.
     pub client_id: Option<String>,
+    /// `since=N`: every topic from after seq N (unless a cursor is given).
+    pub since: Option<u64>,
+    /// `since_ts=T`: every topic from its first message at or after T (ms
+    /// since the epoch; unless a cursor is given).
+    pub since_ts: Option<u64>,
 }
 
 impl StreamQuery {
@@ -128,6 +133,8 @@ impl StreamQuery {
             timeout_ms: None,
             presence: false,
             client_id: None,
+            since: None,
+            since_ts: None,
         };
         for (key, value) in pairs {
             match key.as_str() {
@@ -138,6 +145,16 @@ impl StreamQuery {
                     }
                 }
                 "cursor" => out.cursor = Some(Cursor::decode(&value)?),
+                "since" => {
+                    out.since = Some(value.parse().map_err(|_| {
+                        ApiError::bad_request("since must be a non-negative integer")
+                    })?)
+                }
+                "since_ts" => {
+                    out.since_ts = Some(value.parse().map_err(|_| {
+                        ApiError::bad_request("since_ts must be ms since the epoch")
+                    })?)
+                }
                 "timeout_ms" if allow_timeout => {
                     out.timeout_ms = Some(value.parse().map_err(|_| {
                         ApiError::bad_request("timeout_ms must be a non-negative integer")
@@ -170,6 +187,9 @@ impl StreamQuery {
                 "at least one topic parameter is required",
             ));
         }
+        if out.since.is_some() && out.since_ts.is_some() {
+            return Err(ApiError::bad_request("give since or since_ts, not both"));
+        }
         if out.patterns.len() > MAX_QUERY_TOPICS {
             return Err(ApiError::bad_request(format!(
                 "at most {MAX_QUERY_TOPICS} topics per request"
@@ -180,6 +200,19 @@ impl StreamQuery {
 }
 
 impl StreamQuery {
+    /// Where each pattern starts. A cursor (`?cursor=`, `Last-Event-ID`)
+    /// wins: `since` and `since_ts` say where a stream starts the first
+    /// time, and a client that passes the cursor back (an `EventSource`
+    /// reconnecting, the next poll) keeps its URL.
+    pub fn resume(&self) -> Resume {
+        match (&self.cursor, self.since, self.since_ts) {
+            (Some(_), _, _) => Resume::Live,
+            (None, Some(n), _) => Resume::Since(n),
+            (None, None, Some(ts)) => Resume::SinceTs(ts),
+            (None, None, None) => Resume::Live,
+        }
+    }
+
     /// Checks every topic and the cursor against `identity` (403 on the
     /// first refusal): a cursor may only name readable topics.
     pub fn authorize(&self, identity: &crate::auth::Identity) -> Result<(), ApiError> {

@@ -13,7 +13,7 @@ use bytes::{BufMut, BytesMut};
 use super::{gap_json, new_subscriber, ConnectionTracker, StreamQuery};
 use crate::{
     error::ApiError,
-    hub::{Event, MailboxState, Resume},
+    hub::{Event, MailboxState},
     metrics::Transport,
     state::AppState,
 };
@@ -34,11 +34,12 @@ pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
         .min(transport.poll_max_timeout);
     let _tracker = ConnectionTracker::admit(&state, Transport::Poll, &req)?;
     let mut subscriber = new_subscriber(&state);
+    let resume = query.resume();
     if let Some(cursor) = query.cursor {
         subscriber.resume_from(cursor);
     }
     for pattern in &query.patterns {
-        subscriber.subscribe(pattern.clone(), Resume::Live)?;
+        subscriber.subscribe(pattern.clone(), resume.clone())?;
     }
     // A `timeout_ms=0` poll that names no session and asks for no events
     // is a peek (clients use one to learn a starting cursor): it does not

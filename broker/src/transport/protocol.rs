@@ -87,6 +87,8 @@ struct RawFrame<'a> {
     #[serde(borrow, default)]
     since: Option<&'a RawValue>,
     #[serde(borrow, default)]
+    since_ts: Option<&'a RawValue>,
+    #[serde(borrow, default)]
     cursor: Option<&'a RawValue>,
     /// Present-but-`null` must stay distinguishable from absent.
     #[serde(borrow, default, deserialize_with = "present")]
@@ -161,25 +163,30 @@ pub fn parse_op(text: &str, max_payload: usize) -> Result<ClientOp, OpError> {
         "subscribe" => {
             let pattern = Pattern::parse(&required(frame.topic, "topic").map_err(fail)?)
                 .map_err(|e| fail(e.into()))?;
-            let since = match frame.since {
-                None => None,
-                Some(v) if v.get() == "null" => None,
-                Some(v) => Some(v.get().parse::<u64>().map_err(|_| {
-                    fail(ApiError::bad_request(
-                        "'since' must be a non-negative integer",
-                    ))
-                })?),
+            let number = |raw: Option<&RawValue>, name: &str| match raw {
+                None => Ok(None),
+                Some(v) if v.get() == "null" => Ok(None),
+                Some(v) => v.get().parse::<u64>().map(Some).map_err(|_| {
+                    fail(ApiError::bad_request(format!(
+                        "'{name}' must be a non-negative integer"
+                    )))
+                }),
             };
+            let since = number(frame.since, "since")?;
+            let since_ts = number(frame.since_ts, "since_ts")?;
             let cursor = string_field(frame.cursor, "cursor").map_err(fail)?;
-            let resume = match (since, cursor) {
-                (Some(_), Some(_)) => {
+            let resume = match (since, since_ts, cursor) {
+                (None, None, None) => Resume::Live,
+                (Some(n), None, None) => Resume::Since(n),
+                (None, Some(ts), None) => Resume::SinceTs(ts),
+                (None, None, Some(c)) => {
+                    Resume::Cursor(Cursor::decode(&c).map_err(|e| fail(e.into()))?)
+                }
+                _ => {
                     return Err(fail(ApiError::bad_request(
-                        "give 'since' or 'cursor', not both",
+                        "give one of 'since', 'since_ts' and 'cursor'",
                     )))
                 }
-                (Some(n), None) => Resume::Since(n),
-                (None, Some(c)) => Resume::Cursor(Cursor::decode(&c).map_err(|e| fail(e.into()))?),
-                (None, None) => Resume::Live,
             };
             let presence = match frame.presence.map(RawValue::get) {
                 None | Some("false") | Some("null") => false,

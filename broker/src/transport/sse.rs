@@ -18,7 +18,7 @@ use super::{gap_json, new_subscriber, ConnectionTracker, StreamQuery};
 use crate::{
     error::ApiError,
     hub::presence::ClientPresence,
-    hub::{Cursor, Event, MailboxState, Resume, Subscriber},
+    hub::{Cursor, Event, MailboxState, Subscriber},
     metrics::Transport,
     state::AppState,
 };
@@ -78,11 +78,12 @@ pub async fn stream(
     let tracker = ConnectionTracker::admit(&state, Transport::Sse, &req)?;
     let mut presence = ClientPresence::new(state.presence.clone(), Transport::Sse, identity.sub);
     let mut subscriber = new_subscriber(&state);
+    let resume = query.resume();
     if let Some(cursor) = query.cursor {
         subscriber.resume_from(cursor);
     }
     for pattern in query.patterns {
-        subscriber.subscribe(pattern.clone(), Resume::Live)?;
+        subscriber.subscribe(pattern.clone(), resume.clone())?;
         presence.join(&pattern, query.presence);
     }
     let mut opening = BytesMut::new();

@@ -69,8 +69,12 @@ pub enum Resume {
     /// Live from now (or, right after [`Subscriber::resume_from`], from
     /// that cursor).
     Live,
-    /// After this seq (concrete topics only).
+    /// After this seq: of the topic, or of each topic a pattern matches
+    /// (`0`: every retained message).
     Since(u64),
+    /// From the first message with `ts` at or after this time (ms since
+    /// the epoch), per topic; what retention removed is reported as a gap.
+    SinceTs(u64),
     /// From a cursor: listed topics after their seq, other matching topics
     /// from the cursor's floor.
     Cursor(Cursor),
@@ -82,9 +86,39 @@ pub enum SubscribeError {
     /// Per-connection subscription limit reached.
     #[error("subscription limit of {0} per connection reached")]
     TooMany(usize),
-    /// `since` given with a wildcard pattern.
-    #[error("'since' needs a concrete topic; use a cursor (SSE, long-poll) to resume patterns")]
-    SinceOnPattern,
+}
+
+/// Which messages of a topic not tracked yet a pattern owes: those after
+/// `after_seq` when it is set (a `since` on a pattern), else those with
+/// `ts >= ts` (a live subscription's start, a cursor's floor, a
+/// `since_ts`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Start {
+    /// Oldest `ts` owed.
+    pub ts: u64,
+    /// Seqs up to this one are not owed.
+    pub after_seq: Option<u64>,
+    /// Report what retention removed before the first retained message
+    /// (`since_ts`: the client asked for a time, and may be owed some).
+    pub report_trimmed: bool,
+}
+
+impl Start {
+    fn at(ts: u64) -> Self {
+        Start {
+            ts,
+            after_seq: None,
+            report_trimmed: false,
+        }
+    }
+
+    /// Whether message `seq` (sent at `ts`) is owed.
+    fn owes(&self, seq: u64, ts: u64) -> bool {
+        match self.after_seq {
+            Some(n) => seq > n,
+            None => ts >= self.ts,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Default)]
@@ -105,9 +139,10 @@ pub struct Subscriber {
     hub: Arc<Hub>,
     log: Arc<dyn MessageLog>,
     mailbox: Arc<Mailbox>,
-    /// Subscribed patterns, each with the `ts` from which topics first seen
-    /// under it are replayed (its subscribe time, or a resumed cursor's floor).
-    patterns: Vec<(Pattern, u64)>,
+    /// Subscribed patterns, each with what it owes of topics first seen
+    /// under it (from its subscribe time, a resumed cursor's floor, a
+    /// `since` or a `since_ts`).
+    patterns: Vec<(Pattern, Start)>,
     max_patterns: usize,
     /// Set by [`Subscriber::resume_from`] until events are first taken:
     /// patterns subscribed meanwhile continue the cursor.
@@ -171,13 +206,10 @@ impl Subscriber {
         resume: Resume,
     ) -> Result<Option<Cursor>, SubscribeError> {
         let topic = pattern.as_topic();
-        if matches!(resume, Resume::Since(_)) && topic.is_none() {
-            return Err(SubscribeError::SinceOnPattern);
-        }
         if let Some((_, start)) = self.patterns.iter().find(|(p, _)| *p == pattern) {
             // Already subscribed: nothing changes (a connection never gets a
             // seq twice), but the caller learns where the subscription stands.
-            return Ok(Some(self.cursor_for(&pattern, *start)));
+            return Ok(Some(self.cursor_for(&pattern, start.ts)));
         }
         if self.patterns.len() >= self.max_patterns {
             return Err(SubscribeError::TooMany(self.max_patterns));
@@ -190,11 +222,30 @@ impl Subscriber {
         // subscription starts now; a resumed one at its cursor's floor.
         // `resumed`: this subscription continues a cursor, so an unlisted
         // concrete topic starts at the floor rather than live.
-        let resumed = self.resuming || matches!(resume, Resume::Cursor(_));
+        let resumed = self.resuming
+            || matches!(resume, Resume::Cursor(_) | Resume::SinceTs(_));
         let (start, since) = match resume {
-            Resume::Live if self.resuming => (self.floor, None),
-            Resume::Live => (self.hub.watermark(), None),
-            Resume::Since(n) => (self.hub.watermark(), Some(n)),
+            Resume::Live if self.resuming => (Start::at(self.floor), None),
+            Resume::Live => (Start::at(self.hub.watermark()), None),
+            // A concrete topic is tracked from `n` on; a pattern owes each
+            // topic it matches what came after `n`, whenever it was sent.
+            Resume::Since(n) if topic.is_some() => (Start::at(self.hub.watermark()), Some(n)),
+            Resume::Since(n) => (
+                Start {
+                    ts: 0,
+                    after_seq: Some(n),
+                    report_trimmed: false,
+                },
+                None,
+            ),
+            Resume::SinceTs(ts) => (
+                Start {
+                    ts,
+                    after_seq: None,
+                    report_trimmed: true,
+                },
+                None,
+            ),
             Resume::Cursor(cursor) => {
                 for (t, seq) in cursor
                     .positions
@@ -206,24 +257,28 @@ impl Subscriber {
                         self.positions.insert(t, position);
                     }
                 }
-                (cursor.floor, None)
+                (Start::at(cursor.floor), None)
             }
         };
         match &topic {
             Some(topic) => {
                 let head = self.hub.head(topic);
                 // Where an untracked concrete topic starts: after `since`;
-                // when resuming a cursor that does not list it, at its first
-                // message since the cursor's floor (like any other topic the
-                // cursor does not list); otherwise live.
+                // when resuming a cursor that does not list it, or from a
+                // `since_ts`, at its first message since that time (like any
+                // other topic the cursor does not list); otherwise live.
                 let from = match since {
                     Some(n) => n,
-                    None if resumed && !self.positions.contains_key(topic) => self
-                        .log
-                        .first_seq_since_ts(topic, start, head.last_seq)
-                        .ok()
-                        .flatten()
-                        .map_or(head.last_seq, |first| first - 1),
+                    None if resumed && !self.positions.contains_key(topic) => {
+                        if start.report_trimmed {
+                            self.owe_trimmed(topic, start.ts);
+                        }
+                        self.log
+                            .first_seq_since_ts(topic, start.ts, head.last_seq)
+                            .ok()
+                            .flatten()
+                            .map_or(head.last_seq, |first| first - 1)
+                    }
                     None => head.last_seq,
                 };
                 let pos = self.positions.entry(topic.clone()).or_insert(Position {
@@ -244,7 +299,7 @@ impl Subscriber {
             }
             None => self.schedule_backlog(&pattern, start),
         }
-        let cursor = self.cursor_for(&pattern, start);
+        let cursor = self.cursor_for(&pattern, start.ts);
         self.patterns.push((pattern, start));
         Ok(Some(cursor))
     }
@@ -407,7 +462,7 @@ impl Subscriber {
                 // before (a resumed cursor's promise), or older than the
                 // subscription. A copy a node receives late (catch-up after
                 // a restart, replication after a NATS outage) is not new.
-                if message.ts < self.first_seen_floor(&message.topic) {
+                if !self.owed_first_seen(&message.topic, message.seq, message.ts) {
                     return None;
                 }
                 self.owe_before_first_seen(&message.topic, message.seq);
