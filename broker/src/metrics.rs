@@ -142,6 +142,8 @@ pub struct Metrics {
     pub ws_oversized_messages: Counter,
     /// HTTP responses by status class (1xx..5xx).
     pub http_responses: [Counter; 5],
+    /// Stored records that failed their checksum when read.
+    pub log_corrupt_records: Counter,
 }
 
 impl Metrics {
@@ -283,6 +285,12 @@ impl Metrics {
             "herald_retention_trimmed_messages_total",
             "Messages removed by retention.",
             self.retention_trimmed.get(),
+        );
+        counter(
+            &mut out,
+            "herald_log_corrupt_records_total",
+            "Stored records that failed their checksum when read.",
+            self.log_corrupt_records.get(),
         );
         histogram(
             &mut out,

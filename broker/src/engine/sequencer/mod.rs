@@ -8,6 +8,10 @@
 //! publishers ──cmd──▶ writer: assign seq/ts → log.append → log.sync ──Committed──▶ output
 //! ```
 //!
+//! In `always` mode a mark thread ([`mark`]) sits between the writer and the
+//! output: it records the batch's topic heads in the acknowledged-heads
+//! journal before anyone is answered.
+//!
 //! The output is either the built-in fan-out thread (single node: dispatch,
 //! then ack) or a channel the cluster engine reads (replicate first, then
 //! dispatch and ack). While the output fans a batch out, the writer is
@@ -31,13 +35,14 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+mod mark;
 mod writer;
 
 use self::writer::Writer;
 use super::{PublishError, PublishItem, Published};
 use crate::{
     hub::{Hub, InFlight, Message, Topic, TopicHead},
-    log::{LogEntry, MessageLog},
+    log::{acked::AckedHeads, LogEntry, MessageLog},
 };
 
 /// Most publishes sequenced as one batch.
@@ -171,6 +176,7 @@ pub enum Output {
 pub struct Sequencer {
     tx: parking_lot::Mutex<Option<mpsc::Sender<Command>>>,
     healthy: Arc<AtomicBool>,
+    log: Arc<dyn MessageLog>,
     threads: parking_lot::Mutex<Vec<thread::JoinHandle<()>>>,
 }
 
@@ -181,6 +187,9 @@ pub struct SequencerOptions {
     pub durability: Durability,
     /// How long an idempotency key is remembered.
     pub idempotency_window: Duration,
+    /// The acknowledged-heads journal; with `always` durability every batch
+    /// is recorded there before it is acknowledged.
+    pub journal: Option<Arc<parking_lot::Mutex<AckedHeads>>>,
 }
 
 const STOPPED: &str = "node is shutting down";
@@ -212,10 +221,23 @@ impl Sequencer {
                 sink
             }
         };
+        let sink = match (&options.journal, options.durability) {
+            (Some(journal), Durability::Always) => {
+                let (to_mark, marking) = mpsc::unbounded_channel::<Committed>();
+                threads.push(mark::spawn(
+                    journal.clone(),
+                    marking,
+                    sink,
+                    healthy.clone(),
+                )?);
+                to_mark
+            }
+            _ => sink,
+        };
         let heads: HashMap<Topic, TopicHead> = hub.all_heads().into_iter().collect();
         let writer = Writer {
             hub,
-            log,
+            log: log.clone(),
             options,
             heads,
             healthy: healthy.clone(),
@@ -229,6 +251,7 @@ impl Sequencer {
         Ok(Sequencer {
             tx: parking_lot::Mutex::new(Some(tx)),
             healthy,
+            log,
             threads: parking_lot::Mutex::new(threads),
         })
     }
@@ -269,6 +292,15 @@ impl Sequencer {
     /// Whether storage is still accepting writes.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
+    }
+
+    /// `Ok` while storage accepts writes and the log is trusted; else why
+    /// not (a failed write, corruption met at run time, a repair under way).
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.is_healthy() {
+            return Err("storage failed".into());
+        }
+        self.log.damage().reason().map_or(Ok(()), Err)
     }
 
     /// Stops taking commands, completes queued ones, syncs and joins.
