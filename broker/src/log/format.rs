@@ -67,6 +67,36 @@ pub fn read_marker(dir: &Path) -> Result<Option<u8>, String> {
     }
 }
 
+/// Checks sled's own settings file (`log/conf`) before sled reads it: sled
+/// only warns when its checksum fails and would go on to read the log with
+/// whatever settings the damaged file holds.
+pub fn check_sled_conf(dir: &Path) -> Result<(), String> {
+    let path = dir.join("log").join("conf");
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{} is unreadable: {e}", path.display())),
+    };
+    let intact = bytes.len() > 8 && {
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        crc32fast::hash(body).to_le_bytes() == crc
+    };
+    if intact {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} (the storage engine's settings) is damaged: its checksum does not match",
+            path.display()
+        ))
+    }
+}
+
+/// Removes a damaged `log/conf`; sled writes it again with the settings
+/// Herald always uses (used when the operator accepts damage).
+pub fn reset_sled_conf(dir: &Path) -> std::io::Result<()> {
+    std::fs::remove_file(dir.join("log").join("conf"))
+}
+
 /// Rewrites the marker with the oldest format name, so that the format
 /// record inside the log decides (used when the operator accepts damage).
 pub fn reset_marker(dir: &Path) -> std::io::Result<()> {
@@ -85,6 +115,7 @@ pub(super) fn open(dir: &Path, config: sled::Config) -> Result<Opened, LogError>
         .map(|mut d| d.next().is_some())
         .unwrap_or(false);
     let marker = read_marker(dir).map_err(open_err)?;
+    check_sled_conf(dir).map_err(open_err)?;
     // sled silently replaces files it cannot make sense of, so refuse a
     // log directory this node did not create before sled sees it.
     if has_files && marker.is_none() {

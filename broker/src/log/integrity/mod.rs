@@ -14,6 +14,8 @@
 
 pub mod report;
 mod scan;
+#[cfg(test)]
+mod tests;
 mod verify;
 
 use std::{collections::HashMap, path::Path};
@@ -225,15 +227,23 @@ pub fn open_verified(
             ..Default::default()
         }))
     };
+    let io_err = |e: std::io::Error| LogError::Open {
+        path: dir.to_path_buf(),
+        reason: e.to_string(),
+    };
     if let Err(problem) = format::read_marker(dir) {
         if !accept_damage {
             return Err(refuse(vec![Finding::File { what: problem }]));
         }
         tracing::warn!(%problem, "accepted damage: the format marker is rewritten");
-        format::reset_marker(dir).map_err(|e| LogError::Open {
-            path: dir.to_path_buf(),
-            reason: e.to_string(),
-        })?;
+        format::reset_marker(dir).map_err(io_err)?;
+    }
+    if let Err(problem) = format::check_sled_conf(dir) {
+        if !accept_damage {
+            return Err(refuse(vec![Finding::File { what: problem }]));
+        }
+        tracing::warn!(%problem, "accepted damage: the storage engine's settings are written again");
+        format::reset_sled_conf(dir).map_err(io_err)?;
     }
     let log = SledLog::open(dir, options)?;
     let examined = examine(&log);

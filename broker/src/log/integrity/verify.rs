@@ -133,6 +133,12 @@ pub fn verify(dir: &Path) -> Result<Report, VerifyError> {
         // The marker is reported; on the copy, let the format record inside decide.
         let _ = format::reset_marker(&scratch.0);
     }
+    if let Err(problem) = format::check_sled_conf(dir) {
+        findings.push(Finding::File {
+            what: problem.replace(&scratch.0.display().to_string(), &dir.display().to_string()),
+        });
+        let _ = format::reset_sled_conf(&scratch.0);
+    }
     let options = SledOptions {
         cache_bytes: 64 << 20,
         flush_every_ms: 1000,
