@@ -25,7 +25,7 @@ pub struct HistoryQuery {
 /// `since` in seq order. `first_seq` is the oldest retained seq (`last_seq + 1`
 /// when nothing is retained); `last_seq` the newest committed one. Ranges the
 /// operator accepted as lost (a damaged log started with `--accept-damage`)
-/// within the page are listed in `"gaps":[{"from","to"}]`.
+/// within the page are listed in `"gaps":[{"topic","from","to"}]`.
 pub async fn history(
     req: actix_web::HttpRequest,
     topic: web::Path<String>,
@@ -92,7 +92,7 @@ pub async fn history(
     if !gaps.is_empty() {
         let gaps: Vec<String> = gaps
             .iter()
-            .map(|(from, to)| format!("{{\"from\":{from},\"to\":{to}}}"))
+            .map(|(from, to)| format!("{{\"topic\":\"{topic}\",\"from\":{from},\"to\":{to}}}"))
             .collect();
         body.put_slice(format!(",\"gaps\":[{}]", gaps.join(",")).as_bytes());
     }

@@ -103,8 +103,9 @@ fn encode<'a>(
     out
 }
 
-/// The record starting at `bytes[0]`, if it is one and is intact.
-fn decode(bytes: &[u8]) -> Option<(u64, u64, u8, Vec<(String, u64)>)> {
+/// The record starting at `bytes[0]` (at `offset` of file `file`), if it
+/// is one and is intact.
+fn decode(bytes: &[u8], file: usize, offset: u64) -> Option<Record> {
     if bytes.len() < HEADER || &bytes[..4] != MAGIC {
         return None;
     }
@@ -125,23 +126,20 @@ fn decode(bytes: &[u8]) -> Option<(u64, u64, u8, Vec<(String, u64)>)> {
         entries.push((topic.to_string(), head));
         at += 9 + tlen;
     }
-    (at == len && matches!(kind, SNAPSHOT | DELTA | CLEAN))
-        .then_some((len as u64, counter, kind, entries))
+    (at == len && matches!(kind, SNAPSHOT | DELTA | CLEAN)).then_some(Record {
+        file,
+        offset,
+        len: len as u64,
+        counter,
+        kind,
+        entries,
+    })
 }
 
 fn scan_file(bytes: &[u8], file: usize, out: &mut Vec<Record>) {
     let mut offset = 0u64;
     while offset < bytes.len() as u64 {
-        if let Some((len, counter, kind, entries)) = decode(&bytes[offset as usize..]) {
-            out.push(Record {
-                file,
-                offset,
-                len,
-                counter,
-                kind,
-                entries,
-            });
-        }
+        out.extend(decode(&bytes[offset as usize..], file, offset));
         offset += BLOCK;
     }
 }

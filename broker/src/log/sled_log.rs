@@ -43,8 +43,8 @@ use super::{
     contain::contain,
     damage::{Damage, LostRange},
     format, heads,
-    keys::{idempotency_key, lost_key, message_key, seq_of_key, u64_at},
-    record::{self, SEAL_LEN},
+    keys::{idempotency_key, message_key, seq_of_key, u64_at},
+    record,
     sled_maint::idempotency_body,
     IdempotencyRecord, LogEntry, LogError, MessageLog, TopicStats, Trimmed,
 };
@@ -176,39 +176,6 @@ impl SledLog {
             ts,
             Bytes::copy_from_slice(&body[8..]),
         )))
-    }
-
-    fn idempotency_record(
-        &self,
-        topic: &Topic,
-        key: &[u8],
-        value: &[u8],
-    ) -> Result<IdempotencyRecord, LogError> {
-        let body = self.open_value(|| format!("an idempotency key of {topic}"), key, value)?;
-        Ok(IdempotencyRecord {
-            seq: u64_at(body, 0)?,
-            ts: u64_at(body, 8)?,
-            expires_at: u64_at(body, 16)?,
-        })
-    }
-
-    /// Size of `topic` from seq `from` on, and the last seq seen. Sizes
-    /// come from value lengths alone; nothing here reaches a client.
-    fn scan_stats(&self, topic: &Topic, from: u64) -> Result<(TopicStats, u64), LogError> {
-        let mut stats = TopicStats::default();
-        let mut last = from.saturating_sub(1);
-        for item in self
-            .tree
-            .range(message_key(topic, from)..=message_key(topic, u64::MAX))
-        {
-            let (key, value) = item?;
-            let seq = seq_of_key(&key)?;
-            stats.first_seq.get_or_insert(seq);
-            stats.count += 1;
-            stats.bytes += value.len().saturating_sub(8 + SEAL_LEN) as u64;
-            last = seq;
-        }
-        Ok((stats, last))
     }
 
     /// Seeds the size cache (from the start-up scan).
@@ -421,21 +388,7 @@ impl MessageLog for SledLog {
     }
 
     fn accept_lost(&self, ranges: &[LostRange]) -> Result<(), LogError> {
-        self.guard(|| {
-            let mut batch = sled::Batch::default();
-            for r in ranges {
-                let key = lost_key(&r.topic, r.from);
-                batch.insert(key.clone(), record::seal(&key, &r.to.to_be_bytes()));
-            }
-            self.tree.apply_batch(batch)?;
-            self.db.flush()?;
-            Ok(())
-        })?;
-        for r in ranges {
-            self.damage.add_accepted(&r.topic, r.from, r.to);
-        }
-        self.stats.lock().clear();
-        Ok(())
+        self.write_lost(ranges)
     }
 
     fn damage(&self) -> &Damage {

@@ -1,13 +1,14 @@
-//! The sled log's writes besides appends: retention's trims, repairs of
-//! damaged ranges from a peer's copy, and removal of damaged records.
+//! The sled log's maintenance: retention's trims, repairs of damaged ranges
+//! from a peer's copy, lost ranges the operator accepted, removal of
+//! damaged records, and the size scans behind `stats`.
 
 use std::collections::HashMap;
 
 use super::{
-    keys::{head_key, idempotency_key, message_key, message_prefix, seq_of_key, u64_at},
-    record,
+    keys::{head_key, idempotency_key, lost_key, message_key, message_prefix, seq_of_key, u64_at},
+    record::{self, SEAL_LEN},
     sled_log::SledLog,
-    LogEntry, LogError, Trimmed,
+    IdempotencyRecord, LogEntry, LogError, LostRange, TopicStats, Trimmed,
 };
 use crate::hub::Topic;
 
@@ -142,5 +143,62 @@ impl SledLog {
             self.db.flush()?;
         }
         Ok(written)
+    }
+
+    /// Size of `topic` from seq `from` on, and the last seq seen. Sizes
+    /// come from value lengths alone; nothing here reaches a client.
+    pub(super) fn scan_stats(
+        &self,
+        topic: &Topic,
+        from: u64,
+    ) -> Result<(TopicStats, u64), LogError> {
+        let mut stats = TopicStats::default();
+        let mut last = from.saturating_sub(1);
+        for item in self
+            .tree
+            .range(message_key(topic, from)..=message_key(topic, u64::MAX))
+        {
+            let (key, value) = item?;
+            let seq = seq_of_key(&key)?;
+            stats.first_seq.get_or_insert(seq);
+            stats.count += 1;
+            stats.bytes += value.len().saturating_sub(8 + SEAL_LEN) as u64;
+            last = seq;
+        }
+        Ok((stats, last))
+    }
+
+    pub(super) fn idempotency_record(
+        &self,
+        topic: &Topic,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<IdempotencyRecord, LogError> {
+        let body = self.open_value(|| format!("an idempotency key of {topic}"), key, value)?;
+        Ok(IdempotencyRecord {
+            seq: u64_at(body, 0)?,
+            ts: u64_at(body, 8)?,
+            expires_at: u64_at(body, 16)?,
+        })
+    }
+
+    /// [`super::MessageLog::accept_lost`]: `d` records, durable, then known
+    /// to the damage registry.
+    pub(super) fn write_lost(&self, ranges: &[LostRange]) -> Result<(), LogError> {
+        self.guard(|| {
+            let mut batch = sled::Batch::default();
+            for r in ranges {
+                let key = lost_key(&r.topic, r.from);
+                batch.insert(key.clone(), record::seal(&key, &r.to.to_be_bytes()));
+            }
+            self.tree.apply_batch(batch)?;
+            self.db.flush()?;
+            Ok(())
+        })?;
+        for r in ranges {
+            self.damage.add_accepted(&r.topic, r.from, r.to);
+        }
+        self.stats.lock().clear();
+        Ok(())
     }
 }

@@ -85,12 +85,11 @@ fn examine(log: &SledLog) -> Examined {
     let dir = log.dir();
     let mut findings = Vec::new();
     let mut unreadable = false;
-    let scan = contain(|| scan::scan(log.tree())).unwrap_or_else(|panic| {
-        let mut scan = scan::Scan::default();
-        scan.failed = Some(format!(
+    let scan = contain(|| scan::scan(log.tree())).unwrap_or_else(|panic| scan::Scan {
+        failed: Some(format!(
             "the storage engine failed while reading it: {panic}"
-        ));
-        scan
+        )),
+        ..Default::default()
     });
     if let Some(failed) = &scan.failed {
         unreadable = true;

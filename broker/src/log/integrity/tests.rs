@@ -38,7 +38,7 @@ fn write_format_2(dir: &Path) {
     let db = sled::Config::new().path(dir.join("log")).open().unwrap();
     db.insert("format", "herald-log-2").unwrap();
     let tree = db.open_tree("log").unwrap();
-    let mut put_message = |name: &str, seq: u64, ts: u64| {
+    let put_message = |name: &str, seq: u64, ts: u64| {
         let m = Message::new(topic(name), seq, ts, &format!("{{\"n\":{seq}}}"));
         let mut key = format!("m{name}\0").into_bytes();
         key.extend_from_slice(&seq.to_be_bytes());
