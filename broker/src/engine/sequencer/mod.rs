@@ -8,9 +8,10 @@
 //! publishers ──cmd──▶ writer: assign seq/ts → log.append → log.sync ──Committed──▶ output
 //! ```
 //!
-//! In `always` mode a mark thread ([`mark`]) sits between the writer and the
-//! output: it records the batch's topic heads in the acknowledged-heads
-//! journal before anyone is answered.
+//! In `always` mode each committed batch's topic heads are recorded in the
+//! acknowledged-heads journal ([`mark`]) before the batch is dispatched and
+//! anyone is answered: by the fan-out thread, or a mark thread in front of
+//! a channel output.
 //!
 //! The output is either the built-in fan-out thread (single node: dispatch,
 //! then ack) or a channel the cluster engine reads (replicate first, then
@@ -206,33 +207,39 @@ impl Sequencer {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let healthy = Arc::new(AtomicBool::new(true));
         let mut threads = Vec::new();
+        // With `always` durability every batch's heads go to the journal
+        // before the batch is dispatched and acknowledged (see `mark`).
+        let journal = match (&options.journal, options.durability) {
+            (Some(journal), Durability::Always) => Some(journal.clone()),
+            _ => None,
+        };
         let sink = match output {
-            Output::Channel(sink) => sink,
+            Output::Channel(sink) => match journal {
+                Some(journal) => {
+                    let (to_mark, marking) = mpsc::unbounded_channel::<Committed>();
+                    threads.push(mark::spawn(journal, marking, sink, healthy.clone())?);
+                    to_mark
+                }
+                None => sink,
+            },
             Output::Dispatch => {
                 let (sink, mut batches) = mpsc::unbounded_channel::<Committed>();
-                let hub = hub.clone();
+                let (hub, healthy) = (hub.clone(), healthy.clone());
                 threads.push(thread::Builder::new().name("herald-fanout".into()).spawn(
                     move || {
-                        while let Some(batch) = batches.blocking_recv() {
-                            batch.complete(&hub);
+                        let mut waiting = Vec::new();
+                        while mark::take(&mut batches, &mut waiting) {
+                            if let Some(journal) = &journal {
+                                mark::record(journal, &mut waiting, &healthy);
+                            }
+                            for batch in waiting.drain(..) {
+                                batch.complete(&hub);
+                            }
                         }
                     },
                 )?);
                 sink
             }
-        };
-        let sink = match (&options.journal, options.durability) {
-            (Some(journal), Durability::Always) => {
-                let (to_mark, marking) = mpsc::unbounded_channel::<Committed>();
-                threads.push(mark::spawn(
-                    journal.clone(),
-                    marking,
-                    sink,
-                    healthy.clone(),
-                )?);
-                to_mark
-            }
-            _ => sink,
         };
         let heads: HashMap<Topic, TopicHead> = hub.all_heads().into_iter().collect();
         let writer = Writer {
