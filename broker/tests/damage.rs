@@ -581,12 +581,17 @@ async fn a_clustered_node_repairs_a_hole_from_a_peer_before_it_is_ready() {
     let node = Node::start_in(&dir, &["--nats", &url, "--node-id", "n2"]);
     wait_ready(&node, Duration::from_secs(60)).await;
     let logs = node.logs();
+    let repaired = logs.lines().position(|l| {
+        l.contains("repaired the damaged log from a peer")
+            && l.contains("range=d.t1 seqs 100..=149")
+            && l.contains("messages=50")
+    });
+    let ready = logs
+        .lines()
+        .position(|l| l.contains("caught up with the cluster"));
     assert!(
-        logs.lines()
-            .any(|l| l.contains("repaired the damaged log from a peer")
-                && l.contains("range=d.t1 seqs 100..=149")
-                && l.contains("messages=50")),
-        "{logs}"
+        matches!((repaired, ready), (Some(r), Some(c)) if r < c),
+        "the repair is logged before the node reports ready: {logs}"
     );
     assert_eq!(
         missing_acked(&node.url(""), &acked).await,

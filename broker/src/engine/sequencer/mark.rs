@@ -1,20 +1,18 @@
 //! The mark (`always` durability): each committed batch's topic heads are
-//! recorded in the acknowledged-heads journal before the batch goes on to be
+//! written to the acknowledged-heads journal before the batch goes on to be
 //! dispatched and acknowledged — by the fan-out thread itself on a single
 //! node, by a mark thread in front of the cluster engine otherwise.
 //!
 //! ```text
-//! writer: append → sync (sled) ──▶ fan-out (or mark): journal pwrite + write-through → dispatch, acks
+//! writer: append → sync (sled) ──▶ fan-out (or mark): journal pwrite → dispatch, acks
 //! ```
 //!
-//! The mark for a batch is written only after sled's sync of that batch
-//! returned, so the journal never claims a message that is not on disk;
-//! and a batch is acknowledged only after its mark is on disk, so every
-//! ack is covered. The mark waits for its write the way sled's group commit
-//! does (`sync_file_range`, see `log::acked`), overlapping the writer's sled
-//! sync of the next batch, and every batch waiting when the thread wakes
-//! shares one journal write. Doing it on the fan-out thread costs no extra
-//! thread hop on the way to the acks.
+//! The mark is written only after sled's sync of that batch returned, so
+//! the journal never claims a message sled had not written; and a batch is
+//! acknowledged only after its mark is written, so every ack is covered.
+//! Every batch waiting when the thread wakes shares one journal write, and
+//! writing on the fan-out thread costs no extra thread hop on the way to
+//! the acks. How the mark then reaches the device: `log::acked::journal`.
 
 use std::{
     collections::HashMap,

@@ -15,28 +15,22 @@
 //! after itself up to `len`. A chain begins with a snapshot (every topic's
 //! head) at the start of a file; each later record has the next counter.
 //!
-//! Appending is one `pwrite` into space that already exists (so no file
-//! metadata changes) and one `sync_file_range` that waits until the record
-//! has reached the device: the same primitive sled's group commit uses for
-//! the data the record vouches for, so the journal is exactly as durable as
-//! the log (sled's flusher and snapshots here issue the full `fsync`s that
-//! also flush the device cache). When a file fills up, a snapshot starts a
-//! new chain at the beginning of the other file, with `fdatasync`; the older
-//! chain stays readable until the new snapshot is on disk.
+//! Appending is one `pwrite` into space that already exists, so no file
+//! metadata changes; a background thread then waits for the record to reach
+//! the device ([`journal`]). When a file fills up, a snapshot starts a new
+//! chain at the beginning of the other file; the older chain stays readable
+//! until the new snapshot is on disk.
 //!
 //! Reading takes the latest valid snapshot and follows its chain. A torn
 //! final record (a crash mid-write) simply ends the chain: it was never
 //! acknowledged. A valid record *beyond* the chain's end means a record in
 //! between was damaged, and that is reported.
 
-use std::{
-    collections::HashMap,
-    fs::{File, OpenOptions},
-    os::unix::fs::FileExt,
-    path::{Path, PathBuf},
-};
+mod journal;
 
-use crate::hub::Topic;
+use std::{collections::HashMap, path::Path};
+
+pub use self::journal::AckedHeads;
 
 /// The journal's two files, beside the log.
 pub const FILES: [&str; 2] = ["acked-heads.0", "acked-heads.1"];
@@ -217,183 +211,10 @@ pub fn read(dir: &Path) -> AckedRead {
     result
 }
 
-/// Waits until `len` bytes at `offset` of `file` have reached the device,
-/// as sled's own commits do (`fdatasync` where that is not available).
-fn write_through(file: &File, offset: u64, len: u64) -> std::io::Result<()> {
-    #[cfg(target_os = "linux")]
-    {
-        use std::os::unix::io::AsRawFd;
-        let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
-            return file.sync_data();
-        };
-        // SAFETY: a plain syscall on an open descriptor, no memory passed.
-        let ret = unsafe {
-            libc::sync_file_range(
-                file.as_raw_fd(),
-                offset,
-                len,
-                libc::SYNC_FILE_RANGE_WAIT_BEFORE
-                    | libc::SYNC_FILE_RANGE_WRITE
-                    | libc::SYNC_FILE_RANGE_WAIT_AFTER,
-            )
-        };
-        if ret == 0 {
-            return Ok(());
-        }
-        let err = std::io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::ENOSYS) {
-            return Err(err);
-        }
-    }
-    file.sync_data()
-}
-
-/// Writes `len` zero bytes at the end of `file` and makes them durable.
-fn zero_fill(file: &mut File, from: u64, to: u64) -> std::io::Result<()> {
-    let chunk = vec![0u8; 64 * 1024];
-    let mut at = from;
-    while at < to {
-        let n = (to - at).min(chunk.len() as u64) as usize;
-        file.write_all_at(&chunk[..n], at)?;
-        at += n as u64;
-    }
-    file.sync_all()
-}
-
-/// The journal, open for appending.
-pub struct AckedHeads {
-    dir: PathBuf,
-    files: [File; 2],
-    sizes: [u64; 2],
-    active: usize,
-    offset: u64,
-    counter: u64,
-    heads: HashMap<Topic, u64>,
-}
-
-impl std::fmt::Debug for AckedHeads {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AckedHeads")
-            .field("dir", &self.dir)
-            .field("active", &self.active)
-            .field("counter", &self.counter)
-            .finish()
-    }
-}
-
-impl AckedHeads {
-    /// Starts a new chain with a snapshot of `heads`, in the file that does
-    /// not hold the chain `previous` was read from.
-    pub fn start(
-        dir: &Path,
-        heads: HashMap<Topic, u64>,
-        previous: &AckedRead,
-    ) -> std::io::Result<Self> {
-        let open = |name: &str| {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(dir.join(name))
-        };
-        let mut files = [open(FILES[0])?, open(FILES[1])?];
-        let mut sizes = [0; 2];
-        for (file, size) in files.iter_mut().zip(&mut sizes) {
-            *size = file.metadata()?.len();
-            if *size < MIN_FILE {
-                zero_fill(file, *size, MIN_FILE)?;
-                *size = MIN_FILE;
-            }
-        }
-        File::open(dir)?.sync_all()?;
-        let mut journal = AckedHeads {
-            dir: dir.to_path_buf(),
-            files,
-            sizes,
-            active: previous.chain_file.map_or(1, |f| f),
-            offset: 0,
-            counter: previous.last_counter,
-            heads,
-        };
-        journal.switch(SNAPSHOT)?;
-        Ok(journal)
-    }
-
-    /// Writes a snapshot of every head at the start of the other file and
-    /// makes it the active one.
-    fn switch(&mut self, kind: u8) -> std::io::Result<()> {
-        let target = 1 - self.active;
-        let record = encode(
-            self.counter + 1,
-            kind,
-            self.heads.iter().map(|(t, h)| (t.as_str(), *h)),
-        );
-        let len = record.len() as u64;
-        if len * 4 > self.sizes[target] {
-            let size = padded(len * 4);
-            zero_fill(&mut self.files[target], self.sizes[target], size)?;
-            self.sizes[target] = size;
-        }
-        self.files[target].write_all_at(&record, 0)?;
-        self.files[target].sync_data()?;
-        self.active = target;
-        self.offset = len;
-        self.counter += 1;
-        Ok(())
-    }
-
-    /// Durably records that `delta`'s topics reached these heads.
-    pub fn record(&mut self, delta: &[(Topic, u64)]) -> std::io::Result<()> {
-        for (topic, head) in delta {
-            let h = self.heads.entry(topic.clone()).or_default();
-            *h = (*h).max(*head);
-        }
-        let record = encode(
-            self.counter + 1,
-            DELTA,
-            delta.iter().map(|(t, h)| (t.as_str(), *h)),
-        );
-        if self.offset + record.len() as u64 > self.sizes[self.active] {
-            return self.switch(SNAPSHOT);
-        }
-        let file = &mut self.files[self.active];
-        file.write_all_at(&record, self.offset)?;
-        write_through(file, self.offset, record.len() as u64)?;
-        self.offset += record.len() as u64;
-        self.counter += 1;
-        Ok(())
-    }
-
-    /// Records a clean shutdown with every head in `heads` (merged in).
-    pub fn close_clean(
-        &mut self,
-        heads: impl IntoIterator<Item = (Topic, u64)>,
-    ) -> std::io::Result<()> {
-        for (topic, head) in heads {
-            let h = self.heads.entry(topic).or_default();
-            *h = (*h).max(head);
-        }
-        let record = encode(
-            self.counter + 1,
-            CLEAN,
-            self.heads.iter().map(|(t, h)| (t.as_str(), *h)),
-        );
-        if self.offset + record.len() as u64 > self.sizes[self.active] {
-            return self.switch(CLEAN);
-        }
-        let file = &mut self.files[self.active];
-        file.write_all_at(&record, self.offset)?;
-        file.sync_data()?;
-        self.offset += record.len() as u64;
-        self.counter += 1;
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::hub::Topic;
 
     fn t(name: &str) -> Topic {
         Topic::parse(name).unwrap()
@@ -448,8 +269,8 @@ mod tests {
         for seq in 1..=4 {
             j.record(&[(t("a"), seq)]).unwrap();
         }
-        let active = dir.path().join(FILES[j.active]);
         drop(j);
+        let active = dir.path().join(FILES[read(dir.path()).chain_file.unwrap()]);
         let mut bytes = std::fs::read(&active).unwrap();
         // The last record (4th delta, block 4) torn: not a problem.
         bytes[4 * 512 + 30] ^= 0xff;
