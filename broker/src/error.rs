@@ -181,8 +181,21 @@ impl From<PublishError> for ApiError {
 
 impl From<crate::log::LogError> for ApiError {
     fn from(e: crate::log::LogError) -> Self {
+        use crate::log::LogError;
         tracing::error!(error = %e, "log read failed");
-        ApiError::new(ErrorCode::Unavailable, "storage read failed")
+        match e {
+            // Damage: a 500 naming the record, never a silent gap.
+            LogError::CorruptRecord { record, reason } => ApiError::new(
+                ErrorCode::Internal,
+                format!("stored {record} is damaged ({reason}); the operator has been alerted"),
+            ),
+            // Being repaired from a peer: retry shortly (here or elsewhere).
+            LogError::Unrepaired(range) => ApiError::new(
+                ErrorCode::Unavailable,
+                format!("{range} are being repaired on this node; retry shortly"),
+            ),
+            _ => ApiError::new(ErrorCode::Unavailable, "storage read failed"),
+        }
     }
 }
 

@@ -35,6 +35,8 @@ enum Command {
     History(cli::HistoryArgs),
     /// List the clients subscribed to a topic, on every node.
     Presence(cli::PresenceArgs),
+    /// Check a stopped node's data dir for damage; exits 0 when clean, 1 when damaged.
+    Verify(cli::VerifyArgs),
 }
 
 fn main() {
@@ -45,6 +47,14 @@ fn main() {
         Command::Sub(args) => cli::block_on(cli::subscribe::run(args)),
         Command::History(args) => cli::block_on(cli::history::run(args)),
         Command::Presence(args) => cli::block_on(cli::presence::run(args)),
+        Command::Verify(args) => match cli::verify::run(&args) {
+            Ok(cli::verify::Outcome::Clean) => Ok(()),
+            Ok(cli::verify::Outcome::Damaged) => std::process::exit(1),
+            Err(e) => {
+                eprintln!("herald: error: {e:#}");
+                std::process::exit(2);
+            }
+        },
     };
     if let Err(e) = result {
         eprintln!("herald: error: {e:#}");
@@ -54,6 +64,8 @@ fn main() {
 
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
+    // sled's panics on damaged files become errors naming the data dir.
+    herald::log::contain::install_hook(Some(config.data_dir.clone()));
     // Held until exit: dropping it flushes the OpenTelemetry exporter.
     let _telemetry = herald::telemetry::init(
         &config.log_filter,

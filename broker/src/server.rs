@@ -10,13 +10,19 @@ use crate::{
     config::Config,
     engine::{
         sequencer::{Output, SequencerOptions},
-        Durability, Engine, LocalEngine, Sequencer,
+        Engine, LocalEngine, Sequencer,
     },
     http,
     hub::presence::PollSessions,
     hub::{presence::Presence, Hub},
     limits::{ConnectionLimits, KeyedRates},
-    log::{checkpoint, retention, sled_log::SledOptions, LogError, MessageLog, SledLog},
+    log::{
+        acked::AckedHeads,
+        integrity::{self, Mode},
+        retention,
+        sled_log::SledOptions,
+        LogError, MessageLog,
+    },
     metrics::Metrics,
     state::AppState,
 };
@@ -35,6 +41,14 @@ pub enum ServerError {
         /// The failure.
         source: std::io::Error,
     },
+    /// A file in the data dir is damaged.
+    #[error("{path}: {problem}")]
+    Damaged {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong and what to do.
+        problem: String,
+    },
     /// Auth keys could not be loaded.
     #[error(transparent)]
     Auth(crate::auth::AuthError),
@@ -44,17 +58,31 @@ pub enum ServerError {
 }
 
 /// Reads the node id from the data dir, generating and storing one the
-/// first time, so a restarted node keeps its name.
+/// first time, so a restarted node keeps its name. A damaged one is refused
+/// (a cluster would take the node for another) unless damage is accepted.
 fn resolve_node_id(config: &Config) -> Result<String, ServerError> {
     if let Some(id) = &config.node_id {
         return Ok(id.clone());
     }
     let path = config.data_dir.join("node-id");
     let io = |context: String| move |source| ServerError::Io { context, source };
-    if let Ok(id) = std::fs::read_to_string(&path) {
-        let id = id.trim().to_string();
-        if !id.is_empty() {
-            return Ok(id);
+    match integrity::node_id_problem(&config.data_dir) {
+        Some(problem) if !config.log.accept_damage => {
+            return Err(ServerError::Damaged {
+                path,
+                problem: format!(
+                    "{problem}; restore it, or start with --node-id NAME or --accept-damage (a new name)"
+                ),
+            })
+        }
+        Some(problem) => tracing::warn!(%problem, "accepted damage: a new node id is generated"),
+        None => {
+            if let Ok(id) = std::fs::read_to_string(&path) {
+                let id = id.trim().to_string();
+                if !id.is_empty() {
+                    return Ok(id);
+                }
+            }
         }
     }
     std::fs::create_dir_all(&config.data_dir).map_err(io(format!(
@@ -77,6 +105,14 @@ fn check_data_dir(dir: &Path) -> Result<(), ServerError> {
     Ok(())
 }
 
+/// Records a clean stop with every committed head.
+fn close_journal(journal: &parking_lot::Mutex<AckedHeads>, hub: &Hub) {
+    let heads = hub.all_heads().into_iter().map(|(t, h)| (t, h.last_seq));
+    if let Err(e) = journal.lock().close_clean(heads) {
+        tracing::warn!(error = %e, "cannot record the clean stop in the acknowledged-heads journal");
+    }
+}
+
 /// Runs a node on `listener` until `shutdown` resolves, then drains:
 /// readiness turns off, WebSockets close with 1012, streams end, the log is
 /// synced.
@@ -89,14 +125,31 @@ pub async fn run(
         Authenticator::new(&config.auth, &config.anonymous_access()).map_err(ServerError::Auth)?;
     check_data_dir(&config.data_dir)?;
     let node_id = resolve_node_id(&config)?;
-    let log: Arc<dyn MessageLog> = Arc::new(SledLog::open(
+    let verified = integrity::open_verified(
         &config.data_dir,
         &SledOptions {
             cache_bytes: config.log.cache_bytes,
             flush_every_ms: config.log.flush_interval.as_millis() as u64,
         },
-    )?);
+        if config.nats.is_some() {
+            Mode::Cluster
+        } else {
+            Mode::Single
+        },
+        config.log.accept_damage,
+    )?;
+    let report = &verified.report;
+    tracing::info!(
+        topics = report.topics,
+        records = report.records,
+        bytes = report.bytes,
+        damaged = !report.is_clean(),
+        "log verified"
+    );
+    let journal = Arc::new(parking_lot::Mutex::new(verified.journal));
+    let log: Arc<dyn MessageLog> = Arc::new(verified.log);
     let metrics = Arc::new(Metrics::default());
+    log.damage().attach_metrics(metrics.clone());
     let hub = Arc::new(Hub::with_policies(
         metrics.clone(),
         config.limits.slow_consumer,
@@ -105,16 +158,13 @@ pub async fn run(
     let heads = log.heads()?;
     tracing::info!(topics = heads.len(), "log opened");
     hub.load_heads(heads);
-    let strict = config.log.durability == Durability::Always;
-    if strict {
-        checkpoint::verify(&config.data_dir, hub.committed_total())?;
-    }
     let sequencer = Sequencer::start(
         hub.clone(),
         log.clone(),
         SequencerOptions {
             durability: config.log.durability,
             idempotency_window: config.log.idempotency_window,
+            journal: Some(journal.clone()),
         },
         Output::Dispatch,
     )
@@ -142,6 +192,7 @@ pub async fn run(
                         log: log.clone(),
                         sequencer,
                         presence: presence.clone(),
+                        accept_damage: config.log.accept_damage,
                     },
                 )
                 .await?,
@@ -158,7 +209,6 @@ pub async fn run(
         Arc::new(config.retention_rules()),
         config.log.retention_interval,
         metrics.clone(),
-        strict.then(|| config.data_dir.clone()),
         shutdown_rx.clone(),
     ));
 
@@ -241,11 +291,7 @@ pub async fn run(
     engine.shutdown().await;
     trimmer.abort();
     log.sync()?;
-    if strict {
-        if let Err(e) = checkpoint::store(&state.config.data_dir, state.hub.committed_total()) {
-            tracing::warn!(error = %e, "cannot record the acknowledged high-water mark");
-        }
-    }
+    close_journal(&journal, &state.hub);
     tracing::info!("stopped");
     Ok(())
 }

@@ -385,6 +385,7 @@ fn sample_args(flag: &str) -> Vec<&'static str> {
         "--max-payload-bytes" => vec!["--max-payload-bytes", "1000"],
         "--queue-bytes" => vec!["--queue-bytes", "100000"],
         "--enable-echo" => vec!["--enable-echo"],
+        "--accept-damage" => vec!["--accept-damage"],
         "--log" => vec!["--log", "debug"],
         "--workers" => vec!["--workers", "3"],
         "--jwt-secret" => vec!["--jwt-secret", "0123456789abcdef0123"],

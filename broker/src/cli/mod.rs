@@ -1,10 +1,12 @@
 //! Client commands of the `herald` binary (`pub`, `sub`, `history`,
-//! `presence`), built on the `herald-client` crate.
+//! `presence`), built on the `herald-client` crate, and `verify`, which
+//! checks a data dir offline.
 
 pub mod history;
 pub mod presence;
 pub mod publish;
 pub mod subscribe;
+pub mod verify;
 
 use std::{future::Future, time::Duration};
 
@@ -13,6 +15,7 @@ use herald_client::{Client, Event, Message};
 
 pub use self::{
     history::HistoryArgs, presence::PresenceArgs, publish::PubArgs, subscribe::SubArgs,
+    verify::VerifyArgs,
 };
 
 /// Flags shared by every client command.

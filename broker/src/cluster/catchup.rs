@@ -1,15 +1,118 @@
 //! Copying what this node missed from its peers: at start-up, after every
 //! NATS reconnection, when a claim finds a peer ahead, and to fill a gap in
-//! replication.
+//! replication; and repairing what its log lost (`log::integrity` marks
+//! those ranges pending) before it reports ready.
 
 use std::sync::{atomic::Ordering, Arc};
 
 use super::{
+    membership::View,
     service::FETCH_PAGE,
     wire::{self, Fetch, FetchReply, HeadsQuery, HeadsReply},
     Shared,
 };
-use crate::{engine::sequencer::Applied, hub::Topic};
+use crate::{
+    engine::sequencer::Applied,
+    hub::Topic,
+    log::{LogEntry, LostRange},
+};
+
+/// Repairs every range the log has pending from the live peers; returns
+/// whether none is left. A lost tail comes back through the catch-up
+/// itself (it is above the head), so it is done once the head reaches it.
+/// With `--accept-damage`, ranges no peer holds are accepted as lost after
+/// one attempt at every peer (a tail is not: its seqs must not be reused).
+async fn repair(shared: &Arc<Shared>, view: &View) -> bool {
+    let mut left = false;
+    for (range, tail) in shared.log.damage().pending_ranges() {
+        if tail {
+            if shared.hub.head(&range.topic).last_seq >= range.to {
+                tracing::info!(%range, "repaired the damaged log: lost tail copied back from the peers");
+                shared
+                    .log
+                    .damage()
+                    .resolve(&range.topic, range.from, range.to);
+            } else {
+                tracing::warn!(%range, "lost tail not yet back from any peer");
+                left = true;
+            }
+            continue;
+        }
+        let mut repaired = false;
+        for peer in view.peers() {
+            match repair_from(shared, peer, &range).await {
+                Ok(n) => {
+                    tracing::info!(%range, peer, messages = n, "repaired the damaged log from a peer");
+                    repaired = true;
+                    break;
+                }
+                Err(e) => tracing::warn!(%range, peer, error = %e, "repair from this peer failed"),
+            }
+        }
+        if repaired {
+            continue;
+        }
+        if shared.accept_damage {
+            match shared.log.accept_lost(std::slice::from_ref(&range)) {
+                Ok(()) => {
+                    tracing::warn!(%range, "no peer holds it: accepted as lost (--accept-damage)");
+                    shared
+                        .log
+                        .damage()
+                        .resolve(&range.topic, range.from, range.to);
+                    continue;
+                }
+                Err(e) => tracing::error!(%range, error = %e, "cannot record the range as lost"),
+            }
+        }
+        left = true;
+    }
+    !left
+}
+
+/// Copies `range` from `peer` into the log's pending range; returns how
+/// many messages were written.
+async fn repair_from(shared: &Arc<Shared>, peer: &str, range: &LostRange) -> Result<usize, String> {
+    let mut next = range.from;
+    let mut written = 0;
+    while next <= range.to {
+        let fetch = Fetch {
+            topic: range.topic.as_str().to_string(),
+            from: next,
+            to: range.to,
+            max: FETCH_PAGE,
+        };
+        let reply = shared
+            .client
+            .request(shared.node_subject(peer, "fetch"), wire::encode(&fetch))
+            .await
+            .map_err(|e| e.to_string())?;
+        let page: FetchReply = wire::decode(&reply.payload).ok_or("malformed fetch reply")?;
+        let entries: Vec<LogEntry> = page
+            .entries
+            .into_iter()
+            .filter_map(|e| e.into_entry())
+            .filter(|e| {
+                e.message.topic == range.topic && (next..=range.to).contains(&e.message.seq)
+            })
+            .collect();
+        let Some(last) = entries.last().map(|e| e.message.seq) else {
+            return Err(format!("{peer} does not hold {range} from {next}"));
+        };
+        let log = shared.log.clone();
+        written += tokio::task::spawn_blocking(move || log.repair(&entries))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| e.to_string())?;
+        next = last + 1;
+    }
+    shared
+        .log
+        .damage()
+        .check_read(&range.topic, range.from, range.to)
+        .map_err(|_| format!("{peer} does not hold all of {range}"))?;
+    Ok(written)
+}
 
 /// Learns the peers, copies every topic where a peer is ahead, then marks
 /// the node caught up (ready).
@@ -26,6 +129,9 @@ pub(crate) async fn run(shared: Arc<Shared>) {
                 tracing::warn!(peer, error = %e, "catch-up incomplete");
                 complete = false;
             }
+        }
+        if complete && !repair(&shared, &view).await {
+            complete = false;
         }
         if complete || !shared.connected.load(Ordering::Acquire) {
             break;

@@ -84,6 +84,8 @@ pub struct LocalParts {
     pub sequencer: Sequencer,
     /// The presence table, shared with peers.
     pub presence: Arc<Presence>,
+    /// Accept as lost what no peer can give back (`--accept-damage`).
+    pub accept_damage: bool,
 }
 
 /// The cluster engine.
@@ -106,6 +108,7 @@ impl ClusterEngine {
             log,
             sequencer,
             presence,
+            accept_damage,
         } = parts;
         // Nothing is guaranteed about the cluster until this node has
         // caught up with it (subscriptions wait for readiness anyway).
@@ -165,6 +168,7 @@ impl ClusterEngine {
             terms: Mutex::new(terms),
             max_members: AtomicUsize::new(max_members),
             owner_tx,
+            accept_damage,
         });
         if shared.client.connection_state() == async_nats::connection::State::Connected {
             shared.connected.store(true, Ordering::Release);
@@ -341,9 +345,7 @@ impl Engine for ClusterEngine {
     }
 
     fn readiness(&self) -> Result<(), String> {
-        if !self.shared.sequencer.is_healthy() {
-            return Err("storage failed".into());
-        }
+        self.shared.sequencer.readiness()?;
         if !self.shared.connected.load(Ordering::Acquire) {
             return Err("not connected to NATS".into());
         }

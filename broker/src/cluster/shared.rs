@@ -47,6 +47,8 @@ pub(crate) struct Shared {
     /// the lone survivor of a bigger cluster does not accept writes alone.
     pub(super) max_members: AtomicUsize,
     pub(super) owner_tx: mpsc::UnboundedSender<OwnerCommand>,
+    /// Accept as lost what no peer can give back (`--accept-damage`).
+    pub accept_damage: bool,
 }
 
 impl Shared {

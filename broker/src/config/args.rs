@@ -37,6 +37,9 @@ pub struct ServeArgs {
     /// When publishes are acknowledged: after fsync (`always`) or after buffering (`relaxed`).
     #[arg(long, env = "HERALD_DURABILITY", value_enum)]
     pub durability: Option<Durability>,
+    /// Start even if the log is damaged: lost messages are recorded as lost and clients get a gap for them.
+    #[arg(long, env = "HERALD_ACCEPT_DAMAGE")]
+    pub accept_damage: bool,
     /// Largest accepted `data` payload in bytes.
     #[arg(long, env = "HERALD_MAX_PAYLOAD_BYTES", value_name = "BYTES")]
     pub max_payload_bytes: Option<usize>,
@@ -122,6 +125,9 @@ impl ServeArgs {
         }
         if let Some(v) = a.durability {
             config.log.durability = v;
+        }
+        if a.accept_damage {
+            config.log.accept_damage = true;
         }
         if let Some(v) = a.max_payload_bytes {
             config.limits.max_payload_bytes = v;

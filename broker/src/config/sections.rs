@@ -23,6 +23,9 @@ pub struct LogConfig {
     /// How long an `Idempotency-Key` is remembered.
     #[serde(with = "humantime_serde")]
     pub idempotency_window: Duration,
+    /// Start even when the start-up check finds damage: lost messages are
+    /// recorded as lost and reported to clients as gaps.
+    pub accept_damage: bool,
 }
 
 impl Default for LogConfig {
@@ -33,6 +36,7 @@ impl Default for LogConfig {
             cache_bytes: 64 << 20,
             retention_interval: Duration::from_secs(5),
             idempotency_window: Duration::from_secs(300),
+            accept_damage: false,
         }
     }
 }

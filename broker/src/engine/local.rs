@@ -23,11 +23,7 @@ impl Engine for LocalEngine {
     }
 
     fn readiness(&self) -> Result<(), String> {
-        if self.sequencer.is_healthy() {
-            Ok(())
-        } else {
-            Err("storage failed".into())
-        }
+        self.sequencer.readiness()
     }
 
     async fn shutdown(&self) {

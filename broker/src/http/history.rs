@@ -23,7 +23,9 @@ pub struct HistoryQuery {
 
 /// `{"messages":[...],"first_seq":F,"last_seq":L}`: retained messages after
 /// `since` in seq order. `first_seq` is the oldest retained seq (`last_seq + 1`
-/// when nothing is retained); `last_seq` the newest committed one.
+/// when nothing is retained); `last_seq` the newest committed one. Ranges the
+/// operator accepted as lost (a damaged log started with `--accept-damage`)
+/// within the page are listed in `"gaps":[{"topic","from","to"}]`.
 pub async fn history(
     req: actix_web::HttpRequest,
     topic: web::Path<String>,
@@ -46,14 +48,21 @@ pub async fn history(
     let head = state.hub.head(&topic);
     let log = state.log.clone();
     let t = topic.clone();
-    let (first, messages) = web::block(move || -> Result<_, crate::log::LogError> {
+    let (first, messages, gaps) = web::block(move || -> Result<_, crate::log::LogError> {
         let first = log.read(&t, 0, 1)?.first().map(|m| m.seq);
         let messages = if since < head.last_seq {
             log.read(&t, since + 1, limit)?
         } else {
             Vec::new()
         };
-        Ok((first, messages))
+        let upto = match messages.last() {
+            Some(m) if messages.len() == limit => m.seq,
+            _ => head.last_seq,
+        };
+        let gaps =
+            log.damage()
+                .accepted_within(&t, since.saturating_add(1), upto.min(head.last_seq));
+        Ok((first, messages, gaps))
     })
     .await
     .map_err(|e| ApiError::new(super::ErrorCode::Internal, e.to_string()))??;
@@ -78,12 +87,16 @@ pub async fn history(
         .filter(|f| *f <= head.last_seq)
         .unwrap_or(head.last_seq + 1);
     body.put_slice(
-        format!(
-            "],\"first_seq\":{first_seq},\"last_seq\":{}}}",
-            head.last_seq
-        )
-        .as_bytes(),
+        format!("],\"first_seq\":{first_seq},\"last_seq\":{}", head.last_seq).as_bytes(),
     );
+    if !gaps.is_empty() {
+        let gaps: Vec<String> = gaps
+            .iter()
+            .map(|(from, to)| format!("{{\"topic\":\"{topic}\",\"from\":{from},\"to\":{to}}}"))
+            .collect();
+        body.put_slice(format!(",\"gaps\":[{}]", gaps.join(",")).as_bytes());
+    }
+    body.put_u8(b'}');
     Ok(HttpResponse::Ok()
         .content_type("application/json")
         .body(body.freeze()))

@@ -84,8 +84,6 @@ pub struct Hub {
     clock: Clock,
     next_id: AtomicU64,
     connections: AtomicUsize,
-    /// Sum of every topic's committed seq (see `log::checkpoint`).
-    committed_total: AtomicU64,
     slow_default: SlowConsumerPolicy,
     slow_by_namespace: HashMap<String, SlowConsumerPolicy>,
     metrics: Arc<Metrics>,
@@ -116,7 +114,6 @@ impl Hub {
             clock: Clock::default(),
             next_id: AtomicU64::new(1),
             connections: AtomicUsize::new(0),
-            committed_total: AtomicU64::new(0),
             metrics,
         }
     }
@@ -141,15 +138,8 @@ impl Hub {
         let mut map = self.heads.write();
         for (topic, head) in heads {
             self.clock.observe(head.last_ts);
-            let old = map.insert(topic, head).map_or(0, |h| h.last_seq);
-            self.committed_total
-                .fetch_add(head.last_seq.saturating_sub(old), Ordering::Relaxed);
+            map.insert(topic, head);
         }
-    }
-
-    /// Sum of every topic's committed seq; grows by one per message.
-    pub fn committed_total(&self) -> u64 {
-        self.committed_total.load(Ordering::Relaxed)
     }
 
     /// The committed head of `topic` (zeroes for a topic never published).
@@ -347,8 +337,6 @@ impl Hub {
             }
         }
         self.metrics.slow_consumer_actions.inc_by(slowed);
-        self.committed_total
-            .fetch_add(batch.len() as u64, Ordering::Relaxed);
         self.metrics.messages_fanned_out.inc_by(delivered);
         self.metrics.slow_consumers.inc_by(overflowed);
     }

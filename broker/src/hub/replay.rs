@@ -128,7 +128,9 @@ impl Work {
                 }
                 if exhausted && *from <= *to {
                     // Dispatched messages are always in the log, so what is
-                    // missing was removed by retention.
+                    // missing was removed by retention or accepted as lost
+                    // (`--accept-damage`); the log refuses reads over
+                    // anything else it knows is missing.
                     out.push(Event::Gap {
                         topic: topic.clone(),
                         from: *from,

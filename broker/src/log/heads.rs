@@ -3,30 +3,51 @@
 //! Appends write no head record: a topic's head is its last message key.
 //! Only retention, which may remove a topic's last messages, records the
 //! head of what it removed (an `h` key, in the same batch as the removal),
-//! so a head is the greater of the two and no seq is ever reused.
+//! and a range accepted as lost (`d`) counts up to its end, so a head is the
+//! greatest of the three and no seq is ever reused.
 
 use std::collections::HashMap;
 
 use super::{
-    keys::{seq_of_key, u64_at},
-    LogError,
+    keys::{seq_of_key, split_seq_key, u64_at},
+    record, LogError,
 };
 use crate::hub::{Topic, TopicHead};
 
-/// The head of every topic in `tree`: its last message key, or the head
-/// retention recorded, whichever is later.
+/// The checked body of `value` under `key`.
+fn body<'a>(key: &[u8], value: &'a [u8]) -> Result<&'a [u8], LogError> {
+    record::open(key, value).map_err(|e| LogError::CorruptRecord {
+        record: format!("record {}", String::from_utf8_lossy(key)),
+        reason: e.to_string(),
+    })
+}
+
+/// The head of every topic in `tree`: its last message key, the head
+/// retention recorded, or the end of its last lost range, whichever is
+/// latest.
 pub(super) fn scan(tree: &sled::Tree) -> Result<Vec<(Topic, TopicHead)>, LogError> {
     let mut heads: HashMap<Topic, TopicHead> = HashMap::new();
     for item in tree.scan_prefix(b"h") {
         let (key, value) = item?;
+        let body = body(&key, &value)?;
         let head = TopicHead {
-            last_seq: u64_at(&value, 0)?,
-            last_ts: u64_at(&value, 8)?,
+            last_seq: u64_at(body, 0)?,
+            last_ts: u64_at(body, 8)?,
         };
         merge(&mut heads, topic_of(&key[1..])?, head);
     }
-    // One seek to each topic's first key and one to its last, so start-up
-    // costs two lookups per topic, not a read of every message.
+    for item in tree.scan_prefix(b"d") {
+        let (key, value) = item?;
+        let (name, _) = split_seq_key(&key)
+            .ok_or_else(|| LogError::Corrupt("lost-range key too short".into()))?;
+        let head = TopicHead {
+            last_seq: u64_at(body(&key, &value)?, 0)?,
+            last_ts: 0,
+        };
+        merge(&mut heads, topic_of(name)?, head);
+    }
+    // One seek to each topic's first key and one to its last, so this costs
+    // two lookups per topic, not a read of every message.
     let mut from = b"m".to_vec();
     while let Some(item) = tree.range(from.as_slice()..).next() {
         let (key, _) = item?;
@@ -46,7 +67,7 @@ pub(super) fn scan(tree: &sled::Tree) -> Result<Vec<(Topic, TopicHead)>, LogErro
             let (last_key, value) = last?;
             let head = TopicHead {
                 last_seq: seq_of_key(&last_key)?,
-                last_ts: u64_at(&value, 0)?,
+                last_ts: u64_at(body(&last_key, &value)?, 0)?,
             };
             merge(&mut heads, topic_of(&prefix[1..prefix_len - 1])?, head);
         }
@@ -58,7 +79,8 @@ pub(super) fn scan(tree: &sled::Tree) -> Result<Vec<(Topic, TopicHead)>, LogErro
     Ok(heads.into_iter().collect())
 }
 
-fn topic_of(name: &[u8]) -> Result<Topic, LogError> {
+/// The topic a key names, if the name is valid.
+pub(super) fn topic_of(name: &[u8]) -> Result<Topic, LogError> {
     let name = std::str::from_utf8(name)
         .map_err(|_| LogError::Corrupt("topic name is not UTF-8".into()))?;
     Topic::parse(name).map_err(|e| LogError::Corrupt(format!("topic {name:?}: {e}")))
@@ -173,7 +195,7 @@ mod tests {
         assert_eq!(heads, BTreeMap::from([("a".into(), 3), ("gone".into(), 8)]));
         drop(log);
         let format = std::fs::read(dir.path().join("herald-log.format")).unwrap();
-        assert_eq!(format, b"herald-log-2", "the marker names the new format");
+        assert_eq!(format, b"herald-log-3", "the marker names the new format");
     }
 
     proptest! {

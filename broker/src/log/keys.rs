@@ -29,6 +29,28 @@ pub(super) fn head_key(topic: &Topic) -> Vec<u8> {
     k
 }
 
+/// `d` topic `\0` from (u64 BE): a range of seqs the operator accepted as
+/// lost (`--accept-damage`); the value holds its last seq.
+pub(super) fn lost_key(topic: &Topic, from: u64) -> Vec<u8> {
+    let mut k = Vec::with_capacity(topic.as_str().len() + 10);
+    k.push(b'd');
+    k.extend_from_slice(topic.as_str().as_bytes());
+    k.push(0);
+    k.extend_from_slice(&from.to_be_bytes());
+    k
+}
+
+/// The topic name and trailing seq of an `m` or `d` key (`kind` topic `\0`
+/// seq), if it has that shape.
+pub(super) fn split_seq_key(key: &[u8]) -> Option<(&[u8], u64)> {
+    let n = key
+        .len()
+        .checked_sub(8)
+        .filter(|&n| n >= 2 && key[n - 1] == 0)?;
+    let seq = u64::from_be_bytes(key[n..].try_into().ok()?);
+    Some((&key[1..n - 1], seq))
+}
+
 /// `i` topic `\0` idempotency key.
 pub(super) fn idempotency_key(topic: &Topic, key: &str) -> Vec<u8> {
     let mut k = Vec::with_capacity(topic.as_str().len() + key.len() + 2);

@@ -4,18 +4,34 @@
 //! [`MessageLog::sync`] (group commit: one sync covers every append before
 //! it) and only then acknowledges and dispatches them. Readers (history,
 //! resume, gap filling) read committed ranges back.
+//!
+//! Damage is loud: every stored value carries a checksum checked on every
+//! read ([`record`]), start-up checks that every topic is complete and
+//! intact and reaches the heads this node acknowledged ([`integrity`],
+//! [`acked`]), and sled's panics on damaged files are contained
+//! ([`contain`]).
 
-pub mod checkpoint;
+pub mod acked;
+pub mod contain;
+pub mod damage;
+pub mod format;
 mod heads;
+pub mod integrity;
 mod keys;
+mod record;
 pub mod retention;
 pub mod sled_log;
+mod sled_maint;
 
 use std::{path::PathBuf, sync::Arc};
 
 use crate::hub::{Message, Topic, TopicHead};
 
-pub use self::{retention::RetentionPolicy, sled_log::SledLog};
+pub use self::{
+    damage::{Damage, LostRange},
+    retention::RetentionPolicy,
+    sled_log::SledLog,
+};
 
 /// Storage failures. Any of these makes the node unready.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +50,20 @@ pub enum LogError {
     /// Data on disk is not what this version wrote.
     #[error("corrupt log entry: {0}")]
     Corrupt(String),
+    /// A stored record failed its checksum.
+    #[error("corrupt log record: {record} ({reason})")]
+    CorruptRecord {
+        /// Which record, e.g. `message orders.eu#42`.
+        record: String,
+        /// What failed.
+        reason: String,
+    },
+    /// A read would step over seqs that are being repaired from a peer.
+    #[error("{0} are damaged on this node and being repaired from a peer; retry shortly")]
+    Unrepaired(LostRange),
+    /// Start-up found damage (see the report) and the node refuses to start.
+    #[error("{0}")]
+    Damaged(Box<integrity::Report>),
 }
 
 impl From<sled::Error> for LogError {
@@ -144,6 +174,20 @@ pub trait MessageLog: Send + Sync + 'static {
         topic: &Topic,
         drop: &mut dyn FnMut(u64, u64, u64) -> bool,
     ) -> Result<Trimmed, LogError>;
+
+    /// Writes messages fetched from a peer into ranges pending repair
+    /// (see [`Damage`]); entries outside them, or below what retention
+    /// removed, are skipped. Durable on return; returns how many were
+    /// written.
+    fn repair(&self, entries: &[LogEntry]) -> Result<usize, LogError>;
+
+    /// Records `ranges` as lost for good (the operator accepted them):
+    /// readers report them as gaps, later starts find them accounted for,
+    /// and they count towards their topic's head. Durable on return.
+    fn accept_lost(&self, ranges: &[LostRange]) -> Result<(), LogError>;
+
+    /// Known damage: accepted-lost and pending ranges, runtime corruption.
+    fn damage(&self) -> &Damage;
 
     /// Bytes the log occupies on disk.
     fn disk_bytes(&self) -> u64;

@@ -112,7 +112,6 @@ pub async fn run_trimmer(
     rules: Arc<RetentionRules>,
     interval: Duration,
     metrics: Arc<crate::metrics::Metrics>,
-    checkpoint_dir: Option<std::path::PathBuf>,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(interval);
@@ -122,19 +121,8 @@ pub async fn run_trimmer(
             _ = tick.tick() => {}
             _ = shutdown.changed() => return,
         }
-        let (hub, log, rules, dir) = (
-            hub.clone(),
-            log.clone(),
-            rules.clone(),
-            checkpoint_dir.clone(),
-        );
+        let (hub, log, rules) = (hub.clone(), log.clone(), rules.clone());
         let result = tokio::task::spawn_blocking(move || {
-            if let Some(dir) = dir {
-                // Committed heads are durable in `always` mode.
-                if let Err(e) = super::checkpoint::store(&dir, hub.committed_total()) {
-                    tracing::warn!(error = %e, "cannot record the acknowledged high-water mark");
-                }
-            }
             let now = hub.clock().now_ms();
             trim_all(&hub, &*log, &rules, now)
         })

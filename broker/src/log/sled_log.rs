@@ -2,17 +2,20 @@
 //!
 //! sled 0.34 is the stable line (1.0 is still alpha). Everything lives in
 //! one tree so that a message and its idempotency key are written by one
-//! atomic batch:
+//! atomic batch. Every value is sealed with a checksum of its key and body
+//! ([`super::record`]); the table shows the bodies:
 //!
-//! | key                                  | value                        |
+//! | key                                  | body                         |
 //! |--------------------------------------|------------------------------|
 //! | `m` topic `\0` seq (u64 BE)          | ts (u64 BE) ‖ envelope JSON  |
 //! | `h` topic                            | last seq ‖ last ts (u64 BE)  |
 //! | `i` topic `\0` idempotency key       | seq ‖ ts ‖ expires_at        |
+//! | `d` topic `\0` from (u64 BE)         | to: seqs accepted as lost    |
 //! | `x` name                             | small named values (cluster) |
 //!
 //! `h` records the head of what retention removed; a topic's head is the
-//! later of it and its last message key (see [`super::heads`]).
+//! latest of it, its last message key and its last lost range (see
+//! [`super::heads`]).
 //!
 //! Topic names never contain `\0`, so a topic's keys form one contiguous
 //! range. Big-endian seqs sort numerically.
@@ -23,28 +26,29 @@
 //! flusher writes every `flush_every_ms`, so a crash loses at most that
 //! window. A batch is applied atomically, so after any crash a message is
 //! either entirely present (with its idempotency key) or absent.
+//!
+//! Every call into sled runs inside [`contain`]: sled 0.34 panics on some
+//! damaged pages, and that must become an error naming the data directory.
 
-use std::{collections::HashMap, path::Path, sync::Arc};
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::{
-    heads,
-    keys::{head_key, idempotency_key, message_key, message_prefix, seq_of_key, u64_at},
+    contain::contain,
+    damage::{Damage, LostRange},
+    format, heads,
+    keys::{idempotency_key, message_key, seq_of_key, u64_at},
+    record,
+    sled_maint::idempotency_body,
     IdempotencyRecord, LogEntry, LogError, MessageLog, TopicStats, Trimmed,
 };
 use crate::hub::{Message, Topic, TopicHead};
-
-const FORMAT_KEY: &[u8] = b"format";
-/// File beside the sled directory saying Herald created it.
-const MARKER_FILE: &str = "herald-log.format";
-/// Format 2 derives heads from message keys instead of writing a head
-/// record per append. A format-1 log is upgraded in place on open (its head
-/// records stay valid); the new name makes an older Herald, which would read
-/// stale heads and reuse seqs, refuse the upgraded log.
-const FORMAT: &[u8] = b"herald-log-2";
-const FORMAT_1: &[u8] = b"herald-log-1";
 
 /// Options for opening the log.
 #[derive(Debug, Clone)]
@@ -57,10 +61,17 @@ pub struct SledOptions {
 
 /// The sled-backed log.
 pub struct SledLog {
-    db: sled::Db,
-    tree: sled::Tree,
+    pub(super) db: sled::Db,
+    pub(super) tree: sled::Tree,
+    dir: PathBuf,
     /// Lazily computed retained sizes, kept current by appends and trims.
-    stats: Mutex<HashMap<Topic, TopicStats>>,
+    pub(super) stats: Mutex<HashMap<Topic, TopicStats>>,
+    pub(super) damage: Arc<Damage>,
+    /// Held by retention and by repairs, so that a repair never writes
+    /// below what retention removed.
+    trim_lock: Mutex<()>,
+    upgraded_from: Option<u8>,
+    created: bool,
 }
 
 /// Writes `bytes` to `path` durably (temp file, fsync, rename, fsync dir).
@@ -78,95 +89,98 @@ pub fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl SledLog {
-    /// Opens (or creates) the log in `dir`.
+    /// Opens (or creates) the log in `dir`, upgrading an older format in
+    /// place. Damage sled cannot read past is an error naming the
+    /// directory; whether the records inside are complete and intact is
+    /// for [`super::integrity`] to check.
     pub fn open(dir: &Path, options: &SledOptions) -> Result<Self, LogError> {
-        let open_err = |reason: String| LogError::Open {
+        std::fs::create_dir_all(dir).map_err(|e| LogError::Open {
             path: dir.to_path_buf(),
-            reason,
-        };
-        std::fs::create_dir_all(dir).map_err(|e| open_err(e.to_string()))?;
-        // sled silently replaces files it cannot make sense of, so refuse a
-        // log directory this node did not create before sled sees it.
-        let marker = dir.join(MARKER_FILE);
-        let log_dir = dir.join("log");
-        let has_files = std::fs::read_dir(&log_dir)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(false);
-        if has_files && !marker.exists() {
-            return Err(open_err(format!(
-                "{} holds data Herald did not write ({} is missing); refusing to touch it",
-                log_dir.display(),
-                MARKER_FILE
-            )));
-        }
-        let db = sled::Config::new()
-            .path(dir.join("log"))
+            reason: e.to_string(),
+        })?;
+        let config = sled::Config::new()
             .cache_capacity(options.cache_bytes)
-            .flush_every_ms(Some(options.flush_every_ms.max(1)))
-            .open()
-            .map_err(|e| open_err(e.to_string()))?;
-        // The format inside the log, then the marker beside it, both durable.
-        let stamp = || -> Result<(), LogError> {
-            db.insert(FORMAT_KEY, FORMAT)
-                .map_err(|e| open_err(e.to_string()))?;
-            db.flush().map_err(|e| open_err(e.to_string()))?;
-            write_synced(&marker, FORMAT).map_err(|e| open_err(e.to_string()))
-        };
-        match db.get(FORMAT_KEY).map_err(|e| open_err(e.to_string()))? {
-            Some(v) if v == FORMAT => {}
-            Some(v) if v == FORMAT_1 => {
-                stamp()?;
-                tracing::info!(path = %dir.display(), "log upgraded from format 1 to 2");
-            }
-            Some(v) => {
-                return Err(open_err(format!(
-                    "unrecognised log format {:?}; refusing to touch it",
-                    String::from_utf8_lossy(&v)
-                )))
-            }
-            None if db.was_recovered() || marker.exists() => {
-                return Err(open_err(
-                    "existing data is not a Herald log or is corrupt (no format marker); move it away to start empty"
-                        .into(),
-                ))
-            }
-            None => stamp()?,
-        }
-        let tree = db.open_tree("log").map_err(|e| open_err(e.to_string()))?;
+            .flush_every_ms(Some(options.flush_every_ms.max(1)));
+        let opened = contain(|| format::open(dir, config)).map_err(|panic| LogError::Open {
+            path: dir.join("log"),
+            reason: format!("the storage engine cannot read its files (damaged?): {panic}"),
+        })??;
         Ok(SledLog {
-            db,
-            tree,
+            db: opened.db,
+            tree: opened.tree,
+            dir: dir.to_path_buf(),
             stats: Mutex::new(HashMap::new()),
+            damage: Arc::new(Damage::default()),
+            trim_lock: Mutex::new(()),
+            upgraded_from: opened.upgraded_from,
+            created: opened.created,
         })
     }
 
-    fn decode(topic: &Topic, key: &[u8], value: &[u8]) -> Result<Arc<Message>, LogError> {
+    /// The format this open upgraded the log from, if it did.
+    pub fn upgraded_from(&self) -> Option<u8> {
+        self.upgraded_from
+    }
+
+    /// Whether this open created the log.
+    pub fn created(&self) -> bool {
+        self.created
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub(super) fn tree(&self) -> &sled::Tree {
+        &self.tree
+    }
+
+    /// Runs `f` against sled; a panic inside becomes a storage error and
+    /// leaves the node degraded.
+    pub(super) fn guard<T>(&self, f: impl FnOnce() -> Result<T, LogError>) -> Result<T, LogError> {
+        contain(f).unwrap_or_else(|panic| {
+            let reason = format!(
+                "the storage engine failed on the log in {}: {panic}",
+                self.dir.display()
+            );
+            self.damage.note_failure(reason.clone());
+            Err(LogError::Storage(reason))
+        })
+    }
+
+    /// The body of a stored value, or an error naming `record` (counted).
+    pub(super) fn open_value<'a>(
+        &self,
+        record: impl FnOnce() -> String,
+        key: &[u8],
+        value: &'a [u8],
+    ) -> Result<&'a [u8], LogError> {
+        record::open(key, value).map_err(|e| {
+            let record = record();
+            self.damage.note_corrupt(&record);
+            LogError::CorruptRecord {
+                record,
+                reason: e.to_string(),
+            }
+        })
+    }
+
+    fn decode(&self, topic: &Topic, key: &[u8], value: &[u8]) -> Result<Arc<Message>, LogError> {
         let seq = seq_of_key(key)?;
-        let ts = u64_at(value, 0)?;
+        let body = self.open_value(|| format!("message {topic}#{seq}"), key, value)?;
+        let ts = u64_at(body, 0)?;
         Ok(Arc::new(Message::from_envelope(
             topic.clone(),
             seq,
             ts,
-            Bytes::copy_from_slice(&value[8..]),
+            Bytes::copy_from_slice(&body[8..]),
         )))
     }
 
-    /// Size of `topic` from seq `from` on, and the last seq seen.
-    fn scan_stats(&self, topic: &Topic, from: u64) -> Result<(TopicStats, u64), LogError> {
-        let mut stats = TopicStats::default();
-        let mut last = from.saturating_sub(1);
-        for item in self
-            .tree
-            .range(message_key(topic, from)..=message_key(topic, u64::MAX))
-        {
-            let (key, value) = item?;
-            let seq = seq_of_key(&key)?;
-            stats.first_seq.get_or_insert(seq);
-            stats.count += 1;
-            stats.bytes += value.len().saturating_sub(8) as u64;
-            last = seq;
-        }
-        Ok((stats, last))
+    /// Seeds the size cache (from the start-up scan).
+    pub(super) fn seed_stats(&self, stats: impl IntoIterator<Item = (Topic, TopicStats)>) {
+        self.stats.lock().extend(stats);
     }
 }
 
@@ -175,19 +189,16 @@ impl MessageLog for SledLog {
         let mut batch = sled::Batch::default();
         for entry in entries {
             let m = &entry.message;
-            let mut value = Vec::with_capacity(8 + m.envelope().len());
-            value.extend_from_slice(&m.ts.to_be_bytes());
-            value.extend_from_slice(m.envelope());
-            batch.insert(message_key(&m.topic, m.seq), value);
+            let key = message_key(&m.topic, m.seq);
+            let value = record::seal_message(&key, m.ts, m.envelope());
+            batch.insert(key, value);
             if let Some((key, expires_at)) = &entry.idempotency {
-                let mut value = Vec::with_capacity(24);
-                value.extend_from_slice(&m.seq.to_be_bytes());
-                value.extend_from_slice(&m.ts.to_be_bytes());
-                value.extend_from_slice(&expires_at.to_be_bytes());
-                batch.insert(idempotency_key(&m.topic, key), value);
+                let key = idempotency_key(&m.topic, key);
+                let value = record::seal(&key, &idempotency_body(m.seq, m.ts, *expires_at));
+                batch.insert(key, value);
             }
         }
-        self.tree.apply_batch(batch)?;
+        self.guard(|| Ok(self.tree.apply_batch(batch)?))?;
         let mut stats = self.stats.lock();
         for entry in entries {
             if let Some(s) = stats.get_mut(&entry.message.topic) {
@@ -200,18 +211,28 @@ impl MessageLog for SledLog {
     }
 
     fn sync(&self) -> Result<(), LogError> {
-        self.db.flush()?;
-        Ok(())
+        self.guard(|| {
+            self.db.flush()?;
+            Ok(())
+        })
     }
 
     fn read(&self, topic: &Topic, from: u64, max: usize) -> Result<Vec<Arc<Message>>, LogError> {
-        let mut out = Vec::with_capacity(max.min(1024));
-        let range = message_key(topic, from)..=message_key(topic, u64::MAX);
-        for item in self.tree.range(range).take(max) {
-            let (key, value) = item?;
-            out.push(Self::decode(topic, &key, &value)?);
-        }
-        Ok(out)
+        self.guard(|| {
+            let mut out = Vec::with_capacity(max.min(1024));
+            let range = message_key(topic, from)..=message_key(topic, u64::MAX);
+            for item in self.tree.range(range).take(max) {
+                let (key, value) = item?;
+                out.push(self.decode(topic, &key, &value)?);
+            }
+            // The page must not step over seqs still being repaired.
+            let to = match out.last() {
+                Some(last) if out.len() == max => last.seq,
+                _ => u64::MAX,
+            };
+            self.damage.check_read(topic, from, to)?;
+            Ok(out)
+        })
     }
 
     fn first_seq_since_ts(
@@ -220,34 +241,37 @@ impl MessageLog for SledLog {
         floor: u64,
         to: u64,
     ) -> Result<Option<u64>, LogError> {
-        let mut first = None;
-        for item in self
-            .tree
-            .range(message_key(topic, 0)..=message_key(topic, to))
-            .rev()
-        {
-            let (key, value) = item?;
-            if u64_at(&value, 0)? < floor {
-                break;
+        self.guard(|| {
+            let mut first = None;
+            for item in self
+                .tree
+                .range(message_key(topic, 0)..=message_key(topic, to))
+                .rev()
+            {
+                let (key, value) = item?;
+                let seq = seq_of_key(&key)?;
+                let body = self.open_value(|| format!("message {topic}#{seq}"), &key, &value)?;
+                if u64_at(body, 0)? < floor {
+                    break;
+                }
+                first = Some(seq);
             }
-            first = Some(seq_of_key(&key)?);
-        }
-        Ok(first)
+            Ok(first)
+        })
     }
 
     fn heads(&self) -> Result<Vec<(Topic, TopicHead)>, LogError> {
-        heads::scan(&self.tree)
+        self.guard(|| heads::scan(&self.tree))
     }
 
     fn idempotency(&self, topic: &Topic, key: &str) -> Result<Option<IdempotencyRecord>, LogError> {
-        let Some(value) = self.tree.get(idempotency_key(topic, key))? else {
-            return Ok(None);
-        };
-        Ok(Some(IdempotencyRecord {
-            seq: u64_at(&value, 0)?,
-            ts: u64_at(&value, 8)?,
-            expires_at: u64_at(&value, 16)?,
-        }))
+        self.guard(|| {
+            let key = idempotency_key(topic, key);
+            let Some(value) = self.tree.get(&key)? else {
+                return Ok(None);
+            };
+            Ok(Some(self.idempotency_record(topic, &key, &value)?))
+        })
     }
 
     fn idempotency_in(
@@ -256,57 +280,63 @@ impl MessageLog for SledLog {
         from: u64,
         to: u64,
     ) -> Result<Vec<(String, IdempotencyRecord)>, LogError> {
-        let prefix = idempotency_key(topic, "");
-        let mut out = Vec::new();
-        for item in self.tree.scan_prefix(&prefix) {
-            let (key, value) = item?;
-            let seq = u64_at(&value, 0)?;
-            if (from..=to).contains(&seq) {
-                let name = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-                out.push((
-                    name,
-                    IdempotencyRecord {
-                        seq,
-                        ts: u64_at(&value, 8)?,
-                        expires_at: u64_at(&value, 16)?,
-                    },
-                ));
+        self.guard(|| {
+            let prefix = idempotency_key(topic, "");
+            let mut out = Vec::new();
+            for item in self.tree.scan_prefix(&prefix) {
+                let (key, value) = item?;
+                let record = self.idempotency_record(topic, &key, &value)?;
+                if (from..=to).contains(&record.seq) {
+                    let name = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+                    out.push((name, record));
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     fn put_meta(&self, key: &str, value: &[u8]) -> Result<(), LogError> {
         let mut k = b"x".to_vec();
         k.extend_from_slice(key.as_bytes());
-        self.tree.insert(k, value)?;
-        Ok(())
+        let sealed = record::seal(&k, value);
+        self.guard(|| {
+            self.tree.insert(k, sealed)?;
+            Ok(())
+        })
     }
 
     fn scan_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, LogError> {
         let mut p = b"x".to_vec();
         p.extend_from_slice(prefix.as_bytes());
-        let mut out = Vec::new();
-        for item in self.tree.scan_prefix(&p) {
-            let (key, value) = item?;
-            out.push((
-                String::from_utf8_lossy(&key[1..]).into_owned(),
-                value.to_vec(),
-            ));
-        }
-        Ok(out)
+        self.guard(|| {
+            let mut out = Vec::new();
+            for item in self.tree.scan_prefix(&p) {
+                let (key, value) = item?;
+                let name = String::from_utf8_lossy(&key[1..]).into_owned();
+                let body = self.open_value(|| format!("cluster record {name}"), &key, &value)?;
+                out.push((name, body.to_vec()));
+            }
+            Ok(out)
+        })
     }
 
     fn expire_idempotency(&self, now: u64) -> Result<u64, LogError> {
-        let mut expired = 0;
-        for item in self.tree.scan_prefix(b"i") {
-            let (key, value) = item?;
-            if u64_at(&value, 16)? < now {
-                self.tree.remove(key)?;
-                expired += 1;
+        self.guard(|| {
+            let mut expired = 0;
+            for item in self.tree.scan_prefix(b"i") {
+                let (key, value) = item?;
+                let record = self.open_value(
+                    || format!("idempotency record {}", String::from_utf8_lossy(&key[1..])),
+                    &key,
+                    &value,
+                )?;
+                if u64_at(record, 16)? < now {
+                    self.tree.remove(key)?;
+                    expired += 1;
+                }
             }
-        }
-        Ok(expired)
+            Ok(expired)
+        })
     }
 
     fn stats(&self, topic: &Topic) -> Result<TopicStats, LogError> {
@@ -316,12 +346,12 @@ impl MessageLog for SledLog {
         // Scan without the lock (appends must not wait for a long topic),
         // then, under the lock, add whatever was appended meanwhile: appends
         // only ever add seqs above those the first scan saw.
-        let (mut s, last) = self.scan_stats(topic, 0)?;
+        let (mut s, last) = self.guard(|| self.scan_stats(topic, 0))?;
         let mut cache = self.stats.lock();
         if let Some(cached) = cache.get(topic) {
             return Ok(*cached);
         }
-        let (more, _) = self.scan_stats(topic, last + 1)?;
+        let (more, _) = self.guard(|| self.scan_stats(topic, last + 1))?;
         if s.first_seq.is_none() {
             s.first_seq = more.first_seq;
         }
@@ -336,52 +366,33 @@ impl MessageLog for SledLog {
         topic: &Topic,
         drop: &mut dyn FnMut(u64, u64, u64) -> bool,
     ) -> Result<Trimmed, LogError> {
-        let mut trimmed = Trimmed::default();
-        // (seq, ts) of the last message removed.
-        let mut last = None;
-        let mut batch = sled::Batch::default();
-        let mut pending = 0;
-        // Each batch records the head of what it removes, so that whenever
-        // it removes a topic's last message the head survives (module doc).
-        let with_head = |mut batch: sled::Batch, seq: u64, ts: u64| {
-            let mut value = [0u8; 16];
-            value[..8].copy_from_slice(&seq.to_be_bytes());
-            value[8..].copy_from_slice(&ts.to_be_bytes());
-            batch.insert(head_key(topic), &value[..]);
-            batch
-        };
-        for item in self.tree.scan_prefix(message_prefix(topic)) {
-            let (key, value) = item?;
-            let seq = seq_of_key(&key)?;
-            let ts = u64_at(&value, 0)?;
-            let bytes = value.len().saturating_sub(8) as u64;
-            if !drop(seq, ts, bytes) {
-                break;
-            }
-            batch.remove(key);
-            pending += 1;
-            trimmed.messages += 1;
-            trimmed.bytes += bytes;
-            last = Some((seq, ts));
-            // Removing in batches keeps each tree update short.
-            if pending == 1024 {
-                self.tree
-                    .apply_batch(with_head(std::mem::take(&mut batch), seq, ts))?;
-                pending = 0;
-            }
+        let _trimming = self.trim_lock.lock();
+        let trimmed = self.guard(|| self.trim(topic, drop))?;
+        if let Some(last) = trimmed.1 {
+            // Seqs retention removed need no repair any more.
+            self.damage.resolve(topic, 0, last);
         }
-        if let Some((seq, ts)) = last.filter(|_| pending > 0) {
-            self.tree.apply_batch(with_head(batch, seq, ts))?;
+        Ok(trimmed.0)
+    }
+
+    fn repair(&self, entries: &[LogEntry]) -> Result<usize, LogError> {
+        let _trimming = self.trim_lock.lock();
+        let written = self.guard(|| self.write_repairs(entries))?;
+        for m in written.iter() {
+            self.damage.resolve(&m.0, m.1, m.1);
         }
-        if let Some((seq, _)) = last {
-            let mut stats = self.stats.lock();
-            if let Some(s) = stats.get_mut(topic) {
-                s.count = s.count.saturating_sub(trimmed.messages);
-                s.bytes = s.bytes.saturating_sub(trimmed.bytes);
-                s.first_seq = (s.count > 0).then_some(seq + 1);
-            }
+        if !written.is_empty() {
+            self.stats.lock().clear();
         }
-        Ok(trimmed)
+        Ok(written.len())
+    }
+
+    fn accept_lost(&self, ranges: &[LostRange]) -> Result<(), LogError> {
+        self.write_lost(ranges)
+    }
+
+    fn damage(&self) -> &Damage {
+        &self.damage
     }
 
     fn disk_bytes(&self) -> u64 {

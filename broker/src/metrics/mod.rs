@@ -144,6 +144,8 @@ pub struct Metrics {
     pub ws_oversized_messages: Counter,
     /// HTTP responses by status class (1xx..5xx).
     pub http_responses: [Counter; 5],
+    /// Stored records that failed their checksum when read.
+    pub log_corrupt_records: Counter,
 }
 
 impl Metrics {
@@ -285,6 +287,12 @@ impl Metrics {
             "herald_retention_trimmed_messages_total",
             "Messages removed by retention.",
             self.retention_trimmed.get(),
+        );
+        counter(
+            &mut out,
+            "herald_log_corrupt_records_total",
+            "Stored records that failed their checksum when read.",
+            self.log_corrupt_records.get(),
         );
         histogram(
             &mut out,

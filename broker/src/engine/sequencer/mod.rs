@@ -8,6 +8,11 @@
 //! publishers ──cmd──▶ writer: assign seq/ts → log.append → log.sync ──Committed──▶ output
 //! ```
 //!
+//! In `always` mode each committed batch's topic heads are recorded in the
+//! acknowledged-heads journal ([`mark`]) before the batch is dispatched and
+//! anyone is answered: by the fan-out thread, or a mark thread in front of
+//! a channel output.
+//!
 //! The output is either the built-in fan-out thread (single node: dispatch,
 //! then ack) or a channel the cluster engine reads (replicate first, then
 //! dispatch and ack). While the output fans a batch out, the writer is
@@ -31,13 +36,14 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+mod mark;
 mod writer;
 
 use self::writer::Writer;
 use super::{PublishError, PublishItem, Published};
 use crate::{
     hub::{Hub, InFlight, Message, Topic, TopicHead},
-    log::{LogEntry, MessageLog},
+    log::{acked::AckedHeads, LogEntry, MessageLog},
 };
 
 /// Most publishes sequenced as one batch.
@@ -171,6 +177,7 @@ pub enum Output {
 pub struct Sequencer {
     tx: parking_lot::Mutex<Option<mpsc::Sender<Command>>>,
     healthy: Arc<AtomicBool>,
+    log: Arc<dyn MessageLog>,
     threads: parking_lot::Mutex<Vec<thread::JoinHandle<()>>>,
 }
 
@@ -181,6 +188,9 @@ pub struct SequencerOptions {
     pub durability: Durability,
     /// How long an idempotency key is remembered.
     pub idempotency_window: Duration,
+    /// The acknowledged-heads journal; with `always` durability every batch
+    /// is recorded there before it is acknowledged.
+    pub journal: Option<Arc<parking_lot::Mutex<AckedHeads>>>,
 }
 
 const STOPPED: &str = "node is shutting down";
@@ -197,15 +207,34 @@ impl Sequencer {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let healthy = Arc::new(AtomicBool::new(true));
         let mut threads = Vec::new();
+        // With `always` durability every batch's heads go to the journal
+        // before the batch is dispatched and acknowledged (see `mark`).
+        let journal = match (&options.journal, options.durability) {
+            (Some(journal), Durability::Always) => Some(journal.clone()),
+            _ => None,
+        };
         let sink = match output {
-            Output::Channel(sink) => sink,
+            Output::Channel(sink) => match journal {
+                Some(journal) => {
+                    let (to_mark, marking) = mpsc::unbounded_channel::<Committed>();
+                    threads.push(mark::spawn(journal, marking, sink, healthy.clone())?);
+                    to_mark
+                }
+                None => sink,
+            },
             Output::Dispatch => {
                 let (sink, mut batches) = mpsc::unbounded_channel::<Committed>();
-                let hub = hub.clone();
+                let (hub, healthy) = (hub.clone(), healthy.clone());
                 threads.push(thread::Builder::new().name("herald-fanout".into()).spawn(
                     move || {
-                        while let Some(batch) = batches.blocking_recv() {
-                            batch.complete(&hub);
+                        let mut waiting = Vec::new();
+                        while mark::take(&mut batches, &mut waiting) {
+                            if let Some(journal) = &journal {
+                                mark::record(journal, &mut waiting, &healthy);
+                            }
+                            for batch in waiting.drain(..) {
+                                batch.complete(&hub);
+                            }
                         }
                     },
                 )?);
@@ -215,7 +244,7 @@ impl Sequencer {
         let heads: HashMap<Topic, TopicHead> = hub.all_heads().into_iter().collect();
         let writer = Writer {
             hub,
-            log,
+            log: log.clone(),
             options,
             heads,
             healthy: healthy.clone(),
@@ -229,6 +258,7 @@ impl Sequencer {
         Ok(Sequencer {
             tx: parking_lot::Mutex::new(Some(tx)),
             healthy,
+            log,
             threads: parking_lot::Mutex::new(threads),
         })
     }
@@ -269,6 +299,15 @@ impl Sequencer {
     /// Whether storage is still accepting writes.
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Acquire)
+    }
+
+    /// `Ok` while storage accepts writes and the log is trusted; else why
+    /// not (a failed write, corruption met at run time, a repair under way).
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.is_healthy() {
+            return Err("storage failed".into());
+        }
+        self.log.damage().reason().map_or(Ok(()), Err)
     }
 
     /// Stops taking commands, completes queued ones, syncs and joins.

@@ -106,7 +106,12 @@ impl Subscriber {
     /// first retained message may be owed (that message is), so it is
     /// reported as a gap before the rest.
     pub(super) fn owe_trimmed(&mut self, topic: &Topic, ts: u64) {
-        if let Some(first) = self.log.read(topic, 1, 1).ok().and_then(|p| p.into_iter().next()) {
+        if let Some(first) = self
+            .log
+            .read(topic, 1, 1)
+            .ok()
+            .and_then(|p| p.into_iter().next())
+        {
             if first.seq > 1 && first.ts >= ts {
                 self.work.push_back(Work::Gap {
                     topic: topic.clone(),

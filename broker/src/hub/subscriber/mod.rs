@@ -222,8 +222,7 @@ impl Subscriber {
         // subscription starts now; a resumed one at its cursor's floor.
         // `resumed`: this subscription continues a cursor, so an unlisted
         // concrete topic starts at the floor rather than live.
-        let resumed = self.resuming
-            || matches!(resume, Resume::Cursor(_) | Resume::SinceTs(_));
+        let resumed = self.resuming || matches!(resume, Resume::Cursor(_) | Resume::SinceTs(_));
         let (start, since) = match resume {
             Resume::Live if self.resuming => (Start::at(self.floor), None),
             Resume::Live => (Start::at(self.hub.watermark()), None),

@@ -1,0 +1,216 @@
+//! The log's on-disk format: the marker file beside sled's directory, the
+//! format record inside sled, and in-place upgrades from older formats.
+//!
+//! | format | what changed |
+//! |--------|--------------|
+//! | 1 | a head record per append |
+//! | 2 | heads derived from message keys; the old head records stay valid |
+//! | 3 | every value sealed with a checksum ([`super::record`]), in tree `log-v3` |
+//!
+//! Upgrading to 3 copies tree `log` into `log-v3`, sealing each value, then
+//! records the new format and drops the old tree. A crash part-way leaves
+//! the old format recorded, so the next open starts the copy again from an
+//! emptied `log-v3`; the old tree is only dropped once the new format is
+//! durable. An older Herald refuses the upgraded log (it does not know the
+//! format's name) instead of misreading it.
+
+use std::path::Path;
+
+use super::{record, sled_log::write_synced, LogError};
+
+const FORMAT_KEY: &[u8] = b"format";
+/// File beside the sled directory saying Herald created it, and in which
+/// format.
+pub const MARKER_FILE: &str = "herald-log.format";
+const FORMAT_1: &[u8] = b"herald-log-1";
+const FORMAT_2: &[u8] = b"herald-log-2";
+const FORMAT_3: &[u8] = b"herald-log-3";
+/// The tree holding format 3's records.
+pub(super) const TREE: &str = "log-v3";
+const OLD_TREE: &str = "log";
+/// Values copied per batch while upgrading.
+const UPGRADE_BATCH: usize = 4096;
+
+/// An opened sled database in the current format.
+pub(super) struct Opened {
+    pub db: sled::Db,
+    pub tree: sled::Tree,
+    /// The format it was in before this open upgraded it.
+    pub upgraded_from: Option<u8>,
+    /// Created empty by this open.
+    pub created: bool,
+}
+
+fn version(name: &[u8]) -> Option<u8> {
+    match name {
+        FORMAT_1 => Some(1),
+        FORMAT_2 => Some(2),
+        FORMAT_3 => Some(3),
+        _ => None,
+    }
+}
+
+/// What the marker file says: `Ok(None)` when absent, `Err` naming the
+/// problem when it is unreadable or holds no format Herald knows.
+pub fn read_marker(dir: &Path) -> Result<Option<u8>, String> {
+    let path = dir.join(MARKER_FILE);
+    match std::fs::read(&path) {
+        Ok(bytes) => version(&bytes).map(Some).ok_or_else(|| {
+            format!(
+                "{} is damaged: it holds {:?}, not a Herald log format",
+                path.display(),
+                String::from_utf8_lossy(&bytes[..bytes.len().min(40)])
+            )
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("{} is unreadable: {e}", path.display())),
+    }
+}
+
+/// Checks sled's own settings file (`log/conf`) before sled reads it: sled
+/// only warns when its checksum fails and would go on to read the log with
+/// whatever settings the damaged file holds.
+pub fn check_sled_conf(dir: &Path) -> Result<(), String> {
+    let path = dir.join("log").join("conf");
+    let bytes = match std::fs::read(&path) {
+        Ok(bytes) => bytes,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(format!("{} is unreadable: {e}", path.display())),
+    };
+    let intact = bytes.len() > 8 && {
+        let (body, crc) = bytes.split_at(bytes.len() - 4);
+        crc32fast::hash(body).to_le_bytes() == crc
+    };
+    if intact {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} (the storage engine's settings) is damaged: its checksum does not match",
+            path.display()
+        ))
+    }
+}
+
+/// Removes a damaged `log/conf`; sled writes it again with the settings
+/// Herald always uses (used when the operator accepts damage).
+pub fn reset_sled_conf(dir: &Path) -> std::io::Result<()> {
+    std::fs::remove_file(dir.join("log").join("conf"))
+}
+
+/// Rewrites the marker with the oldest format name, so that the format
+/// record inside the log decides (used when the operator accepts damage).
+pub fn reset_marker(dir: &Path) -> std::io::Result<()> {
+    write_synced(&dir.join(MARKER_FILE), FORMAT_1)
+}
+
+/// Opens sled in `dir/log` and brings it to the current format. Call inside
+/// [`super::contain::contain`]: sled may panic on damaged files.
+pub(super) fn open(dir: &Path, config: sled::Config) -> Result<Opened, LogError> {
+    let open_err = |reason: String| LogError::Open {
+        path: dir.to_path_buf(),
+        reason,
+    };
+    let log_dir = dir.join("log");
+    let has_files = std::fs::read_dir(&log_dir)
+        .map(|mut d| d.next().is_some())
+        .unwrap_or(false);
+    let marker = read_marker(dir).map_err(open_err)?;
+    check_sled_conf(dir).map_err(open_err)?;
+    // sled silently replaces files it cannot make sense of, so refuse a
+    // log directory this node did not create before sled sees it.
+    if has_files && marker.is_none() {
+        return Err(open_err(format!(
+            "{} holds data Herald did not write ({MARKER_FILE} is missing); refusing to touch it",
+            log_dir.display()
+        )));
+    }
+    let db = config
+        .path(&log_dir)
+        .open()
+        .map_err(|e| open_err(format!("{}: {e}", log_dir.display())))?;
+    let stored = db.get(FORMAT_KEY).map_err(|e| open_err(e.to_string()))?;
+    let (current, created) = match stored.as_deref() {
+        Some(name) => match version(name) {
+            Some(v) => (v, false),
+            None => {
+                return Err(open_err(format!(
+                    "unrecognised log format {:?}; refusing to touch it",
+                    String::from_utf8_lossy(name)
+                )))
+            }
+        },
+        None if db.was_recovered() || marker.is_some() => return Err(open_err(
+            "the format record inside the log is missing: the log is damaged or not a Herald log"
+                .into(),
+        )),
+        None => (3, true),
+    };
+    if let Some(m) = marker.filter(|&m| m > current) {
+        return Err(open_err(format!(
+            "the log records format {current} but {MARKER_FILE} says {m}: the log lost writes it once made durable"
+        )));
+    }
+    let stamp = |db: &sled::Db| -> Result<(), LogError> {
+        db.insert(FORMAT_KEY, FORMAT_3)
+            .map_err(|e| open_err(e.to_string()))?;
+        db.flush().map_err(|e| open_err(e.to_string()))?;
+        write_synced(&dir.join(MARKER_FILE), FORMAT_3).map_err(|e| open_err(e.to_string()))
+    };
+    let upgraded_from = match current {
+        3 if created => {
+            stamp(&db)?;
+            None
+        }
+        3 => {
+            if marker != Some(3) {
+                write_synced(&dir.join(MARKER_FILE), FORMAT_3)
+                    .map_err(|e| open_err(e.to_string()))?;
+            }
+            None
+        }
+        old => {
+            copy_sealed(&db).map_err(|e| open_err(format!("upgrade to format 3 failed: {e}")))?;
+            stamp(&db)?;
+            tracing::info!(path = %dir.display(), from = old, "log upgraded to format 3 (checksummed records)");
+            Some(old)
+        }
+    };
+    // A crash after the new format became durable may have left the old tree.
+    if db
+        .tree_names()
+        .iter()
+        .any(|n| n.as_ref() == OLD_TREE.as_bytes())
+    {
+        db.drop_tree(OLD_TREE)
+            .map_err(|e| open_err(e.to_string()))?;
+        db.flush().map_err(|e| open_err(e.to_string()))?;
+    }
+    let tree = db.open_tree(TREE).map_err(|e| open_err(e.to_string()))?;
+    Ok(Opened {
+        db,
+        tree,
+        upgraded_from,
+        created,
+    })
+}
+
+/// Copies every value of the old tree into the new one, sealed.
+fn copy_sealed(db: &sled::Db) -> Result<(), LogError> {
+    let old = db.open_tree(OLD_TREE)?;
+    let new = db.open_tree(TREE)?;
+    new.clear()?;
+    let mut batch = sled::Batch::default();
+    let mut pending = 0;
+    for item in old.iter() {
+        let (key, value) = item?;
+        batch.insert(&*key, record::seal(&key, &value));
+        pending += 1;
+        if pending == UPGRADE_BATCH {
+            new.apply_batch(std::mem::take(&mut batch))?;
+            pending = 0;
+        }
+    }
+    new.apply_batch(batch)?;
+    db.flush()?;
+    Ok(())
+}

@@ -1,0 +1,245 @@
+//! The start-up check on logs built record by record: a format-2 log as
+//! the previous release wrote it, and damage the check must name.
+
+use std::{collections::BTreeMap, path::Path};
+
+use super::*;
+use crate::{
+    hub::Message,
+    log::{acked, sled_log::tests::entry, LogEntry},
+};
+
+fn options() -> SledOptions {
+    SledOptions {
+        cache_bytes: 8 << 20,
+        flush_every_ms: 500,
+    }
+}
+
+fn topic(name: &str) -> Topic {
+    Topic::parse(name).unwrap()
+}
+
+/// Opens `dir` as a single node, waiting out the previous handle's lock.
+fn open(dir: &Path, accept: bool) -> Result<Verified, LogError> {
+    for _ in 0..100 {
+        match open_verified(dir, &options(), Mode::Single, accept) {
+            Err(e) if e.to_string().contains("could not acquire lock") => {
+                std::thread::sleep(std::time::Duration::from_millis(20))
+            }
+            other => return other,
+        }
+    }
+    panic!("log still locked")
+}
+
+/// What the release before format 3 wrote: tree `log`, unsealed values.
+fn write_format_2(dir: &Path) {
+    let db = sled::Config::new().path(dir.join("log")).open().unwrap();
+    db.insert("format", "herald-log-2").unwrap();
+    let tree = db.open_tree("log").unwrap();
+    let put_message = |name: &str, seq: u64, ts: u64| {
+        let m = Message::new(topic(name), seq, ts, &format!("{{\"n\":{seq}}}"));
+        let mut key = format!("m{name}\0").into_bytes();
+        key.extend_from_slice(&seq.to_be_bytes());
+        let mut value = ts.to_be_bytes().to_vec();
+        value.extend_from_slice(m.envelope());
+        tree.insert(key, value).unwrap();
+    };
+    for seq in 4..=10 {
+        put_message("a.b", seq, 1000 + seq);
+    }
+    put_message("c", 1, 50);
+    // Retention removed a.b 1..=3, recording the head of what it removed.
+    let mut head = 3u64.to_be_bytes().to_vec();
+    head.extend_from_slice(&1003u64.to_be_bytes());
+    tree.insert(b"ha.b", head).unwrap();
+    let mut idem = 5u64.to_be_bytes().to_vec();
+    idem.extend_from_slice(&1005u64.to_be_bytes());
+    idem.extend_from_slice(&u64::MAX.to_be_bytes());
+    tree.insert(b"ia.b\0key-5", idem).unwrap();
+    tree.insert(b"xcluster/max-members", &b"3"[..]).unwrap();
+    db.flush().unwrap();
+    std::fs::write(dir.join("herald-log.format"), "herald-log-2").unwrap();
+    // The old mark: the sum of the topics' heads (10 + 1).
+    std::fs::write(dir.join(LEGACY_HIGH_WATER), "11").unwrap();
+}
+
+#[test]
+fn a_format_2_log_is_upgraded_in_place_and_reads_back_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    write_format_2(dir.path());
+    {
+        let v = open(dir.path(), false).unwrap();
+        assert!(v.report.is_clean(), "{}", v.report);
+        assert_eq!(v.log.upgraded_from(), Some(2));
+        let seqs: Vec<u64> = v
+            .log
+            .read(&topic("a.b"), 0, 100)
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        assert_eq!(seqs, (4..=10).collect::<Vec<_>>());
+        let m = &v.log.read(&topic("a.b"), 7, 1).unwrap()[0];
+        assert_eq!(
+            (m.ts, m.envelope().as_ref()),
+            (
+                1007,
+                Message::new(topic("a.b"), 7, 1007, "{\"n\":7}")
+                    .envelope()
+                    .as_ref()
+            )
+        );
+        assert_eq!(
+            v.log
+                .idempotency(&topic("a.b"), "key-5")
+                .unwrap()
+                .unwrap()
+                .seq,
+            5
+        );
+        assert_eq!(
+            v.log.scan_meta("cluster/").unwrap(),
+            vec![("cluster/max-members".to_string(), b"3".to_vec())]
+        );
+        let heads: BTreeMap<String, u64> = v
+            .log
+            .heads()
+            .unwrap()
+            .into_iter()
+            .map(|(t, h)| (t.to_string(), h.last_seq))
+            .collect();
+        assert_eq!(heads, BTreeMap::from([("a.b".into(), 10), ("c".into(), 1)]));
+        // New appends continue in the new format.
+        v.log.append(&[entry(&topic("c"), 2, 60)]).unwrap();
+        v.log.sync().unwrap();
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("herald-log.format")).unwrap(),
+        b"herald-log-3"
+    );
+    assert!(
+        !dir.path().join(LEGACY_HIGH_WATER).exists(),
+        "the journal replaces the old mark"
+    );
+    let read = acked::read(dir.path());
+    assert_eq!((read.heads["a.b"], read.heads["c"]), (10, 1));
+    // The second open finds format 3, a journal, and nothing wrong.
+    let v = open(dir.path(), false).unwrap();
+    assert!(v.report.is_clean(), "{}", v.report);
+    assert_eq!(v.log.upgraded_from(), None);
+    assert_eq!(v.log.read(&topic("c"), 0, 10).unwrap().len(), 2);
+}
+
+#[test]
+fn an_interrupted_upgrade_starts_again_from_an_empty_new_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    write_format_2(dir.path());
+    {
+        // A copy cut short: part of the new tree (here a record the old tree
+        // does not have), the old format still recorded.
+        let db = sled::Config::new()
+            .path(dir.path().join("log"))
+            .open()
+            .unwrap();
+        db.open_tree("log-v3")
+            .unwrap()
+            .insert(b"ma.b\0\0\0\0\0\0\0\0\x63", &b"half"[..])
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let v = open(dir.path(), false).unwrap();
+    assert!(v.report.is_clean(), "{}", v.report);
+    assert_eq!(v.log.read(&topic("a.b"), 4, 1).unwrap()[0].seq, 4);
+}
+
+#[test]
+fn a_format_2_log_below_its_old_mark_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_format_2(dir.path());
+    std::fs::write(dir.path().join(LEGACY_HIGH_WATER), "15").unwrap();
+    let err = open(dir.path(), false).err().expect("refused").to_string();
+    assert!(err.contains("sum of seqs 11 < recorded 15"), "{err}");
+}
+
+#[test]
+fn holes_corrupt_records_and_a_lost_tail_are_named_then_accepted_as_gaps() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = topic("k.t");
+    {
+        let v = open(dir.path(), false).unwrap();
+        let entries: Vec<LogEntry> = (1..=20).map(|s| entry(&t, s, s)).collect();
+        v.log.append(&entries).unwrap();
+        v.log.sync().unwrap();
+        let mut journal = v.journal;
+        journal.record(&[(t.clone(), 25)]).unwrap();
+        // A hole (7..=8) and a damaged record (12).
+        let tree = v.log.tree();
+        let key = |seq: u64| {
+            let mut k = b"mk.t\0".to_vec();
+            k.extend_from_slice(&seq.to_be_bytes());
+            k
+        };
+        tree.remove(key(7)).unwrap();
+        tree.remove(key(8)).unwrap();
+        let mut value = tree.get(key(12)).unwrap().unwrap().to_vec();
+        value[10] ^= 1;
+        tree.insert(key(12), value).unwrap();
+        v.log.sync().unwrap();
+    }
+    let err = open(dir.path(), false).err().expect("refused").to_string();
+    for want in [
+        "topic k.t:",
+        "seqs 7..=8 (2 messages) missing: a hole",
+        "seq 12 fail their checksum",
+        "seqs 21..=25 (5 messages) missing: acknowledged, but beyond the end of the log",
+    ] {
+        assert!(err.contains(want), "{want:?} not in {err}");
+    }
+    {
+        let v = open(dir.path(), true).unwrap();
+        assert_eq!(v.report.findings.len(), 3);
+        let seqs: Vec<u64> = v
+            .log
+            .read(&t, 0, 100)
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect();
+        let want: Vec<u64> = (1..=20).filter(|s| ![7, 8, 12].contains(s)).collect();
+        assert_eq!(seqs, want);
+        assert_eq!(
+            v.log.damage().accepted_within(&t, 1, 30),
+            vec![(7, 8), (12, 12), (21, 25)]
+        );
+        let head = v.log.heads().unwrap()[0].1.last_seq;
+        assert_eq!(head, 25, "no seq of the lost tail is assigned again");
+    }
+    // Accepted once: later starts are clean and still know the gaps.
+    let v = open(dir.path(), false).unwrap();
+    assert!(v.report.is_clean(), "{}", v.report);
+    assert_eq!(v.log.damage().accepted_within(&t, 1, 30).len(), 3);
+}
+
+#[test]
+fn a_corrupt_record_met_at_run_time_is_an_error_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = topic("r");
+    let v = open(dir.path(), false).unwrap();
+    v.log.append(&[entry(&t, 1, 1), entry(&t, 2, 2)]).unwrap();
+    let key = {
+        let mut k = b"mr\0".to_vec();
+        k.extend_from_slice(&2u64.to_be_bytes());
+        k
+    };
+    let mut value = v.log.tree().get(&key).unwrap().unwrap().to_vec();
+    value[9] ^= 0x40;
+    v.log.tree().insert(&key, value).unwrap();
+    let err = v.log.read(&t, 1, 10).unwrap_err().to_string();
+    assert!(
+        err.contains("message r#2") && err.contains("checksum"),
+        "{err}"
+    );
+    assert!(v.log.damage().reason().unwrap().contains("message r#2"));
+}
