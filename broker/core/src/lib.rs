@@ -16,5 +16,5 @@ pub mod topic;
 pub mod websocket;
 
 pub use cursor::{Cursor, CursorError};
-pub use message::Message;
+pub use message::{Message, TopicHead};
 pub use topic::{Pattern, Topic, TopicError};

@@ -168,3 +168,12 @@ mod tests {
         assert_eq!(v["seq"], 42);
     }
 }
+
+/// The newest committed message of a topic.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TopicHead {
+    /// Highest seq assigned and durable (0 if none yet).
+    pub last_seq: u64,
+    /// Its publish time in ms.
+    pub last_ts: u64,
+}

@@ -29,20 +29,11 @@ pub use self::{
     cursor::Cursor,
     index::{SubscriberId, SubscriptionIndex},
     mailbox::{Drained, Mailbox, MailboxState, Pushed, Skipped, SlowConsumerPolicy},
-    message::Message,
+    message::{Message, TopicHead},
     subscriber::{Delivered, Event, Resume, SubscribeError, Subscriber},
     topic::{Pattern, Topic, TopicError},
 };
 use crate::metrics::Metrics;
-
-/// The newest committed message of a topic.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct TopicHead {
-    /// Highest seq assigned and durable (0 if none yet).
-    pub last_seq: u64,
-    /// Its publish time in ms.
-    pub last_ts: u64,
-}
 
 /// A millisecond clock that never runs backwards, shared by the sequencer
 /// (message `ts`) and cursors (floors), which rely on that.
@@ -362,5 +353,15 @@ pub struct ConnectionGuard {
 impl Drop for ConnectionGuard {
     fn drop(&mut self) {
         self.hub.connections.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl crate::log::retention::HeadsSource for Hub {
+    fn heads(&self) -> Vec<(Topic, TopicHead)> {
+        self.all_heads()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock().now_ms()
     }
 }

@@ -21,7 +21,8 @@ use std::{
 use parking_lot::{Mutex, RwLock};
 
 use super::LogError;
-use crate::{hub::Topic, metrics::Metrics};
+use crate::metrics::Metrics;
+use herald_core::Topic;
 
 /// A range of one topic's seqs that is missing or unreadable.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]

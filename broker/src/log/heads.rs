@@ -12,7 +12,7 @@ use super::{
     keys::{seq_of_key, split_seq_key, u64_at},
     record, LogError,
 };
-use crate::hub::{Topic, TopicHead};
+use herald_core::{Topic, TopicHead};
 
 /// The checked body of `value` under `key`.
 fn body<'a>(key: &[u8], value: &'a [u8]) -> Result<&'a [u8], LogError> {

@@ -3,7 +3,7 @@
 //! form one contiguous range.
 
 use super::LogError;
-use crate::hub::Topic;
+use herald_core::Topic;
 
 /// `m` topic `\0`: the start of a topic's message keys.
 pub(super) fn message_prefix(topic: &Topic) -> Vec<u8> {

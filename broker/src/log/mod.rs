@@ -25,7 +25,7 @@ mod sled_maint;
 
 use std::{path::PathBuf, sync::Arc};
 
-use crate::hub::{Message, Topic, TopicHead};
+use herald_core::{Message, Topic, TopicHead};
 
 pub use self::{
     damage::{Damage, LostRange},

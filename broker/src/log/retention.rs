@@ -10,7 +10,7 @@ use std::{collections::HashMap, sync::Arc, time::Duration};
 use serde::{Deserialize, Serialize};
 
 use super::{LogError, MessageLog, Trimmed};
-use crate::hub::Hub;
+use herald_core::{Topic, TopicHead};
 
 /// Limits on one topic's retained history; `0`/absent means unlimited.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,15 +58,16 @@ impl RetentionRules {
     }
 }
 
-/// Runs one retention pass over every known topic.
+/// Runs one retention pass over every topic of `heads` (the committed
+/// heads).
 pub fn trim_all(
-    hub: &Hub,
+    heads: Vec<(Topic, TopicHead)>,
     log: &dyn MessageLog,
     rules: &RetentionRules,
     now_ms: u64,
 ) -> Result<Trimmed, LogError> {
     let mut total = Trimmed::default();
-    for (topic, head) in hub.all_heads() {
+    for (topic, head) in heads {
         let policy = rules.for_namespace(topic.namespace());
         if policy.is_unlimited() {
             continue;
@@ -105,9 +106,18 @@ pub fn trim_all(
     Ok(total)
 }
 
+/// What a retention pass reads of the node: its committed heads and its
+/// clock (the hub's, which never runs backwards).
+pub trait HeadsSource: Send + Sync + 'static {
+    /// Every topic's committed head.
+    fn heads(&self) -> Vec<(Topic, TopicHead)>;
+    /// Now, in ms since the epoch.
+    fn now_ms(&self) -> u64;
+}
+
 /// Trims every `interval` until `shutdown` resolves.
 pub async fn run_trimmer(
-    hub: Arc<Hub>,
+    hub: Arc<dyn HeadsSource>,
     log: Arc<dyn MessageLog>,
     rules: Arc<RetentionRules>,
     interval: Duration,
@@ -122,11 +132,9 @@ pub async fn run_trimmer(
             _ = shutdown.changed() => return,
         }
         let (hub, log, rules) = (hub.clone(), log.clone(), rules.clone());
-        let result = tokio::task::spawn_blocking(move || {
-            let now = hub.clock().now_ms();
-            trim_all(&hub, &*log, &rules, now)
-        })
-        .await;
+        let result =
+            tokio::task::spawn_blocking(move || trim_all(hub.heads(), &*log, &rules, hub.now_ms()))
+                .await;
         match result {
             Ok(Ok(t)) if t.messages > 0 => {
                 metrics.retention_trimmed.inc_by(t.messages);

@@ -48,7 +48,7 @@ use super::{
     sled_maint::idempotency_body,
     IdempotencyRecord, LogEntry, LogError, MessageLog, TopicStats, Trimmed,
 };
-use crate::hub::{Message, Topic, TopicHead};
+use herald_core::{Message, Topic, TopicHead};
 
 /// Options for opening the log.
 #[derive(Debug, Clone)]

@@ -10,7 +10,7 @@ use super::{
     sled_log::SledLog,
     IdempotencyRecord, LogEntry, LogError, LostRange, TopicStats, Trimmed,
 };
-use crate::hub::Topic;
+use herald_core::Topic;
 
 /// The body of an idempotency record.
 pub(super) fn idempotency_body(seq: u64, ts: u64, expires_at: u64) -> [u8; 24] {

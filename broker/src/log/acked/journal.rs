@@ -23,7 +23,7 @@ use std::{
 use parking_lot::{Condvar, Mutex};
 
 use super::{encode, padded, AckedRead, CLEAN, DELTA, FILES, MIN_FILE, SNAPSHOT};
-use crate::hub::Topic;
+use herald_core::Topic;
 
 /// Waits until the records written so far have reached the device. The
 /// file's space is preallocated, so `fdatasync` has no metadata to write.

@@ -214,7 +214,7 @@ pub fn read(dir: &Path) -> AckedRead {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::hub::Topic;
+    use herald_core::Topic;
 
     fn t(name: &str) -> Topic {
         Topic::parse(name).unwrap()

@@ -31,7 +31,7 @@ use super::{
     sled_log::{SledLog, SledOptions},
     LogError, LostRange, MessageLog,
 };
-use crate::hub::Topic;
+use herald_core::Topic;
 
 /// The format-2 acknowledged mark: a sum of heads, replaced by the journal.
 const LEGACY_HIGH_WATER: &str = "acked-high-water";

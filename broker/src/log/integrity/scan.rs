@@ -120,7 +120,7 @@ fn printable(bytes: &[u8]) -> String {
 
 fn valid_topic(name: &[u8]) -> Option<&str> {
     let name = std::str::from_utf8(name).ok()?;
-    crate::hub::Topic::parse(name).ok().map(|_| name)
+    herald_core::Topic::parse(name).ok().map(|_| name)
 }
 
 impl Scan {

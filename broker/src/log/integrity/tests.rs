@@ -4,10 +4,8 @@
 use std::{collections::BTreeMap, path::Path};
 
 use super::*;
-use crate::{
-    hub::Message,
-    log::{acked, sled_log::tests::entry, LogEntry},
-};
+use crate::log::{acked, sled_log::tests::entry, LogEntry};
+use herald_core::Message;
 
 fn options() -> SledOptions {
     SledOptions {
