@@ -378,7 +378,28 @@ fn sample_args(flag: &str) -> Vec<&'static str> {
     match flag {
         "--listen" => vec!["--listen", "10.1.2.3:9999"],
         "--data-dir" => vec!["--data-dir", "/srv/herald"],
-        "--nats" => vec!["--nats", "nats://nats.example:4222"],
+        "--nats" => vec![
+            "--nats",
+            "nats://nats1.example:4222,nats://nats2.example:4222",
+        ],
+        "--nats-user" | "--nats-password" => {
+            vec![
+                "--nats-user",
+                "herald",
+                "--nats-password",
+                "sample-password",
+            ]
+        }
+        "--nats-nkey-file" => vec!["--nats-nkey-file", "/etc/herald/herald.nk"],
+        "--nats-creds" => vec!["--nats-creds", "/etc/herald/herald.creds"],
+        "--nats-tls-ca" => vec!["--nats-tls-ca", "/etc/herald/nats-ca.pem"],
+        "--nats-tls-cert" | "--nats-tls-key" => vec![
+            "--nats-tls-cert",
+            "/etc/herald/nats.pem",
+            "--nats-tls-key",
+            "/etc/herald/nats-key.pem",
+        ],
+        "--nats-tls-required" => vec!["--nats-tls-required"],
         "--node-id" => vec!["--node-id", "sample-node"],
         "--allowed-origins" => vec!["--allowed-origins", "https://a.example,https://b.example"],
         "--durability" => vec!["--durability", "relaxed"],

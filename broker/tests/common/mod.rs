@@ -645,40 +645,36 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts `nats-server`; fails loudly when it is not installed.
     pub fn start() -> NatsServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port)
+        Self::start_on(free_port())
     }
 
     /// Starts on a given port (to restart after [`NatsServer::stop`]).
     pub fn start_on(port: u16) -> NatsServer {
-        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .map(str::to_string)
-            .or_else(|| std::env::var("NATS_SERVER_BIN").ok())
-            .expect("nats-server is required for cluster tests (apt-get install nats-server); scripts/test-all.sh installs it");
-        let child = Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server");
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "nats-server did not start on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = spawn_nats(&["-a", "127.0.0.1", "-p", &port.to_string()], &[], None);
+        wait_port(port, "nats-server", None);
         NatsServer {
             child: Some(child),
             port,
         }
+    }
+
+    /// Starts with a configuration file's `text` (its `listen` is set here,
+    /// on a free port) and environment (for `$VAR` references in it).
+    pub fn start_with_config(text: &str, env: &[(&str, &str)]) -> (NatsServer, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let file = dir.path().join("nats.conf");
+        std::fs::write(&file, format!("{text}\nlisten: 127.0.0.1:{port}\n")).unwrap();
+        let log = dir.path().join("nats.log");
+        let child = spawn_nats(&["-c", file.to_str().unwrap()], env, Some(&log));
+        wait_port(port, "nats-server", Some(&log));
+        (
+            NatsServer {
+                child: Some(child),
+                port,
+            },
+            dir,
+        )
     }
 
     pub fn url(&self) -> String {
@@ -700,14 +696,262 @@ impl Drop for NatsServer {
     }
 }
 
+/// A free loopback port (bound and released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The `nats-server` binary; fails loudly when it is not installed.
+pub fn nats_server_bin() -> String {
+    ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .map(str::to_string)
+        .or_else(|| std::env::var("NATS_SERVER_BIN").ok())
+        .expect("nats-server is required for cluster tests (apt-get install nats-server); scripts/test-all.sh installs it")
+}
+
+/// Spawns `nats-server` with `args`, its output to `log` (or nowhere).
+fn spawn_nats(args: &[&str], env: &[(&str, &str)], log: Option<&Path>) -> Child {
+    let mut cmd = Command::new(nats_server_bin());
+    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
+    if let Some(log) = log {
+        let file = std::fs::File::create(log).expect("nats log file");
+        cmd.stderr(file.try_clone().unwrap()).stdout(file);
+    }
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.spawn().expect("start nats-server")
+}
+
+/// Waits until something accepts connections on `port`; on failure shows
+/// `log`.
+fn wait_port(port: u16, what: &str, log: Option<&Path>) {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not start on {port}; log:\n{}",
+            log.and_then(|l| std::fs::read_to_string(l).ok())
+                .unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Three real `nats-server`s routed into one NATS cluster (the HA bus), on
+/// free loopback ports. Servers can be killed and restarted one at a time.
+pub struct NatsCluster {
+    servers: Vec<Option<Child>>,
+    /// Client ports, one per server.
+    pub ports: Vec<u16>,
+    route_ports: Vec<u16>,
+    monitor_ports: Vec<u16>,
+    config: Option<PathBuf>,
+    env: Vec<(String, String)>,
+    route_auth: Option<(String, String)>,
+    dir: tempfile::TempDir,
+}
+
+impl NatsCluster {
+    /// Three open servers (no auth), routed to each other.
+    pub fn start() -> NatsCluster {
+        Self::start_with(None, &[], None)
+    }
+
+    /// Three servers reading `config` (e.g. a deploy file; its addresses
+    /// are overridden by flags) with `env` for its `$VAR`s; `route_auth`
+    /// (user, password) goes into the route URLs when the config requires
+    /// it.
+    pub fn start_with(
+        config: Option<&Path>,
+        env: &[(&str, &str)],
+        route_auth: Option<(&str, &str)>,
+    ) -> NatsCluster {
+        let n = 3;
+        let mut cluster = NatsCluster {
+            servers: (0..n).map(|_| None).collect(),
+            ports: (0..n).map(|_| free_port()).collect(),
+            route_ports: (0..n).map(|_| free_port()).collect(),
+            monitor_ports: (0..n).map(|_| free_port()).collect(),
+            config: config.map(Path::to_path_buf),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            route_auth: route_auth.map(|(u, p)| (u.to_string(), p.to_string())),
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        for i in 0..n {
+            cluster.spawn(i);
+        }
+        cluster.wait_routes();
+        cluster
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let userinfo = self
+            .route_auth
+            .as_ref()
+            .map(|(u, p)| format!("{u}:{p}@"))
+            .unwrap_or_default();
+        let routes: Vec<String> = self
+            .route_ports
+            .iter()
+            .map(|p| format!("nats-route://{userinfo}127.0.0.1:{p}"))
+            .collect();
+        // `--cluster` replaces the file's route authorization with the
+        // URL's user and password (none: open routes), so they go in here.
+        let (port, route, monitor) = (
+            self.ports[i].to_string(),
+            format!("nats://{userinfo}127.0.0.1:{}", self.route_ports[i]),
+            self.monitor_ports[i].to_string(),
+        );
+        let name = format!("s{}", i + 1);
+        let routes = routes.join(",");
+        let mut args = vec![
+            "-a",
+            "127.0.0.1",
+            "-p",
+            &port,
+            "-m",
+            &monitor,
+            "-n",
+            &name,
+            "--cluster_name",
+            "herald-test",
+            "--cluster",
+            &route,
+            "--routes",
+            &routes,
+        ];
+        if let Some(config) = &self.config {
+            args.extend(["-c", config.to_str().unwrap()]);
+        }
+        let env: Vec<(&str, &str)> = self
+            .env
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let log = self.dir.path().join(format!("{name}.log"));
+        self.servers[i] = Some(spawn_nats(&args, &env, Some(&log)));
+        wait_port(self.ports[i], &name, Some(&log));
+    }
+
+    /// Every server's URL, comma-separated (what `--nats` takes).
+    pub fn urls(&self) -> String {
+        (0..self.ports.len())
+            .map(|i| self.url(i))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Server `i`'s URL.
+    pub fn url(&self, i: usize) -> String {
+        format!("nats://127.0.0.1:{}", self.ports[i])
+    }
+
+    /// Server `i`'s route port (for tests of the route listener itself).
+    pub fn route_port(&self, i: usize) -> u16 {
+        self.route_ports[i]
+    }
+
+    /// Server `i`'s log so far.
+    pub fn log(&self, i: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("s{}.log", i + 1))).unwrap_or_default()
+    }
+
+    /// Kills server `i` (SIGKILL): its clients must fail over.
+    pub fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.servers[i].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts server `i` again on its ports and waits until it has routes to
+    /// the others that are up.
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.servers[i].is_none(), "server {i} is running");
+        self.spawn(i);
+        self.wait_routes();
+    }
+
+    /// Waits until every running server has a route to every other running
+    /// one (`/routez`).
+    pub fn wait_routes(&self) {
+        let up: Vec<usize> = (0..self.servers.len())
+            .filter(|i| self.servers[*i].is_some())
+            .collect();
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        for &i in &up {
+            loop {
+                let routes = http_get_json(self.monitor_ports[i], "/routez")
+                    .and_then(|v| v["num_routes"].as_u64());
+                if routes == Some(up.len() as u64 - 1) {
+                    break;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "NATS server {i} has {routes:?} routes, expected {}; log:\n{}",
+                    up.len() - 1,
+                    self.log(i)
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+
+    /// The server the client named `name` (e.g. `herald-n1`) is connected
+    /// to, from every server's `/connz`.
+    pub fn server_of(&self, name: &str) -> Option<usize> {
+        (0..self.servers.len())
+            .filter(|i| self.servers[*i].is_some())
+            .find(|&i| {
+                http_get_json(self.monitor_ports[i], "/connz?limit=1024")
+                    .and_then(|v| v["connections"].as_array().cloned())
+                    .is_some_and(|conns| conns.iter().any(|c| c["name"] == name))
+            })
+    }
+}
+
+impl Drop for NatsCluster {
+    fn drop(&mut self) {
+        for i in 0..self.servers.len() {
+            self.kill(i);
+        }
+    }
+}
+
+/// A blocking `GET` of a JSON document on a loopback port (the NATS
+/// monitoring endpoints), without an async runtime.
+fn http_get_json(port: u16, path: &str) -> Option<Value> {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").ok()?;
+    let mut text = String::new();
+    stream.read_to_string(&mut text).ok()?;
+    serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()
+}
+
 /// Starts `n` nodes joined through `nats`, named n1..nN, and waits until
 /// every one reports ready.
 pub async fn start_cluster(nats: &NatsServer, n: usize, extra: &[&str]) -> Vec<Node> {
+    start_cluster_at(&nats.url(), n, extra).await
+}
+
+/// [`start_cluster`] through `urls` (e.g. [`NatsCluster::urls`]).
+pub async fn start_cluster_at(urls: &str, n: usize, extra: &[&str]) -> Vec<Node> {
     let mut nodes = Vec::new();
     for i in 1..=n {
         let name = format!("n{i}");
-        let url = nats.url();
-        let mut args = vec!["--nats", url.as_str(), "--node-id", name.as_str()];
+        let mut args = vec!["--nats", urls, "--node-id", name.as_str()];
         args.extend_from_slice(extra);
         nodes.push(Node::start(&args));
     }

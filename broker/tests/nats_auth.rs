@@ -1,0 +1,332 @@
+//! Issue 25, the closed bus: NATS started with the deploy files' own
+//! configuration (`deploy/nats/nats.conf`) admits Herald's user, on Herald's
+//! subjects only; nobody else can publish on the cluster subjects, and the
+//! Herald nodes never see such an attempt. Also: NKey and TLS credentials,
+//! and credentials never reaching the log.
+
+mod common;
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use common::*;
+use herald::cluster::wire::{self, Heartbeat};
+use serde_json::json;
+
+fn deploy_nats_conf() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats/nats.conf")
+}
+
+fn random_secret() -> String {
+    use rand::Rng;
+    let bytes: [u8; 18] = rand::thread_rng().gen();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Speaks the NATS client protocol by hand on `port`: reads `INFO`, sends
+/// `CONNECT connect` and then `commands`, and returns everything the server
+/// answered until it closed the connection or went quiet for a second.
+fn raw_session(port: u16, connect: serde_json::Value, commands: &str) -> String {
+    let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(1)))
+        .unwrap();
+    let mut reader = BufReader::new(stream.try_clone().unwrap());
+    let mut info = String::new();
+    reader.read_line(&mut info).expect("INFO line");
+    assert!(info.starts_with("INFO "), "{info}");
+    let mut writer = stream;
+    let mut connect = connect;
+    connect["verbose"] = json!(false);
+    connect["pedantic"] = json!(false);
+    // The server may close as soon as it has read a refused CONNECT; what it
+    // answered is still there to read.
+    let _ = write!(writer, "CONNECT {connect}\r\n{commands}PING\r\n");
+    let mut answer = String::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.push_str(&String::from_utf8_lossy(&buf[..n])),
+        }
+    }
+    answer
+}
+
+/// A fake member's heartbeat: what a hostile client would inject.
+fn evil_heartbeat() -> String {
+    let hb = Heartbeat {
+        node: "evil".into(),
+        incarnation: 1,
+        watermark: 0,
+        leaving: false,
+    };
+    String::from_utf8(wire::encode(&hb).to_vec()).unwrap()
+}
+
+async fn members(node: &Node) -> u64 {
+    metric(node, "herald_cluster_members").await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_deploy_bus_admits_only_herald_and_only_on_its_subjects() {
+    let password = random_secret();
+    let route_password = random_secret();
+    let nats = NatsCluster::start_with(
+        Some(&deploy_nats_conf()),
+        &[
+            ("HERALD_NATS_PASSWORD", &password),
+            ("NATS_ROUTE_PASSWORD", &route_password),
+        ],
+        Some(("route", &route_password)),
+    );
+    // Herald with the right credentials forms the cluster (the password from
+    // the variable, as the deploy files give it; n3 logs everything).
+    let urls = nats.urls();
+    let mut nodes = Vec::new();
+    for i in 1..=3 {
+        let name = format!("n{i}");
+        let log = if i == 3 { "trace" } else { "info" };
+        nodes.push(Node::start_with_env(
+            &["--nats", &urls, "--node-id", &name, "--nats-user", "herald"],
+            &[("HERALD_NATS_PASSWORD", &password), ("HERALD_LOG", log)],
+        ));
+    }
+    for node in &nodes {
+        wait_ready(node, Duration::from_secs(30)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for node in &nodes {
+        assert_eq!(members(node).await, 3, "{}", node.logs());
+    }
+    let (status, ack) = publish(&nodes[0], "closed.t", &json!("via n1")).await;
+    assert_eq!(status, 200, "{ack}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let (_, history) = get_json(&nodes[2], "/v1/topics/closed.t/messages").await;
+        if history["last_seq"] == 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "n3 never got it: {history}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // Without Herald's credentials nothing reaches the cluster subjects.
+    let hb = evil_heartbeat();
+    let publish_hb = format!("PUB herald.c.hb.evil {}\r\n{hb}\r\n", hb.len());
+    for (who, connect) in [
+        ("anonymous", json!({})),
+        (
+            "wrong password",
+            json!({"user": "herald", "pass": "guess-guess"}),
+        ),
+        ("another user", json!({"user": "app", "pass": password})),
+        (
+            "the route user",
+            json!({"user": "route", "pass": route_password}),
+        ),
+    ] {
+        for port in &nats.ports {
+            let answer = raw_session(*port, connect.clone(), &publish_hb);
+            assert!(
+                answer.contains("-ERR 'Authorization Violation'") && !answer.contains("PONG"),
+                "{who} on {port}: {answer}"
+            );
+        }
+    }
+    // Herald's own user is confined to Herald's subjects.
+    let herald = json!({"user": "herald", "pass": password});
+    let answer = raw_session(nats.ports[0], herald.clone(), "PUB orders.eu 2\r\nhi\r\n");
+    assert!(
+        answer.contains("Permissions Violation for Publish to \"orders.eu\""),
+        "{answer}"
+    );
+    let answer = raw_session(nats.ports[0], herald.clone(), "SUB > 1\r\n");
+    assert!(
+        answer.contains("Permissions Violation for Subscription to \">\""),
+        "{answer}"
+    );
+    // Nor can anything join as a route without the route password (the
+    // cluster name is public: every server's INFO shows it).
+    let route = |pass: &str| {
+        let connect =
+            json!({"user": "route", "pass": pass, "name": "rogue", "cluster": "herald-test"});
+        raw_session(nats.route_port(0), connect, "")
+    };
+    let answer = route("guess-guess");
+    assert!(answer.contains("Authorization Violation"), "{answer}");
+    let answer = route(&route_password);
+    assert!(
+        !answer.contains("-ERR"),
+        "the route password was refused: {answer}"
+    );
+
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    for node in &nodes {
+        assert_eq!(members(node).await, 3, "a refused heartbeat reached a node");
+    }
+    // Control: the same heartbeat with Herald's credentials does reach the
+    // nodes, so the check above can see an injection.
+    let answer = raw_session(nats.ports[1], herald, &publish_hb);
+    assert!(
+        answer.contains("PONG") && !answer.contains("-ERR"),
+        "{answer}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while members(&nodes[0]).await != 4 {
+        assert!(
+            Instant::now() < deadline,
+            "the control heartbeat never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // A node with a wrong password stays unready, says why, and joins nobody.
+    let mut wrong = Node::start_with_env(
+        &["--nats", &urls, "--node-id", "n4", "--nats-user", "herald"],
+        &[("HERALD_NATS_PASSWORD", "not-the-password")],
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, body) = get_json(&wrong, "/readyz").await;
+    assert_eq!(status, 503, "{body}");
+    assert!(
+        wrong.logs().contains("authorization violation"),
+        "{}",
+        wrong.logs()
+    );
+    assert!(!wrong.logs().contains("not-the-password"));
+    wrong.kill9();
+
+    // No password anywhere in the nodes' logs, even at trace (n3).
+    for node in &nodes {
+        let log = node.logs();
+        assert!(!log.contains(&password), "the NATS password was logged");
+    }
+}
+
+/// A CA, a server certificate for 127.0.0.1 and a client certificate, as
+/// PEM files in `dir`.
+fn tls_files(dir: &Path) -> [PathBuf; 5] {
+    use rcgen::{BasicConstraints, CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issue = |names: Vec<String>| {
+        let key = KeyPair::generate().unwrap();
+        let cert = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &ca, &ca_key)
+            .unwrap();
+        (cert.pem(), key.serialize_pem())
+    };
+    let (server_cert, server_key) = issue(vec!["127.0.0.1".into(), "localhost".into()]);
+    let (client_cert, client_key) = issue(vec!["herald-node".into()]);
+    let files = [
+        ("ca.pem", ca.pem()),
+        ("server.pem", server_cert),
+        ("server-key.pem", server_key),
+        ("client.pem", client_cert),
+        ("client-key.pem", client_key),
+    ];
+    files.map(|(name, pem)| {
+        let path = dir.join(name);
+        std::fs::write(&path, pem).unwrap();
+        path
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nkey_and_mutual_tls_credentials_connect_and_wrong_ones_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let [ca, server_cert, server_key, client_cert, client_key] = tls_files(dir.path());
+    let user = nkeys::KeyPair::new_user();
+    let seed_file = dir.path().join("herald.nk");
+    std::fs::write(&seed_file, format!("{}\n", user.seed().unwrap())).unwrap();
+    let config = format!(
+        r#"
+authorization {{
+  users: [ {{ nkey: {}, permissions: {{ publish: {{ allow: ["herald.>", "_INBOX.>"] }}, subscribe: {{ allow: ["herald.>", "_INBOX.>"] }} }} }} ]
+}}
+tls {{ cert_file: "{}", key_file: "{}", ca_file: "{}", verify: true }}
+"#,
+        user.public_key(),
+        server_cert.display(),
+        server_key.display(),
+        ca.display(),
+    );
+    let (nats, _nats_dir) = NatsServer::start_with_config(&config, &[]);
+    let url = nats.url();
+    let s = |p: &PathBuf| p.to_str().unwrap().to_string();
+    let tls = [
+        "--nats-tls-ca".to_string(),
+        s(&ca),
+        "--nats-tls-cert".into(),
+        s(&client_cert),
+        "--nats-tls-key".into(),
+        s(&client_key),
+    ];
+    let args = |extra: &[String]| -> Vec<String> {
+        let mut a = vec![
+            "--nats".into(),
+            url.clone(),
+            "--node-id".into(),
+            "t1".into(),
+        ];
+        a.extend_from_slice(extra);
+        a
+    };
+    let start = |a: &[String]| Node::start(&a.iter().map(String::as_str).collect::<Vec<_>>());
+
+    // Seed and client certificate: ready, and publishing works.
+    let mut good = args(&tls);
+    good.extend(["--nats-nkey-file".into(), s(&seed_file)]);
+    let node = start(&good);
+    wait_ready(&node, Duration::from_secs(20)).await;
+    let (status, ack) = publish(&node, "tls.t", &json!(1)).await;
+    assert_eq!((status, ack["seq"].as_u64()), (200, Some(1)), "{ack}");
+    let seed = user.seed().unwrap();
+    assert!(!node.logs().contains(&seed), "the seed was logged");
+    drop(node);
+
+    // Another seed, or no client certificate: never ready.
+    let other = nkeys::KeyPair::new_user();
+    let other_file = dir.path().join("other.nk");
+    std::fs::write(&other_file, other.seed().unwrap()).unwrap();
+    let mut wrong_seed = args(&tls);
+    wrong_seed.extend(["--nats-nkey-file".into(), s(&other_file)]);
+    let no_cert = args(&[
+        "--nats-tls-ca".into(),
+        s(&ca),
+        "--nats-nkey-file".into(),
+        s(&seed_file),
+    ]);
+    for (what, a) in [
+        ("another seed", wrong_seed),
+        ("no client certificate", no_cert),
+    ] {
+        let node = start(&a);
+        tokio::time::sleep(Duration::from_secs(3)).await;
+        let (status, body) = get_json(&node, "/readyz").await;
+        assert_eq!(status, 503, "{what}: {body}");
+        assert!(!node.logs().contains(&seed), "the seed was logged");
+    }
+
+    // A missing seed file stops the node at start-up instead.
+    let out = std::process::Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data-missing"))
+        .args(["--nats", &url, "--nats-nkey-file"])
+        .arg(dir.path().join("missing.nk"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("missing.nk"),
+        "{stderr}"
+    );
+}
