@@ -33,8 +33,15 @@ trap 'exit 130' INT TERM
 
 # Secrets as the deploy files get them (kept in DATA across runs).
 deploy/make-secrets.sh "$DATA/secrets" 2>/dev/null
-# Each process gets only the files it needs, as in compose.
-with() { ( set -a; for f in "${@:1:$#-1}"; do . "$DATA/secrets/$f.env"; done; set +a; eval "${*: -1}" ); }
+# Each process gets only the secret files it needs, as in compose. Called
+# with `&`, so the sourcing happens in the background subshell, which the
+# command then replaces (its PID is the program's, for cleanup).
+with() {
+  set -a
+  for f in "${@:1:$#-1}"; do . "$DATA/secrets/$f.env"; done
+  set +a
+  eval "${*: -1}"
+}
 
 # Waits for `probe` to succeed, or fails naming `what` and its log.
 wait_for() {

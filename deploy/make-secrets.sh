@@ -18,8 +18,10 @@ command -v openssl >/dev/null || { echo "make-secrets: openssl is required" >&2;
 dir=$1; shift
 umask 077
 mkdir -p "$dir"
-# Hex only: the values go into env files and URLs without quoting.
-rand() { openssl rand -hex "$1"; }
+# A letter, then hex: the values go into env files and URLs without quoting,
+# and nats-server parses a `$VAR`'s value as a config value, so one starting
+# with a digit would be read as a number (or refused).
+rand() { printf 's%s' "$(openssl rand -hex "$1")"; }
 
 write() {
   local file="$dir/$1"; shift

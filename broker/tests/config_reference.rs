@@ -787,15 +787,18 @@ fn kubernetes_statefulset_is_wired_for_herald() {
     assert_eq!(int_at(pdb, "spec.maxUnavailable"), 1);
     assert_eq!(at(pdb, "spec.selector.matchLabels"), labels);
 
-    // The NATS the config points at exists.
-    let nats_host = config.nats.as_deref().unwrap();
-    let nats_service = nats_host
-        .trim_start_matches("nats://")
-        .split(':')
-        .next()
-        .unwrap();
-    assert!(objects.contains_key(&format!("Service/{nats_service}")));
-    assert!(objects.contains_key(&format!("Deployment/{nats_service}")));
+    // Every NATS server the config names is a pod of the NATS StatefulSet,
+    // behind its headless Service (the bus itself: tests/deploy_checks.rs).
+    let nats = &objects["StatefulSet/nats"];
+    let headless = str_at(nats, "spec.serviceName");
+    assert!(objects.contains_key(&format!("Service/{headless}")));
+    let urls: BTreeSet<String> = herald::config::split_urls(config.nats.as_deref().unwrap())
+        .map(str::to_string)
+        .collect();
+    let pods: BTreeSet<String> = (0..int_at(nats, "spec.replicas"))
+        .map(|i| format!("nats://nats-{i}.{headless}:4222"))
+        .collect();
+    assert_eq!(urls, pods, "herald.toml must list every NATS pod");
 }
 
 #[test]
@@ -829,7 +832,7 @@ fn compose_and_prometheus_scrape_every_node() {
     assert!(prometheus["volumes"].as_sequence().unwrap().iter().any(
         |v| v.as_str() == Some("./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro")
     ));
-    assert_eq!(str_at(prometheus, "ports.0"), "9090:9090");
+    assert_eq!(str_at(prometheus, "ports.0"), "127.0.0.1:9090:9090");
 
     let scrape = yaml_docs("deploy/prometheus/prometheus.yml").remove(0);
     let job = at(&scrape, "scrape_configs")

@@ -21,10 +21,14 @@ fn deploy_nats_conf() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/nats/nats.conf")
 }
 
+/// A random password shaped as `deploy/make-secrets.sh` makes them: a
+/// letter first, since nats-server parses a `$VAR`'s value as a config value
+/// (a leading digit makes it a number).
 fn random_secret() -> String {
     use rand::Rng;
     let bytes: [u8; 18] = rand::thread_rng().gen();
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!("s{hex}")
 }
 
 /// Speaks the NATS client protocol by hand on `port`: reads `INFO`, sends
