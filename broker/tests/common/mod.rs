@@ -729,6 +729,21 @@ fn spawn_nats(args: &[&str], env: &[(&str, &str)], log: Option<&Path>) -> Child 
     cmd.spawn().expect("start nats-server")
 }
 
+/// Waits until `child` accepts connections on `port`; `Err` if it exited
+/// (or never listened within [`TIMEOUT`], then it is killed).
+fn wait_started(child: &mut Child, port: u16) -> Result<(), ()> {
+    let deadline = std::time::Instant::now() + TIMEOUT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if child.try_wait().ok().flatten().is_some() || std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(());
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
 /// Waits until something accepts connections on `port`; on failure shows
 /// `log`.
 fn wait_port(port: u16, what: &str, log: Option<&Path>) {
@@ -794,7 +809,33 @@ impl NatsCluster {
         cluster
     }
 
+    /// Starts server `i`. A port taken since it was picked (other tests
+    /// pick free ports too) moves that server to fresh ports: it routes to
+    /// the others itself, so the mesh still forms.
     fn spawn(&mut self, i: usize) {
+        for _ in 0..5 {
+            let (mut child, log) = self.spawn_once(i);
+            match wait_started(&mut child, self.ports[i]) {
+                Ok(()) => {
+                    self.servers[i] = Some(child);
+                    return;
+                }
+                Err(()) => {
+                    let text = std::fs::read_to_string(&log).unwrap_or_default();
+                    assert!(
+                        text.contains("address already in use"),
+                        "NATS server {i} did not start; log:\n{text}"
+                    );
+                    self.ports[i] = free_port();
+                    self.route_ports[i] = free_port();
+                    self.monitor_ports[i] = free_port();
+                }
+            }
+        }
+        panic!("NATS server {i}: no free ports after 5 tries");
+    }
+
+    fn spawn_once(&self, i: usize) -> (Child, PathBuf) {
         let userinfo = self
             .route_auth
             .as_ref()
@@ -839,8 +880,7 @@ impl NatsCluster {
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
         let log = self.dir.path().join(format!("{name}.log"));
-        self.servers[i] = Some(spawn_nats(&args, &env, Some(&log)));
-        wait_port(self.ports[i], &name, Some(&log));
+        (spawn_nats(&args, &env, Some(&log)), log)
     }
 
     /// Every server's URL, comma-separated (what `--nats` takes).
