@@ -334,3 +334,122 @@ tls {{ cert_file: "{}", key_file: "{}", ca_file: "{}", verify: true }}
         "{stderr}"
     );
 }
+
+/// base64url without padding (JWT encoding).
+fn b64url(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
+        for i in 0..=chunk.len() {
+            out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A NATS JWT (`ed25519-nkey`) with `nats` claims for `subject`, signed by
+/// `issuer`.
+fn nats_jwt(issuer: &nkeys::KeyPair, subject: &str, name: &str, nats: serde_json::Value) -> String {
+    let header = b64url(br#"{"typ":"JWT","alg":"ed25519-nkey"}"#);
+    let claims = json!({
+        "jti": format!("{name}-{}", random_secret()),
+        "iat": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs(),
+        "iss": issuer.public_key(),
+        "sub": subject,
+        "name": name,
+        "nats": nats,
+    });
+    let body = format!("{header}.{}", b64url(claims.to_string().as_bytes()));
+    let signature = issuer.sign(body.as_bytes()).unwrap();
+    format!("{body}.{}", b64url(&signature))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_creds_file_logs_in_to_nats_in_operator_mode() {
+    let (operator, account, user) = (
+        nkeys::KeyPair::new_operator(),
+        nkeys::KeyPair::new_account(),
+        nkeys::KeyPair::new_user(),
+    );
+    let unlimited = json!({"subs": -1, "data": -1, "payload": -1});
+    let operator_jwt = nats_jwt(
+        &operator,
+        &operator.public_key(),
+        "op",
+        json!({"type": "operator", "version": 2}),
+    );
+    let account_claims = json!({
+        "type": "account", "version": 2,
+        "limits": {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1,
+                   "wildcards": true, "conn": -1, "leaf": -1},
+    });
+    let account_jwt = nats_jwt(
+        &operator,
+        &account.public_key(),
+        "herald-account",
+        account_claims,
+    );
+    let mut user_claims = json!({
+        "type": "user", "version": 2,
+        "pub": {"allow": ["herald.>", "_INBOX.>"]},
+        "sub": {"allow": ["herald.>", "_INBOX.>"]},
+    });
+    user_claims
+        .as_object_mut()
+        .unwrap()
+        .extend(unlimited.as_object().unwrap().clone());
+    let user_jwt = nats_jwt(&account, &user.public_key(), "herald", user_claims);
+    let config = format!(
+        "operator: {operator_jwt}\nresolver: MEMORY\nresolver_preload: {{ {}: {account_jwt} }}\n",
+        account.public_key()
+    );
+    let (nats, dir) = NatsServer::start_with_config(&config, &[]);
+    let creds = dir.path().join("herald.creds");
+    std::fs::write(
+        &creds,
+        format!(
+            "-----BEGIN NATS USER JWT-----\n{user_jwt}\n------END NATS USER JWT------\n\n\
+             -----BEGIN USER NKEY SEED-----\n{}\n------END USER NKEY SEED------\n",
+            user.seed().unwrap()
+        ),
+    )
+    .unwrap();
+    let creds_arg = creds.to_str().unwrap().to_string();
+    let node = Node::start(&[
+        "--nats",
+        &nats.url(),
+        "--node-id",
+        "c1",
+        "--nats-creds",
+        &creds_arg,
+    ]);
+    wait_ready(&node, Duration::from_secs(20)).await;
+    let (status, ack) = publish(&node, "creds.t", &json!(1)).await;
+    assert_eq!((status, ack["seq"].as_u64()), (200, Some(1)), "{ack}");
+    assert!(
+        !node.logs().contains(&user.seed().unwrap()),
+        "the seed was logged"
+    );
+
+    // Anonymous clients are refused by the operator-mode server too.
+    let answer = raw_session(nats.port, json!({}), "PUB herald.c.hb.x 2\r\nhi\r\n");
+    assert!(answer.contains("Authorization Violation"), "{answer}");
+
+    // A malformed creds file stops the node at start-up.
+    std::fs::write(&creds, "not a creds file\n").unwrap();
+    let out = std::process::Command::new(binary())
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data-bad-creds"))
+        .args(["--nats", &nats.url(), "--nats-creds", &creds_arg])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && stderr.contains("herald.creds"),
+        "{stderr}"
+    );
+}
