@@ -788,7 +788,7 @@ fn kubernetes_statefulset_is_wired_for_herald() {
     assert_eq!(at(pdb, "spec.selector.matchLabels"), labels);
 
     // Every NATS server the config names is a pod of the NATS StatefulSet,
-    // behind its headless Service (the bus itself: tests/deploy_checks.rs).
+    // behind its headless Service (the bus itself: tests/deploy_bus.rs).
     let nats = &objects["StatefulSet/nats"];
     let headless = str_at(nats, "spec.serviceName");
     assert!(objects.contains_key(&format!("Service/{headless}")));

@@ -1,118 +1,17 @@
-//! Issue 25: the deploy files run a closed, highly available bus and a load
-//! balancer, checked without Docker or Kubernetes: the real `nats-server -t`
-//! and `haproxy -c` on the configurations every deployment uses (with the
-//! arguments and secrets each gives them), and cross-checks between the
-//! compose, Kubernetes and systemd files (`config_reference.rs` checks the
-//! Herald side of the same files).
+//! Issue 25: the deploy files run a closed, highly available NATS bus —
+//! checked without Docker or Kubernetes: the real `nats-server -t` on the
+//! NATS config with the arguments and secrets compose, Kubernetes and systemd
+//! give it, the permissions it grants, and the wiring of the bus in compose
+//! and Kubernetes (`config_reference.rs` checks the Herald side of the same
+//! files; the balancer and systemd: `deploy_front.rs`).
 
-use std::{
-    collections::BTreeMap,
-    os::unix::fs::PermissionsExt,
-    path::{Path, PathBuf},
-    process::Command,
-    time::Duration,
-};
+mod deploy_support;
 
-use herald::config::{split_urls, Config};
-use serde::Deserialize;
+use std::{collections::BTreeMap, process::Command};
+
+use deploy_support::*;
+use herald::config::split_urls;
 use serde_yaml::Value as Yaml;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-fn read(rel: &str) -> String {
-    std::fs::read_to_string(root().join(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
-}
-
-fn load(rel: &str) -> Config {
-    let config = Config::from_file(&root().join(rel)).unwrap_or_else(|e| panic!("{e}"));
-    config.validate().unwrap_or_else(|e| panic!("{rel}: {e}"));
-    config
-}
-
-fn yaml(rel: &str) -> Vec<Yaml> {
-    serde_yaml::Deserializer::from_str(&read(rel))
-        .map(|doc| {
-            let mut v = Yaml::deserialize(doc).unwrap_or_else(|e| panic!("{rel}: {e}"));
-            v.apply_merge().unwrap();
-            v
-        })
-        .collect()
-}
-
-fn strings(v: &Yaml) -> Vec<String> {
-    v.as_sequence()
-        .unwrap_or_else(|| panic!("not a list: {v:?}"))
-        .iter()
-        .map(|s| s.as_str().expect("a string").to_string())
-        .collect()
-}
-
-/// A tool's path; fails loudly when it is not installed.
-fn tool(name: &str, package: &str) -> String {
-    ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"]
-        .iter()
-        .map(|d| format!("{d}/{name}"))
-        .find(|p| Path::new(p).exists())
-        .unwrap_or_else(|| {
-            panic!("{name} is required for the deploy checks: apt-get install {package}")
-        })
-}
-
-/// Runs `deploy/make-secrets.sh` into a fresh directory; returns it and
-/// every variable the files define, by file.
-fn make_secrets(
-    hosts: &[&str],
-) -> (
-    tempfile::TempDir,
-    BTreeMap<String, BTreeMap<String, String>>,
-) {
-    let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(root().join("deploy/make-secrets.sh"))
-        .arg(dir.path().join("s"))
-        .args(hosts)
-        .output()
-        .expect("run make-secrets.sh");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut files = BTreeMap::new();
-    for entry in std::fs::read_dir(dir.path().join("s")).unwrap() {
-        let path = entry.unwrap().path();
-        let mode = path.metadata().unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600, "{} is mode {mode:o}", path.display());
-        let vars = std::fs::read_to_string(&path)
-            .unwrap()
-            .lines()
-            .map(|l| l.split_once('=').expect("KEY=VALUE"))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        files.insert(
-            path.file_name().unwrap().to_string_lossy().into_owned(),
-            vars,
-        );
-    }
-    (dir, files)
-}
-
-/// `nats-server -t -c FILE ARGS` with `env`; (passed, output).
-fn nats_check(file: &Path, args: &[String], env: &BTreeMap<String, String>) -> (bool, String) {
-    let out = Command::new(tool("nats-server", "nats-server"))
-        .arg("-t")
-        .arg("-c")
-        .arg(file)
-        .args(args)
-        .env_clear()
-        .envs(env)
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success() && text.contains("is valid"), text)
-}
 
 #[test]
 fn make_secrets_writes_private_values_nats_can_read() {
@@ -149,15 +48,6 @@ fn make_secrets_writes_private_values_nats_can_read() {
     assert!(again.status.success());
     let kept = std::fs::read_to_string(dir.path().join("s/bus.env")).unwrap();
     assert!(kept.contains(&files["bus.env"]["HERALD_NATS_PASSWORD"]));
-}
-
-/// The environment a NATS server gets: bus.env and routes.env.
-fn nats_env(files: &BTreeMap<String, BTreeMap<String, String>>) -> BTreeMap<String, String> {
-    files["bus.env"]
-        .clone()
-        .into_iter()
-        .chain(files["routes.env"].clone())
-        .collect()
 }
 
 #[test]
@@ -280,104 +170,6 @@ fn the_nats_config_admits_only_herald_and_only_on_herald_subjects() {
     assert!(
         text.contains("http: 127.0.0.1:8222"),
         "monitoring has no auth: loopback only"
-    );
-}
-
-/// `timeout NAME VALUE` of the HAProxy config.
-fn haproxy_timeout(cfg: &str, name: &str) -> Duration {
-    let value = cfg
-        .lines()
-        .find_map(|l| l.trim().strip_prefix(&format!("timeout {name} ")))
-        .unwrap_or_else(|| panic!("no timeout {name}"));
-    humantime::parse_duration(value.trim()).unwrap()
-}
-
-#[test]
-fn haproxy_config_passes_haproxy_check_and_fits_herald() {
-    let file = root().join("deploy/haproxy/haproxy.cfg");
-    let compose = &yaml("deploy/compose.yaml")[0];
-    let env: BTreeMap<String, String> =
-        serde_yaml::from_value(compose["services"]["haproxy"]["environment"].clone()).unwrap();
-    let systemd: BTreeMap<String, String> = read("deploy/systemd/haproxy.env")
-        .lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| l.split_once('=').unwrap())
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect();
-    assert_eq!(
-        env.keys().collect::<Vec<_>>(),
-        systemd.keys().collect::<Vec<_>>()
-    );
-    for (name, vars) in [("compose", &env), ("systemd", &systemd)] {
-        let out = Command::new(tool("haproxy", "haproxy"))
-            .arg("-c")
-            .arg("-f")
-            .arg(&file)
-            .env_clear()
-            .envs(vars)
-            .output()
-            .unwrap();
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
-        assert!(
-            out.status.success() && text.contains("Configuration file is valid"),
-            "{name}: {text}"
-        );
-    }
-    // compose: the servers are the herald services on their listen port.
-    for i in 1..=3 {
-        let config = load(&format!("deploy/herald/n{i}.toml"));
-        assert_eq!(
-            env[&format!("HERALD_N{i}")],
-            format!("herald{i}:{}", config.listen.port())
-        );
-        assert!(compose["services"][format!("herald{i}").as_str()].is_mapping());
-    }
-
-    let cfg: String = read("deploy/haproxy/haproxy.cfg")
-        .lines()
-        .map(|l| l.split('#').next().unwrap())
-        .collect::<Vec<_>>()
-        .join("\n");
-    let has = |line: &str| cfg.lines().any(|l| l.trim() == line);
-    assert!(has("balance roundrobin") && has("option httpchk GET /readyz"));
-    assert!(
-        !cfg.contains("cookie ") && !cfg.contains("stick "),
-        "no sticky sessions"
-    );
-    assert!(
-        !cfg.contains("shutdown-sessions"),
-        "a node marked down keeps its WebSockets until it closes them"
-    );
-    let defaults = Config::default();
-    let poll = defaults.transport.poll_max_timeout;
-    for name in ["client", "server"] {
-        assert!(
-            haproxy_timeout(&cfg, name) > poll,
-            "timeout {name} must outlast a long-poll ({poll:?})"
-        );
-    }
-    assert!(haproxy_timeout(&cfg, "tunnel") >= defaults.transport.ws_idle_timeout);
-    // The 503 of a draining node is seen before it closes.
-    let server_line = cfg
-        .lines()
-        .find(|l| l.trim().starts_with("default-server"))
-        .unwrap();
-    let word = |key: &str| -> Duration {
-        let words: Vec<&str> = server_line.split_whitespace().collect();
-        let at = words
-            .iter()
-            .position(|w| *w == key)
-            .unwrap_or_else(|| panic!("no {key}"));
-        humantime::parse_duration(words[at + 1])
-            .unwrap_or_else(|_| Duration::from_secs(words[at + 1].parse().unwrap()))
-    };
-    let fall = word("fall").as_secs();
-    let noticed = word("inter") + word("fastinter") * (fall as u32 - 1);
-    assert!(
-        noticed < defaults.drain_delay,
-        "checks notice a drain after {noticed:?}, the 503 lasts {:?}",
-        defaults.drain_delay
     );
 }
 
@@ -534,29 +326,4 @@ fn kubernetes_runs_a_closed_ha_bus_with_auth_from_secrets() {
         policy["spec"]["ingress"].as_sequence().map(Vec::len),
         Some(2)
     );
-}
-
-#[test]
-fn systemd_turns_auth_on_and_logs_in_to_nats() {
-    let unit = read("deploy/systemd/herald.service");
-    assert!(
-        unit.lines()
-            .any(|l| l == "EnvironmentFile=/etc/herald/herald.env"),
-        "auth secrets are required"
-    );
-    assert!(unit
-        .lines()
-        .any(|l| l == "EnvironmentFile=-/etc/herald/bus.env"));
-    let config = load("deploy/systemd/herald.toml");
-    assert!(
-        config.listen.ip().is_loopback(),
-        "behind a proxy on the machine by default"
-    );
-    let commented = read("deploy/systemd/herald.toml")
-        .lines()
-        .find_map(|l| l.strip_prefix("# nats = "))
-        .map(str::to_string)
-        .expect("the cluster example");
-    let example: Config = toml::from_str(&format!("nats = {commented}")).unwrap();
-    assert_eq!(split_urls(example.nats.as_deref().unwrap()).count(), 3);
 }
