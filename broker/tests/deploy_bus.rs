@@ -321,6 +321,12 @@ fn kubernetes_runs_a_closed_ha_bus_with_auth_from_secrets() {
         ["herald-auth", "herald-nats"],
         "auth on and the NATS login"
     );
+    let pdb = find("PodDisruptionBudget", "nats");
+    assert_eq!(pdb["spec"]["maxUnavailable"].as_u64(), Some(1));
+    assert_eq!(
+        pdb["spec"]["selector"]["matchLabels"],
+        nats["spec"]["selector"]["matchLabels"]
+    );
     let policy = find("NetworkPolicy", "nats");
     assert_eq!(
         policy["spec"]["ingress"].as_sequence().map(Vec::len),
