@@ -16,6 +16,11 @@ step() { printf '\n==> %s\n' "$*"; }
 install_system_packages() {
   local missing=()
   command -v nats-server >/dev/null || [ -x /usr/sbin/nats-server ] || missing+=(nats-server)
+  # The deploy tests: haproxy -c, and local-cluster.sh behind HAProxy;
+  # openssl and curl for its secrets, tokens and checks.
+  command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || missing+=(haproxy)
+  command -v openssl >/dev/null || missing+=(openssl)
+  command -v curl >/dev/null || missing+=(curl)
   [ -x /usr/bin/chromium ] || missing+=(chromium)
   # The C toolchain builds jemalloc (Herald's allocator) and ring.
   command -v cc >/dev/null || missing+=(gcc)

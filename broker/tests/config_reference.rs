@@ -378,7 +378,28 @@ fn sample_args(flag: &str) -> Vec<&'static str> {
     match flag {
         "--listen" => vec!["--listen", "10.1.2.3:9999"],
         "--data-dir" => vec!["--data-dir", "/srv/herald"],
-        "--nats" => vec!["--nats", "nats://nats.example:4222"],
+        "--nats" => vec![
+            "--nats",
+            "nats://nats1.example:4222,nats://nats2.example:4222",
+        ],
+        "--nats-user" | "--nats-password" => {
+            vec![
+                "--nats-user",
+                "herald",
+                "--nats-password",
+                "sample-password",
+            ]
+        }
+        "--nats-nkey-file" => vec!["--nats-nkey-file", "/etc/herald/herald.nk"],
+        "--nats-creds" => vec!["--nats-creds", "/etc/herald/herald.creds"],
+        "--nats-tls-ca" => vec!["--nats-tls-ca", "/etc/herald/nats-ca.pem"],
+        "--nats-tls-cert" | "--nats-tls-key" => vec![
+            "--nats-tls-cert",
+            "/etc/herald/nats.pem",
+            "--nats-tls-key",
+            "/etc/herald/nats-key.pem",
+        ],
+        "--nats-tls-required" => vec!["--nats-tls-required"],
         "--node-id" => vec!["--node-id", "sample-node"],
         "--allowed-origins" => vec!["--allowed-origins", "https://a.example,https://b.example"],
         "--durability" => vec!["--durability", "relaxed"],
@@ -767,15 +788,18 @@ fn kubernetes_statefulset_is_wired_for_herald() {
     assert_eq!(int_at(pdb, "spec.maxUnavailable"), 1);
     assert_eq!(at(pdb, "spec.selector.matchLabels"), labels);
 
-    // The NATS the config points at exists.
-    let nats_host = config.nats.as_deref().unwrap();
-    let nats_service = nats_host
-        .trim_start_matches("nats://")
-        .split(':')
-        .next()
-        .unwrap();
-    assert!(objects.contains_key(&format!("Service/{nats_service}")));
-    assert!(objects.contains_key(&format!("Deployment/{nats_service}")));
+    // Every NATS server the config names is a pod of the NATS StatefulSet,
+    // behind its headless Service (the bus itself: tests/deploy_bus.rs).
+    let nats = &objects["StatefulSet/nats"];
+    let headless = str_at(nats, "spec.serviceName");
+    assert!(objects.contains_key(&format!("Service/{headless}")));
+    let urls: BTreeSet<String> = herald::config::split_urls(config.nats.as_deref().unwrap())
+        .map(str::to_string)
+        .collect();
+    let pods: BTreeSet<String> = (0..int_at(nats, "spec.replicas"))
+        .map(|i| format!("nats://nats-{i}.{headless}:4222"))
+        .collect();
+    assert_eq!(urls, pods, "herald.toml must list every NATS pod");
 }
 
 #[test]
@@ -809,7 +833,7 @@ fn compose_and_prometheus_scrape_every_node() {
     assert!(prometheus["volumes"].as_sequence().unwrap().iter().any(
         |v| v.as_str() == Some("./prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro")
     ));
-    assert_eq!(str_at(prometheus, "ports.0"), "9090:9090");
+    assert_eq!(str_at(prometheus, "ports.0"), "127.0.0.1:9090:9090");
 
     let scrape = yaml_docs("deploy/prometheus/prometheus.yml").remove(0);
     let job = at(&scrape, "scrape_configs")

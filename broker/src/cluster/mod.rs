@@ -24,6 +24,7 @@
 
 mod catchup;
 mod claim;
+mod connect;
 mod membership;
 mod owner;
 mod presence;
@@ -64,9 +65,17 @@ pub enum ClusterError {
     /// NATS could not be reached or refused us.
     #[error("cannot connect to NATS at {url}: {reason}")]
     Connect {
-        /// The URL.
+        /// The URLs (passwords masked).
         url: String,
         /// What failed.
+        reason: String,
+    },
+    /// A NATS credential or TLS file is missing or malformed.
+    #[error("NATS credential file {}: {reason}", path.display())]
+    Credentials {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
         reason: String,
     },
     /// Reading cluster state from the log failed.
@@ -95,7 +104,8 @@ pub struct ClusterEngine {
 }
 
 impl ClusterEngine {
-    /// Connects to NATS at `url` and joins the cluster as `node`.
+    /// Connects to NATS (any of the comma-separated URLs in `url`, failing
+    /// over between them) and joins the cluster as `node`.
     pub async fn start(
         url: &str,
         node: String,
@@ -114,26 +124,20 @@ impl ClusterEngine {
         // caught up with it (subscriptions wait for readiness anyway).
         hub.hold_floor(0);
         let (events_tx, mut events) = mpsc::unbounded_channel();
-        let options = async_nats::ConnectOptions::new()
-            .name(format!("herald-{node}"))
-            .retry_on_initial_connect()
-            .max_reconnects(None)
-            .connection_timeout(Duration::from_secs(2))
-            .request_timeout(Some(settings.request_timeout))
-            .reconnect_delay_callback(|attempts| {
-                Duration::from_millis((100 * attempts as u64).min(1000))
-            })
+        let servers = connect::server_addrs(url)?;
+        let shown = connect::describe(url);
+        let client = connect::options(&node, &settings)
+            .await?
             .event_callback(move |event| {
                 let tx = events_tx.clone();
                 async move {
                     let _ = tx.send(event);
                 }
-            });
-        let client = options
-            .connect(url)
+            })
+            .connect(servers)
             .await
             .map_err(|e| ClusterError::Connect {
-                url: url.to_string(),
+                url: shown.clone(),
                 reason: e.to_string(),
             })?;
 
@@ -175,30 +179,21 @@ impl ClusterEngine {
         }
 
         let mut tasks = Vec::new();
-        let inbox = shared
-            .client
-            .subscribe(shared.subject("c.>"))
-            .await
-            .map_err(|e| ClusterError::Connect {
-                url: url.to_string(),
-                reason: e.to_string(),
-            })?;
-        let requests = shared
-            .client
-            .subscribe(shared.node_subject(&shared.node, "*"))
-            .await
-            .map_err(|e| ClusterError::Connect {
-                url: url.to_string(),
-                reason: e.to_string(),
-            })?;
-        let presence_updates = shared
-            .client
-            .subscribe(shared.subject("p.*"))
-            .await
-            .map_err(|e| ClusterError::Connect {
-                url: url.to_string(),
-                reason: e.to_string(),
-            })?;
+        let subscribe = |subject: String| {
+            let (client, shown) = (shared.client.clone(), shown.clone());
+            async move {
+                client
+                    .subscribe(subject)
+                    .await
+                    .map_err(|e| ClusterError::Connect {
+                        url: shown,
+                        reason: e.to_string(),
+                    })
+            }
+        };
+        let inbox = subscribe(shared.subject("c.>")).await?;
+        let requests = subscribe(shared.node_subject(&shared.node, "*")).await?;
+        let presence_updates = subscribe(shared.subject("p.*")).await?;
         let (presence_tx, presence_rx) = mpsc::unbounded_channel();
         shared.presence.set_outbox(presence_tx);
         let (connections_tx, connections_rx) = tokio::sync::watch::channel(0u64);
@@ -233,6 +228,14 @@ impl ClusterEngine {
                         catchup.connected.store(true, Ordering::Release);
                         connections_tx.send_modify(|n| *n += 1);
                         catchup::run(catchup.clone()).await;
+                    }
+                    // Refused credentials or permissions: the node stays
+                    // unready and retries, so say why loudly.
+                    async_nats::Event::ServerError(e) => {
+                        tracing::error!(error = %e, "NATS server error");
+                    }
+                    async_nats::Event::ClientError(e) => {
+                        tracing::warn!(error = %e, "NATS client error");
                     }
                     other => tracing::debug!(event = %other, "NATS event"),
                 }

@@ -20,9 +20,48 @@ pub struct ServeArgs {
     /// Directory for the persistence log.
     #[arg(long, env = "HERALD_DATA_DIR", value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
-    /// NATS server URL; joins the cluster through it.
-    #[arg(long, env = "HERALD_NATS", value_name = "URL")]
+    /// NATS server URLs, comma-separated; joins the cluster through whichever is up.
+    #[arg(long, env = "HERALD_NATS", value_name = "URLS")]
     pub nats: Option<String>,
+    /// NATS user name (with `--nats-password`).
+    #[arg(long, env = "HERALD_NATS_USER", value_name = "USER")]
+    pub nats_user: Option<String>,
+    /// NATS password (with `--nats-user`); prefer the variable.
+    #[arg(
+        long,
+        env = "HERALD_NATS_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub nats_password: Option<String>,
+    /// File with the node's NATS NKey seed.
+    #[arg(long, env = "HERALD_NATS_NKEY_FILE", value_name = "FILE")]
+    pub nats_nkey_file: Option<PathBuf>,
+    /// NATS credentials file (`.creds`: user JWT and NKey seed).
+    #[arg(long, env = "HERALD_NATS_CREDS", value_name = "FILE")]
+    pub nats_creds: Option<PathBuf>,
+    /// PEM CA the NATS servers' certificates must chain to (implies TLS).
+    #[arg(long, env = "HERALD_NATS_TLS_CA", value_name = "FILE")]
+    pub nats_tls_ca: Option<PathBuf>,
+    /// PEM client certificate for NATS (with `--nats-tls-key`; implies TLS).
+    #[arg(
+        long,
+        env = "HERALD_NATS_TLS_CERT",
+        value_name = "FILE",
+        requires = "nats_tls_key"
+    )]
+    pub nats_tls_cert: Option<PathBuf>,
+    /// PEM private key for `--nats-tls-cert`.
+    #[arg(
+        long,
+        env = "HERALD_NATS_TLS_KEY",
+        value_name = "FILE",
+        requires = "nats_tls_cert"
+    )]
+    pub nats_tls_key: Option<PathBuf>,
+    /// Refuse NATS connections without TLS.
+    #[arg(long, env = "HERALD_NATS_TLS_REQUIRED")]
+    pub nats_tls_required: bool,
     /// Unique node name (default: generated once and kept in the data dir).
     #[arg(long, env = "HERALD_NODE_ID", value_name = "NAME")]
     pub node_id: Option<String>,
@@ -115,6 +154,29 @@ impl ServeArgs {
         }
         if a.node_id.is_some() {
             config.node_id = a.node_id;
+        }
+        let cluster = &mut config.cluster;
+        if a.nats_user.is_some() {
+            cluster.nats_user = a.nats_user;
+        }
+        if let Some(v) = a.nats_password {
+            cluster.nats_password = Some(super::Secret::new(v));
+        }
+        if a.nats_nkey_file.is_some() {
+            cluster.nats_nkey_file = a.nats_nkey_file;
+        }
+        if a.nats_creds.is_some() {
+            cluster.nats_creds = a.nats_creds;
+        }
+        if a.nats_tls_ca.is_some() {
+            cluster.nats_tls_ca = a.nats_tls_ca;
+        }
+        if let (Some(cert), Some(key)) = (a.nats_tls_cert, a.nats_tls_key) {
+            cluster.nats_tls_cert = Some(cert);
+            cluster.nats_tls_key = Some(key);
+        }
+        if a.nats_tls_required {
+            cluster.nats_tls_required = true;
         }
         if let Some(v) = a.allowed_origins {
             config.allowed_origins = v

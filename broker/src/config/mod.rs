@@ -6,6 +6,7 @@
 //! defaults, then [`Config::validate`] checks the whole.
 
 mod args;
+mod nats;
 mod sections;
 
 use std::{collections::HashMap, net::SocketAddr, path::PathBuf, time::Duration};
@@ -14,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::{
     args::ServeArgs,
+    nats::{display_url, split_urls, Secret},
     sections::{ClusterConfig, Limits, LogConfig, NamespaceConfig, TlsConfig, TransportConfig},
 };
 use crate::log::RetentionPolicy;
@@ -55,7 +57,9 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Data directory.
     pub data_dir: PathBuf,
-    /// NATS URL (cluster mode) or none (single node).
+    /// NATS server URLs, comma-separated (cluster mode), or none (single
+    /// node). The file may also give a list.
+    #[serde(deserialize_with = "nats::string_or_list")]
     pub nats: Option<String>,
     /// Node name; generated when empty.
     pub node_id: Option<String>,
@@ -159,11 +163,7 @@ impl Config {
                 return invalid("node_id", "must be 1-64 of [A-Za-z0-9_-]");
             }
         }
-        if let Some(url) = &self.nats {
-            if url.trim().is_empty() {
-                return invalid("nats", "must be a NATS URL such as nats://127.0.0.1:4222");
-            }
-        }
+        nats::validate(self)?;
         if self.workers > 256 {
             return invalid("workers", "must be between 0 (one per CPU) and 256");
         }
@@ -262,12 +262,19 @@ impl Config {
             .unwrap_or(self.history)
     }
 
-    /// Every configured secret (API keys, the JWT secret, a password in the
-    /// NATS URL), for the log redactor.
+    /// Every configured secret (API keys, the JWT secret, the NATS password,
+    /// a password in a NATS URL), for the log redactor. NKey seeds and
+    /// creds-file JWTs are masked by their shape.
     pub fn secrets(&self) -> Vec<String> {
         let mut secrets: Vec<String> = self.auth.api_keys.iter().map(|k| k.key.clone()).collect();
         secrets.extend(self.auth.jwt_secret.clone());
-        for url in self.nats.iter().flat_map(|n| n.split(',')) {
+        secrets.extend(
+            self.cluster
+                .nats_password
+                .as_ref()
+                .map(|p| p.expose().to_string()),
+        );
+        for url in self.nats.iter().flat_map(|n| split_urls(n)) {
             let userinfo = url
                 .split_once("://")
                 .and_then(|(_, rest)| rest.split_once('@'))

@@ -4,6 +4,7 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::{Deserialize, Serialize};
 
+use super::nats::Secret;
 use crate::{engine::Durability, log::RetentionPolicy};
 
 /// Settings of the persistence log.
@@ -168,6 +169,25 @@ pub struct ClusterConfig {
     /// Timeout of node-to-node requests (forwarding, fetching, claims).
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// NATS user name (with `nats_password`).
+    pub nats_user: Option<String>,
+    /// NATS password (with `nats_user`).
+    pub nats_password: Option<Secret>,
+    /// File holding the node's NATS NKey seed (`SU…`).
+    pub nats_nkey_file: Option<PathBuf>,
+    /// NATS `.creds` file (user JWT and NKey seed; decentralized auth).
+    pub nats_creds: Option<PathBuf>,
+    /// PEM CA certificate(s) the NATS servers' certificates must chain to;
+    /// implies TLS.
+    pub nats_tls_ca: Option<PathBuf>,
+    /// PEM client certificate for NATS servers that verify clients (with
+    /// `nats_tls_key`); implies TLS.
+    pub nats_tls_cert: Option<PathBuf>,
+    /// PEM private key of `nats_tls_cert`.
+    pub nats_tls_key: Option<PathBuf>,
+    /// Refuse NATS connections without TLS (also on with any `nats_tls_*`
+    /// file or a `tls://` URL).
+    pub nats_tls_required: bool,
 }
 
 impl Default for ClusterConfig {
@@ -179,6 +199,14 @@ impl Default for ClusterConfig {
             min_replica_acks: 1,
             replication_timeout: Duration::from_secs(3),
             request_timeout: Duration::from_secs(2),
+            nats_user: None,
+            nats_password: None,
+            nats_nkey_file: None,
+            nats_creds: None,
+            nats_tls_ca: None,
+            nats_tls_cert: None,
+            nats_tls_key: None,
+            nats_tls_required: false,
         }
     }
 }

@@ -7,7 +7,8 @@
 //! stderr: the configured secrets (API keys, the JWT secret), anything
 //! shaped like a JWT, the value after `Bearer `, `token=` (query parameter
 //! or the `herald_token` cookie) and `X-API-Key`, the password part of a
-//! URL, and credential fields of a JSON connect message.
+//! URL, credential fields of a JSON connect message (NATS' `CONNECT`
+//! included), and NATS NKey seeds (a `.creds` file's seed and user JWT).
 
 use std::{
     io::{self, Write},
@@ -32,6 +33,8 @@ static SHAPES: LazyLock<Regex> = LazyLock::new(|| {
         r#""(?:pass|password|auth_token|token|jwt|sig|nkey|api_key)"\s*:\s*")"#,
         r#"[^\s&;,"'\\)]+"#,
         r#"|eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*"#,
+        // An NKey seed: `S`, the key type, base32 (58 characters in all).
+        r#"|\bS[AUONCPX][A-Z2-7]{56}\b"#,
         r#"|(?P<scheme>[a-z][a-z0-9+.-]*://)[^/\s@]+@"#,
     ))
     .expect("valid pattern")
@@ -142,6 +145,9 @@ impl Drop for EventBuffer {
 mod tests {
     use super::*;
 
+    /// A user NKey seed (from async-nats' documentation, not a real key).
+    const SEED: &str = "SUAIO3FHUX5PNV2LQIIP7TZ3N4L7TX3W53MQGEIVYFIGA635OZCKEYHFLM";
+
     #[test]
     fn masks_every_credential_shape() {
         let r = Redactor::new(["svc-key-123".to_string(), "abc".to_string()]);
@@ -178,11 +184,20 @@ mod tests {
                 "nats://[redacted]@10.0.0.1:4222",
             ),
             (format!("bare {jwt} here"), "bare [redacted] here"),
+            (
+                format!("seed {SEED} in a creds file"),
+                "seed [redacted] in a creds file",
+            ),
+            (
+                r#"CONNECT {"user":"herald","pass":"s3cret","verbose":false}"#.to_string(),
+                r#""pass":"[redacted]""#,
+            ),
         ];
         for (input, expect) in cases {
             let out = r.redact(&input);
             assert!(out.contains(expect), "{input} -> {out}");
             assert!(!out.contains(jwt) && !out.contains("svc-key-123") && !out.contains("s3cret"));
+            assert!(!out.contains(SEED));
         }
         // Short secrets are not masked verbatim; ordinary text is untouched.
         assert_eq!(

@@ -3,6 +3,11 @@
 
 #![allow(dead_code)]
 
+mod nats;
+
+pub use self::nats::*;
+use self::nats::{spawn_nats, wait_port};
+
 use std::{
     io::{BufRead, BufReader},
     net::SocketAddr,
@@ -648,40 +653,36 @@ pub struct NatsServer {
 impl NatsServer {
     /// Starts `nats-server`; fails loudly when it is not installed.
     pub fn start() -> NatsServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        Self::start_on(port)
+        Self::start_on(free_port())
     }
 
     /// Starts on a given port (to restart after [`NatsServer::stop`]).
     pub fn start_on(port: u16) -> NatsServer {
-        let bin = ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
-            .into_iter()
-            .find(|p| Path::new(p).exists())
-            .map(str::to_string)
-            .or_else(|| std::env::var("NATS_SERVER_BIN").ok())
-            .expect("nats-server is required for cluster tests (apt-get install nats-server); scripts/test-all.sh installs it");
-        let child = Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server");
-        let deadline = std::time::Instant::now() + TIMEOUT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "nats-server did not start on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let child = spawn_nats(&["-a", "127.0.0.1", "-p", &port.to_string()], &[], None);
+        wait_port(port, "nats-server", None);
         NatsServer {
             child: Some(child),
             port,
         }
+    }
+
+    /// Starts with a configuration file's `text` (its `listen` is set here,
+    /// on a free port) and environment (for `$VAR` references in it).
+    pub fn start_with_config(text: &str, env: &[(&str, &str)]) -> (NatsServer, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let file = dir.path().join("nats.conf");
+        std::fs::write(&file, format!("{text}\nlisten: 127.0.0.1:{port}\n")).unwrap();
+        let log = dir.path().join("nats.log");
+        let child = spawn_nats(&["-c", file.to_str().unwrap()], env, Some(&log));
+        wait_port(port, "nats-server", Some(&log));
+        (
+            NatsServer {
+                child: Some(child),
+                port,
+            },
+            dir,
+        )
     }
 
     pub fn url(&self) -> String {
@@ -706,11 +707,15 @@ impl Drop for NatsServer {
 /// Starts `n` nodes joined through `nats`, named n1..nN, and waits until
 /// every one reports ready.
 pub async fn start_cluster(nats: &NatsServer, n: usize, extra: &[&str]) -> Vec<Node> {
+    start_cluster_at(&nats.url(), n, extra).await
+}
+
+/// [`start_cluster`] through `urls` (e.g. [`NatsCluster::urls`]).
+pub async fn start_cluster_at(urls: &str, n: usize, extra: &[&str]) -> Vec<Node> {
     let mut nodes = Vec::new();
     for i in 1..=n {
         let name = format!("n{i}");
-        let url = nats.url();
-        let mut args = vec!["--nats", url.as_str(), "--node-id", name.as_str()];
+        let mut args = vec!["--nats", urls, "--node-id", name.as_str()];
         args.extend_from_slice(extra);
         nodes.push(Node::start(&args));
     }

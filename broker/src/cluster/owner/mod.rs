@@ -107,6 +107,8 @@ struct Part {
     /// `(request, index in the request, result)` to fill once applied.
     waiters: Vec<(RequestRef, usize, Published)>,
     since: Instant,
+    /// When it was last published on the replication subject.
+    sent: Instant,
     answered: bool,
     _ticket: InFlight,
 }
@@ -169,7 +171,11 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Own
                 owner.on_view(view);
                 owner.advance();
             }
-            _ = tick.tick() => owner.expire(),
+            _ = tick.tick() => {
+                owner.expire();
+                let again = owner.stale_parts();
+                owner.replicate(again).await;
+            }
         }
     }
 }
@@ -392,6 +398,7 @@ impl Owner {
                 last_seq: 0,
                 waiters: Vec::new(),
                 since: Instant::now(),
+                sent: Instant::now(),
                 answered: false,
                 _ticket: std::mem::replace(&mut ticket, hub.begin_batch(now)),
             });

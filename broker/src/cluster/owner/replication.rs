@@ -54,6 +54,27 @@ impl Owner {
         }
     }
 
+    /// The entries of parts still short of their quorum a heartbeat after
+    /// they were last sent, to send again. Their replication message may
+    /// have been lost — NATS delivers at most once, and a NATS server that
+    /// dies takes what it was forwarding with it — and replicas cannot
+    /// fetch them instead: this node appends them only after the quorum.
+    /// Replicas skip seqs they already hold, so a second copy is harmless.
+    pub(super) fn stale_parts(&mut self) -> Vec<(Topic, LogEntry)> {
+        let after = self.shared.settings.heartbeat_interval;
+        let mut again = Vec::new();
+        for (topic, slot) in &mut self.slots {
+            let Slot::Owned(owned) = slot else { continue };
+            for part in owned.pending.iter_mut() {
+                if part.sent.elapsed() >= after {
+                    part.sent = std::time::Instant::now();
+                    again.extend(part.entries.iter().map(|e| (topic.clone(), e.clone())));
+                }
+            }
+        }
+        again
+    }
+
     pub(super) fn on_ack(&mut self, ack: Ack) {
         for (topic, term) in &ack.rejected {
             let Ok(topic) = Topic::parse(topic) else {
