@@ -75,10 +75,13 @@ async def test_kill9_and_restart_mid_stream(
 
 @pytest.mark.parametrize("transport", ["ws", "sse"])
 async def test_slow_consumer_is_dropped_and_resumes(workdir, ns: str, transport: TransportName) -> None:  # type: ignore[no-untyped-def]
-    """A consumer slower than the broker's outgoing queue (64 KiB here) gets
-    disconnected as a slow consumer (WebSocket 4001, SSE `: slow consumer`)
-    and resumes from the log with the exact sequence."""
-    node = HeraldNode(workdir, config="[limits]\nqueue_bytes = 65536\n").start()
+    """Under the `disconnect` policy, a consumer slower than the broker's
+    outgoing queue (64 KiB here) gets disconnected as a slow consumer
+    (WebSocket 4001, SSE `: slow consumer`) and resumes from the log with the
+    exact sequence."""
+    node = HeraldNode(
+        workdir, config='[limits]\nqueue_bytes = 65536\nslow_consumer = "disconnect"\n'
+    ).start()
     try:
         reasons: list[str] = []
         async with HeraldClient(
