@@ -1422,7 +1422,7 @@ error         invalid_topic     {"op":"unsubscribe","id":"e7","topic":"bad topic
 error         invalid_topic     {"op":"publish","id":"e8","topic":"conf.*","data":1}
 error         bad_request       {"op":"publish","id":"e9","topic":"conf.a"}
 error         bad_request       {"op":"subscribe","id":"e10"}
-error         bad_request       {"op":"subscribe","id":"e11","topic":"conf.*","since":3}
+error         bad_request       {"op":"subscribe","id":"e11","topic":"conf.*","since":3,"since_ts":1}
 error         bad_request       {"op":"subscribe","id":"e12","topic":"conf.a","since":-3}
 error         bad_request       {"op":"publish","id":"e13","topic":"conf.a","data":1,"idempotency_key":"has space"}
 refreshed     -                 {"op":"refresh","id":"r1","token":"any-token-while-auth-is-off"}

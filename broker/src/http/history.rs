@@ -1,4 +1,4 @@
-//! `GET /v1/topics/{topic}/messages?since=N&limit=M`.
+//! `GET /v1/topics/{topic}/messages?since=N&limit=M` (or `since_ts=T`).
 
 use actix_web::{web, HttpResponse};
 use bytes::{BufMut, BytesMut};
@@ -12,8 +12,10 @@ use crate::{hub::Topic, state::AppState};
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// Messages with a seq above this (default 0: from the oldest retained).
-    #[serde(default)]
-    pub since: u64,
+    pub since: Option<u64>,
+    /// Messages from the first with `ts` at or after this (ms since the
+    /// epoch), instead of `since`.
+    pub since_ts: Option<u64>,
     /// Most messages to return (default 100, capped by `transport.max_page`).
     pub limit: Option<usize>,
     /// Credentials for browsers that cannot set headers (see auth).
@@ -22,10 +24,12 @@ pub struct HistoryQuery {
 }
 
 /// `{"messages":[...],"first_seq":F,"last_seq":L}`: retained messages after
-/// `since` in seq order. `first_seq` is the oldest retained seq (`last_seq + 1`
-/// when nothing is retained); `last_seq` the newest committed one. Ranges the
-/// operator accepted as lost (a damaged log started with `--accept-damage`)
-/// within the page are listed in `"gaps":[{"topic","from","to"}]`.
+/// `since` (or from `since_ts`) in seq order. `first_seq` is the oldest
+/// retained seq (`last_seq + 1` when nothing is retained); `last_seq` the
+/// newest committed one. Seqs the page should start with but retention
+/// removed, and ranges the operator accepted as lost (a damaged log started
+/// with `--accept-damage`) within the page, are listed in
+/// `"gaps":[{"topic","from","to"}]`.
 pub async fn history(
     req: actix_web::HttpRequest,
     topic: web::Path<String>,
@@ -44,12 +48,27 @@ pub async fn history(
         .limit
         .unwrap_or(100)
         .clamp(1, state.config.transport.max_page);
-    let since = query.since;
+    if query.since.is_some() && query.since_ts.is_some() {
+        return Err(ApiError::bad_request("give since or since_ts, not both"));
+    }
+    let since_ts = query.since_ts;
     let head = state.hub.head(&topic);
     let log = state.log.clone();
     let t = topic.clone();
     let (first, messages, gaps) = web::block(move || -> Result<_, crate::log::LogError> {
-        let first = log.read(&t, 0, 1)?.first().map(|m| m.seq);
+        let oldest = log.read(&t, 0, 1)?.into_iter().next();
+        let first = oldest.as_ref().map(|m| m.seq);
+        // From a time: after the last message before it. Retention removed
+        // what came before the oldest retained message; when that message
+        // is already at or after the time, some removed ones may have been
+        // too, so the page starts at seq 1 and reports them as a gap.
+        let since = match (since_ts, &oldest) {
+            (Some(ts), Some(m)) if m.ts >= ts => 0,
+            (Some(ts), _) => log
+                .first_seq_since_ts(&t, ts, head.last_seq)?
+                .map_or(head.last_seq, |s| s - 1),
+            (None, _) => query.since.unwrap_or(0),
+        };
         let messages = if since < head.last_seq {
             log.read(&t, since + 1, limit)?
         } else {
@@ -59,9 +78,14 @@ pub async fn history(
             Some(m) if messages.len() == limit => m.seq,
             _ => head.last_seq,
         };
-        let gaps =
+        let mut gaps =
             log.damage()
                 .accepted_within(&t, since.saturating_add(1), upto.min(head.last_seq));
+        // Asked for seqs retention has removed (`since=0` on a trimmed
+        // topic, or a time before the retained data).
+        if let Some(first) = first.filter(|f| since + 1 < *f && *f <= head.last_seq) {
+            gaps.insert(0, (since + 1, first - 1));
+        }
         Ok((first, messages, gaps))
     })
     .await

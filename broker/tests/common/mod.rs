@@ -560,9 +560,19 @@ impl Sse {
     }
 
     /// Reads up to the `hello` event (the second block) and returns it.
+    /// Reads up to the `hello` event (the opening id-only block comes
+    /// first), leaving every block after it unread.
     pub async fn read_hello(&mut self) -> Value {
         while self.hello.is_none() {
-            self.next_block(TIMEOUT).await.expect("hello before end");
+            let block = self.raw_block(TIMEOUT).await.expect("hello before end");
+            match block.event.as_deref() {
+                Some("hello") => {
+                    let data = block.data.as_deref().expect("hello has data");
+                    self.hello = Some(serde_json::from_str(data).expect("hello is JSON"));
+                }
+                None => {}
+                Some(other) => panic!("{other} before hello"),
+            }
         }
         self.hello.clone().unwrap()
     }

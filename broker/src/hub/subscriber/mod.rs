@@ -298,6 +298,9 @@ impl Subscriber {
             }
             None => self.schedule_backlog(&pattern, start),
         }
+        // A replay from before the floor (a `since`, a `since_ts`) owes
+        // what the floor would claim delivered: the floor waits for it.
+        self.floor = self.floor.min(start.ts);
         let cursor = self.cursor_for(&pattern, start.ts);
         self.patterns.push((pattern, start));
         Ok(Some(cursor))
