@@ -141,7 +141,7 @@ async fn bad_input_gets_error_frames_and_the_connection_keeps_working() {
         (json!({"op":"publish","topic":"a"}), "bad_request"),
         (json!({"op":"subscribe"}), "bad_request"),
         (
-            json!({"op":"subscribe","topic":"a.*","since":3}),
+            json!({"op":"subscribe","topic":"a.*","since":3,"cursor":"1~0"}),
             "bad_request",
         ),
         (

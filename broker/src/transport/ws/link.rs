@@ -202,15 +202,25 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Link<IO> {
     /// Decodes and handles every whole frame read so far, as far as the
     /// session may take more ops.
     fn decode_ready(&mut self) -> Result<(), Exit> {
+        let decoded = self.decode_frames();
+        // Every publish this read brought goes to the engine together.
+        if let Some(session) = self.session.as_deref_mut() {
+            session.submit(&self.state.engine, &self.state.metrics);
+        }
+        decoded?;
+        if self.inbound.is_empty() && self.inbound.capacity() > 0 {
+            self.inbound = BytesMut::new();
+        }
+        Ok(())
+    }
+
+    fn decode_frames(&mut self) -> Result<(), Exit> {
         while self.session.as_deref().is_none_or(Session::can_read) {
             match self.decoder.decode(&mut self.inbound) {
                 Ok(Some(item)) => self.on_incoming(item)?,
                 Ok(None) => break,
                 Err(violation) => return Err(self.violated(violation)),
             }
-        }
-        if self.inbound.is_empty() && self.inbound.capacity() > 0 {
-            self.inbound = BytesMut::new();
         }
         Ok(())
     }

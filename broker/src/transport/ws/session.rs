@@ -1,7 +1,7 @@
 //! What a broker connection holds besides its socket: the subscriber, the
 //! client's presence, its publishes awaiting acks, its identity and rate.
 
-use std::{future::Future, pin::Pin};
+use std::{future::Future, pin::Pin, sync::Arc};
 
 use futures_util::{stream::FuturesUnordered, StreamExt};
 
@@ -12,7 +12,7 @@ use super::{
 };
 use crate::{
     auth::Identity,
-    engine::{PublishError, Published},
+    engine::{Engine, PublishError, PublishItem, Published},
     hub::presence::ClientPresence,
     hub::{Event, MailboxState, Subscriber},
     limits::TokenBucket,
@@ -33,8 +33,9 @@ pub const MAX_PUBLISHES_IN_FLIGHT: usize = 256;
 /// Events taken from the subscriber per write.
 const EVENTS_PER_BATCH: usize = 256;
 
-/// The outcome of one publish, with the op id to answer it under.
-pub type AckResult = (Option<OpId>, Result<Vec<Published>, PublishError>);
+/// The outcome of publishes handed to the engine together, with the op id
+/// of each (in order) to answer it under.
+pub type AckResult = (Vec<Option<OpId>>, Result<Vec<Published>, PublishError>);
 type PendingAck = Pin<Box<dyn Future<Output = AckResult>>>;
 
 /// A broker connection's state.
@@ -46,6 +47,11 @@ pub struct Session {
     /// Publishes awaiting their ack; created on the first publish, so a
     /// subscribe-only connection holds none.
     acks: Option<FuturesUnordered<PendingAck>>,
+    /// Publishes in `acks`.
+    in_flight: usize,
+    /// Publishes read but not handed to the engine yet: every publish op of
+    /// one read goes to the engine in one call (see [`Session::submit`]).
+    queued: Vec<(Option<OpId>, PublishItem)>,
     /// Who the client is (replaced by `refresh`).
     pub identity: Identity,
     /// Publish rate of this connection, when limited.
@@ -65,6 +71,8 @@ impl Session {
                 identity.sub.clone(),
             ),
             acks: None,
+            in_flight: 0,
+            queued: Vec::new(),
             identity,
             rate: (limits.publish_rate_per_connection > 0.0).then(|| {
                 TokenBucket::new(limits.publish_rate_per_connection, limits.publish_burst)
@@ -73,9 +81,9 @@ impl Session {
         }
     }
 
-    /// Publishes awaiting their ack.
+    /// Publishes awaiting their ack (or queued for the engine).
     pub fn acks_in_flight(&self) -> usize {
-        self.acks.as_ref().map_or(0, FuturesUnordered::len)
+        self.in_flight + self.queued.len()
     }
 
     /// Whether the link may read another frame.
@@ -83,22 +91,64 @@ impl Session {
         self.acks_in_flight() < MAX_PUBLISHES_IN_FLIGHT
     }
 
-    /// Starts waiting for a publish's ack.
-    pub fn await_ack(&mut self, ack: PendingAck) {
+    /// Starts waiting for the ack of `publishes` publishes.
+    pub fn await_ack(&mut self, publishes: usize, ack: PendingAck) {
+        self.in_flight += publishes;
         self.acks
             .get_or_insert_with(FuturesUnordered::new)
             .push(ack);
     }
 
+    /// Queues a publish for the next [`Session::submit`].
+    pub fn queue_publish(&mut self, id: Option<OpId>, item: PublishItem) {
+        self.queued.push((id, item));
+    }
+
+    /// Hands every queued publish to the engine in one call: one trip
+    /// through the sequencer's queue and one reply for what one read of the
+    /// socket brought, instead of one per publish. Publishes of one
+    /// connection reach the sequencer in the order they were sent, so
+    /// pipelined publishes to a topic get increasing seqs.
+    pub fn submit(&mut self, engine: &Arc<dyn Engine>, metrics: &Arc<Metrics>) {
+        if self.queued.is_empty() {
+            return;
+        }
+        let (ids, items): (Vec<_>, Vec<_>) = std::mem::take(&mut self.queued).into_iter().unzip();
+        let n = items.len();
+        let (engine, metrics) = (engine.clone(), metrics.clone());
+        // `unconstrained`: the engine takes the publishes in this future's
+        // first poll; tokio's budget could defer that poll, and deferred
+        // wake-ups run in reverse order.
+        self.await_ack(
+            n,
+            Box::pin(tokio::task::unconstrained(async move {
+                let started = std::time::Instant::now();
+                let result = engine.publish(items).await;
+                match &result {
+                    Ok(_) => {
+                        let took = started.elapsed().as_secs_f64();
+                        for _ in 0..n {
+                            metrics.publish_ack_seconds.observe(took);
+                        }
+                    }
+                    Err(_) => metrics.publish_errors.inc_by(n as u64),
+                }
+                (ids, result)
+            })),
+        );
+    }
+
     /// The next ack (pending while none is in flight).
     pub async fn next_ack(&mut self) -> AckResult {
-        match self.acks.as_mut() {
+        let result = match self.acks.as_mut() {
             Some(acks) if !acks.is_empty() => match acks.next().await {
                 Some(result) => result,
                 None => std::future::pending().await,
             },
             _ => std::future::pending().await,
-        }
+        };
+        self.in_flight -= result.0.len();
+        result
     }
 
     /// Frees the ack set once empty (a connection that published once

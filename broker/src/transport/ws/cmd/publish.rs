@@ -40,51 +40,58 @@ pub fn apply(
             return ctx.error(id.as_deref(), &error);
         }
     }
+    let item = PublishItem {
+        topic,
+        data,
+        idempotency_key,
+        traceparent,
+    };
+    if !crate::telemetry::otel_enabled() {
+        return ctx.session.queue_publish(id, item);
+    }
+    // Traced: each publish its own engine call, inside its span (publish →
+    // cluster.forward → log.append).
+    let span = trace::publish_span("ws", item.topic.as_str(), item.traceparent.as_deref());
+    let item = PublishItem {
+        traceparent: trace::carried_traceparent(&span, item.traceparent),
+        ..item
+    };
     let engine = ctx.state.engine.clone();
     let metrics = ctx.state.metrics.clone();
-    let span = trace::publish_span("ws", topic.as_str(), traceparent.as_deref());
-    let traceparent = trace::carried_traceparent(&span, traceparent);
-    // Publishes of one connection reach the sequencer in the order they
-    // were sent, so pipelined publishes to a topic get increasing seqs: each
-    // one is handed to the engine in its first poll, and these are polled
-    // first in the order pushed. Without `unconstrained`, tokio's
-    // cooperative budget could turn a first poll into a deferred wake-up,
-    // and deferred wake-ups run in reverse order.
-    ctx.session
-        .await_ack(Box::pin(tokio::task::unconstrained(async move {
+    // `unconstrained`: see `Session::submit`.
+    ctx.session.await_ack(
+        1,
+        Box::pin(tokio::task::unconstrained(async move {
             let started = std::time::Instant::now();
-            let result = engine
-                .publish(vec![PublishItem {
-                    topic,
-                    data,
-                    idempotency_key,
-                    traceparent,
-                }])
-                .instrument(span)
-                .await;
+            let result = engine.publish(vec![item]).instrument(span).await;
             match &result {
                 Ok(_) => metrics
                     .publish_ack_seconds
                     .observe(started.elapsed().as_secs_f64()),
                 Err(_) => metrics.publish_errors.inc(),
             }
-            (id, result)
-        })));
+            (vec![id], result)
+        })),
+    );
 }
 
-/// Answers a publish whose outcome is known.
-pub fn answer(ctx: &mut Ctx<'_>, (id, result): AckResult) {
+/// Answers publishes whose outcome is known, each under its op id.
+pub fn answer(ctx: &mut Ctx<'_>, (ids, result): AckResult) {
     match result {
         Ok(published) => {
-            let Some(Published { topic, seq, .. }) = published.first() else {
-                return;
-            };
-            ctx.reply(&Reply::Ack {
-                id: id.as_deref(),
-                topic: topic.as_str(),
-                seq: *seq,
-            });
+            for (id, Published { topic, seq, .. }) in ids.iter().zip(&published) {
+                ctx.reply(&Reply::Ack {
+                    id: id.as_deref(),
+                    topic: topic.as_str(),
+                    seq: *seq,
+                });
+            }
         }
-        Err(e) => ctx.error(id.as_deref(), &e.into()),
+        Err(e) => {
+            let error = e.into();
+            for id in &ids {
+                ctx.error(id.as_deref(), &error);
+            }
+        }
     }
 }
