@@ -30,7 +30,7 @@ pub use self::{
     index::{SubscriberId, SubscriptionIndex},
     mailbox::{Drained, Mailbox, MailboxState, Pushed, Skipped, SlowConsumerPolicy},
     message::{Message, TopicHead},
-    subscriber::{Delivered, Event, Resume, SubscribeError, Subscriber},
+    subscriber::{Delivered, DeliverySink, Event, Resume, SubscribeError, Subscriber},
     topic::{Pattern, Topic, TopicError},
 };
 use crate::metrics::Metrics;

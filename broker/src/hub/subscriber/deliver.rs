@@ -27,6 +27,15 @@ pub struct Delivered {
     pub idle: bool,
 }
 
+/// Where [`Subscriber::deliver_to`] hands a batch.
+pub trait DeliverySink {
+    /// The whole batch, before its events are sent (to size a buffer once).
+    fn prepare(&mut self, _events: &[Event]) {}
+
+    /// One event, with the subscriber already past it.
+    fn send(&mut self, event: &Event, subscriber: &Subscriber);
+}
+
 impl Subscriber {
     /// Takes up to `max` ready events (replays from the log, then live
     /// messages, in seq order per topic) and hands each to `send`, which
@@ -39,14 +48,31 @@ impl Subscriber {
     pub fn deliver(
         &mut self,
         max: usize,
-        mut send: impl FnMut(&Event, &Subscriber),
+        send: impl FnMut(&Event, &Subscriber),
+    ) -> Result<Delivered, LogError> {
+        struct Send<F>(F);
+        impl<F: FnMut(&Event, &Subscriber)> DeliverySink for Send<F> {
+            fn send(&mut self, event: &Event, subscriber: &Subscriber) {
+                (self.0)(event, subscriber)
+            }
+        }
+        self.deliver_to(max, &mut Send(send))
+    }
+
+    /// [`Subscriber::deliver`] into a [`DeliverySink`], which is shown the
+    /// whole batch first.
+    pub fn deliver_to(
+        &mut self,
+        max: usize,
+        sink: &mut impl DeliverySink,
     ) -> Result<Delivered, LogError> {
         let mut events = BATCH.with(RefCell::take);
         let result = self.next_events(&mut events, max);
         let outcome = result.map(|state| {
+            sink.prepare(&events);
             for event in &events {
                 self.record_delivery(event);
-                send(event, self);
+                sink.send(event, self);
             }
             let idle = self.emptied_by(events.len(), max);
             if idle {

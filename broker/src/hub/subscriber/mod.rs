@@ -29,7 +29,7 @@ mod backlog;
 mod deliver;
 mod position;
 
-pub use deliver::Delivered;
+pub use deliver::{Delivered, DeliverySink};
 
 use std::{
     collections::{HashMap, VecDeque},
@@ -363,6 +363,16 @@ impl Subscriber {
             }
         }
     }
+    /// [`Subscriber::wake`] as a poll, for a caller that holds the
+    /// subscriber: `Ready` when [`Subscriber::deliver`] may have something,
+    /// else `cx` is woken when it may.
+    pub fn poll_wake(&self, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        if !self.work.is_empty() {
+            return std::task::Poll::Ready(());
+        }
+        self.mailbox.poll_changed(cx)
+    }
+
     /// A future that resolves when the mailbox changed (a message queued
     /// into an empty mailbox, an overflow, a close), whatever work is
     /// ready: for watching a connection whose socket is full.

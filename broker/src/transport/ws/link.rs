@@ -73,6 +73,9 @@ pub struct Link<IO> {
     /// The mailbox signalled while a write was stalled: deliver before
     /// waiting again (the signal was taken).
     deliver_now: bool,
+    /// The token's expiry and its timer, when the token expires (a timer
+    /// only for the connections that need one, re-armed on `refresh`).
+    expiry: Option<(u64, Pin<Box<tokio::time::Sleep>>)>,
 }
 
 enum Step {
@@ -98,6 +101,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Link<IO> {
             session: setup.session,
             state: setup.state,
             deliver_now: false,
+            expiry: None,
         }
     }
 
@@ -169,32 +173,44 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Link<IO> {
         draining: Pin<&mut impl std::future::Future<Output = ()>>,
         ping: &mut tokio::time::Interval,
     ) -> Step {
+        // The timer follows the token (`refresh` replaces it).
+        let exp = self.session.as_deref().and_then(|s| s.identity.expires_at);
+        if self.expiry.as_ref().map(|(e, _)| *e) != exp {
+            self.expiry = exp.map(|e| (e, Box::pin(sleep_until(deadline_of(e)))));
+        }
         let Link {
             io,
             inbound,
             session,
+            expiry,
             ..
         } = self;
-        let reading = session.as_deref().is_none_or(Session::can_read);
-        let broker = session.is_some();
-        let wake = session.as_deref().map(|s| s.subscriber.wake());
-        let feed = session
-            .as_deref()
-            .filter(|s| s.presence.listening())
-            .map(|s| s.presence.feed().clone());
-        let expiry = session
-            .as_deref()
-            .and_then(|s| s.identity.expires_at)
-            .map(deadline_of);
-        let acks = session.as_deref().is_some_and(|s| s.acks_in_flight() > 0);
+        let Some(session) = session.as_deref_mut() else {
+            // The echo endpoint: frames, the node draining and pings.
+            return tokio::select! {
+                biased;
+                _ = draining => Step::Draining,
+                read = poll_fn(|cx| poll_read_some(cx, io, inbound)) => Step::Read(read),
+                _ = ping.tick() => Step::Ping,
+            };
+        };
+        let reading = session.can_read();
+        let Session {
+            subscriber,
+            presence,
+            acks,
+            ..
+        } = session;
+        let waiting = acks.waiting();
+        let listening = presence.listening();
         tokio::select! {
             biased;
             _ = draining => Step::Draining,
-            _ = sleep_until(expiry.unwrap_or_else(Instant::now)), if expiry.is_some() => Step::Expired,
+            _ = async { expiry.as_mut().expect("checked").1.as_mut().await }, if expiry.is_some() => Step::Expired,
             read = poll_fn(|cx| poll_read_some(cx, io, inbound)), if reading => Step::Read(read),
-            ack = async { session.as_deref_mut().expect("checked").next_ack().await }, if acks => Step::Ack(ack),
-            _ = async { wake.expect("checked").await }, if broker => Step::Deliver,
-            _ = async { feed.expect("checked").wait().await }, if feed.is_some() => Step::Presence,
+            ack = acks.next(), if waiting => Step::Ack(ack),
+            _ = poll_fn(|cx| subscriber.poll_wake(cx)) => Step::Deliver,
+            _ = presence.feed().wait(), if listening => Step::Presence,
             _ = ping.tick() => Step::Ping,
         }
     }
@@ -277,7 +293,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Link<IO> {
                 session,
                 out: &mut self.outbox,
             });
-            session.compact();
+            session.acks.compact();
         }
     }
 

@@ -14,7 +14,7 @@ use crate::{
     auth::Identity,
     engine::{Engine, PublishError, PublishItem, Published},
     hub::presence::ClientPresence,
-    hub::{Event, MailboxState, Subscriber},
+    hub::{DeliverySink, Event, MailboxState, Subscriber},
     limits::TokenBucket,
     metrics::{Metrics, Transport},
     state::AppState,
@@ -38,17 +38,56 @@ const EVENTS_PER_BATCH: usize = 256;
 pub type AckResult = (Vec<Option<OpId>>, Result<Vec<Published>, PublishError>);
 type PendingAck = Pin<Box<dyn Future<Output = AckResult>>>;
 
+/// Publishes awaiting their ack. The set is created on the first publish,
+/// so a subscribe-only connection holds none.
+#[derive(Default)]
+pub struct Acks {
+    set: Option<FuturesUnordered<PendingAck>>,
+    /// Publishes in `set`.
+    in_flight: usize,
+}
+
+impl Acks {
+    fn push(&mut self, publishes: usize, ack: PendingAck) {
+        self.in_flight += publishes;
+        self.set.get_or_insert_with(FuturesUnordered::new).push(ack);
+    }
+
+    /// Whether any publish awaits its ack.
+    pub fn waiting(&self) -> bool {
+        self.in_flight > 0
+    }
+
+    /// The next ack (pending while none is in flight).
+    pub async fn next(&mut self) -> AckResult {
+        let result = match self.set.as_mut() {
+            Some(set) if !set.is_empty() => match set.next().await {
+                Some(result) => result,
+                None => std::future::pending().await,
+            },
+            _ => std::future::pending().await,
+        };
+        self.in_flight -= result.0.len();
+        result
+    }
+
+    /// Frees the set once empty (a connection that published once should
+    /// not keep it for life).
+    pub fn compact(&mut self) {
+        if self.set.as_ref().is_some_and(FuturesUnordered::is_empty) {
+            self.set = None;
+        }
+    }
+}
+
 /// A broker connection's state.
 pub struct Session {
     /// Subscriptions and delivery positions.
     pub subscriber: Subscriber,
     /// The client's presence entries and event feed.
     pub presence: ClientPresence,
-    /// Publishes awaiting their ack; created on the first publish, so a
-    /// subscribe-only connection holds none.
-    acks: Option<FuturesUnordered<PendingAck>>,
-    /// Publishes in `acks`.
-    in_flight: usize,
+    /// Publishes awaiting their ack.
+    pub acks: Acks,
     /// Publishes read but not handed to the engine yet: every publish op of
     /// one read goes to the engine in one call (see [`Session::submit`]).
     queued: Vec<(Option<OpId>, PublishItem)>,
@@ -70,8 +109,7 @@ impl Session {
                 Transport::Ws,
                 identity.sub.clone(),
             ),
-            acks: None,
-            in_flight: 0,
+            acks: Acks::default(),
             queued: Vec::new(),
             identity,
             rate: (limits.publish_rate_per_connection > 0.0).then(|| {
@@ -83,7 +121,7 @@ impl Session {
 
     /// Publishes awaiting their ack (or queued for the engine).
     pub fn acks_in_flight(&self) -> usize {
-        self.in_flight + self.queued.len()
+        self.acks.in_flight + self.queued.len()
     }
 
     /// Whether the link may read another frame.
@@ -93,10 +131,7 @@ impl Session {
 
     /// Starts waiting for the ack of `publishes` publishes.
     pub fn await_ack(&mut self, publishes: usize, ack: PendingAck) {
-        self.in_flight += publishes;
-        self.acks
-            .get_or_insert_with(FuturesUnordered::new)
-            .push(ack);
+        self.acks.push(publishes, ack);
     }
 
     /// Queues a publish for the next [`Session::submit`].
@@ -138,48 +173,13 @@ impl Session {
         );
     }
 
-    /// The next ack (pending while none is in flight).
-    pub async fn next_ack(&mut self) -> AckResult {
-        let result = match self.acks.as_mut() {
-            Some(acks) if !acks.is_empty() => match acks.next().await {
-                Some(result) => result,
-                None => std::future::pending().await,
-            },
-            _ => std::future::pending().await,
-        };
-        self.in_flight -= result.0.len();
-        result
-    }
-
-    /// Frees the ack set once empty (a connection that published once
-    /// should not keep it for life).
-    pub fn compact(&mut self) {
-        if self.acks.as_ref().is_some_and(FuturesUnordered::is_empty) {
-            self.acks = None;
-        }
-    }
-
     /// Moves what is ready for the client into `out`: one batch of
     /// deliveries. Ends the connection when delivery does (slow consumer,
     /// draining, a failed log read).
     pub fn deliver(&mut self, out: &mut Outbox, metrics: &Metrics) -> Result<(), Exit> {
-        out.expect(self.subscriber.queued_bytes());
         let delivered = self
             .subscriber
-            .deliver(EVENTS_PER_BATCH, |event, _| match event {
-                Event::Message(m) => {
-                    let _span = trace::deliver_span(m, "ws");
-                    out.push(m.ws_wire());
-                }
-                Event::Gap { topic, from, to } => {
-                    let gap = Reply::Gap {
-                        topic: topic.as_str(),
-                        from: *from,
-                        to: *to,
-                    };
-                    out.push(&websocket::frame(OpCode::Text, gap.encode().as_bytes()));
-                }
-            })
+            .deliver_to(EVENTS_PER_BATCH, &mut Frames(out))
             .map_err(|e| {
                 tracing::error!(error = %e, "log read failed during delivery");
                 Exit::Close(close::INTERNAL_ERROR, "storage read failed")
@@ -193,6 +193,41 @@ impl Session {
                 Err(Exit::Close(close::SLOW_CONSUMER, SLOW_CONSUMER_REASON))
             }
             MailboxState::Closed => Err(Exit::Close(close::SERVICE_RESTART, DRAINING_REASON)),
+        }
+    }
+}
+
+/// Deliveries as WebSocket frames: each message's shared frame, a gap as a
+/// `gap` frame.
+struct Frames<'a>(&'a mut Outbox);
+
+impl DeliverySink for Frames<'_> {
+    fn prepare(&mut self, events: &[Event]) {
+        let bytes = events
+            .iter()
+            .map(|e| match e {
+                Event::Message(m) => m.ws_wire().len(),
+                Event::Gap { .. } => 64,
+            })
+            .sum();
+        self.0.expect(bytes);
+    }
+
+    fn send(&mut self, event: &Event, _: &Subscriber) {
+        match event {
+            Event::Message(m) => {
+                let _span = trace::deliver_span(m, "ws");
+                self.0.push(m.ws_wire());
+            }
+            Event::Gap { topic, from, to } => {
+                let gap = Reply::Gap {
+                    topic: topic.as_str(),
+                    from: *from,
+                    to: *to,
+                };
+                self.0
+                    .push(&websocket::frame(OpCode::Text, gap.encode().as_bytes()));
+            }
         }
     }
 }
