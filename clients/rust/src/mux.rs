@@ -51,6 +51,7 @@ impl Handle {
         let (tx, rx) = mpsc::unbounded_channel();
         let manager = Manager {
             not_before: vec![None; inner.urls.len()],
+            poll_session: None,
             subs: Registry::new(inner.clone()),
             inner,
             cmds: rx,
@@ -474,6 +475,8 @@ pub(crate) struct Manager {
     pub subs: Registry,
     /// Per URL: not before this instant (the node's `Retry-After`).
     not_before: Vec<Option<Instant>>,
+    /// The long-poll presence session (`client_id`) and its node.
+    pub poll_session: Option<(Url, String)>,
 }
 
 impl Manager {
@@ -535,6 +538,14 @@ impl Manager {
                     }
                     Outcome::Unavailable { retry_after, .. } => {
                         tracing::debug!(url = %base, %transport, %reason, ?retry_after, "herald node unavailable");
+                        self.subs.emit_all(|e| ConnectionEvent::Refused {
+                            subscription: e.id,
+                            pattern: e.pattern().to_string(),
+                            url: display(&base),
+                            transport,
+                            reason: reason.clone(),
+                            retry_after,
+                        });
                         self.not_before[index % urls] = Some(Instant::now() + retry_after);
                         last_error = format!("{}: {reason}", display(&base));
                         round = Round::Unavailable {

@@ -95,9 +95,12 @@ impl Manager {
         };
         let mut cursor = (!fresh).then(|| combine(self.subs.progresses(), None).encode());
         let mut established = false;
-        // Sent back so the node keeps one presence entry for this loop
-        // rather than one per request.
-        let mut client_id: Option<String> = None;
+        // Sent back so the node keeps one presence entry for the client
+        // rather than one per request (or per change of its patterns).
+        let mut client_id = self
+            .poll_session
+            .take()
+            .and_then(|(url, id)| (&url == base).then_some(id));
         loop {
             let wait = if established {
                 inner.poll_timeout
@@ -162,8 +165,9 @@ impl Manager {
                     return Outcome::Idle;
                 }
             };
-            if answer.client_id.is_some() {
-                client_id = answer.client_id.clone();
+            if let Some(id) = &answer.client_id {
+                client_id = Some(id.clone());
+                self.poll_session = Some((base.clone(), id.clone()));
             }
             let next = match Cursor::decode(&answer.cursor) {
                 Ok(c) => c,
