@@ -259,8 +259,11 @@ impl Progress {
 /// WebSocket where every pattern has its own `subscribe`), or for all of
 /// them (`None`: one SSE stream or long-poll loop for every pattern).
 ///
-/// * The floor is the lowest floor among the subscriptions concerned (a
-///   concrete subscription that tracks its topic does not need one).
+/// * The floor is the lowest floor of all the subscriptions (a concrete
+///   subscription that tracks its topic does not need one), whatever the
+///   group: a topic no cursor lists is replayed from the earliest start
+///   among the patterns subscribed when it first shows up, so every
+///   pattern of a connection resumes from the same floor.
 /// * A topic (matching `group`) is listed at the lowest seq any
 ///   subscription tracks it at — or at `0` (every retained message) when a
 ///   subscription matches it without having received any of it: that one
@@ -275,14 +278,11 @@ where
     I: IntoIterator<Item = &'a Progress> + Clone,
 {
     let started = || subs.clone().into_iter().filter(|p| p.started());
-    let in_group = |p: &&Progress| group.is_none_or(|g| p.pattern == g);
-    let floors = || started().filter(in_group).filter_map(|p| p.floor);
     let floor = started()
-        .filter(in_group)
         .filter(|p| !(p.concrete && p.tracks(&p.pattern)))
         .filter_map(|p| p.floor)
         .min()
-        .or_else(|| floors().min())
+        .or_else(|| started().filter_map(|p| p.floor).min())
         .unwrap_or(0);
     let mut positions: BTreeMap<String, u64> = BTreeMap::new();
     for p in started() {
@@ -388,7 +388,7 @@ mod tests {
         let all = [&w, &c, &fresh];
         // Lowest seq per topic; the concrete one needs no floor.
         assert_eq!(combine(all, None).encode(), "1~500~a.x~1");
-        assert_eq!(combine(all, Some("a.x")).encode(), "1~0~a.x~1");
+        assert_eq!(combine(all, Some("a.x")).encode(), "1~500~a.x~1");
         assert_eq!(combine(all, Some("a.>")).encode(), "1~500~a.x~1");
         // A topic one tracks and another matches without having it: all
         // of it again.
