@@ -183,9 +183,14 @@ async fn one_connection_resumes_every_subscription(transport: Transport, p: &str
     collect_all(&collectors[..], &history, &live).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     wait_metric(&node, sample, expected_open).await;
-    for ((pattern, c), before) in collectors.into_iter().zip(before) {
-        let (sub, events) = c.stop().await;
-        assert_received(&pattern, &events, &expected_for(&pattern, &history, &live));
+    // Stopped first, all kept: dropping one changes the SSE and long-poll
+    // patterns, which reconnects the others.
+    let mut stopped = Vec::new();
+    for (pattern, c) in collectors {
+        stopped.push((pattern, c.stop().await));
+    }
+    for ((pattern, (sub, events)), before) in stopped.iter().zip(before) {
+        assert_received(pattern, events, &expected_for(pattern, &history, &live));
         // One reconnection for all of them.
         assert_eq!(sub.stats().connections, before + 1, "{pattern}");
     }
