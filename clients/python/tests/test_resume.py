@@ -78,7 +78,9 @@ async def test_slow_consumer_is_dropped_and_resumes(workdir, ns: str, transport:
     """A consumer slower than the broker's outgoing queue (64 KiB here) gets
     disconnected as a slow consumer (WebSocket 4001, SSE `: slow consumer`)
     and resumes from the log with the exact sequence."""
-    node = HeraldNode(workdir, config="[limits]\nqueue_bytes = 65536\n").start()
+    node = HeraldNode(
+        workdir, config="[limits]\nqueue_bytes = 65536\nslow_consumer = \"disconnect\"\n"
+    ).start()
     try:
         reasons: list[str] = []
         async with HeraldClient(

@@ -15,6 +15,7 @@ import httpx
 from ._backoff import Backoff, normalize_url
 from ._cursor import split_pattern, validate_topic
 from ._errors import error_body, loads
+from ._mux import Mux
 from ._publisher import Publisher
 from ._subscription import GapCallback, Subscription
 from ._types import (
@@ -144,6 +145,7 @@ class HeraldClient:
         self._background: set[asyncio.Task[Any]] = set()
         self._http_client: httpx.AsyncClient | None = None
         self._publisher: Publisher | None = None
+        self._mux: Mux | None = None
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------
@@ -160,6 +162,8 @@ class HeraldClient:
             return
         self._closed = True
         await asyncio.gather(*(sub.close() for sub in list(self._subscriptions)))
+        if self._mux is not None:
+            await self._mux.aclose()
         if self._publisher is not None:
             await self._publisher.aclose()
         if self._http_client is not None:
@@ -246,6 +250,8 @@ class HeraldClient:
 
     def _forget(self, sub: Subscription[Any]) -> None:
         self._subscriptions.discard(sub)
+        if self._mux is not None:
+            self._mux.remove(sub)
 
     # -- API -------------------------------------------------------------------------
 
@@ -307,6 +313,9 @@ class HeraldClient:
             queue_size=queue_size or self.queue_size,
         )
         self._subscriptions.add(sub)
+        if self._mux is None:
+            self._mux = Mux(self)
+        self._mux.add(sub)
         return sub
 
     async def publish(
