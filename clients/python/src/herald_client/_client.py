@@ -62,9 +62,15 @@ class HeraldClient:
     next attempt.
 
     ``urls``: one or more nodes of the same cluster (``http://host:port``);
-    sessions start on the first and move to the next when a node fails.
+    the connection starts on the first and moves to the next when a node
+    fails or cannot serve yet (``unavailable``: not caught up with its
+    cluster, draining), asking such a node again after its ``Retry-After``.
 
-    ``transports``: the transports allowed, best first. A subscription uses
+    Every subscription of the client shares one connection (one WebSocket,
+    or one SSE stream / long-poll loop for every pattern), and each resumes
+    from its own position after a reconnect.
+
+    ``transports``: the transports allowed, best first. The connection uses
     the first that works at a node and falls back to the next when one is
     refused (a proxy that blocks WebSocket, a missing route); while on a
     fallback it retries the better ones every ``upgrade_interval`` seconds.

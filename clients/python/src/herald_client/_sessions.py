@@ -59,8 +59,11 @@ class Session:
         self.restart("a subscription was added")
 
     def removed(self, sub: Subscription[Any]) -> None:
-        """A subscription was closed while this session runs."""
-        if not any(s.pattern == sub.pattern for s in self.mux.subs):
+        """A subscription was closed while this session runs: the last one
+        closes the connection."""
+        if not self.mux.subs:
+            self.restart("no subscription left")
+        elif not any(s.pattern == sub.pattern for s in self.mux.subs):
             self.restart("a pattern is no longer used")
 
     def restart(self, reason: str) -> None:
@@ -134,7 +137,10 @@ class WsSession(Session):
             self.schedule_sync()
 
     def removed(self, sub: Subscription[Any]) -> None:
-        self.schedule_sync()
+        if not self.mux.subs:
+            self.restart("no subscription left")
+        else:
+            self.schedule_sync()
 
     def schedule_sync(self) -> None:
         task = asyncio.get_running_loop().create_task(self.sync())
