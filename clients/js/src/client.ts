@@ -591,14 +591,14 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
               this.refusedBy(url, state);
               break;
             }
+            // A node that does not answer at all is down, whatever the
+            // transport: the next node (a lower transport would at best win
+            // a race with its restart).
+            if (state === 'down') break;
             if (idx === this.lastWorking) {
-              // The transport that worked last failing again usually means
-              // the node is down, not that the transport is now blocked: if
-              // the node does not answer at all, do not fall back this round
-              // (a lower transport would only win a race with its restart).
-              if (state === 'down') break;
-              // It answers now, so it may have come back since the attempt
-              // failed: one more try before calling the transport blocked.
+              // The transport that worked last failing while the node
+              // answers: it may have come back since the attempt failed —
+              // one more try before calling the transport blocked.
               if (!retriedLastWorking) {
                 retriedLastWorking = true;
                 k--;
