@@ -641,3 +641,27 @@ pub(crate) fn retry_after(value: Option<&str>) -> Duration {
 pub(crate) fn node_refusal(status: u16, code: Option<&str>) -> bool {
     status == 503 || status == 429 || matches!(code, Some("unavailable"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_read_in_seconds_capped_and_defaulted() {
+        assert_eq!(retry_after(Some("1")), Duration::from_secs(1));
+        assert_eq!(retry_after(Some(" 3 ")), Duration::from_secs(3));
+        assert_eq!(retry_after(Some("3600")), Duration::from_secs(60));
+        assert_eq!(retry_after(Some("soon")), DEFAULT_RETRY_AFTER);
+        assert_eq!(retry_after(None), DEFAULT_RETRY_AFTER);
+    }
+
+    #[test]
+    fn refusals_of_the_node_are_told_from_refusals_of_the_request() {
+        assert!(node_refusal(503, Some("unavailable")));
+        assert!(node_refusal(429, Some("rate_limited")));
+        assert!(node_refusal(0, Some("unavailable")));
+        assert!(!node_refusal(403, Some("forbidden")));
+        assert!(!node_refusal(400, Some("invalid_topic")));
+        assert!(!node_refusal(502, None));
+    }
+}
