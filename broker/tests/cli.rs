@@ -346,3 +346,110 @@ fn errors_print_the_server_code_and_exit_non_zero() {
     let out = herald(&node, &["sub", "a.b", "--transport", "carrier-pigeon"]);
     assert_eq!(out.status.code(), Some(2));
 }
+
+/// Issue 25: `herald sub` given several `--url`s of a cluster that lost its
+/// NATS server waits — reporting the refusals, without failing, past its
+/// connect timeout — and subscribes once a node is ready again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sub_waits_for_a_cluster_without_nats_on_several_urls() {
+    let mut nats = common::NatsServer::start();
+    let nodes = common::start_cluster(&nats, 2, &[]).await;
+    let port = nats.port;
+    nats.stop();
+    for node in &nodes {
+        let deadline = tokio::time::Instant::now() + TIMEOUT;
+        while common::http()
+            .get(node.url("/readyz"))
+            .send()
+            .await
+            .map(|r| r.status() == 200)
+            .unwrap_or(true)
+        {
+            assert!(tokio::time::Instant::now() < deadline, "still ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+    let mut child = Command::new(binary())
+        .args(["sub", "cliwait.>", "--json", "--count", "6"])
+        .args(["--url", &nodes[0].url(""), "--url", &nodes[1].url("")])
+        .env_remove("HERALD_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn herald sub");
+    let (tx, stderr) = mpsc::channel();
+    let pipe = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    // Longer than the CLI's connect timeout (5 s): it keeps waiting.
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    assert!(child.try_wait().unwrap().is_none(), "herald sub exited");
+    let waiting: Vec<String> = stderr.try_iter().collect();
+    for node in &nodes {
+        assert!(
+            waiting
+                .iter()
+                .any(|l| l.starts_with(&format!("{} cannot serve yet", node.url("")))),
+            "no refusal reported for {}: {waiting:?}",
+            node.url("")
+        );
+    }
+    assert!(
+        waiting.len() <= 20,
+        "{} refusals in 6 s: Retry-After ignored: {waiting:?}",
+        waiting.len()
+    );
+
+    let _nats = common::NatsServer::start_on(port);
+    for node in &nodes {
+        common::wait_ready(node, Duration::from_secs(30)).await;
+    }
+    let subscribed = loop {
+        let line = stderr
+            .recv_timeout(TIMEOUT)
+            .expect("herald sub reports its subscription");
+        if !line.contains("cannot serve yet") {
+            break line;
+        }
+    };
+    assert!(
+        subscribed.starts_with("subscribed to cliwait.> at "),
+        "{subscribed}"
+    );
+    for i in 1..=6u64 {
+        let topic = ["cliwait.a", "cliwait.b"][(i % 2) as usize];
+        let (status, ack) = common::publish(&nodes[(i % 2) as usize], topic, &json!(i)).await;
+        assert_eq!(status, 200, "{ack}");
+    }
+    let out = wait_output(child, TIMEOUT);
+    assert!(out.status.success(), "herald sub failed: {}", out.status);
+    let lines = json_lines(&String::from_utf8(out.stdout).unwrap());
+    let got: Vec<(String, u64, u64)> = lines
+        .iter()
+        .map(|m| {
+            (
+                m["topic"].as_str().unwrap().to_string(),
+                m["seq"].as_u64().unwrap(),
+                m["data"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    let mut by_topic: std::collections::BTreeMap<String, Vec<u64>> = Default::default();
+    for (t, seq, _) in &got {
+        by_topic.entry(t.clone()).or_default().push(*seq);
+    }
+    assert_eq!(
+        by_topic,
+        [
+            ("cliwait.a".to_string(), vec![1, 2, 3]),
+            ("cliwait.b".to_string(), vec![1, 2, 3])
+        ]
+        .into_iter()
+        .collect(),
+        "{got:?}"
+    );
+}

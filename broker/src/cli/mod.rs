@@ -21,7 +21,9 @@ pub use self::{
 /// Flags shared by every client command.
 #[derive(Debug, Clone, Args)]
 pub struct ConnectArgs {
-    /// Node to talk to; several comma-separated URLs are tried in turn.
+    /// Node to talk to. Several nodes of a cluster (comma-separated, or
+    /// the flag repeated) are tried in turn: `sub` moves to the next when
+    /// one fails or cannot serve yet, and resumes there.
     #[arg(
         long,
         env = "HERALD_URL",

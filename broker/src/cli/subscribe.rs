@@ -34,25 +34,39 @@ pub async fn run(args: SubArgs) -> anyhow::Result<()> {
         builder = builder.transports(args.transport.iter().copied());
     }
     let client = builder.build()?;
+    // Reported from the start: a node that is not ready yet (catching up
+    // with its cluster, draining) makes the subscribe wait, not fail.
     let mut events = client.connection_events();
-    let start = args.since.map_or(Start::Live, Start::Since);
-    let mut sub = client.subscribe(&args.pattern, start).await?;
-    if let Some((url, transport)) = sub.connection() {
-        eprintln!("subscribed to {} at {url} via {transport}", args.pattern);
-    }
     tokio::spawn(async move {
+        let mut first = true;
         while let Ok(event) = events.recv().await {
             match event {
+                // The first one is the subscription itself, reported below.
+                ConnectionEvent::Connected { .. } if first => first = false,
                 ConnectionEvent::Connected { url, transport, .. } => {
                     eprintln!("reconnected to {url} via {transport}")
                 }
                 ConnectionEvent::Disconnected { url, reason, .. } => {
                     eprintln!("disconnected from {url}: {reason}; reconnecting")
                 }
+                ConnectionEvent::Refused {
+                    url,
+                    reason,
+                    retry_after,
+                    ..
+                } => eprintln!(
+                    "{url} cannot serve yet ({reason}); trying again, elsewhere first, \
+                     not before {retry_after:?}"
+                ),
                 _ => {}
             }
         }
     });
+    let start = args.since.map_or(Start::Live, Start::Since);
+    let mut sub = client.subscribe(&args.pattern, start).await?;
+    if let Some((url, transport)) = sub.connection() {
+        eprintln!("subscribed to {} at {url} via {transport}", args.pattern);
+    }
     let mut received = 0u64;
     let stdout = std::io::stdout();
     while args.count.is_none_or(|n| received < n) {

@@ -7,6 +7,7 @@ import { combineCursors, encodeCursor, parseCursor, type CursorValue } from './c
 import { Emitter } from './emitter.js';
 import { HeraldError } from './errors.js';
 import { isConcrete, patternError, patternsOverlap, topicError } from './pattern.js';
+import { DEFAULT_RETRY_AFTER_MS, isNodeRefusal, refusal, retryAfterMs } from './refusal.js';
 import {
   Subscription,
   type GapInfo,
@@ -188,6 +189,8 @@ const RETRIABLE_STATUS = new Set([0, 429, 500, 502, 503, 504]);
 export class HeraldClient extends Emitter<HeraldClientEvents> {
   private readonly urls: string[];
   private urlIndex = 0;
+  /** Per node: not before this time (ms), after it refused (its Retry-After). */
+  private readonly notBefore = new Map<string, number>();
   private readonly transportList: TransportName[];
   private preferred = 0;
   /** Index of the transport of the last adopted session, if any. */
@@ -481,15 +484,30 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     this.reportError(new HeraldError(error.code, `subscribe ${sub.pattern}: ${error.message}`, { cause: error }));
   }
 
-  /** Whether the node answers HTTP at all (any status); false without fetch. */
-  private async nodeAnswers(url: string): Promise<boolean> {
-    if (!this.fetchImpl) return true;
+  /**
+   * What the node says when a transport failed to open: `down` (no answer
+   * at all), its refusal (`/readyz` 503: it cannot serve subscriptions now
+   * — a browser cannot see the status of a refused WebSocket upgrade), or
+   * `up`. Without fetch: `up`.
+   */
+  private async nodeState(url: string): Promise<'up' | 'down' | HeraldError> {
+    if (!this.fetchImpl) return 'up';
     try {
-      await httpGet(this, `${url}/healthz`, this.opts.openTimeoutMs);
-      return true;
+      const r = await httpGet(this, `${url}/readyz`, this.opts.openTimeoutMs);
+      return r.status === 503 ? refusal(503, r.text, retryAfterMs(r.retryAfter), 'node') : 'up';
     } catch {
-      return false;
+      return 'down';
     }
+  }
+
+  /** A node refused: not asked again before its Retry-After. */
+  private refusedBy(url: string, error: HeraldError): void {
+    this.notBefore.set(url, Date.now() + (error.retryAfterMs ?? DEFAULT_RETRY_AFTER_MS));
+  }
+
+  /** The backoff, but never less than what the node about to be tried asked for. */
+  private delayFor(url: string, backoff: number): number {
+    return Math.max(backoff, (this.notBefore.get(url) ?? 0) - Date.now());
   }
 
   private transportOrder(): number[] {
@@ -562,14 +580,25 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
           } catch (e) {
             session.close();
             lastError = e;
+            // Why it failed: the node cannot serve now (then another node,
+            // not another transport), is down, or is up (the transport is
+            // the problem). A missing implementation says nothing of the node.
+            const code = e instanceof HeraldError ? e.code : '';
+            const state = isNodeRefusal(e) ? e : code === 'transport_unavailable' ? 'up' : await this.nodeState(url);
+            if (this.isClosed()) return;
+            if (state instanceof HeraldError) {
+              lastError = state;
+              this.refusedBy(url, state);
+              break;
+            }
+            // A node that does not answer at all is down, whatever the
+            // transport: the next node (a lower transport would at best win
+            // a race with its restart).
+            if (state === 'down') break;
             if (idx === this.lastWorking) {
-              // The transport that worked last failing again usually means
-              // the node is down, not that the transport is now blocked: if
-              // the node does not answer at all, do not fall back this round
-              // (a lower transport would only win a race with its restart).
-              if (!(await this.nodeAnswers(url))) break;
-              // It answers now, so it may have come back since the attempt
-              // failed: one more try before calling the transport blocked.
+              // The transport that worked last failing while the node
+              // answers: it may have come back since the attempt failed —
+              // one more try before calling the transport blocked.
               if (!retriedLastWorking) {
                 retriedLastWorking = true;
                 k--;
@@ -587,9 +616,10 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
           return;
         }
         if (this.isClosed()) return;
-        // No transport works on this node: next node, after a backoff.
+        // No transport works on this node (or it cannot serve now): next
+        // node, after a backoff, and not before what that node asked for.
         this.urlIndex = (this.urlIndex + 1) % this.urls.length;
-        delay = backoffDelay(this.failures, this.opts.minDelayMs, this.opts.maxDelayMs);
+        delay = this.delayFor(this.urls[this.urlIndex]!, backoffDelay(this.failures, this.opts.minDelayMs, this.opts.maxDelayMs));
         this.failures++;
         this.stateValue = 'reconnecting';
         this.emit('reconnecting', {
@@ -632,14 +662,19 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     let delay: number;
     if (immediate) {
       delay = 0;
-    } else if (info.code === 1001 || info.code === 1012) {
-      // The node is going away: another node, now.
+    } else if (info.code === 1001 || info.code === 1012 || isNodeRefusal(info.error)) {
+      // The node is going away, or cannot serve now: another node, now —
+      // this one not before its Retry-After.
+      this.refusedBy(session.url, isNodeRefusal(info.error) ? info.error : new HeraldError('unavailable', 'going away'));
       this.urlIndex = (this.urlIndex + 1) % this.urls.length;
-      delay = 0;
+      delay = this.delayFor(this.urls[this.urlIndex]!, 0);
+      if (lived < STABLE_MS && isNodeRefusal(info.error)) {
+        delay = this.delayFor(this.urls[this.urlIndex]!, backoffDelay(this.failures++, this.opts.minDelayMs, this.opts.maxDelayMs));
+      }
     } else if ((info.code === 4001 || info.code === 4003) && lived >= STABLE_MS) {
       delay = 0; // slow consumer: resume from the log at once; expired token: get a fresh one
     } else {
-      delay = backoffDelay(this.failures, this.opts.minDelayMs, this.opts.maxDelayMs);
+      delay = this.delayFor(this.urls[this.urlIndex]!, backoffDelay(this.failures, this.opts.minDelayMs, this.opts.maxDelayMs));
       if (lived < STABLE_MS) this.failures++;
     }
     this.emit('reconnecting', { attempt: 1, delayMs: delay, url: this.urls[this.urlIndex]!, error: info.error });
@@ -874,7 +909,8 @@ interface PatternState {
 }
 
 /** The HeraldError of a JSON error answer (`{"error":{"code","message"}}`). */
-function errorFromBody(status: number, text: string): HeraldError {
+function errorFromBody(status: number, text: string, retryAfter: string | null = null): HeraldError {
+  if (status === 503 || status === 429) return refusal(status, text, retryAfterMs(retryAfter), 'node');
   let code = status === 401 ? 'unauthorized' : 'connect_failed';
   let message = `HTTP ${status}`;
   try {
@@ -899,15 +935,19 @@ function restrictCursor(cursor: CursorValue, matches: (t: string) => boolean): s
   return encodeCursor(cursor.floor, [...cursor.positions].filter(([t]) => matches(t)));
 }
 
-/** GET returning status and body text; network failures throw `connect_failed`. */
-async function httpGet(client: HeraldClient, url: string, timeoutMs: number): Promise<{ status: number; text: string }> {
+/** GET returning status, body text and Retry-After; network failures throw `connect_failed`. */
+async function httpGet(
+  client: HeraldClient,
+  url: string,
+  timeoutMs: number,
+): Promise<{ status: number; text: string; retryAfter: string | null }> {
   const f = client.fetchImpl;
   if (!f) throw new HeraldError('transport_unavailable', 'no fetch implementation (pass options.fetch)');
   const abort = new AbortController();
   const timer = setTimeout(() => abort.abort(), timeoutMs);
   try {
     const res = await f(url, { signal: abort.signal });
-    return { status: res.status, text: await res.text() };
+    return { status: res.status, text: await res.text(), retryAfter: res.headers?.get?.('retry-after') ?? null };
   } catch (e) {
     throw new HeraldError('connect_failed', `${url}: ${String(e)}`, { cause: e });
   } finally {
@@ -930,7 +970,7 @@ async function probeStart(
     const url = streamEndpoint(baseUrl, 'poll', patterns, { timeoutMs: 0, token: client.token });
     const r = await httpGet(client, url, timeoutMs);
     if (r.status !== 200) {
-      const error = errorFromBody(r.status, r.text);
+      const error = errorFromBody(r.status, r.text, r.retryAfter);
       if (r.status === 400 || r.status === 403) {
         // Some pattern was refused (invalid, or outside the token's claims).
         if (patterns.length > 1) {
@@ -1082,10 +1122,15 @@ class WsSession implements Session {
         }
         s.markActive();
       },
-      () => {
+      (e: unknown) => {
+        s.joinBuffer = null;
+        // The node cannot serve now: another node.
+        if (isNodeRefusal(e)) {
+          if (!this.closed) this.client.sessionClosed(this, { reason: e.message, error: e });
+          return;
+        }
         // Node unreachable over HTTP: try again in a moment (a new
         // connection also retries).
-        s.joinBuffer = null;
         setTimeout(() => this.syncSubs(), 1_000);
       },
     );
@@ -1126,7 +1171,16 @@ class WsSession implements Session {
         st.waiters.clear();
       } else if (frame.type === 'error') {
         this.patterns.delete(pattern);
-        const error = new HeraldError(String(frame.code ?? 'error'), String(frame.message ?? 'subscribe refused'));
+        const error = new HeraldError(String(frame.code ?? 'error'), String(frame.message ?? 'subscribe refused'), {
+          retryAfterMs: DEFAULT_RETRY_AFTER_MS,
+        });
+        if (isNodeRefusal(error)) {
+          // The node lost its cluster since the connection opened: the
+          // subscriptions keep their positions and move to another node.
+          this.release();
+          this.client.sessionClosed(this, { reason: `subscribe ${pattern}: ${error.message}`, error });
+          return;
+        }
         for (const s of st.waiters) this.client.failSubscription(s, error);
       }
     });

@@ -11,13 +11,20 @@ export class HeraldError extends Error {
   readonly status: number | undefined;
   /** Whether retrying the same request later may succeed. */
   readonly retriable: boolean;
+  /** How long the node asked to wait before asking it again (its `Retry-After`), when it refused. */
+  readonly retryAfterMs: number | undefined;
 
-  constructor(code: string, message: string, opts: { status?: number; retriable?: boolean; cause?: unknown } = {}) {
+  constructor(
+    code: string,
+    message: string,
+    opts: { status?: number; retriable?: boolean; retryAfterMs?: number; cause?: unknown } = {},
+  ) {
     super(message);
     this.name = 'HeraldError';
     this.code = code;
     this.status = opts.status;
     this.retriable = opts.retriable ?? false;
+    this.retryAfterMs = opts.retryAfterMs;
     if (opts.cause !== undefined) (this as { cause?: unknown }).cause = opts.cause;
   }
 }

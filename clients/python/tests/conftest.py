@@ -171,7 +171,13 @@ class NatsServer:
     def __init__(self, workdir: Path) -> None:
         self.port = free_port()
         self.log_path = workdir / "nats.log"
-        self.log = open(self.log_path, "wb")
+        self.log = open(self.log_path, "ab")
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        """Starts (again) on its port."""
+        assert self.proc is None or self.proc.poll() is not None, "already running"
         self.proc = subprocess.Popen(
             [str(nats_bin()), "-a", "127.0.0.1", "-p", str(self.port)],
             stdout=self.log,
@@ -190,12 +196,18 @@ class NatsServer:
                     ) from None
                 time.sleep(0.05)
 
+    def kill(self) -> None:
+        """SIGKILL: the nodes lose their cluster."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
     @property
     def url(self) -> str:
         return f"nats://127.0.0.1:{self.port}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
+        if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
             try:
                 self.proc.wait(5)

@@ -179,3 +179,135 @@ class BlockingProxy:
         finally:
             writer.close()
             self._writers.discard(writer)
+
+
+UNAVAILABLE = (
+    b'{"error":{"code":"unavailable","message":"node not ready (not connected to NATS); '
+    b'retry, on another node if possible"}}'
+)
+
+
+class Gate:
+    """A gate in front of one node that can answer instead of it the way a
+    Herald node that cannot serve answers (not caught up with its cluster,
+    draining): ``"http503"`` — 503 ``unavailable`` with ``Retry-After: 1``
+    to everything; ``"sse_event"`` — ``/v1/sse`` gets a 200 event stream
+    with ``retry: 1000`` and one ``unavailable`` event; ``"ws_error_frame"``
+    — ``/v1/ws`` upgrades, and every ``subscribe`` op gets an
+    ``unavailable`` error frame (other requests: 503). ``refuse`` cuts the
+    connections it was forwarding; ``refused`` lists ``(time, path)`` of
+    every refused request."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.mode: str | None = None
+        self.refused: list[tuple[float, str]] = []
+        self._writers: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+        self._fake: Any = None
+        self._fake_port = 0
+        self.port = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    async def start(self) -> Gate:
+        from websockets.asyncio.server import serve
+
+        self._server = await asyncio.start_server(self._handle, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        self._fake = await serve(self._refuse_ops, "127.0.0.1", 0)
+        self._fake_port = next(iter(self._fake.sockets)).getsockname()[1]
+        return self
+
+    async def close(self) -> None:
+        self._cut()
+        if self._server is not None:
+            self._server.close()
+        if self._fake is not None:
+            self._fake.close()
+
+    def refuse(self, mode: str) -> None:
+        self.mode = mode
+        self._cut()
+
+    def forward(self) -> None:
+        self.mode = None
+
+    def _cut(self) -> None:
+        for w in list(self._writers):
+            w.transport.abort()
+        self._writers.clear()
+
+    @staticmethod
+    async def _refuse_ops(ws: Any) -> None:
+        import json
+
+        async for text in ws:
+            op = json.loads(text)
+            if op.get("op") == "subscribe":
+                await ws.send(json.dumps({
+                    "type": "error", "id": op.get("id"), "code": "unavailable",
+                    "message": "node not ready (not connected to NATS); retry, on another node if possible",
+                }))
+            elif op.get("op") == "ping":
+                await ws.send(json.dumps({"type": "pong", "id": op.get("id"), "floor": 0, "client_id": "gate"}))
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            path = head.split(b" ", 2)[1].decode().split("?", 1)[0]
+            mode = self.mode
+            port = self.upstream_port
+            if mode is not None:
+                self.refused.append((asyncio.get_running_loop().time(), path))
+                if mode == "ws_error_frame" and path.startswith("/v1/ws"):
+                    port = self._fake_port
+                elif mode == "sse_event" and path.startswith("/v1/sse"):
+                    body = b"retry: 1000\n\nevent: unavailable\ndata: " + UNAVAILABLE + b"\n\n"
+                    writer.write(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nRetry-After: 1\r\n"
+                        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body)
+                    )
+                    await writer.drain()
+                    return
+                else:
+                    writer.write(
+                        b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+                        b"Retry-After: 1\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s"
+                        % (len(UNAVAILABLE), UNAVAILABLE)
+                    )
+                    await writer.drain()
+                    return
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+            self._writers.add(up_writer)
+            up_writer.write(head)
+
+            async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+                try:
+                    while chunk := await src.read(65536):
+                        dst.write(chunk)
+                        await dst.drain()
+                finally:
+                    dst.close()
+
+            await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+        except (OSError, asyncio.IncompleteReadError, IndexError):
+            pass
+        finally:
+            writer.close()
+            self._writers.discard(writer)
+
+
+async def metric(url: str, sample: str) -> float:
+    """One sample of a node's ``/metrics``, e.g. ``herald_connections{transport="ws"}``."""
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        text = (await http.get(f"{url}/metrics")).text
+    for line in text.splitlines():
+        if line.startswith(sample + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"no {sample} in /metrics")

@@ -3,7 +3,7 @@
 use std::{
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
-        Arc,
+        Arc, OnceLock,
     },
     time::Duration,
 };
@@ -14,6 +14,7 @@ use tokio::sync::broadcast;
 
 use crate::{
     error::is_fatal_code,
+    mux,
     subscription::{self, Subscription},
     ConnectionEvent, Error, History, Presence, Published, Start, Transport,
 };
@@ -98,8 +99,11 @@ impl ClientBuilder {
     }
 
     /// How long [`Client::subscribe`] keeps trying to establish a new
-    /// subscription before it gives up with [`Error::Unavailable`] (once
-    /// established, a subscription reconnects forever). Default 10 s.
+    /// subscription while no node can be reached before it gives up with
+    /// [`Error::Unavailable`] (once established, a subscription reconnects
+    /// forever). A node that answers `unavailable` (up, but not caught up
+    /// with its cluster yet, or draining) restarts the wait: the
+    /// subscription waits for it, or another node, to serve. Default 10 s.
     pub fn connect_timeout(mut self, timeout: Duration) -> Self {
         self.connect_timeout = timeout;
         self
@@ -158,6 +162,7 @@ impl ClientBuilder {
             .build()?;
         let (events, _) = broadcast::channel(256);
         Ok(Client {
+            mux: Arc::new(OnceLock::new()),
             inner: Arc::new(Inner {
                 urls,
                 token: self.token,
@@ -287,6 +292,12 @@ pub(crate) fn endpoint(base: &Url, segments: &[&str]) -> Url {
 /// A Herald client: publishes, reads history and runs subscriptions that
 /// survive node failures. Cheap to clone (clones share everything).
 ///
+/// All subscriptions of a client (and of its clones) share one connection
+/// to one node — one WebSocket with a `subscribe` op per pattern, or one
+/// SSE stream / long-poll loop for every pattern — opened on the first
+/// subscription and closed when the last one is dropped. Each subscription
+/// keeps its own position, and a reconnection resumes every one of them.
+///
 /// ```no_run
 /// # async fn demo() -> Result<(), herald_client::Error> {
 /// use futures_util::StreamExt;
@@ -303,6 +314,10 @@ pub(crate) fn endpoint(base: &Url, segments: &[&str]) -> Url {
 #[derive(Debug, Clone)]
 pub struct Client {
     pub(crate) inner: Arc<Inner>,
+    /// The connection task, started by the first subscription. Kept apart
+    /// from `inner` (which the task holds): it ends once the clients and
+    /// their subscriptions are all dropped.
+    mux: Arc<OnceLock<mux::Handle>>,
 }
 
 impl Client {
@@ -337,7 +352,11 @@ impl Client {
     /// the connect timeout.
     pub async fn subscribe(&self, pattern: &str, start: Start) -> Result<Subscription, Error> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
-        subscription::start(self.inner.clone(), id, pattern, start).await
+        let mux = self
+            .mux
+            .get_or_init(|| mux::Handle::spawn(self.inner.clone()))
+            .clone();
+        subscription::start(&self.inner, mux, id, pattern, start).await
     }
 
     /// Publishes `data` (any serializable value, or a reference to one) to a

@@ -74,16 +74,33 @@ pub(crate) fn matches(pattern: &str, topic: &str) -> bool {
     }
 }
 
+/// Whether some topic matches both patterns.
+pub(crate) fn overlap(a: &str, b: &str) -> bool {
+    let mut a = a.split('.');
+    let mut b = b.split('.');
+    loop {
+        match (a.next(), b.next()) {
+            (Some(">"), Some(_)) | (Some(_), Some(">")) => return true,
+            (Some(x), Some(y)) if x == "*" || y == "*" || x == y => {}
+            (None, None) => return true,
+            _ => return false,
+        }
+    }
+}
+
 /// How far a subscription got: what to send on (re)connect and what to drop
-/// as a duplicate.
+/// as a duplicate or as older than its start.
 #[derive(Debug, Clone)]
 pub(crate) struct Progress {
-    /// The subscription's floor; `None` until the server first confirmed the
-    /// subscription (then the start is still the user's [`Start`]).
+    /// The subscription's floor: every matching message with `ts < floor`
+    /// precedes it or was received. `None` until its start is known (a live
+    /// subscription the server has not confirmed yet).
     pub floor: Option<u64>,
     /// Last seq received (or skipped by a gap) per topic.
     pub last: BTreeMap<String, u64>,
-    /// The subscription's pattern has no wildcard.
+    /// The subscription's pattern.
+    pattern: String,
+    /// The pattern has no wildcard.
     concrete: bool,
 }
 
@@ -96,17 +113,12 @@ pub(crate) enum Accepted {
     AfterJump,
     /// Already received: drop it.
     Duplicate,
-}
-
-/// Where a (re)connection starts.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Resume {
-    /// Fresh, live.
-    Live,
-    /// Fresh, after this seq of a concrete topic.
-    Since(u64),
-    /// From a cursor.
-    Cursor(Cursor),
+    /// A topic this subscription has not received yet, older than its
+    /// floor: it precedes the subscription (another one on the same
+    /// connection needs it).
+    BeforeStart,
+    /// The topic does not match the pattern.
+    Unmatched,
 }
 
 impl Progress {
@@ -114,50 +126,73 @@ impl Progress {
         let mut progress = Progress {
             floor: None,
             last: BTreeMap::new(),
+            pattern: pattern.to_string(),
             concrete: is_concrete(pattern),
         };
         match start {
             Start::Live => {}
             Start::Since(n) => {
-                if !is_concrete(pattern) && *n != 0 {
+                if !progress.concrete && *n != 0 {
                     return Err(Error::InvalidArgument(format!(
                         "Start::Since({n}) needs a concrete topic; {pattern:?} is a pattern \
                          (use Start::Since(0) for everything retained, or Start::Cursor)"
                     )));
                 }
                 progress.floor = Some(0);
-                if is_concrete(pattern) {
+                if progress.concrete {
                     progress.last.insert(pattern.to_string(), *n);
                 }
             }
             Start::Cursor(text) => {
                 let cursor = Cursor::decode(text)
                     .map_err(|_| Error::InvalidArgument(format!("malformed cursor {text:?}")))?;
-                progress.floor = Some(cursor.floor);
-                // `~0` entries of a wildcard would replay those topics from
-                // their first retained message; the floor covers them.
-                let concrete = progress.concrete;
-                progress.last = cursor
-                    .positions
-                    .into_iter()
-                    .filter(|(t, seq)| matches(pattern, t) && (concrete || *seq > 0))
-                    .collect();
+                progress.start_from(&cursor, false);
             }
         }
         Ok(progress)
     }
 
-    /// How the next connection starts.
-    pub fn resume(&self) -> Resume {
-        match self.floor {
-            None => Resume::Live,
-            Some(0) if self.concrete && self.last.len() == 1 => {
-                // A concrete `Since(n)` that was never confirmed: plain
-                // `since` works on every server, cursors too.
-                let (_, n) = self.last.iter().next().expect("one entry");
-                Resume::Since(*n)
-            }
-            Some(_) => Resume::Cursor(self.cursor().expect("floor is set")),
+    /// The pattern subscribed to.
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    /// Whether the start is known (the subscription has a floor).
+    pub fn started(&self) -> bool {
+        self.floor.is_some()
+    }
+
+    /// Whether a message of `topic` was received (or its position given).
+    pub fn tracks(&self, topic: &str) -> bool {
+        self.last.contains_key(topic)
+    }
+
+    /// Starts from a cursor: the server's starting cursor of a live
+    /// subscription, or the user's. Only topics the pattern matches count;
+    /// a wildcard ignores `~0` entries, which a `subscribed` reply uses for
+    /// topics it is about to replay (sent back, they would replay those
+    /// topics from their first retained message instead of the floor).
+    ///
+    /// `keep_zero` keeps them: SSE and long-poll cursors list no
+    /// placeholders, and a client moves a topic back to `~0` itself when
+    /// its first message came with the starting answer.
+    pub fn start_from(&mut self, cursor: &Cursor, keep_zero: bool) {
+        self.floor = Some(cursor.floor);
+        self.last = cursor
+            .positions
+            .iter()
+            .filter(|(t, seq)| {
+                matches(&self.pattern, t) && (self.concrete || keep_zero || **seq > 0)
+            })
+            .map(|(t, seq)| (t.clone(), *seq))
+            .collect();
+    }
+
+    /// Raises the floor: every message matching the subscription with a
+    /// smaller `ts` was delivered (a stream cursor's floor).
+    pub fn raise_floor(&mut self, floor: u64) {
+        if let Some(f) = &mut self.floor {
+            *f = (*f).max(floor);
         }
     }
 
@@ -169,27 +204,12 @@ impl Progress {
         })
     }
 
-    /// Takes in a cursor the server sent: its floor, and for a concrete
-    /// topic its position (the starting point of a live subscription).
-    ///
-    /// A wildcard subscription keeps only its own positions: the server's
-    /// list adds nothing the client did not receive, except that a
-    /// WebSocket `subscribed` cursor may list a topic it is about to replay
-    /// as `<topic>~0`, which, sent back, would replay that topic from its
-    /// first retained message instead of from the floor.
-    pub fn merge(&mut self, cursor: &Cursor) {
-        self.floor = Some(self.floor.map_or(cursor.floor, |f| f.max(cursor.floor)));
-        if !self.concrete {
-            return;
+    /// Decides whether a delivered message is new for this subscription and
+    /// records it.
+    pub fn accept_message(&mut self, topic: &str, seq: u64, ts: u64) -> Accepted {
+        if !matches(&self.pattern, topic) {
+            return Accepted::Unmatched;
         }
-        for (topic, seq) in &cursor.positions {
-            let entry = self.last.entry(topic.clone()).or_insert(*seq);
-            *entry = (*entry).max(*seq);
-        }
-    }
-
-    /// Records a received message.
-    pub fn accept_message(&mut self, topic: &str, seq: u64) -> Accepted {
         match self.last.get_mut(topic) {
             Some(last) if seq <= *last => Accepted::Duplicate,
             Some(last) => {
@@ -202,22 +222,83 @@ impl Progress {
                 }
             }
             None => {
+                if self.floor.is_some_and(|f| ts < f) {
+                    return Accepted::BeforeStart;
+                }
                 self.last.insert(topic.to_string(), seq);
                 Accepted::Next
             }
         }
     }
 
-    /// Records a gap; returns the part not already covered, if any.
+    /// Records a gap on a topic this subscription tracks; returns the part
+    /// not already covered, if any. A gap of a topic it has not received
+    /// yet is not its own: the server resumes such topics from the floor
+    /// without gap reports (protocol-spec §16.1), so a gap there concerns
+    /// another subscription of the connection that listed the topic.
     pub fn accept_gap(&mut self, topic: &str, from: u64, to: u64) -> Option<(u64, u64)> {
-        let from = match self.last.get(topic) {
-            Some(last) if to <= *last => return None,
-            Some(last) => from.max(*last + 1),
-            None => from,
-        };
-        self.last.insert(topic.to_string(), to);
+        let last = self.last.get_mut(topic)?;
+        if to <= *last {
+            return None;
+        }
+        let from = from.max(*last + 1);
+        *last = to;
         Some((from, to))
     }
+
+    /// Records what the consumer took (the consumed side of a
+    /// subscription: the runner already filtered it).
+    pub fn record(&mut self, topic: &str, seq: u64) {
+        let last = self.last.entry(topic.to_string()).or_insert(seq);
+        *last = (*last).max(seq);
+    }
+}
+
+/// One cursor from which the given subscriptions can resume over one
+/// connection: for the subscriptions to one pattern (`group`, on a
+/// WebSocket where every pattern has its own `subscribe`), or for all of
+/// them (`None`: one SSE stream or long-poll loop for every pattern).
+///
+/// * The floor is the lowest floor of all the subscriptions (a concrete
+///   subscription that tracks its topic does not need one), whatever the
+///   group: a topic no cursor lists is replayed from the earliest start
+///   among the patterns subscribed when it first shows up, so every
+///   pattern of a connection resumes from the same floor.
+/// * A topic (matching `group`) is listed at the lowest seq any
+///   subscription tracks it at — or at `0` (every retained message) when a
+///   subscription matches it without having received any of it: that one
+///   needs the topic from its floor, which no seq expresses, and the
+///   connection has one position per topic.
+///
+/// The stream resumed from it may carry more than a subscription needs;
+/// each one's [`Progress::accept_message`] drops that, so nothing is lost or
+/// delivered twice.
+pub(crate) fn combine<'a, I>(subs: I, group: Option<&str>) -> Cursor
+where
+    I: IntoIterator<Item = &'a Progress> + Clone,
+{
+    let started = || subs.clone().into_iter().filter(|p| p.started());
+    let floor = started()
+        .filter(|p| !(p.concrete && p.tracks(&p.pattern)))
+        .filter_map(|p| p.floor)
+        .min()
+        .or_else(|| started().filter_map(|p| p.floor).min())
+        .unwrap_or(0);
+    let mut positions: BTreeMap<String, u64> = BTreeMap::new();
+    for p in started() {
+        for (topic, seq) in &p.last {
+            if group.is_none_or(|g| matches(g, topic)) {
+                let entry = positions.entry(topic.clone()).or_insert(*seq);
+                *entry = (*entry).min(*seq);
+            }
+        }
+    }
+    for (topic, seq) in positions.iter_mut() {
+        if started().any(|p| matches(&p.pattern, topic) && !p.tracks(topic)) {
+            *seq = 0;
+        }
+    }
+    Cursor { floor, positions }
 }
 
 #[cfg(test)]
@@ -250,53 +331,83 @@ mod tests {
     }
 
     #[test]
+    fn overlapping_patterns() {
+        assert!(overlap("a.*", "a.b"));
+        assert!(overlap("a.>", "*.b.c"));
+        assert!(overlap(">", "x"));
+        assert!(overlap("a.*", "*.b"));
+        assert!(!overlap("a.*", "a.b.c"));
+        assert!(!overlap("a.b", "a.c"));
+        assert!(!overlap("a.>", "a"));
+        assert!(!overlap("a.*.c", "a.b"));
+    }
+
+    #[test]
     fn progress_drops_duplicates_and_trims_gaps() {
         let mut p = Progress::new("a.>", &Start::Live).unwrap();
-        assert_eq!(p.resume(), Resume::Live);
-        p.merge(&Cursor::decode("1~100").unwrap());
-        assert_eq!(p.accept_message("a.x", 1), Accepted::Next);
-        assert_eq!(p.accept_message("a.x", 2), Accepted::Next);
-        assert_eq!(p.accept_message("a.x", 2), Accepted::Duplicate);
-        assert_eq!(p.accept_message("a.x", 1), Accepted::Duplicate);
+        assert!(!p.started());
+        p.start_from(&Cursor::decode("1~100").unwrap(), false);
+        assert_eq!(p.accept_message("a.x", 1, 100), Accepted::Next);
+        assert_eq!(p.accept_message("a.x", 2, 100), Accepted::Next);
+        assert_eq!(p.accept_message("a.x", 2, 100), Accepted::Duplicate);
+        assert_eq!(p.accept_message("a.x", 1, 100), Accepted::Duplicate);
         assert_eq!(p.accept_gap("a.x", 1, 2), None);
         assert_eq!(p.accept_gap("a.x", 1, 5), Some((3, 5)));
-        assert_eq!(p.accept_message("a.x", 5), Accepted::Duplicate);
-        assert_eq!(p.accept_message("a.x", 6), Accepted::Next);
-        assert_eq!(p.accept_message("a.x", 9), Accepted::AfterJump);
-        assert_eq!(p.accept_message("a.x", 6), Accepted::Duplicate);
+        assert_eq!(p.accept_message("a.x", 5, 100), Accepted::Duplicate);
+        assert_eq!(p.accept_message("a.x", 6, 100), Accepted::Next);
+        assert_eq!(p.accept_message("a.x", 9, 100), Accepted::AfterJump);
+        assert_eq!(p.accept_message("a.x", 6, 100), Accepted::Duplicate);
+        // Untracked topics: older than the floor is before the start, and
+        // their gaps belong to other subscriptions of the connection.
+        assert_eq!(p.accept_message("a.y", 4, 99), Accepted::BeforeStart);
+        assert_eq!(p.accept_gap("a.y", 1, 3), None);
+        assert_eq!(p.accept_message("b.y", 4, 200), Accepted::Unmatched);
         assert_eq!(p.cursor().unwrap().encode(), "1~100~a.x~9");
-        // A wildcard takes the floor only (`~0`: about to be replayed).
-        p.merge(&Cursor::decode("1~200~a.y~0~a.x~9").unwrap());
-        assert_eq!(p.cursor().unwrap().encode(), "1~200~a.x~9");
-        p.merge(&Cursor::decode("1~150").unwrap());
+        p.raise_floor(200);
+        p.raise_floor(150);
         assert_eq!(p.floor, Some(200));
     }
 
     #[test]
-    fn a_concrete_subscription_takes_the_server_position() {
-        let mut p = Progress::new("a.b", &Start::Live).unwrap();
-        p.merge(&Cursor::decode("1~100~a.b~0").unwrap());
-        assert_eq!(
-            p.resume(),
-            Resume::Cursor(Cursor::decode("1~100~a.b~0").unwrap())
-        );
-        p.merge(&Cursor::decode("1~100~a.b~7").unwrap());
-        assert_eq!(p.accept_message("a.b", 7), Accepted::Duplicate);
-        assert_eq!(p.accept_message("a.b", 8), Accepted::Next);
+    fn a_wildcard_start_ignores_zero_entries_a_concrete_one_keeps_its_topic() {
+        let mut w = Progress::new("a.>", &Start::Live).unwrap();
+        w.start_from(&Cursor::decode("1~200~a.y~0~a.x~9~b.z~4").unwrap(), false);
+        assert_eq!(w.cursor().unwrap().encode(), "1~200~a.x~9");
+        let mut c = Progress::new("a.b", &Start::Live).unwrap();
+        c.start_from(&Cursor::decode("1~100~a.b~0").unwrap(), false);
+        assert_eq!(c.cursor().unwrap().encode(), "1~100~a.b~0");
+        assert_eq!(c.accept_message("a.b", 1, 50), Accepted::Next);
+    }
+
+    #[test]
+    fn combined_cursors() {
+        let mut w = Progress::new("a.>", &Start::Live).unwrap();
+        w.start_from(&Cursor::decode("1~500~a.x~3").unwrap(), false);
+        let c = Progress::new("a.x", &Start::Since(1)).unwrap();
+        let fresh = Progress::new("z.*", &Start::Live).unwrap();
+        let all = [&w, &c, &fresh];
+        // Lowest seq per topic; the concrete one needs no floor.
+        assert_eq!(combine(all, None).encode(), "1~500~a.x~1");
+        assert_eq!(combine(all, Some("a.x")).encode(), "1~500~a.x~1");
+        assert_eq!(combine(all, Some("a.>")).encode(), "1~500~a.x~1");
+        // A topic one tracks and another matches without having it: all
+        // of it again.
+        let mut c2 = Progress::new("a.b", &Start::Since(7)).unwrap();
+        assert_eq!(combine([&w, &c2], None).encode(), "1~500~a.b~0~a.x~3");
+        assert_eq!(w.accept_message("a.b", 8, 600), Accepted::Next);
+        assert_eq!(c2.accept_message("a.b", 8, 600), Accepted::Next);
+        assert_eq!(combine([&w, &c2], None).encode(), "1~500~a.b~8~a.x~3");
     }
 
     #[test]
     fn starts() {
         let p = Progress::new("a.b", &Start::Since(5)).unwrap();
-        assert_eq!(p.resume(), Resume::Since(5));
+        assert_eq!(p.cursor().unwrap().encode(), "1~0~a.b~5");
         let p = Progress::new("a.>", &Start::Since(0)).unwrap();
-        assert_eq!(p.resume(), Resume::Cursor(Cursor::decode("1~0").unwrap()));
+        assert_eq!(p.cursor().unwrap().encode(), "1~0");
         assert!(Progress::new("a.>", &Start::Since(3)).is_err());
         let p = Progress::new("a.*", &Start::Cursor("1~9~a.b~4~c.d~1~a.z~0".into())).unwrap();
-        assert_eq!(
-            p.resume(),
-            Resume::Cursor(Cursor::decode("1~9~a.b~4").unwrap())
-        );
+        assert_eq!(p.cursor().unwrap().encode(), "1~9~a.b~4");
         assert!(Progress::new("a.*", &Start::Cursor("nope".into())).is_err());
     }
 }

@@ -5,6 +5,7 @@ mod client;
 mod cursor;
 mod decode;
 mod error;
+mod mux;
 mod poll;
 mod sse;
 mod subscription;

@@ -1,14 +1,15 @@
-//! Server-Sent Events transport: `GET /v1/sse?topic=P&cursor=C`, one stream
-//! per subscription; every block's `id:` is the cursor after it.
+//! Server-Sent Events transport: one `GET /v1/sse?topic=P1&topic=P2&cursor=C`
+//! stream for every subscription of the client; every block's `id:` is the
+//! cursor after it.
 
 use futures_util::StreamExt;
 use reqwest::{header, StatusCode, Url};
 
 use crate::{
-    client::{describe, endpoint, RequestError},
-    cursor::{Cursor, Resume},
+    client::{describe, endpoint},
+    cursor::{combine, Cursor},
     decode,
-    subscription::{Outcome, Ready, Runner},
+    mux::{Manager, Outcome, DEFAULT_RETRY_AFTER},
     Error, Message, Transport,
 };
 
@@ -31,6 +32,9 @@ pub(crate) struct Parser {
     buf: Vec<u8>,
     block: Block,
     has_fields: bool,
+    /// The last `retry:` field (ms): how long the node asks to wait before
+    /// reconnecting.
+    pub retry: Option<u64>,
 }
 
 impl Parser {
@@ -64,6 +68,10 @@ impl Parser {
             match field {
                 "id" => self.block.id = Some(value.to_string()),
                 "event" => self.block.event = Some(value.to_string()),
+                "retry" => {
+                    self.retry = value.parse().ok().or(self.retry);
+                    continue;
+                }
                 "data" => match &mut self.block.data {
                     Some(data) => {
                         data.push('\n');
@@ -86,31 +94,29 @@ pub(crate) struct GapData {
     pub to: u64,
 }
 
-impl Runner {
-    /// The `cursor` query parameter for a (re)connection over SSE or
-    /// long-poll.
-    pub(crate) fn http_cursor(&self) -> Option<String> {
-        match self.progress.resume() {
-            Resume::Live => None,
-            Resume::Since(n) => Some(
-                Cursor {
-                    floor: 0,
-                    positions: [(self.pattern.clone(), n)].into_iter().collect(),
-                }
-                .encode(),
-            ),
-            Resume::Cursor(c) => Some(c.encode()),
-        }
-    }
-
-    pub(crate) async fn sse(&mut self, base: &Url, ready: &mut Ready) -> Outcome {
+impl Manager {
+    pub(crate) async fn sse(&mut self, base: &Url) -> Outcome {
         let inner = self.inner.clone();
+        // New live subscriptions among resuming ones need their own start
+        // first; when all are new, the stream's opening cursor is it.
+        let fresh = self.subs.entries().all(|e| !e.progress.started());
+        if !fresh {
+            if let Err(o) = self.probe(base).await {
+                return o;
+            }
+        }
+        let patterns = match self.stream_patterns().await {
+            Ok(p) => p,
+            Err(o) => return o,
+        };
         let mut url = endpoint(base, &["v1", "sse"]);
         {
             let mut query = url.query_pairs_mut();
-            query.append_pair("topic", &self.pattern);
-            if let Some(cursor) = self.http_cursor() {
-                query.append_pair("cursor", &cursor);
+            for p in &patterns {
+                query.append_pair("topic", p);
+            }
+            if !fresh {
+                query.append_pair("cursor", &combine(self.subs.progresses(), None).encode());
             }
         }
         let req = inner
@@ -122,12 +128,7 @@ impl Runner {
             Ok(Ok(res)) => res,
         };
         if res.status() != StatusCode::OK {
-            let refused = RequestError::from_response(res).await;
-            return if refused.fatal {
-                Outcome::Fatal(refused.error)
-            } else {
-                Outcome::ConnectFailed(refused.error.to_string())
-            };
+            return self.refused(base, res, &patterns).await;
         }
         let is_stream = res
             .headers()
@@ -150,7 +151,12 @@ impl Runner {
         loop {
             let chunk = tokio::select! {
                 chunk = tokio::time::timeout(inner.idle_timeout, body.next()) => chunk,
-                _ = self.tx_closed() => return Outcome::Closed,
+                cmd = self.cmds.recv() => {
+                    if let Some(o) = self.stream_command(cmd) {
+                        return o;
+                    }
+                    continue;
+                }
             };
             match chunk {
                 Err(_) => return end(established, "no heartbeat from the server".into()),
@@ -159,31 +165,56 @@ impl Runner {
                 Ok(Some(Ok(bytes))) => parser.push(&bytes),
             }
             while let Some(block) = parser.next_block() {
-                // An event that cannot be decoded ends the subscription with
+                // An event that cannot be decoded ends the subscriptions with
                 // the error: a reconnect would resume right before it again.
-                let ok = match (block.event.as_deref(), block.data.as_deref()) {
+                match (block.event.as_deref(), block.data.as_deref()) {
                     (Some("message"), Some(data)) => match decode::from_str::<Message>(data) {
-                        Ok(m) => self.message(m.topic, m.seq, m.ts, m.data).await,
-                        Err(e) => return Outcome::Fatal(undecodable("message", e)),
+                        Ok(m) => self.subs.message(&m.topic, m.seq, m.ts, m.data).await,
+                        Err(e) => {
+                            self.subs.fail_all(&undecodable("message", e)).await;
+                            return Outcome::Idle;
+                        }
                     },
                     (Some("gap"), Some(data)) => match decode::from_str::<GapData>(data) {
-                        Ok(g) => self.gap(g.topic, g.from, g.to).await,
-                        Err(e) => return Outcome::Fatal(undecodable("gap", e)),
+                        Ok(g) => self.subs.gap(&g.topic, g.from, g.to).await,
+                        Err(e) => {
+                            self.subs.fail_all(&undecodable("gap", e)).await;
+                            return Outcome::Idle;
+                        }
                     },
-                    _ => true,
+                    // The node cannot serve a stream now (not caught up with
+                    // its cluster, shutting down): it says so in a 200 stream,
+                    // which a browser's EventSource retries after `retry:`.
+                    (Some("unavailable"), data) => {
+                        let retry = parser
+                            .retry
+                            .unwrap_or(DEFAULT_RETRY_AFTER.as_millis() as u64);
+                        return Outcome::Unavailable {
+                            reason: format!("SSE refused: {}", data.unwrap_or("unavailable")),
+                            retry_after: std::time::Duration::from_millis(retry.min(60_000)),
+                        };
+                    }
+                    _ => {}
+                }
+                let Some(id) = &block.id else { continue };
+                let cursor = match Cursor::decode(id) {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "herald: ignoring a cursor from the server");
+                        continue;
+                    }
                 };
-                if !ok {
-                    return Outcome::Closed;
-                }
-                if let Some(id) = &block.id {
-                    if !self.server_cursor(id).await {
-                        return Outcome::Closed;
+                if !established {
+                    established = true;
+                    if fresh {
+                        self.start_all(&cursor).await;
                     }
-                    if !established {
-                        established = true;
-                        self.established(base, Transport::Sse, ready);
+                    let ids: Vec<u64> = self.subs.entries().map(|e| e.id).collect();
+                    for id in ids {
+                        self.subs.established(id, base, Transport::Sse);
                     }
                 }
+                self.subs.raise_floors(cursor.floor);
             }
         }
     }

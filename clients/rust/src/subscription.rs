@@ -1,5 +1,6 @@
-//! [`Subscription`]: the stream a user reads, and the task behind it that
-//! connects, falls back, reconnects and resumes.
+//! [`Subscription`]: the stream a user reads. Every subscription of a
+//! client is carried by the client's one connection (see `mux`), which
+//! feeds it through a bounded channel.
 
 use std::{
     pin::Pin,
@@ -15,15 +16,17 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::{
     client::Inner,
-    cursor::{Accepted, Cursor, Progress},
-    ConnectionEvent, Error, Event, Start, Transport,
+    cursor::{Cursor, Progress},
+    mux::{Entry, Handle},
+    Error, Event, Start, Transport,
 };
 
 /// Counters of a subscription's life, from [`Subscription::stats`].
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Stats {
-    /// Connections established (1 after subscribing, +1 per reconnection).
+    /// Times the subscription was established (1 after subscribing, +1 per
+    /// reconnection of the client's connection).
     pub connections: u64,
     /// Messages the server sent again (after a resume, or through an
     /// overlap) that the client dropped.
@@ -35,19 +38,21 @@ pub struct Stats {
 
 #[derive(Debug, Default)]
 pub(crate) struct Counters {
-    connections: AtomicU64,
-    duplicates: AtomicU64,
-    jumps: AtomicU64,
+    pub connections: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub jumps: AtomicU64,
 }
 
-/// What the background task hands to the [`Subscription`].
+/// What the connection task hands to a [`Subscription`].
 #[derive(Debug)]
 pub(crate) enum Item {
     /// An event for the user.
     Event(Event),
-    /// A server cursor covering every event sent before it.
-    Cursor(Cursor),
-    /// A fatal error; the task has ended.
+    /// Where a live subscription starts (its floor and positions).
+    Started(Cursor),
+    /// Every matching message older than this floor came before.
+    Floor(u64),
+    /// A fatal error; nothing follows.
     Error(Error),
 }
 
@@ -58,7 +63,8 @@ pub(crate) enum Item {
 /// server refused the subscription (e.g. `forbidden` after a token
 /// expired), or sent something this client cannot decode
 /// ([`Error::Protocol`]; never skipped silently). Dropping the subscription
-/// closes its connection.
+/// unsubscribes it; the client's connection stays open for its other
+/// subscriptions.
 #[derive(Debug)]
 pub struct Subscription {
     id: u64,
@@ -68,11 +74,13 @@ pub struct Subscription {
     consumed: Progress,
     status: watch::Receiver<Option<(String, Transport)>>,
     counters: Arc<Counters>,
-    task: tokio::task::JoinHandle<()>,
+    mux: Handle,
+    done: bool,
 }
 
 impl Subscription {
-    /// This subscription's id (as in [`ConnectionEvent`]s).
+    /// This subscription's id (as in
+    /// [`ConnectionEvent`](crate::ConnectionEvent)s).
     pub fn id(&self) -> u64 {
         self.id
     }
@@ -82,7 +90,7 @@ impl Subscription {
         &self.pattern
     }
 
-    /// The node URL and transport currently connected, `None` while
+    /// The node URL and transport currently carrying it, `None` while
     /// reconnecting.
     pub fn connection(&self) -> Option<(String, Transport)> {
         self.status.borrow().clone()
@@ -91,8 +99,8 @@ impl Subscription {
     /// A cursor covering exactly the events consumed from this stream so
     /// far. Pass it to [`Client::subscribe`](crate::Client::subscribe) as
     /// [`Start::Cursor`] (same pattern, any node, any transport) to continue
-    /// after them, e.g. after a process restart. `None` before the first
-    /// connection of a [`Start::Live`] subscription.
+    /// after them, e.g. after a process restart. `None` before a
+    /// [`Start::Live`] subscription is established.
     pub fn cursor(&self) -> Option<String> {
         self.consumed.cursor().map(|c| c.encode())
     }
@@ -112,7 +120,7 @@ impl Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.task.abort();
+        self.mux.remove(self.id);
     }
 }
 
@@ -121,34 +129,39 @@ impl Stream for Subscription {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if this.done {
+            return Poll::Ready(None);
+        }
         loop {
             match this.rx.poll_recv(cx) {
                 Poll::Pending => return Poll::Pending,
-                Poll::Ready(None) => return Poll::Ready(None),
-                Poll::Ready(Some(Item::Cursor(c))) => {
-                    this.consumed.merge(&c);
+                Poll::Ready(None) => {
+                    this.done = true;
+                    return Poll::Ready(None);
                 }
+                Poll::Ready(Some(Item::Started(c))) => this.consumed.start_from(&c, true),
+                Poll::Ready(Some(Item::Floor(f))) => this.consumed.raise_floor(f),
                 Poll::Ready(Some(Item::Event(event))) => {
                     match &event {
-                        Event::Message { topic, seq, .. } => {
-                            this.consumed.accept_message(topic, *seq);
-                        }
-                        Event::Gap { topic, from, to } => {
-                            this.consumed.accept_gap(topic, *from, *to);
-                        }
+                        Event::Message { topic, seq, .. } => this.consumed.record(topic, *seq),
+                        Event::Gap { topic, to, .. } => this.consumed.record(topic, *to),
                     }
                     return Poll::Ready(Some(Ok(event)));
                 }
-                Poll::Ready(Some(Item::Error(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Item::Error(e))) => {
+                    this.done = true;
+                    return Poll::Ready(Some(Err(e)));
+                }
             }
         }
     }
 }
 
-/// Validates, spawns the task and waits until the subscription is
-/// established (or failed).
+/// Registers a subscription with the client's connection and waits until
+/// it is established (or refused, or no node could be reached).
 pub(crate) async fn start(
-    inner: Arc<Inner>,
+    inner: &Arc<Inner>,
+    mux: Handle,
     id: u64,
     pattern: &str,
     start: Start,
@@ -161,16 +174,20 @@ pub(crate) async fn start(
     let (status_tx, status) = watch::channel(None);
     let (ready_tx, ready_rx) = oneshot::channel();
     let counters = Arc::new(Counters::default());
-    let runner = Runner {
-        inner,
+    let entry = Entry::new(
         id,
-        pattern: pattern.to_string(),
-        progress: progress.clone(),
+        progress.clone(),
         tx,
-        status: status_tx,
-        counters: counters.clone(),
-    };
-    let task = tokio::spawn(runner.run(ready_tx));
+        status_tx,
+        counters.clone(),
+        ready_tx,
+        tokio::time::Instant::now() + inner.connect_timeout,
+    );
+    if !mux.add(entry) {
+        return Err(Error::Unavailable(
+            "the client's connection task ended".into(),
+        ));
+    }
     let sub = Subscription {
         id,
         pattern: pattern.to_string(),
@@ -178,210 +195,14 @@ pub(crate) async fn start(
         consumed: progress,
         status,
         counters,
-        task,
+        mux,
+        done: false,
     };
     match ready_rx.await {
         Ok(Ok(())) => Ok(sub),
         Ok(Err(e)) => Err(e),
-        Err(_) => Err(Error::Unavailable("subscription task ended".into())),
-    }
-}
-
-/// How one transport session ended.
-pub(crate) enum Outcome {
-    /// Never established; try the next transport or node.
-    ConnectFailed(String),
-    /// Established, then lost; reconnect.
-    Disconnected(String),
-    /// The server refused the subscription for good.
-    Fatal(Error),
-    /// The user dropped the subscription.
-    Closed,
-}
-
-/// The background task of one subscription.
-pub(crate) struct Runner {
-    pub inner: Arc<Inner>,
-    pub id: u64,
-    pub pattern: String,
-    /// What has been handed to the channel (what to resume from).
-    pub progress: Progress,
-    tx: mpsc::Sender<Item>,
-    status: watch::Sender<Option<(String, Transport)>>,
-    counters: Arc<Counters>,
-}
-
-/// Signals the first establishment to [`start`].
-pub(crate) type Ready = Option<oneshot::Sender<Result<(), Error>>>;
-
-impl Runner {
-    async fn run(mut self, ready: oneshot::Sender<Result<(), Error>>) {
-        let mut ready = Some(ready);
-        let inner = self.inner.clone();
-        let deadline = tokio::time::Instant::now() + inner.connect_timeout;
-        let mut index = inner.preferred();
-        let mut attempt = 0u32;
-        let mut last_error = String::from("no attempt");
-        loop {
-            let base = inner.urls[index % inner.urls.len()].clone();
-            for &transport in &inner.transports {
-                let outcome = match transport {
-                    Transport::Ws => self.ws(&base, &mut ready).await,
-                    Transport::Sse => self.sse(&base, &mut ready).await,
-                    Transport::Poll => self.poll(&base, &mut ready).await,
-                };
-                self.status.send_replace(None);
-                match outcome {
-                    Outcome::Closed => return,
-                    Outcome::Fatal(e) => {
-                        match ready.take() {
-                            Some(r) => {
-                                let _ = r.send(Err(e));
-                            }
-                            None => {
-                                let _ = self.tx.send(Item::Error(e)).await;
-                            }
-                        }
-                        return;
-                    }
-                    Outcome::ConnectFailed(reason) => {
-                        tracing::debug!(url = %base, %transport, %reason, "herald connect failed");
-                        inner.emit(ConnectionEvent::ConnectFailed {
-                            subscription: self.id,
-                            pattern: self.pattern.clone(),
-                            url: crate::client::display(&base),
-                            transport,
-                            reason: reason.clone(),
-                        });
-                        last_error = format!("{base} ({transport}): {reason}");
-                    }
-                    Outcome::Disconnected(reason) => {
-                        tracing::debug!(url = %base, %transport, %reason, "herald disconnected");
-                        inner.emit(ConnectionEvent::Disconnected {
-                            subscription: self.id,
-                            pattern: self.pattern.clone(),
-                            url: crate::client::display(&base),
-                            transport,
-                            reason,
-                        });
-                        attempt = 0;
-                        break;
-                    }
-                }
-            }
-            if self.tx.is_closed() {
-                return;
-            }
-            let delay = inner.backoff.delay(attempt);
-            attempt = attempt.saturating_add(1);
-            if ready.is_some() && tokio::time::Instant::now() + delay >= deadline {
-                if let Some(r) = ready.take() {
-                    let _ = r.send(Err(Error::Unavailable(format!(
-                        "cannot subscribe to {:?}: {last_error}",
-                        self.pattern
-                    ))));
-                }
-                return;
-            }
-            index += 1;
-            inner.emit(ConnectionEvent::Reconnecting {
-                subscription: self.id,
-                pattern: self.pattern.clone(),
-                attempt,
-                delay,
-            });
-            tokio::select! {
-                _ = tokio::time::sleep(delay) => {}
-                _ = self.tx.closed() => return,
-            }
-        }
-    }
-
-    /// Records that a transport session is established.
-    pub(crate) fn established(
-        &mut self,
-        base: &reqwest::Url,
-        transport: Transport,
-        ready: &mut Ready,
-    ) {
-        self.counters.connections.fetch_add(1, Ordering::Relaxed);
-        if let Some(index) = self.inner.urls.iter().position(|u| u == base) {
-            self.inner.set_preferred(index);
-        }
-        self.status
-            .send_replace(Some((crate::client::display(base), transport)));
-        self.inner.emit(ConnectionEvent::Connected {
-            subscription: self.id,
-            pattern: self.pattern.clone(),
-            url: crate::client::display(base),
-            transport,
-        });
-        if let Some(r) = ready.take() {
-            let _ = r.send(Ok(()));
-        }
-    }
-
-    /// Passes a received message on unless it is a duplicate; false when
-    /// the user is gone.
-    pub(crate) async fn message(
-        &mut self,
-        topic: String,
-        seq: u64,
-        ts: u64,
-        data: serde_json::Value,
-    ) -> bool {
-        match self.progress.accept_message(&topic, seq) {
-            Accepted::Next => {}
-            Accepted::Duplicate => {
-                tracing::debug!(topic, seq, "herald: duplicate dropped");
-                self.counters.duplicates.fetch_add(1, Ordering::Relaxed);
-                return true;
-            }
-            Accepted::AfterJump => {
-                tracing::warn!(topic, seq, "herald: seqs skipped without a gap event");
-                self.counters.jumps.fetch_add(1, Ordering::Relaxed);
-            }
-        }
-        self.tx
-            .send(Item::Event(Event::Message {
-                topic,
-                seq,
-                ts,
-                data,
-            }))
-            .await
-            .is_ok()
-    }
-
-    /// Passes a gap on (the part not already seen); false when the user is
-    /// gone.
-    pub(crate) async fn gap(&mut self, topic: String, from: u64, to: u64) -> bool {
-        match self.progress.accept_gap(&topic, from, to) {
-            Some((from, to)) => self
-                .tx
-                .send(Item::Event(Event::Gap { topic, from, to }))
-                .await
-                .is_ok(),
-            None => true,
-        }
-    }
-
-    /// Completes when the user dropped the subscription.
-    pub(crate) async fn tx_closed(&self) {
-        self.tx.closed().await
-    }
-
-    /// Takes in a server cursor; false when the user is gone.
-    pub(crate) async fn server_cursor(&mut self, text: &str) -> bool {
-        match Cursor::decode(text) {
-            Ok(cursor) => {
-                self.progress.merge(&cursor);
-                self.tx.send(Item::Cursor(cursor)).await.is_ok()
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "herald: ignoring a cursor from the server");
-                true
-            }
-        }
+        Err(_) => Err(Error::Unavailable(
+            "the client's connection task ended".into(),
+        )),
     }
 }

@@ -211,6 +211,24 @@ pub enum ConnectionEvent {
         /// Why.
         reason: String,
     },
+    /// A node answered that it cannot serve subscriptions now (not
+    /// connected to its cluster or not caught up yet, draining, full): the
+    /// client tries another node, and this one again after `retry_after`.
+    /// Not an error; a subscription waits for a node to serve it.
+    Refused {
+        /// Id of the subscription.
+        subscription: u64,
+        /// Its pattern.
+        pattern: String,
+        /// The node's base URL.
+        url: String,
+        /// The transport that was refused.
+        transport: Transport,
+        /// What the node said.
+        reason: String,
+        /// How long the node asked to wait (its `Retry-After`).
+        retry_after: Duration,
+    },
     /// The client waits `delay` before its `attempt`-th reconnection round.
     Reconnecting {
         /// Id of the subscription.

@@ -17,6 +17,8 @@ export class SseParser {
   private sawCr = false;
   /** The last `id:` seen (what a reconnect would send as Last-Event-ID). */
   lastEventId: string | undefined;
+  /** The last `retry:` (ms): how long the server asks to wait before reconnecting. */
+  retry: number | undefined;
 
   constructor(private readonly onEvent: (event: SseEvent) => void) {}
 
@@ -67,8 +69,11 @@ export class SseParser {
       case 'id':
         if (!value.includes('\0')) this.lastEventId = value;
         break;
+      case 'retry':
+        if (/^[0-9]+$/.test(value)) this.retry = Number(value);
+        break;
       default:
-        break; // retry and unknown fields
+        break; // unknown fields
     }
   }
 

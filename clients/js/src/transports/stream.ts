@@ -2,6 +2,7 @@
 // browsers, a fetch-based reader elsewhere) and long-poll.
 
 import { HeraldError } from '../errors.js';
+import { DEFAULT_RETRY_AFTER_MS, refusal, retryAfterMs } from '../refusal.js';
 import type { GapInfo, HeraldMessage } from '../subscription.js';
 import { SseParser } from './sse-parser.js';
 import { isPresenceEvent, type EventSourceConstructor, type EventSourceLike, type FetchLike, type PipeHandlers } from './types.js';
@@ -72,13 +73,18 @@ export class EventSourcePipe implements StreamPipe {
         reject(new HeraldError('connect_failed', why, { cause }));
       };
       const timer = setTimeout(() => fail(`EventSource did not open within ${timeoutMs} ms`), timeoutMs);
-      es.onopen = () => {
-        if (settled) return;
-        if (this.done) return fail('closed while opening');
+      // Open = the first event: the node sends `hello` right after the
+      // opening block — or, when it cannot serve now, `unavailable` (in a
+      // 200 stream, which EventSource would retry by itself).
+      const opened = () => {
+        if (settled || this.done) return;
         settled = true;
         this.opened = true;
         clearTimeout(timer);
         resolve();
+      };
+      es.onopen = () => {
+        if (!settled && this.done) fail('closed while opening');
       };
       es.onerror = (ev) => {
         if (!this.opened) {
@@ -89,14 +95,28 @@ export class EventSourcePipe implements StreamPipe {
         // client reconnects instead (backoff, other nodes, other transports).
         this.finish({ reason: 'stream ended', error: ev });
       };
+      es.addEventListener('hello', () => opened());
+      es.addEventListener('unavailable', (ev) => {
+        const error = refusal(200, String(ev.data ?? ''), DEFAULT_RETRY_AFTER_MS, 'sse');
+        if (!settled) {
+          settled = true;
+          clearTimeout(timer);
+          this.close();
+          reject(error);
+        } else {
+          this.finish({ reason: error.message, error });
+        }
+      });
       es.addEventListener('message', (ev) => {
         if (this.done) return;
+        opened();
         const m = parseJson(String(ev.data));
         if (isMessage(m)) this.handlers.message(m);
         else this.undecodable(undecodable('SSE message event', String(ev.data)));
       });
       es.addEventListener('gap', (ev) => {
         if (this.done) return;
+        opened();
         const g = parseJson(String(ev.data));
         if (isGap(g)) this.handlers.gap(g);
         else this.undecodable(undecodable('SSE gap event', String(ev.data)));
@@ -140,6 +160,8 @@ export class FetchSsePipe implements StreamPipe {
   private done = false;
   private watchdog: ReturnType<typeof setInterval> | null = null;
   private lastDataAt = 0;
+  private firstEvent: { resolve: () => void; reject: (e: HeraldError) => void } | null = null;
+  private opened = false;
 
   constructor(
     private readonly fetchImpl: FetchLike,
@@ -164,6 +186,9 @@ export class FetchSsePipe implements StreamPipe {
       this.done = true;
       const text = await res.text().catch(() => '');
       this.abort.abort();
+      if (res.status === 503 || res.status === 429) {
+        throw refusal(res.status, text, retryAfterMs(res.headers.get('retry-after')), 'sse');
+      }
       throw new HeraldError('connect_failed', `SSE answered ${res.status}: ${text.slice(0, 200)}`, { status: res.status });
     }
     if (this.done) {
@@ -177,7 +202,37 @@ export class FetchSsePipe implements StreamPipe {
       }, Math.max(100, this.idleTimeoutMs / 4));
       (this.watchdog as { unref?: () => void }).unref?.();
     }
+    // Open = the first event (`hello`, right after the opening block), or
+    // the node's `unavailable` refusal.
+    const first = new Promise<void>((resolve, reject) => {
+      this.firstEvent = { resolve, reject };
+    });
+    const firstTimer = setTimeout(
+      () => this.opening(new HeraldError('connect_failed', `no SSE event within ${timeoutMs} ms`)),
+      timeoutMs,
+    );
     void this.read(res.body);
+    try {
+      await first;
+    } catch (e) {
+      this.close();
+      throw e;
+    } finally {
+      clearTimeout(firstTimer);
+    }
+  }
+
+  /** Settles `open()`: with an error, or (none) as opened. */
+  private opening(error?: HeraldError): void {
+    const f = this.firstEvent;
+    if (!f) return;
+    this.firstEvent = null;
+    if (error) {
+      f.reject(error);
+    } else {
+      this.opened = true;
+      f.resolve();
+    }
   }
 
   private async read(body: ReadableStream<Uint8Array>): Promise<void> {
@@ -185,6 +240,13 @@ export class FetchSsePipe implements StreamPipe {
     const decoder = new TextDecoder();
     const parser = new SseParser((ev) => {
       if (this.done) return;
+      if (ev.event === 'unavailable') {
+        const error = refusal(200, ev.data, parser.retry ?? DEFAULT_RETRY_AFTER_MS, 'sse');
+        if (this.firstEvent) this.opening(error);
+        else this.finish({ reason: error.message, error });
+        return;
+      }
+      this.opening();
       if (ev.event === 'message') {
         const m = parseJson(ev.data);
         if (isMessage(m)) this.handlers.message(m);
@@ -203,6 +265,7 @@ export class FetchSsePipe implements StreamPipe {
         const { value, done } = await reader.read();
         if (this.done) break;
         if (done) {
+          this.opening(new HeraldError('connect_failed', 'SSE stream ended before its first event'));
           this.finish({ reason: 'stream ended' });
           break;
         }
@@ -210,6 +273,7 @@ export class FetchSsePipe implements StreamPipe {
         parser.feed(decoder.decode(value, { stream: true }));
       }
     } catch (e) {
+      this.opening(new HeraldError('connect_failed', `SSE stream failed: ${String(e)}`, { cause: e }));
       this.finish({ reason: 'stream failed', error: e });
     } finally {
       try {
@@ -235,7 +299,8 @@ export class FetchSsePipe implements StreamPipe {
   private finish(info: { reason?: string; error?: unknown }): void {
     if (this.done) return;
     this.close();
-    this.handlers.closed(info);
+    // `open()` reports what happens before the first event.
+    if (this.opened) this.handlers.closed(info);
   }
 }
 
@@ -300,11 +365,13 @@ export class PollPipe implements StreamPipe {
     const timer = setTimeout(() => abort.abort(), requestTimeoutMs);
     let status: number;
     let text: string;
+    let retryAfter: string | null;
     try {
       let url = this.urlFor(this.cursor, waitMs);
       if (this.clientId !== undefined) url += `${url.includes('?') ? '&' : '?'}client_id=${encodeURIComponent(this.clientId)}`;
       const res = await this.fetchImpl(url, { signal: abort.signal });
       status = res.status;
+      retryAfter = res.headers.get('retry-after');
       text = await res.text();
     } catch (e) {
       throw new HeraldError('connect_failed', `poll request failed: ${String(e)}`, { cause: e });
@@ -312,6 +379,7 @@ export class PollPipe implements StreamPipe {
       clearTimeout(timer);
     }
     if (this.done) return;
+    if (status === 503 || status === 429) throw refusal(status, text, retryAfterMs(retryAfter), 'poll');
     if (status !== 200) {
       throw new HeraldError('connect_failed', `poll answered ${status}: ${text.slice(0, 200)}`, { status });
     }

@@ -216,17 +216,21 @@ export function freePort() {
   });
 }
 
-/** `nats-server -a 127.0.0.1 -p PORT`, resolved once it accepts connections. */
-export async function startNats() {
+/**
+ * `nats-server -a 127.0.0.1 -p PORT` (a free port, or `port` to restart one
+ * that was killed), resolved once it accepts connections.
+ */
+export async function startNats({ port } = {}) {
   if (!existsSync(NATS_SERVER_PATH)) {
     throw new Error(
       `nats-server not found at ${NATS_SERVER_PATH}: install it with \`apt-get update && apt-get install -y nats-server\` (or set NATS_SERVER_BIN)`,
     );
   }
-  const port = await freePort();
+  port ??= await freePort();
   const child = spawn(NATS_SERVER_PATH, ['-a', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
   const proc = new Proc(child, 'nats');
   proc.url = `nats://127.0.0.1:${port}`;
+  proc.port = port;
   const deadline = Date.now() + 10_000;
   for (;;) {
     if (!proc.running) throw new Error(`nats-server exited:\n${proc.log}`);
@@ -255,9 +259,10 @@ export async function startCluster(n = 3) {
   return {
     nats,
     nodes,
+    // Nodes and NATS as they are then (a test may restart either).
     async close() {
-      await Promise.all(nodes.map((h) => h.kill()));
-      await nats.kill();
+      await Promise.all(this.nodes.map((h) => h.kill()));
+      await this.nats.kill();
     },
   };
 }

@@ -4,6 +4,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { HeraldClient } from '../../dist/index.js';
+import { fakeBroker } from '../lib/fake-broker.mjs';
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 async function until(fn, label, timeoutMs = 3000) {
@@ -12,56 +13,6 @@ async function until(fn, label, timeoutMs = 3000) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${label}`);
     await sleep(5);
   }
-}
-
-/** A fake broker: every socket it opens answers ops through `onOp`. */
-function fakeBroker({ behavior = () => 'open', onOp } = {}) {
-  const sockets = [];
-  class FakeWS {
-    constructor(url) {
-      this.url = url;
-      this.readyState = 0;
-      this.sent = [];
-      this.onopen = this.onclose = this.onerror = this.onmessage = null;
-      const b = behavior(url, sockets.length);
-      if (b === 'throw') throw new Error('WebSocket blocked');
-      sockets.push(this);
-      if (b === 'hang') return; // never opens
-      setTimeout(() => {
-        if (b === 'open') {
-          this.readyState = 1;
-          this.onopen?.({});
-        } else {
-          this.readyState = 3;
-          this.onerror?.({});
-          this.onclose?.({ code: 1006, reason: '' });
-        }
-      }, 1);
-    }
-    send(text) {
-      const op = JSON.parse(text);
-      this.sent.push(op);
-      if (op.op === 'ping') return this.push({ type: 'pong', id: op.id });
-      onOp?.(this, op);
-    }
-    close(code = 1000) {
-      if (this.readyState === 3) return;
-      this.readyState = 3;
-    }
-    /** The server closes (or the link drops). */
-    drop(code = 1006) {
-      if (this.readyState === 3) return;
-      this.readyState = 3;
-      this.onclose?.({ code, reason: '' });
-    }
-    push(frame) {
-      this.onmessage?.({ data: JSON.stringify(frame) });
-    }
-    ops(kind) {
-      return this.sent.filter((o) => o.op === kind);
-    }
-  }
-  return { FakeWS, sockets };
 }
 
 const fast = { reconnect: { minDelayMs: 5, maxDelayMs: 20 }, openTimeoutMs: 500 };
@@ -242,7 +193,8 @@ test('falls back when a WebSocket does not open in time, and on to long-poll whe
   const fakeFetch = async (url) => {
     calls.push(url.replace('http://h:1', ''));
     if (url.includes('/v1/poll')) return new Response('{"messages":[],"cursor":"1~100~q.a~3"}', { status: 200 });
-    if (url.includes('/v1/sse')) return new Response('{"error":{"code":"unavailable","message":"no"}}', { status: 503 });
+    // A proxy that does not pass SSE (a 503 would be the node's refusal).
+    if (url.includes('/v1/sse')) return new Response('not here', { status: 404 });
     return new Response('{}', { status: 404 });
   };
   const client = new HeraldClient({ url: 'http://h:1', WebSocket: FakeWS, fetch: fakeFetch, upgradeIntervalMs: 0, ...fast, openTimeoutMs: 100, pollTimeoutMs: 50 });
@@ -253,22 +205,26 @@ test('falls back when a WebSocket does not open in time, and on to long-poll whe
   assert.ok(Date.now() - started >= 100, 'waited for the WebSocket open timeout');
   await sub.ready;
   assert.equal(sub.cursor(), '1~100~q.a~3');
-  assert.deepEqual(calls.slice(0, 3), [
+  // After each failed transport the client asks the node whether it is up
+  // and ready (it is: the transport is the problem).
+  assert.deepEqual(calls.slice(0, 5), [
+    '/readyz',
     '/v1/poll?topic=q.a&timeout_ms=0',
     '/v1/sse?topic=q.a&cursor=1~100~q.a~3',
+    '/readyz',
     '/v1/poll?topic=q.a&cursor=1~100~q.a~3&timeout_ms=0',
   ]);
   client.close();
 });
 
-test('a node that comes back between a failed WebSocket attempt and the health probe keeps the WebSocket', async () => {
+test('a node that comes back between a failed WebSocket attempt and the readiness probe keeps the WebSocket', async () => {
   // Socket 0 works, then drops; socket 1 is refused (the node is
-  // restarting), and by the time the client asks /healthz the node is up.
+  // restarting), and by the time the client asks /readyz the node is up.
   const { FakeWS, sockets } = fakeBroker({ behavior: (_url, n) => (n === 1 ? 'refuse' : 'open') });
   const calls = [];
   const fakeFetch = async (url) => {
     calls.push(url.replace('http://h:1', ''));
-    if (url.endsWith('/healthz')) return new Response('{"status":"ok"}', { status: 200 });
+    if (url.endsWith('/readyz')) return new Response('{"status":"ready","node":"n1"}', { status: 200 });
     return new Response('{"error":{"code":"unavailable","message":"no"}}', { status: 503 });
   };
   const client = new HeraldClient({ url: 'http://h:1', WebSocket: FakeWS, fetch: fakeFetch, upgradeIntervalMs: 0, ...fast });
@@ -279,7 +235,7 @@ test('a node that comes back between a failed WebSocket attempt and the health p
   await until(() => connects.length === 2, 'second connect');
   assert.deepEqual(connects, ['ws', 'ws']);
   assert.equal(sockets.length, 3, 'the refused attempt was retried once on the WebSocket');
-  assert.deepEqual(calls, ['/healthz'], 'no fallback transport was tried');
+  assert.deepEqual(calls, ['/readyz'], 'no fallback transport was tried');
   client.close();
 });
 

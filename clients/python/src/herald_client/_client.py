@@ -15,6 +15,7 @@ import httpx
 from ._backoff import Backoff, normalize_url
 from ._cursor import split_pattern, validate_topic
 from ._errors import error_body, loads
+from ._mux import Mux
 from ._publisher import Publisher
 from ._subscription import GapCallback, Subscription
 from ._types import (
@@ -61,9 +62,15 @@ class HeraldClient:
     next attempt.
 
     ``urls``: one or more nodes of the same cluster (``http://host:port``);
-    sessions start on the first and move to the next when a node fails.
+    the connection starts on the first and moves to the next when a node
+    fails or cannot serve yet (``unavailable``: not caught up with its
+    cluster, draining), asking such a node again after its ``Retry-After``.
 
-    ``transports``: the transports allowed, best first. A subscription uses
+    Every subscription of the client shares one connection (one WebSocket,
+    or one SSE stream / long-poll loop for every pattern), and each resumes
+    from its own position after a reconnect.
+
+    ``transports``: the transports allowed, best first. The connection uses
     the first that works at a node and falls back to the next when one is
     refused (a proxy that blocks WebSocket, a missing route); while on a
     fallback it retries the better ones every ``upgrade_interval`` seconds.
@@ -144,6 +151,7 @@ class HeraldClient:
         self._background: set[asyncio.Task[Any]] = set()
         self._http_client: httpx.AsyncClient | None = None
         self._publisher: Publisher | None = None
+        self._mux: Mux | None = None
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------
@@ -160,6 +168,8 @@ class HeraldClient:
             return
         self._closed = True
         await asyncio.gather(*(sub.close() for sub in list(self._subscriptions)))
+        if self._mux is not None:
+            await self._mux.aclose()
         if self._publisher is not None:
             await self._publisher.aclose()
         if self._http_client is not None:
@@ -246,6 +256,8 @@ class HeraldClient:
 
     def _forget(self, sub: Subscription[Any]) -> None:
         self._subscriptions.discard(sub)
+        if self._mux is not None:
+            self._mux.remove(sub)
 
     # -- API -------------------------------------------------------------------------
 
@@ -307,6 +319,9 @@ class HeraldClient:
             queue_size=queue_size or self.queue_size,
         )
         self._subscriptions.add(sub)
+        if self._mux is None:
+            self._mux = Mux(self)
+        self._mux.add(sub)
         return sub
 
     async def publish(

@@ -15,6 +15,26 @@ class NodeDown(Exception):
     """This node cannot serve now (refused, 5xx, shutting down): try the next URL."""
 
 
+class NodeUnavailable(NodeDown):
+    """The node answered that it cannot serve subscriptions now (HTTP 503
+    ``unavailable`` with ``Retry-After``, the SSE ``unavailable`` event, an
+    ``unavailable`` error frame): it is not connected to its cluster or not
+    caught up yet, or it is draining. Not an error: try the next URL, and
+    this one again after ``retry_after`` seconds."""
+
+    def __init__(self, reason: str, retry_after: float = 1.0) -> None:
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+def retry_after(value: str | None, default: float = 1.0) -> float:
+    """Seconds from a ``Retry-After`` header (Herald sends ``1``), capped."""
+    try:
+        return min(60.0, max(0.0, float(int(value or ""))))
+    except ValueError:
+        return default
+
+
 class Unauthorized(NodeDown):
     """401: credentials missing, invalid or expired. Retried when the token
     comes from a provider (it may be fresh next time), fatal otherwise."""
@@ -32,13 +52,16 @@ DropKind = Literal["now", "retry", "next"]
 class Drop:
     """An established session ended.
 
-    ``now``: reconnect at once to the same node (slow consumer, upgrade);
+    ``now``: reconnect at once to the same node (slow consumer, upgrade,
+    subscriptions changed);
     ``retry``: reconnect to the same node after a short delay;
-    ``next``: the node is going away, move to the next URL.
+    ``next``: the node is going away or cannot serve now: move to the next
+    URL, and come back to this one no sooner than ``retry_after`` seconds.
     """
 
     kind: DropKind
     reason: str
+    retry_after: float = 0.0
 
 
 def loads(text: str | bytes, what: str) -> Any:
@@ -64,11 +87,17 @@ def error_body(text: str) -> tuple[str, str] | None:
 FATAL_CODES = frozenset({"bad_request", "invalid_topic", "forbidden", "unauthorized", "payload_too_large"})
 
 
-def classify_stream_refusal(status: int, text: str, transport: str) -> Exception:
+def classify_stream_refusal(
+    status: int, text: str, transport: str, retry_after_header: str | None = None
+) -> Exception:
     """What a non-200 answer to an SSE or long-poll request means."""
     if status == 401:
         return Unauthorized(f"{transport}: HTTP 401")
-    if status >= 500 or status == 429:
+    if status in (503, 429):
+        err = error_body(text)
+        why = f"{err[0]}: {err[1]}" if err else text[:200]
+        return NodeUnavailable(f"{transport}: HTTP {status} {why}", retry_after(retry_after_header))
+    if status >= 500:
         return NodeDown(f"{transport}: HTTP {status}")
     err = error_body(text)
     if err is not None and err[0] in FATAL_CODES:

@@ -8,10 +8,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import InvalidStatus, WebSocketException
 
 from ._backoff import ws_url
-from ._errors import NodeDown, TransportDown, Unauthorized
+from ._errors import NodeDown, NodeUnavailable, TransportDown, Unauthorized, retry_after
 
 USER_AGENT = "herald-client-python/0.1"
-
 
 
 async def open_ws(
@@ -24,7 +23,9 @@ async def open_ws(
 ) -> ClientConnection:
     """Opens ``/v1/ws`` on ``base_url``.
 
-    Raises :class:`NodeDown` when the node is unreachable or answers 5xx, and
+    Raises :class:`NodeUnavailable` when the node answers that it cannot
+    serve now (503, 429), :class:`NodeDown` when it is unreachable or
+    answers another 5xx, and
     :class:`TransportDown` when the upgrade itself is refused or times out
     (a proxy that blocks WebSocket, a node without the route).
     """
@@ -46,7 +47,10 @@ async def open_ws(
         status = exc.response.status_code
         if status == 401:
             raise Unauthorized("ws: HTTP 401") from exc
-        if status >= 500 or status == 429:  # unavailable, or too many connections
+        if status in (503, 429):  # cannot serve now, or too many connections
+            after = exc.response.headers.get("Retry-After")
+            raise NodeUnavailable(f"ws: HTTP {status}", retry_after(after)) from exc
+        if status >= 500:
             raise NodeDown(f"ws: HTTP {status}") from exc
         raise TransportDown(f"ws: HTTP {status}") from exc
     except TimeoutError as exc:  # (a subclass of OSError: test first)

@@ -8,6 +8,8 @@
 
 #![allow(dead_code)]
 
+pub mod gate;
+
 use std::{
     collections::BTreeMap,
     io::{BufRead, BufReader},
@@ -224,6 +226,31 @@ pub struct NatsServer {
 
 impl NatsServer {
     pub fn start() -> NatsServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let mut nats = NatsServer { child: None, port };
+        nats.restart();
+        nats
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (SIGKILL): the nodes lose the cluster.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it (again) on its port.
+    pub fn restart(&mut self) {
+        assert!(self.child.is_none(), "nats-server still running");
         let bin = std::env::var("NATS_SERVER_BIN")
             .ok()
             .or_else(|| {
@@ -240,17 +267,14 @@ impl NatsServer {
                 "nats-server is required for the cluster test (apt-get install nats-server; \
                  scripts/test-all.sh installs it)",
             );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = self.port;
         let child = Command::new(bin)
             .args(["-a", "127.0.0.1", "-p", &port.to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start nats-server");
+        self.child = Some(child);
         let deadline = std::time::Instant::now() + TIMEOUT;
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(
@@ -259,14 +283,6 @@ impl NatsServer {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        NatsServer {
-            child: Some(child),
-            port,
-        }
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
     }
 }
 
@@ -320,9 +336,24 @@ pub async fn wait_ready(node: &Node) {
     }
 }
 
+/// The value of one sample of the node's `/metrics`, e.g.
+/// `herald_connections{transport="ws"}`.
+pub async fn metric(node: &Node, sample: &str) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", node.url()))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {sample} in /metrics:\n{text}"))
+}
+
 /// Reads a subscription in the background and records every event.
 pub struct Collector {
     pub events: Arc<Mutex<Vec<Event>>>,
+    stats: Arc<Mutex<herald_client::Stats>>,
     stop: Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<Subscription>,
 }
@@ -330,13 +361,17 @@ pub struct Collector {
 impl Collector {
     pub fn start(mut sub: Subscription) -> Collector {
         let events = Arc::new(Mutex::new(Vec::new()));
+        let stats = Arc::new(Mutex::new(sub.stats()));
         let stop = Arc::new(tokio::sync::Notify::new());
-        let (sink, stopped) = (events.clone(), stop.clone());
+        let (sink, stopped, counters) = (events.clone(), stop.clone(), stats.clone());
         let task = tokio::spawn(async move {
             loop {
                 tokio::select! {
                     item = sub.next() => match item {
-                        Some(Ok(event)) => sink.lock().unwrap().push(event),
+                        Some(Ok(event)) => {
+                            sink.lock().unwrap().push(event);
+                            *counters.lock().unwrap() = sub.stats();
+                        }
                         Some(Err(e)) => panic!("subscription failed: {e}"),
                         None => panic!("subscription ended"),
                     },
@@ -344,7 +379,17 @@ impl Collector {
                 }
             }
         });
-        Collector { events, stop, task }
+        Collector {
+            events,
+            stats,
+            stop,
+            task,
+        }
+    }
+
+    /// The subscription's counters (while it is being read).
+    pub fn stats(&self) -> herald_client::Stats {
+        *self.stats.lock().unwrap()
     }
 
     pub fn messages(&self) -> usize {
