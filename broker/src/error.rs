@@ -28,6 +28,9 @@ pub enum ErrorCode {
     NotFound,
     /// Method not allowed on the route (405).
     MethodNotAllowed,
+    /// The client was disconnected by the admin API and must not carry on
+    /// blindly (410; long-poll).
+    Kicked,
     /// Payload over the limit (413).
     PayloadTooLarge,
     /// Too many requests (429).
@@ -51,6 +54,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::Kicked => StatusCode::GONE,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
             ErrorCode::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -156,6 +160,12 @@ impl From<crate::auth::AuthError> for ApiError {
             AuthError::Forbidden(m) => ApiError::new(ErrorCode::Forbidden, m),
             AuthError::Config(m) => ApiError::new(ErrorCode::Internal, m),
         }
+    }
+}
+
+impl From<crate::hub::presence::SessionKicked> for ApiError {
+    fn from(e: crate::hub::presence::SessionKicked) -> Self {
+        ApiError::new(ErrorCode::Kicked, e.to_string())
     }
 }
 

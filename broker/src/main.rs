@@ -37,6 +37,10 @@ enum Command {
     Presence(cli::PresenceArgs),
     /// Check a stopped node's data dir for damage; exits 0 when clean, 1 when damaged.
     Verify(cli::VerifyArgs),
+    /// List the topics a node stores, with their seqs, size and local subscribers (admin API).
+    Topics(cli::TopicsArgs),
+    /// Disconnect a client, or every client of a subject, on any node (admin API).
+    Kick(cli::KickArgs),
 }
 
 fn main() {
@@ -47,6 +51,8 @@ fn main() {
         Command::Sub(args) => cli::block_on(cli::subscribe::run(args)),
         Command::History(args) => cli::block_on(cli::history::run(args)),
         Command::Presence(args) => cli::block_on(cli::presence::run(args)),
+        Command::Topics(args) => cli::block_on(cli::admin::topics(args)),
+        Command::Kick(args) => cli::block_on(cli::admin::kick(args)),
         Command::Verify(args) => match cli::verify::run(&args) {
             Ok(cli::verify::Outcome::Clean) => Ok(()),
             Ok(cli::verify::Outcome::Damaged) => std::process::exit(1),

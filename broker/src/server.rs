@@ -14,7 +14,7 @@ use crate::{
     },
     http,
     hub::presence::PollSessions,
-    hub::{presence::Presence, Hub},
+    hub::{control::Registry, presence::Presence, Hub},
     limits::{ConnectionLimits, KeyedRates},
     log::{
         acked::AckedHeads,
@@ -177,6 +177,7 @@ pub async fn run(
         config.presence,
         config.presence_overrides(),
     ));
+    let control = Arc::new(Registry::default());
     let engine: Arc<dyn Engine> = match &config.nats {
         None => Arc::new(LocalEngine::new(sequencer)),
         Some(url) => {
@@ -192,6 +193,7 @@ pub async fn run(
                         log: log.clone(),
                         sequencer,
                         presence: presence.clone(),
+                        control: control.clone(),
                         accept_damage: config.log.accept_damage,
                     },
                 )
@@ -248,7 +250,8 @@ pub async fn run(
         draining: std::sync::atomic::AtomicBool::new(false),
         started: Instant::now(),
         presence,
-        poll_sessions: Arc::new(PollSessions::default()),
+        poll_sessions: Arc::new(PollSessions::new(control.clone())),
+        control,
         ws_links: tokio_util::task::TaskTracker::new(),
     });
     let server = http::server(state.clone(), listener, shutdown_timeout).map_err(|source| {

@@ -10,7 +10,7 @@ use crate::{
     config::Config,
     engine::Engine,
     hub::presence::PollSessions,
-    hub::{presence::Presence, Hub},
+    hub::{control::Registry, presence::Presence, Hub},
     limits::{ConnectionLimits, KeyedRates},
     log::MessageLog,
     metrics::Metrics,
@@ -46,6 +46,8 @@ pub struct AppState {
     pub presence: Arc<Presence>,
     /// Long-poll clients' presence between requests.
     pub poll_sessions: Arc<PollSessions>,
+    /// This node's clients, as the admin API reaches them.
+    pub control: Arc<Registry>,
     /// Every WebSocket link, so shutdown can wait for their close handshakes.
     pub ws_links: tokio_util::task::TaskTracker,
 }

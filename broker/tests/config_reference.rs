@@ -413,6 +413,7 @@ fn sample_args(flag: &str) -> Vec<&'static str> {
         "--jwt-public-key" => vec!["--jwt-public-key", "/etc/herald/jwt.pem"],
         "--jwks" => vec!["--jwks", "/etc/herald/jwks.json"],
         "--api-key" => vec!["--api-key", "sample-key"],
+        "--admin-api-key" => vec!["--admin-api-key", "sample-admin-key"],
         "--tls-cert" | "--tls-key" => vec!["--tls-cert", "/c.pem", "--tls-key", "/k.pem"],
         other => panic!("add a sample value for {other} to sample_args"),
     }

@@ -2,7 +2,7 @@
 //!
 //! Real nodes publish acknowledged messages with `--durability always` and
 //! are stopped cleanly or killed -9; copies of their data dirs are then
-//! damaged in 48 ways (flipped bytes at the start, middle and end of every
+//! damaged in 49 ways (flipped bytes at the start, middle and end of every
 //! file, truncated tails, deleted files, garbled markers, records removed or
 //! corrupted behind sled's back). For each copy, `herald verify` runs and a
 //! node starts on it: it must either refuse with a clear message (non-zero
@@ -330,6 +330,30 @@ fn cases() -> Vec<Case> {
             std::fs::write(&db, data).unwrap();
         },
     ));
+    // The same damage aimed where it must hurt: every stored copy of one
+    // acknowledged message's bytes. Where the middle flip above lands in a
+    // page sled no longer reads, the node may start intact; this one it
+    // must refuse.
+    cases.push(case(
+        "log/db: one message's stored bytes flipped (0)",
+        0,
+        |d| {
+            let db = d.join("log/db");
+            let mut data = std::fs::read(&db).unwrap();
+            let needle = br#"{"b":25,"i":37,"pad""#;
+            let hits: Vec<usize> = data
+                .windows(needle.len())
+                .enumerate()
+                .filter(|(_, w)| *w == needle)
+                .map(|(i, _)| i)
+                .collect();
+            assert!(!hits.is_empty(), "the message's bytes are not in log/db");
+            for at in hits {
+                data[at + 6] ^= 0x01;
+            }
+            std::fs::write(&db, data).unwrap();
+        },
+    ));
     // Tails cut after kill -9, inside and outside the old checkpoint window,
     // and after a clean stop.
     for (source, cut) in [(1, 65536), (1, 4096), (2, 65536), (2, 1 << 20), (0, 65536)] {
@@ -472,7 +496,7 @@ async fn every_kind_of_damage_is_refused_or_harmless_never_silent() {
     }
     // The damage the outside test found must be refused, not absorbed.
     for name in [
-        "log/db flipped in the middle of its data (0)",
+        "log/db: one message's stored bytes flipped (0)",
         "log/db cut by 65536 (1)",
         "log/db's written tail cut by 65536 (1)",
         // Six seconds after the last ack, the last 64 KiB sled wrote may

@@ -19,11 +19,16 @@
 //!   on publish); presence (REST list, `join`/`leave` WebSocket frames, SSE
 //!   events without `id:`, long-poll `presence`/`client_id`), the history and
 //!   presence switches (404) and trace context in envelopes are provoked and
-//!   validated; a node drained with SIGTERM closes WebSockets with 1012.
+//!   validated; a node drained with SIGTERM closes WebSockets with 1012;
+//! * the admin API (`spec_conformance/admin.rs`): every status of its routes,
+//!   presence counts, the long-poll 410, the SSE `unsubscribed`/`kicked`
+//!   events, the unasked `unsubscribed` frame and close 4004.
 //!
 //! `$ref`s are resolved here (local `#/...` references only); OpenAPI schemas
 //! are checked as JSON Schema 2020-12, AsyncAPI payloads as draft 7.
 
+#[path = "spec_conformance/admin.rs"]
+mod admin;
 mod common;
 
 use std::{
@@ -523,6 +528,13 @@ impl SseStream {
             let id = field(lines[1], "id");
             self.check_cursor(&id, "SSE opening id");
             return Block::Opening;
+        }
+        // A `retry:` line may lead an event block (the `kicked` event's).
+        let mut lines = lines;
+        if lines.len() > 1 && lines[0].starts_with("retry: ") {
+            let retry = field(lines[0], "retry");
+            assert!(retry.parse::<u64>().is_ok(), "retry: {retry:?}");
+            lines.remove(0);
         }
         if lines[0].starts_with(':') {
             if lines[0] == ": ping" {
@@ -2221,6 +2233,7 @@ async fn http_responses_match_openapi() {
     check_auth_responses(&spec).await;
     check_limit_responses(&spec).await;
     check_dashboard_responses(&spec, &node).await;
+    admin::check_admin_responses(&spec).await;
 
     // Every documented status except those needing a failure was provoked.
     let missing: Vec<_> = spec

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use jsonwebtoken::{decode, decode_header, jwk::JwkSet, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use super::{AuthConfig, AuthError, Grants, Identity};
+use super::{AuthConfig, AuthError, Grants, Identity, Scope};
 
 /// Claims Herald reads.
 #[derive(Debug, Deserialize)]
@@ -18,6 +18,28 @@ struct Claims {
     subscribe: Vec<String>,
     #[serde(default)]
     publish: Vec<String>,
+    /// Scopes: a space-separated string as RFC 8693 §4.2 defines the claim
+    /// (what identity providers issue), or an array of strings.
+    #[serde(default)]
+    scope: Option<ScopeClaim>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum ScopeClaim {
+    Text(String),
+    List(Vec<String>),
+}
+
+impl ScopeClaim {
+    /// Whether the claim names `scope`; scopes Herald does not know are
+    /// ignored (providers put their own there).
+    fn has(&self, scope: Scope) -> bool {
+        match self {
+            ScopeClaim::Text(text) => text.split_ascii_whitespace().any(|s| s == scope.as_str()),
+            ScopeClaim::List(list) => list.iter().any(|s| s == scope.as_str()),
+        }
+    }
 }
 
 /// Verifies tokens against the configured keys.
@@ -135,6 +157,7 @@ impl JwtVerifier {
                         subscribe: Grants::from_strings(&c.subscribe),
                         publish: Grants::from_strings(&c.publish),
                         anonymous: false,
+                        admin: c.scope.as_ref().is_some_and(|s| s.has(Scope::Admin)),
                     });
                 }
                 Err(e) => {
@@ -203,6 +226,34 @@ mod tests {
         );
         assert!(v.verify(&none).is_err());
         assert!(v.verify("garbage").is_err());
+    }
+
+    #[test]
+    fn the_scope_claim_grants_admin() {
+        let v = verifier();
+        let exp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+            + 60;
+        let with = |scope: serde_json::Value| {
+            let claims = serde_json::json!({"sub": "ops", "exp": exp, "scope": scope});
+            let token = encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(SECRET.as_bytes()),
+            )
+            .unwrap();
+            v.verify(&token).unwrap().admin
+        };
+        assert!(with(serde_json::json!("openid admin profile")));
+        assert!(with(serde_json::json!(["admin"])));
+        assert!(!with(serde_json::json!("openid administrator")));
+        assert!(!with(serde_json::json!([])));
+        assert!(
+            !v.verify(&token(60, SECRET)).unwrap().admin,
+            "no claim, no admin"
+        );
     }
 
     fn signed(alg: Algorithm, kid: Option<&str>, pem: &str) -> String {

@@ -48,6 +48,28 @@ pub struct ApiKeyConfig {
     /// Patterns it may subscribe to and read (default: everything).
     #[serde(default = "everything")]
     pub subscribe: Vec<String>,
+    /// Powers beyond topics (default: none).
+    #[serde(default)]
+    pub scopes: Vec<Scope>,
+}
+
+/// A power beyond topic grants, carried by an API key (`scopes`) or a JWT
+/// (`scope` claim).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Scope {
+    /// The admin API: list topics, disconnect clients, end their
+    /// subscriptions, presence counts.
+    Admin,
+}
+
+impl Scope {
+    /// The scope's name, as configured and as in a token's `scope` claim.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scope::Admin => "admin",
+        }
+    }
 }
 
 fn everything() -> Vec<String> {
@@ -144,6 +166,8 @@ pub struct Identity {
     /// No credentials were presented: a refusal is 401 (bring
     /// credentials), not 403.
     pub anonymous: bool,
+    /// Holds the `admin` scope (the admin API).
+    pub admin: bool,
 }
 
 impl Identity {
@@ -155,6 +179,9 @@ impl Identity {
             subscribe: Grants::all(),
             publish: Grants::all(),
             anonymous: false,
+            // Auth off opens everything, the admin API included, as it
+            // opens every topic to every client.
+            admin: true,
         }
     }
 
@@ -184,6 +211,15 @@ impl Identity {
         }
     }
 
+    /// Checks the `admin` scope (every admin route).
+    pub fn check_admin(&self) -> Result<(), AuthError> {
+        if self.admin {
+            Ok(())
+        } else {
+            Err(self.refuse("the admin API needs credentials with the admin scope".into()))
+        }
+    }
+
     /// Checks publishing to a topic.
     pub fn check_publish(&self, topic: &Topic) -> Result<(), AuthError> {
         if self.publish.allows(topic) {
@@ -203,11 +239,18 @@ pub struct AnonymousAccess {
     pub publish: Vec<String>,
 }
 
+/// What one API key may do.
+struct KeyGrants {
+    subscribe: Grants,
+    publish: Grants,
+    admin: bool,
+}
+
 /// Turns credentials into identities.
 pub struct Authenticator {
     enabled: bool,
     jwt: Option<JwtVerifier>,
-    api_keys: HashMap<String, (Grants, Grants)>,
+    api_keys: HashMap<String, KeyGrants>,
     anonymous: Option<Identity>,
 }
 
@@ -221,10 +264,11 @@ impl Authenticator {
             .map(|k| {
                 (
                     k.key.clone(),
-                    (
-                        Grants::from_strings(&k.subscribe),
-                        Grants::from_strings(&k.publish),
-                    ),
+                    KeyGrants {
+                        subscribe: Grants::from_strings(&k.subscribe),
+                        publish: Grants::from_strings(&k.publish),
+                        admin: k.scopes.contains(&Scope::Admin),
+                    },
                 )
             })
             .collect();
@@ -242,6 +286,7 @@ impl Authenticator {
                 subscribe: ns_grants(&anonymous.subscribe),
                 publish: ns_grants(&anonymous.publish),
                 anonymous: true,
+                admin: false,
             });
         Ok(Arc::new(Authenticator {
             enabled: config.enabled(),
@@ -291,7 +336,7 @@ impl Authenticator {
     }
 
     fn api_key(&self, key: &str) -> Result<Identity, AuthError> {
-        let (subscribe, publish) = self
+        let grants = self
             .api_keys
             .get(key)
             .ok_or_else(|| AuthError::Unauthorized("unknown API key".into()))?;
@@ -302,9 +347,10 @@ impl Authenticator {
         Ok(Identity {
             sub: Some(format!("api-key:{digest:016x}")),
             expires_at: None,
-            subscribe: subscribe.clone(),
-            publish: publish.clone(),
+            subscribe: grants.subscribe.clone(),
+            publish: grants.publish.clone(),
             anonymous: false,
+            admin: grants.admin,
         })
     }
 }
@@ -340,6 +386,7 @@ mod tests {
                 key: "k1".into(),
                 publish: vec!["orders.>".into()],
                 subscribe: vec![],
+                scopes: vec![],
             }],
             ..Default::default()
         };
@@ -372,5 +419,45 @@ mod tests {
             id.check_subscribe(&p("secret.x")),
             Err(AuthError::Unauthorized(_))
         ));
+    }
+
+    #[test]
+    fn only_keys_with_the_admin_scope_are_admins() {
+        let key = |key: &str, scopes: Vec<Scope>| ApiKeyConfig {
+            key: key.into(),
+            publish: vec![">".into()],
+            subscribe: vec![">".into()],
+            scopes,
+        };
+        let config = AuthConfig {
+            api_keys: vec![key("ops", vec![Scope::Admin]), key("svc", vec![])],
+            ..Default::default()
+        };
+        let anon = AnonymousAccess {
+            subscribe: vec!["public".into()],
+            publish: vec![],
+        };
+        let auth = Authenticator::new(&config, &anon).unwrap();
+        let as_key = |k: &str| {
+            auth.authenticate(&Credentials {
+                api_key: Some(k.into()),
+                ..Default::default()
+            })
+            .unwrap()
+        };
+        assert!(as_key("ops").check_admin().is_ok());
+        assert!(matches!(
+            as_key("svc").check_admin(),
+            Err(AuthError::Forbidden(_))
+        ));
+        let anonymous = auth.authenticate(&Credentials::default()).unwrap();
+        assert!(matches!(
+            anonymous.check_admin(),
+            Err(AuthError::Unauthorized(_))
+        ));
+        assert!(Identity::unrestricted().check_admin().is_ok());
+        let parsed: ApiKeyConfig = toml::from_str("key = \"k\"\nscopes = [\"admin\"]").unwrap();
+        assert_eq!(parsed.scopes, [Scope::Admin]);
+        assert!(toml::from_str::<ApiKeyConfig>("key = \"k\"\nscopes = [\"admni\"]").is_err());
     }
 }

@@ -1,7 +1,9 @@
 //! Client commands of the `herald` binary (`pub`, `sub`, `history`,
-//! `presence`), built on the `herald-client` crate, and `verify`, which
-//! checks a data dir offline.
+//! `presence`), built on the `herald-client` crate; the admin commands
+//! (`topics`, `kick`), over REST; and `verify`, which checks a data dir
+//! offline.
 
+pub mod admin;
 pub mod history;
 pub mod presence;
 pub mod publish;
@@ -14,7 +16,11 @@ use clap::Args;
 use herald_client::{Client, Event, Message};
 
 pub use self::{
-    history::HistoryArgs, presence::PresenceArgs, publish::PubArgs, subscribe::SubArgs,
+    admin::{KickArgs, TopicsArgs},
+    history::HistoryArgs,
+    presence::PresenceArgs,
+    publish::PubArgs,
+    subscribe::SubArgs,
     verify::VerifyArgs,
 };
 

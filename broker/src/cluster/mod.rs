@@ -19,12 +19,15 @@
 //!   and an acknowledged message survives the loss of any node.
 //! * **Catch-up** (`catchup.rs`): a starting or reconnecting node copies
 //!   what it missed from its peers before it reports ready.
+//! * **Admin orders** (`control.rs`): disconnect and unsubscribe orders are
+//!   broadcast, and every node carries them out on its own clients.
 //!
 //! See `protocol-spec/cluster.md` for the failure behaviour.
 
 mod catchup;
 mod claim;
 mod connect;
+mod control;
 mod membership;
 mod owner;
 mod presence;
@@ -54,8 +57,12 @@ use self::{
 };
 use crate::{
     config::ClusterConfig,
-    engine::{Engine, PublishError, PublishItem, Published, Sequencer},
-    hub::{presence::Presence, Hub, Topic},
+    engine::{Engine, PeerOutcome, PublishError, PublishItem, Published, Sequencer},
+    hub::{
+        control::{Order, Registry},
+        presence::Presence,
+        Hub, Topic,
+    },
     log::{LogError, MessageLog},
 };
 
@@ -93,6 +100,8 @@ pub struct LocalParts {
     pub sequencer: Sequencer,
     /// The presence table, shared with peers.
     pub presence: Arc<Presence>,
+    /// This node's clients, for admin orders from peers.
+    pub control: Arc<Registry>,
     /// Accept as lost what no peer can give back (`--accept-damage`).
     pub accept_damage: bool,
 }
@@ -118,6 +127,7 @@ impl ClusterEngine {
             log,
             sequencer,
             presence,
+            control,
             accept_damage,
         } = parts;
         // Nothing is guaranteed about the cluster until this node has
@@ -165,6 +175,7 @@ impl ClusterEngine {
             idempotency_window,
             hub,
             presence,
+            control,
             log,
             sequencer,
             connected: AtomicBool::new(false),
@@ -194,6 +205,7 @@ impl ClusterEngine {
         let inbox = subscribe(shared.subject("c.>")).await?;
         let requests = subscribe(shared.node_subject(&shared.node, "*")).await?;
         let presence_updates = subscribe(shared.subject("p.*")).await?;
+        let admin_orders = subscribe(shared.subject("admin.*")).await?;
         let (presence_tx, presence_rx) = mpsc::unbounded_channel();
         shared.presence.set_outbox(presence_tx);
         let (connections_tx, connections_rx) = tokio::sync::watch::channel(0u64);
@@ -203,6 +215,7 @@ impl ClusterEngine {
             presence_updates,
             connections_rx,
         )));
+        tasks.push(tokio::spawn(control::run(shared.clone(), admin_orders)));
         tasks.push(tokio::spawn(replica::run(shared.clone(), inbox)));
         tasks.push(tokio::spawn(service::run(shared.clone(), requests)));
         tasks.push(tokio::spawn(owner::run(shared.clone(), owner_rx)));
@@ -356,6 +369,10 @@ impl Engine for ClusterEngine {
             return Err("catching up with the cluster".into());
         }
         Ok(())
+    }
+
+    async fn broadcast_order(&self, order: &Order) -> Result<PeerOutcome, PublishError> {
+        control::broadcast(&self.shared, order).await
     }
 
     fn cluster_status(&self) -> Option<crate::engine::ClusterStatus> {

@@ -17,7 +17,7 @@ use super::{membership::Membership, owner::OwnerCommand, wire::Term};
 use crate::{
     config::ClusterConfig,
     engine::{PublishError, Sequencer},
-    hub::{presence::Presence, Hub, Topic},
+    hub::{control::Registry, presence::Presence, Hub, Topic},
     log::{LogError, MessageLog},
 };
 
@@ -34,6 +34,8 @@ pub(crate) struct Shared {
     pub idempotency_window: Duration,
     pub hub: Arc<Hub>,
     pub presence: Arc<Presence>,
+    /// This node's clients, for admin orders.
+    pub control: Arc<Registry>,
     pub log: Arc<dyn MessageLog>,
     pub sequencer: Sequencer,
     pub membership: Membership,

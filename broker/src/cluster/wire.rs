@@ -11,6 +11,9 @@
 //! | `P.n.<node>.fwd`      | request           | [`Forward`] → [`ForwardReply`] |
 //! | `P.n.<node>.fetch`    | request           | [`Fetch`] → [`FetchReply`] |
 //! | `P.n.<node>.heads`    | request           | [`HeadsQuery`] → [`HeadsReply`] |
+//! | `P.admin.<node>`      | broadcast request | [`AdminOrder`] → [`AdminReply`] |
+//!
+//! (Presence deltas travel on `P.p.<node>`, see `cluster::presence`.)
 //!
 //! Every `P.c.>` message reaches a node through one subscription, so a node
 //! sees one owner's heartbeats, replication and claims in the order that
@@ -22,7 +25,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::{
-    hub::{Message, Topic},
+    hub::{
+        control::{Order, Target},
+        Message, Pattern, Topic,
+    },
     log::LogEntry,
 };
 
@@ -232,6 +238,60 @@ pub struct HeadsReply {
     pub more: bool,
 }
 
+/// An order of the admin API, for every node to carry out on its own
+/// clients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum AdminOrder {
+    /// Disconnect the target's clients.
+    Disconnect {
+        /// Whom.
+        target: Target,
+    },
+    /// End the target's subscription to `pattern`.
+    Unsubscribe {
+        /// Whom.
+        target: Target,
+        /// The pattern as subscribed.
+        pattern: String,
+    },
+}
+
+impl AdminOrder {
+    /// The wire form of `order`.
+    pub fn from_order(order: &Order) -> Self {
+        match order {
+            Order::Disconnect { target } => AdminOrder::Disconnect {
+                target: target.clone(),
+            },
+            Order::Unsubscribe { target, pattern } => AdminOrder::Unsubscribe {
+                target: target.clone(),
+                pattern: pattern.as_str().to_string(),
+            },
+        }
+    }
+
+    /// Back into an order; `None` if the pattern is invalid.
+    pub fn into_order(self) -> Option<Order> {
+        Some(match self {
+            AdminOrder::Disconnect { target } => Order::Disconnect { target },
+            AdminOrder::Unsubscribe { target, pattern } => Order::Unsubscribe {
+                target,
+                pattern: Pattern::parse(&pattern).ok()?,
+            },
+        })
+    }
+}
+
+/// A node's answer to an [`AdminOrder`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminReply {
+    /// The answering node.
+    pub node: String,
+    /// Clients it disconnected, or subscriptions it ended.
+    pub count: usize,
+}
+
 /// Serializes a wire message.
 pub fn encode<T: Serialize>(value: &T) -> bytes::Bytes {
     bytes::Bytes::from(serde_json::to_vec(value).expect("wire types serialize"))
@@ -255,6 +315,28 @@ mod tests {
         assert!(t(2, "a") > t(1, "z"));
         assert!(t(1, "b") > t(1, "a"));
         assert!(Term::default() < t(1, ""));
+    }
+
+    #[test]
+    fn admin_orders_round_trip() {
+        let order = Order::Unsubscribe {
+            target: Target::Sub("alice".into()),
+            pattern: Pattern::parse("chat.>").unwrap(),
+        };
+        let text = serde_json::to_string(&AdminOrder::from_order(&order)).unwrap();
+        assert_eq!(
+            text,
+            r#"{"kind":"unsubscribe","target":{"sub":"alice"},"pattern":"chat.>"}"#
+        );
+        let back: AdminOrder = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.into_order(), Some(order));
+        let bad = r#"{"kind":"unsubscribe","target":{"client":"x"},"pattern":"a..b"}"#;
+        assert_eq!(
+            serde_json::from_str::<AdminOrder>(bad)
+                .unwrap()
+                .into_order(),
+            None
+        );
     }
 
     #[test]

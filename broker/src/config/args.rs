@@ -133,6 +133,15 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub api_keys: Option<Vec<String>>,
+    /// API key with the admin scope, which may also publish and read every topic (repeatable).
+    #[arg(
+        long = "admin-api-key",
+        env = "HERALD_ADMIN_API_KEYS",
+        value_name = "KEY",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    pub admin_api_keys: Option<Vec<String>>,
 }
 
 impl ServeArgs {
@@ -224,6 +233,22 @@ impl ServeArgs {
                         key,
                         publish: vec![">".into()],
                         subscribe: Vec::new(),
+                        scopes: Vec::new(),
+                    }),
+            );
+        }
+        if let Some(keys) = a.admin_api_keys {
+            // The operator's key: what Centrifugo's server API key may do
+            // (publish anywhere, read everything) plus the admin API.
+            config.auth.api_keys.extend(
+                keys.into_iter()
+                    .map(|k| k.trim().to_string())
+                    .filter(|k| !k.is_empty())
+                    .map(|key| crate::auth::ApiKeyConfig {
+                        key,
+                        publish: vec![">".into()],
+                        subscribe: vec![">".into()],
+                        scopes: vec![crate::auth::Scope::Admin],
                     }),
             );
         }

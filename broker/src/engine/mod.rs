@@ -10,7 +10,7 @@ pub mod sequencer;
 
 use async_trait::async_trait;
 
-use crate::hub::Topic;
+use crate::hub::{control::Order, Topic};
 
 pub use self::{
     local::LocalEngine,
@@ -63,6 +63,19 @@ pub struct ClusterStatus {
     pub caught_up: bool,
 }
 
+/// What the other nodes of a cluster did with an admin order.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PeerOutcome {
+    /// Clients the answering nodes disconnected, or subscriptions they
+    /// ended.
+    pub count: usize,
+    /// Nodes that answered in time, sorted.
+    pub answered: Vec<String>,
+    /// Live nodes that did not answer in time, sorted: the order may still
+    /// have reached them, but their count is unknown.
+    pub missing: Vec<String>,
+}
+
 /// Sequences, persists and fans out publishes.
 #[async_trait]
 pub trait Engine: Send + Sync + 'static {
@@ -76,6 +89,14 @@ pub trait Engine: Send + Sync + 'static {
     /// Cluster state for metrics and the dashboard (`None` on a single node).
     fn cluster_status(&self) -> Option<ClusterStatus> {
         None
+    }
+
+    /// Sends an admin order to every other node, which carries it out on
+    /// its own clients, and gathers their answers. A single node has no
+    /// peers. Fails when the order cannot be sent (not connected to the
+    /// cluster).
+    async fn broadcast_order(&self, _order: &Order) -> Result<PeerOutcome, PublishError> {
+        Ok(PeerOutcome::default())
     }
 
     /// Stops accepting publishes, finishes those in flight and makes the log

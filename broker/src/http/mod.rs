@@ -1,5 +1,6 @@
 //! HTTP routes, CORS and the actix server.
 
+pub mod admin;
 pub mod cors;
 pub mod dashboard;
 pub mod health;
@@ -121,11 +122,22 @@ fn app(
                 .default_service(web::to(|req| method_not_allowed(req, "GET, POST"))),
         )
         .service(get_only("/v1/topics/{topic}/presence").route(web::get().to(presence::presence)))
+        .service(get_only("/v1/topics").route(web::get().to(admin::topics)))
         .service(
-            web::resource("/v1/publish")
-                .route(web::post().to(publish::publish_batch))
-                .default_service(web::to(|req| method_not_allowed(req, "POST"))),
+            post_only("/v1/clients/{client_id}/disconnect")
+                .route(web::post().to(admin::disconnect_client)),
         )
+        .service(
+            post_only("/v1/clients/{client_id}/unsubscribe")
+                .route(web::post().to(admin::unsubscribe_client)),
+        )
+        .service(
+            post_only("/v1/users/{sub}/disconnect").route(web::post().to(admin::disconnect_user)),
+        )
+        .service(
+            post_only("/v1/users/{sub}/unsubscribe").route(web::post().to(admin::unsubscribe_user)),
+        )
+        .service(post_only("/v1/publish").route(web::post().to(publish::publish_batch)))
         .service(get_only("/v1/ws").route(web::get().to(transport::ws::upgrade)))
         .service(get_only("/v1/sse").route(web::get().to(transport::sse::stream)))
         .service(get_only("/v1/poll").route(web::get().to(transport::poll::poll)))
@@ -191,6 +203,11 @@ fn tls_config(tls: &crate::config::TlsConfig) -> std::io::Result<rustls::ServerC
 /// A resource answering 405 for methods it has no route for.
 fn get_only(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(|req| method_not_allowed(req, "GET")))
+}
+
+/// A resource answering 405 for methods other than POST.
+fn post_only(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(|req| method_not_allowed(req, "POST")))
 }
 
 /// Counts every response by status class (and 400s as bad requests).

@@ -16,25 +16,44 @@ pub struct PresenceQuery {
     /// Credentials for browsers that cannot set headers (see auth).
     #[serde(default)]
     pub token: Option<String>,
+    /// `true`: only count (admin API), do not list.
+    #[serde(default)]
+    pub count: bool,
 }
 
 /// `{"topic":..,"clients":[{"client_id","sub","transport","node"}]}`: every
 /// client, on any node, subscribed to a pattern matching `topic`. Needs
 /// read permission on the topic; 404 where the namespace has presence off.
+/// With `count=true` (admin API, the `admin` scope instead of the read
+/// grant): `{"topic":..,"clients":N,"users":M}`, the number of those
+/// clients and of their distinct `sub`s.
 pub async fn presence(
     req: actix_web::HttpRequest,
     topic: web::Path<String>,
-    _query: web::Query<PresenceQuery>,
+    query: web::Query<PresenceQuery>,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
     let topic = Topic::parse(&topic)?;
-    state.identify(&req)?.check_read(&topic)?;
+    let identity = state.identify(&req)?;
+    if query.count {
+        identity.check_admin()?;
+    } else {
+        identity.check_read(&topic)?;
+    }
     let as_pattern = Pattern::parse(topic.as_str())?;
     if !state.presence.enabled_for(&as_pattern) {
         return Err(ApiError::new(
             ErrorCode::NotFound,
             format!("presence is off for namespace {:?}", topic.namespace()),
         ));
+    }
+    if query.count {
+        let (clients, users) = state.presence.count(&topic);
+        return Ok(HttpResponse::Ok().json(serde_json::json!({
+            "topic": topic.as_str(),
+            "clients": clients,
+            "users": users,
+        })));
     }
     let clients = state.presence.list(&topic);
     Ok(HttpResponse::Ok().json(serde_json::json!({

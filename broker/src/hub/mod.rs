@@ -5,6 +5,7 @@
 //! engine (single node or cluster) sequences and persists messages and then
 //! hands them to [`Hub::dispatch`] in seq order per topic.
 
+pub mod control;
 pub mod cursor;
 pub mod index;
 pub mod mailbox;
@@ -192,6 +193,14 @@ impl Hub {
             self.metrics.subscriptions.dec();
         }
         removed
+    }
+
+    /// Subscribers (connections, not patterns) that `topic` would be
+    /// delivered to on this node.
+    pub fn subscribers_of(&self, topic: &Topic) -> usize {
+        let mut count = 0;
+        self.index.read().for_each_match(topic, |_, _| count += 1);
+        count
     }
 
     /// Number of (pattern, subscriber) pairs.

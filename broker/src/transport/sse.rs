@@ -18,7 +18,10 @@ use super::{gap_json, new_subscriber, ConnectionTracker, StreamQuery};
 use crate::{
     error::ApiError,
     hub::presence::ClientPresence,
-    hub::{Cursor, Event, MailboxState, Subscriber},
+    hub::{
+        control::{Inbox, Registration},
+        Cursor, Event, MailboxState, Subscriber,
+    },
     metrics::Transport,
     state::AppState,
 };
@@ -29,6 +32,11 @@ const RETRY_MS: u64 = 1000;
 /// WebSocket's close 4003): no `id`, so the client's cursor stays where it
 /// was; reconnect with a fresh token.
 const EXPIRED_EVENT: &[u8] = b"event: expired\ndata: {\"error\":{\"code\":\"unauthorized\",\"message\":\"token expired; reconnect with a fresh token\"}}\n\n";
+/// The last block of a stream the admin API disconnected (the WebSocket's
+/// close 4004): no `id`, and a day's `retry`, so that a browser's
+/// `EventSource` whose page does not handle the event does not come back
+/// by itself either.
+const KICKED_EVENT: &[u8] = b"retry: 86400000\nevent: kicked\ndata: {\"error\":{\"code\":\"kicked\",\"message\":\"disconnected by the server; do not reconnect automatically\"}}\n\n";
 const EVENTS_PER_CHUNK: usize = 256;
 
 struct SseStream {
@@ -43,6 +51,9 @@ struct SseStream {
     caught_up: bool,
     /// The token's `exp`: the stream ends there with [`EXPIRED_EVENT`].
     expires: Option<tokio::time::Instant>,
+    /// Orders of the admin API for this stream.
+    control: Arc<Inbox>,
+    _registration: Registration,
     _tracker: ConnectionTracker,
 }
 
@@ -76,7 +87,14 @@ pub async fn stream(
     }
     query.authorize(&identity)?;
     let tracker = ConnectionTracker::admit(&state, Transport::Sse, &req)?;
-    let mut presence = ClientPresence::new(state.presence.clone(), Transport::Sse, identity.sub);
+    let mut presence =
+        ClientPresence::new(state.presence.clone(), Transport::Sse, identity.sub.clone());
+    let control = Arc::new(Inbox::default());
+    let registration = state.control.register(
+        presence.shared_client_id(),
+        identity.sub.as_deref(),
+        control.clone(),
+    );
     let mut subscriber = new_subscriber(&state);
     let resume = query.resume();
     if let Some(cursor) = query.cursor {
@@ -113,6 +131,8 @@ pub async fn stream(
         done: false,
         caught_up: false,
         expires,
+        control,
+        _registration: registration,
         _tracker: tracker,
     };
     let body = stream::unfold(body, |mut s| async move {
@@ -169,6 +189,9 @@ impl SseStream {
                 self.done = true;
                 return Some(Bytes::from_static(EXPIRED_EVENT));
             }
+            if let Some(orders) = self.apply_orders() {
+                return Some(orders);
+            }
             if !self.caught_up {
                 let mut out = BytesMut::new();
                 let delivered = match self.subscriber.deliver(EVENTS_PER_CHUNK, |event, s| {
@@ -206,8 +229,10 @@ impl SseStream {
             let wake = self.subscriber.wake();
             let feed = self.presence.feed().clone();
             let listening = self.presence.listening();
+            let orders = self.control.changed();
             tokio::select! {
                 _ = wake => {}
+                _ = orders => {}
                 _ = feed.wait(), if listening => {
                     // Presence events carry no id: EventSource keeps the
                     // last message cursor for its reconnect.
@@ -227,6 +252,34 @@ impl SseStream {
                 _ = tokio::time::sleep_until(self.expires.unwrap_or_else(tokio::time::Instant::now)), if self.expires.is_some() => {}
             }
         }
+    }
+}
+
+impl SseStream {
+    /// Carries out the admin API's orders: a disconnect ends the stream with
+    /// [`KICKED_EVENT`]; each subscription it ends is announced by an
+    /// `unsubscribed` event (no `id`: the cursor stays).
+    fn apply_orders(&mut self) -> Option<Bytes> {
+        if self.control.kicked() {
+            self.done = true;
+            return Some(Bytes::from_static(KICKED_EVENT));
+        }
+        let mut out = BytesMut::new();
+        for order in self.control.take_unsubscribes() {
+            let held = self.subscriber.unsubscribe(&order.pattern);
+            if held {
+                self.presence.leave(&order.pattern);
+                out.put_slice(b"event: unsubscribed\ndata: ");
+                out.put_slice(
+                    serde_json::json!({"topic": order.pattern.as_str()})
+                        .to_string()
+                        .as_bytes(),
+                );
+                out.put_slice(b"\n\n");
+            }
+            order.answer(held);
+        }
+        (!out.is_empty()).then(|| out.freeze())
     }
 }
 

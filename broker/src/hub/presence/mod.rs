@@ -15,6 +15,7 @@
 
 mod client;
 mod feed;
+mod sessions;
 
 use std::{
     collections::HashMap,
@@ -29,8 +30,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 pub use self::{
-    client::{ClientPresence, PollLease, PollSessions, POLL_SESSION_GRACE},
+    client::ClientPresence,
     feed::{PresenceFeed, PresenceFrame, FEED_CAPACITY},
+    sessions::{PollLease, PollSessions, SessionKicked, KICKED_MEMORY, POLL_SESSION_GRACE},
 };
 
 use super::topic::{Pattern, Topic};
@@ -306,6 +308,29 @@ impl Presence {
         out
     }
 
+    /// How many clients [`Presence::list`] would list for `topic`, and how
+    /// many distinct `sub`s they have (clients without one not counted),
+    /// without building the list.
+    pub fn count(&self, topic: &Topic) -> (usize, usize) {
+        let entries = self.entries.read();
+        let mut clients: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        let mut subs: std::collections::HashSet<&str> = std::collections::HashSet::new();
+        for node in entries.values() {
+            for ((client_id, pattern), c) in node {
+                if clients.contains(&**client_id) {
+                    continue;
+                }
+                if **pattern == *topic.as_str()
+                    || Pattern::parse(pattern).is_ok_and(|p| p.matches(topic))
+                {
+                    clients.insert(client_id);
+                    subs.extend(c.sub.as_deref());
+                }
+            }
+        }
+        (clients.len(), subs.len())
+    }
+
     /// Sends join/leave events on `pattern` to `feed` until
     /// [`Presence::unlisten`] with the returned id.
     pub fn listen(&self, pattern: Pattern, feed: Arc<PresenceFeed>) -> u64 {
@@ -360,89 +385,4 @@ fn encode_event(kind: &str, topic: &str, client: &ClientInfo) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn client(id: &str, node: &str) -> Arc<ClientInfo> {
-        Arc::new(ClientInfo {
-            client_id: id.into(),
-            sub: None,
-            transport: "ws".into(),
-            node: node.into(),
-        })
-    }
-
-    fn pat(s: &str) -> Pattern {
-        Pattern::parse(s).unwrap()
-    }
-
-    #[test]
-    fn lists_matching_clients_once_and_emits_events() {
-        let p = Presence::new("a".into(), true, HashMap::new());
-        let feed = Arc::new(PresenceFeed::default());
-        p.listen(pat("chat.room1"), feed.clone());
-        let c1 = client("a-1", "a");
-        p.join(&pat("chat.room1"), &c1);
-        p.join(&pat("chat.*"), &c1);
-        p.join(&pat("chat.>"), &client("a-2", "a"));
-        p.join(&pat("news.x"), &client("a-3", "a"));
-        let topic = Topic::parse("chat.room1").unwrap();
-        let ids: Vec<_> = p
-            .list(&topic)
-            .into_iter()
-            .map(|c| c.client_id.to_string())
-            .collect();
-        assert_eq!(ids, ["a-1", "a-2"]);
-        // Only the concrete join on chat.room1 reaches the listener.
-        let events = feed.drain();
-        assert_eq!(events.len(), 1, "{events:?}");
-        assert!(events[0].starts_with(r#"{"type":"join","topic":"chat.room1""#));
-        p.leave(&pat("chat.room1"), &c1);
-        assert!(feed.drain()[0].contains(r#""type":"leave""#));
-        assert_eq!(p.list(&topic).len(), 2, "still there through chat.*");
-    }
-
-    #[test]
-    fn peers_snapshots_and_dead_nodes() {
-        let p = Presence::new("a".into(), true, HashMap::new());
-        let feed = Arc::new(PresenceFeed::default());
-        p.listen(pat("t.x"), feed.clone());
-        p.apply(Delta::Join {
-            topic: "t.x".into(),
-            client: ClientInfo::clone(&client("b-1", "b")),
-        });
-        p.apply(Delta::Snapshot {
-            node: "c".into(),
-            entries: vec![("t.x".into(), ClientInfo::clone(&client("c-1", "c")))],
-        });
-        let topic = Topic::parse("t.x").unwrap();
-        assert_eq!(p.list(&topic).len(), 2);
-        assert_eq!(feed.drain().len(), 2);
-        p.drop_node("b");
-        assert_eq!(p.list(&topic).len(), 1);
-        let events = feed.drain();
-        assert!(events[0].contains(r#""leave""#) && events[0].contains("b-1"));
-        // A snapshot replaces: c-1 gone, c-2 new.
-        p.apply(Delta::Snapshot {
-            node: "c".into(),
-            entries: vec![("t.x".into(), ClientInfo::clone(&client("c-2", "c")))],
-        });
-        assert_eq!(&*p.list(&topic)[0].client_id, "c-2");
-        assert_eq!(feed.drain().len(), 2);
-    }
-
-    #[test]
-    fn namespace_toggles() {
-        let mut o = HashMap::new();
-        o.insert("quiet".to_string(), false);
-        let p = Presence::new("a".into(), true, o.clone());
-        assert!(p.enabled_for(&pat("chat.x")));
-        assert!(!p.enabled_for(&pat("quiet.x")));
-        assert!(p.enabled_for(&pat(">")));
-        o.insert("loud".to_string(), true);
-        let p = Presence::new("a".into(), false, o);
-        assert!(!p.enabled_for(&pat("chat.x")));
-        assert!(p.enabled_for(&pat("loud.x")));
-        assert!(!p.enabled_for(&pat("quiet.x")));
-    }
-}
+mod tests;

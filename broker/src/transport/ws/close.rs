@@ -1,5 +1,5 @@
 //! The close codes a Herald WebSocket ends with, and what each asks of the
-//! client (protocol-spec §6.6).
+//! client (protocol-spec §6.7).
 
 /// The connection is done (the client closed, or the server echoes it).
 pub const NORMAL: u16 = 1000;
@@ -21,8 +21,13 @@ pub const SLOW_CONSUMER: u16 = 4001;
 pub const IDLE_TIMEOUT: u16 = 4002;
 /// The connection's token expired without a `refresh`.
 pub const TOKEN_EXPIRED: u16 = 4003;
+/// The admin API disconnected the client: unlike every other code, it must
+/// not reconnect on its own (its application decides whether and when).
+pub const KICKED: u16 = 4004;
 
 /// Reason sent with [`SERVICE_RESTART`].
 pub const DRAINING_REASON: &str = "node draining; reconnect, to another node if possible";
+/// Reason sent with [`KICKED`].
+pub const KICKED_REASON: &str = "disconnected by the server; do not reconnect automatically";
 /// Reason sent with [`SLOW_CONSUMER`].
 pub const SLOW_CONSUMER_REASON: &str = "slow consumer: resume from your last seq";

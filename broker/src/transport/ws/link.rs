@@ -2,8 +2,8 @@
 //!
 //! It `select!`s over the socket's read side (frames → ops), the
 //! subscriber's mailbox (deliveries → one vectored write), acks of
-//! publishes in flight, presence events, the ping timer, token expiry and
-//! the node draining. Every step queues frames in the outbox; after each
+//! publishes in flight, presence events, the admin API's orders, the ping
+//! timer, token expiry and the node draining. Every step queues frames in the outbox; after each
 //! step the outbox goes to the socket in one write, bounded by the idle
 //! timeout. A client that stops reading stalls only its own link: its
 //! messages wait in its bounded mailbox (under `disconnect` an overflow
@@ -84,6 +84,7 @@ enum Step {
     Ack(super::session::AckResult),
     Deliver,
     Presence,
+    Order,
     Ping,
     Expired,
 }
@@ -156,6 +157,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Link<IO> {
                     self.send_presence();
                     Ok(())
                 }
+                Step::Order => match self.session.as_deref_mut() {
+                    Some(session) => session.apply_orders(&mut self.outbox),
+                    None => Ok(()),
+                },
                 Step::Ping => self.ping(idle_timeout),
                 Step::Expired => Err(Exit::Close(
                     close::TOKEN_EXPIRED,
@@ -199,6 +204,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Link<IO> {
             subscriber,
             presence,
             acks,
+            control,
             ..
         } = session;
         let waiting = acks.waiting();
@@ -209,6 +215,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Link<IO> {
             _ = async { expiry.as_mut().expect("checked").1.as_mut().await }, if expiry.is_some() => Step::Expired,
             read = poll_fn(|cx| poll_read_some(cx, io, inbound)), if reading => Step::Read(read),
             ack = acks.next(), if waiting => Step::Ack(ack),
+            _ = control.notified() => Step::Order,
             _ = poll_fn(|cx| subscriber.poll_wake(cx)) => Step::Deliver,
             _ = presence.feed().wait(), if listening => Step::Presence,
             _ = ping.tick() => Step::Ping,

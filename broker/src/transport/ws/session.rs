@@ -6,7 +6,7 @@ use std::{future::Future, pin::Pin, sync::Arc};
 use futures_util::{stream::FuturesUnordered, StreamExt};
 
 use super::{
-    close::{self, DRAINING_REASON, SLOW_CONSUMER_REASON},
+    close::{self, DRAINING_REASON, KICKED_REASON, SLOW_CONSUMER_REASON},
     outbox::Outbox,
     Exit,
 };
@@ -14,7 +14,10 @@ use crate::{
     auth::Identity,
     engine::{Engine, PublishError, PublishItem, Published},
     hub::presence::ClientPresence,
-    hub::{DeliverySink, Event, MailboxState, Subscriber},
+    hub::{
+        control::{Inbox, Registration},
+        DeliverySink, Event, MailboxState, Subscriber,
+    },
     limits::TokenBucket,
     metrics::{Metrics, Transport},
     state::AppState,
@@ -95,6 +98,9 @@ pub struct Session {
     pub identity: Identity,
     /// Publish rate of this connection, when limited.
     pub rate: Option<TokenBucket>,
+    /// Orders of the admin API for this connection.
+    pub control: Arc<Inbox>,
+    _registration: Registration,
     _tracker: ConnectionTracker,
 }
 
@@ -102,13 +108,19 @@ impl Session {
     /// A session for `identity`, counted by `tracker` while it lives.
     pub fn new(state: &AppState, identity: Identity, tracker: ConnectionTracker) -> Self {
         let limits = &state.config.limits;
+        let presence =
+            ClientPresence::new(state.presence.clone(), Transport::Ws, identity.sub.clone());
+        let control = Arc::new(Inbox::default());
+        let registration = state.control.register(
+            presence.shared_client_id(),
+            identity.sub.as_deref(),
+            control.clone(),
+        );
         Session {
             subscriber: new_subscriber(state),
-            presence: ClientPresence::new(
-                state.presence.clone(),
-                Transport::Ws,
-                identity.sub.clone(),
-            ),
+            presence,
+            control,
+            _registration: registration,
             acks: Acks::default(),
             queued: Vec::new(),
             identity,
@@ -171,6 +183,28 @@ impl Session {
                 (ids, result)
             })),
         );
+    }
+
+    /// Carries out the admin API's orders: a disconnect ends the
+    /// connection (4004); a subscription it ends is reported with an
+    /// `unsubscribed` frame without `id` (the client did not ask).
+    pub fn apply_orders(&mut self, out: &mut Outbox) -> Result<(), Exit> {
+        if self.control.kicked() {
+            return Err(Exit::Close(close::KICKED, KICKED_REASON));
+        }
+        for order in self.control.take_unsubscribes() {
+            let held = self.subscriber.unsubscribe(&order.pattern);
+            if held {
+                self.presence.leave(&order.pattern);
+                let reply = Reply::Unsubscribed {
+                    id: None,
+                    topic: order.pattern.as_str(),
+                };
+                out.push(&websocket::frame(OpCode::Text, reply.encode().as_bytes()));
+            }
+            order.answer(held);
+        }
+        Ok(())
     }
 
     /// Moves what is ready for the client into `out`: one batch of
