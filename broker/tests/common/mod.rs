@@ -6,6 +6,8 @@
 mod haproxy;
 mod nats;
 
+// Only the tests behind a load balancer use it.
+#[allow(unused_imports)]
 pub use self::haproxy::*;
 pub use self::nats::*;
 use self::nats::{spawn_nats, wait_port};
