@@ -21,6 +21,27 @@ use crate::common::{signal, NatsCluster, Node};
 pub struct Cluster {
     pub nodes: Vec<Mutex<Node>>,
     pub nats: Mutex<NatsCluster>,
+    /// Each node's log lines from its earlier processes (a restart starts
+    /// a new log), for the report of a failed run.
+    pub archive: Vec<Mutex<Vec<String>>>,
+}
+
+impl Cluster {
+    /// Restarts node `i` (on its port), keeping its log so far.
+    fn restart(&self, i: usize, node: &mut Node) {
+        let old = std::mem::take(&mut *node.log.lock().unwrap());
+        self.archive[i].lock().unwrap().extend(old);
+        node.kill9_and_restart();
+    }
+}
+
+/// Milliseconds since the Unix epoch (the unit of message `ts` and what
+/// the node logs' timestamps show), to line faults up with both.
+pub fn unix_ms() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis()
 }
 
 /// One fault, on node or NATS server `i`.
@@ -145,8 +166,9 @@ pub fn run(cluster: &Cluster, seed: u64, length: Duration, abort: &AtomicBool) -
         for (fault, delay, outage) in &plans {
             counts.add(*fault);
             eprintln!(
-                "chaos {:>6.1}s: {fault} for {outage:?} (after {delay:?})",
-                started.elapsed().as_secs_f64()
+                "chaos {:>6.1}s (unix ms {}): {fault} for {outage:?} (after {delay:?})",
+                started.elapsed().as_secs_f64(),
+                unix_ms()
             );
         }
         std::thread::scope(|s| {
@@ -170,7 +192,7 @@ fn apply(cluster: &Cluster, fault: Fault, delay: Duration, outage: Duration, abo
             let mut node = cluster.nodes[i].lock().unwrap();
             node.kill9();
             nap(outage, abort);
-            node.kill9_and_restart();
+            cluster.restart(i, &mut node);
         }
         Fault::Term(i) => {
             let mut node = cluster.nodes[i].lock().unwrap();
