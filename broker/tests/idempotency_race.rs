@@ -16,7 +16,7 @@ async fn a_key_sent_many_times_at_once_is_stored_once() {
     let nats = NatsServer::start();
     let nodes = start_cluster(&nats, 3, &[]).await;
     let urls: Vec<String> = nodes.iter().map(|n| n.url("")).collect();
-    let rounds = 30;
+    let rounds = 60;
     let client = http();
     let mut answers: HashMap<String, Vec<u64>> = HashMap::new();
     for round in 0..rounds {

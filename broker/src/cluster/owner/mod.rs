@@ -19,7 +19,7 @@
 mod release;
 mod replication;
 
-use self::replication::apply_parts;
+use self::replication::{apply_parts, Apply};
 use std::{
     collections::{HashMap, HashSet, VecDeque},
     sync::Arc,
@@ -67,6 +67,10 @@ pub(crate) enum OwnerCommand {
     },
     /// Another node's term for `topic` was accepted here.
     TermRaised { topic: Topic },
+    /// These parts' entries are in this node's log (or failed to get
+    /// there): their idempotency keys, `(topic, key, seq)`, are answered
+    /// from the log from now on.
+    Applied { keys: Vec<(Topic, String, u64)> },
     /// NATS connection lost: give up everything.
     Disconnected,
 }
@@ -117,7 +121,8 @@ struct Owned {
     term: Term,
     next_seq: u64,
     pending: VecDeque<Part>,
-    /// Idempotency keys of pending parts: key → seq.
+    /// Idempotency keys of parts not yet in this node's log (pending, or
+    /// with the applier): key → seq.
     pending_keys: HashMap<String, u64>,
 }
 
@@ -134,7 +139,7 @@ struct Owner {
     /// Replica progress: node → topic → durable seq.
     acks: HashMap<String, HashMap<Topic, u64>>,
     view: Arc<View>,
-    applier: mpsc::UnboundedSender<Vec<Part>>,
+    applier: mpsc::UnboundedSender<Apply>,
     tx: mpsc::UnboundedSender<OwnerCommand>,
 }
 
@@ -194,6 +199,7 @@ impl Owner {
                     }
                 }
             }
+            OwnerCommand::Applied { keys } => self.on_applied(keys),
             OwnerCommand::Disconnected => {
                 let topics: Vec<Topic> = self.slots.keys().cloned().collect();
                 for topic in topics {
@@ -348,6 +354,17 @@ impl Owner {
                         part.waiters.push((request.clone(), index, published));
                         continue;
                     }
+                    // Its quorum is in and the applier is appending it
+                    // here: not in the log yet, so answered by the applier
+                    // once it is.
+                    let _ = self.applier.send(Apply::Repeat {
+                        request: request.clone(),
+                        index,
+                        topic: item.topic.clone(),
+                        key: key.clone(),
+                        seq,
+                    });
+                    continue;
                 }
                 match self.shared.log.idempotency(&item.topic, key) {
                     Ok(Some(r)) if r.expires_at >= now => {
