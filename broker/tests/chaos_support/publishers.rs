@@ -92,10 +92,11 @@ async fn publish_until_acked(
 }
 
 /// Publishes to random topics until `stop_publishing`, each publish
-/// retried until acknowledged (or `give_up`).
+/// retried until acknowledged (or `give_up`), at most one every `pace`.
 pub fn publisher(
     p: u64,
     seed: u64,
+    pace: Duration,
     front: Arc<Front>,
     shared: Arc<Shared>,
     acks: Arc<Acks>,
@@ -106,6 +107,7 @@ pub fn publisher(
         let mut n = 0u64;
         while !shared.stop_publishing.load(Ordering::SeqCst) {
             n += 1;
+            let started = Instant::now();
             let topic = TOPICS[rng.gen_range(0..TOPICS.len())];
             let key = format!("p{p}-{n}");
             let give_up =
@@ -121,7 +123,8 @@ pub fn publisher(
                 seq,
                 at: Instant::now(),
             });
-            tokio::time::sleep(Duration::from_millis(rng.gen_range(2..20))).await;
+            let pause = Duration::from_millis(rng.gen_range(2..20));
+            tokio::time::sleep(pause.max(pace.saturating_sub(started.elapsed()))).await;
         }
     })
 }
