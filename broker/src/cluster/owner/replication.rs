@@ -5,13 +5,13 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 
-use super::{fail, fill, Owner, OwnerCommand, OwnerError, Part, RequestRef, Slot};
+use super::{fail, fill, Owner, OwnerError, Part, Slot};
 use crate::{
     cluster::{
         wire::{self, Ack, Replicate, Term, WireEntry},
         Shared,
     },
-    engine::{sequencer::Applied, PublishError, Published},
+    engine::{sequencer::Applied, PublishError},
     hub::Topic,
     log::LogEntry,
 };
@@ -94,17 +94,6 @@ impl Owner {
         }
     }
 
-    /// Forgets the keys of appended parts: the log answers them now.
-    pub(super) fn on_applied(&mut self, keys: Vec<(Topic, String, u64)>) {
-        for (topic, key, seq) in keys {
-            if let Some(Slot::Owned(o)) = self.slots.get_mut(&topic) {
-                if o.pending_keys.get(&key) == Some(&seq) {
-                    o.pending_keys.remove(&key);
-                }
-            }
-        }
-    }
-
     /// Hands every part that reached its quorum to the applier, in order.
     pub(super) fn advance(&mut self) {
         let required = self.shared.required_acks();
@@ -125,128 +114,45 @@ impl Owner {
                 if confirmed < required {
                     break;
                 }
-                // Its keys stay in `pending_keys` until the applier has
-                // appended it (`OwnerCommand::Applied`): a repeat arriving
-                // meanwhile finds neither the part nor a log record.
                 ready.push(owned.pending.pop_front().expect("front exists"));
             }
         }
         if !ready.is_empty() {
-            let _ = self.applier.send(Apply::Parts(ready));
+            let _ = self.applier.send(ready);
         }
     }
 }
 
-/// Work for the applier, done in the order it was sent.
-pub(super) enum Apply {
-    /// Parts that reached their quorum, to append here and answer.
-    Parts(Vec<Part>),
-    /// A repeat of an idempotency key whose first publish (`seq`) was
-    /// handed to the applier earlier: answered from the log once that
-    /// publish is appended.
-    Repeat {
-        request: RequestRef,
-        index: usize,
-        topic: Topic,
-        key: String,
-        seq: u64,
-    },
-}
-
-/// Answers a repeated key from the log, where its first publish now is
-/// (or, if appending that failed, is not: then the repeat fails too and
-/// the client retries).
-fn answer_repeat(
-    shared: &Shared,
-    request: &RequestRef,
-    index: usize,
-    topic: Topic,
-    key: &str,
-    seq: u64,
+/// Appends quorum-confirmed parts to the local log in order, then answers.
+pub(super) async fn apply_parts(
+    shared: Arc<Shared>,
+    mut parts: mpsc::UnboundedReceiver<Vec<Part>>,
 ) {
-    match shared.log.idempotency(&topic, key) {
-        Ok(Some(r)) if r.seq == seq => fill(
-            request,
-            index,
-            Published {
-                topic,
-                seq,
-                ts: r.ts,
-                duplicate: true,
-            },
-        ),
-        Ok(_) => fail(
-            request,
-            OwnerError::Unavailable("the first publish with this key was not stored".into()),
-        ),
-        Err(e) => fail(
-            request,
-            OwnerError::Unavailable(format!("storage read failed: {e}")),
-        ),
-    }
-}
-
-/// Appends quorum-confirmed parts to the local log in order, then answers
-/// their publishers and the repeats of their keys.
-pub(super) async fn apply_parts(shared: Arc<Shared>, mut work: mpsc::UnboundedReceiver<Apply>) {
-    while let Some(first) = work.recv().await {
-        let mut batch = Vec::new();
-        let mut repeats = Vec::new();
-        let mut next = Some(first);
-        while let Some(item) = next.take().or_else(|| work.try_recv().ok()) {
-            match item {
-                Apply::Parts(parts) => batch.extend(parts),
-                Apply::Repeat { .. } => repeats.push(item),
-            }
+    while let Some(mut batch) = parts.recv().await {
+        while let Ok(more) = parts.try_recv() {
+            batch.extend(more);
         }
-        if !batch.is_empty() {
-            apply_batch(&shared, batch).await;
-        }
-        for repeat in repeats {
-            if let Apply::Repeat {
-                request,
-                index,
-                topic,
-                key,
-                seq,
-            } = repeat
-            {
-                answer_repeat(&shared, &request, index, topic, &key, seq);
-            }
-        }
-    }
-}
-
-async fn apply_batch(shared: &Shared, batch: Vec<Part>) {
-    let entries: Vec<LogEntry> = batch
-        .iter()
-        .flat_map(|p| p.entries.iter().cloned())
-        .collect();
-    let outcome = shared.sequencer.apply(entries).await;
-    let mut keys = Vec::new();
-    for part in batch {
-        for e in &part.entries {
-            if let Some((key, _)) = &e.idempotency {
-                keys.push((e.message.topic.clone(), key.clone(), e.message.seq));
-            }
-        }
-        for (request, index, published) in part.waiters {
-            match &outcome {
-                Ok(Applied::Done) => fill(&request, index, published),
-                Ok(Applied::Gap { topic, head, .. }) => {
-                    tracing::error!(%topic, head, "owner log does not continue its own sequence");
-                    fail(
-                        &request,
-                        OwnerError::Unavailable("internal sequencing error".into()),
-                    );
-                }
-                Err(PublishError::Unavailable(m)) => {
-                    fail(&request, OwnerError::Unavailable(m.clone()))
+        let entries: Vec<LogEntry> = batch
+            .iter()
+            .flat_map(|p| p.entries.iter().cloned())
+            .collect();
+        let outcome = shared.sequencer.apply(entries).await;
+        for part in batch {
+            for (request, index, published) in part.waiters {
+                match &outcome {
+                    Ok(Applied::Done) => fill(&request, index, published),
+                    Ok(Applied::Gap { topic, head, .. }) => {
+                        tracing::error!(%topic, head, "owner log does not continue its own sequence");
+                        fail(
+                            &request,
+                            OwnerError::Unavailable("internal sequencing error".into()),
+                        );
+                    }
+                    Err(PublishError::Unavailable(m)) => {
+                        fail(&request, OwnerError::Unavailable(m.clone()))
+                    }
                 }
             }
         }
-    }
-    if !keys.is_empty() {
-        let _ = shared.owner_tx.send(OwnerCommand::Applied { keys });
     }
 }
