@@ -11,9 +11,9 @@
   const WINDOW_MS = 5 * 60 * 1000;
   const MIN_SPAN_MS = 60 * 1000;
   // Chart geometry (SVG user units; the SVG scales to the card's width).
-  const W = 900;
-  const H = 260;
-  const M = { left: 60, right: 16, top: 14, bottom: 30 };
+  const W = 640;
+  const H = 280;
+  const M = { left: 56, right: 14, top: 14, bottom: 34 };
   const TIME_STEPS_S = [5, 10, 15, 30, 60, 120, 300, 600];
   const SVG_NS = 'http://www.w3.org/2000/svg';
 
@@ -52,11 +52,11 @@
   /** Short axis labels: 950, 1.5k, 12k, 3.4M. */
   function fmtAxis(v) {
     const a = Math.abs(v);
-    const trim = (x) => String(Number(x.toFixed(1)));
+    const trim = (x, digits = 1) => String(Number(x.toFixed(digits)));
     if (a >= 1e6) return `${trim(v / 1e6)}M`;
     if (a >= 1e4) return `${trim(v / 1e3)}k`;
     if (a >= 10 || v === 0) return String(Math.round(v));
-    return trim(v);
+    return trim(v, 2);
   }
   const fmtClock = (t) => new Date(t).toLocaleTimeString('en-GB');
   function fmtAge(ms) {
@@ -105,12 +105,14 @@
     }
   }
 
-  /** A round upper bound for the y axis. */
-  function niceMax(v) {
-    if (!(v > 0)) return 1;
+  /** A round upper bound for the y axis, and how many round steps divide it. */
+  function niceScale(v) {
+    if (!(v > 0)) return { max: 1, steps: 5 };
     const p = Math.pow(10, Math.floor(Math.log10(v)));
-    for (const m of [1, 2, 2.5, 5, 10]) if (v <= m * p) return m * p;
-    return 10 * p;
+    for (const [m, steps] of [[1, 5], [2, 4], [2.5, 5], [5, 5], [10, 5]]) {
+      if (v <= m * p) return { max: m * p, steps };
+    }
+    return { max: 10 * p, steps: 5 };
   }
 
   function svg(name, attrs, text) {
@@ -126,7 +128,7 @@
     const area = chart.querySelector('path.area');
     const grid = chart.querySelector('g.grid');
     const points = series[name];
-    const max = niceMax(Math.max(0, ...points.map((p) => p.v)));
+    const { max, steps } = niceScale(Math.max(0, ...points.map((p) => p.v)));
     // A young history fills the width (at least MIN_SPAN_MS), growing to the window.
     const first = points.length ? points[0].t : now;
     const span = Math.min(WINDOW_MS, Math.max(MIN_SPAN_MS, now - first));
@@ -151,21 +153,21 @@
     chart.dataset.last = points.length ? String(points[points.length - 1].v) : '0';
 
     grid.replaceChildren();
-    // y axis: 5 rules with labels on the left.
-    for (let i = 0; i <= 4; i++) {
-      const v = (max * i) / 4;
+    // y axis: rules at round values, labelled on the left.
+    for (let i = 0; i <= steps; i++) {
+      const v = (max * i) / steps;
       const gy = y(v).toFixed(1);
       grid.append(svg('line', { x1: x0, x2: x1, y1: gy, y2: gy, class: i ? 'rule' : 'axis' }));
-      grid.append(svg('text', { x: x0 - 8, y: Number(gy) + 4, class: 'y' }, fmtAxis(v)));
+      grid.append(svg('text', { x: x0 - 8, y: Number(gy) + 5, class: 'y' }, fmtAxis(v)));
     }
-    // x axis: wall-clock ticks at a round step, at most ~7 over the span.
-    const step = (TIME_STEPS_S.find((s) => (span / 1000) / s <= 7) ?? 600) * 1000;
+    // x axis: wall-clock ticks at a round step, at most 6 over the span.
+    const step = (TIME_STEPS_S.find((s) => (span / 1000) / s <= 6) ?? 600) * 1000;
     let ticks = 0;
     for (let t = Math.ceil((now - span) / step) * step; t <= now; t += step) {
       const gx = x(t).toFixed(1);
       grid.append(svg('line', { x1: gx, x2: gx, y1: y1, y2: y0 + 4, class: 'tick' }));
       // A label would be clipped at the right edge.
-      if (Number(gx) <= W - 30) grid.append(svg('text', { x: gx, y: H - 10, class: 'x' }, fmtClock(t)));
+      if (Number(gx) <= W - 34) grid.append(svg('text', { x: gx, y: H - 10, class: 'x' }, fmtClock(t)));
       ticks++;
     }
     chart.dataset.ticks = String(ticks);
