@@ -10,6 +10,8 @@
 //   origin than herald, so CORS is exercised as in a real deployment).
 // * launchChromium: headless Chromium through playwright-core, launched the
 //   way shared/TOOLS.md says. Missing Chromium is a hard failure, never a skip.
+// * startNats / startCluster / waitReady: a real nats-server and herald
+//   nodes joined through it (missing nats-server is a hard failure too).
 
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
