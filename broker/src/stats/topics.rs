@@ -90,7 +90,7 @@ mod tests {
 
     #[test]
     fn busiest_are_the_fastest_then_the_most_recent() {
-        let mut rows = vec![
+        let mut rows = [
             row("idle.old", 0.0, 1),
             row("fast", 50.0, 5),
             row("idle.new", 0.0, 9),
