@@ -248,7 +248,15 @@
     ready.className = `badge ${s.ready ? 'ok' : 'bad'}`;
     setText('uptime', fmtUptime(s.uptime_seconds));
     setText('updated', fmtClock(s.ts), s.ts);
-    setText('scope', s.cluster ? `cluster totals over ${tot.nodes} node${tot.nodes === 1 ? '' : 's'}` : 'this node');
+    setText(
+      'scope',
+      s.cluster
+        ? `Cluster totals over ${tot.nodes} node${tot.nodes === 1 ? '' : 's'}; “this node” lines are the node serving this page.`
+        : 'Single node: every number is this node’s.',
+    );
+    for (const node of document.querySelectorAll('.chart-scope')) {
+      node.textContent = s.cluster ? 'cluster-wide' : 'this node';
+    }
     for (const t of ['ws', 'sse', 'poll']) {
       setText(`conn-${t}`, fmtInt(tot.connections[t]), tot.connections[t]);
       setText(`delivered-${t}`, fmtInt(tot.delivered_total[t]), tot.delivered_total[t]);
