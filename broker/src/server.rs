@@ -8,10 +8,7 @@ use crate::{
     auth::Authenticator,
     cluster::{ClusterEngine, ClusterError, LocalParts},
     config::Config,
-    engine::{
-        sequencer::{Output, SequencerOptions},
-        Engine, LocalEngine, Sequencer,
-    },
+    engine::{sequencer::SequencerOptions, Engine, LocalEngine, Sequencer},
     http,
     hub::presence::PollSessions,
     hub::{control::Registry, presence::Presence, Hub},
@@ -167,7 +164,6 @@ pub async fn run(
             idempotency_window: config.log.idempotency_window,
             journal: Some(journal.clone()),
         },
-        Output::Dispatch,
     )
     .map_err(|source| ServerError::Io {
         context: "cannot start the sequencer".into(),
