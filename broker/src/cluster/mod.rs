@@ -386,9 +386,10 @@ impl Engine for ClusterEngine {
 
     fn peer_stats(&self) -> Vec<(crate::stats::NodeStats, u64)> {
         let view = self.shared.membership.view();
-        self.shared
-            .peer_stats
-            .fresh(&view.members, self.shared.settings.member_timeout)
+        self.shared.peer_stats.fresh(
+            &view.members,
+            stats::max_age(self.shared.settings.member_timeout),
+        )
     }
 
     async fn broadcast_order(&self, order: &Order) -> Result<PeerOutcome, PublishError> {

@@ -20,7 +20,7 @@ use super::Shared;
 use crate::stats::{self, NodeStats};
 
 /// How old a peer's sample may be and still count.
-fn max_age(member_timeout: Duration) -> Duration {
+pub(super) fn max_age(member_timeout: Duration) -> Duration {
     member_timeout.max(stats::STATS_INTERVAL * 3)
 }
 
@@ -37,14 +37,9 @@ impl PeerStats {
             .insert(sample.node.clone(), (Arc::new(sample), Instant::now()));
     }
 
-    /// Fresh samples of the `members` (ids), each with its age in ms;
-    /// forgets every other node's.
-    pub(super) fn fresh(
-        &self,
-        members: &[String],
-        member_timeout: Duration,
-    ) -> Vec<(NodeStats, u64)> {
-        let limit = max_age(member_timeout);
+    /// Samples of the `members` (ids) at most `limit` old, each with its
+    /// age in ms; forgets every other node's.
+    pub(super) fn fresh(&self, members: &[String], limit: Duration) -> Vec<(NodeStats, u64)> {
         let mut latest = self.latest.lock();
         latest.retain(|node, (_, at)| members.contains(node) && at.elapsed() <= limit);
         let mut out: Vec<(NodeStats, u64)> = latest
@@ -95,5 +90,37 @@ pub(super) async fn run(
                 None => return,
             },
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::stats::{Counters, Rates};
+
+    fn sample(node: &str) -> NodeStats {
+        NodeStats {
+            node: node.into(),
+            ts: 0,
+            window_ms: 1000,
+            counters: Counters::default(),
+            rates: Rates::default(),
+            topics: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn only_fresh_samples_of_members_count() {
+        let peers = PeerStats::default();
+        peers.store(sample("b"));
+        peers.store(sample("c"));
+        let members = ["a".to_string(), "b".to_string()];
+        let fresh = peers.fresh(&members, Duration::from_secs(5));
+        let nodes: Vec<&str> = fresh.iter().map(|(s, _)| s.node.as_str()).collect();
+        assert_eq!(nodes, ["b"], "c left the view");
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(peers.fresh(&members, Duration::from_millis(10)).is_empty());
+        assert_eq!(max_age(Duration::from_secs(1)), Duration::from_secs(3));
+        assert_eq!(max_age(Duration::from_secs(10)), Duration::from_secs(10));
     }
 }
