@@ -174,6 +174,7 @@ async fn faults_anywhere_keep_every_promise() {
     for node in &nodes {
         wait_ready(node, Duration::from_secs(30)).await;
     }
+    eprintln!("nodes n1..n3 at {addrs:?}");
     let haproxy = Haproxy::start(&addrs);
     haproxy.wait_all_up(Duration::from_secs(20)).await;
 
@@ -312,7 +313,7 @@ async fn faults_anywhere_keep_every_promise() {
         "chaos summary: seed {seed}, {secs} s of faults: {counts}; {} acks ({} re-sent \
          keys answered with their seq), {stored} stored; lost {}, stored twice {}; \
          subscribers ({sessions} sessions): duplicates {}, out of order {}, missing {}, gap seqs {}; \
-         {} refusals, {} failed connections/requests; {} problems",
+         {} refusals, {} failed connections/requests ({} of them 408s); {} problems",
         acks.list.lock().unwrap().len(),
         acks.resent.load(Ordering::Relaxed),
         lost.len(),
@@ -323,6 +324,7 @@ async fn faults_anywhere_keep_every_promise() {
         total.gap_seqs,
         shared.refusals.load(Ordering::Relaxed),
         shared.failures.load(Ordering::Relaxed),
+        shared.timeouts_408.load(Ordering::Relaxed),
         problems.len(),
     );
     if let Some(dir) = logs {
