@@ -141,6 +141,29 @@ async fn agreed_heads(nodes: &[Node]) -> BTreeMap<String, u64> {
     }
 }
 
+/// Where node `i`'s history of `topic` first differs from n1's.
+fn divergence(
+    topic: &str,
+    n1: &[serde_json::Value],
+    other: &[serde_json::Value],
+    i: usize,
+) -> String {
+    let at = n1
+        .iter()
+        .zip(other)
+        .position(|(a, b)| a != b)
+        .unwrap_or(n1.len().min(other.len()));
+    format!(
+        "{topic}: n1 has {} messages, n{} {}; first difference at index {at}: n1 {:?}, n{} {:?}",
+        n1.len(),
+        i + 1,
+        other.len(),
+        n1.get(at).map(|m| m.to_string()),
+        i + 1,
+        other.get(at).map(|m| m.to_string()),
+    )
+}
+
 /// Writes every node's log (all its processes) to a directory that
 /// outlives the test; returns its path.
 fn save_logs(seed: u64, nodes: &[Node], archive: &[Mutex<Vec<String>>]) -> String {
@@ -174,6 +197,7 @@ async fn faults_anywhere_keep_every_promise() {
     for node in &nodes {
         wait_ready(node, Duration::from_secs(30)).await;
     }
+    eprintln!("nodes n1..n3 at {addrs:?}");
     let haproxy = Haproxy::start(&addrs);
     haproxy.wait_all_up(Duration::from_secs(20)).await;
 
@@ -243,23 +267,24 @@ async fn faults_anywhere_keep_every_promise() {
     // The nodes' logs.
     let acked = acked_keys(&acks, &shared);
     let (mut lost, mut twice, mut stored) = (Vec::new(), Vec::new(), 0);
+    let mut diverged = Vec::new();
     for topic in TOPICS {
         let history = full_history(&nodes[0], topic).await.0;
         for (i, node) in nodes.iter().enumerate().skip(1) {
             let other = full_history(node, topic).await.0;
-            assert!(
-                other == history,
-                "seed {seed}: {topic} differs on n1 and n{}",
-                i + 1
-            );
+            if other != history {
+                diverged.push(divergence(topic, &history, &other, i));
+            }
         }
         let seqs: Vec<u64> = history.iter().map(|m| m["seq"].as_u64().unwrap()).collect();
         let n = heads[topic];
-        assert_eq!(
-            seqs,
-            (1..=n).collect::<Vec<_>>(),
-            "seed {seed}: {topic} is not 1..={n}"
-        );
+        if seqs != (1..=n).collect::<Vec<_>>() {
+            let at = seqs.iter().zip(1..).position(|(s, i)| *s != i);
+            diverged.push(format!(
+                "{topic}: n1 holds {} messages, not 1..={n}; first wrong at index {at:?}",
+                seqs.len()
+            ));
+        }
         stored += n;
         let keys: Vec<&str> = history
             .iter()
@@ -306,13 +331,17 @@ async fn faults_anywhere_keep_every_promise() {
         }
     }
     let problems = shared.problems.lock().unwrap().clone();
-    let failed = !(lost.is_empty() && twice.is_empty() && bad.is_empty() && problems.is_empty());
+    let failed = !(lost.is_empty()
+        && twice.is_empty()
+        && bad.is_empty()
+        && problems.is_empty()
+        && diverged.is_empty());
     let logs = failed.then(|| save_logs(seed, &nodes, &archive));
     eprintln!(
         "chaos summary: seed {seed}, {secs} s of faults: {counts}; {} acks ({} re-sent \
          keys answered with their seq), {stored} stored; lost {}, stored twice {}; \
          subscribers ({sessions} sessions): duplicates {}, out of order {}, missing {}, gap seqs {}; \
-         {} refusals, {} failed connections/requests; {} problems",
+         {} refusals, {} failed connections/requests ({} of them 408s); {} problems",
         acks.list.lock().unwrap().len(),
         acks.resent.load(Ordering::Relaxed),
         lost.len(),
@@ -323,11 +352,13 @@ async fn faults_anywhere_keep_every_promise() {
         total.gap_seqs,
         shared.refusals.load(Ordering::Relaxed),
         shared.failures.load(Ordering::Relaxed),
+        shared.timeouts_408.load(Ordering::Relaxed),
         problems.len(),
     );
     if let Some(dir) = logs {
         eprintln!("the nodes' logs: {dir}");
     }
+    assert!(diverged.is_empty(), "seed {seed}: {diverged:#?}");
     assert!(
         stored > 200,
         "seed {seed}: too little traffic to judge ({stored})"

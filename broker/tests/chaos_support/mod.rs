@@ -73,10 +73,15 @@ pub struct Shared {
     /// requests that failed (node down, stopped or draining).
     pub refusals: AtomicU64,
     pub failures: AtomicU64,
+    /// 408s with no body: requests a node timed out although they had
+    /// arrived whole (a node resumed after SIGSTOP finds its request
+    /// timers expired). Retried like a failure, counted apart.
+    pub timeouts_408: AtomicU64,
 }
 
 impl Shared {
     pub fn problem(&self, what: String) {
+        let what = format!("{what} (unix ms {})", nemesis::unix_ms());
         eprintln!("chaos problem: {what}");
         self.problems.lock().unwrap().push(what);
     }
@@ -126,6 +131,16 @@ pub fn judge(
             End::Refused
         }
         (500..=599, None) if entry.lb => {
+            shared.failed();
+            End::Failed
+        }
+        (408, None) => {
+            eprintln!(
+                "chaos: {what} at {}: 408 (unix ms {})",
+                entry.base,
+                nemesis::unix_ms()
+            );
+            shared.timeouts_408.fetch_add(1, Ordering::Relaxed);
             shared.failed();
             End::Failed
         }

@@ -222,9 +222,8 @@ async def test_clients_behind_haproxy_survive_the_loss_of_their_node(
                 topic = f"{ns}.{who}.a"
                 # The client's node, once presence lists it alone (a
                 # restarted node's stale entries vanish with its snapshot).
-                live = {n.name for n in cluster if n.proc and n.proc.poll() is None}
-
                 async def one_node(topic: str = topic) -> str | None:
+                    live = {n.name for n in cluster if n.proc and n.proc.poll() is None}
                     nodes = await present_on(lb, topic)
                     return nodes[0] if len(nodes) == 1 and nodes[0] in live else None
 
