@@ -217,7 +217,9 @@ impl Message {
             return None;
         }
         let data = self.data();
-        STANDARD.decode(data.get(1..data.len().checked_sub(1)?)?).ok()
+        STANDARD
+            .decode(data.get(1..data.len().checked_sub(1)?)?)
+            .ok()
     }
 
     /// The payload as published.
@@ -364,7 +366,10 @@ mod tests {
         let body = &wire[2..];
         assert_eq!(usize::from(wire[1]), body.len());
         let d = BinaryDelivery::parse(body).unwrap();
-        assert_eq!((d.topic, d.seq, d.ts, d.traceparent, d.payload), ("a.b", 3, 4, Some(tp), raw));
+        assert_eq!(
+            (d.topic, d.seq, d.ts, d.traceparent, d.payload),
+            ("a.b", 3, 4, Some(tp), raw)
+        );
         let text = m.ws_text_wire();
         assert_eq!(text[0], 0x81);
         assert_eq!(text[1], 126, "a 16-bit length follows");

@@ -23,9 +23,7 @@ fn publish_layout_is_as_documented() {
     .encode();
     assert_eq!(
         frame,
-        [
-            0x01, 0b011, 0, 3, b'a', b'.', b'b', 1, b'7', 1, b'k', 0x00, 0xff, 0xc3, 0x28
-        ]
+        [0x01, 0b011, 0, 3, b'a', b'.', b'b', 1, b'7', 1, b'k', 0x00, 0xff, 0xc3, 0x28]
     );
     let parsed = BinaryPublish::parse(&frame).unwrap();
     assert_eq!(parsed.id, Some("7"));
@@ -63,17 +61,29 @@ fn malformed_publishes_are_refused() {
     assert_eq!(kind(&[1, 0, 0]), BinaryErrorKind::Short);
     assert_eq!(kind(&[2, 0, 0, 1, b'a']), BinaryErrorKind::UnknownKind(2));
     assert_eq!(kind(&[0x7f]), BinaryErrorKind::UnknownKind(0x7f));
-    assert_eq!(kind(&[1, 0x08, 0, 1, b'a']), BinaryErrorKind::ReservedFlags(0x08));
-    assert_eq!(kind(&[1, 0x80, 0, 1, b'a']), BinaryErrorKind::ReservedFlags(0x80));
+    assert_eq!(
+        kind(&[1, 0x08, 0, 1, b'a']),
+        BinaryErrorKind::ReservedFlags(0x08)
+    );
+    assert_eq!(
+        kind(&[1, 0x80, 0, 1, b'a']),
+        BinaryErrorKind::ReservedFlags(0x80)
+    );
     // Topic length beyond the frame.
     assert_eq!(kind(&[1, 0, 0, 9, b'a', b'b']), BinaryErrorKind::Short);
     assert_eq!(kind(&[1, 0, 0xff, 0xff]), BinaryErrorKind::Short);
     assert_eq!(kind(&[1, 0, 0, 0]), BinaryErrorKind::EmptyTopic);
-    assert_eq!(kind(&[1, 0, 0, 2, 0xc3, 0x28]), BinaryErrorKind::BadUtf8("topic"));
+    assert_eq!(
+        kind(&[1, 0, 0, 2, 0xc3, 0x28]),
+        BinaryErrorKind::BadUtf8("topic")
+    );
     // The id flag with no id byte, or an id cut short.
     assert_eq!(kind(&[1, 1, 0, 1, b'a']), BinaryErrorKind::Short);
     assert_eq!(kind(&[1, 1, 0, 1, b'a', 3, b'x']), BinaryErrorKind::Short);
-    assert_eq!(kind(&[1, 1, 0, 1, b'a', 1, 0xff]), BinaryErrorKind::BadUtf8("id"));
+    assert_eq!(
+        kind(&[1, 1, 0, 1, b'a', 1, 0xff]),
+        BinaryErrorKind::BadUtf8("id")
+    );
 }
 
 #[test]
