@@ -286,8 +286,9 @@ impl ClusterEngine {
                 .iter()
                 .map(|i| ForwardItem {
                     topic: i.topic.as_str().to_string(),
-                    data: serde_json::value::RawValue::from_string(i.data.clone())
+                    data: serde_json::value::RawValue::from_string(i.data.data_json())
                         .expect("data is JSON"),
+                    enc: i.data.is_binary().then(|| "base64".to_string()),
                     key: i.idempotency_key.clone(),
                     tp: i.traceparent.clone(),
                 })

@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 
+use base64::{engine::general_purpose::STANDARD, Engine as _};
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
@@ -16,7 +17,7 @@ use super::{
 };
 use crate::{
     engine::{PublishError, PublishItem, Published},
-    hub::Topic,
+    hub::{Payload, Topic},
     json,
     log::LogEntry,
 };
@@ -90,9 +91,20 @@ async fn serve_forward(shared: &Shared, payload: &[u8]) -> ForwardReply {
         let Ok(topic) = Topic::parse(&item.topic) else {
             return error("unavailable", "invalid topic in forward".into());
         };
+        let data = match item.enc.as_deref() {
+            None => Payload::Json(json::compact(item.data.get()).into_owned()),
+            Some("base64") => match serde_json::from_str::<String>(item.data.get())
+                .ok()
+                .and_then(|b64| STANDARD.decode(b64).ok())
+            {
+                Some(raw) => Payload::Binary(raw.into()),
+                None => return error("unavailable", "malformed binary forward".into()),
+            },
+            Some(_) => return error("unavailable", "unknown encoding in forward".into()),
+        };
         items.push(PublishItem {
             topic,
-            data: json::compact(item.data.get()).into_owned(),
+            data,
             idempotency_key: item.key,
             traceparent: item.tp,
         });

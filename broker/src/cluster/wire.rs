@@ -161,8 +161,12 @@ pub struct Ack {
 pub struct ForwardItem {
     /// Topic.
     pub topic: String,
-    /// Compact JSON data.
+    /// Compact JSON data; with `enc` `"base64"`, a base64 string of raw
+    /// bytes.
     pub data: Box<RawValue>,
+    /// `"base64"` for a binary payload.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enc: Option<String>,
     /// Idempotency key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,

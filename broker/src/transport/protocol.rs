@@ -11,8 +11,7 @@ use serde_json::value::RawValue;
 
 use crate::{
     error::{ApiError, ErrorCode},
-    hub::{Cursor, Pattern, Resume, Topic},
-    json,
+    hub::{Cursor, Pattern, Payload, Resume, Topic},
 };
 
 /// A request id as sent by the client (a JSON string or number), echoed verbatim.
@@ -46,8 +45,9 @@ pub enum ClientOp {
         id: Option<OpId>,
         /// Destination.
         topic: Topic,
-        /// Compact JSON.
-        data: String,
+        /// Compact JSON, or raw bytes (`"encoding":"base64"`, or a binary
+        /// frame).
+        data: Payload,
         /// Optional idempotency key.
         idempotency_key: Option<String>,
         /// W3C trace context of the publisher (invalid ones are ignored).
@@ -101,6 +101,8 @@ struct RawFrame<'a> {
     presence: Option<&'a RawValue>,
     #[serde(borrow, default)]
     traceparent: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    encoding: Option<&'a RawValue>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -124,7 +126,7 @@ fn required<'a>(raw: Option<&'a RawValue>, name: &str) -> Result<Cow<'a, str>, A
 }
 
 /// Parses one text frame. `max_payload` bounds a publish's `data`, and so
-/// does [`json::HARD_MAX_DEPTH`]; the node's (and a namespace's) own limits
+/// does [`crate::json::HARD_MAX_DEPTH`]; the node's (and a namespace's) own limits
 /// are applied by [`check_payload`](crate::validate::check_payload).
 pub fn parse_op(text: &str, max_payload: usize) -> Result<ClientOp, OpError> {
     // serde would read a JSON array into the struct positionally.
@@ -215,9 +217,7 @@ pub fn parse_op(text: &str, max_payload: usize) -> Result<ClientOp, OpError> {
             let data = frame
                 .data
                 .ok_or_else(|| fail(ApiError::bad_request("'data' is required")))?;
-            json::check_data(data.get(), json::HARD_MAX_DEPTH)
-                .map_err(|e| fail(ApiError::bad_request(e.to_string())))?;
-            let data = json::compact(data.get()).into_owned();
+            let data = crate::validate::json_payload(data, frame.encoding).map_err(fail)?;
             if data.len() > max_payload {
                 return Err(fail(ApiError::too_large(max_payload)));
             }
@@ -370,8 +370,37 @@ mod tests {
         )
         .unwrap()
         {
-            ClientOp::Publish { data, .. } => assert_eq!(data, r#"{"x":1}"#),
+            ClientOp::Publish { data, .. } => assert_eq!(data, Payload::Json(r#"{"x":1}"#.into())),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn base64_publishes() {
+        match parse_op(
+            r#"{"op":"publish","topic":"a","data":"AP8=","encoding":"base64"}"#,
+            2,
+        )
+        .unwrap()
+        {
+            ClientOp::Publish { data, .. } => {
+                assert_eq!(data, Payload::Binary(vec![0, 0xff].into()))
+            }
+            other => panic!("{other:?}"),
+        }
+        // The limit counts the decoded bytes.
+        assert_eq!(
+            err(
+                r#"{"op":"publish","id":1,"topic":"a","data":"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA","encoding":"base64"}"#
+            ),
+            (Some("1".into()), ErrorCode::PayloadTooLarge)
+        );
+        for bad in [
+            r#"{"op":"publish","id":1,"topic":"a","data":"%%","encoding":"base64"}"#,
+            r#"{"op":"publish","id":1,"topic":"a","data":{},"encoding":"base64"}"#,
+            r#"{"op":"publish","id":1,"topic":"a","data":"AA==","encoding":"utf8"}"#,
+        ] {
+            assert_eq!(err(bad), (Some("1".into()), ErrorCode::BadRequest), "{bad}");
         }
     }
 
@@ -402,12 +431,13 @@ mod tests {
         );
         assert!(matches!(
             parse_op(r#"{"op":"publish","topic":"a","data":null}"#, 100),
-            Ok(ClientOp::Publish { data, .. }) if data == "null"
+            Ok(ClientOp::Publish { data: Payload::Json(data), .. }) if data == "null"
         ));
     }
 
     #[test]
     fn data_nesting_is_bounded() {
+        use crate::json;
         let op = |depth: usize| {
             format!(
                 r#"{{"op":"publish","id":"d","topic":"a","data":{}1{}}}"#,

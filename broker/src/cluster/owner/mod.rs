@@ -378,7 +378,7 @@ impl Owner {
                 owned.pending_keys.insert(key.clone(), seq);
             }
             let entry = LogEntry {
-                message: Message::traced(
+                message: Message::with_payload(
                     item.topic.clone(),
                     seq,
                     now,

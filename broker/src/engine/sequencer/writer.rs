@@ -125,7 +125,7 @@ impl Writer {
                 pass.undo.entry(item.topic.clone()).or_insert(*head);
                 head.last_seq += 1;
                 head.last_ts = now;
-                let message = Message::traced(
+                let message = Message::with_payload(
                     item.topic.clone(),
                     head.last_seq,
                     now,
