@@ -34,9 +34,9 @@ try:
 except ImportError:  # pragma: no cover
     random = None
 try:
-    from binascii import b2a_base64
+    from binascii import a2b_base64, b2a_base64
 except ImportError:  # pragma: no cover
-    from ubinascii import b2a_base64
+    from ubinascii import a2b_base64, b2a_base64
 try:
     from hashlib import sha1 as _hw_sha1
 except ImportError:
@@ -306,6 +306,21 @@ class _Conn:
         return out
 
 
+def _payload(msg):
+    """A delivered message as handed over: a binary one
+    (``"encoding":"base64"``) with ``data`` as ``bytes``."""
+    if msg.get("encoding") == "base64":
+        del msg["encoding"]
+        msg["data"] = a2b_base64(msg["data"])
+    return msg
+
+
+def _kicked(status, body):
+    """The node disconnected this client (admin API): close 4004 or a
+    long-poll 410. Never retried: the caller decides."""
+    return HeraldError("kicked", _error_of(status, body)[1] if body else "disconnected by the server")
+
+
 def _error_of(status, body):
     try:
         err = json.loads(body)["error"]
@@ -527,13 +542,16 @@ class Client:
     # -- publish --------------------------------------------------------------
 
     def publish(self, topic, data, key=None, tries=10):
-        """Publishes ``data`` (any JSON value) to ``topic``; returns its seq
-        once durable. Retries (other nodes too) reuse one idempotency key,
-        so the message is stored once."""
-        body = json.dumps(data).encode()
+        """Publishes ``data`` (any JSON value, or ``bytes``/``bytearray``
+        sent raw as a binary message) to ``topic``; returns its seq once
+        durable. Retries (other nodes too) reuse one idempotency key, so the
+        message is stored once."""
+        raw = isinstance(data, (bytes, bytearray))
+        body = bytes(data) if raw else json.dumps(data).encode()
         key = key or "mp-" + "".join("%02x" % b for b in _random_bytes(12))
         path = "/v1/topics/%s/messages" % _quote(topic)
-        headers = ["Content-Type: application/json", "Idempotency-Key: " + key, "Connection: close"]
+        kind = "application/octet-stream" if raw else "application/json"
+        headers = ["Content-Type: " + kind, "Idempotency-Key: " + key, "Connection: close"]
         headers += self._headers()
         failure = None
         for attempt in range(tries):
@@ -565,9 +583,13 @@ class Client:
     def poll(self, patterns, handler, cursor=None, timeout_ms=20000, count=None, run_for=None):
         """Subscribes to ``patterns`` (a list, or one pattern) over long-poll
         and calls ``handler(item)`` for every message (``{"type":"message",
-        "topic","seq","ts","data"}``) and gap (``{"type":"gap","topic",
-        "from","to"}``), in seq order per topic, once each — across
-        reconnects and nodes. Without ``cursor`` it starts live.
+        "topic","seq","ts","data"}``, ``data`` as ``bytes`` for a binary
+        message) and gap (``{"type":"gap","topic","from","to"}``), in seq
+        order per topic, once each — across reconnects and nodes. Without
+        ``cursor`` it starts live. A pattern the node ended (admin API) is
+        dropped from ``patterns`` and reported as ``{"type":"unsubscribed",
+        "topic":pattern}``; a disconnect by the node raises
+        ``HeraldError("kicked")`` (not retried).
 
         Returns the cursor after the last item handled (keep it, e.g. in
         flash, to resume later) once ``count`` messages were handled,
@@ -608,6 +630,8 @@ class Client:
         try:
             conn.request("GET", "/v1/poll?" + "&".join(query), ["Connection: close"] + self._headers())
             status, headers = conn.head()
+            if status == 410:
+                raise _kicked(status, conn.body(headers, 1024))
             if status != 200:
                 self._refusal(status, headers, conn.body(headers, 1024))
             self.stats["connects"] += 1
@@ -623,8 +647,12 @@ class Client:
                     if not stop and state.new(msg["topic"], msg["seq"]):
                         msg["type"] = "message"
                         state.handled += 1
-                        stop = handler(msg) is False or (count is not None and state.handled >= count)
+                        stop = handler(_payload(msg)) is False or (count is not None and state.handled >= count)
             rest = scanner.rest()
+            for p in rest.get("unsubscribed") or ():
+                if p in patterns:
+                    patterns.remove(p)
+                    stop = handler({"type": "unsubscribed", "topic": p}) is False or stop
             for gap in rest.get("gaps") or ():
                 # Gaps come after the messages; each lies before the
                 # answer's messages of its topic. After a stop, only those
@@ -653,7 +681,10 @@ class Client:
 
         Returns ``{pattern: seq or cursor}`` to resume from, once ``count``
         messages were handled, ``run_for`` seconds passed, or ``handler``
-        returned ``False``.
+        returned ``False``. Binary messages arrive with ``data`` as
+        ``bytes``. A pattern the node ended (admin API) is reported as
+        ``{"type":"unsubscribed","topic":pattern}`` and not subscribed again;
+        a disconnect by the node (close 4004) raises ``HeraldError("kicked")``.
         """
         if isinstance(patterns, str):
             patterns = [patterns]
@@ -666,27 +697,30 @@ class Client:
         while True:
             try:
                 if self._listen_once(subs, handler, count, run_for, t0, ping_every, idle, handled):
-                    return dict((s.pattern, s.position()) for s in subs)
+                    return dict((s.pattern, s.position()) for s in subs if not s.gone)
                 failures = 0
             except _Unavailable as e:
                 self._next_node(failures, e.after)
                 failures += 1
             except OSError as e:
                 code = e.args[0] if e.args else 0
+                if code == 4004:
+                    raise _kicked(0, b"")
                 # 1012: the node is draining; 1001: going away.
                 self._next_node(failures, 1.0 if code in (1001, 1012) else None)
                 failures += 1
             if run_for is not None and _since(t0) >= run_for * 1000:
-                return dict((s.pattern, s.position()) for s in subs)
+                return dict((s.pattern, s.position()) for s in subs if not s.gone)
 
     def _listen_once(self, subs, handler, count, run_for, t0, ping_every, idle, handled):
         conn = _Conn(self._url(), self.timeout)
         ws = None
         try:
             key = b2a_base64(_random_bytes(16)).strip()
+            # Binary messages as base64 text frames: one decoder for all.
             conn.request(
                 "GET",
-                "/v1/ws",
+                "/v1/ws?binary=base64",
                 ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Key: " + key.decode(), "Sec-WebSocket-Version: 13"]
                 + self._headers(),
             )
@@ -697,7 +731,8 @@ class Client:
                 raise HeraldError("bad_response", "wrong Sec-WebSocket-Accept")
             ws = _WebSocket(conn, self.max_message)
             for i, s in enumerate(subs):
-                ws.send_text(s.op(i))
+                if not s.gone:
+                    ws.send_text(s.op(i))
             self.stats["connects"] += 1
             last_ping = last_frame = _ms()
             while True:
@@ -719,15 +754,22 @@ class Client:
                 if kind == "message" or kind == "gap":
                     new = False
                     for s in subs:
-                        if matches(s.pattern, frame["topic"]):
+                        if not s.gone and matches(s.pattern, frame["topic"]):
                             new = s.take(frame) or new
                     if new:
                         if kind == "message":
                             handled[0] += 1
+                            _payload(frame)
                         if handler(frame) is False or (count is not None and handled[0] >= count):
                             return True
                 elif kind == "subscribed":
                     subs[int(frame["id"])].started(frame.get("cursor"))
+                elif kind == "unsubscribed" and "id" not in frame:
+                    # The admin API ended it: not subscribed again.
+                    for s in subs:
+                        s.gone = s.gone or s.pattern == frame["topic"]
+                    if handler(frame) is False:
+                        return True
                 elif kind == "pong":
                     if frame.get("floor"):
                         for s in subs:
@@ -799,6 +841,7 @@ class _WsSub:
     def __init__(self, pattern, start):
         self.pattern = pattern
         self.concrete = _concrete(pattern)
+        self.gone = False  # ended by the node (admin API)
         self.floor = None
         self.seen = {}
         if isinstance(start, int):
