@@ -15,6 +15,7 @@ Runs on CPython too (for tests of the logic); the tests run it on the real
 MicroPython interpreter.
 """
 
+import gc
 import json
 import socket
 import time
@@ -315,12 +316,6 @@ def _payload(msg):
     return msg
 
 
-def _kicked(status, body):
-    """The node disconnected this client (admin API): close 4004 or a
-    long-poll 410. Never retried: the caller decides."""
-    return HeraldError("kicked", _error_of(status, body)[1] if body else "disconnected by the server")
-
-
 def _error_of(status, body):
     try:
         err = json.loads(body)["error"]
@@ -533,6 +528,8 @@ class Client:
         return ["Authorization: Bearer " + self.token] if self.token else []
 
     def _refusal(self, status, headers, body):
+        # 410 `kicked` (long-poll; WebSocket close 4004): the node disconnected
+        # this client (admin API), a HeraldError: never retried.
         code, message = _error_of(status, body)
         if status in (503, 429):
             after = headers.get("retry-after", "1")
@@ -546,19 +543,21 @@ class Client:
         sent raw as a binary message) to ``topic``; returns its seq once
         durable. Retries (other nodes too) reuse one idempotency key, so the
         message is stored once."""
-        raw = isinstance(data, (bytes, bytearray))
-        body = bytes(data) if raw else json.dumps(data).encode()
+        kind = "json"
+        if isinstance(data, (bytes, bytearray)):
+            kind = "octet-stream"
+        else:
+            data = json.dumps(data).encode()
         key = key or "mp-" + "".join("%02x" % b for b in _random_bytes(12))
         path = "/v1/topics/%s/messages" % _quote(topic)
-        kind = "application/octet-stream" if raw else "application/json"
-        headers = ["Content-Type: " + kind, "Idempotency-Key: " + key, "Connection: close"]
+        headers = ["Content-Type: application/" + kind, "Idempotency-Key: " + key, "Connection: close"]
         headers += self._headers()
         failure = None
         for attempt in range(tries):
             conn = None
             try:
                 conn = _Conn(self._url(), self.timeout)
-                conn.request("POST", path, headers, body)
+                conn.request("POST", path, headers, data)
                 status, h = conn.head()
                 answer = conn.body(h, 1024)
                 if status == 200:
@@ -630,8 +629,6 @@ class Client:
         try:
             conn.request("GET", "/v1/poll?" + "&".join(query), ["Connection: close"] + self._headers())
             status, headers = conn.head()
-            if status == 410:
-                raise _kicked(status, conn.body(headers, 1024))
             if status != 200:
                 self._refusal(status, headers, conn.body(headers, 1024))
             self.stats["connects"] += 1
@@ -697,7 +694,7 @@ class Client:
         while True:
             try:
                 if self._listen_once(subs, handler, count, run_for, t0, ping_every, idle, handled):
-                    return dict((s.pattern, s.position()) for s in subs if not s.gone)
+                    return dict((s.pattern, s.position()) for s in subs)
                 failures = 0
             except _Unavailable as e:
                 self._next_node(failures, e.after)
@@ -705,14 +702,17 @@ class Client:
             except OSError as e:
                 code = e.args[0] if e.args else 0
                 if code == 4004:
-                    raise _kicked(0, b"")
+                    raise HeraldError("kicked", "disconnected by the server")
                 # 1012: the node is draining; 1001: going away.
                 self._next_node(failures, 1.0 if code in (1001, 1012) else None)
                 failures += 1
             if run_for is not None and _since(t0) >= run_for * 1000:
-                return dict((s.pattern, s.position()) for s in subs if not s.gone)
+                return dict((s.pattern, s.position()) for s in subs)
 
     def _listen_once(self, subs, handler, count, run_for, t0, ping_every, idle, handled):
+        # A reconnect needs a few contiguous KiB (the handshake's SHA-1, the
+        # socket buffers): collect first, so a fragmented heap still has them.
+        gc.collect()
         conn = _Conn(self._url(), self.timeout)
         ws = None
         try:
@@ -730,9 +730,8 @@ class Client:
             if headers.get("sec-websocket-accept", "").encode() != accept_key(key):
                 raise HeraldError("bad_response", "wrong Sec-WebSocket-Accept")
             ws = _WebSocket(conn, self.max_message)
-            for i, s in enumerate(subs):
-                if not s.gone:
-                    ws.send_text(s.op(i))
+            for s in subs:
+                ws.send_text(s.op())
             self.stats["connects"] += 1
             last_ping = last_frame = _ms()
             while True:
@@ -754,7 +753,7 @@ class Client:
                 if kind == "message" or kind == "gap":
                     new = False
                     for s in subs:
-                        if not s.gone and matches(s.pattern, frame["topic"]):
+                        if matches(s.pattern, frame["topic"]):
                             new = s.take(frame) or new
                     if new:
                         if kind == "message":
@@ -762,14 +761,18 @@ class Client:
                             _payload(frame)
                         if handler(frame) is False or (count is not None and handled[0] >= count):
                             return True
-                elif kind == "subscribed":
-                    subs[int(frame["id"])].started(frame.get("cursor"))
-                elif kind == "unsubscribed" and "id" not in frame:
-                    # The admin API ended it: not subscribed again.
+                elif kind in ("subscribed", "unsubscribed"):
+                    # Ids are the patterns; an `unsubscribed` without one is
+                    # the admin API ending it: not subscribed again.
                     for s in subs:
-                        s.gone = s.gone or s.pattern == frame["topic"]
-                    if handler(frame) is False:
-                        return True
+                        if s.pattern == frame.get("id", frame["topic"]):
+                            if kind == "subscribed":
+                                s.started(frame.get("cursor"))
+                            else:
+                                subs.remove(s)
+                                if handler(frame) is False:
+                                    return True
+                            break
                 elif kind == "pong":
                     if frame.get("floor"):
                         for s in subs:
@@ -841,7 +844,6 @@ class _WsSub:
     def __init__(self, pattern, start):
         self.pattern = pattern
         self.concrete = _concrete(pattern)
-        self.gone = False  # ended by the node (admin API)
         self.floor = None
         self.seen = {}
         if isinstance(start, int):
@@ -852,8 +854,8 @@ class _WsSub:
             for t in pos:
                 self.seen[t] = (pos[t], 0)
 
-    def op(self, i):
-        op = {"op": "subscribe", "id": str(i), "topic": self.pattern}
+    def op(self):
+        op = {"op": "subscribe", "id": self.pattern, "topic": self.pattern}
         if self.floor is not None:
             if self.concrete and self.pattern in self.seen:
                 op["since"] = self.seen[self.pattern][0]

@@ -8,7 +8,8 @@
 #   micropython mpy_driver.py CLIENT_DIR poll URLS PATTERN CURSOR|- COUNT
 #   micropython mpy_driver.py CLIENT_DIR listen URLS PATTERNS SINCE_JSON|- COUNT RUN_FOR PING_EVERY|- MAX_MESSAGE
 #
-# URLS and PATTERNS are comma-separated. A publish argument ``hex:HEX``
+# URLS and PATTERNS are comma-separated. A publish argument ``hex:HEX`` or
+# ``file:PATH`` (arguments over ~250 bytes crash the unix port at start)
 # publishes those bytes raw; binary data handled is printed as {"hex": ..}.
 import gc
 import json
@@ -39,7 +40,13 @@ try:
     if cmd == "publish":
         c = herald.Client(urls, timeout=5, backoff=(0.2, 1.0))
         for text in sys.argv[5:]:
-            data = unhexlify(text[4:]) if text.startswith("hex:") else json.loads(text)
+            if text.startswith("hex:"):
+                data = unhexlify(text[4:])
+            elif text.startswith("file:"):
+                with open(text[5:], "rb") as f:
+                    data = f.read()
+            else:
+                data = json.loads(text)
             show({"seq": c.publish(sys.argv[4], data)})
         result = None
     elif cmd == "poll":
