@@ -102,7 +102,10 @@ async fn binary_round_trips_across_a_cluster() {
         let reader = client(nodes[1].url(), transport);
         let writer = client(nodes[0].url(), Transport::Ws);
         let topic = format!("binc.{transport}.x");
-        let mut sub = reader.subscribe("binc.*.x", Start::Live).await.unwrap();
+        let mut sub = reader
+            .subscribe(&format!("binc.{transport}.*"), Start::Live)
+            .await
+            .unwrap();
         let sent = payloads();
         for p in &sent {
             writer.publish_bytes(&topic, p.clone()).await.unwrap();
