@@ -315,6 +315,11 @@ async fn malformed_binary_frames_get_bad_request_and_the_connection_stays() {
         (400, &json!("bad_request"))
     );
     assert_eq!(full_history(&node, "a.b").await.0.len(), 1);
+    // An unknown `binary` mode is refused before the upgrade.
+    match tokio_tungstenite::connect_async(node.ws_url("/v1/ws?binary=hex")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 400),
+        other => panic!("?binary=hex: {other:?}"),
+    }
 }
 
 /// Key flag set, key bytes not UTF-8 (after a readable id "k").
