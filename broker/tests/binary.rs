@@ -449,6 +449,14 @@ async fn binary_crosses_a_cluster_byte_exact() {
     let mut expected = Expected::new();
     // Several topics, so both nodes own some: local and forwarded publishes.
     let topics: Vec<String> = (0..6).map(|i| format!("cl.t{i}")).collect();
+    let owners: Vec<&str> = topics
+        .iter()
+        .map(|t| herald_core::owner::owner(["n1", "n2"], t).unwrap())
+        .collect();
+    assert!(
+        owners.contains(&"n1") && owners.contains(&"n2"),
+        "{owners:?}"
+    );
     for (t, topic) in topics.iter().enumerate() {
         for (i, p) in payloads().iter().enumerate() {
             let ack = match i % 3 {
