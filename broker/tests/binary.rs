@@ -315,6 +315,11 @@ async fn malformed_binary_frames_get_bad_request_and_the_connection_stays() {
         (400, &json!("bad_request"))
     );
     assert_eq!(full_history(&node, "a.b").await.0.len(), 1);
+    // An unknown `binary` mode is refused before the upgrade.
+    match tokio_tungstenite::connect_async(node.ws_url("/v1/ws?binary=hex")).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(res)) => assert_eq!(res.status(), 400),
+        other => panic!("?binary=hex: {other:?}"),
+    }
 }
 
 /// Key flag set, key bytes not UTF-8 (after a readable id "k").
@@ -444,6 +449,14 @@ async fn binary_crosses_a_cluster_byte_exact() {
     let mut expected = Expected::new();
     // Several topics, so both nodes own some: local and forwarded publishes.
     let topics: Vec<String> = (0..6).map(|i| format!("cl.t{i}")).collect();
+    let owners: Vec<&str> = topics
+        .iter()
+        .map(|t| herald_core::owner::owner(["n1", "n2"], t).unwrap())
+        .collect();
+    assert!(
+        owners.contains(&"n1") && owners.contains(&"n2"),
+        "{owners:?}"
+    );
     for (t, topic) in topics.iter().enumerate() {
         for (i, p) in payloads().iter().enumerate() {
             let ack = match i % 3 {

@@ -110,6 +110,35 @@ async fn every_subscriber_on_every_node_gets_the_same_sequence() {
         let (_, hist) = get_json(node, "/v1/topics/c.idem/messages").await;
         assert_eq!(hist["last_seq"], 1, "{hist}");
     }
+    // Repeats racing the first publish, through every node at once (some
+    // reach the owner while the first still waits for its replicas): one
+    // seq, and every answer is the first publish's.
+    let mut racing = Vec::new();
+    for round in 0..30 {
+        let url = nodes[round % 3].url("/v1/topics/c.race/messages");
+        racing.push(tokio::spawn(async move {
+            let res = http()
+                .post(url)
+                .header("Idempotency-Key", "race-1")
+                .json(&json!("once"))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(res.status(), 200);
+            res.json::<Value>().await.unwrap()
+        }));
+    }
+    let mut answers = Vec::new();
+    for r in racing {
+        answers.push(r.await.unwrap());
+    }
+    assert!(answers.iter().all(|a| a == &answers[0]), "{answers:?}");
+    assert_eq!(answers[0]["seq"], 1, "{answers:?}");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for node in &nodes {
+        let (_, hist) = get_json(node, "/v1/topics/c.race/messages").await;
+        assert_eq!(hist["last_seq"], 1, "{hist}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -213,6 +213,9 @@ async fn stored_messages_past_the_limit_are_read_or_refused_loudly() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("data");
+    // A data dir a real node made (format marker, acknowledged-heads
+    // journal), then messages written past the limits behind its back.
+    assert!(Node::start_in(&dir, &[]).sigterm().success());
     {
         let log = SledLog::open(
             &dir,

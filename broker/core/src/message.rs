@@ -47,15 +47,6 @@ impl Payload {
     pub fn is_binary(&self) -> bool {
         matches!(self, Payload::Binary(_))
     }
-
-    /// The `data` value as JSON text: compact JSON as is, raw bytes as a
-    /// standard base64 string (with padding).
-    pub fn data_json(&self) -> String {
-        match self {
-            Payload::Json(s) => s.clone(),
-            Payload::Binary(b) => format!("\"{}\"", STANDARD.encode(b)),
-        }
-    }
 }
 
 /// Fixed cost counted per queued message on top of its envelope, so a queue

@@ -3,7 +3,6 @@
 
 use std::sync::Arc;
 
-use base64::{engine::general_purpose::STANDARD, Engine as _};
 use futures_util::StreamExt;
 use tokio::sync::oneshot;
 
@@ -17,8 +16,7 @@ use super::{
 };
 use crate::{
     engine::{PublishError, PublishItem, Published},
-    hub::{Payload, Topic},
-    json,
+    hub::Topic,
     log::LogEntry,
 };
 
@@ -87,20 +85,12 @@ async fn serve_forward(shared: &Shared, payload: &[u8]) -> ForwardReply {
         return error("unavailable", "malformed forward".into());
     };
     let mut items = Vec::with_capacity(forward.items.len());
-    for item in forward.items {
+    for mut item in forward.items {
         let Ok(topic) = Topic::parse(&item.topic) else {
             return error("unavailable", "invalid topic in forward".into());
         };
-        let data = match item.enc.as_deref() {
-            None => Payload::Json(json::compact(item.data.get()).into_owned()),
-            Some("base64") => match serde_json::from_str::<String>(item.data.get())
-                .ok()
-                .and_then(|b64| STANDARD.decode(b64).ok())
-            {
-                Some(raw) => Payload::Binary(raw.into()),
-                None => return error("unavailable", "malformed binary forward".into()),
-            },
-            Some(_) => return error("unavailable", "unknown encoding in forward".into()),
+        let Some(data) = item.payload() else {
+            return error("unavailable", "malformed forward item".into());
         };
         items.push(PublishItem {
             topic,

@@ -21,14 +21,17 @@
 
 use std::{cmp::Ordering, sync::Arc};
 
+use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::{
+    engine::PublishItem,
     hub::{
         control::{Order, Target},
-        Message, Pattern, Topic,
+        Message, Pattern, Payload, Topic,
     },
+    json,
     log::LogEntry,
 };
 
@@ -161,18 +164,53 @@ pub struct Ack {
 pub struct ForwardItem {
     /// Topic.
     pub topic: String,
-    /// Compact JSON data; with `enc` `"base64"`, a base64 string of raw
-    /// bytes.
-    pub data: Box<RawValue>,
-    /// `"base64"` for a binary payload.
+    /// Compact JSON data (absent for a binary payload).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub enc: Option<String>,
+    pub data: Option<Box<RawValue>>,
+    /// A binary payload in base64. A node that predates binary payloads
+    /// requires `data`, so it refuses such a forward as malformed instead
+    /// of storing the base64 text as a JSON string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bin: Option<String>,
     /// Idempotency key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// W3C trace context the message carries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tp: Option<String>,
+}
+
+impl ForwardItem {
+    /// The wire form of a publish.
+    pub fn new(item: &PublishItem) -> Self {
+        let (data, bin) = match &item.data {
+            Payload::Json(data) => (
+                Some(RawValue::from_string(data.clone()).expect("data is JSON")),
+                None,
+            ),
+            Payload::Binary(raw) => (None, Some(STANDARD.encode(raw))),
+        };
+        ForwardItem {
+            topic: item.topic.as_str().to_string(),
+            data,
+            bin,
+            key: item.idempotency_key.clone(),
+            tp: item.traceparent.clone(),
+        }
+    }
+
+    /// Takes the payload out (`None` if the item has neither or both
+    /// forms, or bad base64). `item.key` and `item.tp` are left.
+    pub fn payload(&mut self) -> Option<Payload> {
+        match (self.data.take(), self.bin.take()) {
+            (Some(data), None) => Some(Payload::Json(json::compact(data.get()).into_owned())),
+            (None, Some(bin)) => STANDARD
+                .decode(bin)
+                .ok()
+                .map(|raw| Payload::Binary(raw.into())),
+            _ => None,
+        }
+    }
 }
 
 /// A publish sent to the topic's owner.
@@ -358,5 +396,26 @@ mod tests {
         assert_eq!(back.message.envelope(), m.envelope());
         assert_eq!((back.message.seq, back.message.ts), (3, 99));
         assert_eq!(back.idempotency, Some(("k".into(), 5)));
+    }
+
+    #[test]
+    fn forwards_carry_both_payload_kinds() {
+        for data in [
+            Payload::Json(r#"{"x":1}"#.into()),
+            Payload::Binary(vec![0, 0xff, 0xc3, 0x28].into()),
+        ] {
+            let item = PublishItem {
+                topic: Topic::parse("a.b").unwrap(),
+                data: data.clone(),
+                idempotency_key: None,
+                traceparent: None,
+            };
+            let text = serde_json::to_string(&ForwardItem::new(&item)).unwrap();
+            // A node without binary support requires `data`: it refuses a
+            // binary forward rather than storing base64 as a JSON string.
+            assert_eq!(text.contains(r#""data":"#), !data.is_binary(), "{text}");
+            let mut back: ForwardItem = serde_json::from_str(&text).unwrap();
+            assert_eq!(back.payload(), Some(data));
+        }
     }
 }

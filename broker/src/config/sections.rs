@@ -100,6 +100,14 @@ impl Limits {
     pub fn max_frame_bytes(&self) -> usize {
         self.max_payload_bytes.div_ceil(3).saturating_mul(4) + 4096
     }
+
+    /// Largest batch body: 16 payloads with room for their fields, and at
+    /// least 1 MiB.
+    pub fn max_batch_bytes(&self) -> usize {
+        (self.max_payload_bytes + 4096)
+            .saturating_mul(16)
+            .max(1 << 20)
+    }
 }
 
 /// Timers of the streaming transports.

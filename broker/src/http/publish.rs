@@ -212,7 +212,7 @@ pub async fn publish_batch(
 ) -> Result<HttpResponse, ApiError> {
     let identity = state.identify(&req)?;
     let limits = &state.config.limits;
-    let body_limit = limits.max_frame_bytes().saturating_mul(16).max(1 << 20);
+    let body_limit = limits.max_batch_bytes();
     let key = idempotency_header(&req)?;
     let body = read_body(&req, body, body_limit).await?;
     let raw: Vec<BatchItem> = serde_json::from_slice(&body).map_err(|e| {

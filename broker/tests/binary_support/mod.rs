@@ -114,7 +114,7 @@ pub async fn next_frame(ws: &mut Ws, limit: Duration) -> Option<Frame> {
                     serde_json::from_str(&text).expect("text frames are JSON"),
                 ))
             }
-            WsMessage::Binary(data) => return Some(Frame::Binary(data.to_vec())),
+            WsMessage::Binary(data) => return Some(Frame::Binary(data)),
             WsMessage::Close(frame) => panic!("closed unexpectedly: {frame:?}"),
             _ => continue,
         }
@@ -124,7 +124,7 @@ pub async fn next_frame(ws: &mut Ws, limit: Duration) -> Option<Frame> {
 /// Sends a binary frame.
 pub async fn send_binary(ws: &mut Ws, frame: Vec<u8>) {
     ws.stream
-        .send(WsMessage::Binary(frame.into()))
+        .send(WsMessage::Binary(frame))
         .await
         .expect("send");
 }

@@ -35,8 +35,11 @@ use super::{
     Shared,
 };
 use crate::{
-    engine::{PublishError, PublishItem, Published},
-    hub::{InFlight, Message, Topic},
+    engine::{
+        sequencer::assign::{InFlightKeys, Stamp},
+        PublishError, PublishItem, Published,
+    },
+    hub::{InFlight, Topic},
     log::LogEntry,
 };
 
@@ -103,6 +106,7 @@ fn fail(request: &RequestRef, error: OwnerError) {
 /// Messages of one topic sequenced together, waiting for replicas.
 struct Part {
     entries: Vec<LogEntry>,
+    first_seq: u64,
     last_seq: u64,
     /// `(request, index in the request, result)` to fill once applied.
     waiters: Vec<(RequestRef, usize, Published)>,
@@ -117,8 +121,8 @@ struct Owned {
     term: Term,
     next_seq: u64,
     pending: VecDeque<Part>,
-    /// Idempotency keys of pending parts: key → seq.
-    pending_keys: HashMap<String, u64>,
+    /// Idempotency keys sequenced here and not yet in the local log.
+    in_flight: InFlightKeys,
 }
 
 enum Slot {
@@ -280,7 +284,7 @@ impl Owner {
                         term,
                         next_seq: head + 1,
                         pending: VecDeque::new(),
-                        pending_keys: HashMap::new(),
+                        in_flight: InFlightKeys::new(),
                     }),
                 );
                 // Re-enter: parked publishes may need other topics claimed.
@@ -313,7 +317,7 @@ impl Owner {
     ) {
         let hub = self.shared.hub.clone();
         let (mut ticket, now) = hub.begin_batch_now();
-        let expires_at = now + self.shared.idempotency_window.as_millis() as u64;
+        let stamp = Stamp::new(now, self.shared.idempotency_window);
 
         let request: RequestRef = Arc::new(Mutex::new(Request {
             reply: Some(reply),
@@ -326,75 +330,44 @@ impl Owner {
             let Some(Slot::Owned(owned)) = self.slots.get_mut(&item.topic) else {
                 unreachable!("assign is only called with every topic owned")
             };
-            if let Some(key) = &item.idempotency_key {
-                if let Some(&seq) = owned.pending_keys.get(key) {
-                    // The first publish with this key is still in flight:
-                    // answer this one when that one is applied.
-                    let published = Published {
-                        topic: item.topic.clone(),
-                        seq,
-                        ts: now,
-                        duplicate: true,
-                    };
+            match stamp.earlier(&item, &owned.in_flight, self.shared.log.as_ref()) {
+                Ok(Some(published)) => {
+                    // The first publish with this key may still wait for its
+                    // replicas: answer this one when that one is applied.
+                    let seq = published.seq;
                     if let Some(part) = owned
                         .pending
                         .iter_mut()
-                        .find(|p| p.entries.iter().any(|e| e.message.seq == seq))
+                        .find(|p| p.first_seq <= seq && seq <= p.last_seq)
                     {
                         part.waiters.push((request.clone(), index, published));
-                        continue;
-                    }
-                    if let Some(part) = parts.get_mut(&item.topic) {
+                    } else if let Some(part) = parts
+                        .get_mut(&item.topic)
+                        .filter(|p| p.first_seq <= seq && seq <= p.last_seq)
+                    {
                         part.waiters.push((request.clone(), index, published));
-                        continue;
+                    } else {
+                        // Stored, or confirmed by its replicas and being
+                        // applied here.
+                        immediate.push((index, published));
                     }
+                    continue;
                 }
-                match self.shared.log.idempotency(&item.topic, key) {
-                    Ok(Some(r)) if r.expires_at >= now => {
-                        immediate.push((
-                            index,
-                            Published {
-                                topic: item.topic.clone(),
-                                seq: r.seq,
-                                ts: r.ts,
-                                duplicate: true,
-                            },
-                        ));
-                        continue;
-                    }
-                    Ok(_) => {}
-                    Err(e) => {
-                        fail(
-                            &request,
-                            OwnerError::Unavailable(format!("storage read failed: {e}")),
-                        );
-                        return;
-                    }
+                Ok(None) => {}
+                Err(e) => {
+                    fail(
+                        &request,
+                        OwnerError::Unavailable(format!("storage read failed: {e}")),
+                    );
+                    return;
                 }
             }
             let seq = owned.next_seq;
             owned.next_seq += 1;
-            if let Some(key) = &item.idempotency_key {
-                owned.pending_keys.insert(key.clone(), seq);
-            }
-            let entry = LogEntry {
-                message: Message::with_payload(
-                    item.topic.clone(),
-                    seq,
-                    now,
-                    &item.data,
-                    item.traceparent.as_deref(),
-                ),
-                idempotency: item.idempotency_key.map(|k| (k, expires_at)),
-            };
-            let published = Published {
-                topic: item.topic.clone(),
-                seq,
-                ts: now,
-                duplicate: false,
-            };
+            let (entry, published) = stamp.sequence(&item, seq, &mut owned.in_flight);
             let part = parts.entry(item.topic.clone()).or_insert_with(|| Part {
                 entries: Vec::new(),
+                first_seq: seq,
                 last_seq: 0,
                 waiters: Vec::new(),
                 since: Instant::now(),

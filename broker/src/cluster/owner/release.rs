@@ -30,6 +30,13 @@ impl Owner {
         let mut stuck = Vec::new();
         for (topic, slot) in &mut self.slots {
             let Slot::Owned(owned) = slot else { continue };
+            // A key leaves the in-flight table once its message is in the
+            // local log, where the next repeat finds it; until then a repeat
+            // is answered from here, never given a second seq.
+            if !owned.in_flight.is_empty() {
+                let stored = self.shared.hub.head(topic).last_seq;
+                owned.in_flight.retain(|_, p| p.seq > stored);
+            }
             for part in owned.pending.iter_mut() {
                 if !part.answered && part.since.elapsed() > limit {
                     part.answered = true;

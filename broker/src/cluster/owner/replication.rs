@@ -114,13 +114,7 @@ impl Owner {
                 if confirmed < required {
                     break;
                 }
-                let part = owned.pending.pop_front().expect("front exists");
-                for e in &part.entries {
-                    if let Some((key, _)) = &e.idempotency {
-                        owned.pending_keys.remove(key);
-                    }
-                }
-                ready.push(part);
+                ready.push(owned.pending.pop_front().expect("front exists"));
             }
         }
         if !ready.is_empty() {

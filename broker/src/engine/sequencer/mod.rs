@@ -36,6 +36,7 @@ use std::{
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 
+pub(crate) mod assign;
 mod mark;
 mod writer;
 

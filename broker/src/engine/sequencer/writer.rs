@@ -13,12 +13,13 @@ use std::{
 use tokio::sync::mpsc;
 
 use super::{
+    assign::{InFlightKeys, Stamp},
     Applied, ApplyReply, Command, Committed, Durability, Origin, PublishReply, Reply,
     SequencerOptions, MAX_BATCH_ITEMS,
 };
 use crate::{
-    engine::{PublishError, PublishItem, Published},
-    hub::{Hub, InFlight, Message, Topic, TopicHead},
+    engine::{PublishError, PublishItem},
+    hub::{Hub, InFlight, Topic, TopicHead},
     log::{LogEntry, LogError, MessageLog},
 };
 
@@ -97,61 +98,33 @@ impl Writer {
         // The batch's ts and its in-flight registration are taken together,
         // so no cursor floor can pass these messages before they dispatch.
         let (ticket, now) = self.hub.begin_batch_now();
-        let expires_at = now + self.options.idempotency_window.as_millis() as u64;
+        let stamp = Stamp::new(now, self.options.idempotency_window);
         let mut pass = Pass {
             entries: Vec::new(),
             replies: Vec::new(),
             undo: HashMap::new(),
             ticket: Some(ticket),
         };
-        let mut fresh_keys: HashMap<(Topic, String), Published> = HashMap::new();
+        let mut in_flight = InFlightKeys::new();
         let mut outcomes = Vec::with_capacity(commands.len());
         for (items, _) in &commands {
             let mut published = Vec::with_capacity(items.len());
             for item in items {
-                if let Some(key) = &item.idempotency_key {
-                    match self.remembered(&fresh_keys, &item.topic, key, now) {
-                        Ok(Some(p)) => {
-                            published.push(p);
-                            continue;
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            return Some(self.storage_failed(pass, commands, e, Origin::Local))
-                        }
+                match stamp.earlier(item, &in_flight, self.log.as_ref()) {
+                    Ok(Some(p)) => {
+                        published.push(p);
+                        continue;
                     }
+                    Ok(None) => {}
+                    Err(e) => return Some(self.storage_failed(pass, commands, e, Origin::Local)),
                 }
                 let head = self.heads.entry(item.topic.clone()).or_default();
                 pass.undo.entry(item.topic.clone()).or_insert(*head);
                 head.last_seq += 1;
                 head.last_ts = now;
-                let message = Message::with_payload(
-                    item.topic.clone(),
-                    head.last_seq,
-                    now,
-                    &item.data,
-                    item.traceparent.as_deref(),
-                );
-                let p = Published {
-                    topic: item.topic.clone(),
-                    seq: message.seq,
-                    ts: message.ts,
-                    duplicate: false,
-                };
-                if let Some(key) = &item.idempotency_key {
-                    fresh_keys.insert(
-                        (item.topic.clone(), key.clone()),
-                        Published {
-                            duplicate: true,
-                            ..p.clone()
-                        },
-                    );
-                }
+                let (entry, p) = stamp.sequence(item, head.last_seq, &mut in_flight);
                 published.push(p);
-                pass.entries.push(LogEntry {
-                    message,
-                    idempotency: item.idempotency_key.clone().map(|k| (k, expires_at)),
-                });
+                pass.entries.push(entry);
             }
             outcomes.push(published);
         }
@@ -268,29 +241,6 @@ impl Writer {
             replies: pass.replies,
             ticket: Some(ticket),
         }
-    }
-
-    /// The earlier publish for `key`, if still within the dedup window.
-    fn remembered(
-        &self,
-        fresh: &HashMap<(Topic, String), Published>,
-        topic: &Topic,
-        key: &str,
-        now: u64,
-    ) -> Result<Option<Published>, LogError> {
-        if let Some(p) = fresh.get(&(topic.clone(), key.to_string())) {
-            return Ok(Some(p.clone()));
-        }
-        Ok(self
-            .log
-            .idempotency(topic, key)?
-            .filter(|r| r.expires_at >= now)
-            .map(|r| Published {
-                topic: topic.clone(),
-                seq: r.seq,
-                ts: r.ts,
-                duplicate: true,
-            }))
     }
 
     fn storage_failed(

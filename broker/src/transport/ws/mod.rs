@@ -78,11 +78,11 @@ pub async fn upgrade(
     req: HttpRequest,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let binary_as_base64 = binary_as_base64(&req)?;
     state.admit_subscriber()?;
     // Refused before upgrading: a browser sees the 401 as a failed handshake.
     let identity = state.identify(&req)?;
     let tracker = ConnectionTracker::admit(&state, Transport::Ws, &req)?;
+    let binary_as_base64 = binary_as_base64(&req)?;
     let (slot, response) = handshake(&req)?;
     let state = state.into_inner();
     let mut session = Session::new(&state, identity, tracker);
