@@ -8,7 +8,7 @@
 mod binary_support;
 mod common;
 
-use std::collections::BTreeMap;
+use std::{collections::BTreeMap, time::Duration};
 
 use base64::{engine::general_purpose::STANDARD, Engine as _};
 use binary_support::*;
@@ -491,4 +491,58 @@ async fn binary_crosses_a_cluster_byte_exact() {
         }
         check_envelopes("cluster history", &history, &expected);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_publishes_obey_grants() {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    const SECRET: &str = "binary-secret-0123456789abcdef";
+    let node = Node::start(&["--jwt-secret", SECRET]);
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let claims = json!({"sub":"bob","exp":exp,"subscribe":["files.*"],"publish":["files.a"]});
+    let token = encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap();
+    let mut ws = Ws::connect(&node.ws_url(&format!("/v1/ws?token={token}"))).await;
+    subscribe(&mut ws, "files.*").await;
+    let refused = ws_publish(&mut ws, "files.b", "no", &[0xff]).await;
+    assert_eq!(
+        (refused["type"].as_str(), refused["code"].as_str()),
+        (Some("error"), Some("forbidden"))
+    );
+    // The delivery and the ack may come in either order.
+    send_binary(
+        &mut ws,
+        publish_frame("files.a", Some("yes"), None, None, &[0xc3, 0x28]),
+    )
+    .await;
+    let (mut ack, mut delivery) = (None, None);
+    while ack.is_none() || delivery.is_none() {
+        match next_frame(&mut ws, TIMEOUT)
+            .await
+            .expect("ack and delivery")
+        {
+            Frame::Text(v) => ack = Some(v),
+            Frame::Binary(b) => delivery = Some(parse_delivery(&b)),
+        }
+    }
+    assert_eq!(ack.unwrap()["type"], "ack");
+    let d = delivery.unwrap();
+    assert_eq!(
+        (d.topic.as_str(), &d.payload[..]),
+        ("files.a", &[0xc3, 0x28][..])
+    );
+    // REST without credentials: 401, nothing stored.
+    let (status, _) = rest_publish(&node, "files.a", &[1], None).await;
+    assert_eq!(status, 401);
+    assert!(next_frame(&mut ws, Duration::from_millis(300))
+        .await
+        .is_none());
 }
