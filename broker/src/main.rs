@@ -5,7 +5,7 @@ mod cli;
 use std::net::TcpListener;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use herald::config::ServeArgs;
 
 // sled frees old versions of its tree nodes on its own threads; with glibc's
@@ -45,7 +45,10 @@ enum Command {
 }
 
 fn main() {
-    let cli = Cli::parse();
+    let matches = Cli::command()
+        .mut_subcommand("serve", ServeArgs::show_defaults)
+        .get_matches();
+    let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
     let result = match cli.command {
         Command::Serve(args) => serve(*args),
         Command::Pub(args) => cli::block_on(cli::publish::run(args)),

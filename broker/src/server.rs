@@ -8,10 +8,7 @@ use crate::{
     auth::Authenticator,
     cluster::{ClusterEngine, ClusterError, LocalParts},
     config::Config,
-    engine::{
-        sequencer::{Output, SequencerOptions},
-        Engine, LocalEngine, Sequencer,
-    },
+    engine::{sequencer::SequencerOptions, Engine, LocalEngine, Sequencer},
     http,
     hub::presence::PollSessions,
     hub::{control::Registry, presence::Presence, Hub},
@@ -25,6 +22,7 @@ use crate::{
     },
     metrics::Metrics,
     state::AppState,
+    stats,
 };
 
 /// Why a node could not start or stopped with an error.
@@ -166,7 +164,6 @@ pub async fn run(
             idempotency_window: config.log.idempotency_window,
             journal: Some(journal.clone()),
         },
-        Output::Dispatch,
     )
     .map_err(|source| ServerError::Io {
         context: "cannot start the sequencer".into(),
@@ -178,6 +175,8 @@ pub async fn run(
         config.presence_overrides(),
     ));
     let control = Arc::new(Registry::default());
+    let collector = Arc::new(stats::Collector::new(node_id.clone(), hub.clone()));
+    let (stats_tx, stats_rx) = stats::channel(&collector);
     let engine: Arc<dyn Engine> = match &config.nats {
         None => Arc::new(LocalEngine::new(sequencer)),
         Some(url) => {
@@ -195,6 +194,7 @@ pub async fn run(
                         presence: presence.clone(),
                         control: control.clone(),
                         accept_damage: config.log.accept_damage,
+                        stats: stats_rx.clone(),
                     },
                 )
                 .await?,
@@ -202,6 +202,7 @@ pub async fn run(
         }
     };
 
+    let sampler = tokio::spawn(stats::run(collector, stats_tx));
     // Held until the node stops; exports only with OpenTelemetry configured.
     let _otel_metrics = crate::telemetry::export_metrics(metrics.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -253,6 +254,7 @@ pub async fn run(
         poll_sessions: Arc::new(PollSessions::new(control.clone())),
         control,
         ws_links: tokio_util::task::TaskTracker::new(),
+        stats: stats_rx,
     });
     let server = http::server(state.clone(), listener, shutdown_timeout).map_err(|source| {
         ServerError::Io {
@@ -293,6 +295,7 @@ pub async fn run(
     let _ = shutdown_tx.send(true);
     engine.shutdown().await;
     trimmer.abort();
+    sampler.abort();
     log.sync()?;
     close_journal(&journal, &state.hub);
     tracing::info!("stopped");

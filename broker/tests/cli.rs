@@ -253,6 +253,40 @@ fn sub_since_replays_then_exits_after_count() {
             .collect();
         assert_eq!(seqs, vec![(2, json!(2)), (3, json!(3))], "{transport}");
     }
+    // On a pattern, --since N starts each matching topic after N.
+    for i in 1..=3 {
+        stdout(&herald(&node, &["pub", "clis.u", &(10 + i).to_string()]));
+    }
+    for transport in ["ws", "sse", "poll"] {
+        let sub = Sub::start(
+            &node,
+            &[
+                "clis.*",
+                "--since",
+                "2",
+                "--count",
+                "2",
+                "--json",
+                "--transport",
+                transport,
+            ],
+        );
+        let mut got: Vec<(String, u64)> = json_lines(&sub.finish())
+            .iter()
+            .map(|v| {
+                (
+                    v["topic"].as_str().unwrap().to_string(),
+                    v["seq"].as_u64().unwrap(),
+                )
+            })
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            [("clis.t".to_string(), 3), ("clis.u".to_string(), 3)],
+            "{transport}"
+        );
+    }
     // Human-readable sub output.
     let sub = Sub::start(&node, &["clis.t", "--since", "2", "--count", "1"]);
     let line = sub.finish();
@@ -452,4 +486,24 @@ async fn sub_waits_for_a_cluster_without_nats_on_several_urls() {
         .collect(),
         "{got:?}"
     );
+}
+
+#[test]
+fn serve_help_shows_the_defaults() {
+    let out = std::process::Command::new(binary())
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let help = String::from_utf8(out.stdout).unwrap();
+    for default in [
+        "[default: 127.0.0.1:8080]",
+        "[default: ./herald-data]",
+        "[default: always]",
+        "[default: 65536]",
+        "[default: 1048576]",
+        "[default: info]",
+    ] {
+        assert!(help.contains(default), "no {default} in:\n{help}");
+    }
 }

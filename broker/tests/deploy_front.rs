@@ -51,6 +51,22 @@ fn haproxy_config_passes_haproxy_check_and_fits_herald() {
             "{name}: {text}"
         );
     }
+    // compose: each node waits for every NATS server to be healthy; the
+    // front door only for the nodes to start (it checks /readyz itself).
+    for i in 1..=3 {
+        let depends = &compose["services"][format!("herald{i}").as_str()]["depends_on"];
+        for nats in ["nats1", "nats2", "nats3"] {
+            assert_eq!(
+                depends[nats]["condition"], "service_healthy",
+                "herald{i} on {nats}: {depends:?}"
+            );
+        }
+        assert_eq!(
+            compose["services"]["haproxy"]["depends_on"][format!("herald{i}").as_str()]
+                ["condition"],
+            "service_started"
+        );
+    }
     // compose: the servers are the herald services on their listen port.
     for i in 1..=3 {
         let config = load(&format!("deploy/herald/n{i}.toml"));

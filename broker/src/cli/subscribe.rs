@@ -13,7 +13,7 @@ use super::{event_line, ConnectArgs};
 pub struct SubArgs {
     /// Topic or pattern (`orders.*`, `orders.>`).
     pub pattern: String,
-    /// Start after this seq (a concrete topic; `0` on a pattern replays everything retained).
+    /// Start after this seq; on a pattern, after this seq on each matching topic (`0`: everything retained).
     #[arg(long, value_name = "N")]
     pub since: Option<u64>,
     /// Transports to use, in order of preference (default: ws,sse,poll).

@@ -145,6 +145,34 @@ pub struct ServeArgs {
 }
 
 impl ServeArgs {
+    /// Adds each flag's built-in default to its help. The flags themselves
+    /// have no clap default, which would hide the file's value (flag > env
+    /// > file > default), so the text is taken from [`Config::default`].
+    pub fn show_defaults(command: clap::Command) -> clap::Command {
+        let d = Config::default();
+        let durability = match d.log.durability {
+            Durability::Always => "always",
+            Durability::Relaxed => "relaxed",
+        };
+        let defaults = [
+            ("listen", d.listen.to_string()),
+            ("data_dir", d.data_dir.display().to_string()),
+            ("nats", "none: a single node".into()),
+            ("allowed_origins", "none: same origin only".into()),
+            ("durability", durability.into()),
+            ("max_payload_bytes", d.limits.max_payload_bytes.to_string()),
+            ("queue_bytes", d.limits.queue_bytes.to_string()),
+            ("workers", d.workers.to_string()),
+            ("log", d.log_filter.clone()),
+        ];
+        defaults.into_iter().fold(command, |command, (id, value)| {
+            command.mut_arg(id, |arg| {
+                let help = arg.get_help().map(ToString::to_string).unwrap_or_default();
+                arg.help(format!("{help} [default: {value}]"))
+            })
+        })
+    }
+
     /// Defaults < file < environment < flags.
     pub fn resolve(&self) -> Result<Config, ConfigError> {
         let mut config = match &self.config {

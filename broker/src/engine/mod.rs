@@ -91,6 +91,12 @@ pub trait Engine: Send + Sync + 'static {
         None
     }
 
+    /// The latest stats sample of each live peer, at most a few seconds
+    /// old, with its age in ms (empty on a single node).
+    fn peer_stats(&self) -> Vec<(crate::stats::NodeStats, u64)> {
+        Vec::new()
+    }
+
     /// Sends an admin order to every other node, which carries it out on
     /// its own clients, and gathers their answers. A single node has no
     /// peers. Fails when the order cannot be sent (not connected to the

@@ -347,8 +347,7 @@ impl Client {
     /// duplicate. Dropping it ends the subscription.
     ///
     /// Fails with the server's error for an invalid pattern, with
-    /// [`Error::InvalidArgument`] for `Start::Since(n > 0)` on a pattern,
-    /// and with [`Error::Unavailable`] if no node could be reached within
+    /// [`Error::InvalidArgument`] for a malformed cursor, and with [`Error::Unavailable`] if no node could be reached within
     /// the connect timeout.
     pub async fn subscribe(&self, pattern: &str, start: Start) -> Result<Subscription, Error> {
         let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);

@@ -102,6 +102,11 @@ pub(crate) struct Progress {
     pattern: String,
     /// The pattern has no wildcard.
     concrete: bool,
+    /// `Start::Since(n)` on a pattern: a topic not received yet starts
+    /// after this seq. A resume cursor cannot say so for topics it does not
+    /// list (the server replays those from their oldest retained message),
+    /// so the client drops what precedes it.
+    after: u64,
 }
 
 /// What [`Progress::accept_message`] made of a message.
@@ -128,19 +133,16 @@ impl Progress {
             last: BTreeMap::new(),
             pattern: pattern.to_string(),
             concrete: is_concrete(pattern),
+            after: 0,
         };
         match start {
             Start::Live => {}
             Start::Since(n) => {
-                if !progress.concrete && *n != 0 {
-                    return Err(Error::InvalidArgument(format!(
-                        "Start::Since({n}) needs a concrete topic; {pattern:?} is a pattern \
-                         (use Start::Since(0) for everything retained, or Start::Cursor)"
-                    )));
-                }
                 progress.floor = Some(0);
                 if progress.concrete {
                     progress.last.insert(pattern.to_string(), *n);
+                } else {
+                    progress.after = *n;
                 }
             }
             Start::Cursor(text) => {
@@ -222,7 +224,7 @@ impl Progress {
                 }
             }
             None => {
-                if self.floor.is_some_and(|f| ts < f) {
+                if self.floor.is_some_and(|f| ts < f) || seq <= self.after {
                     return Accepted::BeforeStart;
                 }
                 self.last.insert(topic.to_string(), seq);
@@ -405,7 +407,13 @@ mod tests {
         assert_eq!(p.cursor().unwrap().encode(), "1~0~a.b~5");
         let p = Progress::new("a.>", &Start::Since(0)).unwrap();
         assert_eq!(p.cursor().unwrap().encode(), "1~0");
-        assert!(Progress::new("a.>", &Start::Since(3)).is_err());
+        // On a pattern, each topic starts after the seq, whenever it first
+        // shows up.
+        let mut p = Progress::new("a.>", &Start::Since(3)).unwrap();
+        assert_eq!(p.accept_message("a.x", 3, 10), Accepted::BeforeStart);
+        assert_eq!(p.accept_message("a.x", 4, 11), Accepted::Next);
+        assert_eq!(p.accept_message("a.y", 2, 12), Accepted::BeforeStart);
+        assert_eq!(p.accept_message("a.y", 5, 13), Accepted::Next);
         let p = Progress::new("a.*", &Start::Cursor("1~9~a.b~4~c.d~1~a.z~0".into())).unwrap();
         assert_eq!(p.cursor().unwrap().encode(), "1~9~a.b~4");
         assert!(Progress::new("a.*", &Start::Cursor("nope".into())).is_err());

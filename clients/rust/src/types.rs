@@ -135,9 +135,9 @@ pub struct PresentClient {
 pub enum Start {
     /// Only messages published after the subscription is established.
     Live,
-    /// Every retained message with a seq above this one, then live. A
-    /// concrete topic takes any value; a wildcard pattern only `Since(0)`
-    /// ("everything still retained").
+    /// Every retained message with a seq above this one, then live. On a
+    /// wildcard pattern it applies to each matching topic (`Since(0)`:
+    /// everything still retained).
     Since(u64),
     /// Resume from a cursor returned by
     /// [`Subscription::cursor`](crate::Subscription::cursor) (or an SSE /

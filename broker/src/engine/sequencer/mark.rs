@@ -1,10 +1,9 @@
 //! The mark (`always` durability): each committed batch's topic heads are
 //! written to the acknowledged-heads journal before the batch goes on to be
-//! dispatched and acknowledged — by the fan-out thread itself on a single
-//! node, by a mark thread in front of the cluster engine otherwise.
+//! dispatched and acknowledged, by the fan-out thread itself.
 //!
 //! ```text
-//! writer: append → sync (sled) ──▶ fan-out (or mark): journal pwrite → dispatch, acks
+//! writer: append → sync (sled) ──▶ fan-out: journal pwrite → dispatch, acks
 //! ```
 //!
 //! The mark is written only after sled's sync of that batch returned, so
@@ -16,11 +15,7 @@
 
 use std::{
     collections::HashMap,
-    sync::{
-        atomic::{AtomicBool, Ordering},
-        Arc,
-    },
-    thread,
+    sync::atomic::{AtomicBool, Ordering},
 };
 
 use parking_lot::Mutex;
@@ -70,27 +65,4 @@ pub(super) fn record(journal: &Mutex<AckedHeads>, batches: &mut [Committed], hea
             batch.fail_publishers(&error);
         }
     }
-}
-
-/// Starts a mark thread between `batches` (from the writer) and `sink`, for
-/// an output that is not the built-in fan-out (the cluster engine).
-pub(super) fn spawn(
-    journal: Arc<Mutex<AckedHeads>>,
-    mut batches: mpsc::UnboundedReceiver<Committed>,
-    sink: mpsc::UnboundedSender<Committed>,
-    healthy: Arc<AtomicBool>,
-) -> std::io::Result<thread::JoinHandle<()>> {
-    thread::Builder::new()
-        .name("herald-mark".into())
-        .spawn(move || {
-            let mut waiting = Vec::new();
-            while take(&mut batches, &mut waiting) {
-                record(&journal, &mut waiting, &healthy);
-                for batch in waiting.drain(..) {
-                    if sink.send(batch).is_err() {
-                        return;
-                    }
-                }
-            }
-        })
 }

@@ -5,19 +5,15 @@
 //! a cap) as one batch, so one fsync covers many publishes:
 //!
 //! ```text
-//! publishers ──cmd──▶ writer: assign seq/ts → log.append → log.sync ──Committed──▶ output
+//! publishers ──cmd──▶ writer: assign seq/ts → log.append → log.sync ──Committed──▶ fan-out
 //! ```
 //!
-//! In `always` mode each committed batch's topic heads are recorded in the
-//! acknowledged-heads journal ([`mark`]) before the batch is dispatched and
-//! anyone is answered: by the fan-out thread, or a mark thread in front of
-//! a channel output.
-//!
-//! The output is either the built-in fan-out thread (single node: dispatch,
-//! then ack) or a channel the cluster engine reads (replicate first, then
-//! dispatch and ack). While the output fans a batch out, the writer is
+//! In `always` mode the fan-out thread records each committed batch's topic
+//! heads in the acknowledged-heads journal ([`mark`]) before it dispatches
+//! the batch and answers anyone. While it fans a batch out, the writer is
 //! already syncing the next. One writer means one ordering per topic, and
-//! the log never holds a seq twice.
+//! the log never holds a seq twice. In a cluster the owner replicates first
+//! and applies through the same writer (below), so this path is shared.
 //!
 //! Besides publishes the writer applies *replicated* messages (sequenced by
 //! another node): they must continue the topic exactly; duplicates are
@@ -105,7 +101,7 @@ enum Reply {
 
 /// Where a committed batch came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Origin {
+pub(super) enum Origin {
     /// Sequenced here (publishes).
     Local,
     /// Sequenced elsewhere and applied here.
@@ -115,12 +111,8 @@ pub enum Origin {
 /// A durable batch on its way to fan-out. Dropping it without
 /// [`Committed::complete`] answers nobody, so every path must complete it.
 pub struct Committed {
-    /// Origin of the batch; a batch is never mixed.
-    pub origin: Origin,
     /// Newly appended messages, per topic in seq order.
     pub messages: Vec<Arc<Message>>,
-    /// Entries as logged (with idempotency keys), for replication.
-    pub entries: Vec<LogEntry>,
     replies: Vec<Reply>,
     ticket: Option<InFlight>,
 }
@@ -166,14 +158,6 @@ impl Committed {
     }
 }
 
-/// Where committed batches go.
-pub enum Output {
-    /// A built-in fan-out thread completes them in order (single node).
-    Dispatch,
-    /// The receiver (the cluster engine) completes them.
-    Channel(mpsc::UnboundedSender<Committed>),
-}
-
 /// Handle to the sequencer threads.
 pub struct Sequencer {
     tx: parking_lot::Mutex<Option<mpsc::Sender<Command>>>,
@@ -197,13 +181,12 @@ pub struct SequencerOptions {
 const STOPPED: &str = "node is shutting down";
 
 impl Sequencer {
-    /// Starts the writer (and, for [`Output::Dispatch`], the fan-out
-    /// thread) over `log`, continuing from the heads loaded into `hub`.
+    /// Starts the writer and the fan-out thread over `log`, continuing
+    /// from the heads loaded into `hub`.
     pub fn start(
         hub: Arc<Hub>,
         log: Arc<dyn MessageLog>,
         options: SequencerOptions,
-        output: Output,
     ) -> std::io::Result<Self> {
         let (tx, rx) = mpsc::channel(QUEUE_DEPTH);
         let healthy = Arc::new(AtomicBool::new(true));
@@ -214,34 +197,24 @@ impl Sequencer {
             (Some(journal), Durability::Always) => Some(journal.clone()),
             _ => None,
         };
-        let sink = match output {
-            Output::Channel(sink) => match journal {
-                Some(journal) => {
-                    let (to_mark, marking) = mpsc::unbounded_channel::<Committed>();
-                    threads.push(mark::spawn(journal, marking, sink, healthy.clone())?);
-                    to_mark
-                }
-                None => sink,
-            },
-            Output::Dispatch => {
-                let (sink, mut batches) = mpsc::unbounded_channel::<Committed>();
-                let (hub, healthy) = (hub.clone(), healthy.clone());
-                threads.push(thread::Builder::new().name("herald-fanout".into()).spawn(
-                    move || {
-                        let mut waiting = Vec::new();
-                        while mark::take(&mut batches, &mut waiting) {
-                            if let Some(journal) = &journal {
-                                mark::record(journal, &mut waiting, &healthy);
-                            }
-                            for batch in waiting.drain(..) {
-                                batch.complete(&hub);
-                            }
+        let (sink, mut batches) = mpsc::unbounded_channel::<Committed>();
+        let fanout_hub = hub.clone();
+        let fanout_healthy = healthy.clone();
+        threads.push(
+            thread::Builder::new()
+                .name("herald-fanout".into())
+                .spawn(move || {
+                    let mut waiting = Vec::new();
+                    while mark::take(&mut batches, &mut waiting) {
+                        if let Some(journal) = &journal {
+                            mark::record(journal, &mut waiting, &fanout_healthy);
                         }
-                    },
-                )?);
-                sink
-            }
-        };
+                        for batch in waiting.drain(..) {
+                            batch.complete(&fanout_hub);
+                        }
+                    }
+                })?,
+        );
         let heads: HashMap<Topic, TopicHead> = hub.all_heads().into_iter().collect();
         let writer = Writer {
             hub,

@@ -116,7 +116,7 @@ impl Writer {
                         continue;
                     }
                     Ok(None) => {}
-                    Err(e) => return Some(self.storage_failed(pass, commands, e, Origin::Local)),
+                    Err(e) => return Some(self.storage_failed(pass, commands, e)),
                 }
                 let head = self.heads.entry(item.topic.clone()).or_default();
                 pass.undo.entry(item.topic.clone()).or_insert(*head);
@@ -176,17 +176,11 @@ impl Writer {
     /// Appends and syncs a pass; on failure answers everyone with an error.
     fn commit(&mut self, mut pass: Pass, origin: Origin) -> Committed {
         if !self.healthy.load(Ordering::Acquire) {
-            return Self::failed(
-                pass.replies,
-                "storage failed; the node must be restarted",
-                origin,
-            );
+            return Self::failed(pass.replies, "storage failed; the node must be restarted");
         }
         if pass.entries.is_empty() {
             return Committed {
-                origin,
                 messages: Vec::new(),
-                entries: Vec::new(),
                 replies: pass.replies,
                 ticket: None,
             };
@@ -218,13 +212,13 @@ impl Writer {
         if let Err(e) = self.log.append(&pass.entries) {
             // The batch is atomic: nothing was written, so the seqs are free.
             self.heads.extend(pass.undo);
-            return self.fail(pass.replies, e, origin);
+            return self.fail(pass.replies, e);
         }
         if self.options.durability == Durability::Always {
             if let Err(e) = self.log.sync() {
                 // The batch may or may not be on disk; its seqs must never be
                 // reused, so the node stops taking writes until restarted.
-                return self.fail(pass.replies, e, origin);
+                return self.fail(pass.replies, e);
             }
         }
         let metrics = self.hub.metrics();
@@ -235,9 +229,7 @@ impl Writer {
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
         Committed {
-            origin,
-            messages: pass.entries.iter().map(|e| e.message.clone()).collect(),
-            entries: pass.entries,
+            messages: pass.entries.into_iter().map(|e| e.message).collect(),
             replies: pass.replies,
             ticket: Some(ticket),
         }
@@ -248,23 +240,22 @@ impl Writer {
         pass: Pass,
         commands: Vec<(Vec<PublishItem>, PublishReply)>,
         e: LogError,
-        origin: Origin,
     ) -> Committed {
         self.heads.extend(pass.undo);
         let replies = commands
             .into_iter()
             .map(|(_, reply)| Reply::Publish(reply, Ok(Vec::new())))
             .collect();
-        self.fail(replies, e, origin)
+        self.fail(replies, e)
     }
 
-    fn fail(&self, replies: Vec<Reply>, error: LogError, origin: Origin) -> Committed {
+    fn fail(&self, replies: Vec<Reply>, error: LogError) -> Committed {
         tracing::error!(error = %error, "storage failure; refusing further writes");
         self.healthy.store(false, Ordering::Release);
-        Self::failed(replies, &format!("storage failure: {error}"), origin)
+        Self::failed(replies, &format!("storage failure: {error}"))
     }
 
-    fn failed(replies: Vec<Reply>, reason: &str, origin: Origin) -> Committed {
+    fn failed(replies: Vec<Reply>, reason: &str) -> Committed {
         let err = PublishError::Unavailable(reason.to_string());
         let replies = replies
             .into_iter()
@@ -274,9 +265,7 @@ impl Writer {
             })
             .collect();
         Committed {
-            origin,
             messages: Vec::new(),
-            entries: Vec::new(),
             replies,
             ticket: None,
         }
