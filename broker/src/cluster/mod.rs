@@ -295,16 +295,7 @@ impl ClusterEngine {
                 .map_err(service::RouteError::from_owner);
         }
         let forward = wire::Forward {
-            items: items
-                .iter()
-                .map(|i| ForwardItem {
-                    topic: i.topic.as_str().to_string(),
-                    data: serde_json::value::RawValue::from_string(i.data.clone())
-                        .expect("data is JSON"),
-                    key: i.idempotency_key.clone(),
-                    tp: i.traceparent.clone(),
-                })
-                .collect(),
+            items: items.iter().map(ForwardItem::new).collect(),
         };
         let span = if crate::telemetry::otel_enabled() {
             tracing::info_span!(target: "herald::cluster", "cluster.forward", herald.owner = owner, herald.items = items.len())

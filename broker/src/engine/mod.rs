@@ -10,7 +10,7 @@ pub mod sequencer;
 
 use async_trait::async_trait;
 
-use crate::hub::{control::Order, Topic};
+use crate::hub::{control::Order, Payload, Topic};
 
 pub use self::{
     local::LocalEngine,
@@ -22,8 +22,8 @@ pub use self::{
 pub struct PublishItem {
     /// Destination (validated, concrete).
     pub topic: Topic,
-    /// The `data` value as compact JSON text.
-    pub data: String,
+    /// The `data` value: compact JSON text, or raw bytes.
+    pub data: Payload,
     /// Optional `Idempotency-Key`, scoped to the topic.
     pub idempotency_key: Option<String>,
     /// W3C trace context the message carries to subscribers.

@@ -74,6 +74,7 @@ export class Subscription<T = unknown> {
   private resolveReady!: () => void;
   private rejectReady!: (e: unknown) => void;
   private settled = false;
+  private endError: unknown = undefined;
 
   /** @internal */
   constructor(id: number, pattern: string, handler: MessageHandler<T>) {
@@ -140,8 +141,18 @@ export class Subscription<T = unknown> {
     }
   }
 
+  /**
+   * Why the subscription ended, when it did not end by {@link unsubscribe}:
+   * refused (`ready` rejected with it), ended by the node (`unsubscribed`),
+   * or the client was disconnected by the node (`kicked`).
+   */
+  get error(): unknown {
+    return this.endError;
+  }
+
   /** @internal */
   fail(error: unknown): void {
+    if (this.endError === undefined && !this.closed) this.endError = error;
     this.closed = true;
     this.active = false;
     if (!this.settled) {

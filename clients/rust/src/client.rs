@@ -393,6 +393,41 @@ impl Client {
         .await
     }
 
+    /// Publishes raw bytes (any content: `0x00`, `0xff`, invalid UTF-8, empty)
+    /// as a binary message (REST `application/octet-stream`); subscribers
+    /// get them byte for byte as [`Event::Binary`](crate::Event::Binary).
+    /// Retried like [`Client::publish`], with one idempotency key.
+    pub async fn publish_bytes(
+        &self,
+        topic: &str,
+        data: impl Into<bytes::Bytes>,
+    ) -> Result<Published, Error> {
+        let key = format!("hc-{:032x}", rand::random::<u128>());
+        self.publish_bytes_with_key(topic, data, &key).await
+    }
+
+    /// Like [`Client::publish_bytes`] with a caller-chosen idempotency key.
+    pub async fn publish_bytes_with_key(
+        &self,
+        topic: &str,
+        data: impl Into<bytes::Bytes>,
+        key: &str,
+    ) -> Result<Published, Error> {
+        let body: bytes::Bytes = data.into();
+        self.retrying(|client, base| {
+            let url = endpoint(base, &["v1", "topics", topic, "messages"]);
+            let req = client
+                .inner
+                .http
+                .post(url)
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .header("Idempotency-Key", key)
+                .body(body.clone());
+            client.inner.authorize(req)
+        })
+        .await
+    }
+
     /// One page of a topic's history: retained messages with `seq > since`,
     /// at most `limit` (the server caps pages at 1000).
     pub async fn history(&self, topic: &str, since: u64, limit: u32) -> Result<History, Error> {
