@@ -9,7 +9,10 @@ export interface HeraldMessage<T = unknown> {
   seq: number;
   /** Publish time set by the broker, ms since the Unix epoch. */
   ts: number;
-  /** The payload, as published. */
+  /**
+   * The payload, as published: the JSON value, or a `Uint8Array` with the
+   * exact bytes of a binary message.
+   */
   data: T;
 }
 

@@ -32,6 +32,32 @@ pub(crate) struct Delivery {
     pub payload: Payload,
 }
 
+impl Delivery {
+    /// As a subscription yields it.
+    pub fn into_event(self) -> crate::Event {
+        let Delivery {
+            topic,
+            seq,
+            ts,
+            payload,
+        } = self;
+        match payload {
+            Payload::Json(data) => crate::Event::Message {
+                topic,
+                seq,
+                ts,
+                data,
+            },
+            Payload::Binary(data) => crate::Event::Binary {
+                topic,
+                seq,
+                ts,
+                data,
+            },
+        }
+    }
+}
+
 /// A JSON envelope as SSE, long-poll and history carry it.
 #[derive(Debug, Deserialize)]
 pub(crate) struct Envelope {

@@ -441,6 +441,34 @@ impl Client {
         .await
     }
 
+    /// One page of a topic's history as events: like [`Client::history`],
+    /// with binary messages as [`Event::Binary`](crate::Event::Binary) (in
+    /// [`History`] their `data` is the base64 text the node sends).
+    pub async fn history_events(
+        &self,
+        topic: &str,
+        since: u64,
+        limit: u32,
+    ) -> Result<Vec<crate::Event>, Error> {
+        #[derive(Deserialize)]
+        struct Page {
+            messages: Vec<crate::binary::Envelope>,
+        }
+        let page: Page = self
+            .retrying(|client, base| {
+                let mut url = endpoint(base, &["v1", "topics", topic, "messages"]);
+                url.query_pairs_mut()
+                    .append_pair("since", &since.to_string())
+                    .append_pair("limit", &limit.to_string());
+                client.inner.authorize(client.inner.http.get(url))
+            })
+            .await?;
+        page.messages
+            .into_iter()
+            .map(|m| m.delivery().map(crate::binary::Delivery::into_event))
+            .collect()
+    }
+
     /// Who is subscribed to `topic`, on every node of the cluster.
     pub async fn presence(&self, topic: &str) -> Result<Presence, Error> {
         self.retrying(|client, base| {

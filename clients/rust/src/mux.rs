@@ -347,21 +347,13 @@ impl Registry {
                 }
                 Accepted::BeforeStart | Accepted::Unmatched => continue,
             }
-            let event = match &payload {
-                Payload::Json(data) => Event::Message {
-                    topic: topic.to_string(),
-                    seq,
-                    ts,
-                    data: data.clone(),
-                },
-                Payload::Binary(data) => Event::Binary {
-                    topic: topic.to_string(),
-                    seq,
-                    ts,
-                    data: data.clone(),
-                },
+            let delivery = crate::binary::Delivery {
+                topic: topic.to_string(),
+                seq,
+                ts,
+                payload: payload.clone(),
             };
-            e.send_event(event).await;
+            e.send_event(delivery.into_event()).await;
         }
     }
 

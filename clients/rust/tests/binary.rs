@@ -91,6 +91,11 @@ async fn binary_round_trips_on_every_transport() {
             last[0].payload(),
             Some(Payload::Binary(Bytes::from_static(b"\xfe")))
         );
+        // History as events: the same payloads, binary ones as bytes.
+        let history = c.history_events(&topic, 0, 1000).await.unwrap();
+        let got: Vec<_> = history.iter().map(Event::payload).collect();
+        expected.push(Payload::Binary(Bytes::from_static(b"\xfe")));
+        assert_eq!(got, expected.into_iter().map(Some).collect::<Vec<_>>());
     }
 }
 
