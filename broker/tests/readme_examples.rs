@@ -157,25 +157,36 @@ async fn the_quick_start_works_as_written() {
                 let (mut ws, _) = tokio_tungstenite::connect_async(node.ws_url("/v1/ws"))
                     .await
                     .expect("connect");
-                for step in steps {
+                // Consecutive promised frames may arrive in any order
+                // (protocol-spec §6.5: a publisher's own message and its
+                // ack); each must match one of them.
+                let mut waiting: Vec<String> = Vec::new();
+                for step in steps.into_iter().chain([Step::Send(String::new())]) {
                     match step {
-                        Step::Send(text) => ws.send(WsMessage::Text(text)).await.unwrap(),
-                        Step::Expect(pattern) => {
-                            let text = loop {
+                        Step::Expect(pattern) => waiting.push(pattern),
+                        Step::Send(text) => {
+                            let mut frames = Vec::new();
+                            while frames.len() < waiting.len() {
                                 let frame =
                                     tokio::time::timeout(Duration::from_secs(10), ws.next())
                                         .await
-                                        .unwrap_or_else(|_| panic!("no frame for {pattern}"))
+                                        .unwrap_or_else(|_| panic!("no frame for {waiting:?}"))
                                         .expect("open")
                                         .expect("frame");
                                 if let WsMessage::Text(text) = frame {
-                                    break text;
+                                    frames.push(text);
                                 }
-                            };
-                            assert!(
-                                matches(&pattern, &text),
-                                "README: {pattern}\n  got:    {text}"
-                            );
+                            }
+                            for pattern in waiting.drain(..) {
+                                let at = frames.iter().position(|f| matches(&pattern, f));
+                                let at = at.unwrap_or_else(|| {
+                                    panic!("README: {pattern}\n  got: {frames:?}")
+                                });
+                                frames.remove(at);
+                            }
+                            if !text.is_empty() {
+                                ws.send(WsMessage::Text(text)).await.unwrap();
+                            }
                         }
                     }
                 }
