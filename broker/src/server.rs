@@ -134,12 +134,20 @@ impl Listening {
     /// It is the same whatever the log filter or format, so programs read
     /// it instead of the logs.
     pub fn ready_line(&self) -> String {
-        serde_json::json!({
-            "listening": self.url,
-            "addr": self.addr.to_string(),
-            "node": self.node,
+        // A struct, not `json!`: its fields keep this order (`listening`
+        // first, as documented), a map's keys would be sorted.
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            listening: &'a str,
+            addr: String,
+            node: &'a str,
+        }
+        serde_json::to_string(&Line {
+            listening: &self.url,
+            addr: self.addr.to_string(),
+            node: &self.node,
         })
-        .to_string()
+        .expect("strings serialize")
     }
 }
 

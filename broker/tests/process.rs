@@ -216,6 +216,10 @@ async fn the_ready_line_names_the_bound_address_with_logging_off() {
         }
     });
     let line = rx.recv_timeout(TIMEOUT).expect("a ready line on stdout");
+    assert!(
+        line.starts_with(r#"{"listening":"#),
+        "`listening` first, as documented: {line}"
+    );
     let ready: serde_json::Value = serde_json::from_str(&line).expect("the ready line is JSON");
     let addr: std::net::SocketAddr = ready["addr"].as_str().unwrap().parse().unwrap();
     assert_ne!(addr.port(), 0, "{line}");
