@@ -20,7 +20,7 @@ PID=$!
 trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
 # The address is in the ready line, herald's only stdout (protocol-spec §15.7).
 for _ in $(seq 1 100); do
-  ADDR=$(grep '^{.*"listening"' "$WORK/ready" | sed -n 's/.*"addr":"\([^"]*\)".*/\1/p' | head -1)
+  ADDR=$(grep '^{.*"listening"' "$WORK/ready" 2>/dev/null | sed -n 's/.*"addr":"\([^"]*\)".*/\1/p' | head -1 || true)
   [ -n "$ADDR" ] && break
   sleep 0.1
 done
