@@ -105,9 +105,14 @@ enum Command {
         #[arg(long)]
         markdown: bool,
         /// Also redraw the plots (fanout.svg, idle.svg, ingest.svg,
-        /// latency.svg beside the results file) from its records.
+        /// latency.svg, transports.svg, topics.svg, durable.svg beside the
+        /// results file) from its records.
         #[arg(long)]
         svg: bool,
+        /// More results files whose records the plots also draw (not the
+        /// table), e.g. a durable-publish run kept in a file of its own.
+        #[arg(long, value_name = "PATH", requires = "svg")]
+        also: Vec<PathBuf>,
     },
 }
 
@@ -138,10 +143,18 @@ fn real_main(cli: Cli) -> Result<()> {
         herald_args: g.herald_arg.clone(),
     };
     match cli.command {
-        Command::Show { markdown, svg } => {
+        Command::Show {
+            markdown,
+            svg,
+            also,
+        } => {
             let records = results::load(&path)?;
             if svg {
-                for p in plot::figures::write_all(&records, results_dir(&path))? {
+                let mut drawn = records.clone();
+                for more in &also {
+                    drawn.extend(results::load(more)?);
+                }
+                for p in plot::figures::write_all(&drawn, results_dir(&path))? {
                     eprintln!("plot: {}", p.display());
                 }
             }

@@ -24,6 +24,7 @@ pub mod log;
 pub mod metrics;
 pub mod server;
 pub mod state;
+pub mod stats;
 pub mod telemetry;
 pub mod transport;
 pub mod validate;

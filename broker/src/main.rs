@@ -27,7 +27,8 @@ struct Cli {
 enum Command {
     /// Run a broker node.
     Serve(Box<ServeArgs>),
-    /// Publish one message: DATA is sent as JSON if it parses, else as a string.
+    /// Publish one message: DATA is sent as JSON if it parses, else as a string;
+    /// --file/--stdin send raw bytes as a binary message.
     Pub(cli::PubArgs),
     /// Subscribe to a topic or pattern and print what arrives.
     Sub(cli::SubArgs),

@@ -28,6 +28,7 @@ use crate::{
     },
     metrics::Metrics,
     state::AppState,
+    stats,
 };
 
 /// Why a node could not start or stopped with an error.
@@ -226,6 +227,8 @@ pub async fn run_reporting(
         config.presence_overrides(),
     ));
     let control = Arc::new(Registry::default());
+    let collector = Arc::new(stats::Collector::new(node_id.clone(), hub.clone()));
+    let (stats_tx, stats_rx) = stats::channel(&collector);
     let engine: Arc<dyn Engine> = match &config.nats {
         None => Arc::new(LocalEngine::new(sequencer)),
         Some(url) => {
@@ -243,6 +246,7 @@ pub async fn run_reporting(
                         presence: presence.clone(),
                         control: control.clone(),
                         accept_damage: config.log.accept_damage,
+                        stats: stats_rx.clone(),
                     },
                 )
                 .await?,
@@ -250,6 +254,7 @@ pub async fn run_reporting(
         }
     };
 
+    let sampler = tokio::spawn(stats::run(collector, stats_tx));
     // Held until the node stops; exports only with OpenTelemetry configured.
     let _otel_metrics = crate::telemetry::export_metrics(metrics.clone());
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
@@ -301,6 +306,7 @@ pub async fn run_reporting(
         poll_sessions: Arc::new(PollSessions::new(control.clone())),
         control,
         ws_links: tokio_util::task::TaskTracker::new(),
+        stats: stats_rx,
     });
     let server = http::server(state.clone(), listener, shutdown_timeout).map_err(|source| {
         ServerError::Io {
@@ -346,6 +352,7 @@ pub async fn run_reporting(
     let _ = shutdown_tx.send(true);
     engine.shutdown().await;
     trimmer.abort();
+    sampler.abort();
     log.sync()?;
     close_journal(&journal, &state.hub);
     tracing::info!("stopped");

@@ -50,6 +50,8 @@ pub struct AppState {
     pub control: Arc<Registry>,
     /// Every WebSocket link, so shutdown can wait for their close handshakes.
     pub ws_links: tokio_util::task::TaskTracker,
+    /// This node's latest stats sample (one a second), for the dashboard.
+    pub stats: crate::stats::Latest,
 }
 
 impl AppState {

@@ -33,6 +33,19 @@ async fn stats(node: &Node) -> Value {
     body
 }
 
+/// Polls `/v1/stats` until `done` holds (or fails after [`TIMEOUT`]).
+async fn eventually(node: &Node, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + TIMEOUT;
+    loop {
+        let s = stats(node).await;
+        if done(&s) {
+            return s;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "never: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Reads `event: stats` blocks from `/v1/stats/stream?{query}`.
 struct StatsStream {
     stream:
@@ -162,10 +175,20 @@ async fn stats_snapshot_follows_traffic() {
     assert_eq!(before["ready"], true);
     assert_eq!(before["cluster"], false);
     let me = before["node"].as_str().expect("node id").to_string();
+    let nodes = before["nodes"].as_array().expect("nodes");
+    assert_eq!(nodes.len(), 1, "{before}");
     assert_eq!(
-        before["nodes"],
-        json!([{"id": me, "self": true, "live": true, "ready": true}])
+        (
+            &nodes[0]["id"],
+            &nodes[0]["self"],
+            &nodes[0]["live"],
+            &nodes[0]["ready"]
+        ),
+        (&json!(me), &json!(true), &json!(true), &json!(true))
     );
+    assert_eq!(nodes[0]["stats"]["age_ms"], 0, "{before}");
+    assert_eq!(before["totals"]["nodes"], 1, "{before}");
+    assert_eq!(before["top_topics"], json!([]), "{before}");
     assert_eq!(before["published_total"], 0);
     assert_eq!(before["topics"], 0);
     assert_eq!(before["connections"], json!({"ws":0,"sse":0,"poll":0}));
@@ -186,6 +209,31 @@ async fn stats_snapshot_follows_traffic() {
     assert_eq!(after["delivered_total"]["ws"], 3, "{after}");
     assert!(after["ts"].as_u64() >= before["ts"].as_u64());
     assert_eq!(after["slow_consumer_actions_total"], 0);
+    // On a single node the totals are this node's numbers.
+    for key in [
+        "published_total",
+        "subscriptions",
+        "connections",
+        "delivered_total",
+    ] {
+        assert_eq!(after["totals"][key], after[key], "{key}: {after}");
+    }
+    // The busiest topics appear with the next one-second sample.
+    let rows = eventually(&node, |s| s["top_topics"].as_array().unwrap().len() == 2).await;
+    let rows = rows["top_topics"].as_array().unwrap().clone();
+    let t0 = rows
+        .iter()
+        .find(|r| r["topic"] == "dash.t0")
+        .expect("dash.t0 row");
+    assert_eq!(
+        (&t0["last_seq"], &t0["subscribers"]),
+        (&json!(2), &json!(1)),
+        "{t0}"
+    );
+    assert!(
+        t0["rate"].as_f64().is_some() && t0["last_ts"].as_u64() > Some(0),
+        "{t0}"
+    );
 
     let (status, body) = get_json(&node, "/v1/stats?topic=a").await;
     assert_eq!(
@@ -295,12 +343,18 @@ async fn stats_list_the_live_cluster_members() {
     let s = stats(&nodes[0]).await;
     assert_eq!(s["cluster"], true);
     assert_eq!(s["node"], "n1");
+    let members: Vec<Value> = s["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| json!({"id": n["id"], "self": n["self"], "live": n["live"], "ready": n["ready"]}))
+        .collect();
     assert_eq!(
-        s["nodes"],
-        json!([
-            {"id": "n1", "self": true, "live": true, "ready": true},
-            {"id": "n2", "self": false, "live": true, "ready": null},
-        ])
+        members,
+        [
+            json!({"id": "n1", "self": true, "live": true, "ready": true}),
+            json!({"id": "n2", "self": false, "live": true, "ready": null}),
+        ]
     );
     // A publish through n2 is replicated to n1, whose topic count follows.
     let (status, _) = publish(&nodes[1], "dash.cluster", &json!(1)).await;
@@ -321,9 +375,74 @@ async fn stats_list_the_live_cluster_members() {
         let s = stats(&nodes[0]).await;
         if s["nodes"].as_array().map(Vec::len) == Some(1) {
             assert_eq!(s["nodes"][0]["id"], "n1");
+            // Its numbers leave the totals with it.
+            assert_eq!(s["totals"]["nodes"], 1, "{s}");
             break;
         }
         assert!(tokio::time::Instant::now() < deadline, "{s}");
         tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A publish through one node shows in every node's stats: totals summed
+/// over the nodes (the owner counts the publish, the subscriber's node the
+/// delivery), each node's own numbers, and the topic's row with the
+/// cluster's subscribers.
+#[tokio::test]
+async fn stats_add_up_over_the_cluster() {
+    let nats = NatsServer::start();
+    let nodes = start_cluster(&nats, 3, &[]).await;
+    // Subscribers on two nodes: 2 on n3, 1 on n2.
+    const N: u64 = 12;
+    let mut subs = Vec::new();
+    for (i, pattern, expect) in [(2, "cstats.>", 12), (2, "cstats.a", 8), (1, "cstats.*", 12)] {
+        let mut ws = nodes[i].ws().await;
+        ws.subscribe(pattern).await;
+        subs.push((ws, expect));
+    }
+    for i in 0..N {
+        let topic = if i % 3 == 0 { "cstats.b" } else { "cstats.a" };
+        let (status, body) = publish(&nodes[0], topic, &json!(i)).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for (ws, expect) in &mut subs {
+        ws.messages(*expect).await;
+    }
+    for node in &nodes {
+        let s = eventually(node, |s| {
+            s["totals"]["nodes"] == 3
+                && s["totals"]["published_total"] == N
+                && s["totals"]["delivered_total"]["ws"] == 2 * N + 8
+                && s["top_topics"].as_array().unwrap().iter().any(|r| {
+                    r["topic"] == "cstats.a" && r["last_seq"] == 8 && r["subscribers"] == 3
+                })
+        })
+        .await;
+        assert_eq!(s["totals"]["connections"]["ws"], 3, "{s}");
+        assert_eq!(s["totals"]["subscriptions"], 3, "{s}");
+        let b = s["top_topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["topic"] == "cstats.b")
+            .cloned()
+            .expect("cstats.b row");
+        assert_eq!(
+            (&b["last_seq"], &b["subscribers"]),
+            (&json!(4), &json!(2)),
+            "{s}"
+        );
+        // Every member is listed with its own numbers; they add up.
+        let listed = s["nodes"].as_array().unwrap();
+        assert_eq!(listed.len(), 3, "{s}");
+        let sum = |key: &str| -> u64 {
+            listed
+                .iter()
+                .map(|n| n["stats"][key].as_u64().expect("every node has stats"))
+                .sum()
+        };
+        assert_eq!(sum("published_total"), N, "{s}");
+        assert_eq!(sum("delivered_total"), 2 * N + 8, "{s}");
+        assert_eq!(sum("connections"), 3, "{s}");
     }
 }

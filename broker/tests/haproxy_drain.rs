@@ -7,8 +7,6 @@
 mod common;
 
 use std::{
-    path::Path,
-    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -18,76 +16,13 @@ use std::{
 
 use common::*;
 
-/// HAProxy in the foreground with the deploy config; killed on drop.
-struct Haproxy(Child);
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_haproxy(bind: u16, stats: u16, nodes: &[Node]) -> Haproxy {
-    let bin = [
-        "/usr/sbin/haproxy",
-        "/usr/bin/haproxy",
-        "/usr/local/sbin/haproxy",
-    ]
-    .into_iter()
-    .find(|p| Path::new(p).exists())
-    .expect("haproxy is required for this test: apt-get install haproxy");
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/haproxy/haproxy.cfg");
-    let mut cmd = Command::new(bin);
-    cmd.arg("-db")
-        .arg("-f")
-        .arg(config)
-        .env("HAPROXY_BIND", format!("127.0.0.1:{bind}"))
-        .env("HAPROXY_STATS_BIND", format!("127.0.0.1:{stats}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    for (i, node) in nodes.iter().enumerate() {
-        cmd.env(format!("HERALD_N{}", i + 1), node.addr.to_string());
-    }
-    Haproxy(cmd.spawn().expect("start haproxy"))
-}
-
-/// Each server's status (`UP`, `DOWN`, `UP 1/2`, …) from the stats CSV.
-async fn statuses(stats: u16) -> Vec<(String, String)> {
-    let Ok(res) = http()
-        .get(format!("http://127.0.0.1:{stats}/;csv"))
-        .send()
-        .await
-    else {
-        return Vec::new();
-    };
-    let text = res.text().await.unwrap_or_default();
-    text.lines()
-        .filter(|l| l.starts_with("herald,n"))
-        .map(|l| {
-            let fields: Vec<&str> = l.split(',').collect();
-            (fields[1].to_string(), fields[17].to_string())
-        })
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn haproxy_takes_a_draining_node_out_before_it_closes() {
     let mut nodes: Vec<Node> = (0..3).map(|_| Node::start(&[])).collect();
-    let (bind, stats) = (free_port(), free_port());
-    let _haproxy = start_haproxy(bind, stats, &nodes);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let s = statuses(stats).await;
-        if s.len() == 3 && s.iter().all(|(_, status)| status == "UP") {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "HAProxy never saw 3 ready nodes: {s:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let addrs: Vec<_> = nodes.iter().map(|n| n.addr).collect();
+    let haproxy = Haproxy::start(&addrs);
+    let bind = haproxy.port;
+    haproxy.wait_all_up(Duration::from_secs(20)).await;
 
     // Clients keep publishing through HAProxy the whole time.
     let stop = Arc::new(AtomicBool::new(false));
@@ -116,7 +51,7 @@ async fn haproxy_takes_a_draining_node_out_before_it_closes() {
     let term = Instant::now();
     signal(nodes[0].pid(), "TERM");
     let down = loop {
-        let s = statuses(stats).await;
+        let s = haproxy.statuses().await;
         if s.iter()
             .any(|(name, status)| name == "n1" && status == "DOWN")
         {

@@ -71,6 +71,41 @@ async fn a_stalled_subscriber_costs_the_others_nothing() {
         })
     };
 
+    // The stalled subscriber reads again only once the node has cut it off
+    // as a slow consumer (within the idle timeout, as a live client would):
+    // it gets at most what was buffered, then the close, 4001.
+    let stalled_reader = {
+        let url = node.url("/metrics");
+        tokio::spawn(async move {
+            loop {
+                let text = http().get(&url).send().await.unwrap().text().await.unwrap();
+                if text
+                    .lines()
+                    .any(|l| l.starts_with("herald_slow_consumers_total ") && !l.ends_with(" 0"))
+                {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let mut got = 0u64;
+            let mut close = None;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while Instant::now() < deadline {
+                match tokio::time::timeout(Duration::from_secs(10), stalled.stream.next()).await {
+                    Ok(Some(Ok(WsMessage::Text(_)))) => got += 1,
+                    Ok(Some(Ok(WsMessage::Close(frame)))) => {
+                        close = frame.map(|f| u16::from(f.code));
+                        break;
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    Ok(Some(Err(_))) | Ok(None) => break,
+                    Err(_) => panic!("stalled subscriber was never disconnected"),
+                }
+            }
+            (got, close)
+        })
+    };
+
     let client = http();
     for b in 0..MESSAGES / BATCH {
         publish_padded_batch(&client, &node, "feed.prices", b * BATCH, BATCH).await;
@@ -109,24 +144,7 @@ async fn a_stalled_subscriber_costs_the_others_nothing() {
     let growth = peak.saturating_sub(baseline);
     assert!(growth < 64 * 1024, "RSS grew by {growth} KiB");
 
-    // The stalled subscriber was cut off as a slow consumer: reading now
-    // yields at most what was buffered, then the close, 4001 (its mailbox
-    // overflowed while its link waited for the socket).
-    let mut got = 0u64;
-    let mut close = None;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while Instant::now() < deadline {
-        match tokio::time::timeout(Duration::from_secs(10), stalled.stream.next()).await {
-            Ok(Some(Ok(WsMessage::Text(_)))) => got += 1,
-            Ok(Some(Ok(WsMessage::Close(frame)))) => {
-                close = frame.map(|f| u16::from(f.code));
-                break;
-            }
-            Ok(Some(Ok(_))) => {}
-            Ok(Some(Err(_))) | Ok(None) => break,
-            Err(_) => panic!("stalled subscriber was never disconnected"),
-        }
-    }
+    let (got, close) = stalled_reader.await.unwrap();
     eprintln!("stalled subscriber read {got} buffered frames, then close {close:?}");
     assert!(got < MESSAGES, "the stalled subscriber was not cut off");
     assert_eq!(close, Some(4001), "close code");

@@ -186,8 +186,10 @@ async fn a_huge_declared_frame_is_refused_from_its_header_and_buffers_nothing() 
 async fn a_fragmented_message_over_the_limit_is_closed_1009() {
     let node = Node::start(&[]);
     let mut client = Raw::connect(&node, "/v1/ws").await;
+    // The limit is 4 × ⌈64 KiB / 3⌉ + 4096 = 91,480 bytes: the third piece crosses it.
     let piece = vec![b'a'; 40 * 1024];
     client.send(1, false, &piece).await;
+    client.send(0, false, &piece).await;
     client.send(0, false, &piece).await;
     assert_eq!(client.close_code(Duration::from_secs(2)).await, 1009);
     assert_eq!(client.next(Duration::from_secs(1)).await, Some(Got::Eof));

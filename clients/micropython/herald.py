@@ -15,6 +15,7 @@ Runs on CPython too (for tests of the logic); the tests run it on the real
 MicroPython interpreter.
 """
 
+import gc
 import json
 import socket
 import time
@@ -34,9 +35,9 @@ try:
 except ImportError:  # pragma: no cover
     random = None
 try:
-    from binascii import b2a_base64
+    from binascii import a2b_base64, b2a_base64
 except ImportError:  # pragma: no cover
-    from ubinascii import b2a_base64
+    from ubinascii import a2b_base64, b2a_base64
 try:
     from hashlib import sha1 as _hw_sha1
 except ImportError:
@@ -306,6 +307,15 @@ class _Conn:
         return out
 
 
+def _payload(msg):
+    """A delivered message as handed over: a binary one
+    (``"encoding":"base64"``) with ``data`` as ``bytes``."""
+    if msg.get("encoding") == "base64":
+        del msg["encoding"]
+        msg["data"] = a2b_base64(msg["data"])
+    return msg
+
+
 def _error_of(status, body):
     try:
         err = json.loads(body)["error"]
@@ -518,6 +528,8 @@ class Client:
         return ["Authorization: Bearer " + self.token] if self.token else []
 
     def _refusal(self, status, headers, body):
+        # 410 `kicked` (long-poll; WebSocket close 4004): the node disconnected
+        # this client (admin API), a HeraldError: never retried.
         code, message = _error_of(status, body)
         if status in (503, 429):
             after = headers.get("retry-after", "1")
@@ -527,20 +539,25 @@ class Client:
     # -- publish --------------------------------------------------------------
 
     def publish(self, topic, data, key=None, tries=10):
-        """Publishes ``data`` (any JSON value) to ``topic``; returns its seq
-        once durable. Retries (other nodes too) reuse one idempotency key,
-        so the message is stored once."""
-        body = json.dumps(data).encode()
+        """Publishes ``data`` (any JSON value, or ``bytes``/``bytearray``
+        sent raw as a binary message) to ``topic``; returns its seq once
+        durable. Retries (other nodes too) reuse one idempotency key, so the
+        message is stored once."""
+        kind = "json"
+        if isinstance(data, (bytes, bytearray)):
+            kind = "octet-stream"
+        else:
+            data = json.dumps(data).encode()
         key = key or "mp-" + "".join("%02x" % b for b in _random_bytes(12))
         path = "/v1/topics/%s/messages" % _quote(topic)
-        headers = ["Content-Type: application/json", "Idempotency-Key: " + key, "Connection: close"]
+        headers = ["Content-Type: application/" + kind, "Idempotency-Key: " + key, "Connection: close"]
         headers += self._headers()
         failure = None
         for attempt in range(tries):
             conn = None
             try:
                 conn = _Conn(self._url(), self.timeout)
-                conn.request("POST", path, headers, body)
+                conn.request("POST", path, headers, data)
                 status, h = conn.head()
                 answer = conn.body(h, 1024)
                 if status == 200:
@@ -565,9 +582,13 @@ class Client:
     def poll(self, patterns, handler, cursor=None, timeout_ms=20000, count=None, run_for=None):
         """Subscribes to ``patterns`` (a list, or one pattern) over long-poll
         and calls ``handler(item)`` for every message (``{"type":"message",
-        "topic","seq","ts","data"}``) and gap (``{"type":"gap","topic",
-        "from","to"}``), in seq order per topic, once each — across
-        reconnects and nodes. Without ``cursor`` it starts live.
+        "topic","seq","ts","data"}``, ``data`` as ``bytes`` for a binary
+        message) and gap (``{"type":"gap","topic","from","to"}``), in seq
+        order per topic, once each — across reconnects and nodes. Without
+        ``cursor`` it starts live. A pattern the node ended (admin API) is
+        dropped from ``patterns`` and reported as ``{"type":"unsubscribed",
+        "topic":pattern}``; a disconnect by the node raises
+        ``HeraldError("kicked")`` (not retried).
 
         Returns the cursor after the last item handled (keep it, e.g. in
         flash, to resume later) once ``count`` messages were handled,
@@ -623,8 +644,12 @@ class Client:
                     if not stop and state.new(msg["topic"], msg["seq"]):
                         msg["type"] = "message"
                         state.handled += 1
-                        stop = handler(msg) is False or (count is not None and state.handled >= count)
+                        stop = handler(_payload(msg)) is False or (count is not None and state.handled >= count)
             rest = scanner.rest()
+            for p in rest.get("unsubscribed") or ():
+                if p in patterns:
+                    patterns.remove(p)
+                    stop = handler({"type": "unsubscribed", "topic": p}) is False or stop
             for gap in rest.get("gaps") or ():
                 # Gaps come after the messages; each lies before the
                 # answer's messages of its topic. After a stop, only those
@@ -653,7 +678,10 @@ class Client:
 
         Returns ``{pattern: seq or cursor}`` to resume from, once ``count``
         messages were handled, ``run_for`` seconds passed, or ``handler``
-        returned ``False``.
+        returned ``False``. Binary messages arrive with ``data`` as
+        ``bytes``. A pattern the node ended (admin API) is reported as
+        ``{"type":"unsubscribed","topic":pattern}`` and not subscribed again;
+        a disconnect by the node (close 4004) raises ``HeraldError("kicked")``.
         """
         if isinstance(patterns, str):
             patterns = [patterns]
@@ -673,6 +701,8 @@ class Client:
                 failures += 1
             except OSError as e:
                 code = e.args[0] if e.args else 0
+                if code == 4004:
+                    raise HeraldError("kicked", "disconnected by the server")
                 # 1012: the node is draining; 1001: going away.
                 self._next_node(failures, 1.0 if code in (1001, 1012) else None)
                 failures += 1
@@ -680,13 +710,17 @@ class Client:
                 return dict((s.pattern, s.position()) for s in subs)
 
     def _listen_once(self, subs, handler, count, run_for, t0, ping_every, idle, handled):
+        # A reconnect needs a few contiguous KiB (the handshake's SHA-1, the
+        # socket buffers): collect first, so a fragmented heap still has them.
+        gc.collect()
         conn = _Conn(self._url(), self.timeout)
         ws = None
         try:
             key = b2a_base64(_random_bytes(16)).strip()
+            # Binary messages as base64 text frames: one decoder for all.
             conn.request(
                 "GET",
-                "/v1/ws",
+                "/v1/ws?binary=base64",
                 ["Upgrade: websocket", "Connection: Upgrade", "Sec-WebSocket-Key: " + key.decode(), "Sec-WebSocket-Version: 13"]
                 + self._headers(),
             )
@@ -696,8 +730,8 @@ class Client:
             if headers.get("sec-websocket-accept", "").encode() != accept_key(key):
                 raise HeraldError("bad_response", "wrong Sec-WebSocket-Accept")
             ws = _WebSocket(conn, self.max_message)
-            for i, s in enumerate(subs):
-                ws.send_text(s.op(i))
+            for s in subs:
+                ws.send_text(s.op())
             self.stats["connects"] += 1
             last_ping = last_frame = _ms()
             while True:
@@ -724,10 +758,21 @@ class Client:
                     if new:
                         if kind == "message":
                             handled[0] += 1
+                            _payload(frame)
                         if handler(frame) is False or (count is not None and handled[0] >= count):
                             return True
-                elif kind == "subscribed":
-                    subs[int(frame["id"])].started(frame.get("cursor"))
+                elif kind in ("subscribed", "unsubscribed"):
+                    # Ids are the patterns; an `unsubscribed` without one is
+                    # the admin API ending it: not subscribed again.
+                    for s in subs:
+                        if s.pattern == frame.get("id", frame["topic"]):
+                            if kind == "subscribed":
+                                s.started(frame.get("cursor"))
+                            else:
+                                subs.remove(s)
+                                if handler(frame) is False:
+                                    return True
+                            break
                 elif kind == "pong":
                     if frame.get("floor"):
                         for s in subs:
@@ -809,8 +854,8 @@ class _WsSub:
             for t in pos:
                 self.seen[t] = (pos[t], 0)
 
-    def op(self, i):
-        op = {"op": "subscribe", "id": str(i), "topic": self.pattern}
+    def op(self):
+        op = {"op": "subscribe", "id": self.pattern, "topic": self.pattern}
         if self.floor is not None:
             if self.concrete and self.pattern in self.seen:
                 op["since"] = self.seen[self.pattern][0]

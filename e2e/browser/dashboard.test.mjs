@@ -5,7 +5,8 @@
 //      subscribers and a long-poll loop (from node), and a burst of REST
 //      publishes — and check that the page follows it: connections per
 //      transport, subscriptions, topics, the published and delivered totals,
-//      the publish/delivery rates and the charts' SVG paths. The page must
+//      the publish/delivery rates, the charts' SVG paths and the busiest
+//      topics table. The page must
 //      make no request to any other origin and log no error. A screenshot is
 //      written to e2e/browser/artifacts/dashboard.png.
 //   b. A herald with an API key: the page asks for credentials, then goes live
@@ -186,6 +187,17 @@ test('the dashboard follows live traffic', { timeout: TEST_TIMEOUT_MS }, async (
   assert.ok((await value(page, 'delivered-ws')) >= 2 * N);
   assert.ok((await value(page, 'delivered-sse')) >= 3 * N);
   assert.equal(await page.textContent('[data-testid="published-total"]'), N.toLocaleString('en-US'));
+
+  // The busiest topics: both, with their last seq and this node's subscribers.
+  await page.waitForFunction(
+    (n) =>
+      ['load.a', 'load.b'].every((t) => {
+        const row = document.querySelector(`[data-testid="topic-row"][data-topic="${t}"]`);
+        return row && Number(row.dataset.lastSeq) === n && Number(row.dataset.subscribers) >= 5;
+      }),
+    N / 2,
+    { timeout: WAIT_MS, polling: 50 },
+  );
 
   mkdirSync(ARTIFACTS, { recursive: true });
   const shot = join(ARTIFACTS, 'dashboard.png');

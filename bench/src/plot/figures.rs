@@ -2,13 +2,18 @@
 //! results file: `fanout.svg` (delivered msg/s and p99 against
 //! subscribers), `idle.svg` (RSS per idle connection, subscribed and bare),
 //! `ingest.svg` (acked publishes/s and p99 against topics, publishers and
-//! payload) and `latency.svg` (latency distributions).
+//! payload), `latency.svg` (latency distributions), and from
+//! `families.rs` `transports.svg`, `topics.svg` and `durable.svg`.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 
-use super::{ingest::ingest, render, Bars, Chart, Lines, Scale, Series};
+use super::{
+    families::{durable, topics, transports},
+    ingest::ingest,
+    render, Bars, Chart, Lines, Scale, Series,
+};
 use crate::{fleet::System, results::Record};
 
 /// A system's colour (the same in every plot).
@@ -45,6 +50,9 @@ pub fn write_all(records: &[Record], dir: &Path) -> Result<Vec<PathBuf>> {
         ("idle.svg", idle(records)),
         ("ingest.svg", ingest(records)),
         ("latency.svg", latency(records)),
+        ("transports.svg", transports(records)),
+        ("topics.svg", topics(records)),
+        ("durable.svg", durable(records)),
     ];
     let mut out = Vec::new();
     for (name, svg) in figures {

@@ -6,6 +6,7 @@
 //! [`figures`] builds the charts from records.
 
 mod draw;
+mod families;
 /// The results plots built from records.
 pub mod figures;
 mod ingest;

@@ -3,14 +3,51 @@
 
 use std::sync::{Arc, OnceLock};
 
+use base64::{engine::general_purpose::STANDARD, Engine as _};
 use bytes::{BufMut, Bytes, BytesMut};
 
 use crate::{
+    binary::BinaryDelivery,
     topic::Topic,
     websocket::{self, OpCode},
 };
 
 const TRACEPARENT_KEY: &[u8] = b",\"traceparent\":\"";
+const DATA_KEY: &[u8] = b",\"data\":";
+/// How a binary message's envelope ends, after its base64 `data` string.
+/// JSON data cannot end an envelope this way: its last `"` would have to
+/// close a string that `,"encoding":"` had already closed.
+const BINARY_TAIL: &[u8] = b",\"encoding\":\"base64\"}";
+
+/// What a publisher sends: JSON, or raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    /// The `data` value as compact JSON text.
+    Json(String),
+    /// Raw bytes, any content.
+    Binary(Bytes),
+}
+
+impl Payload {
+    /// Bytes counted against the payload limit: the compact JSON text, or
+    /// the raw bytes (not their base64 form).
+    pub fn len(&self) -> usize {
+        match self {
+            Payload::Json(s) => s.len(),
+            Payload::Binary(b) => b.len(),
+        }
+    }
+
+    /// Whether the payload has no bytes (only a binary one can).
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Whether this is raw bytes.
+    pub fn is_binary(&self) -> bool {
+        matches!(self, Payload::Binary(_))
+    }
+}
 
 /// Fixed cost counted per queued message on top of its envelope, so a queue
 /// of tiny messages is bounded too.
@@ -26,11 +63,17 @@ pub struct Message {
     /// Publish time set by the broker, ms since the Unix epoch.
     pub ts: u64,
     /// `{"topic":..,"seq":..,"ts":..,"data":..}`: what SSE, long-poll and
-    /// history send, and what the log stores.
+    /// history send, and what the log stores. A binary message's `data` is
+    /// its bytes in base64, followed by `"encoding":"base64"`.
     envelope: Bytes,
+    /// Raw bytes (published as binary), not JSON.
+    binary: bool,
     /// `{"type":"message",...envelope fields}` framed as a WebSocket text
-    /// frame, built on first use by the first WebSocket subscriber.
-    ws_wire: OnceLock<Bytes>,
+    /// frame, built on first use by the first WebSocket subscriber that
+    /// takes JSON.
+    ws_text: OnceLock<Bytes>,
+    /// A binary message's binary delivery frame, built on first use.
+    ws_binary: OnceLock<Bytes>,
 }
 
 impl Message {
@@ -48,7 +91,48 @@ impl Message {
         data: &str,
         traceparent: Option<&str>,
     ) -> Arc<Self> {
-        let mut buf = BytesMut::with_capacity(48 + topic.as_str().len() + data.len());
+        Self::build(topic, seq, ts, traceparent, data.len(), |buf| {
+            buf.put_slice(data.as_bytes());
+        })
+    }
+
+    /// A message from either kind of payload; raw bytes get a base64
+    /// `data` with `"encoding":"base64"` in the envelope.
+    pub fn with_payload(
+        topic: Topic,
+        seq: u64,
+        ts: u64,
+        payload: &Payload,
+        traceparent: Option<&str>,
+    ) -> Arc<Self> {
+        match payload {
+            Payload::Json(data) => Self::traced(topic, seq, ts, data, traceparent),
+            Payload::Binary(raw) => {
+                let encoded = raw.len().div_ceil(3) * 4;
+                Self::build(topic, seq, ts, traceparent, encoded + 32, |buf| {
+                    buf.put_u8(b'"');
+                    let at = buf.len();
+                    buf.resize(at + encoded, 0);
+                    let n = STANDARD
+                        .encode_slice(raw, &mut buf[at..])
+                        .expect("sized for the encoding");
+                    debug_assert_eq!(n, encoded);
+                    buf.put_u8(b'"');
+                    buf.put_slice(&BINARY_TAIL[..BINARY_TAIL.len() - 1]);
+                })
+            }
+        }
+    }
+
+    fn build(
+        topic: Topic,
+        seq: u64,
+        ts: u64,
+        traceparent: Option<&str>,
+        data_len: usize,
+        put_data: impl FnOnce(&mut BytesMut),
+    ) -> Arc<Self> {
+        let mut buf = BytesMut::with_capacity(48 + topic.as_str().len() + data_len);
         buf.put_slice(b"{\"topic\":\"");
         // Topic names are [A-Za-z0-9_.-]: nothing to escape.
         buf.put_slice(topic.as_str().as_bytes());
@@ -62,8 +146,8 @@ impl Message {
             buf.put_slice(tp.as_bytes());
             buf.put_u8(b'"');
         }
-        buf.put_slice(b",\"data\":");
-        buf.put_slice(data.as_bytes());
+        buf.put_slice(DATA_KEY);
+        put_data(&mut buf);
         buf.put_u8(b'}');
         Arc::new(Self::from_envelope(topic, seq, ts, buf.freeze()))
     }
@@ -74,9 +158,16 @@ impl Message {
             topic,
             seq,
             ts,
+            binary: envelope.ends_with(BINARY_TAIL),
             envelope,
-            ws_wire: OnceLock::new(),
+            ws_text: OnceLock::new(),
+            ws_binary: OnceLock::new(),
         }
+    }
+
+    /// Whether the message is raw bytes (published as binary).
+    pub fn is_binary(&self) -> bool {
+        self.binary
     }
 
     /// The `traceparent` the message carries, if any. It sits between
@@ -94,18 +185,92 @@ impl Message {
         &self.envelope
     }
 
-    /// The `data` field as raw JSON text.
+    /// The `data` field as raw JSON text (a binary message's is its
+    /// base64 string).
     pub fn data(&self) -> &[u8] {
-        let key = b",\"data\":";
-        let start = memchr::memmem::find(&self.envelope, key).map_or(0, |i| i + key.len());
-        &self.envelope[start..self.envelope.len() - 1]
+        let start = self.data_at();
+        let end = if self.binary {
+            self.envelope.len() - BINARY_TAIL.len()
+        } else {
+            self.envelope.len() - 1
+        };
+        &self.envelope[start..end]
     }
 
-    /// The WebSocket delivery frame for this message, header included:
-    /// server frames are unmasked, so every subscriber is sent these same
-    /// bytes (shared, built once).
+    fn data_at(&self) -> usize {
+        memchr::memmem::find(&self.envelope, DATA_KEY).map_or(0, |i| i + DATA_KEY.len())
+    }
+
+    /// A binary message's raw bytes (`None` for JSON, or if the stored
+    /// base64 does not decode).
+    pub fn raw_data(&self) -> Option<Vec<u8>> {
+        if !self.binary {
+            return None;
+        }
+        let data = self.data();
+        STANDARD
+            .decode(data.get(1..data.len().checked_sub(1)?)?)
+            .ok()
+    }
+
+    /// The payload as published.
+    pub fn payload(&self) -> Payload {
+        match self.raw_data() {
+            Some(raw) => Payload::Binary(raw.into()),
+            None => Payload::Json(String::from_utf8_lossy(self.data()).into_owned()),
+        }
+    }
+
+    /// The WebSocket delivery frame for this message, header included: a
+    /// text frame for JSON, a binary delivery frame for raw bytes. Server
+    /// frames are unmasked, so every subscriber is sent these same bytes
+    /// (shared, built once).
     pub fn ws_wire(&self) -> &Bytes {
-        self.ws_wire.get_or_init(|| {
+        if !self.binary {
+            return self.ws_text_wire();
+        }
+        if let Some(wire) = self.ws_binary.get() {
+            return wire;
+        }
+        match self.binary_frame() {
+            Some(frame) => self.ws_binary.get_or_init(|| frame),
+            // Stored base64 that does not decode (the log checks every
+            // record, so this is not expected): the text form still says
+            // what is there.
+            None => self.ws_text_wire(),
+        }
+    }
+
+    fn binary_frame(&self) -> Option<Bytes> {
+        let data = self.data();
+        let b64 = data.get(1..data.len().checked_sub(1)?)?;
+        let tp = self.traceparent();
+        let head = BinaryDelivery {
+            topic: self.topic.as_str(),
+            seq: self.seq,
+            ts: self.ts,
+            traceparent: tp,
+            payload: &[],
+        };
+        let padding = b64.iter().rev().take(2).filter(|&&c| c == b'=').count();
+        let raw_len = (b64.len() / 4 * 3).checked_sub(padding)?;
+        let len = head.header_len() + raw_len;
+        let mut wire = BytesMut::with_capacity(websocket::header_len(len) + len);
+        websocket::put_header(&mut wire, OpCode::Binary, len);
+        head.put(&mut wire);
+        let at = wire.len();
+        wire.resize(at + raw_len, 0);
+        let n = STANDARD.decode_slice(b64, &mut wire[at..]).ok()?;
+        if n != raw_len {
+            return None;
+        }
+        Some(wire.freeze())
+    }
+
+    /// The delivery as a JSON text frame, for WebSocket subscribers that
+    /// take binary messages as base64 (and for every JSON message).
+    pub fn ws_text_wire(&self) -> &Bytes {
+        self.ws_text.get_or_init(|| {
             const PREFIX: &[u8] = b"{\"type\":\"message\",";
             let len = PREFIX.len() + self.envelope.len() - 1;
             let mut wire = BytesMut::with_capacity(websocket::header_len(len) + len);
@@ -123,51 +288,7 @@ impl Message {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn encodings_agree() {
-        let m = Message::new(
-            Topic::parse("orders.eu").unwrap(),
-            42,
-            1764000000123,
-            r#"{"a":[1,"x"]}"#,
-        );
-        assert_eq!(
-            &m.envelope()[..],
-            br#"{"topic":"orders.eu","seq":42,"ts":1764000000123,"data":{"a":[1,"x"]}}"#
-        );
-        let text = r#"{"type":"message","topic":"orders.eu","seq":42,"ts":1764000000123,"data":{"a":[1,"x"]}}"#;
-        let wire = m.ws_wire();
-        assert_eq!(
-            wire[..2],
-            [0x81, text.len() as u8],
-            "FIN text frame, unmasked"
-        );
-        assert_eq!(&wire[2..], text.as_bytes());
-        assert_eq!(m.data(), br#"{"a":[1,"x"]}"#);
-        assert_eq!(m.traceparent(), None);
-        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let t = Message::traced(
-            Topic::parse("a.b").unwrap(),
-            1,
-            2,
-            r#"{"traceparent":"x"}"#,
-            Some(tp),
-        );
-        assert_eq!(
-            &t.envelope()[..],
-            format!(r#"{{"topic":"a.b","seq":1,"ts":2,"traceparent":"{tp}","data":{{"traceparent":"x"}}}}"#).as_bytes()
-        );
-        assert_eq!(t.traceparent(), Some(tp));
-        assert_eq!(t.data(), br#"{"traceparent":"x"}"#);
-        let plain = Message::new(Topic::parse("a.b").unwrap(), 1, 2, r#"{"traceparent":"x"}"#);
-        assert_eq!(plain.traceparent(), None, "user data is not looked at");
-        let v: serde_json::Value = serde_json::from_slice(m.envelope()).unwrap();
-        assert_eq!(v["seq"], 42);
-    }
-}
+mod tests;
 
 /// The newest committed message of a topic.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -202,6 +202,18 @@ async fn call(
     query: &[(&str, &str)],
     body: Option<Value>,
 ) -> anyhow::Result<Value> {
+    let text = request(args, method, segments, query, body).await?;
+    Ok(serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// As [`call`], returning the `200` answer's body as the node sent it.
+pub(super) async fn request(
+    args: &AdminArgs,
+    method: Method,
+    segments: &[&str],
+    query: &[(&str, &str)],
+    body: Option<Value>,
+) -> anyhow::Result<String> {
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .timeout(Duration::from_secs(30))
@@ -229,10 +241,10 @@ async fn call(
         };
         let status = res.status();
         let text = res.text().await.unwrap_or_default();
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         if status == StatusCode::OK {
-            return Ok(value);
+            return Ok(text);
         }
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
         let refusal = match value["error"]["code"].as_str() {
             Some(code) => anyhow!(
                 "{code}: {}",

@@ -1,8 +1,15 @@
-//! `herald history TOPIC`
+//! `herald history TOPIC`. It reads the history over REST itself, so that
+//! `--json` prints each envelope exactly as the node sent it — a binary
+//! message with its `"encoding":"base64"` (the client library's history
+//! type has no `encoding`).
 
+use base64::{engine::general_purpose::STANDARD, Engine as _};
 use clap::Args;
+use reqwest::Method;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 
-use super::{message_line, ConnectArgs};
+use super::{admin, binary_line, message_line, ConnectArgs};
 
 /// Flags of `herald history`.
 #[derive(Debug, Clone, Args)]
@@ -22,22 +29,76 @@ pub struct HistoryArgs {
 /// Largest page the server hands out.
 const PAGE: u64 = 1000;
 
+/// One page of `GET /v1/topics/{topic}/messages`, envelopes kept verbatim.
+#[derive(Deserialize)]
+struct Page<'a> {
+    #[serde(borrow)]
+    messages: Vec<&'a RawValue>,
+    first_seq: u64,
+    last_seq: u64,
+}
+
+/// The fields of an envelope the human line shows.
+#[derive(Deserialize)]
+struct Envelope {
+    topic: String,
+    seq: u64,
+    ts: u64,
+    #[serde(default)]
+    data: serde_json::Value,
+    #[serde(default)]
+    encoding: Option<String>,
+}
+
+/// An envelope as a line: verbatim with `--json`, else human-readable.
+fn line(raw: &RawValue, json: bool) -> anyhow::Result<(String, u64)> {
+    let m: Envelope = serde_json::from_str(raw.get())?;
+    if json {
+        return Ok((raw.get().to_string(), m.seq));
+    }
+    let text = match (m.encoding.as_deref(), m.data.as_str()) {
+        (Some("base64"), Some(b64)) => {
+            binary_line(&m.topic, m.seq, m.ts, &STANDARD.decode(b64)?, false)
+        }
+        _ => message_line(
+            &herald_client::Message {
+                topic: m.topic,
+                seq: m.seq,
+                ts: m.ts,
+                data: m.data,
+            },
+            false,
+        ),
+    };
+    Ok((text, m.seq))
+}
+
 /// Prints retained messages, paging through the topic's history.
 pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
-    let client = args.connect.client()?.build()?;
+    let rest = admin::AdminArgs {
+        url: args.connect.url.clone(),
+        api_key: args.connect.token.clone(),
+        json: args.connect.json,
+    };
+    let path = ["v1", "topics", args.topic.as_str(), "messages"];
     let mut since = args.since;
     let mut left = args.limit.unwrap_or(u64::MAX);
     let mut printed = 0u64;
     let (first, last) = loop {
-        let want = left.min(PAGE);
-        let page = client.history(&args.topic, since, want as u32).await?;
-        for m in &page.messages {
-            println!("{}", message_line(m, args.connect.json));
+        let (since_text, want) = (since.to_string(), left.min(PAGE).to_string());
+        let query = [("since", since_text.as_str()), ("limit", want.as_str())];
+        let body = admin::request(&rest, Method::GET, &path, &query, None).await?;
+        let page: Page = serde_json::from_str(&body)?;
+        let mut newest = None;
+        for raw in &page.messages {
+            let (text, seq) = line(raw, args.connect.json)?;
+            println!("{text}");
+            newest = Some(seq);
         }
         printed += page.messages.len() as u64;
         left -= (page.messages.len() as u64).min(left);
-        match page.messages.last() {
-            Some(m) if left > 0 && m.seq < page.last_seq => since = m.seq,
+        match newest {
+            Some(seq) if left > 0 && seq < page.last_seq => since = seq,
             _ => break (page.first_seq, page.last_seq),
         }
     };

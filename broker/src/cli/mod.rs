@@ -12,6 +12,7 @@ pub mod verify;
 
 use std::{future::Future, time::Duration};
 
+use base64::{engine::general_purpose::STANDARD, Engine as _};
 use clap::Args;
 use herald_client::{Client, Event, Message};
 
@@ -105,6 +106,12 @@ fn event_line(event: Event, json: bool) -> String {
             },
             json,
         ),
+        Event::Binary {
+            topic,
+            seq,
+            ts,
+            data,
+        } => binary_line(&topic, seq, ts, &data, json),
         Event::Gap { topic, from, to } => {
             if json {
                 serde_json::json!({"type": "gap", "topic": topic, "from": from, "to": to})
@@ -114,6 +121,39 @@ fn event_line(event: Event, json: bool) -> String {
             }
         }
         other => format!("{other:?}"),
+    }
+}
+
+/// A binary message as the server's JSON envelope (base64 `data`,
+/// `"encoding":"base64"`), fields in the server's order.
+#[derive(serde::Serialize)]
+struct BinaryEnvelope<'a> {
+    topic: &'a str,
+    seq: u64,
+    ts: u64,
+    data: String,
+    encoding: &'static str,
+}
+
+/// One line for a binary message: its JSON envelope, or
+/// `TOPIC #SEQ TS base64:DATA (N bytes)`.
+fn binary_line(topic: &str, seq: u64, ts: u64, data: &[u8], json: bool) -> String {
+    let encoded = STANDARD.encode(data);
+    if json {
+        serde_json::to_string(&BinaryEnvelope {
+            topic,
+            seq,
+            ts,
+            data: encoded,
+            encoding: "base64",
+        })
+        .expect("envelopes serialize")
+    } else {
+        format!(
+            "{topic} #{seq} {} base64:{encoded} ({} bytes)",
+            format_ts(ts),
+            data.len()
+        )
     }
 }
 
@@ -143,6 +183,18 @@ fn format_ts(ms: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn binary_lines() {
+        assert_eq!(
+            binary_line("a.b", 7, 0, &[0, 0xff, 0xc3, 0x28], true),
+            r#"{"topic":"a.b","seq":7,"ts":0,"data":"AP/DKA==","encoding":"base64"}"#
+        );
+        assert_eq!(
+            binary_line("a.b", 7, 0, &[0, 0xff, 0xc3, 0x28], false),
+            "a.b #7 1970-01-01T00:00:00.000Z base64:AP/DKA== (4 bytes)"
+        );
+    }
 
     #[test]
     fn formats_timestamps() {

@@ -4,7 +4,7 @@ use std::io::Write;
 
 use clap::Args;
 use futures_util::StreamExt;
-use herald_client::{ConnectionEvent, Start, Transport};
+use herald_client::{ConnectionEvent, Event, Start, Transport};
 
 use super::{event_line, ConnectArgs};
 
@@ -22,6 +22,13 @@ pub struct SubArgs {
     /// Exit after this many messages.
     #[arg(long, value_name = "N")]
     pub count: Option<u64>,
+    /// Write each message's payload to stdout and nothing else: a binary
+    /// message's bytes as they are, a JSON message's `data` as JSON text,
+    /// with no separator between messages (binary payloads may hold any
+    /// byte). Meant for `--count 1` or payloads that frame themselves;
+    /// gaps go to stderr.
+    #[arg(long, conflicts_with = "json")]
+    pub raw: bool,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -74,11 +81,19 @@ pub async fn run(args: SubArgs) -> anyhow::Result<()> {
             break;
         };
         let event = event?;
-        if matches!(event, herald_client::Event::Message { .. }) {
+        if matches!(event, Event::Message { .. } | Event::Binary { .. }) {
             received += 1;
         }
         let mut out = stdout.lock();
-        writeln!(out, "{}", event_line(event, args.connect.json))?;
+        if args.raw {
+            match event {
+                Event::Binary { data, .. } => out.write_all(&data)?,
+                Event::Message { data, .. } => serde_json::to_writer(&mut out, &data)?,
+                other => eprintln!("{}", event_line(other, false)),
+            }
+        } else {
+            writeln!(out, "{}", event_line(event, args.connect.json))?;
+        }
         out.flush()?;
     }
     Ok(())

@@ -21,6 +21,8 @@
 //!   what it missed from its peers before it reports ready.
 //! * **Admin orders** (`control.rs`): disconnect and unsubscribe orders are
 //!   broadcast, and every node carries them out on its own clients.
+//! * **Stats** (`stats.rs`): each node sends its dashboard sample every
+//!   second and keeps its peers' latest, for cluster-wide totals.
 //!
 //! See `protocol-spec/cluster.md` for the failure behaviour.
 
@@ -34,6 +36,7 @@ mod presence;
 mod replica;
 mod service;
 mod shared;
+mod stats;
 pub mod wire;
 
 use std::{
@@ -104,6 +107,8 @@ pub struct LocalParts {
     pub control: Arc<Registry>,
     /// Accept as lost what no peer can give back (`--accept-damage`).
     pub accept_damage: bool,
+    /// This node's stats samples, sent to the peers for their dashboards.
+    pub stats: crate::stats::Latest,
 }
 
 /// The cluster engine.
@@ -129,6 +134,7 @@ impl ClusterEngine {
             presence,
             control,
             accept_damage,
+            stats: local_stats,
         } = parts;
         // Nothing is guaranteed about the cluster until this node has
         // caught up with it (subscriptions wait for readiness anyway).
@@ -184,6 +190,7 @@ impl ClusterEngine {
             max_members: AtomicUsize::new(max_members),
             owner_tx,
             accept_damage,
+            peer_stats: stats::PeerStats::default(),
         });
         if shared.client.connection_state() == async_nats::connection::State::Connected {
             shared.connected.store(true, Ordering::Release);
@@ -206,6 +213,7 @@ impl ClusterEngine {
         let requests = subscribe(shared.node_subject(&shared.node, "*")).await?;
         let presence_updates = subscribe(shared.subject("p.*")).await?;
         let admin_orders = subscribe(shared.subject("admin.*")).await?;
+        let peer_samples = subscribe(shared.subject("s.*")).await?;
         let (presence_tx, presence_rx) = mpsc::unbounded_channel();
         shared.presence.set_outbox(presence_tx);
         let (connections_tx, connections_rx) = tokio::sync::watch::channel(0u64);
@@ -216,6 +224,11 @@ impl ClusterEngine {
             connections_rx,
         )));
         tasks.push(tokio::spawn(control::run(shared.clone(), admin_orders)));
+        tasks.push(tokio::spawn(stats::run(
+            shared.clone(),
+            local_stats,
+            peer_samples,
+        )));
         tasks.push(tokio::spawn(replica::run(shared.clone(), inbox)));
         tasks.push(tokio::spawn(service::run(shared.clone(), requests)));
         tasks.push(tokio::spawn(owner::run(shared.clone(), owner_rx)));
@@ -282,16 +295,7 @@ impl ClusterEngine {
                 .map_err(service::RouteError::from_owner);
         }
         let forward = wire::Forward {
-            items: items
-                .iter()
-                .map(|i| ForwardItem {
-                    topic: i.topic.as_str().to_string(),
-                    data: serde_json::value::RawValue::from_string(i.data.clone())
-                        .expect("data is JSON"),
-                    key: i.idempotency_key.clone(),
-                    tp: i.traceparent.clone(),
-                })
-                .collect(),
+            items: items.iter().map(ForwardItem::new).collect(),
         };
         let span = if crate::telemetry::otel_enabled() {
             tracing::info_span!(target: "herald::cluster", "cluster.forward", herald.owner = owner, herald.items = items.len())
@@ -369,6 +373,14 @@ impl Engine for ClusterEngine {
             return Err("catching up with the cluster".into());
         }
         Ok(())
+    }
+
+    fn peer_stats(&self) -> Vec<(crate::stats::NodeStats, u64)> {
+        let view = self.shared.membership.view();
+        self.shared.peer_stats.fresh(
+            &view.members,
+            stats::max_age(self.shared.settings.member_timeout),
+        )
     }
 
     async fn broadcast_order(&self, order: &Order) -> Result<PeerOutcome, PublishError> {

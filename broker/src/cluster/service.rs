@@ -17,7 +17,6 @@ use super::{
 use crate::{
     engine::{PublishError, PublishItem, Published},
     hub::Topic,
-    json,
     log::LogEntry,
 };
 
@@ -86,13 +85,16 @@ async fn serve_forward(shared: &Shared, payload: &[u8]) -> ForwardReply {
         return error("unavailable", "malformed forward".into());
     };
     let mut items = Vec::with_capacity(forward.items.len());
-    for item in forward.items {
+    for mut item in forward.items {
         let Ok(topic) = Topic::parse(&item.topic) else {
             return error("unavailable", "invalid topic in forward".into());
         };
+        let Some(data) = item.payload() else {
+            return error("unavailable", "malformed forward item".into());
+        };
         items.push(PublishItem {
             topic,
-            data: json::compact(item.data.get()).into_owned(),
+            data,
             idempotency_key: item.key,
             traceparent: item.tp,
         });

@@ -51,6 +51,8 @@ pub(crate) struct Shared {
     pub(super) owner_tx: mpsc::UnboundedSender<OwnerCommand>,
     /// Accept as lost what no peer can give back (`--accept-damage`).
     pub accept_damage: bool,
+    /// The peers' latest stats samples.
+    pub(super) peer_stats: super::stats::PeerStats,
 }
 
 impl Shared {

@@ -21,14 +21,17 @@
 
 use std::{cmp::Ordering, sync::Arc};
 
+use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
 
 use crate::{
+    engine::PublishItem,
     hub::{
         control::{Order, Target},
-        Message, Pattern, Topic,
+        Message, Pattern, Payload, Topic,
     },
+    json,
     log::LogEntry,
 };
 
@@ -161,14 +164,53 @@ pub struct Ack {
 pub struct ForwardItem {
     /// Topic.
     pub topic: String,
-    /// Compact JSON data.
-    pub data: Box<RawValue>,
+    /// Compact JSON data (absent for a binary payload).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data: Option<Box<RawValue>>,
+    /// A binary payload in base64. A node that predates binary payloads
+    /// requires `data`, so it refuses such a forward as malformed instead
+    /// of storing the base64 text as a JSON string.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bin: Option<String>,
     /// Idempotency key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub key: Option<String>,
     /// W3C trace context the message carries.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tp: Option<String>,
+}
+
+impl ForwardItem {
+    /// The wire form of a publish.
+    pub fn new(item: &PublishItem) -> Self {
+        let (data, bin) = match &item.data {
+            Payload::Json(data) => (
+                Some(RawValue::from_string(data.clone()).expect("data is JSON")),
+                None,
+            ),
+            Payload::Binary(raw) => (None, Some(STANDARD.encode(raw))),
+        };
+        ForwardItem {
+            topic: item.topic.as_str().to_string(),
+            data,
+            bin,
+            key: item.idempotency_key.clone(),
+            tp: item.traceparent.clone(),
+        }
+    }
+
+    /// Takes the payload out (`None` if the item has neither or both
+    /// forms, or bad base64). `item.key` and `item.tp` are left.
+    pub fn payload(&mut self) -> Option<Payload> {
+        match (self.data.take(), self.bin.take()) {
+            (Some(data), None) => Some(Payload::Json(json::compact(data.get()).into_owned())),
+            (None, Some(bin)) => STANDARD
+                .decode(bin)
+                .ok()
+                .map(|raw| Payload::Binary(raw.into())),
+            _ => None,
+        }
+    }
 }
 
 /// A publish sent to the topic's owner.
@@ -303,56 +345,4 @@ pub fn decode<'a, T: Deserialize<'a>>(payload: &'a [u8]) -> Option<T> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn terms_order_by_counter_then_node() {
-        let t = |c, n: &str| Term {
-            counter: c,
-            node: n.into(),
-        };
-        assert!(t(2, "a") > t(1, "z"));
-        assert!(t(1, "b") > t(1, "a"));
-        assert!(Term::default() < t(1, ""));
-    }
-
-    #[test]
-    fn admin_orders_round_trip() {
-        let order = Order::Unsubscribe {
-            target: Target::Sub("alice".into()),
-            pattern: Pattern::parse("chat.>").unwrap(),
-        };
-        let text = serde_json::to_string(&AdminOrder::from_order(&order)).unwrap();
-        assert_eq!(
-            text,
-            r#"{"kind":"unsubscribe","target":{"sub":"alice"},"pattern":"chat.>"}"#
-        );
-        let back: AdminOrder = serde_json::from_str(&text).unwrap();
-        assert_eq!(back.into_order(), Some(order));
-        let bad = r#"{"kind":"unsubscribe","target":{"client":"x"},"pattern":"a..b"}"#;
-        assert_eq!(
-            serde_json::from_str::<AdminOrder>(bad)
-                .unwrap()
-                .into_order(),
-            None
-        );
-    }
-
-    #[test]
-    fn entries_round_trip() {
-        let m = Message::new(Topic::parse("a.b").unwrap(), 3, 99, r#"{"x":[1]}"#);
-        let entry = LogEntry {
-            message: m.clone(),
-            idempotency: Some(("k".into(), 5)),
-        };
-        let wire = WireEntry::from_entry(&entry);
-        let text = serde_json::to_string(&wire).unwrap();
-        assert!(text.contains(r#""e":{"topic":"a.b""#), "{text}");
-        let back: WireEntry = serde_json::from_str(&text).unwrap();
-        let back = back.into_entry().unwrap();
-        assert_eq!(back.message.envelope(), m.envelope());
-        assert_eq!((back.message.seq, back.message.ts), (3, 99));
-        assert_eq!(back.idempotency, Some(("k".into(), 5)));
-    }
-}
+mod tests;

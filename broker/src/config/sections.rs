@@ -94,10 +94,19 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// Largest WebSocket frame or HTTP body: a payload plus room for the
+    /// Largest WebSocket frame or HTTP body: a payload in base64 (a binary
+    /// payload at the limit published through JSON) plus room for the
     /// surrounding op or batch fields.
     pub fn max_frame_bytes(&self) -> usize {
-        self.max_payload_bytes + 4096
+        self.max_payload_bytes.div_ceil(3).saturating_mul(4) + 4096
+    }
+
+    /// Largest batch body: 16 payloads with room for their fields, and at
+    /// least 1 MiB.
+    pub fn max_batch_bytes(&self) -> usize {
+        (self.max_payload_bytes + 4096)
+            .saturating_mul(16)
+            .max(1 << 20)
     }
 }
 

@@ -10,7 +10,7 @@ pub mod sequencer;
 
 use async_trait::async_trait;
 
-use crate::hub::{control::Order, Topic};
+use crate::hub::{control::Order, Payload, Topic};
 
 pub use self::{
     local::LocalEngine,
@@ -22,8 +22,8 @@ pub use self::{
 pub struct PublishItem {
     /// Destination (validated, concrete).
     pub topic: Topic,
-    /// The `data` value as compact JSON text.
-    pub data: String,
+    /// The `data` value: compact JSON text, or raw bytes.
+    pub data: Payload,
     /// Optional `Idempotency-Key`, scoped to the topic.
     pub idempotency_key: Option<String>,
     /// W3C trace context the message carries to subscribers.
@@ -89,6 +89,12 @@ pub trait Engine: Send + Sync + 'static {
     /// Cluster state for metrics and the dashboard (`None` on a single node).
     fn cluster_status(&self) -> Option<ClusterStatus> {
         None
+    }
+
+    /// The latest stats sample of each live peer, at most a few seconds
+    /// old, with its age in ms (empty on a single node).
+    fn peer_stats(&self) -> Vec<(crate::stats::NodeStats, u64)> {
+        Vec::new()
     }
 
     /// Sends an admin order to every other node, which carries it out on

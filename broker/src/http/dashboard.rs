@@ -5,11 +5,13 @@
 //!   charts drawn as SVG by hand, no external requests (the page is served
 //!   with a `default-src 'self'` Content-Security-Policy). It holds no data,
 //!   so it is served without credentials.
-//! * `GET /v1/stats`: one [`Snapshot`] as JSON.
+//! * `GET /v1/stats`: one [`Snapshot`] as JSON: this node's live numbers,
+//!   and cluster-wide totals and busiest topics from the peers' latest
+//!   samples (`crate::stats`).
 //! * `GET /v1/stats/stream`: Server-Sent Events, `event: stats` with a
 //!   snapshot every `interval_ms` (default 1000) and `: ping` comments every
-//!   `transport.sse_heartbeat`. Snapshots carry counters, not rates: the page
-//!   computes rates from consecutive snapshots. The stream is not a
+//!   `transport.sse_heartbeat`. Rates are each node's, over its last
+//!   one-second sampling window, summed in the totals. The stream is not a
 //!   subscriber and is not in the connection gauges, but it holds a
 //!   connection slot under `max_connections` and the per-IP cap like one.
 //!
@@ -19,22 +21,20 @@
 //! (every topic). No credentials is 401, a narrower token 403. With auth off
 //! they are open.
 
-use std::{
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+mod snapshot;
+
+use std::{sync::Arc, time::Duration};
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use futures_util::stream;
-use serde::Serialize;
 use tokio::{sync::watch, time::Interval};
 
+pub use self::snapshot::{NodeInfo, NodeSummary, Snapshot, TOP_TOPICS};
 use super::{get_only, ApiError, ErrorCode};
 use crate::{
     auth::{AuthError, Credentials},
     hub::Pattern,
-    metrics::{Metrics, Transport},
     state::AppState,
 };
 
@@ -61,130 +61,6 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(get_only("/dashboard/style.css").route(web::get().to(style)))
         .service(get_only("/v1/stats").route(web::get().to(stats)))
         .service(get_only("/v1/stats/stream").route(web::get().to(stats_stream)));
-}
-
-/// Per-transport values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-pub struct PerTransport<T> {
-    /// WebSocket.
-    pub ws: T,
-    /// Server-Sent Events.
-    pub sse: T,
-    /// HTTP long-poll.
-    pub poll: T,
-}
-
-impl<T> PerTransport<T> {
-    fn from_fn(f: impl Fn(Transport) -> T) -> Self {
-        PerTransport {
-            ws: f(Transport::Ws),
-            sse: f(Transport::Sse),
-            poll: f(Transport::Poll),
-        }
-    }
-}
-
-/// One cluster member as this node sees it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct NodeInfo {
-    /// Node id.
-    pub id: String,
-    /// Whether this is the node answering.
-    #[serde(rename = "self")]
-    pub this: bool,
-    /// Heartbeating (always true: members drop out of the view when silent).
-    pub live: bool,
-    /// Accepts publishes; `None` for peers, whose heartbeats do not say.
-    pub ready: Option<bool>,
-}
-
-/// Everything the dashboard shows, at one instant. Counters (`*_total`)
-/// only grow while the process runs; rates are computed by the reader.
-#[derive(Debug, Clone, Serialize)]
-pub struct Snapshot {
-    /// This node's id.
-    pub node: String,
-    /// Wall clock, ms since the Unix epoch.
-    pub ts: u64,
-    /// Seconds since the process started.
-    pub uptime_seconds: f64,
-    /// Whether this node accepts publishes.
-    pub ready: bool,
-    /// Why not, when not ready.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub not_ready_reason: Option<String>,
-    /// Running with `--nats`.
-    pub cluster: bool,
-    /// Live members (just this node when not clustered).
-    pub nodes: Vec<NodeInfo>,
-    /// Open client connections per transport.
-    pub connections: PerTransport<i64>,
-    /// Active (pattern, connection) subscriptions.
-    pub subscriptions: i64,
-    /// Topics with at least one message.
-    pub topics: usize,
-    /// Messages accepted and sequenced.
-    pub published_total: u64,
-    /// Messages queued to subscriber mailboxes.
-    pub fanned_out_total: u64,
-    /// Messages written to clients, per transport.
-    pub delivered_total: PerTransport<u64>,
-    /// Subscribers disconnected because their queue overflowed.
-    pub slow_consumers_total: u64,
-    /// Messages dropped, conflated or deferred to catch-up for slow consumers.
-    pub slow_consumer_actions_total: u64,
-}
-
-impl Snapshot {
-    /// Reads the node's current numbers.
-    pub fn take(state: &AppState) -> Snapshot {
-        let m: &Metrics = &state.metrics;
-        let readiness = if state.leaving() {
-            Err("shutting down".to_string())
-        } else {
-            state.engine.readiness()
-        };
-        let ready = readiness.is_ok();
-        let mut members = state
-            .engine
-            .cluster_status()
-            .map(|c| c.members)
-            .unwrap_or_default();
-        if members.is_empty() {
-            members.push(state.node_id.clone());
-        }
-        let nodes = members
-            .into_iter()
-            .map(|id| {
-                let this = id == state.node_id;
-                NodeInfo {
-                    ready: this.then_some(ready),
-                    id,
-                    this,
-                    live: true,
-                }
-            })
-            .collect();
-        Snapshot {
-            node: state.node_id.clone(),
-            ts: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64),
-            uptime_seconds: state.started.elapsed().as_millis() as f64 / 1000.0,
-            ready,
-            not_ready_reason: readiness.err(),
-            cluster: state.config.nats.is_some(),
-            nodes,
-            connections: PerTransport::from_fn(|t| m.connections(t).get()),
-            subscriptions: m.subscriptions.get(),
-            topics: state.hub.topic_count(),
-            published_total: m.messages_published.get(),
-            fanned_out_total: m.messages_fanned_out.get(),
-            delivered_total: PerTransport::from_fn(|t| m.delivered(t).get()),
-            slow_consumers_total: m.slow_consumers.get(),
-            slow_consumer_actions_total: m.slow_consumer_actions.get(),
-        }
-    }
 }
 
 fn asset(content_type: &'static str, body: &'static str) -> HttpResponse {

@@ -12,13 +12,13 @@ use serde_json::value::RawValue;
 use super::read_body;
 use crate::{
     engine::{PublishItem, Published},
-    hub::Topic,
+    hub::{Payload, Topic},
     json,
     state::AppState,
 };
 use crate::{
     error::ApiError,
-    validate::{check_idempotency_key, check_payload},
+    validate::{check_idempotency_key, check_payload, json_payload},
 };
 
 #[derive(Serialize)]
@@ -47,17 +47,32 @@ fn idempotency_header(req: &HttpRequest) -> Result<Option<String>, ApiError> {
     Ok(Some(key.to_string()))
 }
 
-fn is_json(req: &HttpRequest) -> bool {
-    req.headers()
+/// How a REST body is read, by its `Content-Type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BodyKind {
+    /// `application/json` or `application/*+json`: the `data` value.
+    Json,
+    /// `application/octet-stream`: raw bytes, stored as they are.
+    Binary,
+    /// Anything else: UTF-8 text, sent as a JSON string.
+    Text,
+}
+
+fn body_kind(req: &HttpRequest) -> BodyKind {
+    let mime = req
+        .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.split(';').next())
-        .map(|mime| {
-            let mime = mime.trim().to_ascii_lowercase();
-            mime == "application/json"
-                || (mime.starts_with("application/") && mime.ends_with("+json"))
-        })
-        .unwrap_or(false)
+        .map(|mime| mime.trim().to_ascii_lowercase())
+        .unwrap_or_default();
+    if mime == "application/json" || (mime.starts_with("application/") && mime.ends_with("+json")) {
+        BodyKind::Json
+    } else if mime == "application/octet-stream" {
+        BodyKind::Binary
+    } else {
+        BodyKind::Text
+    }
 }
 
 /// Charges `n` publishes to the client's rate (API key or token subject,
@@ -113,7 +128,8 @@ async fn publish(
     Ok(result?)
 }
 
-/// `POST /v1/topics/{topic}/messages`: a JSON body is the `data` value; any
+/// `POST /v1/topics/{topic}/messages`: a JSON body is the `data` value, an
+/// `application/octet-stream` body is published as raw bytes, and any
 /// other body is sent as a JSON string.
 pub async fn publish_one(
     req: HttpRequest,
@@ -128,17 +144,24 @@ pub async fn publish_one(
     let key = idempotency_header(&req)?;
     let limit = state.config.limits.max_payload_bytes;
     let body = read_body(&req, body, limit).await?;
-    let data = if is_json(&req) {
-        json::parse_data(&body, json::HARD_MAX_DEPTH).map_err(|e| match e {
-            json::DataError::Syntax(e) => {
-                ApiError::bad_request(format!("body is not valid JSON: {e}"))
-            }
-            other => ApiError::bad_request(format!("data refused: {other}")),
-        })?
-    } else {
-        let text = std::str::from_utf8(&body)
-            .map_err(|_| ApiError::bad_request("a non-JSON body must be UTF-8 text"))?;
-        json::string_value(text)
+    let data = match body_kind(&req) {
+        BodyKind::Json => Payload::Json(json::parse_data(&body, json::HARD_MAX_DEPTH).map_err(
+            |e| match e {
+                json::DataError::Syntax(e) => {
+                    ApiError::bad_request(format!("body is not valid JSON: {e}"))
+                }
+                other => ApiError::bad_request(format!("data refused: {other}")),
+            },
+        )?),
+        BodyKind::Binary => Payload::Binary(body),
+        BodyKind::Text => {
+            let text = std::str::from_utf8(&body).map_err(|_| {
+                ApiError::bad_request(
+                    "a text body must be UTF-8; send raw bytes as application/octet-stream",
+                )
+            })?;
+            Payload::Json(json::string_value(text))
+        }
     };
     check_payload(&state, &topic, &data)?;
     let incoming = traceparent_header(&req);
@@ -173,6 +196,9 @@ struct BatchItem<'a> {
     data: &'a RawValue,
     #[serde(default)]
     idempotency_key: Option<String>,
+    /// `"base64"`: `data` is a base64 string of raw bytes.
+    #[serde(borrow, default)]
+    encoding: Option<&'a RawValue>,
 }
 
 /// `POST /v1/publish`: `[{"topic":..,"data":..}, ...]`, sequenced together;
@@ -186,7 +212,7 @@ pub async fn publish_batch(
 ) -> Result<HttpResponse, ApiError> {
     let identity = state.identify(&req)?;
     let limits = &state.config.limits;
-    let body_limit = limits.max_frame_bytes().saturating_mul(16).max(1 << 20);
+    let body_limit = limits.max_batch_bytes();
     let key = idempotency_header(&req)?;
     let body = read_body(&req, body, body_limit).await?;
     let raw: Vec<BatchItem> = serde_json::from_slice(&body).map_err(|e| {
@@ -211,9 +237,7 @@ pub async fn publish_batch(
         let at = |e: ApiError| ApiError::new(e.code, format!("item {i}: {}", e.message));
         let topic = Topic::parse(&item.topic).map_err(|e| at(e.into()))?;
         identity.check_publish(&topic).map_err(|e| at(e.into()))?;
-        json::check_data(item.data.get(), json::HARD_MAX_DEPTH)
-            .map_err(|e| at(ApiError::bad_request(format!("data refused: {e}"))))?;
-        let data = json::compact(item.data.get()).into_owned();
+        let data = json_payload(item.data, item.encoding).map_err(at)?;
         check_payload(&state, &topic, &data).map_err(at)?;
         let idempotency_key = match (item.idempotency_key, &key) {
             (Some(k), _) => {

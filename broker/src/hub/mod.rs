@@ -30,7 +30,7 @@ pub use self::{
     cursor::Cursor,
     index::{SubscriberId, SubscriptionIndex},
     mailbox::{Drained, Mailbox, MailboxState, Pushed, Skipped, SlowConsumerPolicy},
-    message::{Message, TopicHead},
+    message::{Message, Payload, TopicHead},
     subscriber::{Delivered, DeliverySink, Event, Resume, SubscribeError, Subscriber},
     topic::{Pattern, Topic, TopicError},
 };

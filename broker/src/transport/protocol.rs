@@ -11,8 +11,7 @@ use serde_json::value::RawValue;
 
 use crate::{
     error::{ApiError, ErrorCode},
-    hub::{Cursor, Pattern, Resume, Topic},
-    json,
+    hub::{Cursor, Pattern, Payload, Resume, Topic},
 };
 
 /// A request id as sent by the client (a JSON string or number), echoed verbatim.
@@ -46,8 +45,9 @@ pub enum ClientOp {
         id: Option<OpId>,
         /// Destination.
         topic: Topic,
-        /// Compact JSON.
-        data: String,
+        /// Compact JSON, or raw bytes (`"encoding":"base64"`, or a binary
+        /// frame).
+        data: Payload,
         /// Optional idempotency key.
         idempotency_key: Option<String>,
         /// W3C trace context of the publisher (invalid ones are ignored).
@@ -101,6 +101,8 @@ struct RawFrame<'a> {
     presence: Option<&'a RawValue>,
     #[serde(borrow, default)]
     traceparent: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    encoding: Option<&'a RawValue>,
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
@@ -124,7 +126,7 @@ fn required<'a>(raw: Option<&'a RawValue>, name: &str) -> Result<Cow<'a, str>, A
 }
 
 /// Parses one text frame. `max_payload` bounds a publish's `data`, and so
-/// does [`json::HARD_MAX_DEPTH`]; the node's (and a namespace's) own limits
+/// does [`crate::json::HARD_MAX_DEPTH`]; the node's (and a namespace's) own limits
 /// are applied by [`check_payload`](crate::validate::check_payload).
 pub fn parse_op(text: &str, max_payload: usize) -> Result<ClientOp, OpError> {
     // serde would read a JSON array into the struct positionally.
@@ -215,9 +217,7 @@ pub fn parse_op(text: &str, max_payload: usize) -> Result<ClientOp, OpError> {
             let data = frame
                 .data
                 .ok_or_else(|| fail(ApiError::bad_request("'data' is required")))?;
-            json::check_data(data.get(), json::HARD_MAX_DEPTH)
-                .map_err(|e| fail(ApiError::bad_request(e.to_string())))?;
-            let data = json::compact(data.get()).into_owned();
+            let data = crate::validate::json_payload(data, frame.encoding).map_err(fail)?;
             if data.len() > max_payload {
                 return Err(fail(ApiError::too_large(max_payload)));
             }
@@ -340,114 +340,4 @@ impl Reply<'_> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn err(text: &str) -> (Option<String>, ErrorCode) {
-        let e = parse_op(text, 100).unwrap_err();
-        (e.id.map(|i| i.get().to_string()), e.error.code)
-    }
-
-    #[test]
-    fn parses_ops() {
-        match parse_op(r#"{"op":"subscribe","id":"1","topic":"orders.*"}"#, 100).unwrap() {
-            ClientOp::Subscribe {
-                id,
-                pattern,
-                resume,
-                presence,
-            } => {
-                assert!(!presence);
-                assert_eq!(id.unwrap().get(), "\"1\"");
-                assert_eq!(pattern.as_str(), "orders.*");
-                assert!(matches!(resume, Resume::Live));
-            }
-            other => panic!("{other:?}"),
-        }
-        match parse_op(
-            r#"{"op":"publish","id":3,"topic":"a.b","data":{ "x" : 1 }}"#,
-            100,
-        )
-        .unwrap()
-        {
-            ClientOp::Publish { data, .. } => assert_eq!(data, r#"{"x":1}"#),
-            other => panic!("{other:?}"),
-        }
-    }
-
-    #[test]
-    fn errors_keep_the_id() {
-        assert_eq!(
-            err(r#"{"op":"nope","id":"7"}"#),
-            (Some("\"7\"".into()), ErrorCode::UnknownOp)
-        );
-        assert_eq!(
-            err(r#"{"op":"publish","id":"8","topic":"a.*","data":1}"#),
-            (Some("\"8\"".into()), ErrorCode::InvalidTopic)
-        );
-        assert_eq!(
-            err(r#"{"op":"subscribe","id":9,"topic":"a","since":-1}"#),
-            (Some("9".into()), ErrorCode::BadRequest)
-        );
-        assert_eq!(err(r#"{"op":"publish","topic":"a","data":"xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx"}"#).1, ErrorCode::PayloadTooLarge);
-        assert_eq!(err("{not json"), (None, ErrorCode::BadRequest));
-        assert_eq!(err("[1,2]"), (None, ErrorCode::BadRequest));
-        assert_eq!(
-            err(r#"{"op":"subscribe","id":{"x":1}}"#),
-            (None, ErrorCode::BadRequest)
-        );
-        assert_eq!(
-            err(r#"{"op":"publish","topic":"a"}"#).1,
-            ErrorCode::BadRequest
-        );
-        assert!(matches!(
-            parse_op(r#"{"op":"publish","topic":"a","data":null}"#, 100),
-            Ok(ClientOp::Publish { data, .. }) if data == "null"
-        ));
-    }
-
-    #[test]
-    fn data_nesting_is_bounded() {
-        let op = |depth: usize| {
-            format!(
-                r#"{{"op":"publish","id":"d","topic":"a","data":{}1{}}}"#,
-                "[".repeat(depth),
-                "]".repeat(depth)
-            )
-        };
-        assert!(parse_op(&op(json::HARD_MAX_DEPTH), 1 << 20).is_ok());
-        let e = parse_op(&op(json::HARD_MAX_DEPTH + 1), 1 << 20).unwrap_err();
-        assert_eq!(e.id.map(|i| i.get().to_string()).as_deref(), Some("\"d\""));
-        assert_eq!(e.error.code, ErrorCode::BadRequest);
-        assert!(
-            e.error.message.contains("nests deeper"),
-            "{}",
-            e.error.message
-        );
-        // Far past any stack: an error, not a crash.
-        assert!(parse_op(&op(1_000_000), 1 << 24).is_err());
-    }
-
-    #[test]
-    fn replies_encode() {
-        let id = RawValue::from_string("\"1\"".into()).unwrap();
-        assert_eq!(
-            Reply::Ack {
-                id: Some(&id),
-                topic: "a",
-                seq: 4
-            }
-            .encode(),
-            r#"{"type":"ack","id":"1","topic":"a","seq":4}"#
-        );
-        assert_eq!(
-            Reply::Error {
-                id: None,
-                code: ErrorCode::UnknownOp,
-                message: "x"
-            }
-            .encode(),
-            r#"{"type":"error","code":"unknown_op","message":"x"}"#
-        );
-    }
-}
+mod tests;

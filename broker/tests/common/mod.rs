@@ -3,8 +3,12 @@
 
 #![allow(dead_code)]
 
+mod haproxy;
 mod nats;
 
+// Only the tests behind a load balancer use it.
+#[allow(unused_imports)]
+pub use self::haproxy::*;
 pub use self::nats::*;
 use self::nats::{spawn_nats, wait_port};
 
@@ -32,6 +36,9 @@ pub struct Node {
     pub log: Arc<Mutex<Vec<String>>>,
     args: Vec<String>,
     env: Vec<(String, String)>,
+    /// `--listen`: port 0 (a new port on every start) unless started with
+    /// [`Node::start_at`].
+    listen: String,
 }
 
 /// The `herald` under test: this build's, or `HERALD_TEST_BIN` (to run a
@@ -60,8 +67,8 @@ impl Node {
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
-        let (child, addr, log) =
-            spawn(&dir, &args, &env).unwrap_or_else(|e| panic!("herald did not start: {e}"));
+        let (child, addr, log) = spawn(&dir, ANY_PORT, &args, &env)
+            .unwrap_or_else(|e| panic!("herald did not start: {e}"));
         Node {
             child: Some(child),
             addr,
@@ -70,14 +77,36 @@ impl Node {
             log,
             args,
             env,
+            listen: ANY_PORT.into(),
+        }
+    }
+
+    /// Starts a node with a fresh data dir on a fixed address, which every
+    /// restart keeps (for a load balancer configured with it).
+    pub fn start_at(listen: SocketAddr, args: &[&str]) -> Node {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path().join("data");
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        let listen = listen.to_string();
+        let (child, addr, log) = spawn(&dir, &listen, &args, &[])
+            .unwrap_or_else(|e| panic!("herald did not start on {listen}: {e}"));
+        Node {
+            child: Some(child),
+            addr,
+            data_dir: dir,
+            _tmp: Some(tmp),
+            log,
+            args,
+            env: Vec::new(),
+            listen,
         }
     }
 
     /// Starts a node on an existing data dir (restarts).
     pub fn start_in(dir: &Path, args: &[&str]) -> Node {
         let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
-        let (child, addr, log) =
-            spawn(dir, &args, &[]).unwrap_or_else(|e| panic!("herald did not start: {e}"));
+        let (child, addr, log) = spawn(dir, ANY_PORT, &args, &[])
+            .unwrap_or_else(|e| panic!("herald did not start: {e}"));
         Node {
             child: Some(child),
             addr,
@@ -86,14 +115,15 @@ impl Node {
             log,
             args,
             env: Vec::new(),
+            listen: ANY_PORT.into(),
         }
     }
 
     /// Kills with SIGKILL and starts again on the same data dir and flags
-    /// (new port).
+    /// (new port, or the same fixed one of [`Node::start_at`]).
     pub fn kill9_and_restart(&mut self) {
         self.kill9();
-        let (child, addr, log) = spawn(&self.data_dir, &self.args, &self.env)
+        let (child, addr, log) = spawn(&self.data_dir, &self.listen, &self.args, &self.env)
             .unwrap_or_else(|e| panic!("restart failed: {e}"));
         self.child = Some(child);
         self.addr = addr;
@@ -162,13 +192,39 @@ pub use herald_testkit::{signal, wait_timeout};
 
 type Spawned = (Child, SocketAddr, Arc<Mutex<Vec<String>>>);
 
-/// Starts `herald serve` on port 0 and reads the bound address from its
-/// ready line; the log holds stdout and stderr in the order written.
-fn spawn(dir: &Path, args: &[String], env: &[(String, String)]) -> Result<Spawned, String> {
+/// `--listen` for a node on a new free port.
+const ANY_PORT: &str = "127.0.0.1:0";
+
+/// Spawns `herald serve`. A fixed port the previous process of the same
+/// node has just released may still be held for a moment: retried.
+fn spawn(
+    dir: &Path,
+    listen: &str,
+    args: &[String],
+    env: &[(String, String)],
+) -> Result<Spawned, String> {
+    let mut tries = if listen == ANY_PORT { 1 } else { 10 };
+    loop {
+        tries -= 1;
+        match spawn_once(dir, listen, args, env) {
+            Err(_) if tries > 0 => std::thread::sleep(Duration::from_millis(200)),
+            other => return other,
+        }
+    }
+}
+
+/// Starts `herald serve` and reads the bound address from its ready line;
+/// the log holds stdout and stderr in the order written.
+fn spawn_once(
+    dir: &Path,
+    listen: &str,
+    args: &[String],
+    env: &[(String, String)],
+) -> Result<Spawned, String> {
     let mut cmd = Command::new(binary());
     cmd.arg("serve")
         .arg("--listen")
-        .arg("127.0.0.1:0")
+        .arg(listen)
         .arg("--data-dir")
         .arg(dir);
     cmd.args(args);

@@ -3,6 +3,7 @@
 // -> long-poll fallback, reconnect with backoff, upgrade back.
 
 import { backoffDelay } from './backoff.js';
+import { binaryPayload, encodePublish } from './binary.js';
 import { combineCursors, encodeCursor, parseCursor, type CursorValue } from './cursor.js';
 import { Emitter } from './emitter.js';
 import { HeraldError } from './errors.js';
@@ -15,7 +16,15 @@ import {
   type MessageHandler,
   type SubscribeOptions,
 } from './subscription.js';
-import { EventSourcePipe, FetchSsePipe, PollPipe, type PollAnswer, type StreamPipe } from './transports/stream.js';
+import {
+  EventSourcePipe,
+  FetchSsePipe,
+  KICKED_CODE,
+  PollPipe,
+  readMessage,
+  type PollAnswer,
+  type StreamPipe,
+} from './transports/stream.js';
 import {
   isPresenceEvent,
   type CloseInfo,
@@ -116,6 +125,21 @@ export interface ReconnectingEvent {
 export interface GapEvent extends GapInfo {
   subscriptions: Subscription<unknown>[];
 }
+/** The node disconnected this client (admin API; WebSocket close 4004, SSE `kicked`, long-poll 410). */
+export interface KickedEvent {
+  transport: TransportName;
+  url: string;
+  reason: string;
+  /** The error pending publishes were rejected with and subscriptions ended with (code `kicked`). */
+  error: HeraldError;
+}
+/** The node ended subscriptions on its own (admin API `unsubscribe`). */
+export interface UnsubscribedEvent {
+  /** The pattern exactly as subscribed. */
+  pattern: string;
+  /** The subscriptions that ended (closed, never resubscribed). */
+  subscriptions: Subscription<unknown>[];
+}
 
 /** Events of {@link HeraldClient}. */
 export interface HeraldClientEvents {
@@ -128,6 +152,14 @@ export interface HeraldClientEvents {
   join: (event: PresenceEvent) => void;
   /** A client unsubscribed or disconnected (option `presence`). */
   leave: (event: PresenceEvent) => void;
+  /**
+   * The node disconnected this client on purpose (admin API). The client is
+   * closed and does not reconnect: the application decides whether to
+   * create a new one (subscriptions' `cursor()` still resume exactly).
+   */
+  kicked: (event: KickedEvent) => void;
+  /** The node ended a subscribed pattern (admin API); it is not resubscribed. */
+  unsubscribed: (event: UnsubscribedEvent) => void;
 }
 
 /** Connection state of a {@link HeraldClient}. */
@@ -136,7 +168,10 @@ export type ClientState = 'idle' | 'connecting' | 'connected' | 'reconnecting' |
 interface PendingPublish {
   topic: string;
   data: unknown;
+  /** The JSON text of `data`, or '' for a binary payload. */
   body: string;
+  /** The bytes of a binary payload (sent as a binary frame or octet-stream). */
+  binary: Uint8Array | null;
   key: string;
   resolve: (ack: PublishAck) => void;
   reject: (e: Error) => void;
@@ -328,8 +363,10 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   }
 
   /**
-   * Publishes `data` (any JSON value) to a concrete topic. Resolves once the
-   * message is durable, with its seq. Retries after a lost connection or an
+   * Publishes `data` to a concrete topic: any JSON value, or raw bytes (a
+   * `Uint8Array`, another typed array or an `ArrayBuffer`: stored byte for
+   * byte and delivered as a `Uint8Array`). Resolves once the message is
+   * durable, with its seq. Retries after a lost connection or an
    * `unavailable` answer reuse the same idempotency key, so a message is
    * never stored twice.
    */
@@ -337,11 +374,15 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     return new Promise<PublishAck>((resolve, reject) => {
       const why = topicError(topic);
       if (why) return reject(new HeraldError('invalid_topic', why));
-      let body: string | undefined;
-      try {
-        body = JSON.stringify(data);
-      } catch (e) {
-        return reject(new HeraldError('bad_request', `data is not JSON-serializable: ${String(e)}`));
+      // A copy: the caller may reuse its buffer before the ack.
+      const binary = binaryPayload(data)?.slice() ?? null;
+      let body: string | undefined = '';
+      if (!binary) {
+        try {
+          body = JSON.stringify(data);
+        } catch (e) {
+          return reject(new HeraldError('bad_request', `data is not JSON-serializable: ${String(e)}`));
+        }
       }
       if (body === undefined) return reject(new HeraldError('bad_request', 'data is not a JSON value'));
       const key = options.idempotencyKey ?? newIdempotencyKey();
@@ -359,6 +400,7 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
         topic,
         data,
         body,
+        binary,
         key,
         resolve,
         reject,
@@ -392,6 +434,11 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
 
   /** Closes the connection for good: pending publishes are rejected, subscriptions stop. */
   close(): void {
+    this.shutdown(new HeraldError('closed', 'the client was closed'), 'client closed');
+  }
+
+  /** Closes for good: pending publishes are rejected with `error`. */
+  private shutdown(error: HeraldError, reason: string): void {
     if (this.stateValue === 'closed') return;
     const was = this.session;
     const wasConnected = this.stateValue === 'connected';
@@ -405,8 +452,37 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     this.session = null;
     was?.close();
     for (const sub of this.subs) sub.active = false;
-    for (const pub of [...this.outbox]) this.publishFailed(pub, new HeraldError('closed', 'the client was closed'));
-    if (was && wasConnected) this.emit('disconnect', { transport: was.kind, url: was.url, reason: 'client closed' });
+    for (const pub of [...this.outbox]) this.publishFailed(pub, error);
+    if (was && wasConnected) this.emit('disconnect', { transport: was.kind, url: was.url, reason });
+  }
+
+  /**
+   * The node disconnected this client on purpose (close 4004 and its SSE
+   * and long-poll forms): unlike any other loss, not something to recover
+   * from by reconnecting. The client closes and tells the application.
+   */
+  private kicked(session: Session, info: CloseInfo): void {
+    const reason = info.reason || 'disconnected by the server; do not reconnect automatically';
+    const error = info.error instanceof HeraldError && info.error.code === 'kicked' ? info.error : new HeraldError('kicked', reason);
+    this.session = null;
+    session.close();
+    this.emit('disconnect', { transport: session.kind, url: session.url, ...info });
+    this.shutdown(error, reason);
+    for (const sub of [...this.subs]) sub.fail(error);
+    this.emit('kicked', { transport: session.kind, url: session.url, reason, error });
+  }
+
+  /** @internal The node ended `pattern` on its own: its subscriptions end, never resubscribed. */
+  serverUnsubscribed(pattern: string): void {
+    const ended = [...this.subs].filter((s) => s.pattern === pattern && !s.closed);
+    if (ended.length === 0) return;
+    const error = new HeraldError('unsubscribed', `the server ended the subscription to ${pattern}`);
+    for (const s of ended) {
+      this.subs.delete(s);
+      s.fail(error);
+    }
+    if (this.stateValue === 'connected') this.session?.syncSubs();
+    this.emit('unsubscribed', { pattern, subscriptions: ended });
   }
 
   // ---------------------------------------------------------------- internals
@@ -651,6 +727,10 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
   /** @internal An adopted session stopped working. */
   sessionClosed(session: Session, info: CloseInfo, immediate = false): void {
     if (session !== this.session || this.stateValue === 'closed') return;
+    if (info.code === KICKED_CODE) {
+      this.kicked(session, info);
+      return;
+    }
     this.session = null;
     session.close();
     this.clearUpgrade();
@@ -865,8 +945,12 @@ export class HeraldClient extends Emitter<HeraldClientEvents> {
     };
     fetchImpl(publishEndpoint(session.url, pub.topic), {
       method: 'POST',
-      headers: { 'content-type': 'application/json', 'idempotency-key': pub.key, ...this.authHeaders() },
-      body: pub.body,
+      headers: {
+        'content-type': pub.binary ? 'application/octet-stream' : 'application/json',
+        'idempotency-key': pub.key,
+        ...this.authHeaders(),
+      },
+      body: pub.binary ?? pub.body,
       signal: abort.signal,
     })
       .then(async (res) => {
@@ -983,6 +1067,11 @@ async function probeStart(
       throw error;
     }
     const answer = JSON.parse(r.text) as PollAnswer;
+    answer.messages = answer.messages.map((m) => {
+      const decoded = readMessage(m, 'poll answer', r.text);
+      if (decoded instanceof HeraldError) throw decoded;
+      return decoded;
+    });
     const start = parseCursor(answer.cursor);
     // Messages in the answer come after the start: move those topics back.
     const first = new Map<string, number>();
@@ -1204,7 +1293,9 @@ class WsSession implements Session {
     if (!this.active || this.closed) return false;
     const id = this.client.nextOpId('p');
     // The body is already JSON; splice it in to keep it byte for byte.
-    const frame = `{"op":"publish","id":${JSON.stringify(id)},"topic":${JSON.stringify(pub.topic)},"idempotency_key":${JSON.stringify(pub.key)},"data":${pub.body}}`;
+    const frame = pub.binary
+      ? encodePublish(pub.topic, pub.binary, { id, idempotencyKey: pub.key })
+      : `{"op":"publish","id":${JSON.stringify(id)},"topic":${JSON.stringify(pub.topic)},"idempotency_key":${JSON.stringify(pub.key)},"data":${pub.body}}`;
     this.inflight.set(id, pub);
     pub.sending = true;
     this.ops.set(id, (f) => {
@@ -1239,12 +1330,22 @@ class WsSession implements Session {
   private onFrame(frame: Record<string, unknown>): void {
     if (this.closed) return;
     switch (frame.type) {
-      case 'message':
-        if (typeof frame.topic === 'string' && typeof frame.seq === 'number' && typeof frame.ts === 'number') {
-          this.client.deliver({ topic: frame.topic, seq: frame.seq, ts: frame.ts, data: frame.data });
-        } else {
-          this.undecodable(new HeraldError('bad_response', `undecodable message frame: ${JSON.stringify(frame).slice(0, 200)}`));
+      case 'message': {
+        // Binary deliveries arrive decoded (data a Uint8Array); a JSON
+        // frame may carry one as base64 (`encoding`).
+        const m = readMessage(frame, 'message frame', JSON.stringify(frame));
+        if (m instanceof HeraldError) this.undecodable(m);
+        else this.client.deliver({ topic: m.topic, seq: m.seq, ts: m.ts, data: m.data });
+        return;
+      }
+      case 'unsubscribed':
+        if (frame.id === undefined && typeof frame.topic === 'string') {
+          // Not asked for: the admin API ended it on the node.
+          this.patterns.delete(frame.topic);
+          this.client.serverUnsubscribed(frame.topic);
+          return;
         }
+        this.reply(frame);
         return;
       case 'gap':
         if (typeof frame.topic === 'string' && typeof frame.from === 'number' && typeof frame.to === 'number') {
@@ -1255,16 +1356,20 @@ class WsSession implements Session {
       case 'leave':
         if (isPresenceEvent(frame)) this.client.emitPresence(frame);
         return;
-      default: {
-        const id = frame.id === undefined || frame.id === null ? undefined : String(frame.id);
-        const handler = id === undefined ? undefined : this.ops.get(id);
-        if (handler) {
-          this.ops.delete(id!);
-          handler(frame);
-        } else if (frame.type === 'error') {
-          this.client.reportError(new HeraldError(String(frame.code ?? 'error'), String(frame.message ?? '')));
-        }
-      }
+      default:
+        this.reply(frame);
+    }
+  }
+
+  /** A reply to an op (matched by `id`), or an error frame of none. */
+  private reply(frame: Record<string, unknown>): void {
+    const id = frame.id === undefined || frame.id === null ? undefined : String(frame.id);
+    const handler = id === undefined ? undefined : this.ops.get(id);
+    if (handler) {
+      this.ops.delete(id!);
+      handler(frame);
+    } else if (frame.type === 'error') {
+      this.client.reportError(new HeraldError(String(frame.code ?? 'error'), String(frame.message ?? '')));
     }
   }
 
@@ -1420,6 +1525,9 @@ class StreamSession implements Session {
       },
       presence: (p) => {
         if (this.pipe === pipe && !this.closed) this.client.emitPresence(p);
+      },
+      unsubscribed: (pattern) => {
+        if (this.pipe === pipe && !this.closed) this.client.serverUnsubscribed(pattern);
       },
       closed: (info) => {
         if (this.pipe !== pipe || this.closed) return;

@@ -6,6 +6,8 @@ export {
   type GapEvent,
   type HeraldClientEvents,
   type HeraldClientOptions,
+  type KickedEvent,
+  type UnsubscribedEvent,
   type PublishAck,
   type PublishOptions,
   type ReconnectingEvent,
@@ -23,3 +25,4 @@ export { parseCursor, encodeCursor, combineCursors, type CursorValue } from './c
 export { matchPattern, patternError, topicError, isConcrete, patternsOverlap } from './pattern.js';
 export { backoffDelay } from './backoff.js';
 export { SseParser } from './transports/sse-parser.js';
+export { encodePublish, decodeDelivery, toBase64, fromBase64, type BinaryDelivery } from './binary.js';

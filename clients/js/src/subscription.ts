@@ -9,7 +9,10 @@ export interface HeraldMessage<T = unknown> {
   seq: number;
   /** Publish time set by the broker, ms since the Unix epoch. */
   ts: number;
-  /** The payload, as published. */
+  /**
+   * The payload, as published: the JSON value, or a `Uint8Array` with the
+   * exact bytes of a binary message.
+   */
   data: T;
 }
 
@@ -74,6 +77,7 @@ export class Subscription<T = unknown> {
   private resolveReady!: () => void;
   private rejectReady!: (e: unknown) => void;
   private settled = false;
+  private endError: unknown = undefined;
 
   /** @internal */
   constructor(id: number, pattern: string, handler: MessageHandler<T>) {
@@ -140,8 +144,18 @@ export class Subscription<T = unknown> {
     }
   }
 
+  /**
+   * Why the subscription ended, when it did not end by {@link unsubscribe}:
+   * refused (`ready` rejected with it), ended by the node (`unsubscribed`),
+   * or the client was disconnected by the node (`kicked`).
+   */
+  get error(): unknown {
+    return this.endError;
+  }
+
   /** @internal */
   fail(error: unknown): void {
+    if (this.endError === undefined && !this.closed) this.endError = error;
     this.closed = true;
     this.active = false;
     if (!this.settled) {

@@ -8,10 +8,13 @@
 #   micropython mpy_driver.py CLIENT_DIR poll URLS PATTERN CURSOR|- COUNT
 #   micropython mpy_driver.py CLIENT_DIR listen URLS PATTERNS SINCE_JSON|- COUNT RUN_FOR PING_EVERY|- MAX_MESSAGE
 #
-# URLS and PATTERNS are comma-separated.
+# URLS and PATTERNS are comma-separated. A publish argument ``hex:HEX`` or
+# ``file:PATH`` (arguments over ~250 bytes crash the unix port at start)
+# publishes those bytes raw; binary data handled is printed as {"hex": ..}.
 import gc
 import json
 import sys
+from binascii import hexlify, unhexlify
 
 sys.path.append(sys.argv[1])
 import herald  # noqa: E402
@@ -21,6 +24,8 @@ peak = [0]
 
 
 def show(item):
+    if isinstance(item.get("data"), (bytes, bytearray)):
+        item["data"] = {"hex": hexlify(item["data"]).decode()}
     print(json.dumps(item))
     used = gc.mem_alloc()
     if used > peak[0]:
@@ -35,7 +40,14 @@ try:
     if cmd == "publish":
         c = herald.Client(urls, timeout=5, backoff=(0.2, 1.0))
         for text in sys.argv[5:]:
-            show({"seq": c.publish(sys.argv[4], json.loads(text))})
+            if text.startswith("hex:"):
+                data = unhexlify(text[4:])
+            elif text.startswith("file:"):
+                with open(text[5:], "rb") as f:
+                    data = f.read()
+            else:
+                data = json.loads(text)
+            show({"seq": c.publish(sys.argv[4], data)})
         result = None
     elif cmd == "poll":
         c = herald.Client(urls, timeout=5, backoff=(0.2, 1.0))

@@ -287,3 +287,97 @@ async def test_fragmented_messages_are_reassembled_and_oversized_ones_refused() 
     assert [(x["topic"], x["seq"], len(x["data"])) for x in items] == [("f.a", 1, 300)]
     assert pongs == [b"sent", b"answered"]
     assert last["error"] == "too_large", last
+
+
+def binary_payloads() -> list[bytes]:
+    return [b"", b"\x00", b"\xff", b"\xc3\x28", b"\x00\xff\x00\xfe\x80\x7f"] + [os.urandom(n) for n in (1, 3, 17, 100, 300)]
+
+
+async def test_binary_round_trips(node: HeraldNode, ns: str) -> None:
+    """REST publish of bytes (octet-stream); long-poll (base64 envelopes)
+    and WebSocket (``?binary=base64`` text frames) deliver them back as
+    ``bytes``, byte for byte; a JSON message among them stays JSON."""
+    sent = binary_payloads()
+    poll = await Mpy("poll", node.url, f"{ns}.>", "1~0", str(len(sent) + 1)).start()
+    listen = await Mpy("listen", node.url, f"{ns}.>", "-", str(len(sent) + 1), "20", "-", "4096").start()
+    await asyncio.sleep(1.5)  # the WebSocket subscribed live
+    big = Path(tempfile.mkdtemp(prefix="herald-mpy-bin-")) / "payload"
+    big.write_bytes(sent[-1])
+    args = ["hex:" + p.hex() for p in sent[:-1]] + [f"file:{big}"]
+    args.insert(2, '{"json":true}')
+    items, last = await run("publish", node.url, f"{ns}.raw", *args)
+    assert [x["seq"] for x in items] == list(range(1, len(sent) + 2)), last
+    expected: list[Any] = [{"hex": p.hex()} for p in sent]
+    expected.insert(2, {"json": True})
+    for mpy in (poll, listen):
+        done = await mpy.finish()
+        assert "done" in done, (done, mpy.stderr)
+        assert [x["seq"] for x in mpy.items] == list(range(1, len(sent) + 2))
+        assert [x["data"] for x in mpy.items] == expected
+    async with HeraldClient([node.url]) as client:
+        history = await client.history(f"{ns}.raw")
+    assert [m.data for m in history.messages] == [*sent[:2], {"json": True}, *sent[2:]]
+
+
+async def admin_post(node: HeraldNode, path: str, body: Any = None) -> Any:
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        r = await http.post(f"{node.url}{path}", json=body) if body else await http.post(f"{node.url}{path}")
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+async def present_ids(node: HeraldNode, topic: str) -> list[str]:
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        r = await http.get(f"{node.url}/v1/topics/{topic}/presence")
+        return [c["client_id"] for c in r.json()["clients"]]
+
+
+@pytest.mark.parametrize("command", ["listen", "poll"])
+async def test_kicked_stops_without_reconnecting(node: HeraldNode, ns: str, command: str) -> None:
+    """Close 4004 (WebSocket) and 410 (long-poll): the call raises
+    ``HeraldError("kicked")`` instead of reconnecting."""
+    if command == "listen":
+        mpy = await Mpy("listen", node.url, f"{ns}.k", "-", "0", "30", "-", "4096").start()
+    else:
+        mpy = await Mpy("poll", node.url, f"{ns}.k", "-", "100").start()
+    ids: list[str] = []
+    for _ in range(100):
+        ids = await present_ids(node, f"{ns}.k")
+        if len(ids) == 1:
+            break
+        await asyncio.sleep(0.1)
+    assert len(ids) == 1, ids
+    assert (await admin_post(node, f"/v1/clients/{ids[0]}/disconnect"))["disconnected"] == 1
+    last = await mpy.finish(timeout=15)
+    assert last.get("error") == "kicked", last
+    assert mpy.proc is not None and mpy.proc.returncode == 3
+
+
+@pytest.mark.parametrize("command", ["listen", "poll"])
+async def test_server_unsubscribe_is_reported_and_kept(node: HeraldNode, ns: str, command: str) -> None:
+    """An admin unsubscribe: reported to the handler, that pattern not
+    subscribed again, the other one goes on."""
+    patterns = f"{ns}.a,{ns}.b"
+    if command == "listen":
+        mpy = await Mpy("listen", node.url, patterns, "-", "1", "30", "-", "4096").start()
+    else:
+        mpy = await Mpy("poll", node.url, patterns, "-", "1").start()
+    ids: list[str] = []
+    for _ in range(100):
+        ids = await present_ids(node, f"{ns}.a")
+        if len(ids) == 1:
+            break
+        await asyncio.sleep(0.1)
+    answer = await admin_post(node, f"/v1/clients/{ids[0]}/unsubscribe", {"topic": f"{ns}.a"})
+    assert answer["unsubscribed"] == 1, answer
+    await mpy.wait_items(1, timeout=15)
+    async with HeraldClient([node.url]) as pub:
+        await pub.publish(f"{ns}.a", "after")
+        await pub.publish(f"{ns}.b", "after")
+    last = await mpy.finish(timeout=20)
+    assert "done" in last, last
+    assert [(x["type"], x["topic"]) for x in mpy.items] == [("unsubscribed", f"{ns}.a"), ("message", f"{ns}.b")]

@@ -393,6 +393,41 @@ impl Client {
         .await
     }
 
+    /// Publishes raw bytes (any content: `0x00`, `0xff`, invalid UTF-8, empty)
+    /// as a binary message (REST `application/octet-stream`); subscribers
+    /// get them byte for byte as [`Event::Binary`](crate::Event::Binary).
+    /// Retried like [`Client::publish`], with one idempotency key.
+    pub async fn publish_bytes(
+        &self,
+        topic: &str,
+        data: impl Into<bytes::Bytes>,
+    ) -> Result<Published, Error> {
+        let key = format!("hc-{:032x}", rand::random::<u128>());
+        self.publish_bytes_with_key(topic, data, &key).await
+    }
+
+    /// Like [`Client::publish_bytes`] with a caller-chosen idempotency key.
+    pub async fn publish_bytes_with_key(
+        &self,
+        topic: &str,
+        data: impl Into<bytes::Bytes>,
+        key: &str,
+    ) -> Result<Published, Error> {
+        let body: bytes::Bytes = data.into();
+        self.retrying(|client, base| {
+            let url = endpoint(base, &["v1", "topics", topic, "messages"]);
+            let req = client
+                .inner
+                .http
+                .post(url)
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .header("Idempotency-Key", key)
+                .body(body.clone());
+            client.inner.authorize(req)
+        })
+        .await
+    }
+
     /// One page of a topic's history: retained messages with `seq > since`,
     /// at most `limit` (the server caps pages at 1000).
     pub async fn history(&self, topic: &str, since: u64, limit: u32) -> Result<History, Error> {
@@ -404,6 +439,34 @@ impl Client {
             client.inner.authorize(client.inner.http.get(url))
         })
         .await
+    }
+
+    /// One page of a topic's history as events: like [`Client::history`],
+    /// with binary messages as [`Event::Binary`](crate::Event::Binary) (in
+    /// [`History`] their `data` is the base64 text the node sends).
+    pub async fn history_events(
+        &self,
+        topic: &str,
+        since: u64,
+        limit: u32,
+    ) -> Result<Vec<crate::Event>, Error> {
+        #[derive(Deserialize)]
+        struct Page {
+            messages: Vec<crate::binary::Envelope>,
+        }
+        let page: Page = self
+            .retrying(|client, base| {
+                let mut url = endpoint(base, &["v1", "topics", topic, "messages"]);
+                url.query_pairs_mut()
+                    .append_pair("since", &since.to_string())
+                    .append_pair("limit", &limit.to_string());
+                client.inner.authorize(client.inner.http.get(url))
+            })
+            .await?;
+        page.messages
+            .into_iter()
+            .map(|m| m.delivery().map(crate::binary::Delivery::into_event))
+            .collect()
     }
 
     /// Who is subscribed to `topic`, on every node of the cluster.

@@ -33,6 +33,16 @@ pub enum Error {
     /// A WebSocket failed below the Herald protocol.
     #[error("websocket: {0}")]
     WebSocket(#[from] Box<tokio_tungstenite::tungstenite::Error>),
+    /// The node disconnected the client on purpose (admin API). The client
+    /// does not reconnect on its own: subscribe again to decide otherwise
+    /// ([`Subscription::cursor`](crate::Subscription::cursor) still resumes
+    /// exactly).
+    #[error("kicked: {0}")]
+    Kicked(String),
+    /// The node ended the subscription on its own (admin API); it is not
+    /// subscribed again.
+    #[error("unsubscribed by the server: {0}")]
+    Unsubscribed(String),
 }
 
 impl Error {
@@ -42,6 +52,8 @@ impl Error {
         match self {
             Error::Server { code, .. } => Some(code),
             Error::Unavailable(_) => Some("unavailable"),
+            Error::Kicked(_) => Some("kicked"),
+            Error::Unsubscribed(_) => Some("unsubscribed"),
             _ => None,
         }
     }

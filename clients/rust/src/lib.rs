@@ -1,6 +1,7 @@
 #![doc = include_str!("../README.md")]
 #![warn(missing_docs)]
 
+mod binary;
 mod client;
 mod cursor;
 mod decode;
@@ -12,6 +13,7 @@ mod subscription;
 mod types;
 mod ws;
 
+pub use binary::Payload;
 pub use client::{Client, ClientBuilder};
 pub use error::Error;
 pub use subscription::{Stats, Subscription};
@@ -19,5 +21,7 @@ pub use types::{
     ConnectionEvent, Event, History, Message, Presence, PresentClient, Published, Start, Transport,
 };
 
+/// Re-exported so that users need no direct dependency to name payloads.
+pub use bytes;
 /// Re-exported so that users need no direct dependency to name payloads.
 pub use serde_json;

@@ -21,7 +21,7 @@ use crate::{
     client::{display, Inner},
     cursor::{Accepted, Cursor, Progress},
     subscription::{Counters, Item},
-    ConnectionEvent, Error, Event, Transport,
+    ConnectionEvent, Error, Event, Payload, Transport,
 };
 
 /// A session that lasted this long resets the reconnection back-off.
@@ -325,7 +325,7 @@ impl Registry {
     }
 
     /// A delivered message: every subscription it is new for gets it.
-    pub async fn message(&mut self, topic: &str, seq: u64, ts: u64, data: serde_json::Value) {
+    pub async fn message(&mut self, topic: &str, seq: u64, ts: u64, payload: Payload) {
         for e in self.entries.values_mut() {
             if e.dead || !e.progress.started() {
                 continue;
@@ -347,14 +347,44 @@ impl Registry {
                 }
                 Accepted::BeforeStart | Accepted::Unmatched => continue,
             }
-            e.send_event(Event::Message {
+            let delivery = crate::binary::Delivery {
                 topic: topic.to_string(),
                 seq,
                 ts,
-                data: data.clone(),
-            })
-            .await;
+                payload: payload.clone(),
+            };
+            e.send_event(delivery.into_event()).await;
         }
+    }
+
+    /// The node ended `pattern` on its own (admin API): its subscriptions
+    /// end with [`Error::Unsubscribed`] and are not subscribed again.
+    pub async fn server_unsubscribed(&mut self, pattern: &str, base: &Url, transport: Transport) {
+        for e in self.entries.values().filter(|e| e.pattern() == pattern) {
+            self.inner.emit(ConnectionEvent::Unsubscribed {
+                subscription: e.id,
+                pattern: pattern.to_string(),
+                url: display(base),
+                transport,
+            });
+        }
+        let error =
+            Error::Unsubscribed(format!("the server ended the subscription to {pattern:?}"));
+        self.fail_pattern(pattern, &error).await;
+    }
+
+    /// The node disconnected the client on purpose: every subscription
+    /// ends with [`Error::Kicked`], so nothing reconnects unless the
+    /// application subscribes again.
+    async fn kicked(&mut self, base: &Url, transport: Transport, reason: &str) {
+        self.emit_all(|e| ConnectionEvent::Kicked {
+            subscription: e.id,
+            pattern: e.pattern().to_string(),
+            url: display(base),
+            transport,
+            reason: reason.to_string(),
+        });
+        self.fail_all(&Error::Kicked(reason.to_string())).await;
     }
 
     /// Messages lost to retention: every subscription tracking the topic
@@ -434,6 +464,8 @@ fn clone_error(e: &Error) -> Error {
         },
         Error::Unavailable(t) => Error::Unavailable(t.clone()),
         Error::InvalidArgument(t) => Error::InvalidArgument(t.clone()),
+        Error::Kicked(t) => Error::Kicked(t.clone()),
+        Error::Unsubscribed(t) => Error::Unsubscribed(t.clone()),
         other => Error::Protocol(other.to_string()),
     }
 }
@@ -455,6 +487,9 @@ pub(crate) enum Outcome {
     Restart,
     /// No subscription is left.
     Idle,
+    /// The node disconnected the client on purpose (admin API): end every
+    /// subscription, reconnect nowhere.
+    Kicked(String),
     /// Every handle is gone: the task ends.
     Closed,
 }
@@ -507,6 +542,7 @@ impl Manager {
                 let reason = match &outcome {
                     Outcome::ConnectFailed(r)
                     | Outcome::Disconnected(r)
+                    | Outcome::Kicked(r)
                     | Outcome::Unavailable { reason: r, .. } => r.clone(),
                     Outcome::Restart => "resubscribing".into(),
                     Outcome::Idle => "no subscription left".into(),
@@ -517,6 +553,14 @@ impl Manager {
                 match outcome {
                     Outcome::Closed => return,
                     Outcome::Idle => {
+                        round = Round::Idle;
+                        break;
+                    }
+                    Outcome::Kicked(_) => {
+                        tracing::info!(url = %base, %transport, %reason, "herald: disconnected by the server");
+                        self.subs.kicked(&base, transport, &reason).await;
+                        // That long-poll session is gone (410 for a while).
+                        self.poll_session = None;
                         round = Round::Idle;
                         break;
                     }

@@ -13,11 +13,12 @@ use reqwest::{header, StatusCode, Url};
 use serde::Deserialize;
 
 use crate::{
+    binary::Envelope,
     client::{describe, endpoint, RequestError},
     cursor::{combine, Cursor},
     mux::{node_refusal, retry_after, Command, Manager, Outcome},
-    sse::GapData,
-    Error, Message, Transport,
+    sse::{kicked_reason, GapData},
+    Error, Transport,
 };
 
 /// Most `topic=` parameters one SSE or long-poll request may carry.
@@ -25,13 +26,16 @@ pub(crate) const MAX_STREAM_PATTERNS: usize = 64;
 
 #[derive(Debug, Deserialize)]
 struct Answer {
-    messages: Vec<Message>,
+    messages: Vec<Envelope>,
     cursor: String,
     #[serde(default)]
     gaps: Vec<GapData>,
     /// The poll session (presence) to name in the next request.
     #[serde(default)]
     client_id: Option<String>,
+    /// Patterns the admin API ended since the previous answer.
+    #[serde(default)]
+    unsubscribed: Vec<String>,
 }
 
 impl Answer {
@@ -44,7 +48,7 @@ impl Answer {
         for m in self.messages {
             let (before, after): (Vec<GapData>, Vec<GapData>) = gaps
                 .into_iter()
-                .partition(|g| g.topic == m.topic && g.to < m.seq);
+                .partition(|g| g.topic == m.topic() && g.to < m.seq());
             out.extend(before.into_iter().map(Event::Gap));
             gaps = after;
             out.push(Event::Message(m));
@@ -62,7 +66,7 @@ impl Answer {
         let seqs = self
             .messages
             .iter()
-            .map(|m| (m.topic.as_str(), m.seq))
+            .map(|m| (m.topic(), m.seq()))
             .chain(self.gaps.iter().map(|g| (g.topic.as_str(), g.from)));
         for (topic, seq) in seqs {
             let e = first.entry(topic).or_insert(seq);
@@ -76,7 +80,7 @@ impl Answer {
 }
 
 enum Event {
-    Message(Message),
+    Message(Envelope),
     Gap(GapData),
 }
 
@@ -148,6 +152,11 @@ impl Manager {
                 Err(e) => return end(describe(&e)),
                 Ok(res) => res,
             };
+            if res.status() == StatusCode::GONE {
+                // The admin API disconnected this session: do not come back.
+                let body = res.text().await.unwrap_or_default();
+                return Outcome::Kicked(kicked_reason(&body));
+            }
             if res.status() != StatusCode::OK {
                 return self.refused(base, res, &patterns).await;
             }
@@ -157,7 +166,7 @@ impl Manager {
             };
             // An answer that cannot be decoded ends the subscriptions with
             // the error: polling again from the same cursor would get it again.
-            let answer: Answer = match crate::decode::from_slice(&body) {
+            let mut answer: Answer = match crate::decode::from_slice(&body) {
                 Ok(a) => a,
                 Err(e) => {
                     let e = Error::Protocol(format!("undecodable poll answer: {e}"));
@@ -193,9 +202,21 @@ impl Manager {
                 }
             }
             cursor = Some(answer.cursor.clone());
+            let ended = std::mem::take(&mut answer.unsubscribed);
+            for pattern in &ended {
+                self.subs
+                    .server_unsubscribed(pattern, base, Transport::Poll)
+                    .await;
+            }
             for event in answer.events() {
                 match event {
-                    Event::Message(m) => self.subs.message(&m.topic, m.seq, m.ts, m.data).await,
+                    Event::Message(m) => match m.delivery() {
+                        Ok(m) => self.subs.message(&m.topic, m.seq, m.ts, m.payload).await,
+                        Err(e) => {
+                            self.subs.fail_all(&e).await;
+                            return Outcome::Idle;
+                        }
+                    },
                     Event::Gap(g) => self.subs.gap(&g.topic, g.from, g.to).await,
                 }
             }
@@ -203,6 +224,10 @@ impl Manager {
             self.subs.sweep();
             if self.subs.is_empty() {
                 return Outcome::Idle;
+            }
+            if !ended.is_empty() {
+                // The next poll leaves the ended patterns out.
+                return Outcome::Restart;
             }
         }
     }

@@ -6,11 +6,12 @@ use futures_util::StreamExt;
 use reqwest::{header, StatusCode, Url};
 
 use crate::{
+    binary::Envelope,
     client::{describe, endpoint},
     cursor::{combine, Cursor},
     decode,
     mux::{Manager, Outcome, DEFAULT_RETRY_AFTER},
-    Error, Message, Transport,
+    Error, Transport,
 };
 
 /// An SSE event this client cannot decode.
@@ -83,6 +84,20 @@ impl Parser {
             }
             self.has_fields = true;
         }
+    }
+}
+
+/// `unsubscribed` event data (and a long-poll answer's entries).
+#[derive(Debug, serde::Deserialize)]
+struct Unsubscribed {
+    topic: String,
+}
+
+/// The message of a `kicked` error body (SSE event, long-poll 410).
+pub(crate) fn kicked_reason(body: &str) -> String {
+    match crate::client::RequestError::parse(410, body).error {
+        Error::Server { message, .. } => message,
+        other => other.to_string(),
     }
 }
 
@@ -168,13 +183,15 @@ impl Manager {
                 // An event that cannot be decoded ends the subscriptions with
                 // the error: a reconnect would resume right before it again.
                 match (block.event.as_deref(), block.data.as_deref()) {
-                    (Some("message"), Some(data)) => match decode::from_str::<Message>(data) {
-                        Ok(m) => self.subs.message(&m.topic, m.seq, m.ts, m.data).await,
-                        Err(e) => {
-                            self.subs.fail_all(&undecodable("message", e)).await;
-                            return Outcome::Idle;
+                    (Some("message"), Some(data)) => {
+                        match decode::from_str::<Envelope>(data).and_then(Envelope::delivery) {
+                            Ok(m) => self.subs.message(&m.topic, m.seq, m.ts, m.payload).await,
+                            Err(e) => {
+                                self.subs.fail_all(&undecodable("message", e)).await;
+                                return Outcome::Idle;
+                            }
                         }
-                    },
+                    }
                     (Some("gap"), Some(data)) => match decode::from_str::<GapData>(data) {
                         Ok(g) => self.subs.gap(&g.topic, g.from, g.to).await,
                         Err(e) => {
@@ -182,6 +199,23 @@ impl Manager {
                             return Outcome::Idle;
                         }
                     },
+                    // The admin API ended one of the stream's patterns: the
+                    // stream goes on; a new one leaves that pattern out.
+                    (Some("unsubscribed"), Some(data)) => {
+                        if let Ok(gone) = decode::from_str::<Unsubscribed>(data) {
+                            self.subs
+                                .server_unsubscribed(&gone.topic, base, Transport::Sse)
+                                .await;
+                            if self.subs.is_empty() {
+                                return Outcome::Idle;
+                            }
+                            return Outcome::Restart;
+                        }
+                    }
+                    // The admin API disconnected the client: do not come back.
+                    (Some("kicked"), data) => {
+                        return Outcome::Kicked(kicked_reason(data.unwrap_or("")));
+                    }
                     // The node cannot serve a stream now (not caught up with
                     // its cluster, shutting down): it says so in a 200 stream,
                     // which a browser's EventSource retries after `retry:`.

@@ -143,7 +143,9 @@ impl Stream for Subscription {
                 Poll::Ready(Some(Item::Floor(f))) => this.consumed.raise_floor(f),
                 Poll::Ready(Some(Item::Event(event))) => {
                     match &event {
-                        Event::Message { topic, seq, .. } => this.consumed.record(topic, *seq),
+                        Event::Message { topic, seq, .. } | Event::Binary { topic, seq, .. } => {
+                            this.consumed.record(topic, *seq)
+                        }
                         Event::Gap { topic, to, .. } => this.consumed.record(topic, *to),
                     }
                     return Poll::Ready(Some(Ok(event)));

@@ -19,6 +19,18 @@ pub enum Event {
         /// The payload, as published.
         data: serde_json::Value,
     },
+    /// A binary message (published as raw bytes) on a topic the
+    /// subscription matches.
+    Binary {
+        /// The concrete topic it was published to.
+        topic: String,
+        /// Its position in the topic.
+        seq: u64,
+        /// Publish time set by the broker, milliseconds since the Unix epoch.
+        ts: u64,
+        /// The bytes, exactly as published.
+        data: bytes::Bytes,
+    },
     /// Messages `from..=to` of `topic` were removed by retention before this
     /// subscription could receive them.
     Gap {
@@ -35,7 +47,18 @@ impl Event {
     /// The concrete topic the event is about.
     pub fn topic(&self) -> &str {
         match self {
-            Event::Message { topic, .. } | Event::Gap { topic, .. } => topic,
+            Event::Message { topic, .. }
+            | Event::Binary { topic, .. }
+            | Event::Gap { topic, .. } => topic,
+        }
+    }
+
+    /// The payload of a message (JSON or binary); `None` for a gap.
+    pub fn payload(&self) -> Option<crate::Payload> {
+        match self {
+            Event::Message { data, .. } => Some(crate::Payload::Json(data.clone())),
+            Event::Binary { data, .. } => Some(crate::Payload::Binary(data.clone())),
+            Event::Gap { .. } => None,
         }
     }
 }
@@ -210,6 +233,35 @@ pub enum ConnectionEvent {
         transport: Transport,
         /// Why.
         reason: String,
+    },
+    /// The node disconnected the client on purpose (admin API: WebSocket
+    /// close 4004, SSE `kicked`, long-poll 410). The subscription ends with
+    /// [`Error::Kicked`](crate::Error::Kicked) and is not reconnected.
+    Kicked {
+        /// Id of the subscription.
+        subscription: u64,
+        /// Its pattern.
+        pattern: String,
+        /// The node's base URL.
+        url: String,
+        /// The transport that was in use.
+        transport: Transport,
+        /// What the node said.
+        reason: String,
+    },
+    /// The node ended this subscription on its own (admin API
+    /// `unsubscribe`). It ends with
+    /// [`Error::Unsubscribed`](crate::Error::Unsubscribed) and is not
+    /// subscribed again; the client's other subscriptions go on.
+    Unsubscribed {
+        /// Id of the subscription.
+        subscription: u64,
+        /// Its pattern.
+        pattern: String,
+        /// The node's base URL.
+        url: String,
+        /// The transport that was in use.
+        transport: Transport,
     },
     /// A node answered that it cannot serve subscriptions now (not
     /// connected to its cluster or not caught up yet, draining, full): the

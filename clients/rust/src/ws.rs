@@ -21,6 +21,7 @@ use tokio_tungstenite::{
 };
 
 use crate::{
+    binary::{decode_delivery, payload},
     client::{endpoint, RequestError},
     cursor::{combine, overlap, Cursor},
     error::is_fatal_code,
@@ -29,6 +30,10 @@ use crate::{
 };
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Close code of a client the admin API disconnected: do not reconnect on
+/// your own (protocol-spec §6.7).
+const KICKED: u16 = 4004;
 
 /// Any server frame; fields depend on `type`.
 #[derive(Debug, Deserialize)]
@@ -45,6 +50,8 @@ struct Frame {
     ts: Option<u64>,
     #[serde(default)]
     data: Option<Value>,
+    #[serde(default)]
+    encoding: Option<String>,
     #[serde(default)]
     from: Option<u64>,
     #[serde(default)]
@@ -160,6 +167,17 @@ impl Manager {
                         Some(Err(e)) => return Outcome::Disconnected(format!("WebSocket: {e}")),
                         Some(Ok(WsMessage::Close(frame))) => return closed_by_server(frame),
                         Some(Ok(WsMessage::Text(text))) => text,
+                        // A binary frame is the delivery of a binary message.
+                        Some(Ok(WsMessage::Binary(frame))) => {
+                            match decode_delivery(&frame) {
+                                Ok(d) => self.subs.message(&d.topic, d.seq, d.ts, d.payload).await,
+                                Err(e) => {
+                                    self.subs.fail_all(&e).await;
+                                    return Outcome::Idle;
+                                }
+                            }
+                            continue;
+                        }
                         Some(Ok(_)) => continue,
                     };
                     let frame: Frame = match crate::decode::from_str(&text) {
@@ -336,9 +354,23 @@ impl Manager {
                     self.subs.fail_all(&e).await;
                     return Some(Outcome::Idle);
                 };
+                // `?binary=base64` connections get binary messages this way.
+                match payload(frame.data.unwrap_or(Value::Null), frame.encoding.as_deref()) {
+                    Ok(p) => self.subs.message(&topic, seq, ts, p).await,
+                    Err(e) => {
+                        self.subs.fail_all(&e).await;
+                        return Some(Outcome::Idle);
+                    }
+                }
+            }
+            // Without `id` the client did not ask: the admin API ended it.
+            "unsubscribed" if frame.id.is_none() => {
+                let pattern = frame.topic?;
+                conn.patterns.remove(&pattern);
                 self.subs
-                    .message(&topic, seq, ts, frame.data.unwrap_or(Value::Null))
+                    .server_unsubscribed(&pattern, base, Transport::Ws)
                     .await;
+                return self.subs.is_empty().then_some(Outcome::Idle);
             }
             "gap" => {
                 let (Some(topic), Some(from), Some(to)) = (frame.topic, frame.from, frame.to)
@@ -466,6 +498,9 @@ fn closed_by_server(frame: Option<CloseFrame<'_>>) -> Outcome {
     };
     let code = u16::from(f.code);
     let reason = format!("closed by the server: {code} {}", f.reason);
+    if code == KICKED {
+        return Outcome::Kicked(f.reason.to_string());
+    }
     if code == 1012 || code == 1001 {
         // Draining or going away: another node now, this one not before
         // it could be back.

@@ -10,6 +10,8 @@
 //   origin than herald, so CORS is exercised as in a real deployment).
 // * launchChromium: headless Chromium through playwright-core, launched the
 //   way shared/TOOLS.md says. Missing Chromium is a hard failure, never a skip.
+// * startNats / startCluster / waitReady: a real nats-server and herald
+//   nodes joined through it (missing nats-server is a hard failure too).
 
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
@@ -364,4 +366,91 @@ export async function launchChromium() {
       '--disable-sync',
     ],
   });
+}
+
+export const NATS_SERVER_PATH = process.env.NATS_SERVER_BIN || '/usr/sbin/nats-server';
+
+/** A free TCP port on 127.0.0.1 (bound and released). */
+export async function freePort() {
+  const server = createTcpServer();
+  await new Promise((res, rej) => {
+    server.once('error', rej);
+    server.listen(0, '127.0.0.1', res);
+  });
+  const { port } = server.address();
+  await new Promise((res) => server.close(() => res()));
+  return port;
+}
+
+/**
+ * Starts a real `nats-server` on a free loopback port; resolves once it
+ * accepts connections. Missing nats-server is a hard failure, never a skip.
+ * Returns `{url, stop()}`.
+ */
+export async function startNats({ timeoutMs = 10_000 } = {}) {
+  if (!existsSync(NATS_SERVER_PATH)) {
+    throw new Error(
+      `nats-server is required for the cluster tests but ${NATS_SERVER_PATH} does not exist: ` +
+        '`apt-get update && apt-get install -y nats-server` (or set NATS_SERVER_BIN)',
+    );
+  }
+  const port = await freePort();
+  const child = spawn(NATS_SERVER_PATH, ['-a', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+  live.add(child);
+  const exited = new Promise((res) => child.once('exit', () => (live.delete(child), res())));
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await new Promise((res) => {
+      const socket = connect({ host: '127.0.0.1', port }, () => (socket.destroy(), res(true)));
+      socket.once('error', () => res(false));
+    });
+    if (ok) break;
+    if (child.exitCode !== null || Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`nats-server did not listen on ${port}`);
+    }
+    await sleep(50);
+  }
+  return {
+    url: `nats://127.0.0.1:${port}`,
+    async stop() {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+/** Polls `GET {baseUrl}/readyz` until 200 (rejects after `timeoutMs`). */
+export async function waitReady(herald, timeoutMs = 30_000) {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const ok = await fetch(`${herald.url}/readyz`)
+      .then((r) => r.status === 200)
+      .catch(() => false);
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`${herald.url} not ready in ${timeoutMs} ms; log:\n${herald.log}`);
+    await sleep(100);
+  }
+}
+
+/**
+ * Starts `n` herald nodes (n1..nN) joined through the NATS at `natsUrl` and
+ * waits until each is ready and sees all `n` members.
+ */
+export async function startCluster(natsUrl, n, { args = [] } = {}) {
+  const nodes = [];
+  for (let i = 1; i <= n; i++) {
+    nodes.push(await startHerald({ args: ['--nats', natsUrl, '--node-id', `n${i}`, ...args] }));
+  }
+  for (const node of nodes) {
+    await waitReady(node);
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      const stats = await (await fetch(`${node.url}/v1/stats`)).json();
+      if (stats.nodes.length === n) break;
+      if (Date.now() > deadline) throw new Error(`${node.url} sees ${stats.nodes.length} of ${n} members`);
+      await sleep(100);
+    }
+  }
+  return nodes;
 }

@@ -136,7 +136,14 @@ pub(super) async fn apply_parts(
             .iter()
             .flat_map(|p| p.entries.iter().cloned())
             .collect();
+        let count = entries.len() as u64;
         let outcome = shared.sequencer.apply(entries).await;
+        if matches!(outcome, Ok(Applied::Done)) {
+            // The sequencer counts only what it sequences itself; in a
+            // cluster the owner sequences, so each message is counted
+            // once, here, and the nodes' counts add up to the cluster's.
+            shared.hub.metrics().messages_published.inc_by(count);
+        }
         for part in batch {
             for (request, index, published) in part.waiters {
                 match &outcome {

@@ -70,7 +70,7 @@ impl Stamp {
         seq: u64,
         in_flight: &mut InFlightKeys,
     ) -> (LogEntry, Published) {
-        let message = Message::traced(
+        let message = Message::with_payload(
             item.topic.clone(),
             seq,
             self.now,
@@ -106,7 +106,10 @@ impl Stamp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::log::{sled_log::SledOptions, SledLog};
+    use crate::{
+        hub::Payload,
+        log::{sled_log::SledOptions, SledLog},
+    };
 
     fn log(dir: &tempfile::TempDir) -> SledLog {
         let options = SledOptions {
@@ -119,7 +122,7 @@ mod tests {
     fn item(topic: &str, key: Option<&str>) -> PublishItem {
         PublishItem {
             topic: Topic::parse(topic).unwrap(),
-            data: "1".into(),
+            data: Payload::Json("1".into()),
             idempotency_key: key.map(str::to_string),
             traceparent: None,
         }

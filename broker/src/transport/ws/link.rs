@@ -270,16 +270,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Link<IO> {
                 }
             }
             Incoming::Binary(data) => {
+                tracing::trace!(bytes = data.len(), "websocket binary frame");
                 if self.session.is_some() {
-                    self.state.metrics.bad_requests.inc();
-                    self.with_ctx(|ctx| {
-                        ctx.error(
-                            None,
-                            &crate::error::ApiError::bad_request(
-                                "binary frames are not supported; send JSON text frames",
-                            ),
-                        )
-                    });
+                    self.with_ctx(|ctx| cmd::apply_binary(ctx, data));
                 } else {
                     self.outbox.push(&websocket::frame(OpCode::Binary, &data));
                 }

@@ -82,15 +82,38 @@ pub async fn upgrade(
     // Refused before upgrading: a browser sees the 401 as a failed handshake.
     let identity = state.identify(&req)?;
     let tracker = ConnectionTracker::admit(&state, Transport::Ws, &req)?;
+    let binary_as_base64 = binary_as_base64(&req)?;
     let (slot, response) = handshake(&req)?;
     let state = state.into_inner();
-    let session = Session::new(&state, identity, tracker);
+    let mut session = Session::new(&state, identity, tracker);
+    session.binary_as_base64 = binary_as_base64;
     slot.fill(LinkSetup {
         max_message: state.config.limits.max_frame_bytes(),
         session: Some(Box::new(session)),
         state,
     });
     Ok(response)
+}
+
+/// The `binary` query parameter: absent or `frames` (binary messages as
+/// binary frames), or `base64` (as JSON text frames with base64 `data`).
+fn binary_as_base64(req: &HttpRequest) -> Result<bool, ApiError> {
+    let pairs: Vec<(String, String)> = serde_urlencoded::from_str(req.query_string())
+        .map_err(|e| ApiError::bad_request(format!("bad query string: {e}")))?;
+    let mut base64 = false;
+    for (name, value) in pairs.iter().filter(|(name, _)| name == "binary") {
+        base64 = match value.as_str() {
+            "base64" => true,
+            "frames" => false,
+            other => {
+                let shown: String = other.chars().take(32).collect();
+                return Err(ApiError::bad_request(format!(
+                    "{name}={shown:?}: expected \"base64\" or \"frames\""
+                )));
+            }
+        };
+    }
+    Ok(base64)
 }
 
 /// `GET /v1/echo` (with `--enable-echo`): echoes text and binary messages.

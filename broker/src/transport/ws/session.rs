@@ -3,6 +3,7 @@
 
 use std::{future::Future, pin::Pin, sync::Arc};
 
+use bytes::Bytes;
 use futures_util::{stream::FuturesUnordered, StreamExt};
 
 use super::{
@@ -16,7 +17,7 @@ use crate::{
     hub::presence::ClientPresence,
     hub::{
         control::{Inbox, Registration},
-        DeliverySink, Event, MailboxState, Subscriber,
+        DeliverySink, Event, MailboxState, Message, Subscriber,
     },
     limits::TokenBucket,
     metrics::{Metrics, Transport},
@@ -100,6 +101,9 @@ pub struct Session {
     pub rate: Option<TokenBucket>,
     /// Orders of the admin API for this connection.
     pub control: Arc<Inbox>,
+    /// Binary messages go out as JSON text frames with base64 `data`
+    /// (`/v1/ws?binary=base64`) instead of binary frames.
+    pub binary_as_base64: bool,
     _registration: Registration,
     _tracker: ConnectionTracker,
 }
@@ -120,6 +124,7 @@ impl Session {
             subscriber: new_subscriber(state),
             presence,
             control,
+            binary_as_base64: false,
             _registration: registration,
             acks: Acks::default(),
             queued: Vec::new(),
@@ -213,7 +218,13 @@ impl Session {
     pub fn deliver(&mut self, out: &mut Outbox, metrics: &Metrics) -> Result<(), Exit> {
         let delivered = self
             .subscriber
-            .deliver_to(EVENTS_PER_BATCH, &mut Frames(out))
+            .deliver_to(
+                EVENTS_PER_BATCH,
+                &mut Frames {
+                    out,
+                    base64: self.binary_as_base64,
+                },
+            )
             .map_err(|e| {
                 tracing::error!(error = %e, "log read failed during delivery");
                 Exit::Close(close::INTERNAL_ERROR, "storage read failed")
@@ -231,27 +242,42 @@ impl Session {
     }
 }
 
-/// Deliveries as WebSocket frames: each message's shared frame, a gap as a
-/// `gap` frame.
-struct Frames<'a>(&'a mut Outbox);
+/// Deliveries as WebSocket frames: each message's shared frame (a binary
+/// message's binary frame, or its JSON text frame when the client asked
+/// for base64), a gap as a `gap` frame.
+struct Frames<'a> {
+    out: &'a mut Outbox,
+    base64: bool,
+}
+
+impl Frames<'_> {
+    fn wire<'m>(&self, m: &'m Message) -> &'m Bytes {
+        if self.base64 {
+            m.ws_text_wire()
+        } else {
+            m.ws_wire()
+        }
+    }
+}
 
 impl DeliverySink for Frames<'_> {
     fn prepare(&mut self, events: &[Event]) {
         let bytes = events
             .iter()
             .map(|e| match e {
-                Event::Message(m) => m.ws_wire().len(),
+                Event::Message(m) => self.wire(m).len(),
                 Event::Gap { .. } => 64,
             })
             .sum();
-        self.0.expect(bytes);
+        self.out.expect(bytes);
     }
 
     fn send(&mut self, event: &Event, _: &Subscriber) {
         match event {
             Event::Message(m) => {
                 let _span = trace::deliver_span(m, "ws");
-                self.0.push(m.ws_wire());
+                let wire = self.wire(m);
+                self.out.push(wire);
             }
             Event::Gap { topic, from, to } => {
                 let gap = Reply::Gap {
@@ -259,7 +285,7 @@ impl DeliverySink for Frames<'_> {
                     from: *from,
                     to: *to,
                 };
-                self.0
+                self.out
                     .push(&websocket::frame(OpCode::Text, gap.encode().as_bytes()));
             }
         }

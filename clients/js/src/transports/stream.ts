@@ -1,6 +1,7 @@
 // Server -> client streams for the HTTP transports: SSE (EventSource in
 // browsers, a fetch-based reader elsewhere) and long-poll.
 
+import { decodeEnvelopeData } from '../binary.js';
 import { HeraldError } from '../errors.js';
 import { DEFAULT_RETRY_AFTER_MS, refusal, retryAfterMs } from '../refusal.js';
 import type { GapInfo, HeraldMessage } from '../subscription.js';
@@ -30,6 +31,39 @@ function undecodable(what: string, text: string): HeraldError {
 function isMessage(v: unknown): v is HeraldMessage<unknown> {
   const m = v as HeraldMessage<unknown> | undefined;
   return !!m && typeof m.topic === 'string' && typeof m.seq === 'number' && typeof m.ts === 'number';
+}
+
+/**
+ * The message of an envelope (binary data decoded), or the error that says
+ * why it cannot be one.
+ */
+export function readMessage(v: unknown, what: string, text: string): HeraldMessage<unknown> | HeraldError {
+  if (!isMessage(v)) return undecodable(what, text);
+  try {
+    return decodeEnvelopeData(v as HeraldMessage<unknown> & { encoding?: unknown });
+  } catch (e) {
+    return e instanceof HeraldError ? e : undecodable(what, text);
+  }
+}
+
+/** The close of a pipe the node kicked (admin API): as WebSocket close 4004. */
+export const KICKED_CODE = 4004;
+/** What a kicked pipe reports. */
+export function kickedInfo(body: string): { code: number; reason: string; error: HeraldError } {
+  let message = 'disconnected by the server; do not reconnect automatically';
+  try {
+    const m = (JSON.parse(body) as { error?: { message?: string } }).error?.message;
+    if (m) message = m;
+  } catch {
+    /* keep the default */
+  }
+  return { code: KICKED_CODE, reason: message, error: new HeraldError('kicked', message) };
+}
+
+/** The pattern of an `unsubscribed` event (`{"topic":..}`), if it is one. */
+function unsubscribedPattern(text: string): string | null {
+  const v = parseJson(text) as { topic?: unknown } | undefined;
+  return v && typeof v.topic === 'string' ? v.topic : null;
 }
 
 function isGap(v: unknown): v is GapInfo {
@@ -110,9 +144,28 @@ export class EventSourcePipe implements StreamPipe {
       es.addEventListener('message', (ev) => {
         if (this.done) return;
         opened();
-        const m = parseJson(String(ev.data));
-        if (isMessage(m)) this.handlers.message(m);
-        else this.undecodable(undecodable('SSE message event', String(ev.data)));
+        const m = readMessage(parseJson(String(ev.data)), 'SSE message event', String(ev.data));
+        if (m instanceof HeraldError) this.undecodable(m);
+        else this.handlers.message(m);
+      });
+      es.addEventListener('unsubscribed', (ev) => {
+        if (this.done) return;
+        const pattern = unsubscribedPattern(String(ev.data));
+        if (pattern !== null) this.handlers.unsubscribed(pattern);
+      });
+      // Kicked: close before EventSource reconnects by itself (it would,
+      // after the day-long `retry` the node set).
+      es.addEventListener('kicked', (ev) => {
+        if (this.done) return;
+        const info = kickedInfo(String(ev.data ?? ''));
+        if (!settled) {
+          settled = true;
+          clearTimeout(timer);
+          this.close();
+          reject(info.error);
+        } else {
+          this.finish(info);
+        }
       });
       es.addEventListener('gap', (ev) => {
         if (this.done) return;
@@ -147,7 +200,7 @@ export class EventSourcePipe implements StreamPipe {
     }
   }
 
-  private finish(info: { reason?: string; error?: unknown }): void {
+  private finish(info: { code?: number; reason?: string; error?: unknown }): void {
     if (this.done) return;
     this.close();
     this.handlers.closed(info);
@@ -246,11 +299,20 @@ export class FetchSsePipe implements StreamPipe {
         else this.finish({ reason: error.message, error });
         return;
       }
+      if (ev.event === 'kicked') {
+        const info = kickedInfo(ev.data);
+        if (this.firstEvent) this.opening(info.error);
+        else this.finish(info);
+        return;
+      }
       this.opening();
       if (ev.event === 'message') {
-        const m = parseJson(ev.data);
-        if (isMessage(m)) this.handlers.message(m);
-        else this.undecodable(undecodable('SSE message event', ev.data));
+        const m = readMessage(parseJson(ev.data), 'SSE message event', ev.data);
+        if (m instanceof HeraldError) this.undecodable(m);
+        else this.handlers.message(m);
+      } else if (ev.event === 'unsubscribed') {
+        const pattern = unsubscribedPattern(ev.data);
+        if (pattern !== null) this.handlers.unsubscribed(pattern);
       } else if (ev.event === 'gap') {
         const g = parseJson(ev.data);
         if (isGap(g)) this.handlers.gap(g);
@@ -296,7 +358,7 @@ export class FetchSsePipe implements StreamPipe {
     this.abort.abort();
   }
 
-  private finish(info: { reason?: string; error?: unknown }): void {
+  private finish(info: { code?: number; reason?: string; error?: unknown }): void {
     if (this.done) return;
     this.close();
     // `open()` reports what happens before the first event.
@@ -313,6 +375,8 @@ export interface PollAnswer {
   client_id?: string;
   /** Join/leave events, when asked for. */
   presence?: unknown[];
+  /** Patterns the node ended on its own (admin API) since the previous answer. */
+  unsubscribed?: unknown[];
 }
 
 /**
@@ -353,7 +417,8 @@ export class PollPipe implements StreamPipe {
       try {
         await this.pollOnce(this.pollTimeoutMs, this.pollTimeoutMs + 15_000);
       } catch (e) {
-        this.finish({ reason: 'poll failed', error: e });
+        if (e instanceof HeraldError && e.code === 'kicked') this.finish({ code: KICKED_CODE, reason: e.message, error: e });
+        else this.finish({ reason: 'poll failed', error: e });
         return;
       }
     }
@@ -380,23 +445,27 @@ export class PollPipe implements StreamPipe {
     }
     if (this.done) return;
     if (status === 503 || status === 429) throw refusal(status, text, retryAfterMs(retryAfter), 'poll');
+    if (status === 410) throw kickedInfo(text).error;
     if (status !== 200) {
       throw new HeraldError('connect_failed', `poll answered ${status}: ${text.slice(0, 200)}`, { status });
     }
     const answer = parseJson(text) as PollAnswer | undefined;
-    const wellFormed =
-      !!answer && typeof answer.cursor === 'string' && Array.isArray(answer.messages) && answer.messages.every(isMessage);
-    if (!wellFormed) {
+    const wellFormed = !!answer && typeof answer.cursor === 'string' && Array.isArray(answer.messages);
+    const messages = wellFormed ? answer.messages.map((m) => readMessage(m, 'poll answer', text)) : [];
+    const bad = wellFormed ? messages.find((m) => m instanceof HeraldError) : undecodable('poll answer', text);
+    if (bad) {
       // Polling again from the same cursor would get the same answer.
       this.close();
-      this.handlers.undecodable(undecodable('poll answer', text));
+      this.handlers.undecodable(bad as HeraldError);
       return;
     }
-    this.cursor = answer.cursor;
-    if (typeof answer.client_id === 'string') this.clientId = answer.client_id;
+    answer!.messages = messages as HeraldMessage<unknown>[];
+    for (const p of answer!.unsubscribed ?? []) if (!this.done && typeof p === 'string') this.handlers.unsubscribed(p);
+    this.cursor = answer!.cursor;
+    if (typeof answer!.client_id === 'string') this.clientId = answer!.client_id;
     // Gaps of a topic come before that topic's later messages.
-    const gaps = (answer.gaps ?? []).filter(isGap).slice().sort((a, b) => a.from - b.from);
-    for (const m of answer.messages) {
+    const gaps = (answer!.gaps ?? []).filter(isGap).slice().sort((a, b) => a.from - b.from);
+    for (const m of answer!.messages) {
       if (this.done) return;
       for (let i = 0; i < gaps.length; i++) {
         const g = gaps[i]!;
@@ -408,7 +477,7 @@ export class PollPipe implements StreamPipe {
       this.handlers.message(m);
     }
     for (const g of gaps) if (!this.done) this.handlers.gap(g);
-    for (const p of answer.presence ?? []) if (!this.done && isPresenceEvent(p)) this.handlers.presence(p);
+    for (const p of answer!.presence ?? []) if (!this.done && isPresenceEvent(p)) this.handlers.presence(p);
   }
 
   close(): void {
@@ -416,7 +485,7 @@ export class PollPipe implements StreamPipe {
     this.abort?.abort();
   }
 
-  private finish(info: { reason?: string; error?: unknown }): void {
+  private finish(info: { code?: number; reason?: string; error?: unknown }): void {
     if (this.done) return;
     this.close();
     this.handlers.closed(info);

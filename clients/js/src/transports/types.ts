@@ -44,7 +44,16 @@ export interface PipeHandlers {
   gap(gap: GapInfo): void;
   /** A join/leave event (only when the client asked for them). */
   presence(event: PresenceEvent): void;
-  /** Called at most once, only after the pipe was open. */
+  /**
+   * The node ended one of the subscribed patterns on its own (admin API):
+   * nothing matched only by it follows.
+   */
+  unsubscribed(pattern: string): void;
+  /**
+   * Called at most once, only after the pipe was open. `code` 4004 (also
+   * for SSE's `kicked` event and long-poll's 410): the node disconnected
+   * the client; do not reconnect on your own.
+   */
   closed(info: CloseInfo): void;
   /**
    * Something the node sent could not be decoded (not JSON, or not the
@@ -62,7 +71,7 @@ export interface WebSocketLike {
   onclose: ((ev: { code?: number; reason?: string }) => void) | null;
   onerror: ((ev: unknown) => void) | null;
   onmessage: ((ev: { data: unknown }) => void) | null;
-  send(data: string): void;
+  send(data: string | Uint8Array): void;
   close(code?: number, reason?: string): void;
 }
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
@@ -80,7 +89,7 @@ export type EventSourceConstructor = new (url: string) => EventSourceLike;
 export type FetchLike = (input: string, init?: {
   method?: string;
   headers?: Record<string, string>;
-  body?: string;
+  body?: string | Uint8Array;
   signal?: AbortSignal;
 }) => Promise<{
   status: number;

@@ -1,9 +1,13 @@
+import { binaryPayload, decodeDelivery } from '../binary.js';
 import { HeraldError } from '../errors.js';
 import type { CloseInfo, WebSocketConstructor, WebSocketLike } from './types.js';
 
 /** Callbacks of a {@link WsPipe}. */
 export interface WsPipeHandlers {
-  /** One server frame (a parsed JSON object). */
+  /**
+   * One server frame: a parsed JSON text frame, or a binary delivery
+   * (kind 0x02) as `{type: 'message', topic, seq, ts, data: Uint8Array}`.
+   */
   frame(frame: Record<string, unknown>): void;
   /** A frame that is not a JSON object: the pipe is closed, no `closed` follows. */
   undecodable(error: HeraldError): void;
@@ -42,6 +46,13 @@ export class WsPipe {
         return;
       }
       this.socket = socket;
+      // Binary deliveries must be read synchronously, in order with the
+      // text frames (a Blob, the browser's default, reads asynchronously).
+      try {
+        (socket as { binaryType?: string }).binaryType = 'arraybuffer';
+      } catch {
+        /* an implementation without binaryType hands over bytes anyway */
+      }
       let settled = false;
       const fail = (why: string, cause?: unknown) => {
         if (settled) return;
@@ -95,7 +106,10 @@ export class WsPipe {
         }
         this.lastFrameAt = Date.now();
         const data = ev.data;
-        if (typeof data !== 'string') return; // the server only sends text frames
+        if (typeof data !== 'string') {
+          this.binaryFrame(data);
+          return;
+        }
         let frame: unknown;
         try {
           frame = JSON.parse(data);
@@ -113,11 +127,36 @@ export class WsPipe {
     });
   }
 
-  /** Sends one op (an object, or its JSON text); returns false if the socket is not open. */
+  /** A binary frame from the node: a delivery (kind 0x02), or undecodable. */
+  private binaryFrame(data: unknown): void {
+    const bytes = binaryPayload(data);
+    let frame: Record<string, unknown> | null = null;
+    let error: HeraldError;
+    if (bytes) {
+      try {
+        frame = { type: 'message', ...decodeDelivery(bytes) };
+      } catch (e) {
+        error = e as HeraldError;
+      }
+    } else {
+      error = new HeraldError('bad_response', 'binary WebSocket frame of an unreadable type (set binaryType to arraybuffer)');
+    }
+    if (frame) {
+      this.handlers.frame(frame);
+      return;
+    }
+    this.close(1003, 'undecodable frame');
+    this.handlers.undecodable(error!);
+  }
+
+  /**
+   * Sends one op (an object, or its JSON text) as a text frame, or a binary
+   * frame (`Uint8Array`); returns false if the socket is not open.
+   */
   send(op: unknown): boolean {
     if (this.done || !this.socket || this.socket.readyState !== 1) return false;
     try {
-      this.socket.send(typeof op === 'string' ? op : JSON.stringify(op));
+      this.socket.send(op instanceof Uint8Array ? op : typeof op === 'string' ? op : JSON.stringify(op));
       return true;
     } catch {
       return false;

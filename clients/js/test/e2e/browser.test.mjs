@@ -62,6 +62,14 @@ const PAGE = `<!doctype html>
     });
     return Promise.all(subs.map((s) => s.ready)).then(() => c.transport);
   };
+  // Binary publishes from the page (arrays of byte values), and what the
+  // subscriptions got, Uint8Array data as {bin: [...]}.
+  window.publishBytes = async (topic, arrays) => {
+    const acks = [];
+    for (const a of arrays) acks.push(await client.publish(topic, new Uint8Array(a)));
+    return acks;
+  };
+  window.readData = (p) => T.data[p].map((d) => (d instanceof Uint8Array ? { bin: Array.from(d) } : d));
   // Fires publishes without waiting for acks (buffered while offline).
   window.publishOne = (topic, i) => {
     client.publish(topic, { i }).then(
@@ -204,5 +212,37 @@ test('the deepest accepted message reaches the page on every transport', { timeo
     const s = await page.evaluate((p) => ({ data: window.T.data[p], errors: window.T.errors }), topic);
     assert.deepEqual(s.data, [deepest], transport);
     assert.deepEqual(s.errors, [], transport);
+  }
+});
+
+// Binary payloads in the browser: published from the page (a binary frame
+// over the page's WebSocket, an octet-stream fetch on SSE/long-poll) and
+// received back as Uint8Array byte for byte (binary frames read as
+// ArrayBuffer, base64 events of the browser's own EventSource, poll answers).
+test('binary payloads round-trip through the page on every transport', { timeout: 60_000 }, async (t) => {
+  const herald = await startHerald();
+  t.after(() => herald.kill());
+  const context = await browser();
+  const { url } = await pageServer();
+  const random = (n) => Array.from({ length: n }, () => Math.floor(Math.random() * 256));
+  const payloads = [[], [0x00], [0xff], [0xc3, 0x28], [0x00, 0xff, 0x00, 0xfe], random(17), random(1000), random(20_000)];
+  for (const { transport, block } of SCENARIOS) {
+    const topic = `pagebin.${transport}`;
+    const page = await context.newPage();
+    t.after(() => page.close());
+    await page.goto(`${url}?block=${block}`);
+    const got = await page.evaluate(
+      ([herald, topic]) => window.startClient({ url: herald, upgradeIntervalMs: 0 }, [topic]),
+      [herald.url, topic],
+    );
+    assert.equal(got, transport, 'transport in use');
+    const acks = await page.evaluate(([topic, arrays]) => window.publishBytes(topic, arrays), [topic, payloads]);
+    assert.deepEqual(acks.map((a) => a.seq), payloads.map((_, i) => i + 1));
+    await waitFor(async () => (await page.evaluate((p) => window.T.data[p].length, topic)) >= payloads.length, {
+      describe: async () => JSON.stringify(await page.evaluate(() => window.T.errors)),
+    });
+    const data = await page.evaluate((p) => window.readData(p), topic);
+    assert.deepEqual(data, payloads.map((bin) => ({ bin })), transport);
+    assert.deepEqual(await page.evaluate(() => window.T.errors), [], transport);
   }
 });

@@ -1,13 +1,14 @@
 // A scripted in-process WebSocket (no server) for unit tests of the client.
 
 /** A fake broker: every socket it opens answers ops through `onOp`. */
-export function fakeBroker({ behavior = () => 'open', onOp } = {}) {
+export function fakeBroker({ behavior = () => 'open', onOp, onBinary } = {}) {
   const sockets = [];
   class FakeWS {
     constructor(url) {
       this.url = url;
       this.readyState = 0;
       this.sent = [];
+      this.binarySent = [];
       this.onopen = this.onclose = this.onerror = this.onmessage = null;
       const b = behavior(url, sockets.length);
       if (b === 'throw') throw new Error('WebSocket blocked');
@@ -25,6 +26,11 @@ export function fakeBroker({ behavior = () => 'open', onOp } = {}) {
       }, 1);
     }
     send(text) {
+      if (typeof text !== 'string') {
+        this.binarySent.push(new Uint8Array(text));
+        onBinary?.(this, new Uint8Array(text));
+        return;
+      }
       const op = JSON.parse(text);
       this.sent.push(op);
       if (op.op === 'ping') return this.push({ type: 'pong', id: op.id });
@@ -42,6 +48,11 @@ export function fakeBroker({ behavior = () => 'open', onOp } = {}) {
     }
     push(frame) {
       this.onmessage?.({ data: JSON.stringify(frame) });
+    }
+    /** A binary frame, as a WebSocket with binaryType 'arraybuffer' hands it over. */
+    pushBinary(bytes) {
+      const copy = new Uint8Array(bytes);
+      this.onmessage?.({ data: copy.buffer });
     }
     ops(kind) {
       return this.sent.filter((o) => o.op === kind);

@@ -14,6 +14,7 @@ from ._types import (
     Gap,
     HeraldAPIError,
     HeraldError,
+    Kicked,
     Message,
     PublishResult,
     PublishTimeout,
@@ -21,6 +22,7 @@ from ._types import (
     SubscriptionStats,
     TransportName,
     UndecodableError,
+    Unsubscribed,
 )
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "HeraldClient",
     "HeraldError",
     "History",
+    "Kicked",
     "Message",
     "PublishResult",
     "PublishTimeout",
@@ -40,6 +43,7 @@ __all__ = [
     "SubscriptionStats",
     "TransportName",
     "UndecodableError",
+    "Unsubscribed",
 ]
 
 __version__ = "0.1.0"

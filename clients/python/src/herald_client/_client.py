@@ -13,6 +13,7 @@ from urllib.parse import quote
 import httpx
 
 from ._backoff import Backoff, normalize_url
+from ._binary import envelope_data
 from ._cursor import split_pattern, validate_topic
 from ._errors import error_body, loads
 from ._mux import Mux
@@ -83,7 +84,11 @@ class HeraldClient:
     ``on_reconnecting`` before each wait for the next attempt. ``on_gap``
     receives a :class:`Gap` when a subscription learns that messages were
     removed by retention before it could get them (unless that subscription
-    has its own ``on_gap`` or ``yield_gaps=True``).
+    has its own ``on_gap`` or ``yield_gaps=True``). ``on_kicked`` when the
+    node disconnected the client on purpose (admin API): its subscriptions
+    end with :class:`Kicked` and are not reconnected. ``on_unsubscribed``
+    when the node ended one subscription (admin API): it ends with
+    :class:`Unsubscribed`, the others go on.
     """
 
     def __init__(
@@ -96,6 +101,8 @@ class HeraldClient:
         on_disconnect: EventCallback | None = None,
         on_reconnecting: EventCallback | None = None,
         on_gap: GapCallback | None = None,
+        on_kicked: EventCallback | None = None,
+        on_unsubscribed: EventCallback | None = None,
         reconnect_delay: float = 0.25,
         reconnect_delay_max: float = 8.0,
         jitter: float = 0.5,
@@ -137,12 +144,16 @@ class HeraldClient:
             "disconnect": [],
             "reconnecting": [],
             "gap": [],
+            "kicked": [],
+            "unsubscribed": [],
         }
         for name, cb in (
             ("connect", on_connect),
             ("disconnect", on_disconnect),
             ("reconnecting", on_reconnecting),
             ("gap", on_gap),
+            ("kicked", on_kicked),
+            ("unsubscribed", on_unsubscribed),
         ):
             if cb is not None:
                 self._callbacks[name].append(cb)
@@ -195,8 +206,9 @@ class HeraldClient:
     # -- events --------------------------------------------------------------------
 
     def on(self, event: EventKind | Literal["gap"], callback: Callable[[Any], Any]) -> None:
-        """Adds a callback for ``connect``, ``disconnect``, ``reconnecting``
-        (each gets a :class:`ConnectionEvent`) or ``gap`` (gets a :class:`Gap`)."""
+        """Adds a callback for ``connect``, ``disconnect``, ``reconnecting``,
+        ``kicked``, ``unsubscribed`` (each gets a :class:`ConnectionEvent`) or
+        ``gap`` (gets a :class:`Gap`)."""
         if event not in self._callbacks:
             raise ValueError(f"unknown event {event!r}")
         self._callbacks[event].append(callback)
@@ -327,8 +339,10 @@ class HeraldClient:
     async def publish(
         self, topic: str, data: Any, idempotency_key: str | None = None
     ) -> PublishResult:
-        """Publishes ``data`` (any JSON value) to ``topic`` and returns
-        ``(topic, seq)`` once the broker acknowledged it (durably stored).
+        """Publishes ``data`` to ``topic`` and returns ``(topic, seq)`` once
+        the broker acknowledged it (durably stored). ``data`` is any JSON
+        value, or raw bytes (``bytes``, ``bytearray``, ``memoryview``), stored
+        byte for byte and delivered as ``bytes``.
 
         Connection failures and ``unavailable`` answers are retried — on
         other nodes too — for up to ``publish_timeout`` seconds, always with
@@ -365,7 +379,7 @@ class HeraldClient:
                 raise HeraldAPIError(err[0], err[1], resp.status_code)
             body = loads(resp.content, "history page")
             return History(
-                [Message(m["topic"], m["seq"], m["ts"], m.get("data")) for m in body["messages"]],
+                [Message(m["topic"], m["seq"], m["ts"], envelope_data(m)) for m in body["messages"]],
                 int(body["first_seq"]),
                 int(body["last_seq"]),
             )

@@ -45,7 +45,11 @@ class TransportDown(Exception):
     missing route, handshake refused): try the next transport."""
 
 
-DropKind = Literal["now", "retry", "next"]
+DropKind = Literal["now", "retry", "next", "kicked"]
+
+KICKED = 4004
+"""WebSocket close code of a client the admin API disconnected: do not
+reconnect on your own (protocol-spec §6.7)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +60,9 @@ class Drop:
     subscriptions changed);
     ``retry``: reconnect to the same node after a short delay;
     ``next``: the node is going away or cannot serve now: move to the next
-    URL, and come back to this one no sooner than ``retry_after`` seconds.
+    URL, and come back to this one no sooner than ``retry_after`` seconds;
+    ``kicked``: the node disconnected the client on purpose (admin API): end
+    every subscription, reconnect nowhere.
     """
 
     kind: DropKind

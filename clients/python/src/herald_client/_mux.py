@@ -32,7 +32,7 @@ from ._errors import (
     is_connect_error,
     loads,
 )
-from ._types import ConnectionEvent, SubscriptionError, TransportName
+from ._types import ConnectionEvent, Kicked, SubscriptionError, TransportName, Unsubscribed
 
 if TYPE_CHECKING:
     from ._client import HeraldClient
@@ -85,6 +85,20 @@ class Mux:
 
     def fail_all(self, error: BaseException) -> None:
         for sub in list(self.subs):
+            sub.fail(error)
+
+    def server_unsubscribed(self, pattern: str, url: str, transport: TransportName) -> None:
+        """The node ended ``pattern`` on its own (admin API): its
+        subscriptions end with :class:`Unsubscribed`, and the connection
+        carries on without it (never subscribing it again)."""
+        ended = [s for s in self.subs if s.pattern == pattern]
+        if not ended:
+            return
+        error = Unsubscribed(f"the server ended the subscription to {pattern!r}")
+        for sub in ended:
+            self.client._emit(
+                ConnectionEvent("unsubscribed", pattern, url, transport, reason=str(error))
+            )
             sub.fail(error)
 
     def patterns(self) -> list[str]:
@@ -153,6 +167,8 @@ class Mux:
                     started = loop.time()
                     try:
                         drop = await task
+                        if drop.kind == "kicked":
+                            self._kicked(url, transport, drop.reason)
                     except asyncio.CancelledError:
                         if asyncio.current_task().cancelling():  # type: ignore[union-attr]
                             task.cancel()
@@ -228,6 +244,16 @@ class Mux:
         except Exception as exc:  # a bug: surface it to every iterator
             log.exception("herald connection failed")
             self.fail_all(exc)
+
+    def _kicked(self, url: str, transport: TransportName, reason: str) -> None:
+        """The node disconnected the client on purpose: every subscription
+        ends with :class:`Kicked` (the loop then waits for new ones), so
+        nothing reconnects unless the application subscribes again."""
+        error = Kicked(reason)
+        self.poll_session = None  # that session is gone: a 410 for a minute
+        for sub in list(self.subs):
+            self.client._emit(ConnectionEvent("kicked", sub.pattern, url, transport, reason=reason))
+            sub.fail(error)
 
     # -- starting live subscriptions over HTTP ----------------------------------
 

@@ -19,9 +19,10 @@ import httpx
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from ._binary import encode_publish, is_binary
 from ._cursor import validate_topic
-from ._errors import NodeDown, TransportDown, Unauthorized, error_body
-from ._types import ConnectionEvent, HeraldAPIError, PublishResult, PublishTimeout
+from ._errors import KICKED, NodeDown, TransportDown, Unauthorized, error_body
+from ._types import ConnectionEvent, HeraldAPIError, Kicked, PublishResult, PublishTimeout
 from ._ws import close_code, open_ws
 
 if TYPE_CHECKING:
@@ -59,7 +60,8 @@ class Publisher:
     async def publish(self, topic: str, data: Any, idempotency_key: str | None) -> PublishResult:
         client = self._client
         validate_topic(topic)
-        body = encode_data(data)
+        # Raw bytes go as they are (a binary frame, an octet-stream body).
+        body: str | bytes = bytes(data) if is_binary(data) else encode_data(data)
         key = idempotency_key or f"py-{uuid.uuid4().hex}"
         if not (1 <= len(key) <= 255 and all(0x21 <= ord(ch) <= 0x7E for ch in key)):
             raise ValueError("an idempotency key is 1-255 printable ASCII characters, no spaces")
@@ -72,7 +74,7 @@ class Publisher:
             try:
                 if (
                     "ws" in client.transports
-                    and len(body.encode()) <= WS_MAX_DATA
+                    and len(body if isinstance(body, bytes) else body.encode()) <= WS_MAX_DATA
                     and not client._is_blocked(url, "ws")
                 ):
                     try:
@@ -108,13 +110,18 @@ class Publisher:
 
     # -- REST ------------------------------------------------------------------
 
-    async def _publish_rest(self, url: str, topic: str, body: str, key: str) -> PublishResult:
+    async def _publish_rest(self, url: str, topic: str, body: str | bytes, key: str) -> PublishResult:
         client = self._client
-        headers = {"Content-Type": "application/json", "Idempotency-Key": key, **(await client._headers())}
+        raw = isinstance(body, bytes)
+        headers = {
+            "Content-Type": "application/octet-stream" if raw else "application/json",
+            "Idempotency-Key": key,
+            **(await client._headers()),
+        }
         try:
             resp = await client._http.post(
                 f"{url}/v1/topics/{quote(topic, safe='')}/messages",
-                content=body.encode(),
+                content=body if isinstance(body, bytes) else body.encode(),
                 headers=headers,
                 timeout=httpx.Timeout(client.ack_timeout, connect=client.connect_timeout),
             )
@@ -136,17 +143,22 @@ class Publisher:
 
     # -- WebSocket -------------------------------------------------------------
 
-    async def _publish_ws(self, url: str, topic: str, body: str, key: str) -> PublishResult:
+    async def _publish_ws(self, url: str, topic: str, body: str | bytes, key: str) -> PublishResult:
         client = self._client
         ws = await self._connection(url)
         self._next_id += 1
         op_id = self._next_id
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[op_id] = future
-        frame = (
-            f'{{"op":"publish","id":{op_id},"topic":{json.dumps(topic)},'
-            f'"idempotency_key":{json.dumps(key)},"data":{body}}}'
-        )
+        frame: str | bytes
+        if isinstance(body, bytes):
+            # The node echoes the id of a binary publish as a JSON string.
+            frame = encode_publish(topic, body, op_id=str(op_id), idempotency_key=key)
+        else:
+            frame = (
+                f'{{"op":"publish","id":{op_id},"topic":{json.dumps(topic)},'
+                f'"idempotency_key":{json.dumps(key)},"data":{body}}}'
+            )
         try:
             await ws.send(frame)
             async with asyncio.timeout(client.ack_timeout):
@@ -155,7 +167,12 @@ class Publisher:
             code, why = close_code(exc)
             if code == 1009:
                 raise FrameTooBig(why) from exc
+            if code == KICKED:
+                # The reader reports it (once); this publish fails with it.
+                raise Kicked(why or "disconnected by the server") from exc
             raise NodeDown(f"ws closed {code} {why}") from exc
+        except Kicked:
+            raise
         except TimeoutError as exc:
             await self._drop(ws, "ack timed out")
             raise NodeDown("ws: no ack in time") from exc
@@ -201,12 +218,15 @@ class Publisher:
     async def _read(self, ws: ClientConnection, url: str) -> None:
         reason = "closed"
         too_big = False
+        kicked: Kicked | None = None
         try:
             while True:
                 frame = json.loads(await ws.recv())
                 if not isinstance(frame, dict):
                     continue
                 op_id = frame.get("id")
+                if isinstance(op_id, str) and op_id.isdigit():
+                    op_id = int(op_id)  # a binary publish's id comes back as a string
                 future = self._pending.get(op_id) if isinstance(op_id, int) else None
                 if future is not None and not future.done():
                     future.set_result(frame)
@@ -216,6 +236,8 @@ class Publisher:
             code, why = close_code(exc)
             too_big = code == 1009
             reason = f"ws closed {code}" + (f" ({why})" if why else "")
+            if code == KICKED:
+                kicked = self._kicked(url, why)
         except (ValueError, TypeError) as exc:
             reason = f"bad frame: {exc}"
             await ws.close()
@@ -226,9 +248,16 @@ class Publisher:
             for future in list(self._pending.values()):
                 if not future.done():
                     future.set_exception(
-                        FrameTooBig(reason) if too_big else NodeDown(f"ws: {reason}")
+                        kicked or (FrameTooBig(reason) if too_big else NodeDown(f"ws: {reason}"))
                     )
             self._client._emit(ConnectionEvent("disconnect", "publish", url, "ws", reason=reason))
+
+    def _kicked(self, url: str, why: str) -> Kicked:
+        """Close 4004: publishes in flight fail rather than retry on a new
+        connection; the next ``publish`` call opens one (the application's
+        decision)."""
+        self._client._emit(ConnectionEvent("kicked", "publish", url, "ws", reason=why))
+        return Kicked(why or "disconnected by the server")
 
     async def _drop(self, ws: ClientConnection, why: str) -> None:
         if self._ws is ws:

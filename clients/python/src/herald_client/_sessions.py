@@ -19,13 +19,16 @@ import httpx
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
 
+from ._binary import decode_delivery, envelope_data
 from ._cursor import Cursor, answer_start, combine, overlap
 from ._errors import (
     FATAL_CODES,
+    KICKED,
     Drop,
     NodeDown,
     NodeUnavailable,
     TransportDown,
+    error_body,
     is_connect_error,
     loads,
 )
@@ -85,7 +88,7 @@ class Session:
 
     async def message(self, env: Any) -> None:
         topic, seq, ts = str(env["topic"]), int(env["seq"]), int(env["ts"])
-        data = env.get("data")
+        data = envelope_data(env)
         for sub in list(self.mux.subs):
             await sub.message(topic, seq, ts, data)
 
@@ -164,7 +167,9 @@ class WsSession(Session):
             try:
                 async with asyncio.timeout_at(self.upgrade_deadline()):
                     while True:
-                        frame = loads(await ws.recv(), "ws frame")
+                        raw = await ws.recv()
+                        # A binary frame is a delivery of a binary message.
+                        frame = decode_delivery(raw) if isinstance(raw, bytes) else loads(raw, "ws frame")
                         outcome = await self.frame(frame)
                         established = established or any(s.live for s in self.mux.subs)
                         if isinstance(outcome, Drop):
@@ -265,6 +270,11 @@ class WsSession(Session):
                         sub.raise_floor(floor)
         elif kind in ("subscribed", "error") and str(frame.get("id")) in self.ops:
             return await self.reply(frame)
+        elif kind == "unsubscribed" and "id" not in frame:
+            # Not asked for: the admin API ended it on the node.
+            pattern = str(frame["topic"])
+            self.patterns.pop(pattern, None)
+            self.mux.server_unsubscribed(pattern, self.url, self.transport)
         elif kind == "error":
             log.warning("server error frame %s", frame)
         return None
@@ -331,6 +341,8 @@ class WsSession(Session):
 
 def ws_drop(code: int, why: str) -> Drop:
     reason = f"ws closed {code}" + (f" ({why})" if why else "")
+    if code == KICKED:
+        return Drop("kicked", why or reason)
     if code in (1001, 1012):  # going away, draining: another node, this one later
         return Drop("next", reason, retry_after=1.0)
     if code in (4001, 4003):  # slow consumer; token expired (a provider gives a fresh one)
@@ -395,6 +407,13 @@ class SseSession(Session):
                                     retry_ms = int(value)
                                 continue
                             # blank line: end of a block
+                            if event == "kicked":
+                                return Drop("kicked", kicked_reason("\n".join(data)))
+                            if event == "unsubscribed" and data:
+                                gone = loads("\n".join(data), "sse unsubscribed event")
+                                mux.server_unsubscribed(str(gone["topic"]), self.url, self.transport)
+                                block_id, event, data = None, None, []
+                                continue
                             if event == "unavailable":
                                 # The node cannot serve streams now; it says so
                                 # in a 200 stream (EventSource retries those).
@@ -484,6 +503,8 @@ class PollSession(Session):
                         raise NodeDown(f"poll: {exc!r}") from exc
                     raise TransportDown(f"poll: {exc!r}") from exc
                 return Drop("retry", f"poll: {exc!r}")
+            if resp.status_code == 410:
+                return Drop("kicked", kicked_reason(resp.text))
             if resp.status_code != 200:
                 try:
                     return await mux.refused(
@@ -506,6 +527,7 @@ class PollSession(Session):
                     client_id = body["client_id"]
                     mux.poll_session = (self.url, body["client_id"])
                 start = answer_start(body) if fresh and not established else None
+                ended = [str(p) for p in body.get("unsubscribed") or []]
             except (ValueError, KeyError, TypeError) as exc:
                 if not established:
                     raise TransportDown(f"poll: bad answer: {exc}") from exc
@@ -518,6 +540,8 @@ class PollSession(Session):
                             await sub.start(start, keep_zero=True)
                 self.establish()
                 deadline = self.upgrade_deadline()
+            for pattern in ended:
+                mux.server_unsubscribed(pattern, self.url, self.transport)
             for kind, item in merge_poll(messages, gaps):
                 if kind == "gap":
                     await self.gap(item)
@@ -525,6 +549,12 @@ class PollSession(Session):
                     await self.message(item)
             cursor = next_cursor
             self.raise_floors(next_cursor)
+
+
+def kicked_reason(body: str) -> str:
+    """The message of a ``kicked`` error body (SSE event, long-poll 410)."""
+    err = error_body(body)
+    return err[1] if err else "disconnected by the server; do not reconnect automatically"
 
 
 def merge_poll(messages: list[Any], gaps: list[Any]) -> list[tuple[str, Any]]:

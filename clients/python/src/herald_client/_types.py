@@ -22,7 +22,7 @@ class Message:
     ts: int
     """Publish time set by the broker, milliseconds since the Unix epoch."""
     data: Any
-    """The payload, any JSON value."""
+    """The payload: any JSON value, or ``bytes`` for a binary message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,14 +42,18 @@ class PublishResult(NamedTuple):
     seq: int
 
 
-EventKind = Literal["connect", "disconnect", "reconnecting"]
+EventKind = Literal["connect", "disconnect", "reconnecting", "kicked", "unsubscribed"]
 
 
 @dataclass(frozen=True, slots=True)
 class ConnectionEvent:
     """A connection state change of one channel (a subscription or the
     publisher), passed to the ``on_connect`` / ``on_disconnect`` /
-    ``on_reconnecting`` callbacks."""
+    ``on_reconnecting`` / ``on_kicked`` / ``on_unsubscribed`` callbacks.
+
+    ``kicked``: the node disconnected the client on purpose (admin API); the
+    channel is not reconnected. ``unsubscribed``: the node ended that
+    subscription (admin API); it is not subscribed again."""
 
     kind: EventKind
     channel: str
@@ -117,6 +121,20 @@ class UndecodableError(SubscriptionError):
     subscription's iterator, which then ends (the message is never skipped,
     and the client does not reconnect in a loop over it), and by ``history``.
     The broker accepts at most 100 levels of nesting, far below that limit."""
+
+
+class Kicked(SubscriptionError):
+    """The node disconnected this client on purpose (admin API: WebSocket
+    close 4004, the SSE ``kicked`` event, long-poll 410). Raised by the
+    iterators of the subscriptions it carried, and by publishes that were in
+    flight on it. The client does not reconnect by itself: subscribe (or
+    publish) again to decide otherwise; ``sub.cursor`` still resumes
+    exactly."""
+
+
+class Unsubscribed(SubscriptionError):
+    """The node ended this subscription on its own (admin API
+    ``unsubscribe``). Raised by its iterator; it is not subscribed again."""
 
 
 class ClientClosed(HeraldError):

@@ -1,6 +1,7 @@
 //! Client ops on a broker connection, one file each: the op's checks, what
 //! it does, and its reply (the parse is `transport::protocol`).
 
+mod binary;
 mod ping;
 mod publish;
 mod refresh;
@@ -19,6 +20,7 @@ use crate::{
     wire::websocket::{self, OpCode},
 };
 
+pub use binary::apply as apply_binary;
 pub use publish::answer as answer_publish;
 
 /// What an op works on: the node, the connection's session, and the frames

@@ -8,7 +8,7 @@ use super::Ctx;
 use crate::{
     engine::{PublishItem, Published},
     error::{ApiError, ErrorCode},
-    hub::Topic,
+    hub::{Payload, Topic},
     telemetry::trace,
     transport::{
         protocol::{OpId, Reply},
@@ -20,7 +20,7 @@ pub fn apply(
     ctx: &mut Ctx<'_>,
     id: Option<OpId>,
     topic: Topic,
-    data: String,
+    data: Payload,
     idempotency_key: Option<String>,
     traceparent: Option<String>,
 ) {

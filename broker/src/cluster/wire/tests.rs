@@ -1,0 +1,72 @@
+use super::*;
+
+#[test]
+fn terms_order_by_counter_then_node() {
+    let t = |c, n: &str| Term {
+        counter: c,
+        node: n.into(),
+    };
+    assert!(t(2, "a") > t(1, "z"));
+    assert!(t(1, "b") > t(1, "a"));
+    assert!(Term::default() < t(1, ""));
+}
+
+#[test]
+fn admin_orders_round_trip() {
+    let order = Order::Unsubscribe {
+        target: Target::Sub("alice".into()),
+        pattern: Pattern::parse("chat.>").unwrap(),
+    };
+    let text = serde_json::to_string(&AdminOrder::from_order(&order)).unwrap();
+    assert_eq!(
+        text,
+        r#"{"kind":"unsubscribe","target":{"sub":"alice"},"pattern":"chat.>"}"#
+    );
+    let back: AdminOrder = serde_json::from_str(&text).unwrap();
+    assert_eq!(back.into_order(), Some(order));
+    let bad = r#"{"kind":"unsubscribe","target":{"client":"x"},"pattern":"a..b"}"#;
+    assert_eq!(
+        serde_json::from_str::<AdminOrder>(bad)
+            .unwrap()
+            .into_order(),
+        None
+    );
+}
+
+#[test]
+fn entries_round_trip() {
+    let m = Message::new(Topic::parse("a.b").unwrap(), 3, 99, r#"{"x":[1]}"#);
+    let entry = LogEntry {
+        message: m.clone(),
+        idempotency: Some(("k".into(), 5)),
+    };
+    let wire = WireEntry::from_entry(&entry);
+    let text = serde_json::to_string(&wire).unwrap();
+    assert!(text.contains(r#""e":{"topic":"a.b""#), "{text}");
+    let back: WireEntry = serde_json::from_str(&text).unwrap();
+    let back = back.into_entry().unwrap();
+    assert_eq!(back.message.envelope(), m.envelope());
+    assert_eq!((back.message.seq, back.message.ts), (3, 99));
+    assert_eq!(back.idempotency, Some(("k".into(), 5)));
+}
+
+#[test]
+fn forwards_carry_both_payload_kinds() {
+    for data in [
+        Payload::Json(r#"{"x":1}"#.into()),
+        Payload::Binary(vec![0, 0xff, 0xc3, 0x28].into()),
+    ] {
+        let item = PublishItem {
+            topic: Topic::parse("a.b").unwrap(),
+            data: data.clone(),
+            idempotency_key: None,
+            traceparent: None,
+        };
+        let text = serde_json::to_string(&ForwardItem::new(&item)).unwrap();
+        // A node without binary support requires `data`: it refuses a
+        // binary forward rather than storing base64 as a JSON string.
+        assert_eq!(text.contains(r#""data":"#), !data.is_binary(), "{text}");
+        let mut back: ForwardItem = serde_json::from_str(&text).unwrap();
+        assert_eq!(back.payload(), Some(data));
+    }
+}
