@@ -30,4 +30,4 @@ pub mod transport;
 pub mod validate;
 pub mod wire;
 
-pub use server::{run, ServerError};
+pub use server::{run, run_reporting, Listening, ServerError};

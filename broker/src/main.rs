@@ -84,8 +84,23 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     listener.set_nonblocking(true)?;
-    actix_web::rt::System::new().block_on(herald::run(config, listener, shutdown_signal()))?;
+    actix_web::rt::System::new().block_on(herald::run_reporting(
+        config,
+        listener,
+        shutdown_signal(),
+        print_ready_line,
+    ))?;
     Ok(())
+}
+
+/// Stdout carries only the ready line (logs go to stderr), so a program
+/// that started the node reads its address there. A closed stdout is not
+/// the node's problem: the write error is ignored.
+fn print_ready_line(listening: &herald::Listening) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{}", listening.ready_line());
+    let _ = out.flush();
 }
 
 async fn shutdown_signal() {

@@ -1,6 +1,12 @@
 //! Node assembly: open the log, start the engine, serve HTTP until shutdown.
 
-use std::{future::Future, net::TcpListener, path::Path, sync::Arc, time::Instant};
+use std::{
+    future::Future,
+    net::{SocketAddr, TcpListener},
+    path::Path,
+    sync::Arc,
+    time::Instant,
+};
 
 use tokio::sync::watch;
 
@@ -111,6 +117,41 @@ fn close_journal(journal: &parking_lot::Mutex<AckedHeads>, hub: &Hub) {
     }
 }
 
+/// Where a started node serves: what the ready line tells a supervisor or
+/// a test that started it with `--listen 127.0.0.1:0`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listening {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The base URL clients use: `http://` or, with TLS, `https://`.
+    pub url: String,
+    /// The node id.
+    pub node: String,
+}
+
+impl Listening {
+    /// The ready line: one JSON object, e.g.
+    /// `{"listening":"http://127.0.0.1:40123","addr":"127.0.0.1:40123","node":"n1"}`.
+    /// It is the same whatever the log filter or format, so programs read
+    /// it instead of the logs.
+    pub fn ready_line(&self) -> String {
+        // A struct, not `json!`: its fields keep this order (`listening`
+        // first, as documented), a map's keys would be sorted.
+        #[derive(serde::Serialize)]
+        struct Line<'a> {
+            listening: &'a str,
+            addr: String,
+            node: &'a str,
+        }
+        serde_json::to_string(&Line {
+            listening: &self.url,
+            addr: self.addr.to_string(),
+            node: &self.node,
+        })
+        .expect("strings serialize")
+    }
+}
+
 /// Runs a node on `listener` until `shutdown` resolves, then drains:
 /// readiness turns off, WebSockets close with 1012, streams end, the log is
 /// synced.
@@ -118,6 +159,17 @@ pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
+) -> Result<(), ServerError> {
+    run_reporting(config, listener, shutdown, |_| {}).await
+}
+
+/// [`run`], calling `on_listening` once the node serves on `listener`
+/// (the binary prints the ready line from it).
+pub async fn run_reporting(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+    on_listening: impl FnOnce(&Listening),
 ) -> Result<(), ServerError> {
     let auth =
         Authenticator::new(&config.auth, &config.anonymous_access()).map_err(ServerError::Auth)?;
@@ -270,6 +322,11 @@ pub async fn run(
     };
     tracing::info!(addr = %addr, node = %node_id, "herald listening on {scheme}://{addr}");
     let mut server = tokio::spawn(server);
+    on_listening(&Listening {
+        addr,
+        url: format!("{scheme}://{addr}"),
+        node: node_id.clone(),
+    });
 
     tokio::select! {
         result = &mut server => {

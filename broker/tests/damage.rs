@@ -13,10 +13,8 @@ mod common;
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Command, Stdio},
-    sync::mpsc,
+    process::Command,
     time::{Duration, Instant},
 };
 
@@ -188,49 +186,24 @@ fn with_tree(dir: &Path, change: impl FnOnce(&sled::Tree)) {
 
 /// What became of a node started on a damaged copy.
 enum Started {
-    /// It refused: exit status and stderr.
+    /// It refused: exit status and its output (the logs are on stderr).
     Refused(Option<i32>, String),
     /// It listens at this base URL.
     Serving(String, std::process::Child),
 }
 
 fn serve(dir: &Path, extra: &[&str]) -> Started {
-    let mut child = Command::new(binary())
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+    let mut cmd = Command::new(binary());
+    cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
         .arg(dir)
         .args(extra)
-        .env("HERALD_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut seen = String::new();
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            seen.push_str(&line);
-            seen.push('\n');
-            if let Some(addr) = line
-                .split("addr=")
-                .nth(1)
-                .and_then(|r| r.split_whitespace().next())
-            {
-                let _ = tx.send(Ok(addr.to_string()));
-            }
+        .env("HERALD_LOG", "info");
+    match herald_testkit::launch(cmd, Duration::from_secs(60)) {
+        Ok(launched) => Started::Serving(launched.ready.url, launched.child),
+        Err(herald_testkit::LaunchError::Exited { status, output }) => {
+            Started::Refused(status.expect("exits").code(), output)
         }
-        let _ = tx.send(Err(seen));
-    });
-    match rx.recv_timeout(Duration::from_secs(60)) {
-        Ok(Ok(addr)) => Started::Serving(format!("http://{addr}"), child),
-        Ok(Err(stderr)) => {
-            let status = wait_timeout(&mut child, Duration::from_secs(10)).expect("exits");
-            Started::Refused(status.code(), stderr)
-        }
-        Err(_) => {
-            let _ = child.kill();
-            panic!("{}: neither served nor exited within 60 s", dir.display());
-        }
+        Err(e) => panic!("{}: {e}", dir.display()),
     }
 }
 

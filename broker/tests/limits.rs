@@ -150,39 +150,20 @@ struct Limited {
 
 impl Limited {
     fn start(dir: &std::path::Path, nofile: u32) -> Limited {
-        use std::io::BufRead;
-        let mut child = std::process::Command::new("prlimit")
-            .arg(format!("--nofile={nofile}:{nofile}"))
+        let mut cmd = std::process::Command::new("prlimit");
+        cmd.arg(format!("--nofile={nofile}:{nofile}"))
             .arg(binary())
             .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
             .arg(dir)
             .env("HERALD_LOG", "info")
-            .env_remove("RUST_LOG")
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .expect("prlimit (util-linux) runs herald");
-        let stderr = child.stderr.take().unwrap();
-        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let (tx, rx) = std::sync::mpsc::channel();
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stderr)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if let Some(addr) = line.split("addr=").nth(1) {
-                    let _ = tx.send(addr.split_whitespace().next().unwrap_or("").to_string());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        let addr = rx
-            .recv_timeout(TIMEOUT)
-            .expect("herald listens")
-            .parse()
-            .unwrap();
-        Limited { child, addr, log }
+            .env_remove("RUST_LOG");
+        let launched = herald_testkit::launch(cmd, TIMEOUT)
+            .unwrap_or_else(|e| panic!("herald under prlimit (util-linux): {e}"));
+        Limited {
+            child: launched.child,
+            addr: launched.ready.addr,
+            log: launched.log,
+        }
     }
 
     fn url(&self, path: &str) -> String {

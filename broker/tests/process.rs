@@ -183,6 +183,67 @@ async fn workers_setting_sets_the_connection_threads() {
     }
 }
 
+/// The ready line is the one thing on stdout, and it does not depend on
+/// the logs: with logging off, a program still learns the bound port.
+#[tokio::test]
+async fn the_ready_line_names_the_bound_address_with_logging_off() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(binary())
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--node-id",
+            "ready-1",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("HERALD_LOG", "off")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    let line = rx.recv_timeout(TIMEOUT).expect("a ready line on stdout");
+    assert!(
+        line.starts_with(r#"{"listening":"#),
+        "`listening` first, as documented: {line}"
+    );
+    let ready: serde_json::Value = serde_json::from_str(&line).expect("the ready line is JSON");
+    let addr: std::net::SocketAddr = ready["addr"].as_str().unwrap().parse().unwrap();
+    assert_ne!(addr.port(), 0, "{line}");
+    assert_eq!(ready["listening"], format!("http://{addr}"), "{line}");
+    assert_eq!(ready["node"], "ready-1", "{line}");
+    let readyz: serde_json::Value = http()
+        .get(format!("http://{addr}/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(readyz["node"], "ready-1");
+    signal(child.id(), "TERM");
+    wait_timeout(&mut child, Duration::from_secs(30)).expect("exits after SIGTERM");
+    // The process is gone, so its stdout is at EOF and this ends.
+    let rest: Vec<String> = rx.iter().collect();
+    assert!(
+        rest.is_empty(),
+        "stdout holds only the ready line: {rest:?}"
+    );
+}
+
 #[tokio::test]
 async fn health_endpoints() {
     let node = Node::start(&[]);

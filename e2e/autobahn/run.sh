@@ -15,15 +15,16 @@ if [ ! -x "$VENV/bin/kosoku" ]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check -r "$ROOT/e2e/autobahn/requirements.txt"
 fi
 WORK=$(mktemp -d)
-"$HERALD" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" --enable-echo 2>"$WORK/herald.log" &
+"$HERALD" serve --listen 127.0.0.1:0 --data-dir "$WORK/data" --enable-echo >"$WORK/ready" 2>"$WORK/herald.log" &
 PID=$!
 trap 'kill $PID 2>/dev/null || true; wait $PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# The address is in the ready line, herald's only stdout (protocol-spec §15.7).
 for _ in $(seq 1 100); do
-  ADDR=$(grep -o 'addr=127.0.0.1:[0-9]*' "$WORK/herald.log" | head -1 | cut -d= -f2 || true)
+  ADDR=$(grep '^{.*"listening"' "$WORK/ready" 2>/dev/null | sed -n 's/.*"addr":"\([^"]*\)".*/\1/p' | head -1 || true)
   [ -n "$ADDR" ] && break
   sleep 0.1
 done
-[ -n "${ADDR:-}" ] || { cat "$WORK/herald.log" >&2; echo "herald did not start" >&2; exit 1; }
+[ -n "${ADDR:-}" ] || { cat "$WORK/herald.log" >&2; echo "herald printed no ready line" >&2; exit 1; }
 OUT=${AUTOBAHN_OUT:-$ROOT/.artifacts/autobahn}
 rm -rf "$OUT"; mkdir -p "$OUT"
 "$VENV/bin/kosoku" -m fuzzingclient -i '*' -x '12.*' -x '13.*' -p 2 -o "$OUT" "$ADDR/v1/echo" >"$OUT/summary.txt" 2>&1 || {

@@ -50,8 +50,17 @@ pub fn locate_binary(explicit: Option<&Path>) -> Result<PathBuf> {
     )
 }
 
+/// The bound address from the ready line `herald serve` prints on stdout
+/// (`{"listening":"http://…","addr":"127.0.0.1:PORT","node":…}`).
+pub fn parse_ready_line(line: &str) -> Option<SocketAddr> {
+    let value: serde_json::Value = serde_json::from_str(line.trim()).ok()?;
+    value.get("listening")?;
+    value.get("addr")?.as_str()?.parse().ok()
+}
+
 /// Extracts the bound address from a startup log line: the text format's
 /// `addr=127.0.0.1:PORT` or the JSON format's `"addr":"127.0.0.1:PORT"`.
+/// Only for `--baseline-bin` builds from before the ready line.
 pub fn parse_bound_addr(line: &str) -> Option<SocketAddr> {
     for marker in ["addr=", "\"addr\":"] {
         let mut rest = line;
@@ -104,7 +113,7 @@ pub struct HeraldServer {
 }
 
 impl HeraldServer {
-    /// Starts it and waits for its listen address in the log.
+    /// Starts it and waits for its listen address (the ready line).
     pub fn start(opts: &HeraldOptions) -> Result<Self> {
         let data_dir = match &opts.data_root {
             Some(root) => {
@@ -139,8 +148,9 @@ impl HeraldServer {
             cmd.arg("--node-id").arg(node);
         }
         cmd.args(&opts.extra_args)
-            // the startup line is at info level; a RUST_LOG from the caller's
-            // shell could hide it or flood the pipe
+            // a baseline build announces its address only in an info-level
+            // log line; a RUST_LOG from the caller's shell could hide it or
+            // flood the pipe
             .env_remove("RUST_LOG")
             .env_remove("HERALD_LOG_FORMAT")
             .env_remove("HERALD_CONFIG")
@@ -157,7 +167,9 @@ impl HeraldServer {
             Some(node) => format!("herald-{node}"),
             None => "herald".to_string(),
         };
-        let (mut proc, rx) = ManagedProcess::adopt(&name, child, parse_bound_addr);
+        // The ready line, or a baseline build's log line: the same address.
+        let (mut proc, rx) =
+            ManagedProcess::adopt_both(&name, child, parse_ready_line, parse_bound_addr);
         let addr = proc.wait_for(&rx, Duration::from_secs(20), "its listen address")?;
         Ok(HeraldServer {
             proc,
@@ -224,6 +236,19 @@ impl ServerUnderTest for HeraldServer {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn parses_the_ready_line_only() {
+        let line = r#"{"listening":"http://127.0.0.1:40123","addr":"127.0.0.1:40123","node":"n1"}"#;
+        assert_eq!(
+            parse_ready_line(line),
+            Some("127.0.0.1:40123".parse().unwrap())
+        );
+        let log =
+            r#"{"level":"INFO","fields":{"message":"herald listening","addr":"127.0.0.1:9"}}"#;
+        assert_eq!(parse_ready_line(log), None);
+        assert_eq!(parse_ready_line("addr=127.0.0.1:9"), None);
+    }
 
     #[test]
     fn parses_the_text_log_line() {

@@ -89,6 +89,40 @@ impl ManagedProcess {
         )
     }
 
+    /// Like [`Self::adopt`], with a watcher on each stream (piped stdout
+    /// and stderr): the first `Some` of each is sent on the one channel.
+    pub fn adopt_both<T: Send + 'static>(
+        name: &str,
+        mut child: Child,
+        on_stdout: impl Fn(&str) -> Option<T> + Send + 'static,
+        on_stderr: impl Fn(&str) -> Option<T> + Send + 'static,
+    ) -> (Self, mpsc::Receiver<T>) {
+        let tail = Arc::new(Mutex::new(VecDeque::new()));
+        let (tx, rx) = mpsc::channel();
+        if let Some(stdout) = child.stdout.take() {
+            let (tail, tx) = (tail.clone(), tx.clone());
+            thread::Builder::new()
+                .name(format!("{name}-stdout"))
+                .spawn(move || drain(stdout, &tail, on_stdout, tx))
+                .expect("spawning a thread");
+        }
+        if let Some(stderr) = child.stderr.take() {
+            let tail = tail.clone();
+            thread::Builder::new()
+                .name(format!("{name}-stderr"))
+                .spawn(move || drain(stderr, &tail, on_stderr, tx))
+                .expect("spawning a thread");
+        }
+        (
+            ManagedProcess {
+                name: name.to_string(),
+                child,
+                tail,
+            },
+            rx,
+        )
+    }
+
     /// Like [`Self::adopt`], but `watch` sees stdout lines instead.
     pub fn adopt_stdout<T: Send + 'static>(
         name: &str,

@@ -13,11 +13,10 @@ pub use self::nats::*;
 use self::nats::{spawn_nats, wait_port};
 
 use std::{
-    io::{BufRead, BufReader},
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, ExitStatus, Stdio},
-    sync::{mpsc, Arc, Mutex},
+    process::{Child, Command, ExitStatus},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -189,29 +188,7 @@ impl Drop for Node {
     }
 }
 
-pub fn signal(pid: u32, sig: &str) {
-    let ok = Command::new("kill")
-        .arg(format!("-{sig}"))
-        .arg(pid.to_string())
-        .status()
-        .expect("kill")
-        .success();
-    assert!(ok, "kill -{sig} {pid} failed");
-}
-
-pub fn wait_timeout(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = std::time::Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(status);
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
+pub use herald_testkit::{signal, wait_timeout};
 
 type Spawned = (Child, SocketAddr, Arc<Mutex<Vec<String>>>);
 
@@ -236,6 +213,8 @@ fn spawn(
     }
 }
 
+/// Starts `herald serve` and reads the bound address from its ready line;
+/// the log holds stdout and stderr in the order written.
 fn spawn_once(
     dir: &Path,
     listen: &str,
@@ -257,45 +236,8 @@ fn spawn_once(
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
-    let stderr = child.stderr.take().expect("stderr");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = mpsc::channel();
-    let sink = log.clone();
-    let echo = std::env::var("HERALD_TEST_ECHO").is_ok();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if echo {
-                eprintln!("[herald] {line}");
-            }
-            // Record the line before announcing the address, so a test
-            // that reads the log right after start sees it.
-            let addr = line
-                .split("addr=")
-                .nth(1)
-                .and_then(|r| r.split_whitespace().next())
-                .map(str::to_string);
-            sink.lock().unwrap().push(line);
-            if let Some(addr) = addr {
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(addr) => Ok((
-            child,
-            addr.parse().map_err(|e| format!("{e}: {addr}"))?,
-            log,
-        )),
-        Err(_) => {
-            let _ = child.kill();
-            Err(format!(
-                "no listening line; log:\n{}",
-                log.lock().unwrap().join("\n")
-            ))
-        }
-    }
+    let launched = herald_testkit::launch(cmd, TIMEOUT).map_err(|e| e.to_string())?;
+    Ok((launched.child, launched.ready.addr, launched.log))
 }
 
 /// A WebSocket client speaking the Herald protocol.

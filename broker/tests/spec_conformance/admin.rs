@@ -7,8 +7,6 @@ use super::*;
 
 const ADMIN_KEY: &str = "spec-admin-key-1";
 const TOPICS: &str = "/v1/topics";
-const PRES: &str = "/v1/topics/{topic}/presence";
-const POLL: &str = "/v1/poll";
 
 /// The four order routes: (template, path for `who`, whether it takes a body).
 fn order_routes(client: &str, sub: &str) -> [(&'static str, String, bool); 4] {

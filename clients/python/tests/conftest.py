@@ -9,8 +9,8 @@ that need it; nothing is skipped.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -24,7 +24,21 @@ import httpx
 import pytest
 
 PYTHON_ROOT = Path(__file__).resolve().parents[1]
-ADDR = re.compile(rb"addr=127\.0\.0\.1:(\d+)")
+
+
+def ready_port(output: bytes) -> int | None:
+    """The port from herald's ready line (stdout, protocol-spec §15.7):
+    `{"listening":"http://127.0.0.1:PORT","addr":"127.0.0.1:PORT","node":...}`."""
+    for line in output.splitlines():
+        if not line.startswith(b"{") or b'"listening"' not in line:
+            continue
+        try:
+            ready = json.loads(line)
+        except ValueError:
+            continue  # the line is still being written
+        if isinstance(ready, dict) and "listening" in ready:
+            return int(ready["addr"].rsplit(":", 1)[1])
+    return None
 
 
 def herald_bin() -> Path:
@@ -108,15 +122,17 @@ class HeraldNode:
                 log.write(f"\n==== start #{self.starts}: {' '.join(args)}\n".encode())
                 offset = log.tell()
                 env = {**os.environ, "HERALD_LOG": os.environ.get("HERALD_LOG", "info")}
+                # Stdout (the ready line) and stderr (the logs) share the file,
+                # in the order written.
                 self.proc = subprocess.Popen(
-                    args, stdout=subprocess.DEVNULL, stderr=log, stdin=subprocess.DEVNULL, env=env
+                    args, stdout=log, stderr=log, stdin=subprocess.DEVNULL, env=env
                 )
             while time.monotonic() < deadline:
                 with open(self.log_path, "rb") as log:
                     log.seek(offset)
-                    m = ADDR.search(log.read())
-                if m:
-                    self.port = int(m.group(1))
+                    port = ready_port(log.read())
+                if port is not None:
+                    self.port = port
                     return self
                 if self.proc.poll() is not None:
                     break
@@ -124,7 +140,7 @@ class HeraldNode:
             if self.proc.poll() is None:
                 self.proc.kill()
                 self.proc.wait()
-                raise AssertionError(f"{self.name} did not report its address:\n{self.tail()}")
+                raise AssertionError(f"{self.name} printed no ready line:\n{self.tail()}")
             # Exited: a restart on the same port can race the old socket.
             if port is None or time.monotonic() >= deadline:
                 raise AssertionError(f"{self.name} exited at start:\n{self.tail()}")

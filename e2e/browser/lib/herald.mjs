@@ -110,7 +110,6 @@ function spawnOnce({ port, dataDir, args, timeoutMs }) {
     );
     live.add(child);
     const herald = new Herald(child, dataDir);
-    let pending = '';
     let settled = false;
     const done = (err) => {
       if (settled) return;
@@ -124,26 +123,29 @@ function spawnOnce({ port, dataDir, args, timeoutMs }) {
       }
     };
     const timer = setTimeout(
-      () => done(new Error(`herald did not log its address within ${timeoutMs} ms; stderr:\n${herald.log}`)),
+      () => done(new Error(`herald printed no ready line within ${timeoutMs} ms; output:\n${herald.log}`)),
       timeoutMs,
     );
-    const onData = (chunk) => {
-      const text = chunk.toString('utf8').replace(ANSI, '');
-      herald.log += text;
+    const keep = (chunk) => {
+      herald.log += chunk.toString('utf8').replace(ANSI, '');
       if (herald.log.length > 200_000) herald.log = herald.log.slice(-100_000);
+    };
+    // The address comes from the ready line on stdout (protocol-spec
+    // §15.7), read apart from stderr so no log chunk can cut into it.
+    let stdout = '';
+    child.stderr.on('data', keep);
+    child.stdout.on('data', (chunk) => {
+      keep(chunk);
       if (herald.addr) return;
-      pending += text;
-      const m = pending.match(/addr=(\d+\.\d+\.\d+\.\d+):(\d+)/);
-      if (m) {
-        herald.addr = `${m[1]}:${m[2]}`;
-        herald.port = Number(m[2]);
-        herald.url = `http://${herald.addr}`;
-        pending = '';
+      stdout += chunk.toString('utf8');
+      const ready = readyLine(stdout);
+      if (ready) {
+        herald.addr = ready.addr;
+        herald.port = Number(ready.addr.slice(ready.addr.lastIndexOf(':') + 1));
+        herald.url = ready.listening;
         done();
       }
-    };
-    child.stderr.on('data', onData);
-    child.stdout.on('data', onData);
+    });
     child.once('error', (e) => done(new Error(`cannot run herald at ${HERALD_BIN}: ${e.message}`)));
     child.once('exit', (code, signal) =>
       done(
@@ -157,12 +159,30 @@ function spawnOnce({ port, dataDir, args, timeoutMs }) {
 }
 
 /**
+ * The ready line `herald serve` prints on stdout once it serves, parsed:
+ * `{"listening":"http://127.0.0.1:PORT","addr":"127.0.0.1:PORT","node":...}`;
+ * null until a whole one is in `text`.
+ */
+export function readyLine(text) {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{') || !line.includes('"listening"')) continue;
+    try {
+      const ready = JSON.parse(line);
+      if (typeof ready.listening === 'string') return ready;
+    } catch {
+      // not all written yet
+    }
+  }
+  return null;
+}
+
+/**
  * Starts `herald serve`.
  * @param {object} [opts]
  * @param {number} [opts.port=0] fixed port (restarts) or 0 for a free one
  * @param {string} [opts.dataDir] existing data dir (restarts); default a fresh temp dir
  * @param {string[]} [opts.args] extra flags
- * @param {number} [opts.timeoutMs=15000] how long to wait for the address line
+ * @param {number} [opts.timeoutMs=15000] how long to wait for the ready line
  * @param {number} [opts.retryMs=10000] on a fixed port, how long to retry "port in use"
  */
 export async function startHerald({ port = 0, dataDir, args = [], timeoutMs = 15_000, retryMs = 10_000 } = {}) {

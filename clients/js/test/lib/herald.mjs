@@ -75,7 +75,6 @@ class Proc {
     const onData = (chunk) => {
       this.log += chunk.toString('utf8').replace(ANSI, '');
       if (this.log.length > 400_000) this.log = this.log.slice(-200_000);
-      this.onOutput?.();
     };
     child.stdout?.on('data', onData);
     child.stderr?.on('data', onData);
@@ -121,6 +120,24 @@ export class Herald extends Proc {
   }
 }
 
+/**
+ * The ready line `herald serve` prints on stdout once it serves, parsed:
+ * `{"listening":"http://127.0.0.1:PORT","addr":"127.0.0.1:PORT","node":...}`;
+ * null until a whole one is in `text`.
+ */
+export function readyLine(text) {
+  for (const line of text.split('\n')) {
+    if (!line.startsWith('{') || !line.includes('"listening"')) continue;
+    try {
+      const ready = JSON.parse(line);
+      if (typeof ready.listening === 'string') return ready;
+    } catch {
+      // not all written yet
+    }
+  }
+  return null;
+}
+
 function spawnHerald(opts) {
   const { port, dataDir, args, timeoutMs, nats, nodeId } = opts;
   const argv = ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir];
@@ -138,26 +155,29 @@ function spawnHerald(opts) {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
-      h.onOutput = null;
       if (err) {
         if (h.running) child.kill('SIGKILL');
         reject(err);
       } else resolvePromise(h);
     };
     const timer = setTimeout(
-      () => done(new Error(`herald did not log its address within ${timeoutMs} ms; output:\n${h.log}`)),
+      () => done(new Error(`herald printed no ready line within ${timeoutMs} ms; output:\n${h.log}`)),
       timeoutMs,
     );
-    h.onOutput = () => {
+    // The address comes from the ready line on stdout (protocol-spec
+    // §15.7), read apart from stderr so no log chunk can cut into it.
+    let stdout = '';
+    child.stdout.on('data', (chunk) => {
       if (h.addr) return;
-      const m = h.log.match(/addr=(\d+\.\d+\.\d+\.\d+):(\d+)/);
-      if (m) {
-        h.addr = `${m[1]}:${m[2]}`;
-        h.port = Number(m[2]);
-        h.url = `http://${h.addr}`;
+      stdout += chunk.toString('utf8');
+      const ready = readyLine(stdout);
+      if (ready) {
+        h.addr = ready.addr;
+        h.port = Number(ready.addr.slice(ready.addr.lastIndexOf(':') + 1));
+        h.url = ready.listening;
         done();
       }
-    };
+    });
     child.once('error', (e) => done(new Error(`cannot run herald at ${HERALD_BIN}: ${e.message}`)));
     child.once('exit', (code, signal) =>
       done(Object.assign(new Error(`herald exited (code ${code}, signal ${signal}) before listening:\n${h.log}`), { heraldLog: h.log })),

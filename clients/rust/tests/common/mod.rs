@@ -12,11 +12,10 @@ pub mod gate;
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader},
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{mpsc, Arc, Mutex},
+    sync::{Arc, Mutex},
     time::Duration,
 };
 
@@ -100,25 +99,8 @@ impl Node {
         let Some(mut child) = self.child.take() else {
             return false;
         };
-        let sent = Command::new("kill")
-            .arg("-TERM")
-            .arg(child.id().to_string())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false);
-        assert!(sent, "kill -TERM failed");
-        let deadline = std::time::Instant::now() + limit;
-        loop {
-            if let Some(status) = child.try_wait().expect("wait") {
-                return status.success();
-            }
-            if std::time::Instant::now() >= deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        herald_testkit::signal(child.id(), "TERM");
+        herald_testkit::wait_timeout(&mut child, limit).is_some_and(|status| status.success())
     }
 
     /// SIGKILL, then start again on the same port, data dir and flags.
@@ -162,6 +144,7 @@ impl Drop for Node {
 
 type Spawned = (Child, SocketAddr, Arc<Mutex<Vec<String>>>);
 
+/// Starts `herald serve` and reads the bound address from its ready line.
 fn spawn(dir: &Path, listen: &str, args: &[String]) -> Result<Spawned, String> {
     let mut cmd = Command::new(binary());
     cmd.arg("serve")
@@ -174,48 +157,9 @@ fn spawn(dir: &Path, listen: &str, args: &[String]) -> Result<Spawned, String> {
             "HERALD_LOG",
             std::env::var("HERALD_TEST_LOG").unwrap_or_else(|_| "info".into()),
         )
-        .env_remove("RUST_LOG")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
-    let stderr = child.stderr.take().expect("stderr");
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = mpsc::channel();
-    let sink = log.clone();
-    let echo = std::env::var("HERALD_TEST_ECHO").is_ok();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if echo {
-                eprintln!("[herald] {line}");
-            }
-            // Record the line before announcing the address, so a test
-            // that reads the log right after start sees it.
-            let addr = line
-                .split("addr=")
-                .nth(1)
-                .and_then(|r| r.split_whitespace().next())
-                .map(str::to_string);
-            sink.lock().unwrap().push(line);
-            if let Some(addr) = addr {
-                let _ = tx.send(addr);
-            }
-        }
-    });
-    match rx.recv_timeout(TIMEOUT) {
-        Ok(addr) => Ok((
-            child,
-            addr.parse().map_err(|e| format!("{e}: {addr}"))?,
-            log,
-        )),
-        Err(_) => {
-            let _ = child.kill();
-            let _ = child.wait();
-            Err(format!(
-                "no listening line; log:\n{}",
-                log.lock().unwrap().join("\n")
-            ))
-        }
-    }
+        .env_remove("RUST_LOG");
+    let launched = herald_testkit::launch(cmd, TIMEOUT).map_err(|e| e.to_string())?;
+    Ok((launched.child, launched.ready.addr, launched.log))
 }
 
 /// A real `nats-server` on a free loopback port.
