@@ -149,28 +149,45 @@ pub fn rendezvous_owner<'a>(members: &[&'a str], topic: &str) -> Option<&'a str>
     herald_core::owner::owner(members.iter().copied(), topic)
 }
 
-/// The last `cluster view changed members=[…]` a node logged, if any.
-pub(crate) fn last_view(log: &str) -> Option<Vec<String>> {
-    let line = log
-        .lines()
-        .rev()
-        .find(|l| l.contains("cluster view changed"))?;
-    let start = line.find("members=[")? + "members=[".len();
-    let end = start + line[start..].find(']')?;
-    Some(
-        line[start..end]
-            .split(',')
-            .map(|m| m.trim().trim_matches('"').to_string())
-            .filter(|m| !m.is_empty())
-            .collect(),
-    )
+/// The members a node sees live (`nodes[].id` of its `/v1/stats`), or
+/// `None` while it cannot say.
+pub(crate) async fn view(node: &HeraldServer) -> Option<Vec<String>> {
+    let (status, body) = crate::http::get(node.addr(), "/v1/stats", Duration::from_secs(5))
+        .await
+        .ok()?;
+    if !status.is_success() {
+        return None;
+    }
+    members(&serde_json::from_slice(&body).ok()?)
 }
 
-/// Whether a node's log says it claimed `topic` (its owner log line).
-fn claimed(log: &str, topic: &str) -> bool {
-    let field = format!("topic={topic}");
-    log.lines()
-        .any(|l| l.contains("claimed topic") && l.split_ascii_whitespace().any(|w| w == field))
+/// The member ids listed in a `/v1/stats` answer.
+fn members(stats: &serde_json::Value) -> Option<Vec<String>> {
+    stats["nodes"]
+        .as_array()?
+        .iter()
+        .map(|n| n["id"].as_str().map(str::to_string))
+        .collect()
+}
+
+/// How many messages a node sequenced (`herald_messages_published_total`
+/// on its `/metrics`): in a cluster only a topic's owner counts them, so
+/// with one topic published the node with a count is its owner.
+async fn sequenced(node: &HeraldServer) -> Result<u64> {
+    let (status, body) = crate::http::get(node.addr(), "/metrics", Duration::from_secs(5)).await?;
+    if !status.is_success() {
+        bail!("GET /metrics: {status}");
+    }
+    published_total(&String::from_utf8_lossy(&body)).context("no herald_messages_published_total")
+}
+
+/// The value of `herald_messages_published_total` in a metrics text.
+fn published_total(metrics: &str) -> Option<u64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("herald_messages_published_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map(|v| v as u64)
 }
 
 /// Everything started for the run.
@@ -308,8 +325,10 @@ impl CrossNodeLatency {
         // Every node must see all three before anything is measured.
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            let views: Vec<Option<Vec<String>>> =
-                nodes.iter().map(|n| last_view(&n.log_tail())).collect();
+            let mut views: Vec<Option<Vec<String>>> = Vec::new();
+            for n in &nodes {
+                views.push(view(n).await);
+            }
             let settled = views.iter().all(|v| {
                 v.as_ref()
                     .is_some_and(|m| NODES.iter().all(|id| m.iter().any(|x| x == id)))
@@ -958,12 +977,12 @@ impl Scenario for CrossNodeLatency {
             for system in order {
                 let r = self.measure(env, &servers, system, round).await?;
                 if system == System::Cluster && owner_note.is_none() {
-                    let claimers: Vec<&str> = NODES
-                        .iter()
-                        .zip(&servers.nodes)
-                        .filter(|(_, n)| claimed(&n.log_tail(), &self.args.topic))
-                        .map(|(id, _)| *id)
-                        .collect();
+                    let mut claimers: Vec<&str> = Vec::new();
+                    for (id, node) in NODES.iter().zip(&servers.nodes) {
+                        if sequenced(node).await? > 0 {
+                            claimers.push(id);
+                        }
+                    }
                     owner_note = Some(match claimers.as_slice() {
                         [one] if *one == predicted => None,
                         [one] => {
@@ -973,7 +992,7 @@ impl Scenario for CrossNodeLatency {
                                 self.args.topic
                             ))
                         }
-                        [] => None, // the claim line left the log tail
+                        [] => Some(format!("no node sequenced {}", self.args.topic)),
                         many => Some(format!(
                             "several nodes claimed {}: {many:?}",
                             self.args.topic
@@ -1085,17 +1104,13 @@ mod tests {
     }
 
     #[test]
-    fn reads_view_and_claim_lines() {
-        let log = "2026-11-24T21:01:40.890463Z  INFO herald::cluster::membership: cluster view changed members=[\"n1\", \"n2\"] version=2\n\
-                   2026-11-24T21:01:40.891856Z  INFO herald::cluster::membership: cluster view changed members=[\"n1\", \"n2\", \"n3\"] version=3\n\
-                   2026-11-24T21:01:45.1Z  INFO herald::cluster::owner: claimed topic topic=bench.lat counter=1 head=0\n";
-        assert_eq!(
-            last_view(log),
-            Some(vec!["n1".into(), "n2".into(), "n3".into()])
-        );
-        assert_eq!(last_view("nothing here"), None);
-        assert!(claimed(log, "bench.lat"));
-        assert!(!claimed(log, "bench.la"));
+    fn reads_views_and_sequenced_counts() {
+        let stats = serde_json::json!({"nodes": [{"id": "n1", "self": true}, {"id": "n2"}]});
+        assert_eq!(members(&stats), Some(vec!["n1".into(), "n2".into()]));
+        assert_eq!(members(&serde_json::json!({})), None);
+        let metrics = "# TYPE herald_messages_published_total counter\nherald_messages_published_total 42\nherald_x 1\n";
+        assert_eq!(published_total(metrics), Some(42));
+        assert_eq!(published_total("herald_x 1\n"), None);
     }
 
     fn rec(placement: &str, p50: f64, p99: f64) -> Record {

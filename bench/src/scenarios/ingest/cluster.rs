@@ -18,7 +18,7 @@ use super::{
 use crate::{
     fleet::System,
     results::Record,
-    scenarios::{cross_node_latency::last_view, BenchEnv},
+    scenarios::{cross_node_latency::view, BenchEnv},
     system::{
         herald::{HeraldOptions, HeraldServer},
         nats::{self, NatsServer},
@@ -85,12 +85,14 @@ pub async fn run(system: System, point: &Point, args: &Args, env: &BenchEnv) -> 
     result
 }
 
-/// Waits until every node's log shows all three in its view.
+/// Waits until every node's `/v1/stats` shows all three in its view.
 async fn wait_for_view(nodes: &[HeraldServer]) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let views: Vec<Option<Vec<String>>> =
-            nodes.iter().map(|n| last_view(&n.log_tail())).collect();
+        let mut views: Vec<Option<Vec<String>>> = Vec::new();
+        for n in nodes {
+            views.push(view(n).await);
+        }
         let settled = views.iter().all(|v| {
             v.as_ref()
                 .is_some_and(|m| NODES.iter().all(|id| m.iter().any(|x| x == id)))
