@@ -84,12 +84,14 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.listen)
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     listener.set_nonblocking(true)?;
-    actix_web::rt::System::new().block_on(herald::run_reporting(
-        config,
-        listener,
-        shutdown_signal(),
-        print_ready_line,
-    ))?;
+    actix_web::rt::System::new().block_on(async {
+        // The handlers are in place before the ready line goes out: a
+        // supervisor may send SIGTERM as soon as it reads it.
+        let shutdown = shutdown_signal().context("cannot install the signal handlers")?;
+        herald::run_reporting(config, listener, shutdown, print_ready_line)
+            .await
+            .map_err(anyhow::Error::from)
+    })?;
     Ok(())
 }
 
@@ -103,11 +105,16 @@ fn print_ready_line(listening: &herald::Listening) {
     let _ = out.flush();
 }
 
-async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-    }
+/// SIGTERM or SIGINT, with both handlers installed now (a signal that
+/// arrives before the future is first polled is still caught).
+fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+        }
+    })
 }

@@ -31,9 +31,8 @@ const PAGE: u64 = 1000;
 
 /// One page of `GET /v1/topics/{topic}/messages`, envelopes kept verbatim.
 #[derive(Deserialize)]
-struct Page<'a> {
-    #[serde(borrow)]
-    messages: Vec<&'a RawValue>,
+struct Page {
+    messages: Vec<Box<RawValue>>,
     first_seq: u64,
     last_seq: u64,
 }
@@ -52,7 +51,8 @@ struct Envelope {
 
 /// An envelope as a line: verbatim with `--json`, else human-readable.
 fn line(raw: &RawValue, json: bool) -> anyhow::Result<(String, u64)> {
-    let m: Envelope = serde_json::from_str(raw.get())?;
+    // Stored payloads may nest deeper than serde_json's default limit.
+    let m: Envelope = herald_client::decode::from_str(raw.get())?;
     if json {
         return Ok((raw.get().to_string(), m.seq));
     }
@@ -88,7 +88,8 @@ pub async fn run(args: HistoryArgs) -> anyhow::Result<()> {
         let (since_text, want) = (since.to_string(), left.min(PAGE).to_string());
         let query = [("since", since_text.as_str()), ("limit", want.as_str())];
         let body = admin::request(&rest, Method::GET, &path, &query, None).await?;
-        let page: Page = serde_json::from_str(&body)?;
+        let page: Page = herald_client::decode::from_str(&body)
+            .map_err(|e| anyhow::anyhow!("undecodable history page: {e}"))?;
         let mut newest = None;
         for raw in &page.messages {
             let (text, seq) = line(raw, args.connect.json)?;

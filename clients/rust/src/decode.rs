@@ -13,10 +13,10 @@ use crate::Error;
 
 /// Deepest JSON document the client decodes; deeper is an
 /// [`Error::Protocol`], never a crash or a silent skip.
-pub(crate) const MAX_DEPTH: usize = 512;
+pub const MAX_DEPTH: usize = 512;
 
 /// Decodes one JSON document of any depth up to [`MAX_DEPTH`].
-pub(crate) fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
+pub fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> {
     let depth = depth(bytes);
     if depth > MAX_DEPTH {
         return Err(Error::Protocol(format!(
@@ -31,7 +31,7 @@ pub(crate) fn from_slice<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, Error> 
 }
 
 /// Decodes one JSON text; see [`from_slice`].
-pub(crate) fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, Error> {
+pub fn from_str<T: DeserializeOwned>(text: &str) -> Result<T, Error> {
     from_slice(text.as_bytes())
 }
 

@@ -4,7 +4,7 @@
 mod binary;
 mod client;
 mod cursor;
-mod decode;
+pub mod decode;
 mod error;
 mod mux;
 mod poll;
