@@ -70,15 +70,22 @@ async fn subscribe(ws: &mut Ws, pattern: &str) {
     assert_eq!(reply(ws, "s").await["type"], "subscribed");
 }
 
+/// Subscribers of `pattern`: a WebSocket taking binary frames, one taking
+/// base64 text frames, and an SSE stream past its hello.
+async fn subscribers(node: &Node, pattern: &str) -> (Ws, Ws, Sse) {
+    let mut ws_bin = node.ws().await;
+    subscribe(&mut ws_bin, pattern).await;
+    let mut ws_b64 = Ws::connect(&node.ws_url("/v1/ws?binary=base64")).await;
+    subscribe(&mut ws_b64, pattern).await;
+    let mut sse = Sse::open(node, &format!("topic={pattern}"), None).await;
+    sse.read_hello().await;
+    (ws_bin, ws_b64, sse)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_payloads_round_trip_over_every_transport() {
     let node = Node::start(&[]);
-    let mut ws_bin = node.ws().await;
-    subscribe(&mut ws_bin, "bin.>").await;
-    let mut ws_b64 = Ws::connect(&node.ws_url("/v1/ws?binary=base64")).await;
-    subscribe(&mut ws_b64, "bin.>").await;
-    let mut sse = Sse::open(&node, "topic=bin.>", None).await;
-    sse.read_hello().await;
+    let (mut ws_bin, mut ws_b64, mut sse) = subscribers(&node, "bin.>").await;
 
     let mut expected = Expected::new();
     let mut publisher = node.ws().await;
@@ -330,12 +337,7 @@ fn publish_frame_raw_key() -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn json_messages_never_carry_encoding() {
     let node = Node::start(&[]);
-    let mut ws_bin = node.ws().await;
-    subscribe(&mut ws_bin, "js.>").await;
-    let mut ws_b64 = Ws::connect(&node.ws_url("/v1/ws?binary=base64")).await;
-    subscribe(&mut ws_b64, "js.>").await;
-    let mut sse = Sse::open(&node, "topic=js.>", None).await;
-    sse.read_hello().await;
+    let (mut ws_bin, mut ws_b64, mut sse) = subscribers(&node, "js.>").await;
     let data = [
         json!({"encoding":"base64"}),
         json!("AAEC"),

@@ -79,10 +79,7 @@ async fn a_stalled_subscriber_costs_the_others_nothing() {
         tokio::spawn(async move {
             loop {
                 let text = http().get(&url).send().await.unwrap().text().await.unwrap();
-                if text
-                    .lines()
-                    .any(|l| l.starts_with("herald_slow_consumers_total ") && !l.ends_with(" 0"))
-                {
+                if slow_consumer_counted(&text) {
                     break;
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -149,12 +146,14 @@ async fn a_stalled_subscriber_costs_the_others_nothing() {
     assert!(got < MESSAGES, "the stalled subscriber was not cut off");
     assert_eq!(close, Some(4001), "close code");
     let metrics = get_text(&node, "/metrics").await;
-    assert!(
-        metrics
-            .lines()
-            .any(|l| l.starts_with("herald_slow_consumers_total ") && !l.ends_with(" 0")),
-        "slow consumer not counted"
-    );
+    assert!(slow_consumer_counted(&metrics), "slow consumer not counted");
+}
+
+/// Whether a `/metrics` text counts a slow consumer.
+fn slow_consumer_counted(metrics: &str) -> bool {
+    metrics
+        .lines()
+        .any(|l| l.starts_with("herald_slow_consumers_total ") && !l.ends_with(" 0"))
 }
 
 fn rss_of(pid: u32) -> Option<u64> {

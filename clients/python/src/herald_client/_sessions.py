@@ -56,6 +56,20 @@ class Session:
     async def run(self) -> Drop:
         raise NotImplementedError
 
+    async def open_patterns(self) -> tuple[bool, list[str]] | None:
+        """Whether every subscription is new, and the patterns a stream
+        (SSE, long-poll) carries; `None` when none is left. New live
+        subscriptions among resuming ones get their start first (a
+        probe); when all are new, the stream's opening cursor is it."""
+        mux = self.mux
+        fresh = all(not s.position.started for s in mux.subs)
+        if not fresh:
+            await mux.probe(self.url)
+        patterns = mux.stream_patterns()
+        if not patterns:
+            return None
+        return fresh, patterns
+
     def added(self, sub: Subscription[Any]) -> None:
         """A subscription was added while this session runs. SSE and
         long-poll carry a fixed set of patterns: they start again."""
@@ -357,14 +371,10 @@ class SseSession(Session):
 
     async def run(self) -> Drop:
         mux, client = self.mux, self.mux.client
-        # New live subscriptions among resuming ones get their start first;
-        # when all are new, the stream's opening cursor is it.
-        fresh = all(not s.position.started for s in mux.subs)
-        if not fresh:
-            await mux.probe(self.url)
-        patterns = mux.stream_patterns()
-        if not patterns:
+        opened = await self.open_patterns()
+        if opened is None:
             return Drop("now", "no subscription left")
+        fresh, patterns = opened
         params: list[tuple[str, str | int | float | bool | None]] = [("topic", p) for p in patterns]
         if not fresh:
             params.append(("cursor", combine([s.position for s in mux.subs])))
@@ -464,12 +474,10 @@ class PollSession(Session):
 
     async def run(self) -> Drop:
         mux, client = self.mux, self.mux.client
-        fresh = all(not s.position.started for s in mux.subs)
-        if not fresh:
-            await mux.probe(self.url)
-        patterns = mux.stream_patterns()
-        if not patterns:
+        opened = await self.open_patterns()
+        if opened is None:
             return Drop("now", "no subscription left")
+        fresh, patterns = opened
         cursor = None if fresh else combine([s.position for s in mux.subs])
         # Sent back so the node keeps one presence entry for the client
         # rather than one per request (or per change of its patterns).
