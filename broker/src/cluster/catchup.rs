@@ -7,6 +7,7 @@ use std::sync::{atomic::Ordering, Arc};
 
 use super::{
     membership::View,
+    owner::OwnerCommand,
     service::FETCH_PAGE,
     wire::{self, Fetch, FetchReply, HeadsQuery, HeadsReply},
     Shared,
@@ -201,6 +202,15 @@ pub(crate) async fn fetch_into(
         let page: FetchReply = wire::decode(&reply.payload).ok_or("malformed fetch reply")?;
         if page.entries.is_empty() {
             return Err(format!("{peer} does not hold {topic} {next}..={to}"));
+        }
+        // Copies carry their term: learning it before they are applied means
+        // this node then refuses the older owners those messages outlived.
+        if let Some(term) = &page.term {
+            if shared.raise_term(topic, term).unwrap_or(false) && term.node != shared.node {
+                let _ = shared.owner_tx.send(OwnerCommand::TermRaised {
+                    topic: topic.clone(),
+                });
+            }
         }
         let entries: Vec<_> = page
             .entries

@@ -54,16 +54,17 @@ pub(crate) async fn claim(shared: &Arc<Shared>, topic: &Topic) -> Result<Term, S
             )
             .await
             .map_err(|e| e.to_string())?;
+        // Every live member must answer; a node outside this view (one that
+        // just came back, or that this view lost too early) may still hold
+        // seqs of the old owner, so its answer counts too when it comes.
         let expected: HashSet<&str> = view.members.iter().map(String::as_str).collect();
         let mut got: HashMap<String, ClaimReply> = HashMap::new();
         let deadline = tokio::time::Instant::now() + shared.settings.request_timeout;
-        while got.len() < expected.len() {
+        while !expected.iter().all(|n| got.contains_key(*n)) {
             match tokio::time::timeout_at(deadline, replies.next()).await {
                 Ok(Some(msg)) => {
                     if let Some(reply) = wire::decode::<ClaimReply>(&msg.payload) {
-                        if expected.contains(reply.node.as_str()) {
-                            got.insert(reply.node.clone(), reply);
-                        }
+                        got.insert(reply.node.clone(), reply);
                     }
                 }
                 _ => break,
@@ -75,12 +76,19 @@ pub(crate) async fn claim(shared: &Arc<Shared>, topic: &Topic) -> Result<Term, S
             last_error = format!("{} knows a newer owner", refusal.node);
             continue;
         }
-        if got.len() < expected.len() {
-            let missing: Vec<&&str> = expected.iter().filter(|n| !got.contains_key(**n)).collect();
+        let missing: Vec<&&str> = expected.iter().filter(|n| !got.contains_key(**n)).collect();
+        if !missing.is_empty() {
             last_error = format!("no answer from {missing:?}");
             continue;
         }
-        // Continue after the highest seq any live node holds.
+        // As many nodes as a write needs must have answered, or a seq held
+        // only by silent nodes could be given out again.
+        let needed = shared.required_acks() + 1;
+        if got.len() < needed {
+            last_error = format!("{} of {needed} nodes answered", got.len());
+            continue;
+        }
+        // Continue after the highest seq any answering node holds.
         let (holder, max) = got
             .values()
             .map(|r| (r.node.clone(), r.head))

@@ -38,6 +38,7 @@ impl RouteError {
     pub(crate) fn from_owner(e: OwnerError) -> Self {
         match e {
             OwnerError::NotOwner => RouteError::Moved("not the owner".into()),
+            OwnerError::CatchingUp => RouteError::Moved("the owner is catching up".into()),
             OwnerError::Unavailable(m) => RouteError::Failed(PublishError::Unavailable(m)),
         }
     }
@@ -116,6 +117,8 @@ async fn serve_forward(shared: &Shared, payload: &[u8]) -> ForwardReply {
             err: None,
         },
         Ok(Err(OwnerError::NotOwner)) => error("not_owner", "not the owner".into()),
+        // The sender routes again until this node is ready (or its deadline).
+        Ok(Err(OwnerError::CatchingUp)) => error("not_owner", "catching up".into()),
         Ok(Err(OwnerError::Unavailable(m))) => error("unavailable", m),
         Err(_) => error("unavailable", "owner stopped".into()),
     }
@@ -208,7 +211,10 @@ fn serve_fetch(shared: &Shared, fetch: Fetch) -> FetchReply {
             break;
         }
     }
-    FetchReply { entries }
+    FetchReply {
+        entries,
+        term: Some(shared.term(&topic)),
+    }
 }
 
 fn serve_heads(shared: &Shared, query: HeadsQuery) -> HeadsReply {

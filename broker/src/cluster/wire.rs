@@ -260,6 +260,10 @@ pub struct Fetch {
 pub struct FetchReply {
     /// The messages.
     pub entries: Vec<WireEntry>,
+    /// The replier's term for the topic, read after the messages: every
+    /// message it sent was stored under this term or an older one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<Term>,
 }
 
 /// List topic heads after `after` (paging by name).

@@ -175,6 +175,12 @@ pub trait MessageLog: Send + Sync + 'static {
         drop: &mut dyn FnMut(u64, u64, u64) -> bool,
     ) -> Result<Trimmed, LogError>;
 
+    /// Overwrites stored messages with `entries` at the same seqs, and
+    /// records their idempotency keys: a newer owner's messages taking the
+    /// place of an older term's that the cluster did not keep. Durable at
+    /// the next [`MessageLog::sync`].
+    fn replace(&self, entries: &[LogEntry]) -> Result<(), LogError>;
+
     /// Writes messages fetched from a peer into ranges pending repair
     /// (see [`Damage`]); entries outside them, or below what retention
     /// removed, are skipped. Durable on return; returns how many were

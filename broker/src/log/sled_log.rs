@@ -184,20 +184,26 @@ impl SledLog {
     }
 }
 
+/// The sled writes that store `entries` and their idempotency keys.
+fn entry_batch(entries: &[LogEntry]) -> sled::Batch {
+    let mut batch = sled::Batch::default();
+    for entry in entries {
+        let m = &entry.message;
+        let key = message_key(&m.topic, m.seq);
+        let value = record::seal_message(&key, m.ts, m.envelope());
+        batch.insert(key, value);
+        if let Some((key, expires_at)) = &entry.idempotency {
+            let key = idempotency_key(&m.topic, key);
+            let value = record::seal(&key, &idempotency_body(m.seq, m.ts, *expires_at));
+            batch.insert(key, value);
+        }
+    }
+    batch
+}
+
 impl MessageLog for SledLog {
     fn append(&self, entries: &[LogEntry]) -> Result<(), LogError> {
-        let mut batch = sled::Batch::default();
-        for entry in entries {
-            let m = &entry.message;
-            let key = message_key(&m.topic, m.seq);
-            let value = record::seal_message(&key, m.ts, m.envelope());
-            batch.insert(key, value);
-            if let Some((key, expires_at)) = &entry.idempotency {
-                let key = idempotency_key(&m.topic, key);
-                let value = record::seal(&key, &idempotency_body(m.seq, m.ts, *expires_at));
-                batch.insert(key, value);
-            }
-        }
+        let batch = entry_batch(entries);
         self.guard(|| Ok(self.tree.apply_batch(batch)?))?;
         let mut stats = self.stats.lock();
         for entry in entries {
@@ -373,6 +379,17 @@ impl MessageLog for SledLog {
             self.damage.resolve(topic, 0, last);
         }
         Ok(trimmed.0)
+    }
+
+    fn replace(&self, entries: &[LogEntry]) -> Result<(), LogError> {
+        let batch = entry_batch(entries);
+        self.guard(|| Ok(self.tree.apply_batch(batch)?))?;
+        // Sizes changed under the cached stats: recount on the next read.
+        let mut stats = self.stats.lock();
+        for entry in entries {
+            stats.remove(&entry.message.topic);
+        }
+        Ok(())
     }
 
     fn repair(&self, entries: &[LogEntry]) -> Result<usize, LogError> {

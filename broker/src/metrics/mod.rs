@@ -146,6 +146,8 @@ pub struct Metrics {
     pub http_responses: [Counter; 5],
     /// Stored records that failed their checksum when read.
     pub log_corrupt_records: Counter,
+    /// Stored messages replaced by a newer owner's at the same seq.
+    pub cluster_replaced_messages: Counter,
 }
 
 impl Metrics {
@@ -293,6 +295,12 @@ impl Metrics {
             "herald_log_corrupt_records_total",
             "Stored records that failed their checksum when read.",
             self.log_corrupt_records.get(),
+        );
+        counter(
+            &mut out,
+            "herald_cluster_replaced_messages_total",
+            "Stored messages replaced by a newer owner's at the same seq (a seq given out twice).",
+            self.cluster_replaced_messages.get(),
         );
         histogram(
             &mut out,

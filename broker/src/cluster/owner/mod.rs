@@ -48,6 +48,9 @@ use crate::{
 pub(crate) enum OwnerError {
     /// This node does not own (all of) the topics in its current view.
     NotOwner,
+    /// This node has not caught up with its peers since it (re)connected,
+    /// so it may not know every node that holds a topic's seqs yet.
+    CatchingUp,
     /// The publish cannot be completed now.
     Unavailable(String),
 }
@@ -221,6 +224,17 @@ impl Owner {
         }
         if items.iter().any(|i| !self.view.is_mine(i.topic.as_str())) {
             let _ = reply.send(Err(OwnerError::NotOwner));
+            return;
+        }
+        // A claim made before the view holds every live node and this log
+        // holds what they hold could miss a node that has the old owner's
+        // last seqs, and give those seqs out again.
+        if !self
+            .shared
+            .caught_up
+            .load(std::sync::atomic::Ordering::Acquire)
+        {
+            let _ = reply.send(Err(OwnerError::CatchingUp));
             return;
         }
         let required = self.shared.required_acks();

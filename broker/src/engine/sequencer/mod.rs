@@ -34,6 +34,8 @@ use tokio::sync::{mpsc, oneshot};
 
 pub(crate) mod assign;
 mod mark;
+#[cfg(test)]
+mod tests;
 mod writer;
 
 use self::writer::Writer;

@@ -19,7 +19,7 @@ use super::{
 };
 use crate::{
     engine::{PublishError, PublishItem},
-    hub::{Hub, InFlight, Topic, TopicHead},
+    hub::{Hub, InFlight, Message, Topic, TopicHead},
     log::{LogEntry, LogError, MessageLog},
 };
 
@@ -36,6 +36,8 @@ pub(super) struct Writer {
 /// One writer pass over a set of commands of the same origin.
 struct Pass {
     entries: Vec<LogEntry>,
+    /// Replicated entries that take the place of different stored ones.
+    replaced: Vec<LogEntry>,
     replies: Vec<Reply>,
     /// Heads before the pass, to undo assignments if the append fails.
     undo: HashMap<Topic, TopicHead>,
@@ -101,6 +103,7 @@ impl Writer {
         let stamp = Stamp::new(now, self.options.idempotency_window);
         let mut pass = Pass {
             entries: Vec::new(),
+            replaced: Vec::new(),
             replies: Vec::new(),
             undo: HashMap::new(),
             ticket: Some(ticket),
@@ -140,6 +143,7 @@ impl Writer {
         }
         let mut pass = Pass {
             entries: Vec::new(),
+            replaced: Vec::new(),
             replies: Vec::new(),
             undo: HashMap::new(),
             ticket: None,
@@ -150,6 +154,8 @@ impl Writer {
                 let m = &entry.message;
                 let head = self.heads.entry(m.topic.clone()).or_default();
                 if m.seq <= head.last_seq {
+                    let before = pass.undo.get(&m.topic).map(|h| h.last_seq);
+                    self.check_known(&mut pass, entry, before);
                     continue;
                 }
                 if m.seq != head.last_seq + 1 {
@@ -173,10 +179,59 @@ impl Writer {
         Some(self.commit(pass, Origin::Replicated))
     }
 
+    /// A replicated entry at a seq this node holds: the same message is
+    /// skipped; a different one comes from a newer term than the stored one
+    /// (a replica accepts only the newest term it knows, and learns the
+    /// term of everything it copies), so it takes the stored one's place.
+    /// `before` is the topic's head before this pass, if the pass moved it.
+    fn check_known(&mut self, pass: &mut Pass, entry: LogEntry, before: Option<u64>) {
+        let m = &entry.message;
+        let same = |stored: &Message| stored.ts == m.ts && stored.envelope() == m.envelope();
+        if before.is_some_and(|b| m.seq > b) {
+            // Appended earlier in this pass: not stored yet.
+            if let Some(earlier) = pass
+                .entries
+                .iter_mut()
+                .rev()
+                .find(|e| e.message.topic == m.topic && e.message.seq == m.seq)
+            {
+                if !same(&earlier.message) {
+                    conflict(&self.hub, m);
+                    *earlier = entry;
+                }
+            }
+            return;
+        }
+        // A message retention removed, or one this node cannot read, has
+        // nothing to compare with.
+        let Ok(stored) = self.log.read(&m.topic, m.seq, 1) else {
+            return;
+        };
+        if let Some(stored) = stored.first().filter(|s| s.seq == m.seq) {
+            if !same(stored) {
+                conflict(&self.hub, m);
+                pass.replaced
+                    .retain(|e| e.message.topic != m.topic || e.message.seq != m.seq);
+                pass.replaced.push(entry);
+            }
+        }
+    }
+
     /// Appends and syncs a pass; on failure answers everyone with an error.
     fn commit(&mut self, mut pass: Pass, origin: Origin) -> Committed {
         if !self.healthy.load(Ordering::Acquire) {
             return Self::failed(pass.replies, "storage failed; the node must be restarted");
+        }
+        if !pass.replaced.is_empty() {
+            if let Err(e) = self.log.replace(&pass.replaced) {
+                self.heads.extend(pass.undo);
+                return self.fail(pass.replies, e);
+            }
+            if pass.entries.is_empty() && self.options.durability == Durability::Always {
+                if let Err(e) = self.log.sync() {
+                    return self.fail(pass.replies, e);
+                }
+            }
         }
         if pass.entries.is_empty() {
             return Committed {
@@ -270,4 +325,15 @@ impl Writer {
             ticket: None,
         }
     }
+}
+
+/// Reports a stored message replaced by a different one at the same seq:
+/// the cluster gave that seq out twice, which claims exist to prevent.
+fn conflict(hub: &Hub, m: &Message) {
+    tracing::error!(
+        topic = %m.topic,
+        seq = m.seq,
+        "a replicated message differs from the stored one at the same seq; keeping the newer owner's"
+    );
+    hub.metrics().cluster_replaced_messages.inc();
 }

@@ -1,0 +1,116 @@
+//! The writer's handling of replicated entries at seqs this node holds.
+
+use std::{sync::Arc, time::Duration};
+
+use super::{Applied, Durability, Sequencer, SequencerOptions};
+use crate::{
+    hub::{Hub, Message, Topic},
+    log::{sled_log::SledOptions, LogEntry, MessageLog, SledLog},
+    metrics::Metrics,
+};
+
+fn entry(topic: &Topic, seq: u64, ts: u64, data: &str) -> LogEntry {
+    LogEntry {
+        message: Message::new(topic.clone(), seq, ts, data),
+        idempotency: None,
+    }
+}
+
+fn start(dir: &tempfile::TempDir) -> (Sequencer, Arc<Hub>, Arc<dyn MessageLog>) {
+    let options = SledOptions {
+        cache_bytes: 1 << 20,
+        flush_every_ms: 500,
+    };
+    let log: Arc<dyn MessageLog> = Arc::new(SledLog::open(dir.path(), &options).unwrap());
+    let hub = Arc::new(Hub::new(Arc::new(Metrics::default())));
+    let sequencer = Sequencer::start(
+        hub.clone(),
+        log.clone(),
+        SequencerOptions {
+            durability: Durability::Always,
+            idempotency_window: Duration::from_secs(60),
+            journal: None,
+        },
+    )
+    .unwrap();
+    (sequencer, hub, log)
+}
+
+fn stored(log: &Arc<dyn MessageLog>, topic: &Topic) -> Vec<(u64, u64, String)> {
+    log.read(topic, 1, 100)
+        .unwrap()
+        .iter()
+        .map(|m| {
+            let envelope = String::from_utf8(m.envelope().to_vec()).unwrap();
+            (m.seq, m.ts, envelope)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_same_message_again_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sequencer, hub, log) = start(&dir);
+    let t = Topic::parse("a.b").unwrap();
+    let first: Vec<_> = (1..=3).map(|s| entry(&t, s, 100 + s, "\"x\"")).collect();
+    assert!(matches!(
+        sequencer.apply(first.clone()).await,
+        Ok(Applied::Done)
+    ));
+    let before = stored(&log, &t);
+    assert!(matches!(sequencer.apply(first).await, Ok(Applied::Done)));
+    assert_eq!(stored(&log, &t), before);
+    assert_eq!(hub.metrics().cluster_replaced_messages.get(), 0);
+    assert_eq!(hub.head(&t).last_seq, 3);
+    sequencer.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_different_message_at_a_held_seq_takes_its_place_loudly() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sequencer, hub, log) = start(&dir);
+    let t = Topic::parse("a.b").unwrap();
+    let old: Vec<_> = (1..=3).map(|s| entry(&t, s, 100 + s, "\"old\"")).collect();
+    assert!(matches!(sequencer.apply(old).await, Ok(Applied::Done)));
+    // A newer owner gave seqs 2 and 3 out again; its 4 continues them.
+    let newer: Vec<_> = (2..=4).map(|s| entry(&t, s, 200 + s, "\"new\"")).collect();
+    assert!(matches!(
+        sequencer.apply(newer.clone()).await,
+        Ok(Applied::Done)
+    ));
+    let log_now = stored(&log, &t);
+    assert_eq!(log_now.len(), 4);
+    assert_eq!(log_now[0].1, 101, "seq 1 was not given out again");
+    for (got, want) in log_now[1..].iter().zip(&newer) {
+        assert_eq!(got.0, want.message.seq);
+        assert_eq!(got.1, want.message.ts);
+        assert_eq!(got.2.as_bytes(), &want.message.envelope()[..]);
+    }
+    assert_eq!(hub.metrics().cluster_replaced_messages.get(), 2);
+    assert_eq!(hub.head(&t).last_seq, 4);
+    assert!(log.stats(&t).unwrap().count == 4, "stats recounted");
+    sequencer.shutdown().await;
+    // Durable: a reopened log holds the newer messages.
+    drop((sequencer, hub, log));
+    let options = SledOptions {
+        cache_bytes: 1 << 20,
+        flush_every_ms: 500,
+    };
+    let reopened: Arc<dyn MessageLog> = Arc::new(SledLog::open(dir.path(), &options).unwrap());
+    assert_eq!(stored(&reopened, &t), log_now);
+}
+
+#[tokio::test]
+async fn a_conflict_inside_one_pass_keeps_the_later_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sequencer, hub, log) = start(&dir);
+    let t = Topic::parse("a.b").unwrap();
+    // Two copies of seq 1 in one command: the second differs.
+    let both = vec![entry(&t, 1, 101, "\"old\""), entry(&t, 1, 201, "\"new\"")];
+    assert!(matches!(sequencer.apply(both).await, Ok(Applied::Done)));
+    let got = stored(&log, &t);
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, 201);
+    assert_eq!(hub.metrics().cluster_replaced_messages.get(), 1);
+    sequencer.shutdown().await;
+}
