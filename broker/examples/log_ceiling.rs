@@ -1,0 +1,147 @@
+//! The storage ceiling under Herald's ingest: how many messages per second
+//! one thread can append and make durable, with nothing else running.
+//!
+//! Two layers, each with the same access pattern as Herald's writer thread
+//! (one key per message, `m` topic `\0` seq, in one tree; a batch per pass,
+//! then one flush): raw sled 0.34 with Herald's configuration, and Herald's
+//! own `SledLog` (checksummed records, its stats). Topics round-robin, as
+//! many publishers spread over many topics make them.
+//!
+//! ```sh
+//! cargo run --release -p herald --example log_ceiling -- [SECS] [TOPICS] [PAYLOAD]
+//! ```
+//!
+//! Prints one line per layer, durability and batch size. Run it on the
+//! disk Herald uses (`TMPDIR`); nothing else should be running.
+
+use std::time::{Duration, Instant};
+
+use herald::{
+    hub::{Message, Topic},
+    log::{sled_log::SledOptions, LogEntry, MessageLog, SledLog},
+};
+
+/// A message envelope as Herald stores one (≈ what `Message::new` builds).
+fn envelope(topic: &str, seq: u64, ts: u64, payload: usize) -> Vec<u8> {
+    let data = "x".repeat(payload.saturating_sub(2));
+    format!(r#"{{"topic":"{topic}","seq":{seq},"ts":{ts},"data":"{data}"}}"#).into_bytes()
+}
+
+struct Run {
+    layer: &'static str,
+    always: bool,
+    batch: usize,
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let secs: f64 = args.first().and_then(|a| a.parse().ok()).unwrap_or(3.0);
+    let topics: usize = args.get(1).and_then(|a| a.parse().ok()).unwrap_or(10_000);
+    let payload: usize = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(256);
+    let names: Vec<String> = (0..topics).map(|i| format!("bench.t{i}")).collect();
+    println!(
+        "log ceiling: {topics} topics, {payload} B payloads, {secs} s per line, one writer thread"
+    );
+    println!(
+        "{:<10} {:<8} {:>6} {:>12} {:>14} {:>10}",
+        "layer", "mode", "batch", "msg/s", "batches/s", "µs/msg"
+    );
+    for layer in ["sled", "herald"] {
+        for always in [true, false] {
+            for batch in [1, 16, 64, 256, 1024] {
+                let run = Run {
+                    layer,
+                    always,
+                    batch,
+                };
+                let (messages, batches, elapsed) = measure(&run, &names, payload, secs);
+                let rate = messages as f64 / elapsed.as_secs_f64();
+                println!(
+                    "{:<10} {:<8} {:>6} {:>12.0} {:>14.0} {:>10.2}",
+                    layer,
+                    if always { "always" } else { "relaxed" },
+                    batch,
+                    rate,
+                    batches as f64 / elapsed.as_secs_f64(),
+                    1e6 / rate
+                );
+            }
+        }
+    }
+}
+
+/// Appends batches for `secs`; returns messages, batches and time taken.
+fn measure(run: &Run, names: &[String], payload: usize, secs: f64) -> (u64, u64, Duration) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let deadline = Duration::from_secs_f64(secs);
+    let mut seqs = vec![0u64; names.len()];
+    let mut next_topic = 0usize;
+    let mut take = |n: usize| -> Vec<(usize, u64)> {
+        (0..n)
+            .map(|_| {
+                let t = next_topic;
+                next_topic = (next_topic + 1) % names.len();
+                seqs[t] += 1;
+                (t, seqs[t])
+            })
+            .collect()
+    };
+    let (mut messages, mut batches) = (0u64, 0u64);
+    let started = Instant::now();
+    match run.layer {
+        "sled" => {
+            let db = sled::Config::new()
+                .path(dir.path())
+                .cache_capacity(64 << 20)
+                .flush_every_ms(Some(500))
+                .open()
+                .expect("sled opens");
+            let tree = db.open_tree("log").expect("tree");
+            while started.elapsed() < deadline {
+                let mut batch = sled::Batch::default();
+                for (t, seq) in take(run.batch) {
+                    let mut key = Vec::with_capacity(names[t].len() + 10);
+                    key.push(b'm');
+                    key.extend_from_slice(names[t].as_bytes());
+                    key.push(0);
+                    key.extend_from_slice(&seq.to_be_bytes());
+                    let mut value = 1_700_000_000_000u64.to_be_bytes().to_vec();
+                    value.extend_from_slice(&envelope(&names[t], seq, 0, payload));
+                    value.extend_from_slice(&[0; 4]);
+                    batch.insert(key, value);
+                }
+                tree.apply_batch(batch).expect("batch");
+                if run.always {
+                    db.flush().expect("flush");
+                }
+                messages += run.batch as u64;
+                batches += 1;
+            }
+        }
+        _ => {
+            let options = SledOptions {
+                cache_bytes: 64 << 20,
+                flush_every_ms: 500,
+            };
+            let log = SledLog::open(dir.path(), &options).expect("log opens");
+            let topics: Vec<Topic> = names.iter().map(|n| Topic::parse(n).unwrap()).collect();
+            let data = format!("\"{}\"", "x".repeat(payload.saturating_sub(2)));
+            while started.elapsed() < deadline {
+                let entries: Vec<LogEntry> = take(run.batch)
+                    .into_iter()
+                    .map(|(t, seq)| LogEntry {
+                        message: Message::new(topics[t].clone(), seq, 1_700_000_000_000, &data),
+                        idempotency: None,
+                    })
+                    .collect();
+                log.append(&entries).expect("append");
+                if run.always {
+                    log.sync().expect("sync");
+                }
+                messages += run.batch as u64;
+                batches += 1;
+            }
+        }
+    }
+    (messages, batches, started.elapsed())
+}
