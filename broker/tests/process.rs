@@ -389,3 +389,59 @@ async fn the_default_drain_shows_503_before_the_port_closes() {
         .unwrap();
     assert!(exit.success(), "{exit:?}");
 }
+
+/// A client that keeps one keep-alive connection busy does not hold a
+/// draining node: once the node is leaving, every answer says
+/// `Connection: close`, so the client reconnects (elsewhere, behind a load
+/// balancer) and the node exits soon after its drain delay instead of
+/// waiting out the whole shutdown timeout (10 s).
+#[tokio::test]
+async fn a_busy_keep_alive_client_does_not_hold_the_drain() {
+    let mut node = Node::start(&[]);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(2))
+        .pool_max_idle_per_host(1)
+        .build()
+        .unwrap();
+    let url = node.url("/v1/topics/keep.alive/messages");
+    let res = client.post(&url).json(&json!(0)).send().await.unwrap();
+    assert_eq!(res.status(), 200);
+    assert!(res.headers().get("connection").is_none_or(|v| v != "close"));
+    let pid = node.pid();
+    tokio::task::spawn_blocking(move || signal(pid, "TERM"))
+        .await
+        .unwrap();
+    let signalled = std::time::Instant::now();
+    let closes = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let publisher = tokio::spawn({
+        let closes = closes.clone();
+        async move {
+            while signalled.elapsed() < Duration::from_secs(15) {
+                if let Ok(res) = client.post(&url).json(&json!(1)).send().await {
+                    if res
+                        .headers()
+                        .get("connection")
+                        .is_some_and(|v| v == "close")
+                    {
+                        closes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    });
+    let exit = tokio::task::spawn_blocking(move || node.sigterm_wait())
+        .await
+        .unwrap();
+    let took = signalled.elapsed();
+    publisher.abort();
+    assert!(exit.success(), "{exit:?}");
+    assert!(
+        closes.load(std::sync::atomic::Ordering::Relaxed) > 0,
+        "no answer during the drain said Connection: close"
+    );
+    assert!(
+        took < Duration::from_secs(6),
+        "exited {took:?} after SIGTERM with a busy keep-alive client (drain delay 2 s)"
+    );
+}

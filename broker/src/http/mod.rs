@@ -210,7 +210,8 @@ fn post_only(path: &str) -> actix_web::Resource {
     web::resource(path).default_service(web::to(|req| method_not_allowed(req, "POST")))
 }
 
-/// Counts every response by status class (and 400s as bad requests).
+/// Counts every response by status class (and 400s as bad requests), and
+/// closes keep-alive connections once the node is leaving.
 fn count_responses<S, B>(
     req: actix_web::dev::ServiceRequest,
     srv: &S,
@@ -225,8 +226,17 @@ where
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let response = srv.call(req);
     async move {
-        let res = response.await?;
+        let mut res = response.await?;
         if let Some(state) = state {
+            // A leaving node ends keep-alive connections after each answer:
+            // a client that keeps one busy would otherwise hold the drain
+            // for the whole shutdown timeout, and it should move to a node
+            // that stays.
+            if state.leaving() {
+                res.response_mut()
+                    .head_mut()
+                    .set_connection_type(actix_web::http::ConnectionType::Close);
+            }
             let status = res.status().as_u16();
             if let Some(c) = state
                 .metrics

@@ -210,7 +210,8 @@ const DEFAULTS = {
 /** A session that lived at least this long resets the backoff. */
 const STABLE_MS = 5_000;
 const MAX_STREAM_TOPICS = 64;
-const RETRIABLE_STATUS = new Set([0, 429, 500, 502, 503, 504]);
+/** 408: a node paused past its request timeout answers so once it resumes. */
+const RETRIABLE_STATUS = new Set([0, 408, 429, 500, 502, 503, 504]);
 
 /**
  * A Herald client. See the package README for a quick start.

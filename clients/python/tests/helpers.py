@@ -194,7 +194,9 @@ class Gate:
     to everything; ``"sse_event"`` — ``/v1/sse`` gets a 200 event stream
     with ``retry: 1000`` and one ``unavailable`` event; ``"ws_error_frame"``
     — ``/v1/ws`` upgrades, and every ``subscribe`` op gets an
-    ``unavailable`` error frame (other requests: 503). ``refuse`` cuts the
+    ``unavailable`` error frame (other requests: 503); ``"http408"`` — 408
+    with no body, what a node paused past its request timeout answers once
+    it resumes. ``refuse`` cuts the
     connections it was forwarding; ``refused`` lists ``(time, path)`` of
     every refused request."""
 
@@ -263,6 +265,12 @@ class Gate:
             port = self.upstream_port
             if mode is not None:
                 self.refused.append((asyncio.get_running_loop().time(), path))
+                if mode == "http408":
+                    writer.write(
+                        b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+                    )
+                    await writer.drain()
+                    return
                 if mode == "ws_error_frame" and path.startswith("/v1/ws"):
                     port = self._fake_port
                 elif mode == "sse_event" and path.startswith("/v1/sse"):

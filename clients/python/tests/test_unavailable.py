@@ -83,6 +83,30 @@ async def test_a_refusing_node_sends_the_client_to_the_next(node: HeraldNode, ns
         await gate.close()
 
 
+async def test_a_408_publish_is_sent_again_with_its_key_and_stored_once(node: HeraldNode, ns: str) -> None:
+    """A node paused past its request timeout answers the requests it had
+    not read with 408 once it resumes. The publish is retried (the same
+    idempotency key) instead of failing, and stored once."""
+    gate = await Gate(node.port or 0).start()
+    gate.refuse("http408")
+    try:
+        async with HeraldClient([gate.url], transports=("poll",), **FAST) as client:  # type: ignore[arg-type]
+
+            async def reopen() -> None:
+                while not gate.refused:
+                    await asyncio.sleep(0.01)
+                gate.forward()
+
+            opener = asyncio.create_task(reopen())
+            result = await client.publish(f"{ns}.paused", {"n": 1})
+            await opener
+            assert [p for _, p in gate.refused][:1] == [f"/v1/topics/{ns}.paused/messages"], gate.refused
+            page = await client.history(f"{ns}.paused")
+            assert [(m.seq, m.data) for m in page.messages] == [(result.seq, {"n": 1})]
+    finally:
+        await gate.close()
+
+
 @pytest.mark.parametrize("transport", ["ws", "sse", "poll"])
 async def test_subscribers_wait_out_a_nats_outage(workdir: Path, ns: str, transport: TransportName) -> None:
     """Both nodes lose NATS and the subscriber's node restarts meanwhile:

@@ -285,3 +285,27 @@ test('an undecodable long-poll answer fails the subscription instead of polling 
   assert.ok(polls <= seen + 1, `polled ${polls - seen} more times`);
   client.close();
 });
+
+test('publish over REST: a 408 (a node paused past its request timeout) is sent again with its key', async () => {
+  const posts = [];
+  const fetch = async (url, init = {}) => {
+    const json = (status, text) => ({ status, ok: status === 200, headers: { get: () => 'application/json' }, text: async () => text });
+    if (init.method === 'POST') {
+      posts.push(init.headers['idempotency-key']);
+      if (posts.length === 1) return { status: 408, ok: false, headers: { get: () => null }, text: async () => '' };
+      return json(200, '{"topic":"p.x","seq":7,"ts":1}');
+    }
+    await sleep(5);
+    return json(200, '{"messages":[],"cursor":"1~100"}');
+  };
+  const client = new HeraldClient({ url: 'http://h1:1', transports: ['poll'], fetch, ...fast, pollTimeoutMs: 10 });
+  try {
+    const sub = client.subscribe('p.x', () => {});
+    await sub.ready;
+    assert.deepEqual(await client.publish('p.x', { n: 1 }), { topic: 'p.x', seq: 7 });
+    assert.equal(posts.length, 2);
+    assert.equal(posts[0], posts[1], 'the same idempotency key both times');
+  } finally {
+    client.close();
+  }
+});

@@ -130,9 +130,12 @@ class Publisher:
         if resp.status_code == 200:
             answer = resp.json()
             return PublishResult(str(answer["topic"]), int(answer["seq"]))
+        # 408: the node (or a proxy) timed the request out before reading
+        # it — a node that was paused answers so when it resumes. The key
+        # makes sending it again safe.
         if (
             resp.status_code >= 500
-            or resp.status_code == 429
+            or resp.status_code in (408, 429)
             or (resp.status_code == 401 and client._refreshable_token)
         ):
             raise NodeDown(f"rest: HTTP {resp.status_code}")
