@@ -8,7 +8,7 @@
 //! crash within that window can leave the journal a few batches behind,
 //! which weakens the check by those batches and never makes it claim a
 //! message sled did not write. Why not wait for
-//! the device before each ack, or after each batch: `bench/README.md`,
+//! the device before each ack, or after each batch: `bench/results/HISTORY.md`,
 //! "Integrity". Snapshots at start and at a clean stop are `fdatasync`ed.
 
 use std::{
@@ -46,7 +46,7 @@ fn zero_fill(file: &mut File, from: u64, to: u64) -> std::io::Result<()> {
 /// Shortest time between two device waits. One wait per batch competed with
 /// sled's own writes for the device and cost a quarter of the durable acks
 /// per second with 32 serial REST publishers; a wait every few ms does not
-/// show (`bench/README.md`, "Integrity").
+/// show (`bench/results/HISTORY.md`, "Integrity").
 const SYNC_EVERY: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Written ranges (per file) still to be brought to the device.
