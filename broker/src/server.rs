@@ -5,7 +5,6 @@ use std::{
     net::{SocketAddr, TcpListener},
     path::Path,
     sync::Arc,
-    time::Instant,
 };
 
 use tokio::sync::watch;
@@ -27,7 +26,7 @@ use crate::{
         LogError, MessageLog,
     },
     metrics::Metrics,
-    state::AppState,
+    state::{AppState, Lifecycle},
     stats,
 };
 
@@ -290,7 +289,7 @@ pub async fn run_reporting(
         config.limits.publish_burst,
     );
     let state = Arc::new(AppState {
-        config,
+        config: Arc::new(config),
         node_id: node_id.clone(),
         hub,
         log: log.clone(),
@@ -298,10 +297,8 @@ pub async fn run_reporting(
         metrics,
         auth,
         connection_limits,
-        client_rates,
-        shutdown: shutdown_rx,
-        draining: std::sync::atomic::AtomicBool::new(false),
-        started: Instant::now(),
+        client_rates: Arc::new(client_rates),
+        lifecycle: Arc::new(Lifecycle::new(shutdown_rx)),
         presence,
         poll_sessions: Arc::new(PollSessions::new(control.clone())),
         control,
@@ -333,7 +330,10 @@ pub async fn run_reporting(
             tracing::error!(?result, "HTTP server stopped unexpectedly");
         }
         _ = shutdown => {
-            state.draining.store(true, std::sync::atomic::Ordering::Release);
+            state
+                .lifecycle
+                .draining
+                .store(true, std::sync::atomic::Ordering::Release);
             let delay = state.config.drain_delay;
             if !delay.is_zero() {
                 tracing::info!(?delay, "draining: not ready; closing connections after the drain delay");

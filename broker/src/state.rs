@@ -1,7 +1,19 @@
 //! What request handlers and connections share: the node's parts, its
 //! limits and its lifecycle flags.
+//!
+//! `AppState` holds them all, for the long-lived connections (WebSocket
+//! links, SSE and long-poll streams, the dashboard stream) that use most of
+//! them. Each part is also registered with actix on its own
+//! (`http::app`), so a request handler names only the parts it uses
+//! (`web::Data<Hub>`, `web::Data<dyn MessageLog>`, `web::Data<Lifecycle>`…).
 
-use std::{sync::Arc, time::Instant};
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Instant,
+};
 
 use tokio::sync::watch;
 
@@ -16,10 +28,52 @@ use crate::{
     metrics::Metrics,
 };
 
+/// The node's lifecycle as handlers see it: shutdown, the drain, uptime.
+pub struct Lifecycle {
+    /// Becomes `true` when the node starts shutting down.
+    pub shutdown: watch::Receiver<bool>,
+    /// Set on SIGTERM, `drain_delay` before `shutdown`: not ready any more.
+    pub draining: AtomicBool,
+    /// Process start.
+    pub started: Instant,
+}
+
+impl Lifecycle {
+    /// A node that has not started to drain.
+    pub fn new(shutdown: watch::Receiver<bool>) -> Self {
+        Lifecycle {
+            shutdown,
+            draining: AtomicBool::new(false),
+            started: Instant::now(),
+        }
+    }
+
+    /// Whether shutdown has begun.
+    pub fn shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Whether the node is leaving (drain delay or shutdown): not ready.
+    pub fn leaving(&self) -> bool {
+        self.draining.load(Ordering::Acquire) || self.shutting_down()
+    }
+}
+
+/// This node's name, as a part of its own for handlers that need only it.
+pub struct NodeId(pub String);
+
+/// The identity behind a request (401 when auth is on and it has none).
+pub fn identify(
+    auth: &Authenticator,
+    req: &actix_web::HttpRequest,
+) -> Result<Identity, crate::error::ApiError> {
+    Ok(auth.authenticate(&Credentials::from_request(req))?)
+}
+
 /// Everything request handlers and connections share.
 pub struct AppState {
     /// Resolved configuration.
-    pub config: Config,
+    pub config: Arc<Config>,
     /// This node's name.
     pub node_id: String,
     /// Subscriptions and fan-out.
@@ -35,13 +89,9 @@ pub struct AppState {
     /// Open-connection limits.
     pub connection_limits: Arc<ConnectionLimits>,
     /// REST publish rate per client (API key or token subject).
-    pub client_rates: KeyedRates,
-    /// Becomes `true` when the node starts shutting down.
-    pub shutdown: watch::Receiver<bool>,
-    /// Set on SIGTERM, `drain_delay` before `shutdown`: not ready any more.
-    pub draining: std::sync::atomic::AtomicBool,
-    /// Process start.
-    pub started: Instant,
+    pub client_rates: Arc<KeyedRates>,
+    /// Shutdown, the drain and uptime.
+    pub lifecycle: Arc<Lifecycle>,
     /// Who is subscribed where, cluster-wide.
     pub presence: Arc<Presence>,
     /// Long-poll clients' presence between requests.
@@ -60,17 +110,17 @@ impl AppState {
         &self,
         req: &actix_web::HttpRequest,
     ) -> Result<Identity, crate::error::ApiError> {
-        Ok(self.auth.authenticate(&Credentials::from_request(req))?)
+        identify(&self.auth, req)
     }
 
     /// Whether shutdown has begun.
     pub fn shutting_down(&self) -> bool {
-        *self.shutdown.borrow()
+        self.lifecycle.shutting_down()
     }
 
     /// Whether the node is leaving (drain delay or shutdown): not ready.
     pub fn leaving(&self) -> bool {
-        self.draining.load(std::sync::atomic::Ordering::Acquire) || self.shutting_down()
+        self.lifecycle.leaving()
     }
 
     /// Whether a subscription may start here: a node shutting down, or one
@@ -80,15 +130,36 @@ impl AppState {
     /// from a node that does not hold everything the cluster acknowledged
     /// could skip messages or repeat them.
     pub fn admit_subscriber(&self) -> Result<(), crate::error::ApiError> {
-        use crate::error::{ApiError, ErrorCode};
-        if self.shutting_down() {
-            return Err(ApiError::new(ErrorCode::Unavailable, "shutting down"));
-        }
-        self.engine.readiness().map_err(|reason| {
-            ApiError::new(
-                ErrorCode::Unavailable,
-                format!("node not ready ({reason}); retry, on another node if possible"),
-            )
-        })
+        admit_subscriber(&self.lifecycle, self.engine.as_ref())
     }
+}
+
+/// See [`AppState::admit_subscriber`].
+pub fn admit_subscriber(
+    lifecycle: &Lifecycle,
+    engine: &dyn Engine,
+) -> Result<(), crate::error::ApiError> {
+    use crate::error::{ApiError, ErrorCode};
+    if lifecycle.shutting_down() {
+        return Err(ApiError::new(ErrorCode::Unavailable, "shutting down"));
+    }
+    engine.readiness().map_err(|reason| {
+        ApiError::new(
+            ErrorCode::Unavailable,
+            format!("node not ready ({reason}); retry, on another node if possible"),
+        )
+    })
+}
+
+/// The part `T` registered with the app (see `http::app`); a 500 naming it
+/// if it is missing, which only a wiring mistake can cause.
+pub fn part<T: ?Sized + 'static>(
+    req: &actix_web::HttpRequest,
+    name: &str,
+) -> Result<actix_web::web::Data<T>, actix_web::Error> {
+    req.app_data::<actix_web::web::Data<T>>()
+        .cloned()
+        .ok_or_else(|| {
+            actix_web::error::ErrorInternalServerError(format!("{name} is not configured"))
+        })
 }

@@ -5,10 +5,11 @@ use base64::{engine::general_purpose::STANDARD, Engine as _};
 use serde_json::value::RawValue;
 
 use crate::{
+    config::Config,
     error::ApiError,
     hub::{Payload, Topic},
     json,
-    state::AppState,
+    metrics::Metrics,
 };
 
 /// Longest accepted idempotency key.
@@ -31,14 +32,19 @@ pub fn check_idempotency_key(key: &str) -> Result<(), ApiError> {
 /// compact JSON text, or raw bytes as they are — and JSON against the
 /// node's nesting limit (400). Every publish path (REST, batch, WebSocket)
 /// goes through here.
-pub fn check_payload(state: &AppState, topic: &Topic, data: &Payload) -> Result<(), ApiError> {
-    let limit = state.config.max_payload_for(topic);
+pub fn check_payload(
+    config: &Config,
+    metrics: &Metrics,
+    topic: &Topic,
+    data: &Payload,
+) -> Result<(), ApiError> {
+    let limit = config.max_payload_for(topic);
     if data.len() > limit {
-        state.metrics.payload_too_large.inc();
+        metrics.payload_too_large.inc();
         return Err(ApiError::too_large(limit));
     }
     match data {
-        Payload::Json(text) => json::check_data(text, state.config.limits.max_json_depth)
+        Payload::Json(text) => json::check_data(text, config.limits.max_json_depth)
             .map_err(|e| ApiError::bad_request(format!("data refused: {e}"))),
         Payload::Binary(_) => Ok(()),
     }

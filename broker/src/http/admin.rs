@@ -11,13 +11,17 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use serde::{Deserialize, Serialize};
 
 use crate::{
+    auth::Authenticator,
+    engine::Engine,
     error::{ApiError, ErrorCode},
+    hub::{control::Registry, Hub},
     hub::{
         control::{Order, Target},
         Pattern, Topic, TopicHead,
     },
     log::LogError,
-    state::AppState,
+    log::MessageLog,
+    state::{identify, part, NodeId},
 };
 
 /// Topics per page when `limit` is not given.
@@ -32,8 +36,8 @@ const MAX_SUB: usize = 1024;
 const MAX_ORDER_BODY: usize = 4096;
 
 /// Refuses a request without the `admin` scope (401 without credentials).
-fn require_admin(state: &AppState, req: &HttpRequest) -> Result<(), ApiError> {
-    Ok(state.identify(req)?.check_admin()?)
+fn require_admin(auth: &Authenticator, req: &HttpRequest) -> Result<(), ApiError> {
+    Ok(identify(auth, req)?.check_admin()?)
 }
 
 /// Query of `GET /v1/topics`.
@@ -67,17 +71,18 @@ struct TopicRow {
 /// holds, sorted by name, one page at a time.
 pub async fn topics(
     req: HttpRequest,
-    state: web::Data<AppState>,
+    auth: web::Data<Authenticator>,
+    hub: web::Data<Hub>,
+    log: web::Data<dyn MessageLog>,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &req)?;
+    require_admin(&auth, &req)?;
     let query: TopicsQuery = serde_urlencoded::from_str(req.query_string())
         .map_err(|e| ApiError::bad_request(format!("invalid query string: {e}")))?;
     let limit = query
         .limit
         .unwrap_or(DEFAULT_TOPICS_PAGE)
         .clamp(1, MAX_TOPICS_PAGE);
-    let mut heads: Vec<(Topic, TopicHead)> = state
-        .hub
+    let mut heads: Vec<(Topic, TopicHead)> = hub
         .all_heads()
         .into_iter()
         .filter(|(t, _)| t.as_str().starts_with(&query.prefix))
@@ -87,7 +92,7 @@ pub async fn topics(
     let more = heads.len() > limit;
     heads.truncate(limit);
     // A topic's size may need a scan of its records the first time.
-    let log = state.log.clone();
+    let log = log.into_inner();
     let sized = web::block(move || {
         heads
             .into_iter()
@@ -99,7 +104,7 @@ pub async fn topics(
     let rows: Vec<TopicRow> = sized
         .into_iter()
         .map(|(topic, head, stats)| TopicRow {
-            subscribers: state.hub.subscribers_of(&topic),
+            subscribers: hub.subscribers_of(&topic),
             topic: topic.as_str().to_string(),
             // As history: where retained history begins, last + 1 when
             // nothing is retained.
@@ -143,22 +148,24 @@ fn sub_target(sub: String) -> Result<Target, ApiError> {
 pub async fn disconnect_client(
     req: HttpRequest,
     id: web::Path<String>,
-    state: web::Data<AppState>,
+    auth: web::Data<Authenticator>,
+    orders: OrderParts,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &req)?;
+    require_admin(&auth, &req)?;
     let target = client_target(id.into_inner())?;
-    carry_out(&state, Order::Disconnect { target }).await
+    carry_out(&orders, Order::Disconnect { target }).await
 }
 
 /// `POST /v1/users/{sub}/disconnect`.
 pub async fn disconnect_user(
     req: HttpRequest,
     sub: web::Path<String>,
-    state: web::Data<AppState>,
+    auth: web::Data<Authenticator>,
+    orders: OrderParts,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &req)?;
+    require_admin(&auth, &req)?;
     let target = sub_target(sub.into_inner())?;
-    carry_out(&state, Order::Disconnect { target }).await
+    carry_out(&orders, Order::Disconnect { target }).await
 }
 
 /// `POST /v1/clients/{client_id}/unsubscribe` with `{"topic":"pattern"}`.
@@ -166,12 +173,13 @@ pub async fn unsubscribe_client(
     req: HttpRequest,
     id: web::Path<String>,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    auth: web::Data<Authenticator>,
+    orders: OrderParts,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &req)?;
+    require_admin(&auth, &req)?;
     let target = client_target(id.into_inner())?;
     let pattern = read_pattern(&req, payload).await?;
-    carry_out(&state, Order::Unsubscribe { target, pattern }).await
+    carry_out(&orders, Order::Unsubscribe { target, pattern }).await
 }
 
 /// `POST /v1/users/{sub}/unsubscribe` with `{"topic":"pattern"}`.
@@ -179,12 +187,13 @@ pub async fn unsubscribe_user(
     req: HttpRequest,
     sub: web::Path<String>,
     payload: web::Payload,
-    state: web::Data<AppState>,
+    auth: web::Data<Authenticator>,
+    orders: OrderParts,
 ) -> Result<HttpResponse, ApiError> {
-    require_admin(&state, &req)?;
+    require_admin(&auth, &req)?;
     let target = sub_target(sub.into_inner())?;
     let pattern = read_pattern(&req, payload).await?;
-    carry_out(&state, Order::Unsubscribe { target, pattern }).await
+    carry_out(&orders, Order::Unsubscribe { target, pattern }).await
 }
 
 /// The body of an unsubscribe order.
@@ -204,10 +213,10 @@ async fn read_pattern(req: &HttpRequest, payload: web::Payload) -> Result<Patter
 
 /// Carries `order` out here and on every other node; answers
 /// `{"disconnected"|"unsubscribed":N,"nodes":[..],"missing":[..]}`.
-async fn carry_out(state: &AppState, order: Order) -> Result<HttpResponse, ApiError> {
+async fn carry_out(parts: &OrderParts, order: Order) -> Result<HttpResponse, ApiError> {
     // Refused before anything is done: a node cut off from the cluster
     // could reach only its own clients.
-    if state
+    if parts
         .engine
         .cluster_status()
         .is_some_and(|c| !c.nats_connected)
@@ -218,8 +227,8 @@ async fn carry_out(state: &AppState, order: Order) -> Result<HttpResponse, ApiEr
         ));
     }
     let (local, peers) = futures_util::future::join(
-        state.control.apply(&order),
-        state.engine.broadcast_order(&order),
+        parts.control.apply(&order),
+        parts.engine.broadcast_order(&order),
     )
     .await;
     let peers = peers.map_err(|e| {
@@ -229,7 +238,7 @@ async fn carry_out(state: &AppState, order: Order) -> Result<HttpResponse, ApiEr
         )
     })?;
     let mut nodes = peers.answered;
-    nodes.push(state.node_id.clone());
+    nodes.push(parts.node_id.0.clone());
     nodes.sort();
     let (field, what) = match &order {
         Order::Disconnect { .. } => ("disconnected", "disconnect"),
@@ -248,4 +257,27 @@ async fn carry_out(state: &AppState, order: Order) -> Result<HttpResponse, ApiEr
         "nodes": nodes,
         "missing": peers.missing,
     })))
+}
+
+/// What carrying out an admin order needs: this node's clients, the other
+/// nodes (through the engine) and this node's name.
+pub struct OrderParts {
+    engine: web::Data<dyn Engine>,
+    control: web::Data<Registry>,
+    node_id: web::Data<NodeId>,
+}
+
+impl actix_web::FromRequest for OrderParts {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready((|| {
+            Ok(OrderParts {
+                engine: part(req, "the engine")?,
+                control: part(req, "the client registry")?,
+                node_id: part(req, "the node id")?,
+            })
+        })())
+    }
 }

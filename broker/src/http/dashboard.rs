@@ -211,7 +211,7 @@ pub async fn stats_stream(
     let mut heartbeat = tokio::time::interval_at(tokio::time::Instant::now() + beat, beat);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let body = StatsStream {
-        shutdown: state.shutdown.clone(),
+        shutdown: state.lifecycle.shutdown.clone(),
         state,
         _slot: slot,
         every,

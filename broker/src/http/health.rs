@@ -3,7 +3,13 @@
 use actix_web::{web, HttpResponse};
 
 use crate::error::{ApiError, ErrorCode};
-use crate::state::AppState;
+use crate::{
+    engine::Engine,
+    hub::{presence::PollSessions, presence::Presence, Hub},
+    log::MessageLog,
+    metrics::Metrics,
+    state::{Lifecycle, NodeId},
+};
 
 /// 200 while the process is up.
 pub async fn healthz() -> HttpResponse {
@@ -12,46 +18,57 @@ pub async fn healthz() -> HttpResponse {
 
 /// 200 when publishes can be accepted; 503 `unavailable` with the reason
 /// otherwise (storage failed, shutting down, cluster not connected).
-pub async fn readyz(state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    if state.leaving() {
+pub async fn readyz(
+    lifecycle: web::Data<Lifecycle>,
+    engine: web::Data<dyn Engine>,
+    node: web::Data<NodeId>,
+) -> Result<HttpResponse, ApiError> {
+    if lifecycle.leaving() {
         return Err(ApiError::new(ErrorCode::Unavailable, "shutting down"));
     }
-    state
-        .engine
+    engine
         .readiness()
         .map_err(|reason| ApiError::new(ErrorCode::Unavailable, reason))?;
-    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "node": state.node_id})))
+    Ok(HttpResponse::Ok().json(serde_json::json!({"status": "ready", "node": node.0})))
 }
 
 /// Prometheus text exposition.
-pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let cluster = state.engine.cluster_status();
-    let ready = if !state.leaving() && state.engine.readiness().is_ok() {
+pub async fn metrics(
+    metrics: web::Data<Metrics>,
+    lifecycle: web::Data<Lifecycle>,
+    engine: web::Data<dyn Engine>,
+    hub: web::Data<Hub>,
+    log: web::Data<dyn MessageLog>,
+    presence: web::Data<Presence>,
+    poll_sessions: web::Data<PollSessions>,
+) -> HttpResponse {
+    let cluster = engine.cluster_status();
+    let ready = if !lifecycle.leaving() && engine.readiness().is_ok() {
         1.0
     } else {
         0.0
     };
-    let body = state.metrics.render(&[
+    let body = metrics.render(&[
         (
             "herald_topics",
             "Topics with at least one message.",
-            state.hub.topic_count() as f64,
+            hub.topic_count() as f64,
         ),
         (
             "herald_log_disk_bytes",
             "Bytes the log occupies on disk.",
-            state.log.disk_bytes() as f64,
+            log.disk_bytes() as f64,
         ),
         ("herald_ready", "1 when the node accepts publishes.", ready),
         (
             "herald_presence_clients",
             "Distinct clients in presence, cluster-wide as this node sees it.",
-            state.presence.client_count() as f64,
+            presence.client_count() as f64,
         ),
         (
             "herald_poll_sessions",
             "Long-poll sessions held between requests.",
-            state.poll_sessions.len() as f64,
+            poll_sessions.len() as f64,
         ),
         (
             "herald_cluster_members",
@@ -68,7 +85,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
         (
             "herald_uptime_seconds",
             "Seconds since the node started.",
-            state.started.elapsed().as_secs_f64(),
+            lifecycle.started.elapsed().as_secs_f64(),
         ),
     ]);
     let mut body = body;

@@ -5,7 +5,13 @@ use bytes::{BufMut, BytesMut};
 use serde::Deserialize;
 
 use crate::error::ApiError;
-use crate::{hub::Topic, state::AppState};
+use crate::{
+    auth::Authenticator,
+    config::Config,
+    hub::{Hub, Topic},
+    log::MessageLog,
+    state::identify,
+};
 
 /// Query of a history read.
 #[derive(Debug, Deserialize)]
@@ -34,11 +40,14 @@ pub async fn history(
     req: actix_web::HttpRequest,
     topic: web::Path<String>,
     query: web::Query<HistoryQuery>,
-    state: web::Data<AppState>,
+    auth: web::Data<Authenticator>,
+    config: web::Data<Config>,
+    hub: web::Data<Hub>,
+    log: web::Data<dyn MessageLog>,
 ) -> Result<HttpResponse, ApiError> {
     let topic = Topic::parse(&topic)?;
-    state.identify(&req)?.check_read(&topic)?;
-    if !state.config.history_enabled(&topic) {
+    identify(&auth, &req)?.check_read(&topic)?;
+    if !config.history_enabled(&topic) {
         return Err(ApiError::new(
             super::ErrorCode::NotFound,
             format!("history is off for namespace {:?}", topic.namespace()),
@@ -47,13 +56,13 @@ pub async fn history(
     let limit = query
         .limit
         .unwrap_or(100)
-        .clamp(1, state.config.transport.max_page);
+        .clamp(1, config.transport.max_page);
     if query.since.is_some() && query.since_ts.is_some() {
         return Err(ApiError::bad_request("give since or since_ts, not both"));
     }
     let since_ts = query.since_ts;
-    let head = state.hub.head(&topic);
-    let log = state.log.clone();
+    let head = hub.head(&topic);
+    let log = log.into_inner();
     let t = topic.clone();
     let (first, messages, gaps) = web::block(move || -> Result<_, crate::log::LogError> {
         let oldest = log.read(&t, 0, 1)?.into_iter().next();

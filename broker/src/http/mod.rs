@@ -22,7 +22,10 @@ use futures_util::StreamExt;
 
 pub use crate::error::{ApiError, ErrorCode};
 use crate::{
-    state::AppState,
+    engine::Engine,
+    log::MessageLog,
+    metrics::Metrics,
+    state::{AppState, Lifecycle, NodeId},
     transport::{
         self,
         ws::takeover::{AppFactory, Takeover},
@@ -106,6 +109,19 @@ fn app(
     let echo = data.config.enable_echo;
     let app = App::new()
         .app_data(data.clone())
+        // Each part on its own too: a handler names only what it uses.
+        .app_data(web::Data::from(data.config.clone()))
+        .app_data(web::Data::new(NodeId(data.node_id.clone())))
+        .app_data(web::Data::from(data.hub.clone()))
+        .app_data(web::Data::<dyn MessageLog>::from(data.log.clone()))
+        .app_data(web::Data::<dyn Engine>::from(data.engine.clone()))
+        .app_data(web::Data::from(data.metrics.clone()))
+        .app_data(web::Data::from(data.auth.clone()))
+        .app_data(web::Data::from(data.client_rates.clone()))
+        .app_data(web::Data::from(data.lifecycle.clone()))
+        .app_data(web::Data::from(data.presence.clone()))
+        .app_data(web::Data::from(data.poll_sessions.clone()))
+        .app_data(web::Data::from(data.control.clone()))
         .app_data(
             web::QueryConfig::default().error_handler(|e, _| crate::error::extractor_error(e)),
         )
@@ -223,30 +239,27 @@ where
         Error = actix_web::Error,
     >,
 {
-    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let metrics = req.app_data::<web::Data<Metrics>>().cloned();
+    let lifecycle = req.app_data::<web::Data<Lifecycle>>().cloned();
     let response = srv.call(req);
     async move {
         let mut res = response.await?;
-        if let Some(state) = state {
+        if let (Some(metrics), Some(lifecycle)) = (metrics, lifecycle) {
             // A leaving node ends keep-alive connections after each answer:
             // a client that keeps one busy would otherwise hold the drain
             // for the whole shutdown timeout, and it should move to a node
             // that stays.
-            if state.leaving() {
+            if lifecycle.leaving() {
                 res.response_mut()
                     .head_mut()
                     .set_connection_type(actix_web::http::ConnectionType::Close);
             }
             let status = res.status().as_u16();
-            if let Some(c) = state
-                .metrics
-                .http_responses
-                .get(usize::from(status / 100) - 1)
-            {
+            if let Some(c) = metrics.http_responses.get(usize::from(status / 100) - 1) {
                 c.inc();
             }
             if status == 400 {
-                state.metrics.bad_requests.inc();
+                metrics.bad_requests.inc();
             }
         }
         Ok(res)

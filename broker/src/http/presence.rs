@@ -5,8 +5,9 @@ use serde::Deserialize;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::{
-    hub::{Pattern, Topic},
-    state::AppState,
+    auth::Authenticator,
+    hub::{presence::Presence, Pattern, Topic},
+    state::identify,
 };
 
 /// Query of a presence read.
@@ -31,31 +32,32 @@ pub async fn presence(
     req: actix_web::HttpRequest,
     topic: web::Path<String>,
     query: web::Query<PresenceQuery>,
-    state: web::Data<AppState>,
+    auth: web::Data<Authenticator>,
+    presence: web::Data<Presence>,
 ) -> Result<HttpResponse, ApiError> {
     let topic = Topic::parse(&topic)?;
-    let identity = state.identify(&req)?;
+    let identity = identify(&auth, &req)?;
     if query.count {
         identity.check_admin()?;
     } else {
         identity.check_read(&topic)?;
     }
     let as_pattern = Pattern::parse(topic.as_str())?;
-    if !state.presence.enabled_for(&as_pattern) {
+    if !presence.enabled_for(&as_pattern) {
         return Err(ApiError::new(
             ErrorCode::NotFound,
             format!("presence is off for namespace {:?}", topic.namespace()),
         ));
     }
     if query.count {
-        let (clients, users) = state.presence.count(&topic);
+        let (clients, users) = presence.count(&topic);
         return Ok(HttpResponse::Ok().json(serde_json::json!({
             "topic": topic.as_str(),
             "clients": clients,
             "users": users,
         })));
     }
-    let clients = state.presence.list(&topic);
+    let clients = presence.list(&topic);
     Ok(HttpResponse::Ok().json(serde_json::json!({
         "topic": topic.as_str(),
         "clients": clients,

@@ -11,10 +11,15 @@ use serde_json::value::RawValue;
 
 use super::read_body;
 use crate::{
+    auth::Authenticator,
+    config::Config,
+    engine::Engine,
     engine::{PublishItem, Published},
     hub::{Payload, Topic},
     json,
-    state::AppState,
+    limits::KeyedRates,
+    metrics::Metrics,
+    state::{identify, part},
 };
 use crate::{
     error::ApiError,
@@ -78,7 +83,7 @@ fn body_kind(req: &HttpRequest) -> BodyKind {
 /// Charges `n` publishes to the client's rate (API key or token subject,
 /// else client address): 429 `rate_limited` beyond it.
 fn charge(
-    state: &AppState,
+    state: &PublishParts,
     req: &HttpRequest,
     identity: &crate::auth::Identity,
     n: usize,
@@ -108,7 +113,7 @@ fn traceparent_header(req: &HttpRequest) -> Option<String> {
 }
 
 async fn publish(
-    state: &AppState,
+    state: &PublishParts,
     items: Vec<PublishItem>,
     span: tracing::Span,
 ) -> Result<Vec<Published>, ApiError> {
@@ -135,10 +140,10 @@ pub async fn publish_one(
     req: HttpRequest,
     topic: web::Path<String>,
     body: web::Payload,
-    state: web::Data<AppState>,
+    state: PublishParts,
 ) -> Result<HttpResponse, ApiError> {
     let topic = Topic::parse(&topic)?;
-    let identity = state.identify(&req)?;
+    let identity = identify(&state.auth, &req)?;
     identity.check_publish(&topic)?;
     charge(&state, &req, &identity, 1)?;
     let key = idempotency_header(&req)?;
@@ -163,7 +168,7 @@ pub async fn publish_one(
             Payload::Json(json::string_value(text))
         }
     };
-    check_payload(&state, &topic, &data)?;
+    check_payload(&state.config, &state.metrics, &topic, &data)?;
     let incoming = traceparent_header(&req);
     let span = trace::publish_span("http", topic.as_str(), incoming.as_deref());
     let traceparent = trace::carried_traceparent(&span, incoming);
@@ -208,9 +213,9 @@ struct BatchItem<'a> {
 pub async fn publish_batch(
     req: HttpRequest,
     body: web::Payload,
-    state: web::Data<AppState>,
+    state: PublishParts,
 ) -> Result<HttpResponse, ApiError> {
-    let identity = state.identify(&req)?;
+    let identity = identify(&state.auth, &req)?;
     let limits = &state.config.limits;
     let body_limit = limits.max_batch_bytes();
     let key = idempotency_header(&req)?;
@@ -238,7 +243,7 @@ pub async fn publish_batch(
         let topic = Topic::parse(&item.topic).map_err(|e| at(e.into()))?;
         identity.check_publish(&topic).map_err(|e| at(e.into()))?;
         let data = json_payload(item.data, item.encoding).map_err(at)?;
-        check_payload(&state, &topic, &data).map_err(at)?;
+        check_payload(&state.config, &state.metrics, &topic, &data).map_err(at)?;
         let idempotency_key = match (item.idempotency_key, &key) {
             (Some(k), _) => {
                 check_idempotency_key(&k).map_err(at)?;
@@ -262,4 +267,31 @@ pub async fn publish_batch(
         res.insert_header(("traceparent", tp));
     }
     Ok(res.json(acks))
+}
+
+/// What a REST publish needs: credentials, limits and rates, the publish
+/// path and its counters.
+pub struct PublishParts {
+    auth: web::Data<Authenticator>,
+    config: web::Data<Config>,
+    client_rates: web::Data<KeyedRates>,
+    engine: web::Data<dyn Engine>,
+    metrics: web::Data<Metrics>,
+}
+
+impl actix_web::FromRequest for PublishParts {
+    type Error = actix_web::Error;
+    type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
+        std::future::ready((|| {
+            Ok(PublishParts {
+                auth: part(req, "the authenticator")?,
+                config: part(req, "the configuration")?,
+                client_rates: part(req, "the publish rates")?,
+                engine: part(req, "the engine")?,
+                metrics: part(req, "the metrics")?,
+            })
+        })())
+    }
 }

@@ -70,7 +70,7 @@ pub async fn poll(req: HttpRequest, state: web::Data<AppState>) -> Result<HttpRe
     // A poll never outlives its token: it answers 401 at `exp`.
     let until_timeout = tokio::time::Instant::now() + wait;
     let deadline = expires.map_or(until_timeout, |exp| exp.min(until_timeout));
-    let mut shutdown = state.shutdown.clone();
+    let mut shutdown = state.lifecycle.shutdown.clone();
     let mut body = BytesMut::with_capacity(256);
     body.put_slice(b"{\"messages\":[");
     let mut gaps = Vec::new();

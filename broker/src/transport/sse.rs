@@ -122,7 +122,7 @@ pub async fn stream(
     );
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let body = SseStream {
-        shutdown: state.shutdown.clone(),
+        shutdown: state.lifecycle.shutdown.clone(),
         state,
         subscriber,
         presence,

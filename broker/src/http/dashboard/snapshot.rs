@@ -171,7 +171,7 @@ impl Snapshot {
         Snapshot {
             node: state.node_id.clone(),
             ts: now_ms(),
-            uptime_seconds: state.started.elapsed().as_millis() as f64 / 1000.0,
+            uptime_seconds: state.lifecycle.started.elapsed().as_millis() as f64 / 1000.0,
             ready,
             not_ready_reason: readiness.err(),
             cluster: state.config.nats.is_some(),

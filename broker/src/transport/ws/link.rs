@@ -116,7 +116,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin> Link<IO> {
     async fn serve(&mut self) -> Exit {
         let transport = &self.state.config.transport;
         let (ping_every, idle_timeout) = (transport.ws_ping_interval, transport.ws_idle_timeout);
-        let mut shutdown = self.state.shutdown.clone();
+        let mut shutdown = self.state.lifecycle.shutdown.clone();
         let draining = async move {
             let _ = shutdown.wait_for(|draining| *draining).await;
         };

@@ -27,7 +27,9 @@ pub fn apply(
     if let Err(e) = ctx.session.identity.check_publish(&topic) {
         return ctx.error(id.as_deref(), &e.into());
     }
-    if let Err(e) = crate::validate::check_payload(ctx.state, &topic, &data) {
+    if let Err(e) =
+        crate::validate::check_payload(&ctx.state.config, &ctx.state.metrics, &topic, &data)
+    {
         return ctx.error(id.as_deref(), &e);
     }
     if let Some(rate) = &mut ctx.session.rate {
