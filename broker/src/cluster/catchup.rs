@@ -119,8 +119,12 @@ async fn repair_from(shared: &Arc<Shared>, peer: &str, range: &LostRange) -> Res
 /// the node caught up (ready).
 pub(crate) async fn run(shared: Arc<Shared>) {
     shared.caught_up.store(false, Ordering::Release);
+    shared.settled.store(false, Ordering::Release);
     // Let a few heartbeats arrive so the view holds the live peers.
     tokio::time::sleep(shared.settings.heartbeat_interval * 3).await;
+    if shared.connected.load(Ordering::Acquire) {
+        shared.settled.store(true, Ordering::Release);
+    }
     loop {
         let view = shared.membership.view();
         shared.note_members(view.members.len());

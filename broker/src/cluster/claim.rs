@@ -81,8 +81,10 @@ pub(crate) async fn claim(shared: &Arc<Shared>, topic: &Topic) -> Result<Term, S
             last_error = format!("no answer from {missing:?}");
             continue;
         }
-        // As many nodes as a write needs must have answered, or a seq held
-        // only by silent nodes could be given out again.
+        // At least as many answers as a write has copies: with fewer, the
+        // nodes holding a confirmed write could all be silent. (This alone
+        // is no quorum past 3 nodes; waiting for the whole view is what
+        // keeps a single failure safe, see cluster.md "Limits".)
         let needed = shared.required_acks() + 1;
         if got.len() < needed {
             last_error = format!("{} of {needed} nodes answered", got.len());

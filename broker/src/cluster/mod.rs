@@ -186,6 +186,7 @@ impl ClusterEngine {
             sequencer,
             connected: AtomicBool::new(false),
             caught_up: AtomicBool::new(false),
+            settled: AtomicBool::new(false),
             terms: Mutex::new(terms),
             max_members: AtomicUsize::new(max_members),
             owner_tx,
@@ -243,6 +244,7 @@ impl ClusterEngine {
                         tracing::warn!("lost NATS; publishes fail until it is back");
                         catchup.connected.store(false, Ordering::Release);
                         catchup.caught_up.store(false, Ordering::Release);
+                        catchup.settled.store(false, Ordering::Release);
                         // Before the view goes: its floors are what this
                         // node last guaranteed.
                         catchup.hub.hold_floor(u64::MAX);

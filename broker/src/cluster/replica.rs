@@ -15,7 +15,7 @@ use futures_util::StreamExt;
 use super::{
     catchup,
     owner::OwnerCommand,
-    wire::{self, Ack, Claim, ClaimReply, Heartbeat, Replicate},
+    wire::{self, Ack, Claim, ClaimReply, Heartbeat, Replicate, Term},
     Shared,
 };
 use crate::{
@@ -75,20 +75,24 @@ pub(crate) async fn run(shared: Arc<Shared>, subscriber: async_nats::Subscriber)
     }
 }
 
+/// An ack to send once a pass is applied: the owner, the topics it
+/// replicated with the term it sent them under, and the ack so far.
+type PendingAck = (String, Vec<(Topic, Term)>, Ack);
+
 /// Applies buffered replication messages and acknowledges them to their owners.
 async fn flush(shared: &Arc<Shared>, reps: &mut Vec<Replicate>) {
     if reps.is_empty() {
         return;
     }
     let mut entries: Vec<(String, LogEntry)> = Vec::new();
-    let mut acks: Vec<(String, Vec<Topic>, Ack)> = Vec::new();
+    let mut acks: Vec<PendingAck> = Vec::new();
     for rep in reps.drain(..) {
         let mut ack = Ack {
             node: shared.node.clone(),
             ..Default::default()
         };
         let mut refused: Vec<String> = Vec::new();
-        let mut accepted: Vec<Topic> = Vec::new();
+        let mut accepted: Vec<(Topic, Term)> = Vec::new();
         for (topic, term) in &rep.terms {
             let Ok(t) = Topic::parse(topic) else { continue };
             let known = shared.term(&t);
@@ -105,7 +109,7 @@ async fn flush(shared: &Arc<Shared>, reps: &mut Vec<Replicate>) {
                         .owner_tx
                         .send(OwnerCommand::TermRaised { topic: t.clone() });
                 }
-                accepted.push(t);
+                accepted.push((t, term.clone()));
             }
         }
         for wire_entry in rep.entries {
@@ -124,13 +128,17 @@ async fn flush(shared: &Arc<Shared>, reps: &mut Vec<Replicate>) {
         return;
     }
     for (owner, topics, mut ack) in acks {
-        ack.heads = topics
-            .into_iter()
-            .map(|t| {
+        for (t, term) in topics {
+            // A newer owner's messages applied in the same pass may have
+            // taken the place of this owner's: its head says nothing then.
+            let known = shared.term(&t);
+            if known > term {
+                ack.rejected.push((t.as_str().to_string(), known));
+            } else {
                 let head = shared.hub.head(&t).last_seq;
-                (t.as_str().to_string(), head)
-            })
-            .collect();
+                ack.heads.push((t.as_str().to_string(), head));
+            }
+        }
         let subject = shared.node_subject(&owner, "ack");
         if let Err(e) = shared.client.publish(subject, wire::encode(&ack)).await {
             tracing::debug!(error = %e, "ack not sent");

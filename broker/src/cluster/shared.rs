@@ -43,6 +43,10 @@ pub(crate) struct Shared {
     pub connected: AtomicBool,
     /// Caught up with the peers since the last (re)connection.
     pub caught_up: AtomicBool,
+    /// Heartbeats have been listened to long enough since the last
+    /// (re)connection for the view to hold every live node: claims may
+    /// start (they ask every member of the view).
+    pub settled: AtomicBool,
     /// Highest term known per topic (fencing); persisted in the log.
     pub(super) terms: Mutex<HashMap<Topic, Term>>,
     /// Largest cluster seen (persisted): sizes the replica quorum, so that

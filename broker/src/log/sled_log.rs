@@ -382,7 +382,28 @@ impl MessageLog for SledLog {
     }
 
     fn replace(&self, entries: &[LogEntry]) -> Result<(), LogError> {
-        let batch = entry_batch(entries);
+        // Only messages still stored: under the retention lock, so nothing
+        // is written back below what retention removed meanwhile.
+        let _trimming = self.trim_lock.lock();
+        let mut present = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let m = &entry.message;
+            if self.guard(|| Ok(self.tree.contains_key(message_key(&m.topic, m.seq))?))? {
+                present.push(entry.clone());
+            }
+        }
+        let entries = &present[..];
+        let mut batch = entry_batch(entries);
+        // The keys of the replaced messages name nothing stored any more.
+        for entry in entries {
+            let m = &entry.message;
+            let new_key = entry.idempotency.as_ref().map(|(k, _)| k.as_str());
+            for (key, _) in self.idempotency_in(&m.topic, m.seq, m.seq)? {
+                if Some(key.as_str()) != new_key {
+                    batch.remove(idempotency_key(&m.topic, &key));
+                }
+            }
+        }
         self.guard(|| Ok(self.tree.apply_batch(batch)?))?;
         // Sizes changed under the cached stats: recount on the next read.
         let mut stats = self.stats.lock();

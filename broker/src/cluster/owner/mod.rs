@@ -48,8 +48,8 @@ use crate::{
 pub(crate) enum OwnerError {
     /// This node does not own (all of) the topics in its current view.
     NotOwner,
-    /// This node has not caught up with its peers since it (re)connected,
-    /// so it may not know every node that holds a topic's seqs yet.
+    /// This node (re)connected too recently for its view to hold every
+    /// live node, so it may not know every node that holds a topic's seqs.
     CatchingUp,
     /// The publish cannot be completed now.
     Unavailable(String),
@@ -108,6 +108,8 @@ fn fail(request: &RequestRef, error: OwnerError) {
 
 /// Messages of one topic sequenced together, waiting for replicas.
 struct Part {
+    /// The term it was sequenced under.
+    term: Term,
     entries: Vec<LogEntry>,
     first_seq: u64,
     last_seq: u64,
@@ -226,12 +228,13 @@ impl Owner {
             let _ = reply.send(Err(OwnerError::NotOwner));
             return;
         }
-        // A claim made before the view holds every live node and this log
-        // holds what they hold could miss a node that has the old owner's
-        // last seqs, and give those seqs out again.
+        // A claim made before the view holds every live node could miss a
+        // node that has the old owner's last seqs, and give them out again.
+        // (The claim copies what the answering nodes hold beyond this log
+        // itself, so it need not wait for the whole catch-up.)
         if !self
             .shared
-            .caught_up
+            .settled
             .load(std::sync::atomic::Ordering::Acquire)
         {
             let _ = reply.send(Err(OwnerError::CatchingUp));
@@ -380,6 +383,7 @@ impl Owner {
             owned.next_seq += 1;
             let (entry, published) = stamp.sequence(&item, seq, &mut owned.in_flight);
             let part = parts.entry(item.topic.clone()).or_insert_with(|| Part {
+                term: owned.term.clone(),
                 entries: Vec::new(),
                 first_seq: seq,
                 last_seq: 0,

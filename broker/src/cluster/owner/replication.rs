@@ -132,6 +132,27 @@ pub(super) async fn apply_parts(
         while let Ok(more) = parts.try_recv() {
             batch.extend(more);
         }
+        // A part whose topic a newer owner claimed meanwhile is not this
+        // node's to append: that owner may have given its seqs out again,
+        // and appending would put the older messages in their place here.
+        let (batch, stale): (Vec<Part>, Vec<Part>) = batch.into_iter().partition(|p| {
+            p.entries
+                .first()
+                .is_none_or(|e| shared.term(&e.message.topic) == p.term)
+        });
+        for part in stale {
+            for (request, _, _) in part.waiters {
+                fail(
+                    &request,
+                    OwnerError::Unavailable(
+                        "publish not confirmed: a newer owner took the topic over".into(),
+                    ),
+                );
+            }
+        }
+        if batch.is_empty() {
+            continue;
+        }
         let entries: Vec<LogEntry> = batch
             .iter()
             .flat_map(|p| p.entries.iter().cloned())

@@ -114,3 +114,25 @@ async fn a_conflict_inside_one_pass_keeps_the_later_copy() {
     assert_eq!(hub.metrics().cluster_replaced_messages.get(), 1);
     sequencer.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_replaced_message_takes_its_idempotency_key_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sequencer, _hub, log) = start(&dir);
+    let t = Topic::parse("a.b").unwrap();
+    let keyed = |seq, ts, data: &str, key: &str| LogEntry {
+        idempotency: Some((key.to_string(), u64::MAX)),
+        ..entry(&t, seq, ts, data)
+    };
+    let old = vec![keyed(1, 101, "\"old\"", "k-old")];
+    assert!(matches!(sequencer.apply(old).await, Ok(Applied::Done)));
+    let newer = vec![keyed(1, 201, "\"new\"", "k-new")];
+    assert!(matches!(sequencer.apply(newer).await, Ok(Applied::Done)));
+    assert!(
+        log.idempotency(&t, "k-old").unwrap().is_none(),
+        "the old key names nothing stored"
+    );
+    assert_eq!(log.idempotency(&t, "k-new").unwrap().unwrap().seq, 1);
+    assert_eq!(stored(&log, &t)[0].1, 201);
+    sequencer.shutdown().await;
+}
