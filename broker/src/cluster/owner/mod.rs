@@ -16,6 +16,7 @@
 //! never holds a message that no other node could have received, so a
 //! crashed owner never comes back with a seq that the cluster reassigned.
 
+mod laggards;
 mod release;
 mod replication;
 
@@ -142,6 +143,8 @@ struct Owner {
     slots: HashMap<Topic, Slot>,
     /// Replica progress: node → topic → durable seq.
     acks: HashMap<String, HashMap<Topic, u64>>,
+    /// Since when each (peer, topic) has lagged (or was last sent again).
+    behind: HashMap<(String, Topic), Instant>,
     view: Arc<View>,
     applier: mpsc::UnboundedSender<Vec<Part>>,
     tx: mpsc::UnboundedSender<OwnerCommand>,
@@ -157,6 +160,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Own
         shared: shared.clone(),
         slots: HashMap::new(),
         acks: HashMap::new(),
+        behind: HashMap::new(),
         applier,
         tx: shared.owner_tx.clone(),
     };
@@ -182,7 +186,9 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Own
             }
             _ = tick.tick() => {
                 owner.expire();
-                let again = owner.stale_parts();
+                // Older entries first: they come before the waiting parts.
+                let mut again = owner.laggards();
+                again.extend(owner.stale_parts());
                 owner.replicate(again).await;
             }
         }

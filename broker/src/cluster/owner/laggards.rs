@@ -1,0 +1,90 @@
+//! Bringing lagging replicas along: a replica that lost a replication
+//! message (its NATS server died with it in flight, or its apply failed)
+//! learns of the gap otherwise only from the topic's next message, and the
+//! quorum may not have needed its ack — so a topic's last messages could
+//! stay missing there, with its subscribers waiting, until someone
+//! publishes again.
+
+use std::time::Instant;
+
+use super::{Owner, Slot};
+use crate::{hub::Topic, log::LogEntry};
+
+/// Most entries sent again to one lagging replica per topic and tick.
+const RESEND_MAX: usize = 256;
+/// Most entries sent again per tick in all (a restarted peer lags on every
+/// topic at once; its own catch-up copies the bulk).
+const RESEND_BUDGET: usize = 2048;
+
+impl Owner {
+    /// Stored entries that a live peer has not acknowledged a heartbeat
+    /// after it fell behind (then again every heartbeat), to replicate
+    /// again. Peers that hold them already skip them.
+    pub(super) fn laggards(&mut self) -> Vec<(Topic, LogEntry)> {
+        let after = self.shared.settings.heartbeat_interval;
+        let now = Instant::now();
+        let mut again = Vec::new();
+        let mut still_behind = std::collections::HashMap::new();
+        for (topic, slot) in &self.slots {
+            let Slot::Owned(owned) = slot else { continue };
+            let head = self.shared.hub.head(topic).last_seq;
+            // Parts still waiting are resent by `stale_parts`.
+            let applied = owned.pending.front().map_or(head, |p| p.first_seq - 1);
+            for peer in self.view.peers() {
+                // Only peers that acknowledged this owner's messages: right
+                // after a claim nothing is known of the others yet.
+                let Some(acked) = self.acks.get(peer).and_then(|a| a.get(topic)).copied() else {
+                    continue;
+                };
+                if acked >= applied {
+                    continue;
+                }
+                let key = (peer.to_string(), topic.clone());
+                let since = self.behind.get(&key).copied().unwrap_or(now);
+                if now.duration_since(since) < after {
+                    still_behind.insert(key, since);
+                    continue;
+                }
+                if again.len() >= RESEND_BUDGET {
+                    still_behind.insert(key, since);
+                    continue;
+                }
+                still_behind.insert(key, now);
+                let from = acked + 1;
+                let to = applied.min(acked + RESEND_MAX as u64);
+                again.extend(self.stored(topic, from, to));
+            }
+        }
+        self.behind = still_behind;
+        // One copy of each entry, however many peers lag.
+        again.sort_by(|(a, x), (b, y)| a.cmp(b).then(x.message.seq.cmp(&y.message.seq)));
+        again.dedup_by(|(a, x), (b, y)| a == b && x.message.seq == y.message.seq);
+        again
+    }
+
+    /// `from..=to` of `topic` from this node's log, with their keys.
+    fn stored(&self, topic: &Topic, from: u64, to: u64) -> Vec<(Topic, LogEntry)> {
+        let log = &self.shared.log;
+        let Ok(messages) = log.read(topic, from, (to - from + 1) as usize) else {
+            return Vec::new();
+        };
+        let keys = log.idempotency_in(topic, from, to).unwrap_or_default();
+        messages
+            .into_iter()
+            .filter(|m| m.seq <= to)
+            .map(|message| {
+                let idempotency = keys
+                    .iter()
+                    .find(|(_, r)| r.seq == message.seq)
+                    .map(|(k, r)| (k.clone(), r.expires_at));
+                (
+                    topic.clone(),
+                    LogEntry {
+                        message,
+                        idempotency,
+                    },
+                )
+            })
+            .collect()
+    }
+}
