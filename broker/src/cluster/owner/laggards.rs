@@ -17,9 +17,9 @@ const RESEND_MAX: usize = 256;
 const RESEND_BUDGET: usize = 2048;
 
 impl Owner {
-    /// Stored entries that a live peer has not acknowledged a heartbeat
-    /// after it fell behind (then again every heartbeat), to replicate
-    /// again. Peers that hold them already skip them.
+    /// Stored entries that a live peer has not acknowledged although its
+    /// acks for the topic have not moved for a heartbeat (then again every
+    /// heartbeat), to replicate again. Peers that hold them skip them.
     pub(super) fn laggards(&mut self) -> Vec<(Topic, LogEntry)> {
         let after = self.shared.settings.heartbeat_interval;
         let now = Instant::now();
@@ -39,17 +39,17 @@ impl Owner {
                 if acked >= applied {
                     continue;
                 }
+                // Behind, but moving (acks in flight under load): not lagging.
                 let key = (peer.to_string(), topic.clone());
-                let since = self.behind.get(&key).copied().unwrap_or(now);
-                if now.duration_since(since) < after {
-                    still_behind.insert(key, since);
+                let since = match self.behind.get(&key) {
+                    Some(&(since, at)) if at == acked => since,
+                    _ => now,
+                };
+                if now.duration_since(since) < after || again.len() >= RESEND_BUDGET {
+                    still_behind.insert(key, (since, acked));
                     continue;
                 }
-                if again.len() >= RESEND_BUDGET {
-                    still_behind.insert(key, since);
-                    continue;
-                }
-                still_behind.insert(key, now);
+                still_behind.insert(key, (now, acked));
                 let from = acked + 1;
                 let to = applied.min(acked + RESEND_MAX as u64);
                 again.extend(self.stored(topic, from, to));

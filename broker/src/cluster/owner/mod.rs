@@ -143,8 +143,9 @@ struct Owner {
     slots: HashMap<Topic, Slot>,
     /// Replica progress: node → topic → durable seq.
     acks: HashMap<String, HashMap<Topic, u64>>,
-    /// Since when each (peer, topic) has lagged (or was last sent again).
-    behind: HashMap<(String, Topic), Instant>,
+    /// Since when each (peer, topic) has lagged at the same acked seq (or
+    /// was last sent again), and that seq.
+    behind: HashMap<(String, Topic), (Instant, u64)>,
     view: Arc<View>,
     applier: mpsc::UnboundedSender<Vec<Part>>,
     tx: mpsc::UnboundedSender<OwnerCommand>,
