@@ -130,25 +130,17 @@ impl AppState {
     /// from a node that does not hold everything the cluster acknowledged
     /// could skip messages or repeat them.
     pub fn admit_subscriber(&self) -> Result<(), crate::error::ApiError> {
-        admit_subscriber(&self.lifecycle, self.engine.as_ref())
+        use crate::error::{ApiError, ErrorCode};
+        if self.shutting_down() {
+            return Err(ApiError::new(ErrorCode::Unavailable, "shutting down"));
+        }
+        self.engine.readiness().map_err(|reason| {
+            ApiError::new(
+                ErrorCode::Unavailable,
+                format!("node not ready ({reason}); retry, on another node if possible"),
+            )
+        })
     }
-}
-
-/// See [`AppState::admit_subscriber`].
-pub fn admit_subscriber(
-    lifecycle: &Lifecycle,
-    engine: &dyn Engine,
-) -> Result<(), crate::error::ApiError> {
-    use crate::error::{ApiError, ErrorCode};
-    if lifecycle.shutting_down() {
-        return Err(ApiError::new(ErrorCode::Unavailable, "shutting down"));
-    }
-    engine.readiness().map_err(|reason| {
-        ApiError::new(
-            ErrorCode::Unavailable,
-            format!("node not ready ({reason}); retry, on another node if possible"),
-        )
-    })
 }
 
 /// The part `T` registered with the app (see `http::app`); a 500 naming it

@@ -17,7 +17,6 @@ use super::{
 use crate::{
     engine::{PublishError, PublishItem, Published},
     hub::Topic,
-    log::LogEntry,
 };
 
 /// Most messages per fetch reply (also bounded to ~512 KiB).
@@ -188,25 +187,14 @@ fn serve_fetch(shared: &Shared, fetch: Fetch) -> FetchReply {
         .max
         .clamp(1, FETCH_PAGE)
         .min((to - fetch.from + 1) as usize);
-    let Ok(messages) = shared.log.read(&topic, fetch.from, max) else {
+    let Ok(stored) = shared.stored(&topic, fetch.from, to, max) else {
         return FetchReply::default();
     };
-    let keys = shared
-        .log
-        .idempotency_in(&topic, fetch.from, to)
-        .unwrap_or_default();
     let mut entries = Vec::new();
     let mut bytes = 0;
-    for message in messages.into_iter().filter(|m| m.seq <= to) {
-        bytes += message.envelope().len();
-        let idempotency = keys
-            .iter()
-            .find(|(_, r)| r.seq == message.seq)
-            .map(|(k, r)| (k.clone(), r.expires_at));
-        entries.push(WireEntry::from_entry(&LogEntry {
-            message,
-            idempotency,
-        }));
+    for entry in &stored {
+        bytes += entry.message.envelope().len();
+        entries.push(WireEntry::from_entry(entry));
         if bytes > FETCH_BYTES {
             break;
         }

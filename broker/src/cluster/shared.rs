@@ -18,7 +18,7 @@ use crate::{
     config::ClusterConfig,
     engine::{PublishError, Sequencer},
     hub::{control::Registry, presence::Presence, Hub, Topic},
-    log::{LogError, MessageLog},
+    log::{LogEntry, LogError, MessageLog},
 };
 
 pub(super) const META_TERM: &str = "term/";
@@ -104,6 +104,33 @@ impl Shared {
                 .log
                 .put_meta(META_MAX_MEMBERS, count.to_string().as_bytes());
         }
+    }
+
+    /// Up to `max` stored messages of `topic` in `from..=to`, each with its
+    /// idempotency key: what a peer needs to hold them as this node does.
+    pub fn stored(
+        &self,
+        topic: &Topic,
+        from: u64,
+        to: u64,
+        max: usize,
+    ) -> Result<Vec<LogEntry>, LogError> {
+        let messages = self.log.read(topic, from, max)?;
+        let keys = self.log.idempotency_in(topic, from, to).unwrap_or_default();
+        Ok(messages
+            .into_iter()
+            .filter(|m| m.seq <= to)
+            .map(|message| {
+                let idempotency = keys
+                    .iter()
+                    .find(|(_, r)| r.seq == message.seq)
+                    .map(|(k, r)| (k.clone(), r.expires_at));
+                LogEntry {
+                    message,
+                    idempotency,
+                }
+            })
+            .collect())
     }
 
     /// Whether publishes can be taken now.

@@ -52,7 +52,15 @@ impl Owner {
                 still_behind.insert(key, (now, acked));
                 let from = acked + 1;
                 let to = applied.min(acked + RESEND_MAX as u64);
-                again.extend(self.stored(topic, from, to));
+                let entries = self
+                    .shared
+                    .stored(topic, from, to, (to - from + 1) as usize);
+                again.extend(
+                    entries
+                        .unwrap_or_default()
+                        .into_iter()
+                        .map(|e| (topic.clone(), e)),
+                );
             }
         }
         self.behind = still_behind;
@@ -60,31 +68,5 @@ impl Owner {
         again.sort_by(|(a, x), (b, y)| a.cmp(b).then(x.message.seq.cmp(&y.message.seq)));
         again.dedup_by(|(a, x), (b, y)| a == b && x.message.seq == y.message.seq);
         again
-    }
-
-    /// `from..=to` of `topic` from this node's log, with their keys.
-    fn stored(&self, topic: &Topic, from: u64, to: u64) -> Vec<(Topic, LogEntry)> {
-        let log = &self.shared.log;
-        let Ok(messages) = log.read(topic, from, (to - from + 1) as usize) else {
-            return Vec::new();
-        };
-        let keys = log.idempotency_in(topic, from, to).unwrap_or_default();
-        messages
-            .into_iter()
-            .filter(|m| m.seq <= to)
-            .map(|message| {
-                let idempotency = keys
-                    .iter()
-                    .find(|(_, r)| r.seq == message.seq)
-                    .map(|(k, r)| (k.clone(), r.expires_at));
-                (
-                    topic.clone(),
-                    LogEntry {
-                        message,
-                        idempotency,
-                    },
-                )
-            })
-            .collect()
     }
 }
