@@ -379,18 +379,8 @@ impl Client {
     ) -> Result<Published, Error> {
         let body = serde_json::to_vec(&data)
             .map_err(|e| Error::InvalidArgument(format!("data is not serializable: {e}")))?;
-        self.retrying(|client, base| {
-            let url = endpoint(base, &["v1", "topics", topic, "messages"]);
-            let req = client
-                .inner
-                .http
-                .post(url)
-                .header(header::CONTENT_TYPE, "application/json")
-                .header("Idempotency-Key", key)
-                .body(body.clone());
-            client.inner.authorize(req)
-        })
-        .await
+        self.post_message(topic, "application/json", body.into(), key)
+            .await
     }
 
     /// Publishes raw bytes (any content: `0x00`, `0xff`, invalid UTF-8, empty)
@@ -413,14 +403,26 @@ impl Client {
         data: impl Into<bytes::Bytes>,
         key: &str,
     ) -> Result<Published, Error> {
-        let body: bytes::Bytes = data.into();
+        self.post_message(topic, "application/octet-stream", data.into(), key)
+            .await
+    }
+
+    /// `POST /v1/topics/{topic}/messages` with `body`, retried on other
+    /// nodes with the same idempotency key.
+    async fn post_message(
+        &self,
+        topic: &str,
+        content_type: &'static str,
+        body: bytes::Bytes,
+        key: &str,
+    ) -> Result<Published, Error> {
         self.retrying(|client, base| {
             let url = endpoint(base, &["v1", "topics", topic, "messages"]);
             let req = client
                 .inner
                 .http
                 .post(url)
-                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .header(header::CONTENT_TYPE, content_type)
                 .header("Idempotency-Key", key)
                 .body(body.clone());
             client.inner.authorize(req)
