@@ -14,7 +14,7 @@ use super::{
 };
 use crate::{
     engine::sequencer::Applied,
-    hub::Topic,
+    hub::{Topic, TopicHead},
     log::{LogEntry, LostRange},
 };
 
@@ -204,7 +204,21 @@ pub(crate) async fn fetch_into(
             .await
             .map_err(|e| e.to_string())?;
         let page: FetchReply = wire::decode(&reply.payload).ok_or("malformed fetch reply")?;
-        if page.entries.is_empty() {
+        // What the peer's retention removed is gone from the cluster's
+        // copies too (it removes the oldest first): account for it here as
+        // retention would, so what follows continues the topic.
+        if let Some(removed) = page.removed.filter(|r| r.seq >= next) {
+            let removed = TopicHead {
+                last_seq: removed.seq.min(to),
+                last_ts: removed.ts,
+            };
+            tracing::info!(%topic, peer, from = next, to = removed.last_seq, "the peer's retention removed these seqs; recorded as removed here");
+            shared
+                .sequencer
+                .skip(topic.clone(), removed)
+                .await
+                .map_err(|e| e.to_string())?;
+        } else if page.entries.is_empty() {
             return Err(format!("{peer} does not hold {topic} {next}..={to}"));
         }
         // Copies carry their term: learning it before they are applied means

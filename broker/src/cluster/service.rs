@@ -10,7 +10,7 @@ use super::{
     owner::{OwnerCommand, OwnerError},
     wire::{
         self, Ack, Fetch, FetchReply, Forward, ForwardAck, ForwardReply, HeadsQuery, HeadsReply,
-        WireEntry,
+        Removed, WireEntry,
     },
     Shared,
 };
@@ -179,7 +179,8 @@ fn serve_fetch(shared: &Shared, fetch: Fetch) -> FetchReply {
         return FetchReply::default();
     };
     // Only committed messages: nothing a crash here could take back.
-    let to = fetch.to.min(shared.hub.head(&topic).last_seq);
+    let head = shared.hub.head(&topic);
+    let to = fetch.to.min(head.last_seq);
     if fetch.from > to {
         return FetchReply::default();
     }
@@ -199,9 +200,23 @@ fn serve_fetch(shared: &Shared, fetch: Fetch) -> FetchReply {
             break;
         }
     }
+    // Committed seqs below the first one stored here are gone for good:
+    // say so, or a node that missed them could never catch up.
+    let removed = match stored.first() {
+        Some(first) if first.message.seq > fetch.from => Some(Removed {
+            seq: first.message.seq - 1,
+            ts: first.message.ts,
+        }),
+        Some(_) => None,
+        None => Some(Removed {
+            seq: to,
+            ts: head.last_ts,
+        }),
+    };
     FetchReply {
         entries,
         term: Some(shared.term(&topic)),
+        removed,
     }
 }
 

@@ -264,6 +264,20 @@ pub struct FetchReply {
     /// message it sent was stored under this term or an older one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub term: Option<Term>,
+    /// The replier no longer holds the asked seqs up to this one (its
+    /// retention removed them, or they were accepted as lost); the
+    /// entries, if any, follow it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub removed: Option<Removed>,
+}
+
+/// The last seq of a range a replier no longer holds.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+pub struct Removed {
+    /// Its last seq.
+    pub seq: u64,
+    /// No older than its ts (the next message's, or the topic head's).
+    pub ts: u64,
 }
 
 /// List topic heads after `after` (paging by name).

@@ -144,6 +144,17 @@ impl Hub {
         self.heads.read().len()
     }
 
+    /// Moves `topic`'s committed head forward to `head` without messages
+    /// (seqs no peer holds any more); never moves it back.
+    pub fn advance_head(&self, topic: Topic, head: TopicHead) {
+        self.clock.observe(head.last_ts);
+        let mut heads = self.heads.write();
+        let known = heads.entry(topic).or_default();
+        if known.last_seq < head.last_seq {
+            *known = head;
+        }
+    }
+
     /// Heads of every known topic `pattern` matches.
     pub fn heads_matching(&self, pattern: &Pattern) -> Vec<(Topic, TopicHead)> {
         if let Some(topic) = pattern.as_topic() {

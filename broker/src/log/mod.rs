@@ -181,6 +181,13 @@ pub trait MessageLog: Send + Sync + 'static {
     /// the next [`MessageLog::sync`].
     fn replace(&self, entries: &[LogEntry]) -> Result<(), LogError>;
 
+    /// Removes every stored message of `topic` up to `head.last_seq` and
+    /// records `head` as the head of what retention removed: the peers
+    /// this node copies from no longer hold those seqs (their retention
+    /// removed them), so it accounts for them as its own retention would.
+    /// Durable at the next [`MessageLog::sync`].
+    fn remove_through(&self, topic: &Topic, head: TopicHead) -> Result<(), LogError>;
+
     /// Writes messages fetched from a peer into ranges pending repair
     /// (see [`Damage`]); entries outside them, or below what retention
     /// removed, are skipped. Durable on return; returns how many were

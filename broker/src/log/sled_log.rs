@@ -413,6 +413,14 @@ impl MessageLog for SledLog {
         Ok(())
     }
 
+    fn remove_through(&self, topic: &Topic, head: TopicHead) -> Result<(), LogError> {
+        let _trimming = self.trim_lock.lock();
+        self.guard(|| self.write_removed(topic, head))?;
+        self.damage.resolve(topic, 0, head.last_seq);
+        self.stats.lock().remove(topic);
+        Ok(())
+    }
+
     fn repair(&self, entries: &[LogEntry]) -> Result<usize, LogError> {
         let _trimming = self.trim_lock.lock();
         let written = self.guard(|| self.write_repairs(entries))?;

@@ -10,7 +10,7 @@ use super::{
     sled_log::SledLog,
     IdempotencyRecord, LogEntry, LogError, LostRange, TopicStats, Trimmed,
 };
-use herald_core::Topic;
+use herald_core::{Topic, TopicHead};
 
 /// The body of an idempotency record.
 pub(super) fn idempotency_body(seq: u64, ts: u64, expires_at: u64) -> [u8; 24] {
@@ -92,6 +92,19 @@ impl SledLog {
             }
         }
         Ok((trimmed, last.map(|(seq, _)| seq)))
+    }
+
+    /// [`super::MessageLog::remove_through`]: trims the topic up to `head`
+    /// and records `head` as the head of what retention removed.
+    pub(super) fn write_removed(&self, topic: &Topic, head: TopicHead) -> Result<(), LogError> {
+        self.trim(topic, &mut |seq, _, _| seq <= head.last_seq)?;
+        let mut body = [0u8; 16];
+        body[..8].copy_from_slice(&head.last_seq.to_be_bytes());
+        body[8..].copy_from_slice(&head.last_ts.to_be_bytes());
+        let key = head_key(topic);
+        let value = record::seal(&key, &body);
+        self.tree.insert(key, value)?;
+        Ok(())
     }
 
     /// Writes the entries that fall in pending ranges above what retention

@@ -84,6 +84,7 @@ pub enum Applied {
 }
 
 type ApplyReply = oneshot::Sender<Result<Applied, PublishError>>;
+type SkipReply = oneshot::Sender<Result<(), PublishError>>;
 
 enum Command {
     Publish {
@@ -94,11 +95,20 @@ enum Command {
         entries: Vec<LogEntry>,
         reply: ApplyReply,
     },
+    Skip {
+        topic: Topic,
+        head: TopicHead,
+        reply: SkipReply,
+    },
 }
 
 enum Reply {
     Publish(PublishReply, Result<Vec<Published>, PublishError>),
     Apply(ApplyReply, Result<Applied, PublishError>),
+    Skip(
+        oneshot::Sender<Result<(), PublishError>>,
+        Result<(), PublishError>,
+    ),
 }
 
 /// Where a committed batch came from.
@@ -115,6 +125,9 @@ pub(super) enum Origin {
 pub struct Committed {
     /// Newly appended messages, per topic in seq order.
     pub messages: Vec<Arc<Message>>,
+    /// Heads moved past seqs that no peer holds any more (see
+    /// [`Sequencer::skip`]), set before the messages are dispatched.
+    skipped: Vec<(Topic, TopicHead)>,
     replies: Vec<Reply>,
     ticket: Option<InFlight>,
 }
@@ -123,6 +136,9 @@ impl Committed {
     /// Dispatches the messages to local subscribers, then answers the
     /// publishers (and appliers) of the batch.
     pub fn complete(mut self, hub: &Hub) {
+        for (topic, head) in self.skipped.drain(..) {
+            hub.advance_head(topic, head);
+        }
         if !self.messages.is_empty() {
             hub.dispatch(&self.messages);
         }
@@ -153,6 +169,9 @@ impl Committed {
                     let _ = tx.send(result);
                 }
                 Reply::Apply(tx, result) => {
+                    let _ = tx.send(result);
+                }
+                Reply::Skip(tx, result) => {
                     let _ = tx.send(result);
                 }
             }
@@ -268,6 +287,17 @@ impl Sequencer {
     pub async fn apply(&self, entries: Vec<LogEntry>) -> Result<Applied, PublishError> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Apply { entries, reply }).await?;
+        rx.await
+            .map_err(|_| PublishError::Unavailable(STOPPED.into()))?
+    }
+
+    /// Moves `topic`'s head to `head` without messages: the peers this
+    /// node copies from no longer hold the seqs up to it (retention removed
+    /// them), so they are recorded as removed here too and what follows can
+    /// be applied. Does nothing when the head is already there.
+    pub async fn skip(&self, topic: Topic, head: TopicHead) -> Result<(), PublishError> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Skip { topic, head, reply }).await?;
         rx.await
             .map_err(|_| PublishError::Unavailable(STOPPED.into()))?
     }

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 use super::{
     assign::{InFlightKeys, Stamp},
     Applied, ApplyReply, Command, Committed, Durability, Origin, PublishReply, Reply,
-    SequencerOptions, MAX_BATCH_ITEMS,
+    SequencerOptions, SkipReply, MAX_BATCH_ITEMS,
 };
 use crate::{
     engine::{PublishError, PublishItem},
@@ -53,6 +53,7 @@ impl Writer {
     ) {
         let mut publishes = Vec::new();
         let mut applies = Vec::new();
+        let mut skips = Vec::new();
         while let Some(first) = rx.blocking_recv() {
             let mut items = 0;
             let mut next = Some(first);
@@ -66,6 +67,7 @@ impl Writer {
                         items += entries.len();
                         applies.push((entries, reply));
                     }
+                    Command::Skip { topic, head, reply } => skips.push((topic, head, reply)),
                 }
                 if items < MAX_BATCH_ITEMS {
                     next = rx.try_recv().ok();
@@ -76,6 +78,7 @@ impl Writer {
             for batch in [
                 self.apply_pass(std::mem::take(&mut applies)),
                 self.publish_pass(std::mem::take(&mut publishes)),
+                self.skip_pass(std::mem::take(&mut skips)),
             ]
             .into_iter()
             .flatten()
@@ -179,6 +182,45 @@ impl Writer {
         Some(self.commit(pass, Origin::Replicated))
     }
 
+    /// Records each topic's range up to its new head as removed (see
+    /// [`super::Sequencer::skip`]); the heads move when the batch completes,
+    /// after every batch before it.
+    fn skip_pass(&mut self, skips: Vec<(Topic, TopicHead, SkipReply)>) -> Option<Committed> {
+        if skips.is_empty() {
+            return None;
+        }
+        let mut skipped = Vec::new();
+        let mut replies = Vec::new();
+        let mut failure = None;
+        for (topic, head, reply) in skips {
+            replies.push(Reply::Skip(reply, Ok(())));
+            let known = self.heads.get(&topic).copied().unwrap_or_default();
+            if failure.is_some() || known.last_seq >= head.last_seq {
+                continue;
+            }
+            match self.log.remove_through(&topic, head) {
+                Ok(()) => {
+                    self.heads.insert(topic.clone(), head);
+                    skipped.push((topic, head));
+                }
+                Err(e) => failure = Some(e),
+            }
+        }
+        if failure.is_none() && !skipped.is_empty() && self.options.durability == Durability::Always
+        {
+            failure = self.log.sync().err();
+        }
+        if let Some(e) = failure {
+            return Some(self.fail(replies, e));
+        }
+        Some(Committed {
+            messages: Vec::new(),
+            skipped,
+            replies,
+            ticket: None,
+        })
+    }
+
     /// A replicated entry at a seq this node holds: the same message is
     /// skipped; a different one comes from a newer term than the stored one
     /// (a replica accepts only the newest term it knows, and learns the
@@ -236,6 +278,7 @@ impl Writer {
         if pass.entries.is_empty() {
             return Committed {
                 messages: Vec::new(),
+                skipped: Vec::new(),
                 replies: pass.replies,
                 ticket: None,
             };
@@ -285,6 +328,7 @@ impl Writer {
             .observe(started.elapsed().as_secs_f64());
         Committed {
             messages: pass.entries.into_iter().map(|e| e.message).collect(),
+            skipped: Vec::new(),
             replies: pass.replies,
             ticket: Some(ticket),
         }
@@ -317,10 +361,12 @@ impl Writer {
             .map(|r| match r {
                 Reply::Publish(tx, _) => Reply::Publish(tx, Err(err.clone())),
                 Reply::Apply(tx, _) => Reply::Apply(tx, Err(err.clone())),
+                Reply::Skip(tx, _) => Reply::Skip(tx, Err(err.clone())),
             })
             .collect();
         Committed {
             messages: Vec::new(),
+            skipped: Vec::new(),
             replies,
             ticket: None,
         }

@@ -81,6 +81,12 @@ fn ranges(topic: &Topic, seqs: &[u64]) -> Vec<LostRange> {
 }
 
 /// Checks the records of an open log against themselves and the journal.
+/// What the start-up check finds in `log` (for tests beside the code).
+#[cfg(test)]
+pub(crate) fn check(log: &SledLog) -> Report {
+    examine(log).report
+}
+
 fn examine(log: &SledLog) -> Examined {
     let dir = log.dir();
     let mut findings = Vec::new();
