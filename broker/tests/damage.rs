@@ -636,3 +636,50 @@ async fn a_clustered_node_repairs_a_hole_from_a_peer_before_it_is_ready() {
     );
     drop(node);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_node_whose_repair_cannot_finish_still_notices_nats_going_away() {
+    let mut nats = NatsServer::start();
+    let url = nats.url();
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("data");
+    let mut node = Node::start_in(&dir, &["--nats", &url, "--node-id", "n1"]);
+    wait_ready(&node, TIMEOUT).await;
+    publish_acked(&node.url(""), 3).await;
+    assert!(node.sigterm().success());
+    // A hole no peer can fill: the node retries its repair and stays unready.
+    with_tree(&dir, |t| {
+        for seq in 10..=19 {
+            t.remove(message_key("d.t1", seq)).unwrap();
+        }
+    });
+    let node = Node::start_in(&dir, &["--nats", &url, "--node-id", "n1"]);
+    // Past the few heartbeats a catch-up first waits: it is retrying now.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (status, _) = get_json(&node, "/readyz").await;
+    assert_eq!(status, 503, "a hole is pending");
+    nats.stop();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !node.logs().contains("lost NATS") {
+        assert!(
+            Instant::now() < deadline,
+            "the lost connection went unnoticed while the repair retried: {}",
+            node.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Back: it retries the repair again, still unready, still serving.
+    let nats = NatsServer::start_on(nats.port);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !node.logs().contains("(re)established") {
+        assert!(
+            Instant::now() < deadline,
+            "no reconnection: {}",
+            node.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, _) = get_json(&node, "/readyz").await;
+    assert_eq!(status, 503, "the hole is still pending");
+    drop(nats);
+}

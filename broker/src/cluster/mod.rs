@@ -51,6 +51,7 @@ use std::{
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use tokio::{sync::mpsc, task::JoinHandle};
+use tokio_util::task::AbortOnDropHandle;
 
 use self::{
     membership::Membership,
@@ -237,10 +238,19 @@ impl ClusterEngine {
         let catchup = shared.clone();
         tasks.push(tokio::spawn(async move {
             // NATS connection events (the first connection included): catch
-            // up after every (re)connection.
+            // up after every (re)connection. The catch-up runs beside this
+            // loop (a catch-up that cannot finish must not keep a lost
+            // connection unnoticed) and a new event ends it.
+            let mut catching_up: Option<AbortOnDropHandle<()>> = None;
             while let Some(event) = events.recv().await {
                 match event {
                     async_nats::Event::Disconnected => {
+                        // Ended before the flags go down, so it cannot
+                        // report ready after them.
+                        if let Some(task) = catching_up.take() {
+                            task.abort();
+                            let _ = task.await;
+                        }
                         tracing::warn!("lost NATS; publishes fail until it is back");
                         catchup.connected.store(false, Ordering::Release);
                         catchup.caught_up.store(false, Ordering::Release);
@@ -255,7 +265,13 @@ impl ClusterEngine {
                         tracing::info!("NATS connection (re)established");
                         catchup.connected.store(true, Ordering::Release);
                         connections_tx.send_modify(|n| *n += 1);
-                        catchup::run(catchup.clone()).await;
+                        if let Some(task) = catching_up.take() {
+                            task.abort();
+                            let _ = task.await;
+                        }
+                        catching_up = Some(AbortOnDropHandle::new(tokio::spawn(catchup::run(
+                            catchup.clone(),
+                        ))));
                     }
                     // Refused credentials or permissions: the node stays
                     // unready and retries, so say why loudly.
