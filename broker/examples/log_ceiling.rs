@@ -8,7 +8,7 @@
 //! many publishers spread over many topics make them.
 //!
 //! ```sh
-//! cargo run --release -p herald --example log_ceiling -- [SECS] [TOPICS] [PAYLOAD]
+//! cargo run --release -p herald --example log_ceiling -- [SECS] [TOPICS] [PAYLOAD] [LAYERS]
 //! ```
 //!
 //! Prints one line per layer, durability and batch size. Run it on the
@@ -26,6 +26,15 @@ fn envelope(topic: &str, seq: u64, ts: u64, payload: usize) -> Vec<u8> {
     let data = "x".repeat(payload.saturating_sub(2));
     format!(r#"{{"topic":"{topic}","seq":{seq},"ts":{ts},"data":"{data}"}}"#).into_bytes()
 }
+
+/// Layers the fourth argument may list (comma-separated; default
+/// `sled,herald`). Besides Herald's own layout and `SledLog`, three
+/// layouts Herald could use instead, to know their ceilings first:
+/// `seq` one key per message in arrival order (sequential keys), `pass`
+/// one key per batch holding all of its messages, `chunked` `pass` plus a
+/// compaction every 500 ms that rewrites the batches as one value per topic
+/// and removes them (what per-topic reads would need), on the same thread.
+const LAYERS: [&str; 5] = ["sled", "herald", "seq", "pass", "chunked"];
 
 struct Run {
     layer: &'static str,
@@ -46,7 +55,15 @@ fn main() {
         "{:<10} {:<8} {:>6} {:>12} {:>14} {:>10}",
         "layer", "mode", "batch", "msg/s", "batches/s", "µs/msg"
     );
-    for layer in ["sled", "herald"] {
+    let layers: Vec<&'static str> = match args.get(3).map(String::as_str) {
+        Some(list) => LAYERS
+            .iter()
+            .copied()
+            .filter(|l| list.split(',').any(|x| x == *l))
+            .collect(),
+        None => vec!["sled", "herald"],
+    };
+    for layer in layers {
         for always in [true, false] {
             for batch in [1, 16, 64, 256, 1024] {
                 let run = Run {
@@ -89,6 +106,75 @@ fn measure(run: &Run, names: &[String], payload: usize, secs: f64) -> (u64, u64,
     let (mut messages, mut batches) = (0u64, 0u64);
     let started = Instant::now();
     match run.layer {
+        "seq" | "pass" | "chunked" => {
+            let db = sled::Config::new()
+                .path(dir.path())
+                .cache_capacity(64 << 20)
+                .flush_every_ms(Some(500))
+                .open()
+                .expect("sled opens");
+            let tree = db.open_tree("log").expect("tree");
+            let mut counter = 0u64;
+            let mut pending: Vec<Vec<(usize, u64, Vec<u8>)>> = vec![Vec::new(); names.len()];
+            let mut pass_keys: Vec<Vec<u8>> = Vec::new();
+            let mut compacted = Instant::now();
+            while started.elapsed() < deadline {
+                let mut batch = sled::Batch::default();
+                let mut pass_value = Vec::new();
+                for (t, seq) in take(run.batch) {
+                    let value = envelope(&names[t], seq, 0, payload);
+                    match run.layer {
+                        "seq" => {
+                            counter += 1;
+                            let mut key = b"g".to_vec();
+                            key.extend_from_slice(&counter.to_be_bytes());
+                            batch.insert(key, value);
+                        }
+                        _ => {
+                            pass_value.extend_from_slice(&(value.len() as u32).to_be_bytes());
+                            pass_value.extend_from_slice(&value);
+                            if run.layer == "chunked" {
+                                pending[t].push((t, seq, value));
+                            }
+                        }
+                    }
+                }
+                if run.layer != "seq" {
+                    counter += 1;
+                    let mut key = b"w".to_vec();
+                    key.extend_from_slice(&counter.to_be_bytes());
+                    pass_keys.push(key.clone());
+                    batch.insert(key, pass_value);
+                }
+                tree.apply_batch(batch).expect("batch");
+                if run.always {
+                    db.flush().expect("flush");
+                }
+                if run.layer == "chunked" && compacted.elapsed() >= Duration::from_millis(500) {
+                    let mut batch = sled::Batch::default();
+                    for (t, messages) in pending.iter_mut().enumerate() {
+                        let Some(first) = messages.first().map(|m| m.1) else {
+                            continue;
+                        };
+                        let mut key = format!("c{}\0", names[t]).into_bytes();
+                        key.extend_from_slice(&first.to_be_bytes());
+                        let mut value = Vec::new();
+                        for (_, _, m) in messages.drain(..) {
+                            value.extend_from_slice(&(m.len() as u32).to_be_bytes());
+                            value.extend_from_slice(&m);
+                        }
+                        batch.insert(key, value);
+                    }
+                    for key in pass_keys.drain(..) {
+                        batch.remove(key);
+                    }
+                    tree.apply_batch(batch).expect("compaction");
+                    compacted = Instant::now();
+                }
+                messages += run.batch as u64;
+                batches += 1;
+            }
+        }
         "sled" => {
             let db = sled::Config::new()
                 .path(dir.path())
