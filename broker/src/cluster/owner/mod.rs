@@ -147,6 +147,10 @@ struct Owner {
     /// was last sent again), and that seq.
     behind: HashMap<(String, Topic), (Instant, u64)>,
     view: Arc<View>,
+    /// Topics whose waiting parts may have reached their quorum since the
+    /// last [`Owner::advance`] (acked or published to), so it need not
+    /// look at every owned topic after every command.
+    touched: HashSet<Topic>,
     applier: mpsc::UnboundedSender<Vec<Part>>,
     tx: mpsc::UnboundedSender<OwnerCommand>,
 }
@@ -162,6 +166,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Own
         slots: HashMap::new(),
         acks: HashMap::new(),
         behind: HashMap::new(),
+        touched: HashSet::new(),
         applier,
         tx: shared.owner_tx.clone(),
     };
@@ -183,9 +188,12 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Own
                 if changed.is_err() { return }
                 let view = views.borrow_and_update().clone();
                 owner.on_view(view);
+                owner.touch_all();
                 owner.advance();
             }
             _ = tick.tick() => {
+                owner.touch_all();
+                owner.advance();
                 owner.expire();
                 // Older entries first: they come before the waiting parts.
                 let mut again = owner.laggards();
@@ -408,6 +416,7 @@ impl Owner {
         for (topic, part) in parts {
             if let Some(Slot::Owned(owned)) = self.slots.get_mut(&topic) {
                 owned.pending.push_back(part);
+                self.touched.insert(topic);
             }
         }
         for (index, published) in immediate {

@@ -1,7 +1,7 @@
 //! Replication from the owner: publishing sequenced entries to the peers,
 //! counting their acks, and appending quorum-confirmed parts in seq order.
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use tokio::sync::mpsc;
 
@@ -26,9 +26,12 @@ impl Owner {
         let subject = self.shared.subject(&format!("c.rep.{}", self.shared.node));
         let mut batch: Vec<WireEntry> = Vec::new();
         let mut terms: Vec<(String, Term)> = Vec::new();
+        // Topics whose term this message carries already (a set: a message
+        // holds up to thousands of entries over as many topics).
+        let mut termed: HashSet<&Topic> = HashSet::new();
         let mut bytes = 0;
         for (i, (topic, entry)) in outgoing.iter().enumerate() {
-            if !terms.iter().any(|(t, _)| t == topic.as_str()) {
+            if termed.insert(topic) {
                 if let Some(Slot::Owned(o)) = self.slots.get(topic) {
                     terms.push((topic.as_str().to_string(), o.term.clone()));
                 }
@@ -36,6 +39,7 @@ impl Owner {
             bytes += entry.message.envelope().len() + 64;
             batch.push(WireEntry::from_entry(entry));
             if bytes > 512 * 1024 || i + 1 == outgoing.len() {
+                termed.clear();
                 let message = Replicate {
                     owner: self.shared.node.clone(),
                     terms: std::mem::take(&mut terms),
@@ -88,18 +92,29 @@ impl Owner {
         let progress = self.acks.entry(ack.node).or_default();
         for (topic, seq) in ack.heads {
             if let Ok(topic) = Topic::parse(&topic) {
+                self.touched.insert(topic.clone());
                 let slot = progress.entry(topic).or_default();
                 *slot = (*slot).max(seq);
             }
         }
     }
 
-    /// Hands every part that reached its quorum to the applier, in order.
+    /// Makes the next [`Owner::advance`] look at every owned topic (the
+    /// view, and with it the quorum, changed).
+    pub(super) fn touch_all(&mut self) {
+        self.touched.extend(self.slots.keys().cloned());
+    }
+
+    /// Hands every part of the touched topics that reached its quorum to
+    /// the applier, in order.
     pub(super) fn advance(&mut self) {
         let required = self.shared.required_acks();
         let mut ready = Vec::new();
-        for (topic, slot) in &mut self.slots {
-            let Slot::Owned(owned) = slot else { continue };
+        for topic in self.touched.drain() {
+            let Some(Slot::Owned(owned)) = self.slots.get_mut(&topic) else {
+                continue;
+            };
+            let topic = &topic;
             while let Some(part) = owned.pending.front() {
                 let confirmed = self
                     .view
