@@ -185,7 +185,7 @@ impl SledLog {
 }
 
 /// The sled writes that store `entries` and their idempotency keys.
-fn entry_batch(entries: &[LogEntry]) -> sled::Batch {
+pub(super) fn entry_batch(entries: &[LogEntry]) -> sled::Batch {
     let mut batch = sled::Batch::default();
     for entry in entries {
         let m = &entry.message;
@@ -385,32 +385,7 @@ impl MessageLog for SledLog {
         // Only messages still stored: under the retention lock, so nothing
         // is written back below what retention removed meanwhile.
         let _trimming = self.trim_lock.lock();
-        let mut present = Vec::with_capacity(entries.len());
-        for entry in entries {
-            let m = &entry.message;
-            if self.guard(|| Ok(self.tree.contains_key(message_key(&m.topic, m.seq))?))? {
-                present.push(entry.clone());
-            }
-        }
-        let entries = &present[..];
-        let mut batch = entry_batch(entries);
-        // The keys of the replaced messages name nothing stored any more.
-        for entry in entries {
-            let m = &entry.message;
-            let new_key = entry.idempotency.as_ref().map(|(k, _)| k.as_str());
-            for (key, _) in self.idempotency_in(&m.topic, m.seq, m.seq)? {
-                if Some(key.as_str()) != new_key {
-                    batch.remove(idempotency_key(&m.topic, &key));
-                }
-            }
-        }
-        self.guard(|| Ok(self.tree.apply_batch(batch)?))?;
-        // Sizes changed under the cached stats: recount on the next read.
-        let mut stats = self.stats.lock();
-        for entry in entries {
-            stats.remove(&entry.message.topic);
-        }
-        Ok(())
+        self.write_replacements(entries)
     }
 
     fn remove_through(&self, topic: &Topic, head: TopicHead) -> Result<(), LogError> {
@@ -447,78 +422,4 @@ impl MessageLog for SledLog {
 }
 
 #[cfg(test)]
-pub(super) mod tests {
-    use super::*;
-
-    /// Opens the log in `dir`, waiting out the previous handle's file lock.
-    pub(in crate::log) fn open(dir: &Path) -> SledLog {
-        let options = SledOptions {
-            cache_bytes: 8 << 20,
-            flush_every_ms: 500,
-        };
-        // sled's flusher thread may hold the file lock for a moment after
-        // the previous handle in this process is dropped.
-        for _ in 0..100 {
-            match SledLog::open(dir, &options) {
-                Ok(log) => return log,
-                Err(e) if e.to_string().contains("could not acquire lock") => {
-                    std::thread::sleep(std::time::Duration::from_millis(20))
-                }
-                Err(e) => panic!("{e}"),
-            }
-        }
-        panic!("log still locked")
-    }
-
-    /// A message of `topic` with the given seq and ts.
-    pub(in crate::log) fn entry(topic: &Topic, seq: u64, ts: u64) -> LogEntry {
-        LogEntry {
-            message: Message::new(topic.clone(), seq, ts, &seq.to_string()),
-            idempotency: None,
-        }
-    }
-
-    #[test]
-    fn append_read_trim_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let a = Topic::parse("a").unwrap();
-        let ab = Topic::parse("a.b").unwrap();
-        {
-            let log = open(dir.path());
-            let mut entries: Vec<_> = (1..=10).map(|s| entry(&a, s, 100 + s)).collect();
-            entries.push(entry(&ab, 1, 50));
-            entries[0].idempotency = Some(("k1".into(), 999));
-            log.append(&entries).unwrap();
-            log.sync().unwrap();
-            let got: Vec<u64> = log.read(&a, 4, 3).unwrap().iter().map(|m| m.seq).collect();
-            assert_eq!(got, vec![4, 5, 6]);
-            assert_eq!(
-                log.read(&ab, 1, 10).unwrap().len(),
-                1,
-                "a.b is its own range"
-            );
-            assert_eq!(log.first_seq_since_ts(&a, 107, 10).unwrap(), Some(7));
-            assert_eq!(log.first_seq_since_ts(&a, 200, 10).unwrap(), None);
-            assert_eq!(log.stats(&a).unwrap().count, 10);
-            let t = log.trim_front(&a, &mut |seq, _, _| seq <= 3).unwrap();
-            assert_eq!(t.messages, 3);
-            assert_eq!(log.stats(&a).unwrap().first_seq, Some(4));
-            assert_eq!(log.idempotency(&a, "k1").unwrap().unwrap().seq, 1);
-            assert_eq!(log.expire_idempotency(1000).unwrap(), 1);
-            log.sync().unwrap();
-        }
-        let log = open(dir.path());
-        let mut heads = log.heads().unwrap();
-        heads.sort_by(|x, y| x.0.cmp(&y.0));
-        assert_eq!(
-            heads[0].1,
-            TopicHead {
-                last_seq: 10,
-                last_ts: 110
-            }
-        );
-        assert_eq!(heads[1].1.last_seq, 1);
-        assert_eq!(log.read(&a, 0, 100).unwrap().first().unwrap().seq, 4);
-        assert!(log.idempotency(&a, "k1").unwrap().is_none());
-    }
-}
+pub(super) mod tests;

@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use super::{
     keys::{head_key, idempotency_key, lost_key, message_key, message_prefix, seq_of_key, u64_at},
     record::{self, SEAL_LEN},
-    sled_log::SledLog,
+    sled_log::{entry_batch, SledLog},
     IdempotencyRecord, LogEntry, LogError, LostRange, TopicStats, Trimmed,
 };
 use herald_core::{Topic, TopicHead};
@@ -104,6 +104,38 @@ impl SledLog {
         let key = head_key(topic);
         let value = record::seal(&key, &body);
         self.tree.insert(key, value)?;
+        Ok(())
+    }
+
+    /// [`super::MessageLog::replace`], under the retention lock: the
+    /// entries whose seqs are still stored take their place, and the
+    /// replaced messages' idempotency keys go.
+    pub(super) fn write_replacements(&self, entries: &[LogEntry]) -> Result<(), LogError> {
+        let mut present = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let m = &entry.message;
+            if self.guard(|| Ok(self.tree.contains_key(message_key(&m.topic, m.seq))?))? {
+                present.push(entry.clone());
+            }
+        }
+        let entries = &present[..];
+        let mut batch = entry_batch(entries);
+        // The keys of the replaced messages name nothing stored any more.
+        for entry in entries {
+            let m = &entry.message;
+            let new_key = entry.idempotency.as_ref().map(|(k, _)| k.as_str());
+            for (key, _) in super::MessageLog::idempotency_in(self, &m.topic, m.seq, m.seq)? {
+                if Some(key.as_str()) != new_key {
+                    batch.remove(idempotency_key(&m.topic, &key));
+                }
+            }
+        }
+        self.guard(|| Ok(self.tree.apply_batch(batch)?))?;
+        // Sizes changed under the cached stats: recount on the next read.
+        let mut stats = self.stats.lock();
+        for entry in entries {
+            stats.remove(&entry.message.topic);
+        }
         Ok(())
     }
 
