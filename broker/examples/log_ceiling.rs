@@ -87,6 +87,18 @@ fn main() {
     }
 }
 
+/// Raw sled with Herald's configuration, and one tree.
+fn open_raw(dir: &std::path::Path) -> (sled::Db, sled::Tree) {
+    let db = sled::Config::new()
+        .path(dir)
+        .cache_capacity(64 << 20)
+        .flush_every_ms(Some(500))
+        .open()
+        .expect("sled opens");
+    let tree = db.open_tree("log").expect("tree");
+    (db, tree)
+}
+
 /// Appends batches for `secs`; returns messages, batches and time taken.
 fn measure(run: &Run, names: &[String], payload: usize, secs: f64) -> (u64, u64, Duration) {
     let dir = tempfile::tempdir().expect("temp dir");
@@ -107,13 +119,7 @@ fn measure(run: &Run, names: &[String], payload: usize, secs: f64) -> (u64, u64,
     let started = Instant::now();
     match run.layer {
         "seq" | "pass" | "chunked" => {
-            let db = sled::Config::new()
-                .path(dir.path())
-                .cache_capacity(64 << 20)
-                .flush_every_ms(Some(500))
-                .open()
-                .expect("sled opens");
-            let tree = db.open_tree("log").expect("tree");
+            let (db, tree) = open_raw(dir.path());
             let mut counter = 0u64;
             let mut pending: Vec<Vec<(usize, u64, Vec<u8>)>> = vec![Vec::new(); names.len()];
             let mut pass_keys: Vec<Vec<u8>> = Vec::new();
@@ -176,13 +182,7 @@ fn measure(run: &Run, names: &[String], payload: usize, secs: f64) -> (u64, u64,
             }
         }
         "sled" => {
-            let db = sled::Config::new()
-                .path(dir.path())
-                .cache_capacity(64 << 20)
-                .flush_every_ms(Some(500))
-                .open()
-                .expect("sled opens");
-            let tree = db.open_tree("log").expect("tree");
+            let (db, tree) = open_raw(dir.path());
             while started.elapsed() < deadline {
                 let mut batch = sled::Batch::default();
                 for (t, seq) in take(run.batch) {
