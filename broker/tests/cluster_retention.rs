@@ -1,7 +1,8 @@
 //! A node that was down while its peers' retention removed messages it never
-//! got: it must still catch up and report ready, account for the removed
-//! seqs as its own retention would (a gap for a resuming client, never a
-//! reused seq), and continue the topics with the cluster.
+//! got (and whose own copy of some of them was damaged meanwhile): it must
+//! still catch up and report ready, account for the removed seqs as its own
+//! retention would (a gap for a resuming client, never a reused seq), and
+//! continue the topics with the cluster.
 
 mod common;
 
@@ -55,18 +56,46 @@ max_messages = 0
 "#,
     )
     .unwrap();
+    // n3 keeps more history than its peers (default retention): what they
+    // removed is gone from the cluster all the same.
+    let loose = dir.path().join("loose.toml");
+    std::fs::write(&loose, "[log]\nretention_interval = \"200ms\"\n").unwrap();
     let nats = NatsServer::start();
-    let mut nodes = start_cluster(&nats, 3, &["--config", config.to_str().unwrap()]).await;
+    let url = nats.url();
+    let mut nodes: Vec<Node> = [("n1", &config), ("n2", &config), ("n3", &loose)]
+        .iter()
+        .map(|(id, config)| {
+            Node::start(&[
+                "--nats",
+                &url,
+                "--node-id",
+                id,
+                "--config",
+                config.to_str().unwrap(),
+            ])
+        })
+        .collect();
+    for node in &nodes {
+        wait_ready(node, TIMEOUT).await;
+    }
+    tokio::time::sleep(Duration::from_millis(1500)).await;
 
     for i in 1..=5 {
         assert_eq!(publish_acked(&nodes[0], "kept.a", json!(i)).await, i);
+    }
+    // kept.b runs to 45 while n3 is up: n3 keeps all of it.
+    for i in 1..=45 {
+        assert_eq!(publish_acked(&nodes[1], "kept.b", json!(i)).await, i);
     }
     for i in 1..=3 {
         assert_eq!(publish_acked(&nodes[0], "aged.a", json!(i)).await, i);
     }
     // n3 holds them before it goes down.
     let deadline = tokio::time::Instant::now() + TIMEOUT;
-    while retained(&nodes[2], "kept.a").await.1 < 5 || retained(&nodes[2], "aged.a").await.1 < 3 {
+    while retained(&nodes[2], "kept.a").await.1 < 5
+        || retained(&nodes[2], "aged.a").await.1 < 3
+        || retained(&nodes[2], "kept.b").await.1 < 45
+    {
         assert!(
             tokio::time::Instant::now() < deadline,
             "n3 never got the first messages"
@@ -88,7 +117,8 @@ max_messages = 0
         loop {
             let kept = retained(node, "kept.a").await;
             let aged = retained(node, "aged.a").await;
-            if kept.0 == 36 && aged.2.is_empty() {
+            let kept_b = retained(node, "kept.b").await.0;
+            if kept.0 == 36 && aged.2.is_empty() && kept_b == 36 {
                 assert_eq!((kept.1, aged.1), (45, 6));
                 break;
             }
@@ -101,9 +131,45 @@ max_messages = 0
         }
     }
 
+    // And n3's own copies of kept.a and kept.b 2..=3 are damaged while it
+    // is down: holes its peers cannot fill any more (their retention
+    // removed those seqs). kept.a's is passed over by the catch-up; kept.b
+    // is not behind, so its hole is the repair's to settle.
+    {
+        let db = sled::Config::new()
+            .path(nodes[2].data_dir.join("log"))
+            .open()
+            .unwrap();
+        let tree = db.open_tree("log-v3").unwrap();
+        for (topic, seq) in [
+            ("kept.a", 2u64),
+            ("kept.a", 3),
+            ("kept.b", 2),
+            ("kept.b", 3),
+        ] {
+            let mut key = format!("m{topic}\0").into_bytes();
+            key.extend_from_slice(&seq.to_be_bytes());
+            assert!(tree.remove(key).unwrap().is_some(), "n3 held {topic} {seq}");
+        }
+        db.flush().unwrap();
+    }
+
     nodes[2].kill9_and_restart();
     wait_ready(&nodes[2], Duration::from_secs(30)).await;
     let n3 = &nodes[2];
+    assert!(
+        n3.logs()
+            .lines()
+            .any(|l| l.contains("range=kept.b seqs 2..=3")
+                && l.contains("the peer's retention removed these seqs; removed here too")),
+        "kept.b's damaged range was settled by the peers' retention: {}",
+        n3.logs()
+    );
+    assert_eq!(
+        retained(n3, "kept.b").await,
+        (4, 45, (4..=45).collect()),
+        "n3 keeps what it holds above the removed range"
+    );
     assert_eq!(
         retained(n3, "kept.a").await,
         (36, 45, (36..=45).collect()),

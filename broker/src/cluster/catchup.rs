@@ -89,6 +89,22 @@ async fn repair_from(shared: &Arc<Shared>, peer: &str, range: &LostRange) -> Res
             .await
             .map_err(|e| e.to_string())?;
         let page: FetchReply = wire::decode(&reply.payload).ok_or("malformed fetch reply")?;
+        // Seqs the peer's retention removed: the damaged ones among them are
+        // removed here too (with what is stored below them, as retention
+        // would), which settles them.
+        if let Some(removed) = page.removed.filter(|r| r.seq >= next) {
+            let through = TopicHead {
+                last_seq: removed.seq.min(range.to),
+                last_ts: removed.ts,
+            };
+            let (log, topic) = (shared.log.clone(), range.topic.clone());
+            tokio::task::spawn_blocking(move || log.remove_through(&topic, through))
+                .await
+                .map_err(|e| e.to_string())?
+                .map_err(|e| e.to_string())?;
+            tracing::info!(%range, peer, to = through.last_seq, "the peer's retention removed these seqs; removed here too");
+            next = through.last_seq + 1;
+        }
         let entries: Vec<LogEntry> = page
             .entries
             .into_iter()
@@ -98,6 +114,9 @@ async fn repair_from(shared: &Arc<Shared>, peer: &str, range: &LostRange) -> Res
             })
             .collect();
         let Some(last) = entries.last().map(|e| e.message.seq) else {
+            if next > range.to {
+                break;
+            }
             return Err(format!("{peer} does not hold {range} from {next}"));
         };
         let log = shared.log.clone();

@@ -269,6 +269,8 @@ impl ClusterEngine {
                             task.abort();
                             let _ = task.await;
                         }
+                        catchup.caught_up.store(false, Ordering::Release);
+                        catchup.settled.store(false, Ordering::Release);
                         catching_up = Some(AbortOnDropHandle::new(tokio::spawn(catchup::run(
                             catchup.clone(),
                         ))));

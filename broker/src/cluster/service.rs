@@ -179,8 +179,7 @@ fn serve_fetch(shared: &Shared, fetch: Fetch) -> FetchReply {
         return FetchReply::default();
     };
     // Only committed messages: nothing a crash here could take back.
-    let head = shared.hub.head(&topic);
-    let to = fetch.to.min(head.last_seq);
+    let to = fetch.to.min(shared.hub.head(&topic).last_seq);
     if fetch.from > to {
         return FetchReply::default();
     }
@@ -200,18 +199,16 @@ fn serve_fetch(shared: &Shared, fetch: Fetch) -> FetchReply {
             break;
         }
     }
-    // Committed seqs below the first one stored here are gone for good:
-    // say so, or a node that missed them could never catch up.
-    let removed = match stored.first() {
-        Some(first) if first.message.seq > fetch.from => Some(Removed {
-            seq: first.message.seq - 1,
-            ts: first.message.ts,
+    // Seqs this node's retention removed are gone for good: say how far, or
+    // a node that missed them could never catch up. (Only retention's: a
+    // range accepted as lost here may still be held by another node.)
+    let removed = match shared.log.removed_through(&topic) {
+        Ok(Some(r)) if r.last_seq >= fetch.from => Some(Removed {
+            seq: r.last_seq.min(to),
+            ts: r.last_ts,
         }),
-        Some(_) => None,
-        None => Some(Removed {
-            seq: to,
-            ts: head.last_ts,
-        }),
+        Ok(_) => None,
+        Err(_) => return FetchReply::default(),
     };
     FetchReply {
         entries,

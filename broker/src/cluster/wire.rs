@@ -264,8 +264,7 @@ pub struct FetchReply {
     /// message it sent was stored under this term or an older one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub term: Option<Term>,
-    /// The replier no longer holds the asked seqs up to this one (its
-    /// retention removed them, or they were accepted as lost); the
+    /// The replier's retention removed the asked seqs up to this one; the
     /// entries, if any, follow it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub removed: Option<Removed>,
@@ -276,7 +275,7 @@ pub struct FetchReply {
 pub struct Removed {
     /// Its last seq.
     pub seq: u64,
-    /// No older than its ts (the next message's, or the topic head's).
+    /// The ts of the last message retention removed.
     pub ts: u64,
 }
 

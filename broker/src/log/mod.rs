@@ -181,6 +181,10 @@ pub trait MessageLog: Send + Sync + 'static {
     /// the next [`MessageLog::sync`].
     fn replace(&self, entries: &[LogEntry]) -> Result<(), LogError>;
 
+    /// The head of what retention removed from `topic` (its last seq and
+    /// ts), if it removed anything. Ranges accepted as lost are not in it.
+    fn removed_through(&self, topic: &Topic) -> Result<Option<TopicHead>, LogError>;
+
     /// Removes every stored message of `topic` up to `head.last_seq` and
     /// records `head` as the head of what retention removed: the peers
     /// this node copies from no longer hold those seqs (their retention

@@ -43,7 +43,7 @@ use super::{
     contain::contain,
     damage::{Damage, LostRange},
     format, heads,
-    keys::{idempotency_key, message_key, seq_of_key, u64_at},
+    keys::{head_key, idempotency_key, message_key, seq_of_key, u64_at},
     record,
     sled_maint::idempotency_body,
     IdempotencyRecord, LogEntry, LogError, MessageLog, TopicStats, Trimmed,
@@ -386,6 +386,20 @@ impl MessageLog for SledLog {
         // is written back below what retention removed meanwhile.
         let _trimming = self.trim_lock.lock();
         self.write_replacements(entries)
+    }
+
+    fn removed_through(&self, topic: &Topic) -> Result<Option<TopicHead>, LogError> {
+        self.guard(|| {
+            let key = head_key(topic);
+            let Some(value) = self.tree.get(&key)? else {
+                return Ok(None);
+            };
+            let body = self.open_value(|| format!("retention record of {topic}"), &key, &value)?;
+            Ok(Some(TopicHead {
+                last_seq: u64_at(body, 0)?,
+                last_ts: u64_at(body, 8)?,
+            }))
+        })
     }
 
     fn remove_through(&self, topic: &Topic, head: TopicHead) -> Result<(), LogError> {

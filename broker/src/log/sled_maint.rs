@@ -97,13 +97,25 @@ impl SledLog {
     /// [`super::MessageLog::remove_through`]: trims the topic up to `head`
     /// and records `head` as the head of what retention removed.
     pub(super) fn write_removed(&self, topic: &Topic, head: TopicHead) -> Result<(), LogError> {
+        // Trimmed first (each of its batches records the head it reached),
+        // then the head moves on to `head`: a crash between leaves a lower
+        // head, which the next skip moves again.
         self.trim(topic, &mut |seq, _, _| seq <= head.last_seq)?;
         let mut body = [0u8; 16];
         body[..8].copy_from_slice(&head.last_seq.to_be_bytes());
         body[8..].copy_from_slice(&head.last_ts.to_be_bytes());
         let key = head_key(topic);
-        let value = record::seal(&key, &body);
-        self.tree.insert(key, value)?;
+        let recorded = match self.tree.get(&key)? {
+            Some(value) => u64_at(
+                self.open_value(|| format!("retention record of {topic}"), &key, &value)?,
+                0,
+            )?,
+            None => 0,
+        };
+        if recorded < head.last_seq {
+            let value = record::seal(&key, &body);
+            self.tree.insert(key, value)?;
+        }
         Ok(())
     }
 

@@ -189,8 +189,15 @@ impl Writer {
         if skips.is_empty() {
             return None;
         }
-        let mut skipped = Vec::new();
         let mut replies = Vec::new();
+        if !self.healthy.load(Ordering::Acquire) {
+            replies.extend(skips.into_iter().map(|(_, _, r)| Reply::Skip(r, Ok(()))));
+            return Some(Self::failed(
+                replies,
+                "storage failed; the node must be restarted",
+            ));
+        }
+        let mut skipped = Vec::new();
         let mut failure = None;
         for (topic, head, reply) in skips {
             replies.push(Reply::Skip(reply, Ok(())));
@@ -211,7 +218,10 @@ impl Writer {
             failure = self.log.sync().err();
         }
         if let Some(e) = failure {
-            return Some(self.fail(replies, e));
+            // The heads that moved here move in the hub too, so the two agree.
+            let mut failed = self.fail(replies, e);
+            failed.skipped = skipped;
+            return Some(failed);
         }
         Some(Committed {
             messages: Vec::new(),

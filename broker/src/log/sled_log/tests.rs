@@ -73,3 +73,38 @@ fn append_read_trim_reopen() {
     assert_eq!(log.read(&a, 0, 100).unwrap().first().unwrap().seq, 4);
     assert!(log.idempotency(&a, "k1").unwrap().is_none());
 }
+
+#[test]
+fn removed_through_is_what_retention_removed_not_what_was_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Topic::parse("a").unwrap();
+    let log = open(dir.path());
+    let entries: Vec<_> = (1..=10).map(|s| entry(&a, s, 100 + s)).collect();
+    log.append(&entries).unwrap();
+    assert_eq!(log.removed_through(&a).unwrap(), None);
+    // Lost, not removed: another node may still hold these.
+    log.accept_lost(&[LostRange {
+        topic: a.clone(),
+        from: 11,
+        to: 12,
+    }])
+    .unwrap();
+    assert_eq!(log.removed_through(&a).unwrap(), None);
+    log.trim_front(&a, &mut |seq, _, _| seq <= 2).unwrap();
+    let retention = TopicHead {
+        last_seq: 2,
+        last_ts: 102,
+    };
+    assert_eq!(log.removed_through(&a).unwrap(), Some(retention));
+    // Removing through 5 drops 3..=5 and records 5; a lower call changes
+    // nothing.
+    let through = TopicHead {
+        last_seq: 5,
+        last_ts: 105,
+    };
+    log.remove_through(&a, through).unwrap();
+    log.remove_through(&a, retention).unwrap();
+    assert_eq!(log.removed_through(&a).unwrap(), Some(through));
+    assert_eq!(log.read(&a, 0, 100).unwrap().first().unwrap().seq, 6);
+    assert_eq!(log.stats(&a).unwrap().first_seq, Some(6));
+}
