@@ -28,13 +28,15 @@ fn envelope(topic: &str, seq: u64, ts: u64, payload: usize) -> Vec<u8> {
 }
 
 /// Layers the fourth argument may list (comma-separated; default
-/// `sled,herald`). Besides Herald's own layout and `SledLog`, three
+/// `sled,herald`). Besides Herald's own layout and `SledLog` (`keyed`:
+/// every message with an idempotency key, looked up first as the writer
+/// does, which is what the official clients send), three
 /// layouts Herald could use instead, to know their ceilings first:
 /// `seq` one key per message in arrival order (sequential keys), `pass`
 /// one key per batch holding all of its messages, `chunked` `pass` plus a
 /// compaction every 500 ms that rewrites the batches as one value per topic
 /// and removes them (what per-topic reads would need), on the same thread.
-const LAYERS: [&str; 5] = ["sled", "herald", "seq", "pass", "chunked"];
+const LAYERS: [&str; 6] = ["sled", "herald", "keyed", "seq", "pass", "chunked"];
 
 struct Run {
     layer: &'static str,
@@ -213,11 +215,21 @@ fn measure(run: &Run, names: &[String], payload: usize, secs: f64) -> (u64, u64,
             let topics: Vec<Topic> = names.iter().map(|n| Topic::parse(n).unwrap()).collect();
             let data = format!("\"{}\"", "x".repeat(payload.saturating_sub(2)));
             while started.elapsed() < deadline {
+                let keyed = run.layer == "keyed";
                 let entries: Vec<LogEntry> = take(run.batch)
                     .into_iter()
-                    .map(|(t, seq)| LogEntry {
-                        message: Message::new(topics[t].clone(), seq, 1_700_000_000_000, &data),
-                        idempotency: None,
+                    .map(|(t, seq)| {
+                        // As the writer does for a keyed publish: look the
+                        // key up first, then store it with the message.
+                        let idempotency = keyed.then(|| {
+                            let key = format!("k{:016x}-{seq}", messages ^ (t as u64) << 20);
+                            assert!(log.idempotency(&topics[t], &key).expect("lookup").is_none());
+                            (key, u64::MAX)
+                        });
+                        LogEntry {
+                            message: Message::new(topics[t].clone(), seq, 1_700_000_000_000, &data),
+                            idempotency,
+                        }
                     })
                     .collect();
                 log.append(&entries).expect("append");

@@ -8,7 +8,7 @@
 //! old owner, and the old owner can never get a confirmation for a seq the
 //! new owner may reassign.
 
-use std::sync::Arc;
+use std::{collections::HashSet, sync::Arc};
 
 use futures_util::StreamExt;
 
@@ -91,15 +91,16 @@ async fn flush(shared: &Arc<Shared>, reps: &mut Vec<Replicate>) {
             node: shared.node.clone(),
             ..Default::default()
         };
-        let mut refused: Vec<String> = Vec::new();
+        // Sets: a message carries up to thousands of entries and topics.
+        let mut termed: HashSet<&str> = HashSet::with_capacity(rep.terms.len());
         let mut accepted: Vec<(Topic, Term)> = Vec::new();
         for (topic, term) in &rep.terms {
             let Ok(t) = Topic::parse(topic) else { continue };
             let known = shared.term(&t);
             if *term < known {
                 ack.rejected.push((topic.clone(), known));
-                refused.push(topic.clone());
             } else {
+                termed.insert(topic.as_str());
                 // A newer owner whose claim this node missed (it was away).
                 if *term > known
                     && shared.raise_term(&t, term).unwrap_or(false)
@@ -113,8 +114,8 @@ async fn flush(shared: &Arc<Shared>, reps: &mut Vec<Replicate>) {
             }
         }
         for wire_entry in rep.entries {
-            if refused.contains(&wire_entry.t) || !rep.terms.iter().any(|(t, _)| *t == wire_entry.t)
-            {
+            // Refused, or without a term: not applied.
+            if !termed.contains(wire_entry.t.as_str()) {
                 continue;
             }
             if let Some(entry) = wire_entry.into_entry() {
