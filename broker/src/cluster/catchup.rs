@@ -9,7 +9,7 @@ use super::{
     membership::View,
     owner::OwnerCommand,
     service::FETCH_PAGE,
-    wire::{self, Fetch, FetchReply, HeadsQuery, HeadsReply},
+    wire::{self, Fetch, FetchReply, HeadsQuery, HeadsReply, Term},
     Shared,
 };
 use crate::{
@@ -185,6 +185,11 @@ async fn catch_up_with(shared: &Arc<Shared>, peer: &str) -> Result<(), String> {
             .await
             .map_err(|e| e.to_string())?;
         let page: HeadsReply = wire::decode(&reply.payload).ok_or("malformed heads reply")?;
+        for (topic, term) in &page.terms {
+            if let Ok(topic) = Topic::parse(topic) {
+                learn_term(shared, &topic, term);
+            }
+        }
         for (topic, seq) in &page.heads {
             let Ok(topic) = Topic::parse(topic) else {
                 continue;
@@ -198,6 +203,16 @@ async fn catch_up_with(shared: &Arc<Shared>, peer: &str) -> Result<(), String> {
             return Ok(());
         }
         after = page.heads.last().map(|(t, _)| t.clone());
+    }
+}
+
+/// Raises this node's term of `topic` to a peer's, telling the owner task
+/// when another node's term rose past its own.
+fn learn_term(shared: &Shared, topic: &Topic, term: &Term) {
+    if shared.raise_term(topic, term).unwrap_or(false) && term.node != shared.node {
+        let _ = shared.owner_tx.send(OwnerCommand::TermRaised {
+            topic: topic.clone(),
+        });
     }
 }
 
@@ -243,11 +258,7 @@ pub(crate) async fn fetch_into(
         // Copies carry their term: learning it before they are applied means
         // this node then refuses the older owners those messages outlived.
         if let Some(term) = &page.term {
-            if shared.raise_term(topic, term).unwrap_or(false) && term.node != shared.node {
-                let _ = shared.owner_tx.send(OwnerCommand::TermRaised {
-                    topic: topic.clone(),
-                });
-            }
+            learn_term(shared, topic, term);
         }
         let entries: Vec<_> = page
             .entries

@@ -10,7 +10,7 @@ use super::{
     owner::{OwnerCommand, OwnerError},
     wire::{
         self, Ack, Fetch, FetchReply, Forward, ForwardAck, ForwardReply, HeadsQuery, HeadsReply,
-        Removed, WireEntry,
+        Removed, Term, WireEntry,
     },
     Shared,
 };
@@ -229,5 +229,12 @@ fn serve_heads(shared: &Shared, query: HeadsQuery) -> HeadsReply {
     let limit = query.limit.clamp(1, 5000);
     let more = heads.len() > limit;
     heads.truncate(limit);
-    HeadsReply { heads, more }
+    let terms = heads
+        .iter()
+        .filter_map(|(name, _)| {
+            let term = shared.term(&Topic::parse(name).ok()?);
+            (term != Term::default()).then(|| (name.clone(), term))
+        })
+        .collect();
+    HeadsReply { heads, more, terms }
 }

@@ -295,6 +295,11 @@ pub struct HeadsReply {
     pub heads: Vec<(String, u64)>,
     /// More pages follow.
     pub more: bool,
+    /// The replier's term of each topic in `heads` that has one: a node
+    /// catching up learns every claim it missed while away, so it refuses
+    /// the older owners' replication at once.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub terms: Vec<(String, Term)>,
 }
 
 /// An order of the admin API, for every node to carry out on its own

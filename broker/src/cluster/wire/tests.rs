@@ -70,3 +70,33 @@ fn forwards_carry_both_payload_kinds() {
         assert_eq!(back.payload(), Some(data));
     }
 }
+
+#[test]
+fn catch_up_answers_read_from_peers_with_and_without_the_newer_fields() {
+    // A node of the release before sends neither terms in heads nor
+    // `removed` in fetch answers: both read as absent.
+    let heads: HeadsReply = serde_json::from_str(r#"{"heads":[["a",3]],"more":false}"#).unwrap();
+    assert!(heads.terms.is_empty());
+    let fetch: FetchReply = serde_json::from_str(r#"{"entries":[]}"#).unwrap();
+    assert!(fetch.removed.is_none());
+    // And this release's answers carry them.
+    let heads = HeadsReply {
+        heads: vec![("a".into(), 3)],
+        more: false,
+        terms: vec![(
+            "a".into(),
+            Term {
+                counter: 2,
+                node: "n2".into(),
+            },
+        )],
+    };
+    let back: HeadsReply = serde_json::from_str(&serde_json::to_string(&heads).unwrap()).unwrap();
+    assert_eq!(back.terms, heads.terms);
+    let fetch = FetchReply {
+        removed: Some(Removed { seq: 35, ts: 7 }),
+        ..Default::default()
+    };
+    let back: FetchReply = serde_json::from_str(&serde_json::to_string(&fetch).unwrap()).unwrap();
+    assert_eq!(back.removed.map(|r| (r.seq, r.ts)), Some((35, 7)));
+}
