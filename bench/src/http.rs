@@ -40,12 +40,28 @@ impl HttpConn {
         content_type: Option<&str>,
         body: Bytes,
     ) -> Result<(StatusCode, Bytes)> {
+        self.request_with(method, path, content_type, None, body)
+            .await
+    }
+
+    /// [`HttpConn::request`] with an `Idempotency-Key` header.
+    pub async fn request_with(
+        &mut self,
+        method: Method,
+        path: &str,
+        content_type: Option<&str>,
+        idempotency_key: Option<&str>,
+        body: Bytes,
+    ) -> Result<(StatusCode, Bytes)> {
         let mut req = Request::builder()
             .method(method)
             .uri(path)
             .header(header::HOST, &self.host);
         if let Some(ct) = content_type {
             req = req.header(header::CONTENT_TYPE, ct);
+        }
+        if let Some(key) = idempotency_key {
+            req = req.header("idempotency-key", key);
         }
         let req = req.body(Full::new(body))?;
         self.sender.ready().await?;

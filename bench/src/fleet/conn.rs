@@ -61,6 +61,14 @@ fn fresh_inbox() -> String {
 }
 
 impl Conn {
+    /// Gives every publish on this connection a unique idempotency key
+    /// (Herald) or message id (JetStream), as the official clients do.
+    pub fn with_keys(mut self) -> Self {
+        let prefix = fresh_inbox().replace("_INBOX.", "k");
+        self.proto.set_keys(prefix);
+        self
+    }
+
     /// Connects and completes the system's handshake (NATS `CONNECT` +
     /// `PING`/`PONG`, socket.io `40`), within `limit`.
     pub async fn open(

@@ -59,6 +59,9 @@ pub struct Proto {
     pub written: usize,
     /// Masking key state (any key is valid; a client must use one).
     mask: u32,
+    /// With keys: the prefix of each publish's unique idempotency key
+    /// (Herald) or message id (JetStream).
+    keys: Option<String>,
 }
 
 impl Proto {
@@ -73,7 +76,13 @@ impl Proto {
             out: Vec::new(),
             written: 0,
             mask: 0x9E37_79B9,
+            keys: None,
         }
+    }
+
+    /// Gives every later publish a unique key starting with `prefix`.
+    pub fn set_keys(&mut self, prefix: String) {
+        self.keys = Some(prefix);
     }
 
     /// The next publish (or socket.io request) id.
@@ -95,13 +104,21 @@ impl Proto {
     /// its [`Incoming::Ack`] will carry.
     pub fn feed_publish(&mut self, topic: &str, data: &str) -> u64 {
         let id = self.ack_id();
+        let key = self.keys.as_ref().map(|prefix| format!("{prefix}-{id}"));
         match (self.system.protocol(), &self.inbox) {
             (Protocol::Herald, _) => {
-                self.queue(ws::OP_TEXT, herald::publish(topic, id, data).as_bytes())
+                let frame = match &key {
+                    Some(key) => herald::publish_keyed(topic, id, data, key),
+                    None => herald::publish(topic, id, data),
+                };
+                self.queue(ws::OP_TEXT, frame.as_bytes())
             }
             (Protocol::Nats, Some(inbox)) => {
-                let frame =
-                    nats::publish_with_reply(topic, &format!("{inbox}.{id}"), data.as_bytes());
+                let reply = format!("{inbox}.{id}");
+                let frame = match &key {
+                    Some(key) => nats::publish_with_msg_id(topic, &reply, key, data.as_bytes()),
+                    None => nats::publish_with_reply(topic, &reply, data.as_bytes()),
+                };
                 self.queue(ws::OP_BINARY, &frame)
             }
             (Protocol::Nats, None) => {

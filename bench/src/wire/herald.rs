@@ -12,6 +12,13 @@ pub fn publish(topic: &str, id: u64, data: &str) -> String {
     format!(r#"{{"op":"publish","id":"{id}","topic":"{topic}","data":{data}}}"#)
 }
 
+/// [`publish`] with an `idempotency_key`, as the official clients send.
+pub fn publish_keyed(topic: &str, id: u64, data: &str, key: &str) -> String {
+    format!(
+        r#"{{"op":"publish","id":"{id}","topic":"{topic}","data":{data},"idempotency_key":"{key}"}}"#
+    )
+}
+
 /// What a server frame is, by its leading `"type"`.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Frame {
@@ -66,6 +73,10 @@ mod tests {
             publish("a.b", 7, r#"{"t":1}"#),
             r#"{"op":"publish","id":"7","topic":"a.b","data":{"t":1}}"#
         );
+        let keyed: serde_json::Value =
+            serde_json::from_str(&publish_keyed("a.b", 7, "1", "k-7")).unwrap();
+        assert_eq!(keyed["idempotency_key"], "k-7");
+        assert_eq!(keyed["data"], 1);
         let v: serde_json::Value = serde_json::from_str(&subscribe("x")).unwrap();
         assert_eq!(v["op"], "subscribe");
         assert_eq!(

@@ -50,6 +50,22 @@ pub fn publish_with_reply(subject: &str, reply: &str, payload: &[u8]) -> Vec<u8>
     out
 }
 
+/// [`publish_with_reply`] with a `Nats-Msg-Id` header (`HPUB`): JetStream
+/// stores a message id once within its duplicate window, its counterpart of
+/// an idempotency key.
+pub fn publish_with_msg_id(subject: &str, reply: &str, msg_id: &str, payload: &[u8]) -> Vec<u8> {
+    let headers = format!("NATS/1.0\r\nNats-Msg-Id: {msg_id}\r\n\r\n");
+    let total = headers.len() + payload.len();
+    let mut out = Vec::with_capacity(total + subject.len() + reply.len() + 32);
+    out.extend_from_slice(
+        format!("HPUB {subject} {reply} {} {total}\r\n", headers.len()).as_bytes(),
+    );
+    out.extend_from_slice(headers.as_bytes());
+    out.extend_from_slice(payload);
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
 /// A JetStream API or PubAck answer: `Ok(seq)` (0 when the answer has no
 /// `seq`, as API answers do), or the error's description.
 pub fn js_answer(payload: &[u8]) -> Result<u64, String> {
@@ -184,6 +200,11 @@ mod tests {
         assert_eq!(
             publish_with_reply("a", "_INBOX.x.7", b"{}"),
             b"PUB a _INBOX.x.7 2\r\n{}\r\n".to_vec()
+        );
+        // HPUB subject reply <header bytes> <total bytes>.
+        assert_eq!(
+            publish_with_msg_id("a", "_INBOX.x.7", "k-1", b"{}"),
+            b"HPUB a _INBOX.x.7 30 32\r\nNATS/1.0\r\nNats-Msg-Id: k-1\r\n\r\n{}\r\n".to_vec()
         );
         assert!(CONNECT.starts_with("CONNECT {") && CONNECT.ends_with("}\r\n"));
         let json = &CONNECT[8..CONNECT.len() - 2];

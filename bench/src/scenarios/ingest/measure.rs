@@ -115,9 +115,13 @@ pub async fn run_on(
         .context("connecting HTTP publishers")?;
         timing = Timing::starting_now(warmup, duration, DRAIN);
         let payload = json_payload(point.payload);
+        let run_id = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
         for (c, conn) in conns.into_iter().enumerate() {
             let (topics, payload) = (topics_of(c), payload.clone());
-            tasks.spawn(rest::run(conn, topics, payload, point.batch, timing));
+            let keys = args.keyed.then(|| format!("k{run_id}x{c}"));
+            tasks.spawn(rest::run(conn, topics, payload, point.batch, keys, timing));
         }
     } else {
         let conns = try_join_all(
@@ -126,6 +130,11 @@ pub async fn run_on(
         )
         .await
         .context("connecting WebSocket publishers")?;
+        let conns: Vec<Conn> = if args.keyed {
+            conns.into_iter().map(Conn::with_keys).collect()
+        } else {
+            conns
+        };
         timing = Timing::starting_now(warmup, duration, DRAIN);
         let per_conn = rate.map(|r| r / point.conns.max(1) as f64);
         for (c, conn) in conns.into_iter().enumerate() {
@@ -260,6 +269,11 @@ pub async fn run_on(
             .zip(&peaks)
             .map(|((l, _), p)| (l.clone(), p.peak_kib()))
             .collect();
+    }
+    if args.keyed {
+        record.notes.push(
+            "keyed: every publish carries a unique idempotency key (JetStream: Nats-Msg-Id)".into(),
+        );
     }
     if let Some(took) = primed {
         record.notes.push(format!(

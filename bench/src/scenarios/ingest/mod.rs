@@ -74,6 +74,11 @@ pub struct Args {
     /// Items per `POST /v1/publish` batch.
     #[arg(long, default_value_t = 100)]
     pub batch: usize,
+    /// Every publish carries a unique idempotency key, as the official
+    /// clients send (Herald: `idempotency_key` / `Idempotency-Key`;
+    /// JetStream: a `Nats-Msg-Id` header, deduplicated in its window).
+    #[arg(long)]
+    pub keyed: bool,
     /// Measure on topics that do not exist yet: skip the priming publish
     /// to every topic before each point's warm-up.
     #[arg(long)]

@@ -14,23 +14,28 @@ use crate::{
     load::Timing,
 };
 
-/// One connection's publishing until `timing.stop_at`.
+/// One connection's publishing until `timing.stop_at`; with `keys`, every
+/// message carries a unique idempotency key starting with it.
 pub async fn run(
     mut conn: HttpConn,
     topics: Topics,
     payload: String,
     batch: usize,
+    keys: Option<String>,
     timing: Timing,
 ) -> PublishOutcome {
     let mut out = PublishOutcome::default();
     let mut next = 0usize;
+    let key_of = |n: usize| keys.as_ref().map(|prefix| format!("{prefix}-{n}"));
     loop {
         let sent = Instant::now();
         if sent >= timing.stop_at {
             break;
         }
+        let mut header_key = None;
         let (path, body) = if batch <= 1 {
             let path = format!("/v1/topics/{}/messages", topics.name(next));
+            header_key = key_of(next);
             next += 1;
             (path, payload.clone())
         } else {
@@ -40,8 +45,10 @@ pub async fn run(
                 if i > 0 {
                     body.push(',');
                 }
+                let key =
+                    key_of(next).map_or(String::new(), |k| format!(r#","idempotency_key":"{k}""#));
                 body.push_str(&format!(
-                    r#"{{"topic":"{}","data":{payload}}}"#,
+                    r#"{{"topic":"{}","data":{payload}{key}}}"#,
                     topics.name(next)
                 ));
                 next += 1;
@@ -53,7 +60,13 @@ pub async fn run(
         if timing.in_window(sent) {
             out.sent += items;
         }
-        let request = conn.request(Method::POST, &path, Some("application/json"), body.into());
+        let request = conn.request_with(
+            Method::POST,
+            &path,
+            Some("application/json"),
+            header_key.as_deref(),
+            body.into(),
+        );
         match timeout_at(timing.drain_until, request).await {
             Err(_) => {
                 out.unanswered += items;
