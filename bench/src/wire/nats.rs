@@ -16,7 +16,7 @@
 
 /// `CONNECT {…}\r\n` with no verbose `+OK`s and no pedantic checks.
 pub const CONNECT: &str =
-    "CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"lang\":\"rust\",\"name\":\"herald-bench\"}\r\n";
+    "CONNECT {\"verbose\":false,\"pedantic\":false,\"protocol\":1,\"lang\":\"rust\",\"name\":\"herald-bench\",\"headers\":true}\r\n";
 /// `PING\r\n`.
 pub const PING: &str = "PING\r\n";
 /// `PONG\r\n`.
