@@ -17,6 +17,7 @@ pub mod damage;
 pub mod format;
 mod heads;
 pub mod integrity;
+mod key_filter;
 mod keys;
 mod record;
 pub mod retention;

@@ -43,6 +43,7 @@ use super::{
     contain::contain,
     damage::{Damage, LostRange},
     format, heads,
+    key_filter::KeyFilter,
     keys::{head_key, idempotency_key, message_key, seq_of_key, u64_at},
     record,
     sled_maint::idempotency_body,
@@ -70,6 +71,8 @@ pub struct SledLog {
     /// Held by retention and by repairs, so that a repair never writes
     /// below what retention removed.
     trim_lock: Mutex<()>,
+    /// Which idempotency keys may be stored (a new key needs no read).
+    pub(super) keys: Arc<KeyFilter>,
     upgraded_from: Option<u8>,
     created: bool,
 }
@@ -105,6 +108,31 @@ impl SledLog {
             path: dir.join("log"),
             reason: format!("the storage engine cannot read its files (damaged?): {panic}"),
         })??;
+        let keys = Arc::new(KeyFilter::default());
+        // The keys already stored are noted beside the start-up; lookups
+        // read sled until that is done.
+        let (tree, filter) = (opened.tree.clone(), keys.clone());
+        std::thread::Builder::new()
+            .name("herald-keyscan".into())
+            .spawn(move || {
+                let scanned = contain(|| -> Result<(), sled::Error> {
+                    for item in tree.scan_prefix(b"i") {
+                        let (key, value) = item?;
+                        let expires = value.get(16..24).map_or(u64::MAX, |b| {
+                            u64::from_be_bytes(b.try_into().expect("8 bytes"))
+                        });
+                        filter.note(&key, expires);
+                    }
+                    Ok(())
+                });
+                if matches!(scanned, Ok(Ok(()))) {
+                    filter.mark_complete();
+                }
+            })
+            .map_err(|e| LogError::Open {
+                path: dir.to_path_buf(),
+                reason: e.to_string(),
+            })?;
         Ok(SledLog {
             db: opened.db,
             tree: opened.tree,
@@ -112,6 +140,7 @@ impl SledLog {
             stats: Mutex::new(HashMap::new()),
             damage: Arc::new(Damage::default()),
             trim_lock: Mutex::new(()),
+            keys,
             upgraded_from: opened.upgraded_from,
             created: opened.created,
         })
@@ -184,8 +213,9 @@ impl SledLog {
     }
 }
 
-/// The sled writes that store `entries` and their idempotency keys.
-pub(super) fn entry_batch(entries: &[LogEntry]) -> sled::Batch {
+/// The sled writes that store `entries` and their idempotency keys; the
+/// keys are noted in `filter` first (see [`KeyFilter`]).
+pub(super) fn entry_batch(entries: &[LogEntry], filter: &KeyFilter) -> sled::Batch {
     let mut batch = sled::Batch::default();
     for entry in entries {
         let m = &entry.message;
@@ -194,6 +224,7 @@ pub(super) fn entry_batch(entries: &[LogEntry]) -> sled::Batch {
         batch.insert(key, value);
         if let Some((key, expires_at)) = &entry.idempotency {
             let key = idempotency_key(&m.topic, key);
+            filter.note(&key, *expires_at);
             let value = record::seal(&key, &idempotency_body(m.seq, m.ts, *expires_at));
             batch.insert(key, value);
         }
@@ -203,7 +234,7 @@ pub(super) fn entry_batch(entries: &[LogEntry]) -> sled::Batch {
 
 impl MessageLog for SledLog {
     fn append(&self, entries: &[LogEntry]) -> Result<(), LogError> {
-        let batch = entry_batch(entries);
+        let batch = entry_batch(entries, &self.keys);
         self.guard(|| Ok(self.tree.apply_batch(batch)?))?;
         let mut stats = self.stats.lock();
         for entry in entries {
@@ -271,8 +302,11 @@ impl MessageLog for SledLog {
     }
 
     fn idempotency(&self, topic: &Topic, key: &str) -> Result<Option<IdempotencyRecord>, LogError> {
+        let key = idempotency_key(topic, key);
+        if !self.keys.may_contain(&key) {
+            return Ok(None);
+        }
         self.guard(|| {
-            let key = idempotency_key(topic, key);
             let Some(value) = self.tree.get(&key)? else {
                 return Ok(None);
             };
@@ -341,6 +375,8 @@ impl MessageLog for SledLog {
                     expired += 1;
                 }
             }
+            // Every record expired before `now` is gone: so may its keys.
+            self.keys.prune(now);
             Ok(expired)
         })
     }

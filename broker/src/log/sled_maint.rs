@@ -131,7 +131,7 @@ impl SledLog {
             }
         }
         let entries = &present[..];
-        let mut batch = entry_batch(entries);
+        let mut batch = entry_batch(entries, &self.keys);
         // The keys of the replaced messages name nothing stored any more.
         for entry in entries {
             let m = &entry.message;
@@ -190,6 +190,7 @@ impl SledLog {
             batch.insert(key.clone(), record::seal_message(&key, m.ts, m.envelope()));
             if let Some((name, expires_at)) = &entry.idempotency {
                 let key = idempotency_key(&m.topic, name);
+                self.keys.note(&key, *expires_at);
                 let body = idempotency_body(m.seq, m.ts, *expires_at);
                 batch.insert(key.clone(), record::seal(&key, &body));
             }

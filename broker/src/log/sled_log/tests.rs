@@ -108,3 +108,42 @@ fn removed_through_is_what_retention_removed_not_what_was_lost() {
     assert_eq!(log.read(&a, 0, 100).unwrap().first().unwrap().seq, 6);
     assert_eq!(log.stats(&a).unwrap().first_seq, Some(6));
 }
+
+#[test]
+fn stored_idempotency_keys_are_found_through_the_filter_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Topic::parse("a").unwrap();
+    let keyed = |seq: u64, key: &str, expires_at: u64| LogEntry {
+        idempotency: Some((key.to_string(), expires_at)),
+        ..entry(&a, seq, 100 + seq)
+    };
+    {
+        let log = open(dir.path());
+        log.append(&[keyed(1, "k1", 1_000), keyed(2, "k2", 5_000)])
+            .unwrap();
+        assert_eq!(log.idempotency(&a, "k1").unwrap().unwrap().seq, 1);
+        log.sync().unwrap();
+    }
+    let log = open(dir.path());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !log.keys.is_complete() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the key scan never ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+    // Found through the filter (a key it missed would now read as absent).
+    assert_eq!(log.idempotency(&a, "k1").unwrap().unwrap().seq, 1);
+    assert_eq!(log.idempotency(&a, "k2").unwrap().unwrap().seq, 2);
+    assert!(log.idempotency(&a, "k3").unwrap().is_none());
+    // Appended after the reopen, and replaced: found too.
+    log.append(&[keyed(3, "k3", 5_000)]).unwrap();
+    log.replace(&[keyed(3, "k3b", 5_000)]).unwrap();
+    assert_eq!(log.idempotency(&a, "k3b").unwrap().unwrap().seq, 3);
+    assert!(log.idempotency(&a, "k3").unwrap().is_none(), "replaced");
+    // The sweep removes k1 (expired at 1,000), keeps the others.
+    assert_eq!(log.expire_idempotency(2_000).unwrap(), 1);
+    assert!(log.idempotency(&a, "k1").unwrap().is_none());
+    assert_eq!(log.idempotency(&a, "k2").unwrap().unwrap().seq, 2);
+}
