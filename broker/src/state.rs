@@ -143,6 +143,36 @@ impl AppState {
     }
 }
 
+/// Defines an extractor holding some of the node's parts, each taken from
+/// the app with [`part`] (`field: Type = "its name in the 500"`).
+macro_rules! handler_parts {
+    ($(#[$meta:meta])* $vis:vis struct $name:ident {
+        $($field:ident: $ty:ty = $what:literal),+ $(,)?
+    }) => {
+        $(#[$meta])*
+        $vis struct $name {
+            $($field: actix_web::web::Data<$ty>),+
+        }
+
+        impl actix_web::FromRequest for $name {
+            type Error = actix_web::Error;
+            type Future = std::future::Ready<Result<Self, Self::Error>>;
+
+            fn from_request(
+                req: &actix_web::HttpRequest,
+                _: &mut actix_web::dev::Payload,
+            ) -> Self::Future {
+                std::future::ready((|| {
+                    Ok($name {
+                        $($field: $crate::state::part(req, $what)?),+
+                    })
+                })())
+            }
+        }
+    };
+}
+pub(crate) use handler_parts;
+
 /// The part `T` registered with the app (see `http::app`); a 500 naming it
 /// if it is missing, which only a wiring mistake can cause.
 pub fn part<T: ?Sized + 'static>(

@@ -7,9 +7,8 @@ use std::sync::{atomic::Ordering, Arc};
 
 use super::{
     membership::View,
-    owner::OwnerCommand,
     service::FETCH_PAGE,
-    wire::{self, Fetch, FetchReply, HeadsQuery, HeadsReply, Term},
+    wire::{self, Fetch, FetchReply, HeadsQuery, HeadsReply},
     Shared,
 };
 use crate::{
@@ -187,7 +186,7 @@ async fn catch_up_with(shared: &Arc<Shared>, peer: &str) -> Result<(), String> {
         let page: HeadsReply = wire::decode(&reply.payload).ok_or("malformed heads reply")?;
         for (topic, term) in &page.terms {
             if let Ok(topic) = Topic::parse(topic) {
-                learn_term(shared, &topic, term);
+                shared.learn_term(&topic, term);
             }
         }
         for (topic, seq) in &page.heads {
@@ -203,16 +202,6 @@ async fn catch_up_with(shared: &Arc<Shared>, peer: &str) -> Result<(), String> {
             return Ok(());
         }
         after = page.heads.last().map(|(t, _)| t.clone());
-    }
-}
-
-/// Raises this node's term of `topic` to a peer's, telling the owner task
-/// when another node's term rose past its own.
-fn learn_term(shared: &Shared, topic: &Topic, term: &Term) {
-    if shared.raise_term(topic, term).unwrap_or(false) && term.node != shared.node {
-        let _ = shared.owner_tx.send(OwnerCommand::TermRaised {
-            topic: topic.clone(),
-        });
     }
 }
 
@@ -258,7 +247,7 @@ pub(crate) async fn fetch_into(
         // Copies carry their term: learning it before they are applied means
         // this node then refuses the older owners those messages outlived.
         if let Some(term) = &page.term {
-            learn_term(shared, topic, term);
+            shared.learn_term(topic, term);
         }
         let entries: Vec<_> = page
             .entries

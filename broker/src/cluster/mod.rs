@@ -118,6 +118,14 @@ pub struct ClusterEngine {
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
+/// Stops a running catch-up and waits until it has.
+async fn end_catch_up(task: &mut Option<AbortOnDropHandle<()>>) {
+    if let Some(task) = task.take() {
+        task.abort();
+        let _ = task.await;
+    }
+}
+
 impl ClusterEngine {
     /// Connects to NATS (any of the comma-separated URLs in `url`, failing
     /// over between them) and joins the cluster as `node`.
@@ -247,10 +255,7 @@ impl ClusterEngine {
                     async_nats::Event::Disconnected => {
                         // Ended before the flags go down, so it cannot
                         // report ready after them.
-                        if let Some(task) = catching_up.take() {
-                            task.abort();
-                            let _ = task.await;
-                        }
+                        end_catch_up(&mut catching_up).await;
                         tracing::warn!("lost NATS; publishes fail until it is back");
                         catchup.connected.store(false, Ordering::Release);
                         catchup.caught_up.store(false, Ordering::Release);
@@ -265,10 +270,7 @@ impl ClusterEngine {
                         tracing::info!("NATS connection (re)established");
                         catchup.connected.store(true, Ordering::Release);
                         connections_tx.send_modify(|n| *n += 1);
-                        if let Some(task) = catching_up.take() {
-                            task.abort();
-                            let _ = task.await;
-                        }
+                        end_catch_up(&mut catching_up).await;
                         catchup.caught_up.store(false, Ordering::Release);
                         catchup.settled.store(false, Ordering::Release);
                         catching_up = Some(AbortOnDropHandle::new(tokio::spawn(catchup::run(

@@ -102,14 +102,7 @@ async fn flush(shared: &Arc<Shared>, reps: &mut Vec<Replicate>) {
             } else {
                 termed.insert(topic.as_str());
                 // A newer owner whose claim this node missed (it was away).
-                if *term > known
-                    && shared.raise_term(&t, term).unwrap_or(false)
-                    && term.node != shared.node
-                {
-                    let _ = shared
-                        .owner_tx
-                        .send(OwnerCommand::TermRaised { topic: t.clone() });
-                }
+                shared.learn_term(&t, term);
                 accepted.push((t, term.clone()));
             }
         }

@@ -90,6 +90,16 @@ impl Shared {
         Ok(true)
     }
 
+    /// Raises the known term of `topic` to a peer's, telling the owner
+    /// task when another node's term rose past this node's.
+    pub fn learn_term(&self, topic: &Topic, term: &Term) {
+        if self.raise_term(topic, term).unwrap_or(false) && term.node != self.node {
+            let _ = self.owner_tx.send(OwnerCommand::TermRaised {
+                topic: topic.clone(),
+            });
+        }
+    }
+
     /// Replica acks an owner needs before acknowledging a publish.
     pub fn required_acks(&self) -> usize {
         self.settings

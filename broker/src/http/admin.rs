@@ -21,7 +21,7 @@ use crate::{
     },
     log::LogError,
     log::MessageLog,
-    state::{identify, part, NodeId},
+    state::{handler_parts, identify, NodeId},
 };
 
 /// Topics per page when `limit` is not given.
@@ -259,25 +259,12 @@ async fn carry_out(parts: &OrderParts, order: Order) -> Result<HttpResponse, Api
     })))
 }
 
-/// What carrying out an admin order needs: this node's clients, the other
-/// nodes (through the engine) and this node's name.
-pub struct OrderParts {
-    engine: web::Data<dyn Engine>,
-    control: web::Data<Registry>,
-    node_id: web::Data<NodeId>,
-}
-
-impl actix_web::FromRequest for OrderParts {
-    type Error = actix_web::Error;
-    type Future = std::future::Ready<Result<Self, Self::Error>>;
-
-    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        std::future::ready((|| {
-            Ok(OrderParts {
-                engine: part(req, "the engine")?,
-                control: part(req, "the client registry")?,
-                node_id: part(req, "the node id")?,
-            })
-        })())
+handler_parts! {
+    /// What carrying out an admin order needs: this node's clients, the
+    /// other nodes (through the engine) and this node's name.
+    pub struct OrderParts {
+        engine: dyn Engine = "the engine",
+        control: Registry = "the client registry",
+        node_id: NodeId = "the node id",
     }
 }

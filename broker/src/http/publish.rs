@@ -19,7 +19,7 @@ use crate::{
     json,
     limits::KeyedRates,
     metrics::Metrics,
-    state::{identify, part},
+    state::{handler_parts, identify},
 };
 use crate::{
     error::ApiError,
@@ -269,29 +269,14 @@ pub async fn publish_batch(
     Ok(res.json(acks))
 }
 
-/// What a REST publish needs: credentials, limits and rates, the publish
-/// path and its counters.
-pub struct PublishParts {
-    auth: web::Data<Authenticator>,
-    config: web::Data<Config>,
-    client_rates: web::Data<KeyedRates>,
-    engine: web::Data<dyn Engine>,
-    metrics: web::Data<Metrics>,
-}
-
-impl actix_web::FromRequest for PublishParts {
-    type Error = actix_web::Error;
-    type Future = std::future::Ready<Result<Self, Self::Error>>;
-
-    fn from_request(req: &HttpRequest, _: &mut actix_web::dev::Payload) -> Self::Future {
-        std::future::ready((|| {
-            Ok(PublishParts {
-                auth: part(req, "the authenticator")?,
-                config: part(req, "the configuration")?,
-                client_rates: part(req, "the publish rates")?,
-                engine: part(req, "the engine")?,
-                metrics: part(req, "the metrics")?,
-            })
-        })())
+handler_parts! {
+    /// What a REST publish needs: credentials, limits and rates, the
+    /// publish path and its counters.
+    pub struct PublishParts {
+        auth: Authenticator = "the authenticator",
+        config: Config = "the configuration",
+        client_rates: KeyedRates = "the publish rates",
+        engine: dyn Engine = "the engine",
+        metrics: Metrics = "the metrics",
     }
 }

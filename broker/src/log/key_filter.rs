@@ -15,10 +15,15 @@
 
 use std::{
     hash::{Hash, Hasher},
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
 };
 
 use parking_lot::Mutex;
+
+use super::contain::contain;
 
 /// Bits per generation (1 MiB): ~840k keys at a 1 % false-positive rate.
 const GENERATION_BITS: u64 = 1 << 23;
@@ -108,6 +113,34 @@ impl KeyFilter {
         }
     }
 
+    /// A filter that a background thread fills with the idempotency
+    /// records stored in `tree` (`i` keys); until it is done, every lookup
+    /// reads sled.
+    pub(super) fn filled_from(tree: sled::Tree) -> std::io::Result<Arc<Self>> {
+        let filter = Arc::new(Self::default());
+        let filling = filter.clone();
+        std::thread::Builder::new()
+            .name("herald-keyscan".into())
+            .spawn(move || {
+                let scanned = contain(|| -> Result<(), sled::Error> {
+                    for item in tree.scan_prefix(b"i") {
+                        let (key, value) = item?;
+                        // The body's expiry (a damaged one only keeps the
+                        // key in the filter for longer).
+                        let expires = value.get(16..24).map_or(u64::MAX, |b| {
+                            u64::from_be_bytes(b.try_into().expect("8 bytes"))
+                        });
+                        filling.note(&key, expires);
+                    }
+                    Ok(())
+                });
+                if matches!(scanned, Ok(Ok(()))) {
+                    filling.mark_complete();
+                }
+            })?;
+        Ok(filter)
+    }
+
     /// Notes a stored idempotency record's sled key, expiring at `expires_at`.
     pub(super) fn note(&self, key: &[u8], expires_at: u64) {
         let probes = Probes::of(key);
@@ -141,7 +174,7 @@ impl KeyFilter {
     }
 
     /// The keys stored at open have all been noted.
-    pub(super) fn mark_complete(&self) {
+    fn mark_complete(&self) {
         self.complete.store(true, Ordering::Release);
     }
 

@@ -108,31 +108,10 @@ impl SledLog {
             path: dir.join("log"),
             reason: format!("the storage engine cannot read its files (damaged?): {panic}"),
         })??;
-        let keys = Arc::new(KeyFilter::default());
-        // The keys already stored are noted beside the start-up; lookups
-        // read sled until that is done.
-        let (tree, filter) = (opened.tree.clone(), keys.clone());
-        std::thread::Builder::new()
-            .name("herald-keyscan".into())
-            .spawn(move || {
-                let scanned = contain(|| -> Result<(), sled::Error> {
-                    for item in tree.scan_prefix(b"i") {
-                        let (key, value) = item?;
-                        let expires = value.get(16..24).map_or(u64::MAX, |b| {
-                            u64::from_be_bytes(b.try_into().expect("8 bytes"))
-                        });
-                        filter.note(&key, expires);
-                    }
-                    Ok(())
-                });
-                if matches!(scanned, Ok(Ok(()))) {
-                    filter.mark_complete();
-                }
-            })
-            .map_err(|e| LogError::Open {
-                path: dir.to_path_buf(),
-                reason: e.to_string(),
-            })?;
+        let keys = KeyFilter::filled_from(opened.tree.clone()).map_err(|e| LogError::Open {
+            path: dir.to_path_buf(),
+            reason: e.to_string(),
+        })?;
         Ok(SledLog {
             db: opened.db,
             tree: opened.tree,

@@ -105,10 +105,7 @@ enum Command {
 enum Reply {
     Publish(PublishReply, Result<Vec<Published>, PublishError>),
     Apply(ApplyReply, Result<Applied, PublishError>),
-    Skip(
-        oneshot::Sender<Result<(), PublishError>>,
-        Result<(), PublishError>,
-    ),
+    Skip(SkipReply, Result<(), PublishError>),
 }
 
 /// Where a committed batch came from.
