@@ -19,6 +19,7 @@ use std::{
 };
 
 use common::*;
+use herald::log::tamper;
 use serde_json::{json, Value};
 
 const TOPICS: [&str; 4] = ["d.t0", "d.t1", "d.t2", "d.t3"];
@@ -170,17 +171,10 @@ fn truncate_written_tail(path: &Path, bytes: u64) {
     f.set_len(end.saturating_sub(bytes)).unwrap();
 }
 
-/// The key of message `seq` of `topic` in the log tree.
-fn message_key(topic: &str, seq: u64) -> Vec<u8> {
-    let mut key = format!("m{topic}\0").into_bytes();
-    key.extend_from_slice(&seq.to_be_bytes());
-    key
-}
-
 /// Changes the log tree through sled itself: damage sled cannot see.
 fn with_tree(dir: &Path, change: impl FnOnce(&sled::Tree)) {
     let db = sled::Config::new().path(dir.join("log")).open().unwrap();
-    change(&db.open_tree("log-v3").unwrap());
+    change(&db.open_tree(herald::log::format::TREE).unwrap());
     db.flush().unwrap();
 }
 
@@ -377,17 +371,12 @@ fn cases() -> Vec<Case> {
     // Damage sled itself cannot see: records gone or altered between writes.
     cases.push(case("a hole of 5 messages", 0, |d| {
         with_tree(d, |t| {
-            for seq in 200..205 {
-                t.remove(message_key("d.t1", seq)).unwrap();
-            }
+            assert_eq!(tamper::remove_messages(t, "d.t1", 200..=204).unwrap(), 5);
         })
     }));
     cases.push(case("a record altered", 1, |d| {
         with_tree(d, |t| {
-            let key = message_key("d.t2", 321);
-            let mut value = t.get(&key).unwrap().unwrap().to_vec();
-            value[40] ^= 0x20;
-            t.insert(key, value).unwrap();
+            assert!(tamper::alter_message(t, "d.t2", 321).unwrap());
         })
     }));
     cases
@@ -598,9 +587,7 @@ async fn a_clustered_node_repairs_a_hole_from_a_peer_before_it_is_ready() {
     let dir = nodes[1].data_dir.clone();
     assert!(nodes[1].sigterm().success());
     with_tree(&dir, |t| {
-        for seq in 100..=149 {
-            t.remove(message_key("d.t1", seq)).unwrap();
-        }
+        assert_eq!(tamper::remove_messages(t, "d.t1", 100..=149).unwrap(), 50);
     });
     let (code, report) = verify(&dir);
     assert_eq!(code, Some(1));
@@ -649,9 +636,7 @@ async fn a_node_whose_repair_cannot_finish_still_notices_nats_going_away() {
     assert!(node.sigterm().success());
     // A hole no peer can fill: the node retries its repair and stays unready.
     with_tree(&dir, |t| {
-        for seq in 10..=19 {
-            t.remove(message_key("d.t1", seq)).unwrap();
-        }
+        assert_eq!(tamper::remove_messages(t, "d.t1", 10..=19).unwrap(), 10);
     });
     let node = Node::start_in(&dir, &["--nats", &url, "--node-id", "n1"]);
     // Past the few heartbeats a catch-up first waits: it is retrying now.

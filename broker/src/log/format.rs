@@ -6,17 +6,20 @@
 //! | 1 | a head record per append |
 //! | 2 | heads derived from message keys; the old head records stay valid |
 //! | 3 | every value sealed with a checksum ([`super::record`]), in tree `log-v3` |
+//! | 4 | messages in runs, appends in passes ([`super::run`]), in tree `log-v4` |
 //!
-//! Upgrading to 3 copies tree `log` into `log-v3`, sealing each value, then
-//! records the new format and drops the old tree. A crash part-way leaves
-//! the old format recorded, so the next open starts the copy again from an
-//! emptied `log-v3`; the old tree is only dropped once the new format is
-//! durable. An older Herald refuses the upgraded log (it does not know the
-//! format's name) instead of misreading it.
+//! Upgrading copies the old tree into the new one: to 3, `log` into
+//! `log-v3`, sealing each value; to 4, `log-v3` into `log-v4`, each message
+//! record becoming a run of one. Then the new format is recorded and the
+//! old trees are dropped. A crash part-way leaves the old format recorded,
+//! so the next open starts the copy again from an emptied tree; the old
+//! trees are only dropped once the new format is durable. An older Herald
+//! refuses the upgraded log (it does not know the format's name) instead of
+//! misreading it.
 
 use std::path::Path;
 
-use super::{record, sled_log::write_synced, LogError};
+use super::{record, run::encode_run, sled_log::write_synced, LogError};
 
 const FORMAT_KEY: &[u8] = b"format";
 /// File beside the sled directory saying Herald created it, and in which
@@ -25,8 +28,10 @@ pub const MARKER_FILE: &str = "herald-log.format";
 const FORMAT_1: &[u8] = b"herald-log-1";
 const FORMAT_2: &[u8] = b"herald-log-2";
 const FORMAT_3: &[u8] = b"herald-log-3";
-/// The tree holding format 3's records.
-pub(super) const TREE: &str = "log-v3";
+const FORMAT_4: &[u8] = b"herald-log-4";
+/// The tree holding format 4's records.
+pub const TREE: &str = "log-v4";
+const V3_TREE: &str = "log-v3";
 const OLD_TREE: &str = "log";
 /// Values copied per batch while upgrading.
 const UPGRADE_BATCH: usize = 4096;
@@ -46,6 +51,7 @@ fn version(name: &[u8]) -> Option<u8> {
         FORMAT_1 => Some(1),
         FORMAT_2 => Some(2),
         FORMAT_3 => Some(3),
+        FORMAT_4 => Some(4),
         _ => None,
     }
 }
@@ -143,7 +149,7 @@ pub(super) fn open(dir: &Path, config: sled::Config) -> Result<Opened, LogError>
             "the format record inside the log is missing: the log is damaged or not a Herald log"
                 .into(),
         )),
-        None => (3, true),
+        None => (4, true),
     };
     if let Some(m) = marker.filter(|&m| m > current) {
         return Err(open_err(format!(
@@ -151,39 +157,40 @@ pub(super) fn open(dir: &Path, config: sled::Config) -> Result<Opened, LogError>
         )));
     }
     let stamp = |db: &sled::Db| -> Result<(), LogError> {
-        db.insert(FORMAT_KEY, FORMAT_3)
+        db.insert(FORMAT_KEY, FORMAT_4)
             .map_err(|e| open_err(e.to_string()))?;
         db.flush().map_err(|e| open_err(e.to_string()))?;
-        write_synced(&dir.join(MARKER_FILE), FORMAT_3).map_err(|e| open_err(e.to_string()))
+        write_synced(&dir.join(MARKER_FILE), FORMAT_4).map_err(|e| open_err(e.to_string()))
     };
     let upgraded_from = match current {
-        3 if created => {
+        4 if created => {
             stamp(&db)?;
             None
         }
-        3 => {
-            if marker != Some(3) {
-                write_synced(&dir.join(MARKER_FILE), FORMAT_3)
+        4 => {
+            if marker != Some(4) {
+                write_synced(&dir.join(MARKER_FILE), FORMAT_4)
                     .map_err(|e| open_err(e.to_string()))?;
             }
             None
         }
         old => {
-            copy_sealed(&db).map_err(|e| open_err(format!("upgrade to format 3 failed: {e}")))?;
+            if old < 3 {
+                copy_sealed(&db)
+                    .map_err(|e| open_err(format!("upgrade to format 3 failed: {e}")))?;
+            }
+            copy_as_runs(&db).map_err(|e| open_err(format!("upgrade to format 4 failed: {e}")))?;
             stamp(&db)?;
-            tracing::info!(path = %dir.display(), from = old, "log upgraded to format 3 (checksummed records)");
+            tracing::info!(path = %dir.display(), from = old, "log upgraded to format 4 (messages in runs)");
             Some(old)
         }
     };
-    // A crash after the new format became durable may have left the old tree.
-    if db
-        .tree_names()
-        .iter()
-        .any(|n| n.as_ref() == OLD_TREE.as_bytes())
-    {
-        db.drop_tree(OLD_TREE)
-            .map_err(|e| open_err(e.to_string()))?;
-        db.flush().map_err(|e| open_err(e.to_string()))?;
+    // A crash after the new format became durable may have left old trees.
+    for old in [OLD_TREE, V3_TREE] {
+        if db.tree_names().iter().any(|n| n.as_ref() == old.as_bytes()) {
+            db.drop_tree(old).map_err(|e| open_err(e.to_string()))?;
+            db.flush().map_err(|e| open_err(e.to_string()))?;
+        }
     }
     let tree = db.open_tree(TREE).map_err(|e| open_err(e.to_string()))?;
     Ok(Opened {
@@ -197,13 +204,45 @@ pub(super) fn open(dir: &Path, config: sled::Config) -> Result<Opened, LogError>
 /// Copies every value of the old tree into the new one, sealed.
 fn copy_sealed(db: &sled::Db) -> Result<(), LogError> {
     let old = db.open_tree(OLD_TREE)?;
-    let new = db.open_tree(TREE)?;
+    let new = db.open_tree(V3_TREE)?;
     new.clear()?;
     let mut batch = sled::Batch::default();
     let mut pending = 0;
     for item in old.iter() {
         let (key, value) = item?;
         batch.insert(&*key, record::seal(&key, &value));
+        pending += 1;
+        if pending == UPGRADE_BATCH {
+            new.apply_batch(std::mem::take(&mut batch))?;
+            pending = 0;
+        }
+    }
+    new.apply_batch(batch)?;
+    db.flush()?;
+    Ok(())
+}
+
+/// Copies every value of format 3's tree into format 4's: each message
+/// record becomes a run of one, sealed again; the rest is copied as it is.
+/// A message whose seal fails is copied as it is too, so the start-up check
+/// still finds it damaged.
+fn copy_as_runs(db: &sled::Db) -> Result<(), LogError> {
+    let old = db.open_tree(V3_TREE)?;
+    let new = db.open_tree(TREE)?;
+    new.clear()?;
+    let mut batch = sled::Batch::default();
+    let mut pending = 0;
+    for item in old.iter() {
+        let (key, value) = item?;
+        let body = record::open(&key, &value).ok().filter(|b| b.len() >= 8);
+        match body.filter(|_| key.first() == Some(&b'm')) {
+            Some(body) => {
+                let ts = u64::from_be_bytes(body[..8].try_into().expect("8 bytes"));
+                let run = encode_run([(ts, &body[8..])]);
+                batch.insert(&*key, record::seal_owned(&key, run));
+            }
+            None => batch.insert(&*key, &*value),
+        }
         pending += 1;
         if pending == UPGRADE_BATCH {
             new.apply_batch(std::mem::take(&mut batch))?;

@@ -1,6 +1,7 @@
 //! Topic heads (last seq and ts ever appended) as the log derives them.
 //!
-//! Appends write no head record: a topic's head is its last message key.
+//! Appends write no head record: a topic's head is the last seq of its last
+//! run (the run's key), or of its staged tail while it is staged.
 //! Only retention, which may remove a topic's last messages, records the
 //! head of what it removed (an `h` key, in the same batch as the removal),
 //! and a range accepted as lost (`d`) counts up to its end, so a head is the
@@ -10,7 +11,9 @@ use std::collections::HashMap;
 
 use super::{
     keys::{seq_of_key, split_seq_key, u64_at},
-    record, LogError,
+    record,
+    run::decode_run,
+    LogError,
 };
 use herald_core::{Topic, TopicHead};
 
@@ -65,9 +68,11 @@ pub(super) fn scan(tree: &sled::Tree) -> Result<Vec<(Topic, TopicHead)>, LogErro
         last_key.extend_from_slice(&u64::MAX.to_be_bytes());
         if let Some(last) = tree.range(prefix..=last_key.as_slice()).next_back() {
             let (last_key, value) = last?;
+            let last_seq = seq_of_key(&last_key)?;
+            let run = decode_run(last_seq, body(&last_key, &value)?)?;
             let head = TopicHead {
-                last_seq: seq_of_key(&last_key)?,
-                last_ts: u64_at(body(&last_key, &value)?, 0)?,
+                last_seq,
+                last_ts: run.last().map_or(0, |m| m.ts),
             };
             merge(&mut heads, topic_of(&prefix[1..prefix_len - 1])?, head);
         }
@@ -195,7 +200,7 @@ mod tests {
         assert_eq!(heads, BTreeMap::from([("a".into(), 3), ("gone".into(), 8)]));
         drop(log);
         let format = std::fs::read(dir.path().join("herald-log.format")).unwrap();
-        assert_eq!(format, b"herald-log-3", "the marker names the new format");
+        assert_eq!(format, b"herald-log-4", "the marker names the new format");
     }
 
     proptest! {

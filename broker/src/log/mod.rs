@@ -12,6 +12,7 @@
 //! ([`contain`]).
 
 pub mod acked;
+mod compact;
 pub mod contain;
 pub mod damage;
 pub mod format;
@@ -21,8 +22,12 @@ mod key_filter;
 mod keys;
 mod record;
 pub mod retention;
+mod run;
 pub mod sled_log;
 mod sled_maint;
+mod sled_read;
+mod tail;
+pub mod tamper;
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -54,7 +59,7 @@ pub enum LogError {
     /// A stored record failed its checksum.
     #[error("corrupt log record: {record} ({reason})")]
     CorruptRecord {
-        /// Which record, e.g. `message orders.eu#42`.
+        /// Which record, e.g. `messages of orders.eu up to #42`.
         record: String,
         /// What failed.
         reason: String,

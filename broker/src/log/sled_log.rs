@@ -5,13 +5,20 @@
 //! atomic batch. Every value is sealed with a checksum of its key and body
 //! ([`super::record`]); the table shows the bodies:
 //!
-//! | key                                  | body                         |
-//! |--------------------------------------|------------------------------|
-//! | `m` topic `\0` seq (u64 BE)          | ts (u64 BE) ‖ envelope JSON  |
-//! | `h` topic                            | last seq ‖ last ts (u64 BE)  |
-//! | `i` topic `\0` idempotency key       | seq ‖ ts ‖ expires_at        |
-//! | `d` topic `\0` from (u64 BE)         | to: seqs accepted as lost    |
-//! | `x` name                             | small named values (cluster) |
+//! | key                                  | body                                   |
+//! |--------------------------------------|----------------------------------------|
+//! | `p` pass number (u64 BE)             | a pass: one append's entries ([`super::run`]) |
+//! | `m` topic `\0` last seq (u64 BE)     | a run: consecutive messages ([`super::run`]) |
+//! | `h` topic                            | last seq ‖ last ts (u64 BE)            |
+//! | `i` topic `\0` idempotency key       | seq ‖ ts ‖ expires_at                  |
+//! | `d` topic `\0` from (u64 BE)         | to: seqs accepted as lost              |
+//! | `x` name                             | small named values (cluster)           |
+//!
+//! An append writes one `p` record, whatever topics it holds: one sled
+//! insert per publish batch, not per message, because sled's cost is per
+//! key. Its messages stay in memory ([`super::tail`]) until compaction
+//! ([`super::compact`]) writes them as one `m` run per topic with their
+//! `i` records and removes the pass, in one batch.
 //!
 //! `h` records the head of what retention removed; a topic's head is the
 //! latest of it, its last message key and its last lost range (see
@@ -33,20 +40,24 @@
 use std::{
     collections::HashMap,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    thread::JoinHandle,
 };
 
-use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::{
+    compact::{pass_key, Compactor, MAX_BYTES, SOON_BYTES},
     contain::contain,
     damage::{Damage, LostRange},
     format, heads,
     key_filter::KeyFilter,
-    keys::{head_key, idempotency_key, message_key, seq_of_key, u64_at},
+    keys::{head_key, idempotency_key, u64_at},
     record,
-    sled_maint::idempotency_body,
+    run::encode_pass,
     IdempotencyRecord, LogEntry, LogError, MessageLog, TopicStats, Trimmed,
 };
 use herald_core::{Message, Topic, TopicHead};
@@ -73,6 +84,10 @@ pub struct SledLog {
     trim_lock: Mutex<()>,
     /// Which idempotency keys may be stored (a new key needs no read).
     pub(super) keys: Arc<KeyFilter>,
+    /// The staged tail and the thread that writes it as runs.
+    pub(super) compactor: Arc<Compactor>,
+    compact_thread: Option<JoinHandle<()>>,
+    next_pass: AtomicU64,
     upgraded_from: Option<u8>,
     created: bool,
 }
@@ -108,18 +123,30 @@ impl SledLog {
             path: dir.join("log"),
             reason: format!("the storage engine cannot read its files (damaged?): {panic}"),
         })??;
-        let keys = KeyFilter::filled_from(opened.tree.clone()).map_err(|e| LogError::Open {
+        let open_err = |e: &dyn std::fmt::Display| LogError::Open {
             path: dir.to_path_buf(),
             reason: e.to_string(),
-        })?;
+        };
+        let keys = KeyFilter::filled_from(opened.tree.clone()).map_err(|e| open_err(&e))?;
+        let damage = Arc::new(Damage::default());
+        let compactor = Compactor::new(opened.tree.clone(), keys.clone(), damage.clone());
+        let next_pass = contain(|| compactor.replay()).map_err(|panic| {
+            open_err(&format!(
+                "the storage engine failed while replaying passes: {panic}"
+            ))
+        })??;
+        let compact_thread = compactor.spawn().map_err(|e| open_err(&e))?;
         Ok(SledLog {
             db: opened.db,
             tree: opened.tree,
             dir: dir.to_path_buf(),
             stats: Mutex::new(HashMap::new()),
-            damage: Arc::new(Damage::default()),
+            damage,
             trim_lock: Mutex::new(()),
             keys,
+            compactor,
+            compact_thread: Some(compact_thread),
+            next_pass: AtomicU64::new(next_pass),
             upgraded_from: opened.upgraded_from,
             created: opened.created,
         })
@@ -174,54 +201,54 @@ impl SledLog {
         })
     }
 
-    fn decode(&self, topic: &Topic, key: &[u8], value: &[u8]) -> Result<Arc<Message>, LogError> {
-        let seq = seq_of_key(key)?;
-        let body = self.open_value(|| format!("message {topic}#{seq}"), key, value)?;
-        let ts = u64_at(body, 0)?;
-        Ok(Arc::new(Message::from_envelope(
-            topic.clone(),
-            seq,
-            ts,
-            Bytes::copy_from_slice(&body[8..]),
-        )))
-    }
-
     /// Seeds the size cache (from the start-up scan).
     pub(super) fn seed_stats(&self, stats: impl IntoIterator<Item = (Topic, TopicStats)>) {
         self.stats.lock().extend(stats);
     }
 }
 
-/// The sled writes that store `entries` and their idempotency keys; the
-/// keys are noted in `filter` first (see [`KeyFilter`]).
-pub(super) fn entry_batch(entries: &[LogEntry], filter: &KeyFilter) -> sled::Batch {
-    let mut batch = sled::Batch::default();
-    for entry in entries {
-        let m = &entry.message;
-        let key = message_key(&m.topic, m.seq);
-        let value = record::seal_message(&key, m.ts, m.envelope());
-        batch.insert(key, value);
-        if let Some((key, expires_at)) = &entry.idempotency {
-            let key = idempotency_key(&m.topic, key);
-            filter.note(&key, *expires_at);
-            let value = record::seal(&key, &idempotency_body(m.seq, m.ts, *expires_at));
-            batch.insert(key, value);
+impl Drop for SledLog {
+    fn drop(&mut self) {
+        // The thread compacts once more on its way out.
+        self.compactor.stop();
+        if let Some(thread) = self.compact_thread.take() {
+            let _ = thread.join();
         }
     }
-    batch
 }
 
 impl MessageLog for SledLog {
     fn append(&self, entries: &[LogEntry]) -> Result<(), LogError> {
-        let batch = entry_batch(entries, &self.keys);
-        self.guard(|| Ok(self.tree.apply_batch(batch)?))?;
-        let mut stats = self.stats.lock();
+        if entries.is_empty() {
+            return Ok(());
+        }
+        // Keys are noted before they are stored (see [`KeyFilter`]).
         for entry in entries {
-            if let Some(s) = stats.get_mut(&entry.message.topic) {
-                s.first_seq.get_or_insert(entry.message.seq);
-                s.count += 1;
-                s.bytes += entry.message.envelope().len() as u64;
+            if let Some((key, expires_at)) = &entry.idempotency {
+                self.keys
+                    .note(&idempotency_key(&entry.message.topic, key), *expires_at);
             }
+        }
+        let key = pass_key(self.next_pass.fetch_add(1, Ordering::Relaxed));
+        let value = record::seal_owned(&key, encode_pass(entries));
+        self.guard(|| Ok(self.tree.insert(key.as_slice(), value).map(drop)?))?;
+        // Staged under the stats lock, so a recount sees each message once.
+        let staged = {
+            let mut stats = self.stats.lock();
+            let staged = self.compactor.tail.push(key, entries);
+            for entry in entries {
+                if let Some(s) = stats.get_mut(&entry.message.topic) {
+                    s.first_seq.get_or_insert(entry.message.seq);
+                    s.count += 1;
+                    s.bytes += entry.message.envelope().len() as u64;
+                }
+            }
+            staged
+        };
+        if staged >= MAX_BYTES {
+            self.compactor.compact()?;
+        } else if staged >= SOON_BYTES {
+            self.compactor.wake();
         }
         Ok(())
     }
@@ -235,11 +262,16 @@ impl MessageLog for SledLog {
 
     fn read(&self, topic: &Topic, from: u64, max: usize) -> Result<Vec<Arc<Message>>, LogError> {
         self.guard(|| {
-            let mut out = Vec::with_capacity(max.min(1024));
-            let range = message_key(topic, from)..=message_key(topic, u64::MAX);
-            for item in self.tree.range(range).take(max) {
-                let (key, value) = item?;
-                out.push(self.decode(topic, &key, &value)?);
+            // The tail first: what compaction moves meanwhile is then in the
+            // runs read next (module doc of [`super::tail`]).
+            let staged = self.compactor.tail.messages(topic, from);
+            let mut out = self.stored(topic, from, max)?;
+            let last = out.last().map_or(0, |m| m.seq);
+            if out.len() < max || staged.first().is_some_and(|m| m.seq < last) {
+                out.extend(staged);
+                out.sort_by_key(|m| m.seq);
+                out.dedup_by_key(|m| m.seq);
+                out.truncate(max);
             }
             // The page must not step over seqs still being repaired.
             let to = match out.last() {
@@ -259,32 +291,53 @@ impl MessageLog for SledLog {
     ) -> Result<Option<u64>, LogError> {
         self.guard(|| {
             let mut first = None;
-            for item in self
-                .tree
-                .range(message_key(topic, 0)..=message_key(topic, to))
-                .rev()
-            {
-                let (key, value) = item?;
-                let seq = seq_of_key(&key)?;
-                let body = self.open_value(|| format!("message {topic}#{seq}"), &key, &value)?;
-                if u64_at(body, 0)? < floor {
-                    break;
+            for m in self.compactor.tail.messages(topic, 0).iter().rev() {
+                if m.seq > to {
+                    continue;
                 }
-                first = Some(seq);
+                if m.ts < floor {
+                    return Ok(first);
+                }
+                first = Some(m.seq);
+            }
+            let below = first.map_or(to, |f: u64| f - 1);
+            if below > 0 {
+                self.stored_rev(topic, below, &mut |seq, ts| {
+                    let keep = ts >= floor;
+                    if keep {
+                        first = Some(seq);
+                    }
+                    keep
+                })?;
             }
             Ok(first)
         })
     }
 
     fn heads(&self) -> Result<Vec<(Topic, TopicHead)>, LogError> {
-        self.guard(|| heads::scan(&self.tree))
+        let staged = self.compactor.tail.heads();
+        let mut heads: HashMap<Topic, TopicHead> = self
+            .guard(|| heads::scan(&self.tree))?
+            .into_iter()
+            .collect();
+        for (topic, head) in staged {
+            let h = heads.entry(topic).or_default();
+            if head.last_seq > h.last_seq {
+                *h = head;
+            }
+        }
+        Ok(heads.into_iter().collect())
     }
 
     fn idempotency(&self, topic: &Topic, key: &str) -> Result<Option<IdempotencyRecord>, LogError> {
-        let key = idempotency_key(topic, key);
-        if !self.keys.may_contain(&key) {
+        let stored = idempotency_key(topic, key);
+        if !self.keys.may_contain(&stored) {
             return Ok(None);
         }
+        if let Some(record) = self.compactor.tail.idempotency(topic, key) {
+            return Ok(Some(record));
+        }
+        let key = stored;
         self.guard(|| {
             let Some(value) = self.tree.get(&key)? else {
                 return Ok(None);
@@ -299,15 +352,18 @@ impl MessageLog for SledLog {
         from: u64,
         to: u64,
     ) -> Result<Vec<(String, IdempotencyRecord)>, LogError> {
+        let staged = self.compactor.tail.idempotency_in(topic, from, to);
         self.guard(|| {
             let prefix = idempotency_key(topic, "");
-            let mut out = Vec::new();
+            let mut out = staged;
             for item in self.tree.scan_prefix(&prefix) {
                 let (key, value) = item?;
                 let record = self.idempotency_record(topic, &key, &value)?;
                 if (from..=to).contains(&record.seq) {
                     let name = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
-                    out.push((name, record));
+                    if !out.iter().any(|(n, _)| *n == name) {
+                        out.push((name, record));
+                    }
                 }
             }
             Ok(out)
@@ -365,14 +421,23 @@ impl MessageLog for SledLog {
             return Ok(*s);
         }
         // Scan without the lock (appends must not wait for a long topic),
-        // then, under the lock, add whatever was appended meanwhile: appends
-        // only ever add seqs above those the first scan saw.
+        // then, under the lock (appends stage under it), add whatever was
+        // appended meanwhile: appends only ever add seqs above those the
+        // first scan saw. The tail before the runs, as readers do.
         let (mut s, last) = self.guard(|| self.scan_stats(topic, 0))?;
         let mut cache = self.stats.lock();
         if let Some(cached) = cache.get(topic) {
             return Ok(*cached);
         }
-        let (more, _) = self.guard(|| self.scan_stats(topic, last + 1))?;
+        let staged = self.compactor.tail.messages(topic, last + 1);
+        let (more, last) = self.guard(|| self.scan_stats(topic, last + 1))?;
+        let staged = staged.iter().filter(|m| m.seq > last);
+        let more = staged.fold(more, |mut acc, m| {
+            acc.first_seq.get_or_insert(m.seq);
+            acc.count += 1;
+            acc.bytes += m.envelope().len() as u64;
+            acc
+        });
         if s.first_seq.is_none() {
             s.first_seq = more.first_seq;
         }
@@ -388,6 +453,11 @@ impl MessageLog for SledLog {
         drop: &mut dyn FnMut(u64, u64, u64) -> bool,
     ) -> Result<Trimmed, LogError> {
         let _trimming = self.trim_lock.lock();
+        // Retention sees the staged messages too: they go into runs first.
+        let _compacted = match self.compactor.tail.holds(topic) {
+            true => Some(self.compactor.compact_and_hold()?),
+            false => None,
+        };
         let trimmed = self.guard(|| self.trim(topic, drop))?;
         if let Some(last) = trimmed.1 {
             // Seqs retention removed need no repair any more.
@@ -400,6 +470,8 @@ impl MessageLog for SledLog {
         // Only messages still stored: under the retention lock, so nothing
         // is written back below what retention removed meanwhile.
         let _trimming = self.trim_lock.lock();
+        // With nothing staged, every stored message is in a run.
+        let _compacted = self.compactor.compact_and_hold()?;
         self.write_replacements(entries)
     }
 
@@ -419,6 +491,7 @@ impl MessageLog for SledLog {
 
     fn remove_through(&self, topic: &Topic, head: TopicHead) -> Result<(), LogError> {
         let _trimming = self.trim_lock.lock();
+        let _compacted = self.compactor.compact_and_hold()?;
         self.guard(|| self.write_removed(topic, head))?;
         self.damage.resolve(topic, 0, head.last_seq);
         self.stats.lock().remove(topic);

@@ -2,15 +2,19 @@
 //! from a peer's copy, lost ranges the operator accepted, removal of
 //! damaged records, and the size scans behind `stats`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+
+use bytes::Bytes;
 
 use super::{
-    keys::{head_key, idempotency_key, lost_key, message_key, message_prefix, seq_of_key, u64_at},
-    record::{self, SEAL_LEN},
-    sled_log::{entry_batch, SledLog},
-    IdempotencyRecord, LogEntry, LogError, LostRange, TopicStats, Trimmed,
+    compact::put_run,
+    keys::{head_key, idempotency_key, lost_key, message_key, message_prefix, u64_at},
+    record,
+    run::encode_run,
+    sled_log::SledLog,
+    IdempotencyRecord, LogEntry, LogError, LostRange, Trimmed,
 };
-use herald_core::{Topic, TopicHead};
+use herald_core::{Message, Topic, TopicHead};
 
 /// The body of an idempotency record.
 pub(super) fn idempotency_body(seq: u64, ts: u64, expires_at: u64) -> [u8; 24] {
@@ -37,7 +41,8 @@ impl SledLog {
     }
 
     /// Removes `topic`'s oldest messages while `drop` says so; returns what
-    /// was removed and the last seq removed.
+    /// was removed and the last seq removed. A run partly removed is
+    /// written again with the messages it keeps, under the same key.
     pub(super) fn trim(
         &self,
         topic: &Topic,
@@ -59,22 +64,34 @@ impl SledLog {
             batch.insert(key, value);
             batch
         };
-        for item in self.tree.scan_prefix(message_prefix(topic)) {
+        'runs: for item in self.tree.scan_prefix(message_prefix(topic)) {
             let (key, value) = item?;
-            let seq = seq_of_key(&key)?;
-            let body = self.open_value(|| format!("message {topic}#{seq}"), &key, &value)?;
-            let ts = u64_at(body, 0)?;
-            let bytes = body.len().saturating_sub(8) as u64;
-            if !drop(seq, ts, bytes) {
-                break;
+            let run = self.open_run(topic, &key, &value)?;
+            let mut kept = run.len();
+            for (i, m) in run.iter().enumerate() {
+                let bytes = m.envelope.len() as u64;
+                if !drop(m.seq, m.ts, bytes) {
+                    kept = i;
+                    break;
+                }
+                trimmed.messages += 1;
+                trimmed.bytes += bytes;
+                last = Some((m.seq, m.ts));
+            }
+            pending += 1;
+            if kept < run.len() {
+                if kept > 0 {
+                    let body = encode_run(run[kept..].iter().map(|m| (m.ts, m.envelope)));
+                    batch.insert(&*key, record::seal_owned(&key, body));
+                } else {
+                    pending -= 1;
+                }
+                break 'runs;
             }
             batch.remove(key);
-            pending += 1;
-            trimmed.messages += 1;
-            trimmed.bytes += bytes;
-            last = Some((seq, ts));
             // Removing in batches keeps each tree update short.
-            if pending == 1024 {
+            if pending == 256 {
+                let (seq, ts) = last.expect("a run removed");
                 self.tree
                     .apply_batch(with_head(std::mem::take(&mut batch), seq, ts))?;
                 pending = 0;
@@ -119,40 +136,69 @@ impl SledLog {
         Ok(())
     }
 
-    /// [`super::MessageLog::replace`], under the retention lock: the
-    /// entries whose seqs are still stored take their place, and the
-    /// replaced messages' idempotency keys go.
+    /// [`super::MessageLog::replace`], under the retention lock and with
+    /// nothing staged: the entries whose seqs are still stored take their
+    /// place in their runs, and the replaced messages' idempotency keys go.
     pub(super) fn write_replacements(&self, entries: &[LogEntry]) -> Result<(), LogError> {
+        let mut batch = sled::Batch::default();
+        // Runs rewritten so far, by key: later entries edit the same copy.
+        let mut runs: BTreeMap<Vec<u8>, Vec<(u64, u64, Bytes)>> = BTreeMap::new();
         let mut present = Vec::with_capacity(entries.len());
         for entry in entries {
             let m = &entry.message;
-            if self.guard(|| Ok(self.tree.contains_key(message_key(&m.topic, m.seq))?))? {
-                present.push(entry.clone());
+            let holding = self.guard(|| {
+                let range = message_key(&m.topic, m.seq)..=message_key(&m.topic, u64::MAX);
+                Ok(self.tree.range(range).next().transpose()?)
+            })?;
+            let Some((key, value)) = holding else {
+                continue;
+            };
+            if !runs.contains_key(&*key) {
+                let run = self.open_run(&m.topic, &key, &value)?;
+                let run = run
+                    .iter()
+                    .map(|r| (r.seq, r.ts, Bytes::copy_from_slice(r.envelope)))
+                    .collect();
+                runs.insert(key.to_vec(), run);
             }
+            let run = runs.get_mut(&*key).expect("inserted above");
+            let Some(slot) = run.iter_mut().find(|r| r.0 == m.seq) else {
+                continue;
+            };
+            *slot = (m.seq, m.ts, m.envelope().clone());
+            present.push(entry);
         }
-        let entries = &present[..];
-        let mut batch = entry_batch(entries, &self.keys);
-        // The keys of the replaced messages name nothing stored any more.
-        for entry in entries {
+        for (key, run) in &runs {
+            let body = encode_run(run.iter().map(|(_, ts, e)| (*ts, &e[..])));
+            batch.insert(key.as_slice(), record::seal_owned(key, body));
+        }
+        for entry in &present {
             let m = &entry.message;
             let new_key = entry.idempotency.as_ref().map(|(k, _)| k.as_str());
+            // The keys of the replaced messages name nothing stored any more.
             for (key, _) in super::MessageLog::idempotency_in(self, &m.topic, m.seq, m.seq)? {
                 if Some(key.as_str()) != new_key {
                     batch.remove(idempotency_key(&m.topic, &key));
                 }
             }
+            if let Some((name, expires_at)) = &entry.idempotency {
+                let key = idempotency_key(&m.topic, name);
+                self.keys.note(&key, *expires_at);
+                let body = idempotency_body(m.seq, m.ts, *expires_at);
+                batch.insert(key.clone(), record::seal(&key, &body));
+            }
         }
         self.guard(|| Ok(self.tree.apply_batch(batch)?))?;
         // Sizes changed under the cached stats: recount on the next read.
         let mut stats = self.stats.lock();
-        for entry in entries {
+        for entry in &present {
             stats.remove(&entry.message.topic);
         }
         Ok(())
     }
 
     /// Writes the entries that fall in pending ranges above what retention
-    /// removed, durably; returns `(topic, seq)` of each one written.
+    /// removed, as runs, durably; returns `(topic, seq)` of each one written.
     pub(super) fn write_repairs(
         &self,
         entries: &[LogEntry],
@@ -160,6 +206,7 @@ impl SledLog {
         let mut floors: HashMap<&Topic, u64> = HashMap::new();
         let mut batch = sled::Batch::default();
         let mut written = Vec::new();
+        let mut by_topic: BTreeMap<&Topic, Vec<&Message>> = BTreeMap::new();
         for entry in entries {
             let m = &entry.message;
             if !self.damage.is_pending(&m.topic, m.seq) {
@@ -186,8 +233,7 @@ impl SledLog {
             if m.seq <= floor {
                 continue;
             }
-            let key = message_key(&m.topic, m.seq);
-            batch.insert(key.clone(), record::seal_message(&key, m.ts, m.envelope()));
+            by_topic.entry(&m.topic).or_default().push(m);
             if let Some((name, expires_at)) = &entry.idempotency {
                 let key = idempotency_key(&m.topic, name);
                 self.keys.note(&key, *expires_at);
@@ -196,34 +242,23 @@ impl SledLog {
             }
             written.push((m.topic.clone(), m.seq));
         }
+        for (topic, mut messages) in by_topic {
+            messages.sort_by_key(|m| m.seq);
+            messages.dedup_by_key(|m| m.seq);
+            // One run per stretch of consecutive seqs.
+            let mut from = 0;
+            for i in 1..=messages.len() {
+                if i == messages.len() || messages[i].seq != messages[i - 1].seq + 1 {
+                    put_run(&mut batch, topic, &messages[from..i]);
+                    from = i;
+                }
+            }
+        }
         if !written.is_empty() {
             self.tree.apply_batch(batch)?;
             self.db.flush()?;
         }
         Ok(written)
-    }
-
-    /// Size of `topic` from seq `from` on, and the last seq seen. Sizes
-    /// come from value lengths alone; nothing here reaches a client.
-    pub(super) fn scan_stats(
-        &self,
-        topic: &Topic,
-        from: u64,
-    ) -> Result<(TopicStats, u64), LogError> {
-        let mut stats = TopicStats::default();
-        let mut last = from.saturating_sub(1);
-        for item in self
-            .tree
-            .range(message_key(topic, from)..=message_key(topic, u64::MAX))
-        {
-            let (key, value) = item?;
-            let seq = seq_of_key(&key)?;
-            stats.first_seq.get_or_insert(seq);
-            stats.count += 1;
-            stats.bytes += value.len().saturating_sub(8 + SEAL_LEN) as u64;
-            last = seq;
-        }
-        Ok((stats, last))
     }
 
     pub(super) fn idempotency_record(

@@ -65,21 +65,6 @@ struct Examined {
     unreadable: bool,
 }
 
-fn ranges(topic: &Topic, seqs: &[u64]) -> Vec<LostRange> {
-    let mut out: Vec<LostRange> = Vec::new();
-    for &seq in seqs {
-        match out.last_mut() {
-            Some(r) if r.to + 1 == seq => r.to = seq,
-            _ => out.push(LostRange {
-                topic: topic.clone(),
-                from: seq,
-                to: seq,
-            }),
-        }
-    }
-    out
-}
-
 /// Checks the records of an open log against themselves and the journal.
 /// What the start-up check finds in `log` (for tests beside the code).
 #[cfg(test)]
@@ -129,8 +114,10 @@ fn examine(log: &SledLog) -> Examined {
                 cause: Cause::Hole,
             });
         }
-        for range in ranges(&topic, &t.corrupt) {
-            findings.push(Finding::Corrupt { range });
+        for &(from, to) in &t.corrupt {
+            findings.push(Finding::Corrupt {
+                range: lost((from, to)),
+            });
         }
         heads_sum += t.head();
         log_heads.insert(name, t.head());

@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 
-use super::super::{keys::split_seq_key, record, LogError, TopicStats};
+use super::super::{keys::split_seq_key, record, run::decode_run, LogError, TopicStats};
 
 /// What the scan saw of one topic.
 #[derive(Debug, Default, Clone)]
@@ -29,8 +29,8 @@ pub(crate) struct TopicScan {
     pub lost: Vec<(u64, u64)>,
     /// Breaks between consecutive messages.
     pub holes: Vec<(u64, u64)>,
-    /// Seqs whose record failed verification.
-    pub corrupt: Vec<u64>,
+    /// Ranges of seqs whose run failed verification.
+    pub corrupt: Vec<(u64, u64)>,
 }
 
 impl TopicScan {
@@ -131,25 +131,40 @@ impl Scan {
         });
     }
 
-    fn message(&mut self, key: &[u8], value: &[u8]) {
-        let Some((name, seq)) = split_seq_key(key).filter(|(n, _)| valid_topic(n).is_some()) else {
+    /// A run of messages, stored under its last seq.
+    fn run(&mut self, key: &[u8], value: &[u8]) {
+        let Some((name, last)) = split_seq_key(key).filter(|(n, _)| valid_topic(n).is_some())
+        else {
             return self.bad(
                 key,
                 format!("message key {:?} is malformed", printable(key)),
             );
         };
         let t = self.topics.entry(printable(name)).or_default();
+        let run = record::open(key, value)
+            .ok()
+            .and_then(|body| decode_run(last, body).ok());
+        // A damaged run's count is unknown: it covers everything since the
+        // run before it (or since what retention removed).
+        let first = match &run {
+            Some(run) => run[0].seq,
+            None => match t.first {
+                Some(_) => t.last + 1,
+                None => t.trimmed_to.unwrap_or(0) + 1,
+            }
+            .min(last),
+        };
         match t.first {
-            None => t.first = Some(seq),
-            Some(_) if seq > t.last + 1 => t.holes.push((t.last + 1, seq - 1)),
+            None => t.first = Some(first),
+            Some(_) if first > t.last + 1 => t.holes.push((t.last + 1, first - 1)),
             Some(_) => {}
         }
-        t.last = seq;
-        t.count += 1;
-        match record::open(key, value) {
-            Ok(body) if body.len() >= 8 => t.bytes += (body.len() - 8) as u64,
-            _ => {
-                t.corrupt.push(seq);
+        t.last = t.last.max(last);
+        t.count += last + 1 - first;
+        match run {
+            Some(run) => t.bytes += run.iter().map(|m| m.envelope.len() as u64).sum::<u64>(),
+            None => {
+                t.corrupt.push((first, last));
                 self.corrupt_keys.push(key.to_vec());
             }
         }
@@ -160,7 +175,15 @@ impl Scan {
         self.bytes += (key.len() + value.len()) as u64;
         let body = record::open(key, value).ok();
         match key.first() {
-            Some(b'm') => self.message(key, value),
+            Some(b'm') => self.run(key, value),
+            // Start-up replays every intact pass before this scan runs.
+            Some(b'p') => self.bad(
+                key,
+                format!(
+                    "a pass of appended messages ({:?}) is corrupt: what it held is unknown",
+                    printable(&key[1..])
+                ),
+            ),
             Some(b'h') => match (valid_topic(&key[1..]), body.filter(|b| b.len() == 16)) {
                 (Some(name), Some(b)) => {
                     let seq = u64::from_be_bytes(b[..8].try_into().expect("8 bytes"));

@@ -4,7 +4,7 @@
 use std::{collections::BTreeMap, path::Path};
 
 use super::*;
-use crate::log::{acked, sled_log::tests::entry, LogEntry};
+use crate::log::{acked, sled_log::tests::entry, tamper, LogEntry};
 use herald_core::Message;
 
 fn options() -> SledOptions {
@@ -115,7 +115,7 @@ fn a_format_2_log_is_upgraded_in_place_and_reads_back_verified() {
     }
     assert_eq!(
         std::fs::read(dir.path().join("herald-log.format")).unwrap(),
-        b"herald-log-3"
+        b"herald-log-4"
     );
     assert!(
         !dir.path().join(LEGACY_HIGH_WATER).exists(),
@@ -123,7 +123,7 @@ fn a_format_2_log_is_upgraded_in_place_and_reads_back_verified() {
     );
     let read = acked::read(dir.path());
     assert_eq!((read.heads["a.b"], read.heads["c"]), (10, 1));
-    // The second open finds format 3, a journal, and nothing wrong.
+    // The second open finds format 4, a journal, and nothing wrong.
     let v = open(dir.path(), false).unwrap();
     assert!(v.report.is_clean(), "{}", v.report);
     assert_eq!(v.log.upgraded_from(), None);
@@ -135,16 +135,18 @@ fn an_interrupted_upgrade_starts_again_from_an_empty_new_tree() {
     let dir = tempfile::tempdir().unwrap();
     write_format_2(dir.path());
     {
-        // A copy cut short: part of the new tree (here a record the old tree
-        // does not have), the old format still recorded.
+        // Copies cut short: part of each new tree (here a record the old
+        // tree does not have), the old format still recorded.
         let db = sled::Config::new()
             .path(dir.path().join("log"))
             .open()
             .unwrap();
-        db.open_tree("log-v3")
-            .unwrap()
-            .insert(b"ma.b\0\0\0\0\0\0\0\0\x63", &b"half"[..])
-            .unwrap();
+        for tree in ["log-v3", "log-v4"] {
+            db.open_tree(tree)
+                .unwrap()
+                .insert(b"ma.b\0\0\0\0\0\0\0\0\x63", &b"half"[..])
+                .unwrap();
+        }
         db.flush().unwrap();
     }
     let v = open(dir.path(), false).unwrap();
@@ -167,23 +169,19 @@ fn holes_corrupt_records_and_a_lost_tail_are_named_then_accepted_as_gaps() {
     let t = topic("k.t");
     {
         let v = open(dir.path(), false).unwrap();
-        let entries: Vec<LogEntry> = (1..=20).map(|s| entry(&t, s, s)).collect();
-        v.log.append(&entries).unwrap();
+        // Three runs: 1..=11, 12, 13..=20.
+        for seqs in [1..=11, 12..=12, 13..=20] {
+            let entries: Vec<LogEntry> = seqs.map(|s| entry(&t, s, s)).collect();
+            v.log.append(&entries).unwrap();
+            v.log.compactor.compact().unwrap();
+        }
         v.log.sync().unwrap();
         let mut journal = v.journal;
         journal.record(&[(t.clone(), 25)]).unwrap();
         // A hole (7..=8) and a damaged record (12).
         let tree = v.log.tree();
-        let key = |seq: u64| {
-            let mut k = b"mk.t\0".to_vec();
-            k.extend_from_slice(&seq.to_be_bytes());
-            k
-        };
-        tree.remove(key(7)).unwrap();
-        tree.remove(key(8)).unwrap();
-        let mut value = tree.get(key(12)).unwrap().unwrap().to_vec();
-        value[10] ^= 1;
-        tree.insert(key(12), value).unwrap();
+        assert_eq!(tamper::remove_messages(tree, "k.t", 7..=8).unwrap(), 2);
+        assert!(tamper::alter_message(tree, "k.t", 12).unwrap());
         v.log.sync().unwrap();
     }
     let err = open(dir.path(), false).err().expect("refused").to_string();
@@ -226,18 +224,19 @@ fn a_corrupt_record_met_at_run_time_is_an_error_naming_it() {
     let t = topic("r");
     let v = open(dir.path(), false).unwrap();
     v.log.append(&[entry(&t, 1, 1), entry(&t, 2, 2)]).unwrap();
-    let key = {
-        let mut k = b"mr\0".to_vec();
-        k.extend_from_slice(&2u64.to_be_bytes());
-        k
-    };
-    let mut value = v.log.tree().get(&key).unwrap().unwrap().to_vec();
-    value[9] ^= 0x40;
-    v.log.tree().insert(&key, value).unwrap();
+    // Staged messages are read from memory; the damage is in their run.
+    assert_eq!(v.log.read(&t, 1, 10).unwrap().len(), 2);
+    v.log.compactor.compact().unwrap();
+    assert!(tamper::alter_message(v.log.tree(), "r", 1).unwrap());
     let err = v.log.read(&t, 1, 10).unwrap_err().to_string();
     assert!(
-        err.contains("message r#2") && err.contains("checksum"),
+        err.contains("messages of r up to #2") && err.contains("checksum"),
         "{err}"
     );
-    assert!(v.log.damage().reason().unwrap().contains("message r#2"));
+    assert!(v
+        .log
+        .damage()
+        .reason()
+        .unwrap()
+        .contains("messages of r up to #2"));
 }

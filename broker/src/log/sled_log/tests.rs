@@ -1,5 +1,7 @@
 //! The sled log's own round trip, and helpers other log tests share.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use super::*;
 
 /// Opens the log in `dir`, waiting out the previous handle's file lock.
@@ -146,4 +148,116 @@ fn stored_idempotency_keys_are_found_through_the_filter_after_a_reopen() {
     assert_eq!(log.expire_idempotency(2_000).unwrap(), 1);
     assert!(log.idempotency(&a, "k1").unwrap().is_none());
     assert_eq!(log.idempotency(&a, "k2").unwrap().unwrap().seq, 2);
+}
+
+#[test]
+fn readers_see_every_message_once_while_compaction_moves_them_into_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics: Vec<Topic> = ["a", "b", "c"]
+        .iter()
+        .map(|n| Topic::parse(n).unwrap())
+        .collect();
+    let log = Arc::new(open(dir.path()));
+    let appended = Arc::new(AtomicU64::new(0));
+    let writer = {
+        let (log, appended, topics) = (log.clone(), appended.clone(), topics.clone());
+        std::thread::spawn(move || {
+            for seq in 1..=3_000u64 {
+                let entries: Vec<_> = topics.iter().map(|t| entry(t, seq, seq)).collect();
+                log.append(&entries).unwrap();
+                appended.store(seq, Ordering::Release);
+                if seq % 97 == 0 {
+                    log.compactor.compact().unwrap();
+                }
+            }
+        })
+    };
+    // Whatever a read races with, it returns 1..=n without a gap or a
+    // repeat, reaching at least what was appended before it began.
+    let mut reads = 0;
+    while !writer.is_finished() || reads < 10 {
+        let floor = appended.load(Ordering::Acquire);
+        for t in &topics {
+            let seqs: Vec<u64> = log
+                .read(t, 1, 10_000)
+                .unwrap()
+                .iter()
+                .map(|m| m.seq)
+                .collect();
+            assert!(seqs.len() as u64 >= floor, "{t}: {} < {floor}", seqs.len());
+            assert!(
+                seqs.iter().copied().eq(1..=seqs.len() as u64),
+                "{t}: not dense"
+            );
+            let from = floor / 2 + 1;
+            let page: Vec<u64> = log
+                .read(t, from, 50)
+                .unwrap()
+                .iter()
+                .map(|m| m.seq)
+                .collect();
+            assert!(page.iter().copied().eq(from..from + page.len() as u64));
+            assert!(page.len() == 50 || from + page.len() as u64 > floor);
+        }
+        reads += 1;
+    }
+    writer.join().unwrap();
+    assert_eq!(log.stats(&topics[0]).unwrap().count, 3_000);
+    assert_eq!(
+        log.first_seq_since_ts(&topics[1], 2_990, 3_000).unwrap(),
+        Some(2_990)
+    );
+}
+
+#[test]
+fn a_pass_left_by_a_crash_is_replayed_into_runs_with_its_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Topic::parse("a").unwrap();
+    {
+        let log = open(dir.path());
+        log.append(&[entry(&a, 1, 1)]).unwrap();
+        log.compactor.compact().unwrap();
+        // What a kill -9 leaves: a durable pass no compaction wrote as runs.
+        let mut keyed = entry(&a, 2, 2);
+        keyed.idempotency = Some(("k2".into(), u64::MAX));
+        let key = super::super::compact::pass_key(41);
+        let value = record::seal_owned(&key, encode_pass(&[keyed, entry(&a, 3, 3)]));
+        log.tree().insert(key, value).unwrap();
+        log.sync().unwrap();
+    }
+    let log = open(dir.path());
+    assert_eq!(log.tree().scan_prefix(b"p").count(), 0, "replayed");
+    let seqs: Vec<u64> = log.read(&a, 1, 10).unwrap().iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, vec![1, 2, 3]);
+    assert_eq!(log.idempotency(&a, "k2").unwrap().unwrap().seq, 2);
+    assert_eq!(
+        log.next_pass.load(Ordering::Relaxed),
+        42,
+        "no pass number reused"
+    );
+}
+
+#[test]
+fn retention_and_replacement_rewrite_part_of_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Topic::parse("a").unwrap();
+    let log = open(dir.path());
+    let entries: Vec<_> = (1..=10).map(|s| entry(&a, s, 100 + s)).collect();
+    log.append(&entries).unwrap();
+    log.compactor.compact().unwrap();
+    assert_eq!(log.tree().scan_prefix(b"m").count(), 1, "one run");
+    // Retention keeps 5..=10 of the run, under the same key.
+    let t = log.trim_front(&a, &mut |seq, _, _| seq <= 4).unwrap();
+    assert_eq!((t.messages, log.stats(&a).unwrap().count), (4, 6));
+    // A replacement inside the run.
+    let newer = LogEntry {
+        message: Message::new(a.clone(), 7, 999, "\"newer\""),
+        idempotency: None,
+    };
+    log.replace(&[newer]).unwrap();
+    let got = log.read(&a, 0, 100).unwrap();
+    let seqs: Vec<u64> = got.iter().map(|m| m.seq).collect();
+    assert_eq!(seqs, (5..=10).collect::<Vec<_>>());
+    assert_eq!((got[2].ts, got[2].data()), (999, &b"\"newer\""[..]));
+    assert_eq!(log.first_seq_since_ts(&a, 107, 10).unwrap(), Some(7));
 }

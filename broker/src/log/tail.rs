@@ -1,0 +1,231 @@
+//! Messages the log holds in passes (durable, one record per append) and
+//! not yet in runs: the part of each topic readers take from memory.
+//!
+//! Compaction ([`super::compact`]) freezes what is staged, writes it as
+//! runs, and only then lets it go; readers take the tail first and the
+//! runs after, so a message moving from one to the other is seen in at
+//! least one of them, and a merge by seq drops the copy seen twice.
+
+use std::{collections::HashMap, sync::Arc};
+
+use parking_lot::Mutex;
+
+use super::{IdempotencyRecord, LogEntry};
+use herald_core::{Message, Topic, TopicHead};
+
+/// One topic's staged messages and idempotency keys.
+#[derive(Debug, Default)]
+pub(super) struct TopicTail {
+    /// In seq order.
+    pub messages: Vec<Arc<Message>>,
+    /// Keys of those messages.
+    pub keys: Vec<(String, IdempotencyRecord)>,
+}
+
+/// What some appends staged: their pass records and their messages.
+#[derive(Debug, Default)]
+pub(super) struct Staged {
+    /// Keys of the pass records holding these messages.
+    pub passes: Vec<Vec<u8>>,
+    /// By topic.
+    pub topics: HashMap<Topic, TopicTail>,
+    /// Envelope bytes staged.
+    pub bytes: usize,
+}
+
+impl Staged {
+    /// Adds the entries of the pass stored under `pass`.
+    pub fn push(&mut self, pass: Vec<u8>, entries: &[LogEntry]) {
+        self.passes.push(pass);
+        for entry in entries {
+            let m = &entry.message;
+            self.bytes += m.envelope().len();
+            let t = self.topics.entry(m.topic.clone()).or_default();
+            // Appends continue each topic, so this is a push; a caller
+            // appending one topic from two threads still reads back in order.
+            match t.messages.last() {
+                Some(last) if last.seq >= m.seq => {
+                    match t.messages.binary_search_by_key(&m.seq, |x| x.seq) {
+                        Ok(at) => t.messages[at] = m.clone(),
+                        Err(at) => t.messages.insert(at, m.clone()),
+                    }
+                }
+                _ => t.messages.push(m.clone()),
+            }
+            if let Some((key, expires_at)) = &entry.idempotency {
+                t.keys.push((
+                    key.clone(),
+                    IdempotencyRecord {
+                        seq: m.seq,
+                        ts: m.ts,
+                        expires_at: *expires_at,
+                    },
+                ));
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.passes.is_empty()
+    }
+}
+
+#[derive(Default)]
+struct State {
+    current: Staged,
+    compacting: Option<Arc<Staged>>,
+}
+
+/// The staged messages: those appended since the last compaction began,
+/// and those the running compaction is writing.
+#[derive(Default)]
+pub(super) struct Tail {
+    state: Mutex<State>,
+}
+
+impl Tail {
+    /// Stages an append stored as pass `pass`; returns the bytes staged.
+    pub fn push(&self, pass: Vec<u8>, entries: &[LogEntry]) -> usize {
+        let mut s = self.state.lock();
+        s.current.push(pass, entries);
+        s.current.bytes + s.compacting.as_ref().map_or(0, |c| c.bytes)
+    }
+
+    /// What the next compaction writes: the one that failed, if one did,
+    /// else everything staged (`None` when nothing is).
+    pub fn freeze(&self) -> Option<Arc<Staged>> {
+        let mut s = self.state.lock();
+        if let Some(c) = &s.compacting {
+            return Some(c.clone());
+        }
+        if s.current.is_empty() {
+            return None;
+        }
+        let frozen = Arc::new(std::mem::take(&mut s.current));
+        s.compacting = Some(frozen.clone());
+        Some(frozen)
+    }
+
+    /// The frozen part is in runs now: readers find it there.
+    pub fn release(&self) {
+        self.state.lock().compacting = None;
+    }
+
+    fn each<T>(&self, topic: &Topic, mut f: impl FnMut(&TopicTail) -> T) -> Vec<T> {
+        let s = self.state.lock();
+        let frozen = s.compacting.as_ref().and_then(|c| c.topics.get(topic));
+        frozen
+            .into_iter()
+            .chain(s.current.topics.get(topic))
+            .map(&mut f)
+            .collect()
+    }
+
+    /// Whether any of `topic`'s messages are staged.
+    pub fn holds(&self, topic: &Topic) -> bool {
+        !self
+            .each(topic, |t| t.messages.is_empty())
+            .iter()
+            .all(|&e| e)
+    }
+
+    /// `topic`'s staged messages with `seq >= from`, in seq order.
+    pub fn messages(&self, topic: &Topic, from: u64) -> Vec<Arc<Message>> {
+        let parts = self.each(topic, |t| {
+            let at = t.messages.partition_point(|m| m.seq < from);
+            t.messages[at..].to_vec()
+        });
+        let mut out: Vec<Arc<Message>> = parts.into_iter().flatten().collect();
+        out.sort_by_key(|m| m.seq);
+        out.dedup_by_key(|m| m.seq);
+        out
+    }
+
+    /// The staged record for idempotency key `key` of `topic`.
+    pub fn idempotency(&self, topic: &Topic, key: &str) -> Option<IdempotencyRecord> {
+        self.each(topic, |t| {
+            t.keys.iter().rev().find(|(k, _)| k == key).map(|(_, r)| *r)
+        })
+        .into_iter()
+        .flatten()
+        .last()
+    }
+
+    /// Staged keys of `topic` whose seq is in `from..=to`.
+    pub fn idempotency_in(
+        &self,
+        topic: &Topic,
+        from: u64,
+        to: u64,
+    ) -> Vec<(String, IdempotencyRecord)> {
+        self.each(topic, |t| {
+            t.keys
+                .iter()
+                .filter(|(_, r)| (from..=to).contains(&r.seq))
+                .cloned()
+                .collect::<Vec<_>>()
+        })
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
+    /// The last staged message of every staged topic.
+    pub fn heads(&self) -> Vec<(Topic, TopicHead)> {
+        let s = self.state.lock();
+        let frozen = s.compacting.iter().flat_map(|c| c.topics.iter());
+        frozen
+            .chain(s.current.topics.iter())
+            .filter_map(|(topic, t)| {
+                let last = t.messages.last()?;
+                Some((
+                    topic.clone(),
+                    TopicHead {
+                        last_seq: last.seq,
+                        last_ts: last.ts,
+                    },
+                ))
+            })
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(topic: &Topic, seq: u64, key: Option<&str>) -> LogEntry {
+        LogEntry {
+            message: Message::new(topic.clone(), seq, seq * 10, "1"),
+            idempotency: key.map(|k| (k.to_string(), 1_000)),
+        }
+    }
+
+    #[test]
+    fn readers_see_frozen_and_current_parts_in_order_once() {
+        let t = Topic::parse("t").unwrap();
+        let tail = Tail::default();
+        tail.push(
+            b"p1".to_vec(),
+            &[entry(&t, 1, Some("a")), entry(&t, 2, None)],
+        );
+        let frozen = tail.freeze().unwrap();
+        assert_eq!(frozen.passes, vec![b"p1".to_vec()]);
+        tail.push(
+            b"p2".to_vec(),
+            &[entry(&t, 4, None), entry(&t, 3, Some("b"))],
+        );
+        let seqs = |from| -> Vec<u64> { tail.messages(&t, from).iter().map(|m| m.seq).collect() };
+        assert_eq!(seqs(1), vec![1, 2, 3, 4]);
+        assert_eq!(seqs(3), vec![3, 4]);
+        assert_eq!(tail.idempotency(&t, "a").unwrap().seq, 1);
+        assert_eq!(tail.idempotency(&t, "b").unwrap().seq, 3);
+        assert_eq!(tail.idempotency_in(&t, 2, 9).len(), 1);
+        // A failed compaction is retried with the same part.
+        assert!(Arc::ptr_eq(&tail.freeze().unwrap(), &frozen));
+        tail.release();
+        assert_eq!(seqs(1), vec![3, 4]);
+        assert_eq!(tail.heads()[0].1.last_seq, 4);
+        assert!(tail.idempotency(&t, "a").is_none());
+    }
+}
