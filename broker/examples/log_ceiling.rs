@@ -66,8 +66,8 @@ fn main() {
         None => vec!["sled", "herald"],
     };
     for layer in layers {
-        for always in [true, false] {
-            for batch in [1, 16, 64, 256, 1024] {
+        for always in modes() {
+            for batch in batches() {
                 let run = Run {
                     layer,
                     always,
@@ -89,11 +89,35 @@ fn main() {
     }
 }
 
+/// The batch sizes to measure (`LOG_CEILING_BATCHES=256,1024`; all by default).
+fn batches() -> Vec<usize> {
+    match std::env::var("LOG_CEILING_BATCHES") {
+        Ok(list) => list
+            .split(',')
+            .map(|b| b.parse().expect("a batch size"))
+            .collect(),
+        Err(_) => vec![1, 16, 64, 256, 1024],
+    }
+}
+
+/// Whether to measure `always`, `relaxed` or both (`LOG_CEILING_MODES=always`).
+fn modes() -> Vec<bool> {
+    match std::env::var("LOG_CEILING_MODES") {
+        Ok(list) => list.split(',').map(|m| m == "always").collect(),
+        Err(_) => vec![true, false],
+    }
+}
+
+/// sled's cache (`LOG_CEILING_CACHE_MIB`; Herald's default, 64 MiB, otherwise).
+fn cache_bytes() -> u64 {
+    std::env::var("LOG_CEILING_CACHE_MIB").map_or(64, |m| m.parse().expect("MiB")) << 20
+}
+
 /// Raw sled with Herald's configuration, and one tree.
 fn open_raw(dir: &std::path::Path) -> (sled::Db, sled::Tree) {
     let db = sled::Config::new()
         .path(dir)
-        .cache_capacity(64 << 20)
+        .cache_capacity(cache_bytes())
         .flush_every_ms(Some(500))
         .open()
         .expect("sled opens");
@@ -208,7 +232,7 @@ fn measure(run: &Run, names: &[String], payload: usize, secs: f64) -> (u64, u64,
         }
         _ => {
             let options = SledOptions {
-                cache_bytes: 64 << 20,
+                cache_bytes: cache_bytes(),
                 flush_every_ms: 500,
             };
             let log = SledLog::open(dir.path(), &options).expect("log opens");

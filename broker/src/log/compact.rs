@@ -1,13 +1,15 @@
-//! Compaction: staged passes become runs.
+//! Compaction: staged appends become runs.
 //!
-//! An append stores one pass record, whatever topics it touched: the only
-//! write a publish waits for. Every [`INTERVAL`], or once [`SOON_BYTES`]
-//! are staged, this thread writes what is staged as one run per topic (and
-//! the idempotency records) and removes the passes, in one sled batch, so
-//! after a crash a message is in exactly one of the two. Start-up replays
-//! the passes a crash left the same way ([`Compactor::replay`]).
+//! An append writes one record to the write-ahead file ([`super::wal`]),
+//! whatever topics it touched: the only write a publish waits for. Every
+//! [`INTERVAL`], or once [`SOON_BYTES`] are staged, this thread writes what
+//! is staged as one run per topic (and the idempotency records) in one
+//! sled batch, makes it durable, and deletes the write-ahead segments it
+//! no longer needs. Start-up replays what the segments hold and the runs
+//! do not ([`Compactor::replay`]).
 
 use std::{
+    collections::HashMap,
     sync::{
         atomic::{AtomicBool, Ordering},
         Arc,
@@ -22,48 +24,55 @@ use super::{
     contain::contain,
     damage::Damage,
     key_filter::KeyFilter,
-    keys::{idempotency_key, message_key},
+    keys::{head_key, idempotency_key, message_key, message_prefix, seq_of_key, u64_at},
     record,
     run::{decode_pass, encode_run, RUN_BYTES},
     sled_maint::idempotency_body,
     tail::{Staged, Tail},
-    LogError,
+    wal::{Replayed, Wal},
+    LogEntry, LogError,
 };
+use herald_core::Topic;
 
 /// How long a message stays staged at most.
 pub(super) const INTERVAL: Duration = Duration::from_millis(500);
-/// Staged bytes that start a compaction before its time.
-pub(super) const SOON_BYTES: usize = 8 << 20;
+/// Staged bytes that start a compaction before its time. sled's cost is
+/// per key, so a compaction should find several messages per topic: small
+/// messages over many topics wait for the interval, large ones do not.
+pub(super) const SOON_BYTES: usize = 32 << 20;
 /// Staged bytes at which an append compacts itself before returning, so a
 /// compaction that falls behind slows appends instead of growing memory.
-pub(super) const MAX_BYTES: usize = 64 << 20;
+pub(super) const MAX_BYTES: usize = 96 << 20;
 
-/// `p` pass number (u64 BE).
-pub(super) fn pass_key(no: u64) -> Vec<u8> {
-    let mut k = Vec::with_capacity(9);
-    k.push(b'p');
-    k.extend_from_slice(&no.to_be_bytes());
-    k
-}
+/// Topics per sled batch of a compaction. A batch holds one epoch of
+/// sled's memory reclamation open while it runs, and every key it writes
+/// copies a leaf: small batches let the copies go as it proceeds.
+const TOPICS_PER_BATCH: usize = 8;
 
-/// The sled writes that turn `staged` into runs and idempotency records
-/// and remove its passes; the keys are noted in `filter` first.
-pub(super) fn runs_batch(staged: &Staged, filter: &KeyFilter) -> sled::Batch {
-    let mut batch = sled::Batch::default();
-    for (topic, t) in &staged.topics {
+/// The sled writes that turn `staged` into runs and idempotency records,
+/// in batches each holding whole topics (a crash between two leaves each
+/// topic entirely in runs or entirely in the write-ahead file); the keys
+/// are noted in `filter` first.
+pub(super) fn runs_batches(staged: &Staged, filter: &KeyFilter) -> Vec<sled::Batch> {
+    let mut batches = Vec::with_capacity(staged.topics.len() / TOPICS_PER_BATCH + 1);
+    for (i, (topic, t)) in staged.topics.iter().enumerate() {
+        if i % TOPICS_PER_BATCH == 0 {
+            batches.push(sled::Batch::default());
+        }
+        let batch = batches.last_mut().expect("pushed above");
         let mut run: Vec<&herald_core::Message> = Vec::new();
         let mut bytes = 0;
         for m in &t.messages {
             let breaks = run.last().is_some_and(|l| l.seq + 1 != m.seq) || bytes >= RUN_BYTES;
             if breaks {
-                put_run(&mut batch, topic, &run);
+                put_run(batch, topic, &run);
                 run.clear();
                 bytes = 0;
             }
             bytes += m.envelope().len() + 12;
             run.push(m);
         }
-        put_run(&mut batch, topic, &run);
+        put_run(batch, topic, &run);
         for (name, r) in &t.keys {
             let key = idempotency_key(topic, name);
             filter.note(&key, r.expires_at);
@@ -71,10 +80,7 @@ pub(super) fn runs_batch(staged: &Staged, filter: &KeyFilter) -> sled::Batch {
             batch.insert(key, value);
         }
     }
-    for pass in &staged.passes {
-        batch.remove(pass.as_slice());
-    }
-    batch
+    batches
 }
 
 /// Adds the run record of `run` (consecutive messages) to `batch`.
@@ -92,9 +98,32 @@ pub(super) fn put_run(
     batch.insert(key, value);
 }
 
+/// The last seq `tree` stores for `topic` (in runs, or removed by
+/// retention), reading keys and intact retention records only: replay must
+/// not fail on damage the start-up check is there to report.
+fn stored_head(tree: &sled::Tree, topic: &Topic) -> Result<u64, LogError> {
+    let mut end = message_prefix(topic);
+    *end.last_mut().expect("prefix is not empty") = 1;
+    let last = match tree.range(message_prefix(topic)..end).next_back() {
+        Some(item) => seq_of_key(&item?.0)?,
+        None => 0,
+    };
+    let key = head_key(topic);
+    let removed = match tree.get(&key)? {
+        Some(v) => record::open(&key, &v)
+            .ok()
+            .and_then(|b| u64_at(b, 0).ok())
+            .unwrap_or(0),
+        None => 0,
+    };
+    Ok(last.max(removed))
+}
+
 /// The staged messages, and the thread that writes them as runs.
 pub(super) struct Compactor {
+    db: sled::Db,
     tree: sled::Tree,
+    wal: Wal,
     /// What appends staged.
     pub tail: Tail,
     filter: Arc<KeyFilter>,
@@ -108,9 +137,17 @@ pub(super) struct Compactor {
 
 impl Compactor {
     /// A compactor for `tree` (its thread is started by [`Compactor::spawn`]).
-    pub fn new(tree: sled::Tree, filter: Arc<KeyFilter>, damage: Arc<Damage>) -> Arc<Self> {
+    pub fn new(
+        db: sled::Db,
+        tree: sled::Tree,
+        wal: Wal,
+        filter: Arc<KeyFilter>,
+        damage: Arc<Damage>,
+    ) -> Arc<Self> {
         Arc::new(Compactor {
+            db,
             tree,
+            wal,
             tail: Tail::default(),
             filter,
             damage,
@@ -119,6 +156,27 @@ impl Compactor {
             wake_lock: Mutex::new(false),
             stop: AtomicBool::new(false),
         })
+    }
+
+    /// Stores an append: its write-ahead record, then its messages staged.
+    /// Returns the bytes staged. Durable at the next [`Compactor::sync`].
+    pub fn append(&self, body: &[u8], entries: &[LogEntry]) -> Result<usize, LogError> {
+        let segment = self
+            .wal
+            .append(body)
+            .map_err(|e| self.io_failed("append", e))?;
+        Ok(self.tail.push(segment, entries))
+    }
+
+    /// Makes every earlier append durable.
+    pub fn sync(&self) -> Result<(), LogError> {
+        self.wal.sync().map_err(|e| self.io_failed("sync", e))
+    }
+
+    fn io_failed(&self, what: &str, e: std::io::Error) -> LogError {
+        let reason = format!("the write-ahead file failed to {what}: {e}");
+        self.damage.note_failure(reason.clone());
+        LogError::Storage(reason)
     }
 
     /// Starts the thread that compacts every [`INTERVAL`] or when woken.
@@ -134,8 +192,10 @@ impl Compactor {
                     }
                     *woken = false;
                 }
-                if let Err(e) = this.compact() {
-                    tracing::error!(error = %e, "compaction failed; the staged messages stay in their passes and are retried");
+                // `relaxed` appends are durable within an interval.
+                let synced = this.sync();
+                if let Err(e) = synced.and_then(|()| this.compact()) {
+                    tracing::error!(error = %e, "compaction failed; the staged messages stay in the write-ahead file and are retried");
                 }
                 if this.stop.load(Ordering::Acquire) {
                     return;
@@ -155,24 +215,41 @@ impl Compactor {
         self.wake();
     }
 
+    /// Runs `f` against sled, a panic inside becoming a storage error.
+    fn guard<T>(&self, f: impl FnOnce() -> Result<T, LogError>) -> Result<T, LogError> {
+        contain(f).unwrap_or_else(|panic| {
+            let reason = format!("the storage engine failed while compacting: {panic}");
+            self.damage.note_failure(reason.clone());
+            Err(LogError::Storage(reason))
+        })
+    }
+
     /// Writes what is staged as runs; returns the guard that keeps the
     /// next compaction out, for maintenance that must see no tail.
     pub fn compact_and_hold(&self) -> Result<parking_lot::MutexGuard<'_, ()>, LogError> {
         let running = self.running.lock();
         // A failed compaction is retried first, then what was staged since.
+        let mut compacted = false;
         for _ in 0..2 {
             let Some(staged) = self.tail.freeze() else {
                 break;
             };
-            let batch = runs_batch(&staged, &self.filter);
-            contain(|| self.tree.apply_batch(batch).map_err(LogError::from)).unwrap_or_else(
-                |panic| {
-                    let reason = format!("the storage engine failed while compacting: {panic}");
-                    self.damage.note_failure(reason.clone());
-                    Err(LogError::Storage(reason))
-                },
-            )?;
+            for batch in runs_batches(&staged, &self.filter) {
+                self.guard(|| Ok(self.tree.apply_batch(batch)?))?;
+            }
             self.tail.release();
+            compacted = true;
+        }
+        if compacted {
+            // Segments whose every append is in runs go, once the runs are
+            // durable.
+            let keep_from = self.tail.first_segment().unwrap_or(self.wal.active());
+            if self.wal.oldest() < keep_from {
+                self.guard(|| Ok(self.db.flush().map(drop)?))?;
+                self.wal
+                    .release_before(keep_from)
+                    .map_err(|e| self.io_failed("remove a segment", e))?;
+            }
         }
         Ok(running)
     }
@@ -182,32 +259,50 @@ impl Compactor {
         self.compact_and_hold().map(drop)
     }
 
-    /// Turns the passes a crash left in `tree` into runs, durably; returns
-    /// the next free pass number. A pass that fails its seal stays where it
-    /// is, for the start-up check to report.
-    pub fn replay(&self) -> Result<u64, LogError> {
+    /// Writes what the write-ahead file held at open and the runs do not
+    /// (a crash came before its compaction) as runs, durably, and deletes
+    /// the old segments; returns the damage found in them.
+    pub fn replay(&self, replayed: Replayed) -> Result<Vec<String>, LogError> {
+        let Replayed {
+            records,
+            mut problems,
+        } = replayed;
         let mut staged = Staged::default();
-        let mut next = 0;
-        for item in self.tree.scan_prefix(b"p") {
-            let (key, value) = item?;
-            if key.len() == 9 {
-                let no = u64::from_be_bytes(key[1..].try_into().expect("8 bytes"));
-                next = next.max(no + 1);
-            }
-            let Ok(entries) = record::open(&key, &value)
-                .map_err(|e| LogError::Corrupt(e.to_string()))
-                .and_then(decode_pass)
-            else {
-                continue;
+        let mut heads: HashMap<Topic, u64> = HashMap::new();
+        for (segment, body) in records {
+            let entries = match decode_pass(&body) {
+                Ok(entries) => entries,
+                Err(e) => {
+                    problems.push(format!("write-ahead segment {segment:016x}: {e}"));
+                    continue;
+                }
             };
-            staged.push(key.to_vec(), &entries);
+            let mut fresh = Vec::with_capacity(entries.len());
+            for entry in entries {
+                let topic = &entry.message.topic;
+                let head = match heads.get(topic) {
+                    Some(h) => *h,
+                    None => *heads
+                        .entry(topic.clone())
+                        .or_insert(stored_head(&self.tree, topic)?),
+                };
+                if entry.message.seq > head {
+                    fresh.push(entry);
+                }
+            }
+            staged.push(segment, &fresh);
         }
-        if !staged.passes.is_empty() {
-            let passes = staged.passes.len();
-            self.tree.apply_batch(runs_batch(&staged, &self.filter))?;
-            self.tree.flush()?;
-            tracing::info!(passes, "replayed the passes a stop left into runs");
+        let messages: usize = staged.topics.values().map(|t| t.messages.len()).sum();
+        if messages > 0 {
+            for batch in runs_batches(&staged, &self.filter) {
+                self.tree.apply_batch(batch)?;
+            }
+            tracing::info!(messages, "replayed the write-ahead file into runs");
         }
-        Ok(next)
+        self.db.flush()?;
+        self.wal
+            .release_before(self.wal.active())
+            .map_err(|e| LogError::Storage(format!("cannot remove a write-ahead segment: {e}")))?;
+        Ok(problems)
     }
 }

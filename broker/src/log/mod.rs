@@ -28,6 +28,7 @@ mod sled_maint;
 mod sled_read;
 mod tail;
 pub mod tamper;
+mod wal;
 
 use std::{path::PathBuf, sync::Arc};
 

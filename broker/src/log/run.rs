@@ -1,6 +1,7 @@
 //! The two bodies that hold messages: a *run* (consecutive messages of one
-//! topic, stored under the run's last seq) and a *pass* (everything one
-//! append wrote, in arrival order, with the idempotency keys).
+//! topic, stored in sled under the run's last seq) and a *pass* (everything
+//! one append wrote, in arrival order, with the idempotency keys: a record
+//! of the write-ahead file, [`super::wal`]).
 //!
 //! | body | layout (integers big-endian) |
 //! |------|------------------------------|
@@ -8,7 +9,8 @@
 //! | pass | count u32, then per entry: topic len u16 ‖ topic ‖ seq u64 ‖ ts u64 ‖ len u32 ‖ envelope ‖ key len u32 (`u32::MAX`: none) ‖ key ‖ expires_at u64 |
 //!
 //! A run's seqs are implicit: the key names its last, the count gives its
-//! first. Both bodies are sealed like every value ([`super::record`]).
+//! first. A run is sealed like every value in sled ([`super::record`]); a
+//! pass is checked by its write-ahead record.
 
 use std::sync::Arc;
 
@@ -17,9 +19,11 @@ use bytes::Bytes;
 use super::{LogEntry, LogError};
 use herald_core::{Message, Topic};
 
-/// A run is closed once its body passes this many bytes, so a hot topic's
-/// history is read back in pieces of about this size.
-pub(super) const RUN_BYTES: usize = 64 << 10;
+/// A run is closed once its body passes this many bytes. sled 0.34 splits a
+/// leaf at 17 keys, whatever their size, and writes a page of more than
+/// 128 KiB as a blob its cache does not account for (memory then grows
+/// past any limit): values stay small enough that a full leaf stays below.
+pub(super) const RUN_BYTES: usize = 6 << 10;
 
 fn corrupt(what: &str) -> LogError {
     LogError::Corrupt(format!("{what} is malformed"))
@@ -132,17 +136,17 @@ pub(super) fn run_messages(topic: &Topic, run: &[RunMessage<'_>]) -> Vec<Arc<Mes
         .collect()
 }
 
+/// Bytes `entry` takes in a pass body.
+fn pass_len(e: &LogEntry) -> usize {
+    e.message.topic.as_str().len()
+        + e.message.envelope().len()
+        + e.idempotency.as_ref().map_or(0, |(k, _)| k.len())
+        + 38
+}
+
 /// The body of a pass: every entry one append wrote.
 pub(super) fn encode_pass(entries: &[LogEntry]) -> Vec<u8> {
-    let size: usize = entries
-        .iter()
-        .map(|e| {
-            e.message.topic.as_str().len()
-                + e.message.envelope().len()
-                + e.idempotency.as_ref().map_or(0, |(k, _)| k.len())
-                + 40
-        })
-        .sum();
+    let size: usize = entries.iter().map(pass_len).sum();
     let mut body = Vec::with_capacity(size + 4);
     body.extend_from_slice(&(entries.len() as u32).to_be_bytes());
     for e in entries {

@@ -7,18 +7,17 @@
 //!
 //! | key                                  | body                                   |
 //! |--------------------------------------|----------------------------------------|
-//! | `p` pass number (u64 BE)             | a pass: one append's entries ([`super::run`]) |
 //! | `m` topic `\0` last seq (u64 BE)     | a run: consecutive messages ([`super::run`]) |
 //! | `h` topic                            | last seq ‖ last ts (u64 BE)            |
 //! | `i` topic `\0` idempotency key       | seq ‖ ts ‖ expires_at                  |
 //! | `d` topic `\0` from (u64 BE)         | to: seqs accepted as lost              |
 //! | `x` name                             | small named values (cluster)           |
 //!
-//! An append writes one `p` record, whatever topics it holds: one sled
-//! insert per publish batch, not per message, because sled's cost is per
-//! key. Its messages stay in memory ([`super::tail`]) until compaction
-//! ([`super::compact`]) writes them as one `m` run per topic with their
-//! `i` records and removes the pass, in one batch.
+//! An append writes one record to the write-ahead file ([`super::wal`]),
+//! whatever topics it holds, and nothing to sled: sled's cost is per key
+//! and grows with the bytes it copies per key. Its messages stay in memory
+//! ([`super::tail`]) until compaction ([`super::compact`]) writes them as
+//! one `m` run per topic, with their `i` records, in one batch.
 //!
 //! `h` records the head of what retention removed; a topic's head is the
 //! latest of it, its last message key and its last lost range (see
@@ -27,12 +26,14 @@
 //! Topic names never contain `\0`, so a topic's keys form one contiguous
 //! range. Big-endian seqs sort numerically.
 //!
-//! Durability: `sync` calls `Db::flush`, which writes sled's IO buffers and
-//! fsyncs; sled documents that every write before a successful flush is
-//! recovered after a crash. Without `sync` (relaxed mode) sled's background
-//! flusher writes every `flush_every_ms`, so a crash loses at most that
-//! window. A batch is applied atomically, so after any crash a message is
-//! either entirely present (with its idempotency key) or absent.
+//! Durability: `sync` fdatasyncs the write-ahead file (and calls
+//! `Db::flush` when a write went to sled directly, such as a cluster
+//! record); a compaction makes its runs durable with `Db::flush` before it
+//! deletes the write-ahead segments they came from. Without `sync`
+//! (relaxed mode) the compaction thread syncs every 500 ms, so a crash
+//! loses at most that window. A batch is applied atomically, so after any
+//! crash a message is entirely present in runs (with its idempotency key)
+//! or still in the write-ahead file, which start-up replays.
 //!
 //! Every call into sled runs inside [`contain`]: sled 0.34 panics on some
 //! damaged pages, and that must become an error naming the data directory.
@@ -41,7 +42,7 @@ use std::{
     collections::HashMap,
     path::{Path, PathBuf},
     sync::{
-        atomic::{AtomicU64, Ordering},
+        atomic::{AtomicBool, Ordering},
         Arc,
     },
     thread::JoinHandle,
@@ -50,7 +51,7 @@ use std::{
 use parking_lot::Mutex;
 
 use super::{
-    compact::{pass_key, Compactor, MAX_BYTES, SOON_BYTES},
+    compact::{Compactor, MAX_BYTES, SOON_BYTES},
     contain::contain,
     damage::{Damage, LostRange},
     format, heads,
@@ -58,6 +59,7 @@ use super::{
     keys::{head_key, idempotency_key, u64_at},
     record,
     run::encode_pass,
+    wal::Wal,
     IdempotencyRecord, LogEntry, LogError, MessageLog, TopicStats, Trimmed,
 };
 use herald_core::{Message, Topic, TopicHead};
@@ -87,7 +89,10 @@ pub struct SledLog {
     /// The staged tail and the thread that writes it as runs.
     pub(super) compactor: Arc<Compactor>,
     compact_thread: Option<JoinHandle<()>>,
-    next_pass: AtomicU64,
+    /// Something was written to sled outside compaction since the last sync.
+    sled_dirty: AtomicBool,
+    /// Damage the write-ahead file showed at open.
+    wal_problems: Vec<String>,
     upgraded_from: Option<u8>,
     created: bool,
 }
@@ -129,10 +134,20 @@ impl SledLog {
         };
         let keys = KeyFilter::filled_from(opened.tree.clone()).map_err(|e| open_err(&e))?;
         let damage = Arc::new(Damage::default());
-        let compactor = Compactor::new(opened.tree.clone(), keys.clone(), damage.clone());
-        let next_pass = contain(|| compactor.replay()).map_err(|panic| {
+        let (wal, replayed) = Wal::open(&dir.join("wal")).map_err(|e| LogError::Open {
+            path: dir.join("wal"),
+            reason: e.to_string(),
+        })?;
+        let compactor = Compactor::new(
+            opened.db.clone(),
+            opened.tree.clone(),
+            wal,
+            keys.clone(),
+            damage.clone(),
+        );
+        let wal_problems = contain(|| compactor.replay(replayed)).map_err(|panic| {
             open_err(&format!(
-                "the storage engine failed while replaying passes: {panic}"
+                "the storage engine failed while replaying the write-ahead file: {panic}"
             ))
         })??;
         let compact_thread = compactor.spawn().map_err(|e| open_err(&e))?;
@@ -146,7 +161,8 @@ impl SledLog {
             keys,
             compactor,
             compact_thread: Some(compact_thread),
-            next_pass: AtomicU64::new(next_pass),
+            sled_dirty: AtomicBool::new(false),
+            wal_problems,
             upgraded_from: opened.upgraded_from,
             created: opened.created,
         })
@@ -155,6 +171,12 @@ impl SledLog {
     /// The format this open upgraded the log from, if it did.
     pub fn upgraded_from(&self) -> Option<u8> {
         self.upgraded_from
+    }
+
+    /// Damage the write-ahead file showed at open (records that failed
+    /// their check with intact ones after them).
+    pub fn wal_problems(&self) -> &[String] {
+        &self.wal_problems
     }
 
     /// Whether this open created the log.
@@ -229,13 +251,11 @@ impl MessageLog for SledLog {
                     .note(&idempotency_key(&entry.message.topic, key), *expires_at);
             }
         }
-        let key = pass_key(self.next_pass.fetch_add(1, Ordering::Relaxed));
-        let value = record::seal_owned(&key, encode_pass(entries));
-        self.guard(|| Ok(self.tree.insert(key.as_slice(), value).map(drop)?))?;
+        let body = encode_pass(entries);
         // Staged under the stats lock, so a recount sees each message once.
         let staged = {
             let mut stats = self.stats.lock();
-            let staged = self.compactor.tail.push(key, entries);
+            let staged = self.compactor.append(&body, entries)?;
             for entry in entries {
                 if let Some(s) = stats.get_mut(&entry.message.topic) {
                     s.first_seq.get_or_insert(entry.message.seq);
@@ -254,10 +274,14 @@ impl MessageLog for SledLog {
     }
 
     fn sync(&self) -> Result<(), LogError> {
-        self.guard(|| {
-            self.db.flush()?;
-            Ok(())
-        })
+        self.compactor.sync()?;
+        if self.sled_dirty.swap(false, Ordering::AcqRel) {
+            self.guard(|| {
+                self.db.flush()?;
+                Ok(())
+            })?;
+        }
+        Ok(())
     }
 
     fn read(&self, topic: &Topic, from: u64, max: usize) -> Result<Vec<Arc<Message>>, LogError> {
@@ -374,6 +398,7 @@ impl MessageLog for SledLog {
         let mut k = b"x".to_vec();
         k.extend_from_slice(key.as_bytes());
         let sealed = record::seal(&k, value);
+        self.sled_dirty.store(true, Ordering::Release);
         self.guard(|| {
             self.tree.insert(k, sealed)?;
             Ok(())
@@ -472,6 +497,7 @@ impl MessageLog for SledLog {
         let _trimming = self.trim_lock.lock();
         // With nothing staged, every stored message is in a run.
         let _compacted = self.compactor.compact_and_hold()?;
+        self.sled_dirty.store(true, Ordering::Release);
         self.write_replacements(entries)
     }
 
@@ -492,6 +518,7 @@ impl MessageLog for SledLog {
     fn remove_through(&self, topic: &Topic, head: TopicHead) -> Result<(), LogError> {
         let _trimming = self.trim_lock.lock();
         let _compacted = self.compactor.compact_and_hold()?;
+        self.sled_dirty.store(true, Ordering::Release);
         self.guard(|| self.write_removed(topic, head))?;
         self.damage.resolve(topic, 0, head.last_seq);
         self.stats.lock().remove(topic);

@@ -1,5 +1,6 @@
-//! Messages the log holds in passes (durable, one record per append) and
-//! not yet in runs: the part of each topic readers take from memory.
+//! Messages the log holds in the write-ahead file (durable, one record per
+//! append, [`super::wal`]) and not yet in runs: the part of each topic
+//! readers take from memory.
 //!
 //! Compaction ([`super::compact`]) freezes what is staged, writes it as
 //! runs, and only then lets it go; readers take the tail first and the
@@ -22,11 +23,13 @@ pub(super) struct TopicTail {
     pub keys: Vec<(String, IdempotencyRecord)>,
 }
 
-/// What some appends staged: their pass records and their messages.
+/// What some appends staged: where their records are, and their messages.
 #[derive(Debug, Default)]
 pub(super) struct Staged {
-    /// Keys of the pass records holding these messages.
-    pub passes: Vec<Vec<u8>>,
+    /// Appends staged.
+    pub passes: usize,
+    /// The first write-ahead segment holding one of them.
+    pub first_segment: Option<u64>,
     /// By topic.
     pub topics: HashMap<Topic, TopicTail>,
     /// Envelope bytes staged.
@@ -34,9 +37,11 @@ pub(super) struct Staged {
 }
 
 impl Staged {
-    /// Adds the entries of the pass stored under `pass`.
-    pub fn push(&mut self, pass: Vec<u8>, entries: &[LogEntry]) {
-        self.passes.push(pass);
+    /// Adds the entries of one append, stored in write-ahead segment
+    /// `segment`.
+    pub fn push(&mut self, segment: u64, entries: &[LogEntry]) {
+        self.passes += 1;
+        self.first_segment.get_or_insert(segment);
         for entry in entries {
             let m = &entry.message;
             self.bytes += m.envelope().len();
@@ -66,7 +71,7 @@ impl Staged {
     }
 
     fn is_empty(&self) -> bool {
-        self.passes.is_empty()
+        self.passes == 0
     }
 }
 
@@ -84,10 +89,11 @@ pub(super) struct Tail {
 }
 
 impl Tail {
-    /// Stages an append stored as pass `pass`; returns the bytes staged.
-    pub fn push(&self, pass: Vec<u8>, entries: &[LogEntry]) -> usize {
+    /// Stages an append stored in write-ahead segment `segment`; returns
+    /// the bytes staged.
+    pub fn push(&self, segment: u64, entries: &[LogEntry]) -> usize {
         let mut s = self.state.lock();
-        s.current.push(pass, entries);
+        s.current.push(segment, entries);
         s.current.bytes + s.compacting.as_ref().map_or(0, |c| c.bytes)
     }
 
@@ -106,9 +112,19 @@ impl Tail {
         Some(frozen)
     }
 
-    /// The frozen part is in runs now: readers find it there.
-    pub fn release(&self) {
-        self.state.lock().compacting = None;
+    /// The frozen part is in runs now: readers find it there. Returns the
+    /// first segment still holding a staged append, if any.
+    pub fn release(&self) -> Option<u64> {
+        let mut s = self.state.lock();
+        s.compacting = None;
+        s.current.first_segment
+    }
+
+    /// The first write-ahead segment holding a staged append, if any.
+    pub fn first_segment(&self) -> Option<u64> {
+        let s = self.state.lock();
+        let frozen = s.compacting.as_ref().and_then(|c| c.first_segment);
+        frozen.into_iter().chain(s.current.first_segment).min()
     }
 
     fn each<T>(&self, topic: &Topic, mut f: impl FnMut(&TopicTail) -> T) -> Vec<T> {
@@ -205,16 +221,10 @@ mod tests {
     fn readers_see_frozen_and_current_parts_in_order_once() {
         let t = Topic::parse("t").unwrap();
         let tail = Tail::default();
-        tail.push(
-            b"p1".to_vec(),
-            &[entry(&t, 1, Some("a")), entry(&t, 2, None)],
-        );
+        tail.push(3, &[entry(&t, 1, Some("a")), entry(&t, 2, None)]);
         let frozen = tail.freeze().unwrap();
-        assert_eq!(frozen.passes, vec![b"p1".to_vec()]);
-        tail.push(
-            b"p2".to_vec(),
-            &[entry(&t, 4, None), entry(&t, 3, Some("b"))],
-        );
+        assert_eq!((frozen.passes, frozen.first_segment), (1, Some(3)));
+        tail.push(4, &[entry(&t, 4, None), entry(&t, 3, Some("b"))]);
         let seqs = |from| -> Vec<u64> { tail.messages(&t, from).iter().map(|m| m.seq).collect() };
         assert_eq!(seqs(1), vec![1, 2, 3, 4]);
         assert_eq!(seqs(3), vec![3, 4]);
@@ -223,7 +233,7 @@ mod tests {
         assert_eq!(tail.idempotency_in(&t, 2, 9).len(), 1);
         // A failed compaction is retried with the same part.
         assert!(Arc::ptr_eq(&tail.freeze().unwrap(), &frozen));
-        tail.release();
+        assert_eq!(tail.release(), Some(4));
         assert_eq!(seqs(1), vec![3, 4]);
         assert_eq!(tail.heads()[0].1.last_seq, 4);
         assert!(tail.idempotency(&t, "a").is_none());

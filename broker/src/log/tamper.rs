@@ -8,7 +8,7 @@ use std::ops::RangeInclusive;
 use super::{
     keys::{message_key, message_prefix, seq_of_key},
     record,
-    run::{decode_pass, decode_run, encode_run},
+    run::{decode_run, encode_run},
     LogError,
 };
 use herald_core::Topic;
@@ -55,9 +55,10 @@ pub fn remove_messages(
     Ok(removed)
 }
 
-/// Flips one bit of the stored record holding message `seq` of topic
-/// `name` (its run, or the pass a crash left it in), without sealing it
-/// again. Returns whether such a record was found.
+/// Flips one bit of the stored run holding message `seq` of topic `name`,
+/// without sealing it again. Returns whether such a run was found (a
+/// message still in the write-ahead file is in none: open the log once
+/// first to have it replayed into runs).
 pub fn alter_message(tree: &sled::Tree, name: &str, seq: u64) -> Result<bool, LogError> {
     let topic = topic(name)?;
     let mut holding = None;
@@ -69,20 +70,6 @@ pub fn alter_message(tree: &sled::Tree, name: &str, seq: u64) -> Result<bool, Lo
         let body = record::open(&key, &value).map_err(|e| LogError::Corrupt(e.to_string()))?;
         if decode_run(seq_of_key(&key)?, body)?[0].seq <= seq {
             holding = Some((key, value));
-        }
-    }
-    if holding.is_none() {
-        for item in tree.scan_prefix(b"p") {
-            let (key, value) = item?;
-            let body = record::open(&key, &value).map_err(|e| LogError::Corrupt(e.to_string()))?;
-            let entries = decode_pass(body)?;
-            if entries
-                .iter()
-                .any(|e| e.message.topic == topic && e.message.seq == seq)
-            {
-                holding = Some((key, value));
-                break;
-            }
         }
     }
     let Some((key, value)) = holding else {

@@ -125,6 +125,11 @@ fn examine(log: &SledLog) -> Examined {
     findings.extend(scan.bad.iter().map(|b| Finding::BadRecord {
         what: b.what.clone(),
     }));
+    // The write-ahead file's damage: what the records held is unknown, so
+    // the check also finds their messages missing wherever it can.
+    findings.extend(log.wal_problems().iter().map(|p| Finding::File {
+        what: format!("write-ahead file {p}"),
+    }));
 
     let acked = acked::read(dir);
     findings.extend(

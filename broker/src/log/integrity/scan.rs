@@ -176,14 +176,6 @@ impl Scan {
         let body = record::open(key, value).ok();
         match key.first() {
             Some(b'm') => self.run(key, value),
-            // Start-up replays every intact pass before this scan runs.
-            Some(b'p') => self.bad(
-                key,
-                format!(
-                    "a pass of appended messages ({:?}) is corrupt: what it held is unknown",
-                    printable(&key[1..])
-                ),
-            ),
             Some(b'h') => match (valid_topic(&key[1..]), body.filter(|b| b.len() == 16)) {
                 (Some(name), Some(b)) => {
                     let seq = u64::from_be_bytes(b[..8].try_into().expect("8 bytes"));

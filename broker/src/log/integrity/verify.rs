@@ -120,6 +120,9 @@ pub fn verify(dir: &Path) -> Result<Report, VerifyError> {
         move |source| VerifyError::Copy { path, source }
     };
     copy_tree(&dir.join("log"), &scratch.0.join("log")).map_err(copy_err(&dir.join("log")))?;
+    if dir.join("wal").is_dir() {
+        copy_tree(&dir.join("wal"), &scratch.0.join("wal")).map_err(copy_err(&dir.join("wal")))?;
+    }
     for name in acked::FILES
         .iter()
         .chain(&[format::MARKER_FILE, super::LEGACY_HIGH_WATER])
