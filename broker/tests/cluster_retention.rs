@@ -135,18 +135,12 @@ max_messages = 0
     // is down: holes its peers cannot fill any more (their retention
     // removed those seqs). kept.a's is passed over by the catch-up; kept.b
     // is not behind, so its hole is the repair's to settle.
-    {
-        let db = sled::Config::new()
-            .path(nodes[2].data_dir.join("log"))
-            .open()
-            .unwrap();
-        let tree = db.open_tree(herald::log::format::TREE).unwrap();
+    with_log_tree(&nodes[2].data_dir, |tree| {
         for topic in ["kept.a", "kept.b"] {
-            let removed = herald::log::tamper::remove_messages(&tree, topic, 2..=3).unwrap();
+            let removed = herald::log::tamper::remove_messages(tree, topic, 2..=3).unwrap();
             assert_eq!(removed, 2, "n3 held {topic} 2..=3");
         }
-        db.flush().unwrap();
-    }
+    });
 
     nodes[2].kill9_and_restart();
     wait_ready(&nodes[2], Duration::from_secs(30)).await;

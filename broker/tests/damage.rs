@@ -171,20 +171,6 @@ fn truncate_written_tail(path: &Path, bytes: u64) {
     f.set_len(end.saturating_sub(bytes)).unwrap();
 }
 
-/// Changes the log tree through sled itself: damage sled cannot see. The
-/// log is opened once first, so that what the write-ahead file held is in
-/// runs.
-fn with_tree(dir: &Path, change: impl FnOnce(&sled::Tree)) {
-    let options = herald::log::sled_log::SledOptions {
-        cache_bytes: 8 << 20,
-        flush_every_ms: 500,
-    };
-    drop(herald::log::SledLog::open(dir, &options).unwrap());
-    let db = sled::Config::new().path(dir.join("log")).open().unwrap();
-    change(&db.open_tree(herald::log::format::TREE).unwrap());
-    db.flush().unwrap();
-}
-
 /// The largest write-ahead segment in data dir `dir`.
 fn wal_segment(dir: &Path) -> PathBuf {
     let mut segments: Vec<(u64, PathBuf)> = std::fs::read_dir(dir.join("wal"))
@@ -315,28 +301,38 @@ fn cases() -> Vec<Case> {
             std::fs::write(&db, data).unwrap();
         },
     ));
-    // The same damage aimed where it must hurt: every stored copy of one
-    // acknowledged message's bytes. Where the middle flip above lands in a
-    // page sled no longer reads, the node may start intact; this one it
-    // must refuse.
+    // The same damage aimed where it must hurt: every copy sled stores of
+    // one acknowledged message's bytes (the write-ahead file's copy is
+    // left: it does not stand in for a damaged run). Where the middle flip
+    // above lands in a page sled no longer reads, the node may start
+    // intact; this one it must refuse.
     cases.push(case(
         "log/db: one message's stored bytes flipped (0)",
         0,
         |d| {
-            let db = d.join("log/db");
-            let mut data = std::fs::read(&db).unwrap();
-            let needle = br#"{"b":25,"i":37,"pad""#;
-            let hits: Vec<usize> = data
-                .windows(needle.len())
-                .enumerate()
-                .filter(|(_, w)| *w == needle)
-                .map(|(i, _)| i)
-                .collect();
-            assert!(!hits.is_empty(), "the message's bytes are not in log/db");
-            for at in hits {
-                data[at + 6] ^= 0x01;
+            // sled keeps a page too large for its log in a file of its own
+            // under log/blobs.
+            let mut stored = vec![d.join("log/db")];
+            if let Ok(blobs) = std::fs::read_dir(d.join("log/blobs")) {
+                stored.extend(blobs.map(|e| e.unwrap().path()));
             }
-            std::fs::write(&db, data).unwrap();
+            let needle = br#"{"b":25,"i":37,"pad""#;
+            let mut found = 0;
+            for path in stored {
+                let mut data = std::fs::read(&path).unwrap();
+                let hits: Vec<usize> = data
+                    .windows(needle.len())
+                    .enumerate()
+                    .filter(|(_, w)| *w == needle)
+                    .map(|(i, _)| i)
+                    .collect();
+                found += hits.len();
+                for at in hits {
+                    data[at + 6] ^= 0x01;
+                }
+                std::fs::write(&path, data).unwrap();
+            }
+            assert!(found > 0, "the message's bytes are not in log/");
         },
     ));
     // Tails cut after kill -9, inside and outside the old checkpoint window,
@@ -418,12 +414,12 @@ fn cases() -> Vec<Case> {
     }));
     // Damage sled itself cannot see: records gone or altered between writes.
     cases.push(case("a hole of 5 messages", 0, |d| {
-        with_tree(d, |t| {
+        with_log_tree(d, |t| {
             assert_eq!(tamper::remove_messages(t, "d.t1", 200..=204).unwrap(), 5);
         })
     }));
     cases.push(case("a record altered", 1, |d| {
-        with_tree(d, |t| {
+        with_log_tree(d, |t| {
             assert!(tamper::alter_message(t, "d.t2", 321).unwrap());
         })
     }));
@@ -636,7 +632,7 @@ async fn a_clustered_node_repairs_a_hole_from_a_peer_before_it_is_ready() {
     }
     let dir = nodes[1].data_dir.clone();
     assert!(nodes[1].sigterm().success());
-    with_tree(&dir, |t| {
+    with_log_tree(&dir, |t| {
         assert_eq!(tamper::remove_messages(t, "d.t1", 100..=149).unwrap(), 50);
     });
     let (code, report) = verify(&dir);
@@ -685,7 +681,7 @@ async fn a_node_whose_repair_cannot_finish_still_notices_nats_going_away() {
     publish_acked(&node.url(""), 3).await;
     assert!(node.sigterm().success());
     // A hole no peer can fill: the node retries its repair and stays unready.
-    with_tree(&dir, |t| {
+    with_log_tree(&dir, |t| {
         assert_eq!(tamper::remove_messages(t, "d.t1", 10..=19).unwrap(), 10);
     });
     let node = Node::start_in(&dir, &["--nats", &url, "--node-id", "n1"]);

@@ -15,7 +15,7 @@ use std::{
         Arc,
     },
     thread::JoinHandle,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use parking_lot::{Condvar, Mutex};
@@ -133,6 +133,8 @@ pub(super) struct Compactor {
     wake: Condvar,
     wake_lock: Mutex<bool>,
     stop: AtomicBool,
+    /// How often `relaxed` appends are synced (`log.flush_interval`).
+    sync_every: Duration,
 }
 
 impl Compactor {
@@ -143,6 +145,7 @@ impl Compactor {
         wal: Wal,
         filter: Arc<KeyFilter>,
         damage: Arc<Damage>,
+        sync_every: Duration,
     ) -> Arc<Self> {
         Arc::new(Compactor {
             db,
@@ -155,6 +158,7 @@ impl Compactor {
             wake: Condvar::new(),
             wake_lock: Mutex::new(false),
             stop: AtomicBool::new(false),
+            sync_every: sync_every.clamp(Duration::from_millis(1), INTERVAL),
         })
     }
 
@@ -184,21 +188,30 @@ impl Compactor {
         let this = self.clone();
         std::thread::Builder::new()
             .name("herald-compact".into())
-            .spawn(move || loop {
-                {
-                    let mut woken = this.wake_lock.lock();
-                    if !*woken && !this.stop.load(Ordering::Acquire) {
-                        this.wake.wait_for(&mut woken, INTERVAL);
+            .spawn(move || {
+                let mut compacted = Instant::now();
+                loop {
+                    let woken = {
+                        let mut woken = this.wake_lock.lock();
+                        if !*woken && !this.stop.load(Ordering::Acquire) {
+                            this.wake.wait_for(&mut woken, this.sync_every);
+                        }
+                        std::mem::take(&mut *woken)
+                    };
+                    // `relaxed` appends are durable within `sync_every`.
+                    if let Err(e) = this.sync() {
+                        tracing::error!(error = %e, "syncing the write-ahead file failed");
                     }
-                    *woken = false;
-                }
-                // `relaxed` appends are durable within an interval.
-                let synced = this.sync();
-                if let Err(e) = synced.and_then(|()| this.compact()) {
-                    tracing::error!(error = %e, "compaction failed; the staged messages stay in the write-ahead file and are retried");
-                }
-                if this.stop.load(Ordering::Acquire) {
-                    return;
+                    let stopping = this.stop.load(Ordering::Acquire);
+                    if woken || stopping || compacted.elapsed() >= INTERVAL {
+                        compacted = Instant::now();
+                        if let Err(e) = this.compact() {
+                            tracing::error!(error = %e, "compaction failed; the staged messages stay in the write-ahead file and are retried");
+                        }
+                    }
+                    if stopping {
+                        return;
+                    }
                 }
             })
     }

@@ -23,7 +23,7 @@ use herald_core::{Message, Topic};
 /// leaf at 17 keys, whatever their size, and writes a page of more than
 /// 128 KiB as a blob its cache does not account for (memory then grows
 /// past any limit): values stay small enough that a full leaf stays below.
-pub(super) const RUN_BYTES: usize = 6 << 10;
+pub(super) const RUN_BYTES: usize = 4 << 10;
 
 fn corrupt(what: &str) -> LogError {
     LogError::Corrupt(format!("{what} is malformed"))

@@ -30,8 +30,8 @@
 //! `Db::flush` when a write went to sled directly, such as a cluster
 //! record); a compaction makes its runs durable with `Db::flush` before it
 //! deletes the write-ahead segments they came from. Without `sync`
-//! (relaxed mode) the compaction thread syncs every 500 ms, so a crash
-//! loses at most that window. A batch is applied atomically, so after any
+//! (relaxed mode) the compaction thread syncs every `flush_every_ms` (at
+//! most 500 ms), so a crash loses at most that window. A batch is applied atomically, so after any
 //! crash a message is entirely present in runs (with its idempotency key)
 //! or still in the write-ahead file, which start-up replays.
 //!
@@ -144,6 +144,7 @@ impl SledLog {
             wal,
             keys.clone(),
             damage.clone(),
+            std::time::Duration::from_millis(options.flush_every_ms),
         );
         let wal_problems = contain(|| compactor.replay(replayed)).map_err(|panic| {
             open_err(&format!(

@@ -757,3 +757,17 @@ pub async fn wait_ready(node: &Node, limit: Duration) {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
+
+/// Changes the log tree of a stopped node's data dir through sled itself:
+/// damage sled cannot see. The log is opened once first, so that what the
+/// write-ahead file held (a kill -9 leaves appends there) is in runs.
+pub fn with_log_tree(dir: &Path, change: impl FnOnce(&sled::Tree)) {
+    let options = herald::log::sled_log::SledOptions {
+        cache_bytes: 8 << 20,
+        flush_every_ms: 500,
+    };
+    drop(herald::log::SledLog::open(dir, &options).unwrap());
+    let db = sled::Config::new().path(dir.join("log")).open().unwrap();
+    change(&db.open_tree(herald::log::format::TREE).unwrap());
+    db.flush().unwrap();
+}
