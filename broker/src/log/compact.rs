@@ -38,8 +38,12 @@ use herald_core::Topic;
 pub(super) const INTERVAL: Duration = Duration::from_millis(500);
 /// Staged bytes that start a compaction before its time. sled's cost is
 /// per key, so a compaction should find several messages per topic: small
-/// messages over many topics wait for the interval, large ones do not.
+/// messages over many topics wait for the interval (or this much)...
 pub(super) const SOON_BYTES: usize = 32 << 20;
+/// ...while from this much on, a compaction starts as soon as its runs
+/// would be full ([`RUN_BYTES`] per topic on average): waiting longer
+/// saves no key and holds more memory.
+pub(super) const EARLY_BYTES: usize = 1 << 20;
 /// Staged bytes at which an append compacts itself before returning, so a
 /// compaction that falls behind slows appends instead of growing memory.
 pub(super) const MAX_BYTES: usize = 96 << 20;
@@ -162,14 +166,20 @@ impl Compactor {
         })
     }
 
-    /// Stores an append: its write-ahead record, then its messages staged.
-    /// Returns the bytes staged. Durable at the next [`Compactor::sync`].
-    pub fn append(&self, body: &[u8], entries: &[LogEntry]) -> Result<usize, LogError> {
+    /// Stores an append: its write-ahead record, then its messages staged;
+    /// starts a compaction when enough is staged. Returns whether
+    /// compaction fell behind: the caller then compacts before it returns
+    /// (outside its own locks). Durable at the next [`Compactor::sync`].
+    pub fn append(&self, body: &[u8], entries: &[LogEntry]) -> Result<bool, LogError> {
         let segment = self
             .wal
             .append(body)
             .map_err(|e| self.io_failed("append", e))?;
-        Ok(self.tail.push(segment, entries))
+        let (bytes, topics) = self.tail.push(segment, entries);
+        if bytes >= SOON_BYTES || (bytes >= EARLY_BYTES && bytes >= topics * RUN_BYTES) {
+            self.wake();
+        }
+        Ok(bytes >= MAX_BYTES)
     }
 
     /// Makes every earlier append durable.

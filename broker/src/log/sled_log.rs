@@ -51,7 +51,7 @@ use std::{
 use parking_lot::Mutex;
 
 use super::{
-    compact::{Compactor, MAX_BYTES, SOON_BYTES},
+    compact::Compactor,
     contain::contain,
     damage::{Damage, LostRange},
     format, heads,
@@ -254,9 +254,9 @@ impl MessageLog for SledLog {
         }
         let body = encode_pass(entries);
         // Staged under the stats lock, so a recount sees each message once.
-        let staged = {
+        let behind = {
             let mut stats = self.stats.lock();
-            let staged = self.compactor.append(&body, entries)?;
+            let behind = self.compactor.append(&body, entries)?;
             for entry in entries {
                 if let Some(s) = stats.get_mut(&entry.message.topic) {
                     s.first_seq.get_or_insert(entry.message.seq);
@@ -264,12 +264,12 @@ impl MessageLog for SledLog {
                     s.bytes += entry.message.envelope().len() as u64;
                 }
             }
-            staged
+            behind
         };
-        if staged >= MAX_BYTES {
+        // Compaction fell behind: appends wait for it rather than memory
+        // growing.
+        if behind {
             self.compactor.compact()?;
-        } else if staged >= SOON_BYTES {
-            self.compactor.wake();
         }
         Ok(())
     }

@@ -90,11 +90,12 @@ pub(super) struct Tail {
 
 impl Tail {
     /// Stages an append stored in write-ahead segment `segment`; returns
-    /// the bytes staged.
-    pub fn push(&self, segment: u64, entries: &[LogEntry]) -> usize {
+    /// the bytes staged and the topics staged since the last compaction.
+    pub fn push(&self, segment: u64, entries: &[LogEntry]) -> (usize, usize) {
         let mut s = self.state.lock();
         s.current.push(segment, entries);
-        s.current.bytes + s.compacting.as_ref().map_or(0, |c| c.bytes)
+        let bytes = s.current.bytes + s.compacting.as_ref().map_or(0, |c| c.bytes);
+        (bytes, s.current.topics.len())
     }
 
     /// What the next compaction writes: the one that failed, if one did,
