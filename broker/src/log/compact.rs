@@ -134,6 +134,9 @@ pub(super) struct Compactor {
     damage: Arc<Damage>,
     /// One compaction at a time; maintenance holds it to see no tail.
     running: Mutex<()>,
+    /// Held from an append's write-ahead record until its messages are
+    /// staged, so a compaction never sees a record that is in neither.
+    staging: Mutex<()>,
     wake: Condvar,
     wake_lock: Mutex<bool>,
     stop: AtomicBool,
@@ -159,6 +162,7 @@ impl Compactor {
             filter,
             damage,
             running: Mutex::new(()),
+            staging: Mutex::new(()),
             wake: Condvar::new(),
             wake_lock: Mutex::new(false),
             stop: AtomicBool::new(false),
@@ -171,11 +175,14 @@ impl Compactor {
     /// compaction fell behind: the caller then compacts before it returns
     /// (outside its own locks). Durable at the next [`Compactor::sync`].
     pub fn append(&self, body: &[u8], entries: &[LogEntry]) -> Result<bool, LogError> {
-        let segment = self
-            .wal
-            .append(body)
-            .map_err(|e| self.io_failed("append", e))?;
-        let (bytes, topics) = self.tail.push(segment, entries);
+        let (bytes, topics) = {
+            let _staging = self.staging.lock();
+            let segment = self
+                .wal
+                .append(body)
+                .map_err(|e| self.io_failed("append", e))?;
+            self.tail.push(segment, entries)
+        };
         if bytes >= SOON_BYTES || (bytes >= EARLY_BYTES && bytes >= topics * RUN_BYTES) {
             self.wake();
         }
@@ -266,7 +273,11 @@ impl Compactor {
         if compacted {
             // Segments whose every append is in runs go, once the runs are
             // durable.
-            let keep_from = self.tail.first_segment().unwrap_or(self.wal.active());
+            let keep_from = {
+                let _staging = self.staging.lock();
+                let active = self.wal.active();
+                self.tail.first_segment().map_or(active, |f| f.min(active))
+            };
             if self.wal.oldest() < keep_from {
                 self.guard(|| Ok(self.db.flush().map(drop)?))?;
                 self.wal
@@ -323,9 +334,19 @@ impl Compactor {
             tracing::info!(messages, "replayed the write-ahead file into runs");
         }
         self.db.flush()?;
+        // Damaged segments stay, so every start (and `herald verify`)
+        // reports them until the operator accepts the damage.
+        if problems.is_empty() {
+            self.release_replayed()?;
+        }
+        Ok(problems)
+    }
+
+    /// Deletes the segments start-up replayed (once their damage is
+    /// accepted, when they had any).
+    pub fn release_replayed(&self) -> Result<(), LogError> {
         self.wal
             .release_before(self.wal.active())
-            .map_err(|e| LogError::Storage(format!("cannot remove a write-ahead segment: {e}")))?;
-        Ok(problems)
+            .map_err(|e| LogError::Storage(format!("cannot remove a write-ahead segment: {e}")))
     }
 }

@@ -180,6 +180,12 @@ impl SledLog {
         &self.wal_problems
     }
 
+    /// The operator accepted the damage: the write-ahead segments read at
+    /// open (their intact records are in runs) go.
+    pub fn accept_wal_damage(&self) -> Result<(), LogError> {
+        self.compactor.release_replayed()
+    }
+
     /// Whether this open created the log.
     pub fn created(&self) -> bool {
         self.created
@@ -267,9 +273,12 @@ impl MessageLog for SledLog {
             behind
         };
         // Compaction fell behind: appends wait for it rather than memory
-        // growing.
+        // growing. The append itself is stored either way (its failure
+        // marks the node degraded and the thread retries).
         if behind {
-            self.compactor.compact()?;
+            if let Err(e) = self.compactor.compact() {
+                tracing::error!(error = %e, "compaction failed; the staged messages stay in the write-ahead file");
+            }
         }
         Ok(())
     }
@@ -399,11 +408,13 @@ impl MessageLog for SledLog {
         let mut k = b"x".to_vec();
         k.extend_from_slice(key.as_bytes());
         let sealed = record::seal(&k, value);
-        self.sled_dirty.store(true, Ordering::Release);
         self.guard(|| {
             self.tree.insert(k, sealed)?;
             Ok(())
-        })
+        })?;
+        // After the write: a sync that saw the flag unset came before it.
+        self.sled_dirty.store(true, Ordering::Release);
+        Ok(())
     }
 
     fn scan_meta(&self, prefix: &str) -> Result<Vec<(String, Vec<u8>)>, LogError> {
@@ -498,8 +509,9 @@ impl MessageLog for SledLog {
         let _trimming = self.trim_lock.lock();
         // With nothing staged, every stored message is in a run.
         let _compacted = self.compactor.compact_and_hold()?;
+        self.write_replacements(entries)?;
         self.sled_dirty.store(true, Ordering::Release);
-        self.write_replacements(entries)
+        Ok(())
     }
 
     fn removed_through(&self, topic: &Topic) -> Result<Option<TopicHead>, LogError> {
@@ -519,8 +531,8 @@ impl MessageLog for SledLog {
     fn remove_through(&self, topic: &Topic, head: TopicHead) -> Result<(), LogError> {
         let _trimming = self.trim_lock.lock();
         let _compacted = self.compactor.compact_and_hold()?;
-        self.sled_dirty.store(true, Ordering::Release);
         self.guard(|| self.write_removed(topic, head))?;
+        self.sled_dirty.store(true, Ordering::Release);
         self.damage.resolve(topic, 0, head.last_seq);
         self.stats.lock().remove(topic);
         Ok(())

@@ -119,8 +119,6 @@ struct Active {
     oldest: u64,
     file: Arc<File>,
     len: u64,
-    /// Closed segments not yet synced since they were closed.
-    closing: Vec<Arc<File>>,
 }
 
 /// The write-ahead file.
@@ -154,7 +152,6 @@ impl Wal {
                 oldest: numbers.first().copied().unwrap_or(no),
                 file,
                 len: 0,
-                closing: Vec::new(),
             }),
         };
         Ok((wal, replayed))
@@ -169,10 +166,11 @@ impl Wal {
         record.extend_from_slice(body);
         let mut a = self.active.lock();
         if a.len >= SEGMENT_BYTES {
+            // A closed segment is whole on disk before the next one exists,
+            // so only the last segment can end in a torn write.
+            a.file.sync_data()?;
             let next = a.no + 1;
-            let file = Arc::new(create(&self.dir, next)?);
-            let closed = std::mem::replace(&mut a.file, file);
-            a.closing.push(closed);
+            a.file = Arc::new(create(&self.dir, next)?);
             a.no = next;
             a.len = 0;
         }
@@ -181,15 +179,10 @@ impl Wal {
         Ok(a.no)
     }
 
-    /// Makes every earlier append durable (fdatasync, outside the lock).
+    /// Makes every earlier append durable (fdatasync, outside the lock;
+    /// closed segments were synced when they were closed).
     pub fn sync(&self) -> std::io::Result<()> {
-        let (file, closing) = {
-            let mut a = self.active.lock();
-            (a.file.clone(), std::mem::take(&mut a.closing))
-        };
-        for f in closing {
-            f.sync_data()?;
-        }
+        let file = self.active.lock().file.clone();
         file.sync_data()
     }
 

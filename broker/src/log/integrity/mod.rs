@@ -114,10 +114,8 @@ fn examine(log: &SledLog) -> Examined {
                 cause: Cause::Hole,
             });
         }
-        for &(from, to) in &t.corrupt {
-            findings.push(Finding::Corrupt {
-                range: lost((from, to)),
-            });
+        for range in t.corrupt.iter().flat_map(|&r| scan::subtract(r, &t.lost)) {
+            findings.push(Finding::Corrupt { range: lost(range) });
         }
         heads_sum += t.head();
         log_heads.insert(name, t.head());
@@ -328,5 +326,8 @@ fn act_on(log: &SledLog, examined: &Examined, mode: Mode) -> Result<(), LogError
             }
         }
     }
+    // Damaged write-ahead segments go last: their intact records are in
+    // runs, and what they lost is accounted for above.
+    log.accept_wal_damage()?;
     Ok(())
 }

@@ -263,3 +263,40 @@ fn retention_and_replacement_rewrite_part_of_a_run() {
     assert_eq!((got[2].ts, got[2].data()), (999, &b"\"newer\""[..]));
     assert_eq!(log.first_seq_since_ts(&a, 107, 10).unwrap(), Some(7));
 }
+
+#[test]
+fn a_damaged_write_ahead_segment_is_reported_at_every_open_until_accepted() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Topic::parse("a").unwrap();
+    drop(open(dir.path()));
+    let segment = {
+        let (wal, _) = Wal::open(&dir.path().join("wal")).unwrap();
+        for seq in 1..=3 {
+            wal.append(&encode_pass(&[entry(&a, seq, seq)])).unwrap();
+        }
+        wal.sync().unwrap();
+        let mut segments: Vec<_> = std::fs::read_dir(dir.path().join("wal"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        segments.sort();
+        segments.pop().unwrap()
+    };
+    // Seq 2's record damaged: seq 3's after it is intact.
+    let mut bytes = std::fs::read(&segment).unwrap();
+    let second = bytes.len() / 2;
+    bytes[second] ^= 0x10;
+    std::fs::write(&segment, bytes).unwrap();
+    for _ in 0..2 {
+        let log = open(dir.path());
+        assert_eq!(log.wal_problems().len(), 1, "{:?}", log.wal_problems());
+        let seqs: Vec<u64> = log.read(&a, 1, 10).unwrap().iter().map(|m| m.seq).collect();
+        assert_eq!(seqs, vec![1, 3], "the intact records are replayed");
+        assert!(segment.exists(), "the evidence stays");
+    }
+    let log = open(dir.path());
+    log.accept_wal_damage().unwrap();
+    assert!(!segment.exists());
+    drop(log);
+    assert!(open(dir.path()).wal_problems().is_empty());
+}
