@@ -201,16 +201,22 @@ pub(super) fn open(dir: &Path, config: sled::Config) -> Result<Opened, LogError>
     })
 }
 
-/// Copies every value of the old tree into the new one, sealed.
-fn copy_sealed(db: &sled::Db) -> Result<(), LogError> {
-    let old = db.open_tree(OLD_TREE)?;
-    let new = db.open_tree(V3_TREE)?;
+/// Copies every value of tree `from` into tree `to` (emptied first) as
+/// `convert` rewrites it, then makes the copy durable.
+fn copy_tree(
+    db: &sled::Db,
+    from: &str,
+    to: &str,
+    convert: impl Fn(&[u8], &[u8]) -> Vec<u8>,
+) -> Result<(), LogError> {
+    let old = db.open_tree(from)?;
+    let new = db.open_tree(to)?;
     new.clear()?;
     let mut batch = sled::Batch::default();
     let mut pending = 0;
     for item in old.iter() {
         let (key, value) = item?;
-        batch.insert(&*key, record::seal(&key, &value));
+        batch.insert(&*key, convert(&key, &value));
         pending += 1;
         if pending == UPGRADE_BATCH {
             new.apply_batch(std::mem::take(&mut batch))?;
@@ -222,34 +228,24 @@ fn copy_sealed(db: &sled::Db) -> Result<(), LogError> {
     Ok(())
 }
 
+/// Copies every value of the old tree into format 3's, sealed.
+fn copy_sealed(db: &sled::Db) -> Result<(), LogError> {
+    copy_tree(db, OLD_TREE, V3_TREE, record::seal)
+}
+
 /// Copies every value of format 3's tree into format 4's: each message
 /// record becomes a run of one, sealed again; the rest is copied as it is.
 /// A message whose seal fails is copied as it is too, so the start-up check
 /// still finds it damaged.
 fn copy_as_runs(db: &sled::Db) -> Result<(), LogError> {
-    let old = db.open_tree(V3_TREE)?;
-    let new = db.open_tree(TREE)?;
-    new.clear()?;
-    let mut batch = sled::Batch::default();
-    let mut pending = 0;
-    for item in old.iter() {
-        let (key, value) = item?;
-        let body = record::open(&key, &value).ok().filter(|b| b.len() >= 8);
+    copy_tree(db, V3_TREE, TREE, |key, value| {
+        let body = record::open(key, value).ok().filter(|b| b.len() >= 8);
         match body.filter(|_| key.first() == Some(&b'm')) {
             Some(body) => {
                 let ts = u64::from_be_bytes(body[..8].try_into().expect("8 bytes"));
-                let run = encode_run([(ts, &body[8..])]);
-                batch.insert(&*key, record::seal_owned(&key, run));
+                record::seal_owned(key, encode_run([(ts, &body[8..])]))
             }
-            None => batch.insert(&*key, &*value),
+            None => value.to_vec(),
         }
-        pending += 1;
-        if pending == UPGRADE_BATCH {
-            new.apply_batch(std::mem::take(&mut batch))?;
-            pending = 0;
-        }
-    }
-    new.apply_batch(batch)?;
-    db.flush()?;
-    Ok(())
+    })
 }
