@@ -1,16 +1,17 @@
-//! Reading a topic's runs back: by seq, backwards by time, and their size.
-//! These see only what compaction wrote; [`super::sled_log`] merges the
-//! staged tail in.
+//! Reading back: a topic's runs (by seq, backwards by time, their size),
+//! and the reads [`super::MessageLog`] answers, which take the staged tail
+//! first and the runs after (see [`super::tail`]).
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use super::{
-    keys::{message_key, message_prefix, seq_of_key},
+    heads,
+    keys::{idempotency_key, message_key, message_prefix, seq_of_key},
     run::{decode_run, run_messages, RunMessage},
     sled_log::SledLog,
-    LogError, TopicStats,
+    IdempotencyRecord, LogError, TopicStats,
 };
-use herald_core::{Message, Topic};
+use herald_core::{Message, Topic, TopicHead};
 
 impl SledLog {
     /// The checked messages of the run stored under `key`.
@@ -107,5 +108,161 @@ impl SledLog {
             }
         }
         Ok((stats, last))
+    }
+
+    /// [`MessageLog::read`]: the staged tail merged with the runs.
+    pub(super) fn read_merged(
+        &self,
+        topic: &Topic,
+        from: u64,
+        max: usize,
+    ) -> Result<Vec<Arc<Message>>, LogError> {
+        self.guard(|| {
+            // The tail first: what compaction moves meanwhile is then in the
+            // runs read next (module doc of [`super::tail`]).
+            let staged = self.compactor.tail.messages(topic, from);
+            let mut out = self.stored(topic, from, max)?;
+            let last = out.last().map_or(0, |m| m.seq);
+            if out.len() < max || staged.first().is_some_and(|m| m.seq < last) {
+                out.extend(staged);
+                out.sort_by_key(|m| m.seq);
+                out.dedup_by_key(|m| m.seq);
+                out.truncate(max);
+            }
+            // The page must not step over seqs still being repaired.
+            let to = match out.last() {
+                Some(last) if out.len() == max => last.seq,
+                _ => u64::MAX,
+            };
+            self.damage.check_read(topic, from, to)?;
+            Ok(out)
+        })
+    }
+
+    /// [`MessageLog::first_seq_since_ts`] over the tail, then the runs.
+    pub(super) fn first_seq_since_ts_merged(
+        &self,
+        topic: &Topic,
+        floor: u64,
+        to: u64,
+    ) -> Result<Option<u64>, LogError> {
+        self.guard(|| {
+            let mut first = None;
+            for m in self.compactor.tail.messages(topic, 0).iter().rev() {
+                if m.seq > to {
+                    continue;
+                }
+                if m.ts < floor {
+                    return Ok(first);
+                }
+                first = Some(m.seq);
+            }
+            let below = first.map_or(to, |f: u64| f - 1);
+            if below > 0 {
+                self.stored_rev(topic, below, &mut |seq, ts| {
+                    let keep = ts >= floor;
+                    if keep {
+                        first = Some(seq);
+                    }
+                    keep
+                })?;
+            }
+            Ok(first)
+        })
+    }
+
+    /// [`MessageLog::heads`]: the runs' heads, raised by the staged tail.
+    pub(super) fn heads_merged(&self) -> Result<Vec<(Topic, TopicHead)>, LogError> {
+        let staged = self.compactor.tail.heads();
+        let mut heads: HashMap<Topic, TopicHead> = self
+            .guard(|| heads::scan(&self.tree))?
+            .into_iter()
+            .collect();
+        for (topic, head) in staged {
+            let h = heads.entry(topic).or_default();
+            if head.last_seq > h.last_seq {
+                *h = head;
+            }
+        }
+        Ok(heads.into_iter().collect())
+    }
+
+    /// [`MessageLog::idempotency`]: the filter, the tail, then sled.
+    pub(super) fn idempotency_merged(
+        &self,
+        topic: &Topic,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, LogError> {
+        let stored = idempotency_key(topic, key);
+        if !self.keys.may_contain(&stored) {
+            return Ok(None);
+        }
+        if let Some(record) = self.compactor.tail.idempotency(topic, key) {
+            return Ok(Some(record));
+        }
+        let key = stored;
+        self.guard(|| {
+            let Some(value) = self.tree.get(&key)? else {
+                return Ok(None);
+            };
+            Ok(Some(self.idempotency_record(topic, &key, &value)?))
+        })
+    }
+
+    /// [`MessageLog::idempotency_in`]: the tail's keys and sled's.
+    pub(super) fn idempotency_in_merged(
+        &self,
+        topic: &Topic,
+        from: u64,
+        to: u64,
+    ) -> Result<Vec<(String, IdempotencyRecord)>, LogError> {
+        let staged = self.compactor.tail.idempotency_in(topic, from, to);
+        self.guard(|| {
+            let prefix = idempotency_key(topic, "");
+            let mut out = staged;
+            for item in self.tree.scan_prefix(&prefix) {
+                let (key, value) = item?;
+                let record = self.idempotency_record(topic, &key, &value)?;
+                if (from..=to).contains(&record.seq) {
+                    let name = String::from_utf8_lossy(&key[prefix.len()..]).into_owned();
+                    if !out.iter().any(|(n, _)| *n == name) {
+                        out.push((name, record));
+                    }
+                }
+            }
+            Ok(out)
+        })
+    }
+
+    /// [`MessageLog::stats`], counted once and kept current by appends and trims.
+    pub(super) fn stats_merged(&self, topic: &Topic) -> Result<TopicStats, LogError> {
+        if let Some(s) = self.stats.lock().get(topic) {
+            return Ok(*s);
+        }
+        // Scan without the lock (appends must not wait for a long topic),
+        // then, under the lock (appends stage under it), add whatever was
+        // appended meanwhile: appends only ever add seqs above those the
+        // first scan saw. The tail before the runs, as readers do.
+        let (mut s, last) = self.guard(|| self.scan_stats(topic, 0))?;
+        let mut cache = self.stats.lock();
+        if let Some(cached) = cache.get(topic) {
+            return Ok(*cached);
+        }
+        let staged = self.compactor.tail.messages(topic, last + 1);
+        let (more, last) = self.guard(|| self.scan_stats(topic, last + 1))?;
+        let staged = staged.iter().filter(|m| m.seq > last);
+        let more = staged.fold(more, |mut acc, m| {
+            acc.first_seq.get_or_insert(m.seq);
+            acc.count += 1;
+            acc.bytes += m.envelope().len() as u64;
+            acc
+        });
+        if s.first_seq.is_none() {
+            s.first_seq = more.first_seq;
+        }
+        s.count += more.count;
+        s.bytes += more.bytes;
+        cache.insert(topic.clone(), s);
+        Ok(s)
     }
 }
