@@ -24,7 +24,10 @@ use super::{
     contain::contain,
     damage::Damage,
     key_filter::KeyFilter,
-    keys::{head_key, idempotency_key, message_key, message_prefix, seq_of_key, u64_at},
+    keys::{
+        head_key, idempotency_key, message_key, message_prefix, message_prefix_end, seq_of_key,
+        u64_at,
+    },
     record,
     run::{decode_pass, encode_run, RUN_BYTES},
     sled_maint::idempotency_body,
@@ -56,8 +59,8 @@ const TOPICS_PER_BATCH: usize = 8;
 /// The sled writes that turn `staged` into runs and idempotency records,
 /// in batches each holding whole topics (a crash between two leaves each
 /// topic entirely in runs or entirely in the write-ahead file); the keys
-/// are noted in `filter` first.
-pub(super) fn runs_batches(staged: &Staged, filter: &KeyFilter) -> Vec<sled::Batch> {
+/// were noted in the key filter when they were appended (or replayed).
+pub(super) fn runs_batches(staged: &Staged) -> Vec<sled::Batch> {
     let mut batches = Vec::with_capacity(staged.topics.len() / TOPICS_PER_BATCH + 1);
     for (i, (topic, t)) in staged.topics.iter().enumerate() {
         if i % TOPICS_PER_BATCH == 0 {
@@ -79,7 +82,6 @@ pub(super) fn runs_batches(staged: &Staged, filter: &KeyFilter) -> Vec<sled::Bat
         put_run(batch, topic, &run);
         for (name, r) in &t.keys {
             let key = idempotency_key(topic, name);
-            filter.note(&key, r.expires_at);
             let value = record::seal(&key, &idempotency_body(r.seq, r.ts, r.expires_at));
             batch.insert(key, value);
         }
@@ -106,9 +108,8 @@ pub(super) fn put_run(
 /// retention), reading keys and intact retention records only: replay must
 /// not fail on damage the start-up check is there to report.
 fn stored_head(tree: &sled::Tree, topic: &Topic) -> Result<u64, LogError> {
-    let mut end = message_prefix(topic);
-    *end.last_mut().expect("prefix is not empty") = 1;
-    let last = match tree.range(message_prefix(topic)..end).next_back() {
+    let range = message_prefix(topic)..message_prefix_end(topic);
+    let last = match tree.range(range).next_back() {
         Some(item) => seq_of_key(&item?.0)?,
         None => 0,
     };
@@ -130,7 +131,6 @@ pub(super) struct Compactor {
     wal: Wal,
     /// What appends staged.
     pub tail: Tail,
-    filter: Arc<KeyFilter>,
     damage: Arc<Damage>,
     /// One compaction at a time; maintenance holds it to see no tail.
     running: Mutex<()>,
@@ -150,7 +150,6 @@ impl Compactor {
         db: sled::Db,
         tree: sled::Tree,
         wal: Wal,
-        filter: Arc<KeyFilter>,
         damage: Arc<Damage>,
         sync_every: Duration,
     ) -> Arc<Self> {
@@ -159,7 +158,6 @@ impl Compactor {
             tree,
             wal,
             tail: Tail::default(),
-            filter,
             damage,
             running: Mutex::new(()),
             staging: Mutex::new(()),
@@ -264,7 +262,7 @@ impl Compactor {
             let Some(staged) = self.tail.freeze() else {
                 break;
             };
-            for batch in runs_batches(&staged, &self.filter) {
+            for batch in runs_batches(&staged) {
                 self.guard(|| Ok(self.tree.apply_batch(batch)?))?;
             }
             self.tail.release();
@@ -295,8 +293,9 @@ impl Compactor {
 
     /// Writes what the write-ahead file held at open and the runs do not
     /// (a crash came before its compaction) as runs, durably, and deletes
-    /// the old segments; returns the damage found in them.
-    pub fn replay(&self, replayed: Replayed) -> Result<Vec<String>, LogError> {
+    /// the old segments; returns the damage found in them. The replayed
+    /// idempotency keys are noted in `filter`.
+    pub fn replay(&self, replayed: Replayed, filter: &KeyFilter) -> Result<Vec<String>, LogError> {
         let Replayed {
             records,
             mut problems,
@@ -321,6 +320,11 @@ impl Compactor {
                         .or_insert(stored_head(&self.tree, topic)?),
                 };
                 if entry.message.seq > head {
+                    // The key scan at open may have read `i` before
+                    // this replay writes it.
+                    if let Some((key, expires_at)) = &entry.idempotency {
+                        filter.note(&idempotency_key(topic, key), *expires_at);
+                    }
                     fresh.push(entry);
                 }
             }
@@ -328,7 +332,7 @@ impl Compactor {
         }
         let messages: usize = staged.topics.values().map(|t| t.messages.len()).sum();
         if messages > 0 {
-            for batch in runs_batches(&staged, &self.filter) {
+            for batch in runs_batches(&staged) {
                 self.tree.apply_batch(batch)?;
             }
             tracing::info!(messages, "replayed the write-ahead file into runs");

@@ -14,6 +14,14 @@ pub(super) fn message_prefix(topic: &Topic) -> Vec<u8> {
     k
 }
 
+/// The first key past every `m` key of `topic` (topic names never hold
+/// bytes below `\x02`, so `m` topic `\x01` sorts before the next topic's).
+pub(super) fn message_prefix_end(topic: &Topic) -> Vec<u8> {
+    let mut end = message_prefix(topic);
+    *end.last_mut().expect("prefix is not empty") = 1;
+    end
+}
+
 /// `m` topic `\0` seq (u64 BE).
 pub(super) fn message_key(topic: &Topic, seq: u64) -> Vec<u8> {
     let mut k = message_prefix(topic);

@@ -142,11 +142,10 @@ impl SledLog {
             opened.db.clone(),
             opened.tree.clone(),
             wal,
-            keys.clone(),
             damage.clone(),
             std::time::Duration::from_millis(options.flush_every_ms),
         );
-        let wal_problems = contain(|| compactor.replay(replayed)).map_err(|panic| {
+        let wal_problems = contain(|| compactor.replay(replayed, &keys)).map_err(|panic| {
             open_err(&format!(
                 "the storage engine failed while replaying the write-ahead file: {panic}"
             ))

@@ -6,7 +6,7 @@
 use std::ops::RangeInclusive;
 
 use super::{
-    keys::{message_key, message_prefix, seq_of_key},
+    keys::{message_key, message_prefix_end, seq_of_key},
     record,
     run::{decode_run, encode_run},
     LogError,
@@ -80,11 +80,4 @@ pub fn alter_message(tree: &sled::Tree, name: &str, seq: u64) -> Result<bool, Lo
     value[at] ^= 0x20;
     tree.insert(key, value)?;
     Ok(true)
-}
-
-/// The first key past every message key of `topic`.
-fn message_prefix_end(topic: &Topic) -> Vec<u8> {
-    let mut end = message_prefix(topic);
-    *end.last_mut().expect("prefix is not empty") = 1;
-    end
 }
