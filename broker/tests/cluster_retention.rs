@@ -137,7 +137,9 @@ max_messages = 0
     // is not behind, so its hole is the repair's to settle.
     with_log_tree(&nodes[2].data_dir, |tree| {
         for topic in ["kept.a", "kept.b"] {
-            let removed = herald::log::tamper::remove_messages(tree, topic, 2..=3).unwrap();
+            let removed =
+                herald::log::tamper::remove_messages(&nodes[2].data_dir, tree, topic, 2..=3)
+                    .unwrap();
             assert_eq!(removed, 2, "n3 held {topic} 2..=3");
         }
     });

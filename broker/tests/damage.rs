@@ -173,13 +173,20 @@ fn truncate_written_tail(path: &Path, bytes: u64) {
 
 /// The largest write-ahead segment in data dir `dir`.
 fn wal_segment(dir: &Path) -> PathBuf {
-    let mut segments: Vec<(u64, PathBuf)> = std::fs::read_dir(dir.join("wal"))
+    largest_in(&dir.join("wal"))
+}
+
+/// The largest file in `dir`.
+fn largest_in(dir: &Path) -> PathBuf {
+    let mut files: Vec<(u64, PathBuf)> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .map(|p| (std::fs::metadata(&p).unwrap().len(), p))
         .collect();
-    segments.sort();
-    segments.pop().expect("a write-ahead segment").1
+    files.sort();
+    let (len, path) = files.pop().expect("a file");
+    assert!(len > 0, "{} is empty", path.display());
+    path
 }
 
 /// What became of a node started on a damaged copy.
@@ -310,11 +317,13 @@ fn cases() -> Vec<Case> {
         "log/db: one message's stored bytes flipped (0)",
         0,
         |d| {
-            // sled keeps a page too large for its log in a file of its own
-            // under log/blobs.
+            // Run bodies are in runs/; sled keeps a page too large for its
+            // log in a file of its own under log/blobs.
             let mut stored = vec![d.join("log/db")];
-            if let Ok(blobs) = std::fs::read_dir(d.join("log/blobs")) {
-                stored.extend(blobs.map(|e| e.unwrap().path()));
+            for dir in ["log/blobs", "runs"] {
+                if let Ok(files) = std::fs::read_dir(d.join(dir)) {
+                    stored.extend(files.map(|e| e.unwrap().path()));
+                }
             }
             let needle = br#"{"b":25,"i":37,"pad""#;
             let mut found = 0;
@@ -396,6 +405,25 @@ fn cases() -> Vec<Case> {
             std::fs::remove_dir_all(d.join("wal")).unwrap()
         }));
     }
+    // The run files: where compaction wrote the messages' bytes (a clean
+    // stop compacts everything; a late kill -9 most of it).
+    for (source, places) in [(0, vec![Start, Middle, End]), (2, vec![Middle])] {
+        for place in places {
+            cases.push(case(
+                format!("the largest run file flipped at the {place:?} ({source})"),
+                source,
+                move |d| flip(&largest_in(&d.join("runs")), place),
+            ));
+        }
+        cases.push(case(
+            format!("the largest run file cut by 4096 ({source})"),
+            source,
+            |d| truncate_by(&largest_in(&d.join("runs")), 4096),
+        ));
+        cases.push(case(format!("runs deleted ({source})"), source, |d| {
+            std::fs::remove_dir_all(d.join("runs")).unwrap()
+        }));
+    }
     cases.push(case("log dir deleted", 0, |d| {
         std::fs::remove_dir_all(d.join("log")).unwrap()
     }));
@@ -415,12 +443,12 @@ fn cases() -> Vec<Case> {
     // Damage sled itself cannot see: records gone or altered between writes.
     cases.push(case("a hole of 5 messages", 0, |d| {
         with_log_tree(d, |t| {
-            assert_eq!(tamper::remove_messages(t, "d.t1", 200..=204).unwrap(), 5);
+            assert_eq!(tamper::remove_messages(d, t, "d.t1", 200..=204).unwrap(), 5);
         })
     }));
     cases.push(case("a record altered", 1, |d| {
         with_log_tree(d, |t| {
-            assert!(tamper::alter_message(t, "d.t2", 321).unwrap());
+            assert!(tamper::alter_message(d, t, "d.t2", 321).unwrap());
         })
     }));
     cases
@@ -633,7 +661,10 @@ async fn a_clustered_node_repairs_a_hole_from_a_peer_before_it_is_ready() {
     let dir = nodes[1].data_dir.clone();
     assert!(nodes[1].sigterm().success());
     with_log_tree(&dir, |t| {
-        assert_eq!(tamper::remove_messages(t, "d.t1", 100..=149).unwrap(), 50);
+        assert_eq!(
+            tamper::remove_messages(&dir, t, "d.t1", 100..=149).unwrap(),
+            50
+        );
     });
     let (code, report) = verify(&dir);
     assert_eq!(code, Some(1));
@@ -682,7 +713,10 @@ async fn a_node_whose_repair_cannot_finish_still_notices_nats_going_away() {
     assert!(node.sigterm().success());
     // A hole no peer can fill: the node retries its repair and stays unready.
     with_log_tree(&dir, |t| {
-        assert_eq!(tamper::remove_messages(t, "d.t1", 10..=19).unwrap(), 10);
+        assert_eq!(
+            tamper::remove_messages(&dir, t, "d.t1", 10..=19).unwrap(),
+            10
+        );
     });
     let node = Node::start_in(&dir, &["--nats", &url, "--node-id", "n1"]);
     // Past the few heartbeats a catch-up first waits: it is retrying now.

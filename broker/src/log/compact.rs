@@ -30,12 +30,15 @@ use super::{
     },
     record,
     run::{decode_pass, encode_run, RUN_BYTES},
+    runs::RunFiles,
     sled_maint::idempotency_body,
     tail::{Staged, Tail},
     wal::{Replayed, Wal},
     LogEntry, LogError,
 };
 use herald_core::Topic;
+
+mod collect;
 
 /// How long a message stays staged at most.
 pub(super) const INTERVAL: Duration = Duration::from_millis(500);
@@ -51,6 +54,9 @@ pub(super) const EARLY_BYTES: usize = 1 << 20;
 /// compaction that falls behind slows appends instead of growing memory.
 pub(super) const MAX_BYTES: usize = 96 << 20;
 
+/// How often compaction also collects the run files' garbage.
+const COLLECT_EVERY: Duration = Duration::from_secs(30);
+
 /// Topics per sled batch of a compaction. A batch holds one epoch of
 /// sled's memory reclamation open while it runs, and every key it writes
 /// copies a leaf: small batches let the copies go as it proceeds.
@@ -60,7 +66,9 @@ const TOPICS_PER_BATCH: usize = 8;
 /// in batches each holding whole topics (a crash between two leaves each
 /// topic entirely in runs or entirely in the write-ahead file); the keys
 /// were noted in the key filter when they were appended (or replayed).
-pub(super) fn runs_batches(staged: &Staged) -> Vec<sled::Batch> {
+/// The bodies go to `runs`, durable at its next sync, which must come
+/// before the batches are applied.
+pub(super) fn runs_batches(staged: &Staged, runs: &RunFiles) -> std::io::Result<Vec<sled::Batch>> {
     let mut batches = Vec::with_capacity(staged.topics.len() / TOPICS_PER_BATCH + 1);
     for (i, (topic, t)) in staged.topics.iter().enumerate() {
         if i % TOPICS_PER_BATCH == 0 {
@@ -72,36 +80,53 @@ pub(super) fn runs_batches(staged: &Staged) -> Vec<sled::Batch> {
         for m in &t.messages {
             let breaks = run.last().is_some_and(|l| l.seq + 1 != m.seq) || bytes >= RUN_BYTES;
             if breaks {
-                put_run(batch, topic, &run);
+                put_run(batch, runs, topic, &run)?;
                 run.clear();
                 bytes = 0;
             }
             bytes += m.envelope().len() + 12;
             run.push(m);
         }
-        put_run(batch, topic, &run);
+        put_run(batch, runs, topic, &run)?;
         for (name, r) in &t.keys {
             let key = idempotency_key(topic, name);
             let value = record::seal(&key, &idempotency_body(r.seq, r.ts, r.expires_at));
             batch.insert(key, value);
         }
     }
-    batches
+    Ok(batches)
 }
 
-/// Adds the run record of `run` (consecutive messages) to `batch`.
+/// Writes the body of `run` (consecutive messages) to `runs` and adds its
+/// ref to `batch`.
 pub(super) fn put_run(
     batch: &mut sled::Batch,
+    runs: &RunFiles,
     topic: &herald_core::Topic,
     run: &[&herald_core::Message],
-) {
+) -> std::io::Result<()> {
     let Some(last) = run.last() else {
-        return;
+        return Ok(());
     };
     let key = message_key(topic, last.seq);
     let body = encode_run(run.iter().map(|m| (m.ts, &m.envelope()[..])));
-    let value = record::seal_owned(&key, body);
+    put_body(batch, runs, key, &body, run.len(), last.ts)
+}
+
+/// Writes a run body to `runs` and adds its ref, under `key`, to `batch`.
+pub(super) fn put_body(
+    batch: &mut sled::Batch,
+    runs: &RunFiles,
+    key: Vec<u8>,
+    body: &[u8],
+    count: usize,
+    last_ts: u64,
+) -> std::io::Result<()> {
+    let count = u32::try_from(count).map_err(std::io::Error::other)?;
+    let r = runs.put(&key, body, count, last_ts)?;
+    let value = record::seal(&key, &r.encode());
     batch.insert(key, value);
+    Ok(())
 }
 
 /// The last seq `tree` stores for `topic` (in runs, or removed by
@@ -129,6 +154,7 @@ pub(super) struct Compactor {
     db: sled::Db,
     tree: sled::Tree,
     wal: Wal,
+    runs: Arc<RunFiles>,
     /// What appends staged.
     pub tail: Tail,
     damage: Arc<Damage>,
@@ -150,6 +176,7 @@ impl Compactor {
         db: sled::Db,
         tree: sled::Tree,
         wal: Wal,
+        runs: Arc<RunFiles>,
         damage: Arc<Damage>,
         sync_every: Duration,
     ) -> Arc<Self> {
@@ -157,6 +184,7 @@ impl Compactor {
             db,
             tree,
             wal,
+            runs,
             tail: Tail::default(),
             damage,
             running: Mutex::new(()),
@@ -198,6 +226,12 @@ impl Compactor {
         LogError::Storage(reason)
     }
 
+    fn runs_failed(&self, e: std::io::Error) -> LogError {
+        let reason = format!("writing the run files failed: {e}");
+        self.damage.note_failure(reason.clone());
+        LogError::Storage(reason)
+    }
+
     /// Starts the thread that compacts every [`INTERVAL`] or when woken.
     pub fn spawn(self: &Arc<Self>) -> std::io::Result<JoinHandle<()>> {
         let this = self.clone();
@@ -205,6 +239,7 @@ impl Compactor {
             .name("herald-compact".into())
             .spawn(move || {
                 let mut compacted = Instant::now();
+                let mut collected = Instant::now();
                 loop {
                     let woken = {
                         let mut woken = this.wake_lock.lock();
@@ -222,6 +257,14 @@ impl Compactor {
                         compacted = Instant::now();
                         if let Err(e) = this.compact() {
                             tracing::error!(error = %e, "compaction failed; the staged messages stay in the write-ahead file and are retried");
+                        }
+                    }
+                    if !stopping && collected.elapsed() >= COLLECT_EVERY {
+                        collected = Instant::now();
+                        match this.collect() {
+                            Ok(0) => {}
+                            Ok(files) => tracing::debug!(files, "deleted run files no run needs"),
+                            Err(e) => tracing::error!(error = %e, "collecting the run files' garbage failed; retried later"),
                         }
                     }
                     if stopping {
@@ -262,7 +305,9 @@ impl Compactor {
             let Some(staged) = self.tail.freeze() else {
                 break;
             };
-            for batch in runs_batches(&staged) {
+            let batches = runs_batches(&staged, &self.runs).map_err(|e| self.runs_failed(e))?;
+            self.runs.sync().map_err(|e| self.runs_failed(e))?;
+            for batch in batches {
                 self.guard(|| Ok(self.tree.apply_batch(batch)?))?;
             }
             self.tail.release();
@@ -332,7 +377,9 @@ impl Compactor {
         }
         let messages: usize = staged.topics.values().map(|t| t.messages.len()).sum();
         if messages > 0 {
-            for batch in runs_batches(&staged) {
+            let batches = runs_batches(&staged, &self.runs).map_err(|e| self.runs_failed(e))?;
+            self.runs.sync().map_err(|e| self.runs_failed(e))?;
+            for batch in batches {
                 self.tree.apply_batch(batch)?;
             }
             tracing::info!(messages, "replayed the write-ahead file into runs");

@@ -7,10 +7,12 @@
 //! | 2 | heads derived from message keys; the old head records stay valid |
 //! | 3 | every value sealed with a checksum ([`super::record`]), in tree `log-v3` |
 //! | 4 | messages in runs, appends in passes ([`super::run`]), in tree `log-v4` |
+//! | 5 | run bodies in run files, sled holding where ([`super::runs`]), in tree `log-v5` |
 //!
 //! Upgrading copies the old tree into the new one: to 3, `log` into
 //! `log-v3`, sealing each value; to 4, `log-v3` into `log-v4`, each message
-//! record becoming a run of one. Then the new format is recorded and the
+//! record becoming a run of one; to 5, `log-v4` into `log-v5`, each run's
+//! body written to a run file and its ref stored instead. Then the new format is recorded and the
 //! old trees are dropped. A crash part-way leaves the old format recorded,
 //! so the next open starts the copy again from an emptied tree; the old
 //! trees are only dropped once the new format is durable. An older Herald
@@ -19,7 +21,14 @@
 
 use std::path::Path;
 
-use super::{record, run::encode_run, sled_log::write_synced, LogError};
+use super::{
+    keys::seq_of_key,
+    record,
+    run::{decode_run, encode_run},
+    runs::RunFiles,
+    sled_log::write_synced,
+    LogError,
+};
 
 const FORMAT_KEY: &[u8] = b"format";
 /// File beside the sled directory saying Herald created it, and in which
@@ -29,8 +38,10 @@ const FORMAT_1: &[u8] = b"herald-log-1";
 const FORMAT_2: &[u8] = b"herald-log-2";
 const FORMAT_3: &[u8] = b"herald-log-3";
 const FORMAT_4: &[u8] = b"herald-log-4";
-/// The tree holding format 4's records.
-pub const TREE: &str = "log-v4";
+const FORMAT_5: &[u8] = b"herald-log-5";
+/// The tree holding format 5's records.
+pub const TREE: &str = "log-v5";
+const V4_TREE: &str = "log-v4";
 const V3_TREE: &str = "log-v3";
 const OLD_TREE: &str = "log";
 /// Values copied per batch while upgrading.
@@ -52,6 +63,7 @@ fn version(name: &[u8]) -> Option<u8> {
         FORMAT_2 => Some(2),
         FORMAT_3 => Some(3),
         FORMAT_4 => Some(4),
+        FORMAT_5 => Some(5),
         _ => None,
     }
 }
@@ -111,7 +123,7 @@ pub fn reset_marker(dir: &Path) -> std::io::Result<()> {
 
 /// Opens sled in `dir/log` and brings it to the current format. Call inside
 /// [`super::contain::contain`]: sled may panic on damaged files.
-pub(super) fn open(dir: &Path, config: sled::Config) -> Result<Opened, LogError> {
+pub(super) fn open(dir: &Path, config: sled::Config, runs: &RunFiles) -> Result<Opened, LogError> {
     let open_err = |reason: String| LogError::Open {
         path: dir.to_path_buf(),
         reason,
@@ -149,7 +161,7 @@ pub(super) fn open(dir: &Path, config: sled::Config) -> Result<Opened, LogError>
             "the format record inside the log is missing: the log is damaged or not a Herald log"
                 .into(),
         )),
-        None => (4, true),
+        None => (5, true),
     };
     if let Some(m) = marker.filter(|&m| m > current) {
         return Err(open_err(format!(
@@ -157,19 +169,19 @@ pub(super) fn open(dir: &Path, config: sled::Config) -> Result<Opened, LogError>
         )));
     }
     let stamp = |db: &sled::Db| -> Result<(), LogError> {
-        db.insert(FORMAT_KEY, FORMAT_4)
+        db.insert(FORMAT_KEY, FORMAT_5)
             .map_err(|e| open_err(e.to_string()))?;
         db.flush().map_err(|e| open_err(e.to_string()))?;
-        write_synced(&dir.join(MARKER_FILE), FORMAT_4).map_err(|e| open_err(e.to_string()))
+        write_synced(&dir.join(MARKER_FILE), FORMAT_5).map_err(|e| open_err(e.to_string()))
     };
     let upgraded_from = match current {
-        4 if created => {
+        5 if created => {
             stamp(&db)?;
             None
         }
-        4 => {
-            if marker != Some(4) {
-                write_synced(&dir.join(MARKER_FILE), FORMAT_4)
+        5 => {
+            if marker != Some(5) {
+                write_synced(&dir.join(MARKER_FILE), FORMAT_5)
                     .map_err(|e| open_err(e.to_string()))?;
             }
             None
@@ -179,14 +191,19 @@ pub(super) fn open(dir: &Path, config: sled::Config) -> Result<Opened, LogError>
                 copy_sealed(&db)
                     .map_err(|e| open_err(format!("upgrade to format 3 failed: {e}")))?;
             }
-            copy_as_runs(&db).map_err(|e| open_err(format!("upgrade to format 4 failed: {e}")))?;
+            if old < 4 {
+                copy_as_runs(&db)
+                    .map_err(|e| open_err(format!("upgrade to format 4 failed: {e}")))?;
+            }
+            copy_to_run_files(&db, runs)
+                .map_err(|e| open_err(format!("upgrade to format 5 failed: {e}")))?;
             stamp(&db)?;
-            tracing::info!(path = %dir.display(), from = old, "log upgraded to format 4 (messages in runs)");
+            tracing::info!(path = %dir.display(), from = old, "log upgraded to format 5 (run bodies in run files)");
             Some(old)
         }
     };
     // A crash after the new format became durable may have left old trees.
-    for old in [OLD_TREE, V3_TREE] {
+    for old in [OLD_TREE, V3_TREE, V4_TREE] {
         if db.tree_names().iter().any(|n| n.as_ref() == old.as_bytes()) {
             db.drop_tree(old).map_err(|e| open_err(e.to_string()))?;
             db.flush().map_err(|e| open_err(e.to_string()))?;
@@ -238,7 +255,7 @@ fn copy_sealed(db: &sled::Db) -> Result<(), LogError> {
 /// A message whose seal fails is copied as it is too, so the start-up check
 /// still finds it damaged.
 fn copy_as_runs(db: &sled::Db) -> Result<(), LogError> {
-    copy_tree(db, V3_TREE, TREE, |key, value| {
+    copy_tree(db, V3_TREE, V4_TREE, |key, value| {
         let body = record::open(key, value).ok().filter(|b| b.len() >= 8);
         match body.filter(|_| key.first() == Some(&b'm')) {
             Some(body) => {
@@ -248,4 +265,38 @@ fn copy_as_runs(db: &sled::Db) -> Result<(), LogError> {
             None => value.to_vec(),
         }
     })
+}
+
+/// Copies every value of format 4's tree into format 5's: each run's body
+/// goes to a run file and its ref, sealed, takes its place; the rest is
+/// copied as it is. A run whose seal fails is copied as it is too, so the
+/// start-up check still finds it damaged. The bodies are durable before the
+/// new format is recorded.
+fn copy_to_run_files(db: &sled::Db, runs: &RunFiles) -> Result<(), LogError> {
+    let failed = std::cell::RefCell::new(None);
+    copy_tree(db, V4_TREE, TREE, |key, value| {
+        let body = record::open(key, value).ok();
+        let run = body
+            .filter(|_| key.first() == Some(&b'm'))
+            .and_then(|body| {
+                let last = seq_of_key(key).ok()?;
+                let run = decode_run(last, body).ok()?;
+                Some((body, run.len(), run.last()?.ts))
+            });
+        let Some((body, count, last_ts)) = run else {
+            return value.to_vec();
+        };
+        match runs.put(key, body, count as u32, last_ts) {
+            Ok(r) => record::seal(key, &r.encode()),
+            Err(e) => {
+                failed.borrow_mut().get_or_insert(e);
+                value.to_vec()
+            }
+        }
+    })?;
+    if let Some(e) = failed.into_inner() {
+        return Err(LogError::Storage(format!("writing a run file failed: {e}")));
+    }
+    runs.sync()
+        .map_err(|e| LogError::Storage(format!("syncing the run files failed: {e}")))
 }

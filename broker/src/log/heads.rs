@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use super::{
     keys::{seq_of_key, split_seq_key, u64_at},
     record,
-    run::decode_run,
+    runs::RunRef,
     LogError,
 };
 use herald_core::{Topic, TopicHead};
@@ -69,10 +69,15 @@ pub(super) fn scan(tree: &sled::Tree) -> Result<Vec<(Topic, TopicHead)>, LogErro
         if let Some(last) = tree.range(prefix..=last_key.as_slice()).next_back() {
             let (last_key, value) = last?;
             let last_seq = seq_of_key(&last_key)?;
-            let run = decode_run(last_seq, body(&last_key, &value)?)?;
+            let run = RunRef::decode(body(&last_key, &value)?).ok_or_else(|| {
+                LogError::Corrupt(format!(
+                    "record {} is not a run reference",
+                    String::from_utf8_lossy(&last_key)
+                ))
+            })?;
             let head = TopicHead {
                 last_seq,
-                last_ts: run.last().map_or(0, |m| m.ts),
+                last_ts: run.last_ts,
             };
             merge(&mut heads, topic_of(&prefix[1..prefix_len - 1])?, head);
         }
@@ -200,7 +205,7 @@ mod tests {
         assert_eq!(heads, BTreeMap::from([("a".into(), 3), ("gone".into(), 8)]));
         drop(log);
         let format = std::fs::read(dir.path().join("herald-log.format")).unwrap();
-        assert_eq!(format, b"herald-log-4", "the marker names the new format");
+        assert_eq!(format, b"herald-log-5", "the marker names the new format");
     }
 
     proptest! {

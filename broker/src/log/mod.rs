@@ -23,6 +23,7 @@ mod keys;
 mod record;
 pub mod retention;
 mod run;
+mod runs;
 pub mod sled_log;
 mod sled_maint;
 mod sled_read;

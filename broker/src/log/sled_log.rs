@@ -7,7 +7,7 @@
 //!
 //! | key                                  | body                                   |
 //! |--------------------------------------|----------------------------------------|
-//! | `m` topic `\0` last seq (u64 BE)     | a run: consecutive messages ([`super::run`]) |
+//! | `m` topic `\0` last seq (u64 BE)     | where a run (consecutive messages, [`super::run`]) is in the run files ([`super::runs`]) |
 //! | `h` topic                            | last seq ‖ last ts (u64 BE)            |
 //! | `i` topic `\0` idempotency key       | seq ‖ ts ‖ expires_at                  |
 //! | `d` topic `\0` from (u64 BE)         | to: seqs accepted as lost              |
@@ -59,6 +59,7 @@ use super::{
     keys::{head_key, idempotency_key, u64_at},
     record,
     run::encode_pass,
+    runs::RunFiles,
     wal::Wal,
     IdempotencyRecord, LogEntry, LogError, MessageLog, TopicStats, Trimmed,
 };
@@ -77,6 +78,8 @@ pub struct SledOptions {
 pub struct SledLog {
     pub(super) db: sled::Db,
     pub(super) tree: sled::Tree,
+    /// Where the runs' bodies are.
+    pub(super) runs: Arc<RunFiles>,
     dir: PathBuf,
     /// Lazily computed retained sizes, kept current by appends and trims.
     pub(super) stats: Mutex<HashMap<Topic, TopicStats>>,
@@ -124,10 +127,16 @@ impl SledLog {
         let config = sled::Config::new()
             .cache_capacity(options.cache_bytes)
             .flush_every_ms(Some(options.flush_every_ms.max(1)));
-        let opened = contain(|| format::open(dir, config)).map_err(|panic| LogError::Open {
-            path: dir.join("log"),
-            reason: format!("the storage engine cannot read its files (damaged?): {panic}"),
-        })??;
+        let runs = RunFiles::open(&dir.join("runs")).map_err(|e| LogError::Open {
+            path: dir.join("runs"),
+            reason: e.to_string(),
+        })?;
+        let runs = Arc::new(runs);
+        let opened =
+            contain(|| format::open(dir, config, &runs)).map_err(|panic| LogError::Open {
+                path: dir.join("log"),
+                reason: format!("the storage engine cannot read its files (damaged?): {panic}"),
+            })??;
         let open_err = |e: &dyn std::fmt::Display| LogError::Open {
             path: dir.to_path_buf(),
             reason: e.to_string(),
@@ -142,6 +151,7 @@ impl SledLog {
             opened.db.clone(),
             opened.tree.clone(),
             wal,
+            runs.clone(),
             damage.clone(),
             std::time::Duration::from_millis(options.flush_every_ms),
         );
@@ -154,6 +164,7 @@ impl SledLog {
         Ok(SledLog {
             db: opened.db,
             tree: opened.tree,
+            runs,
             dir: dir.to_path_buf(),
             stats: Mutex::new(HashMap::new()),
             damage,
@@ -197,6 +208,26 @@ impl SledLog {
 
     pub(super) fn tree(&self) -> &sled::Tree {
         &self.tree
+    }
+
+    pub(super) fn runs(&self) -> &RunFiles {
+        &self.runs
+    }
+
+    /// Makes the run bodies put so far durable (before their refs go to
+    /// sled).
+    pub(super) fn sync_runs(&self) -> Result<(), LogError> {
+        self.runs.sync().map_err(|e| self.runs_failed(e))
+    }
+
+    /// A run file write failed: the node is degraded.
+    pub(super) fn runs_failed(&self, e: std::io::Error) -> LogError {
+        let reason = format!(
+            "writing the run files in {} failed: {e}",
+            self.dir.display()
+        );
+        self.damage.note_failure(reason.clone());
+        LogError::Storage(reason)
     }
 
     /// Runs `f` against sled; a panic inside becomes a storage error and
@@ -451,7 +482,7 @@ impl MessageLog for SledLog {
     }
 
     fn disk_bytes(&self) -> u64 {
-        self.db.size_on_disk().unwrap_or(0)
+        self.db.size_on_disk().unwrap_or(0) + self.runs.bytes()
     }
 }
 

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 
 use super::{
-    compact::put_run,
+    compact::{put_body, put_run},
     keys::{head_key, idempotency_key, lost_key, message_key, message_prefix, u64_at},
     record,
     run::encode_run,
@@ -64,9 +64,11 @@ impl SledLog {
             batch.insert(key, value);
             batch
         };
+        let _pinned = self.runs.pin();
         'runs: for item in self.tree.scan_prefix(message_prefix(topic)) {
             let (key, value) = item?;
             let run = self.open_run(topic, &key, &value)?;
+            let run = run.messages();
             let mut kept = run.len();
             for (i, m) in run.iter().enumerate() {
                 let bytes = m.envelope.len() as u64;
@@ -82,7 +84,17 @@ impl SledLog {
             if kept < run.len() {
                 if kept > 0 {
                     let body = encode_run(run[kept..].iter().map(|m| (m.ts, m.envelope)));
-                    batch.insert(&*key, record::seal_owned(&key, body));
+                    let last_ts = run.last().map_or(0, |m| m.ts);
+                    put_body(
+                        &mut batch,
+                        &self.runs,
+                        key.to_vec(),
+                        &body,
+                        run.len() - kept,
+                        last_ts,
+                    )
+                    .map_err(|e| self.runs_failed(e))?;
+                    self.sync_runs()?;
                 } else {
                     pending -= 1;
                 }
@@ -144,6 +156,7 @@ impl SledLog {
         // Runs rewritten so far, by key: later entries edit the same copy.
         let mut runs: BTreeMap<Vec<u8>, Vec<(u64, u64, Bytes)>> = BTreeMap::new();
         let mut present = Vec::with_capacity(entries.len());
+        let _pinned = self.runs.pin();
         for entry in entries {
             let m = &entry.message;
             let holding = self.guard(|| {
@@ -156,6 +169,7 @@ impl SledLog {
             if !runs.contains_key(&*key) {
                 let run = self.open_run(&m.topic, &key, &value)?;
                 let run = run
+                    .messages()
                     .iter()
                     .map(|r| (r.seq, r.ts, Bytes::copy_from_slice(r.envelope)))
                     .collect();
@@ -170,8 +184,18 @@ impl SledLog {
         }
         for (key, run) in &runs {
             let body = encode_run(run.iter().map(|(_, ts, e)| (*ts, &e[..])));
-            batch.insert(key.as_slice(), record::seal_owned(key, body));
+            let last_ts = run.last().map_or(0, |m| m.1);
+            put_body(
+                &mut batch,
+                &self.runs,
+                key.clone(),
+                &body,
+                run.len(),
+                last_ts,
+            )
+            .map_err(|e| self.runs_failed(e))?;
         }
+        self.sync_runs()?;
         for entry in &present {
             let m = &entry.message;
             let new_key = entry.idempotency.as_ref().map(|(k, _)| k.as_str());
@@ -249,12 +273,14 @@ impl SledLog {
             let mut from = 0;
             for i in 1..=messages.len() {
                 if i == messages.len() || messages[i].seq != messages[i - 1].seq + 1 {
-                    put_run(&mut batch, topic, &messages[from..i]);
+                    put_run(&mut batch, &self.runs, topic, &messages[from..i])
+                        .map_err(|e| self.runs_failed(e))?;
                     from = i;
                 }
             }
         }
         if !written.is_empty() {
+            self.sync_runs()?;
             self.tree.apply_batch(batch)?;
             self.db.flush()?;
         }

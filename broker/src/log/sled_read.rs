@@ -8,29 +8,53 @@ use super::{
     heads,
     keys::{idempotency_key, message_key, message_prefix, seq_of_key},
     run::{decode_run, run_messages, RunMessage},
+    runs::RunRef,
     sled_log::SledLog,
     IdempotencyRecord, LogError, TopicStats,
 };
 use herald_core::{Message, Topic, TopicHead};
 
+/// A run read back and checked.
+pub(super) struct LoadedRun {
+    last: u64,
+    body: Vec<u8>,
+}
+
+impl LoadedRun {
+    /// Its messages, in seq order.
+    pub fn messages(&self) -> Vec<RunMessage<'_>> {
+        decode_run(self.last, &self.body).expect("checked when it was loaded")
+    }
+}
+
 impl SledLog {
-    /// The checked messages of the run stored under `key`.
-    pub(super) fn open_run<'a>(
+    /// The checked run stored under `key` (its ref in sled, its body in a
+    /// run file). Call with the run files pinned ([`super::runs::RunFiles::pin`]) since
+    /// before `value` was read.
+    pub(super) fn open_run(
         &self,
         topic: &Topic,
         key: &[u8],
-        value: &'a [u8],
-    ) -> Result<Vec<RunMessage<'a>>, LogError> {
+        value: &[u8],
+    ) -> Result<LoadedRun, LogError> {
         let last = seq_of_key(key)?;
         let record = || format!("messages of {topic} up to #{last}");
         let body = self.open_value(record, key, value)?;
-        decode_run(last, body).map_err(|e| {
+        let failed = |reason: String| {
             self.damage.note_corrupt(&record());
             LogError::CorruptRecord {
                 record: record(),
-                reason: e.to_string(),
+                reason,
             }
-        })
+        };
+        let r = RunRef::decode(body).ok_or_else(|| failed("not a run reference".into()))?;
+        let body = self.runs.get(key, &r).map_err(failed)?;
+        match decode_run(last, &body) {
+            Ok(run) if run.len() == r.count as usize => {}
+            Ok(_) => return Err(failed("its count does not match its reference".into())),
+            Err(e) => return Err(failed(e.to_string())),
+        }
+        Ok(LoadedRun { last, body })
     }
 
     /// Up to `max` messages of `topic` in runs with `seq >= from`.
@@ -41,12 +65,14 @@ impl SledLog {
         max: usize,
     ) -> Result<Vec<Arc<Message>>, LogError> {
         let mut out = Vec::with_capacity(max.min(1024));
+        let _pinned = self.runs.pin();
         // Runs are stored under their last seq: the first key at or past
         // `from` is the run that holds it.
         let range = message_key(topic, from)..=message_key(topic, u64::MAX);
         for item in self.tree.range(range) {
             let (key, value) = item?;
             let run = self.open_run(topic, &key, &value)?;
+            let run = run.messages();
             let at = run.partition_point(|m| m.seq < from);
             let take = (max - out.len()).min(run.len() - at);
             out.extend(run_messages(topic, &run[at..at + take]));
@@ -65,6 +91,7 @@ impl SledLog {
         to: u64,
         keep: &mut dyn FnMut(u64, u64) -> bool,
     ) -> Result<(), LogError> {
+        let _pinned = self.runs.pin();
         // The run holding `to` (stored at or past it), then the runs below.
         let holding = self
             .tree
@@ -77,7 +104,7 @@ impl SledLog {
         for item in holding.into_iter().chain(below) {
             let (key, value) = item?;
             let run = self.open_run(topic, &key, &value)?;
-            for m in run.iter().rev().filter(|m| m.seq <= to) {
+            for m in run.messages().iter().rev().filter(|m| m.seq <= to) {
                 if !keep(m.seq, m.ts) {
                     return Ok(());
                 }
@@ -95,10 +122,11 @@ impl SledLog {
     ) -> Result<(TopicStats, u64), LogError> {
         let mut stats = TopicStats::default();
         let mut last = from.saturating_sub(1);
+        let _pinned = self.runs.pin();
         let range = message_key(topic, from)..=message_key(topic, u64::MAX);
         for item in self.tree.range(range) {
             let (key, value) = item?;
-            for m in self.open_run(topic, &key, &value)? {
+            for m in self.open_run(topic, &key, &value)?.messages() {
                 if m.seq >= from {
                     stats.first_seq.get_or_insert(m.seq);
                     stats.count += 1;

@@ -76,7 +76,7 @@ fn examine(log: &SledLog) -> Examined {
     let dir = log.dir();
     let mut findings = Vec::new();
     let mut unreadable = false;
-    let scan = contain(|| scan::scan(log.tree())).unwrap_or_else(|panic| scan::Scan {
+    let scan = contain(|| scan::scan(log.tree(), log.runs())).unwrap_or_else(|panic| scan::Scan {
         failed: Some(format!(
             "the storage engine failed while reading it: {panic}"
         )),

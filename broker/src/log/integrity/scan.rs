@@ -8,7 +8,13 @@
 
 use std::collections::BTreeMap;
 
-use super::super::{keys::split_seq_key, record, run::decode_run, LogError, TopicStats};
+use super::super::{
+    keys::split_seq_key,
+    record,
+    run::decode_run,
+    runs::{RunFiles, RunRef},
+    LogError, TopicStats,
+};
 
 /// What the scan saw of one topic.
 #[derive(Debug, Default, Clone)]
@@ -131,8 +137,9 @@ impl Scan {
         });
     }
 
-    /// A run of messages, stored under its last seq.
-    fn run(&mut self, key: &[u8], value: &[u8]) {
+    /// A run of messages, stored under its last seq: its ref, and its body
+    /// in `runs`.
+    fn run(&mut self, key: &[u8], value: &[u8], runs: &RunFiles) {
         let Some((name, last)) = split_seq_key(key).filter(|(n, _)| valid_topic(n).is_some())
         else {
             return self.bad(
@@ -141,14 +148,19 @@ impl Scan {
             );
         };
         let t = self.topics.entry(printable(name)).or_default();
-        let run = record::open(key, value)
-            .ok()
-            .and_then(|body| decode_run(last, body).ok());
-        // A damaged run's count is unknown: it covers everything since the
-        // run before it (or since what retention removed).
-        let first = match &run {
-            Some(run) => run[0].seq,
-            None => match t.first {
+        let reference = record::open(key, value).ok().and_then(RunRef::decode);
+        let body = reference.and_then(|r| runs.get(key, &r).ok());
+        let run = body.as_deref().and_then(|body| {
+            decode_run(last, body)
+                .ok()
+                .filter(|run| Some(run.len() as u32) == reference.map(|r| r.count))
+        });
+        // A damaged ref's count is unknown: the run covers everything since
+        // the run before it (or since what retention removed).
+        let first = match (&run, reference.and_then(|r| r.first_seq(last))) {
+            (Some(run), _) => run[0].seq,
+            (None, Some(first)) => first,
+            (None, None) => match t.first {
                 Some(_) => t.last + 1,
                 None => t.trimmed_to.unwrap_or(0) + 1,
             }
@@ -170,12 +182,12 @@ impl Scan {
         }
     }
 
-    fn record(&mut self, key: &[u8], value: &[u8]) {
+    fn record(&mut self, key: &[u8], value: &[u8], runs: &RunFiles) {
         self.records += 1;
         self.bytes += (key.len() + value.len()) as u64;
         let body = record::open(key, value).ok();
         match key.first() {
-            Some(b'm') => self.run(key, value),
+            Some(b'm') => self.run(key, value, runs),
             Some(b'h') => match (valid_topic(&key[1..]), body.filter(|b| b.len() == 16)) {
                 (Some(name), Some(b)) => {
                     let seq = u64::from_be_bytes(b[..8].try_into().expect("8 bytes"));
@@ -234,13 +246,15 @@ impl Scan {
     }
 }
 
-/// Reads every record of `tree` once. Call inside
-/// [`super::super::contain::contain`]: sled may panic on damaged pages.
-pub(crate) fn scan(tree: &sled::Tree) -> Scan {
+/// Reads every record of `tree` once, and every run's body in `runs`.
+/// Call inside [`super::super::contain::contain`]: sled may panic on
+/// damaged pages.
+pub(crate) fn scan(tree: &sled::Tree, runs: &RunFiles) -> Scan {
     let mut scan = Scan::default();
+    let _pinned = runs.pin();
     for item in tree.iter() {
         match item {
-            Ok((key, value)) => scan.record(&key, &value),
+            Ok((key, value)) => scan.record(&key, &value, runs),
             Err(e) => {
                 scan.failed = Some(LogError::from(e).to_string());
                 break;

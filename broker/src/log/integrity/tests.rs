@@ -63,6 +63,76 @@ fn write_format_2(dir: &Path) {
     std::fs::write(dir.join(LEGACY_HIGH_WATER), "11").unwrap();
 }
 
+/// What format 4 wrote: tree `log-v4`, each run's body in its sealed value.
+/// `damaged` flips a byte of topic `bad`'s run.
+fn write_format_4(dir: &Path, damaged: bool) {
+    use crate::log::{record, run::encode_run};
+    let db = sled::Config::new().path(dir.join("log")).open().unwrap();
+    db.insert("format", "herald-log-4").unwrap();
+    let tree = db.open_tree("log-v4").unwrap();
+    let put_run = |name: &str, seqs: std::ops::RangeInclusive<u64>, flip: bool| {
+        let messages: Vec<std::sync::Arc<Message>> = seqs
+            .clone()
+            .map(|s| Message::new(topic(name), s, 100 + s, &format!("{{\"n\":{s}}}")))
+            .collect();
+        let mut key = format!("m{name}\0").into_bytes();
+        key.extend_from_slice(&seqs.end().to_be_bytes());
+        let body = encode_run(messages.iter().map(|m| (m.ts, &m.envelope()[..])));
+        let mut value = record::seal(&key, &body);
+        if flip {
+            value[10] ^= 1;
+        }
+        tree.insert(key, value).unwrap();
+    };
+    put_run("a.b", 1..=3, false);
+    put_run("a.b", 4..=6, false);
+    put_run("c", 1..=1, false);
+    put_run("bad", 1..=2, damaged);
+    db.flush().unwrap();
+    std::fs::write(dir.join("herald-log.format"), "herald-log-4").unwrap();
+}
+
+#[test]
+fn a_format_4_log_moves_its_runs_into_run_files_and_keeps_its_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    write_format_4(dir.path(), false);
+    {
+        let v = open(dir.path(), false).unwrap();
+        assert!(v.report.is_clean(), "{}", v.report);
+        assert_eq!(v.log.upgraded_from(), Some(4));
+        let read = v.log.read(&topic("a.b"), 2, 100).unwrap();
+        let got: Vec<(u64, u64)> = read.iter().map(|m| (m.seq, m.ts)).collect();
+        assert_eq!(got, (2..=6).map(|s| (s, 100 + s)).collect::<Vec<_>>());
+        assert_eq!(
+            read[0].envelope().as_ref(),
+            Message::new(topic("a.b"), 2, 102, "{\"n\":2}").envelope().as_ref()
+        );
+        let heads: BTreeMap<String, u64> = v
+            .log
+            .heads()
+            .unwrap()
+            .into_iter()
+            .map(|(t, h)| (t.to_string(), h.last_seq))
+            .collect();
+        assert_eq!(heads["a.b"], 6);
+        assert!(v.log.runs().bytes() > 0, "the bodies are in run files");
+        assert!(!v.log.db.tree_names().iter().any(|n| n.as_ref() == b"log-v4"));
+    }
+    assert_eq!(
+        std::fs::read(dir.path().join("herald-log.format")).unwrap(),
+        b"herald-log-5"
+    );
+    let v = open(dir.path(), false).unwrap();
+    assert!(v.report.is_clean(), "{}", v.report);
+    assert_eq!(v.log.upgraded_from(), None);
+    drop(v);
+    // A run damaged before the upgrade is still found damaged after it.
+    let dir = tempfile::tempdir().unwrap();
+    write_format_4(dir.path(), true);
+    let err = open(dir.path(), false).err().expect("refused").to_string();
+    assert!(err.contains("topic bad:") && err.contains("checksum"), "{err}");
+}
+
 #[test]
 fn a_format_2_log_is_upgraded_in_place_and_reads_back_verified() {
     let dir = tempfile::tempdir().unwrap();
@@ -115,7 +185,7 @@ fn a_format_2_log_is_upgraded_in_place_and_reads_back_verified() {
     }
     assert_eq!(
         std::fs::read(dir.path().join("herald-log.format")).unwrap(),
-        b"herald-log-4"
+        b"herald-log-5"
     );
     assert!(
         !dir.path().join(LEGACY_HIGH_WATER).exists(),
@@ -123,7 +193,7 @@ fn a_format_2_log_is_upgraded_in_place_and_reads_back_verified() {
     );
     let read = acked::read(dir.path());
     assert_eq!((read.heads["a.b"], read.heads["c"]), (10, 1));
-    // The second open finds format 4, a journal, and nothing wrong.
+    // The second open finds format 5, a journal, and nothing wrong.
     let v = open(dir.path(), false).unwrap();
     assert!(v.report.is_clean(), "{}", v.report);
     assert_eq!(v.log.upgraded_from(), None);
@@ -180,8 +250,11 @@ fn holes_corrupt_records_and_a_lost_tail_are_named_then_accepted_as_gaps() {
         journal.record(&[(t.clone(), 25)]).unwrap();
         // A hole (7..=8) and a damaged record (12).
         let tree = v.log.tree();
-        assert_eq!(tamper::remove_messages(tree, "k.t", 7..=8).unwrap(), 2);
-        assert!(tamper::alter_message(tree, "k.t", 12).unwrap());
+        assert_eq!(
+            tamper::remove_messages(v.log.dir(), tree, "k.t", 7..=8).unwrap(),
+            2
+        );
+        assert!(tamper::alter_message(v.log.dir(), tree, "k.t", 12).unwrap());
         v.log.sync().unwrap();
     }
     let err = open(dir.path(), false).err().expect("refused").to_string();
@@ -227,7 +300,7 @@ fn a_corrupt_record_met_at_run_time_is_an_error_naming_it() {
     // Staged messages are read from memory; the damage is in their run.
     assert_eq!(v.log.read(&t, 1, 10).unwrap().len(), 2);
     v.log.compactor.compact().unwrap();
-    assert!(tamper::alter_message(v.log.tree(), "r", 1).unwrap());
+    assert!(tamper::alter_message(v.log.dir(), v.log.tree(), "r", 1).unwrap());
     let err = v.log.read(&t, 1, 10).unwrap_err().to_string();
     assert!(
         err.contains("messages of r up to #2") && err.contains("checksum"),

@@ -300,3 +300,49 @@ fn a_damaged_write_ahead_segment_is_reported_at_every_open_until_accepted() {
     drop(log);
     assert!(open(dir.path()).wal_problems().is_empty());
 }
+
+#[test]
+fn run_files_no_run_needs_go_and_mostly_dead_ones_are_moved_out_of_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let a = Topic::parse("a").unwrap();
+    let b = Topic::parse("b").unwrap();
+    let seqs = |log: &SledLog, t: &Topic| -> Vec<u64> {
+        log.read(t, 0, 1000).unwrap().iter().map(|m| m.seq).collect()
+    };
+    {
+        // File 0: a few messages of `a` among many of `b`.
+        let log = open(dir.path());
+        let mut entries: Vec<_> = (1..=10).map(|s| entry(&a, s, s)).collect();
+        entries.extend((1..=300).map(|s| entry(&b, s, s)));
+        log.append(&entries).unwrap();
+        log.sync().unwrap();
+    }
+    let log = open(dir.path());
+    // File 1 is the one this open writes.
+    log.append(&[entry(&a, 11, 11)]).unwrap();
+    log.compactor.compact().unwrap();
+    assert_eq!(log.compactor.collect().unwrap(), 0, "every file is needed");
+    // Retention empties `b`: file 0 is now mostly garbage.
+    let trimmed = log.trim_front(&b, &mut |_, _, _| true).unwrap();
+    assert_eq!(trimmed.messages, 300);
+    let before = log.runs().bytes();
+    assert_eq!(log.compactor.collect().unwrap(), 1, "file 0 goes");
+    assert!(log.runs().bytes() < before / 2);
+    let files = log.runs().files().unwrap();
+    assert_eq!(files.on_disk.iter().map(|f| f.0).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(seqs(&log, &a), (1..=11).collect::<Vec<_>>());
+    assert!(seqs(&log, &b).is_empty());
+    drop(log);
+    // Reopened, the moved runs are intact, and once retention removes
+    // everything, no file is left but the one being written.
+    let log = open(dir.path());
+    assert_eq!(seqs(&log, &a), (1..=11).collect::<Vec<_>>());
+    log.trim_front(&a, &mut |_, _, _| true).unwrap();
+    log.append(&[entry(&a, 12, 12)]).unwrap();
+    log.compactor.compact().unwrap();
+    assert_eq!(log.compactor.collect().unwrap(), 1);
+    let files = log.runs().files().unwrap();
+    assert_eq!(files.on_disk.len(), 1);
+    assert_eq!(files.writing, Some(files.on_disk[0].0));
+    assert_eq!(seqs(&log, &a), vec![12]);
+}

@@ -1,0 +1,102 @@
+//! Garbage collection of run files: a file no ref names any more is
+//! deleted; one mostly garbage has what is still named moved to the file
+//! being written first ([`super::super::runs`]).
+
+use std::collections::{HashMap, HashSet};
+
+use super::{Compactor, LogError};
+use crate::log::{record, runs::RunRef};
+
+/// Bytes moved per collection at most, so one never holds compaction up
+/// for long.
+const MOVE_BYTES: u64 = 64 << 20;
+
+impl Compactor {
+    /// The bytes every ref in the log names, by run file.
+    fn live_bytes(&self) -> Result<HashMap<u64, u64>, LogError> {
+        let mut live: HashMap<u64, u64> = HashMap::new();
+        for item in self.tree.scan_prefix(b"m") {
+            let (key, value) = item?;
+            if let Some(r) = record::open(&key, &value).ok().and_then(RunRef::decode) {
+                *live.entry(r.file).or_default() += u64::from(r.len);
+            }
+        }
+        Ok(live)
+    }
+
+    /// Deletes the run files no ref names, after moving what is still
+    /// named out of files more than half garbage. Returns the files deleted.
+    pub fn collect(&self) -> Result<usize, LogError> {
+        let _running = self.running.lock();
+        let files = self.runs.files().map_err(|e| self.runs_failed(e))?;
+        let closed = files.on_disk.iter().filter(|f| Some(f.0) != files.writing);
+        let live = self.guard(|| self.live_bytes())?;
+        let mut gone: Vec<u64> = Vec::new();
+        let mut sparse = HashSet::new();
+        let mut moving = 0;
+        for &(no, size) in closed {
+            match live.get(&no) {
+                None => gone.push(no),
+                Some(&l) if l * 2 < size && moving + l <= MOVE_BYTES => {
+                    sparse.insert(no);
+                    moving += l;
+                }
+                Some(_) => {}
+            }
+        }
+        if !sparse.is_empty() {
+            gone.extend(self.move_out_of(&sparse)?);
+        }
+        if gone.is_empty() {
+            return Ok(0);
+        }
+        // The refs' removal (or move) durable before the bytes go.
+        self.guard(|| Ok(self.db.flush().map(drop)?))?;
+        self.runs.remove(&gone).map_err(|e| self.runs_failed(e))?;
+        Ok(gone.len())
+    }
+
+    /// Writes every run whose body is in `files` again, and points its ref
+    /// at the copy (unless the ref changed meanwhile); returns the files
+    /// left with nothing named in them. A run that fails to load stays
+    /// where it is, for the start-up check to report.
+    fn move_out_of(&self, files: &HashSet<u64>) -> Result<Vec<u64>, LogError> {
+        let mut moves = Vec::new();
+        let mut stuck = HashSet::new();
+        {
+            let _pinned = self.runs.pin();
+            self.guard(|| {
+                for item in self.tree.scan_prefix(b"m") {
+                    let (key, value) = item?;
+                    let Some(r) = record::open(&key, &value).ok().and_then(RunRef::decode) else {
+                        continue;
+                    };
+                    if !files.contains(&r.file) {
+                        continue;
+                    }
+                    let Ok(body) = self.runs.get(&key, &r) else {
+                        stuck.insert(r.file);
+                        continue;
+                    };
+                    let moved = self
+                        .runs
+                        .put(&key, &body, r.count, r.last_ts)
+                        .map_err(|e| self.runs_failed(e))?;
+                    let sealed = record::seal(&key, &moved.encode());
+                    moves.push((key, value, sealed));
+                }
+                Ok(())
+            })?;
+        }
+        self.runs.sync().map_err(|e| self.runs_failed(e))?;
+        self.guard(|| {
+            for (key, old, new) in moves {
+                // A trim or a replacement that changed the ref meanwhile
+                // wins: its ref names no moved file either.
+                let _changed = self.tree.compare_and_swap(key, Some(old), Some(new))?;
+            }
+            Ok(())
+        })?;
+        Ok(files.difference(&stuck).copied().collect())
+    }
+}
