@@ -413,12 +413,28 @@ impl MessageLog for SledLog {
         drop: &mut dyn FnMut(u64, u64, u64) -> bool,
     ) -> Result<Trimmed, LogError> {
         let _trimming = self.trim_lock.lock();
+        // Retention removes from the front only: while the front message
+        // stays there is nothing to do, and nothing to compact first (a
+        // pass over every topic must not compact once per topic).
+        let front = self
+            .read_merged(topic, 0, 1)
+            .ok()
+            .and_then(|m| m.first().cloned());
+        let asked = match front {
+            Some(m) if !drop(m.seq, m.ts, m.envelope().len() as u64) => {
+                return Ok(Trimmed::default())
+            }
+            Some(m) => Some(m.seq),
+            None => None,
+        };
         // Retention sees the staged messages too: they go into runs first.
         let _compacted = match self.compactor.tail.holds(topic) {
             true => Some(self.compactor.compact_and_hold()?),
             false => None,
         };
-        let trimmed = self.guard(|| self.trim(topic, drop))?;
+        // `drop` already said yes to the front message.
+        let mut drop_rest = |seq, ts, bytes| Some(seq) == asked || drop(seq, ts, bytes);
+        let trimmed = self.guard(|| self.trim(topic, &mut drop_rest))?;
         if let Some(last) = trimmed.1 {
             // Seqs retention removed need no repair any more.
             self.damage.resolve(topic, 0, last);

@@ -105,7 +105,9 @@ fn a_format_4_log_moves_its_runs_into_run_files_and_keeps_its_damage() {
         assert_eq!(got, (2..=6).map(|s| (s, 100 + s)).collect::<Vec<_>>());
         assert_eq!(
             read[0].envelope().as_ref(),
-            Message::new(topic("a.b"), 2, 102, "{\"n\":2}").envelope().as_ref()
+            Message::new(topic("a.b"), 2, 102, "{\"n\":2}")
+                .envelope()
+                .as_ref()
         );
         let heads: BTreeMap<String, u64> = v
             .log
@@ -116,7 +118,12 @@ fn a_format_4_log_moves_its_runs_into_run_files_and_keeps_its_damage() {
             .collect();
         assert_eq!(heads["a.b"], 6);
         assert!(v.log.runs().bytes() > 0, "the bodies are in run files");
-        assert!(!v.log.db.tree_names().iter().any(|n| n.as_ref() == b"log-v4"));
+        assert!(!v
+            .log
+            .db
+            .tree_names()
+            .iter()
+            .any(|n| n.as_ref() == b"log-v4"));
     }
     assert_eq!(
         std::fs::read(dir.path().join("herald-log.format")).unwrap(),
@@ -130,7 +137,10 @@ fn a_format_4_log_moves_its_runs_into_run_files_and_keeps_its_damage() {
     let dir = tempfile::tempdir().unwrap();
     write_format_4(dir.path(), true);
     let err = open(dir.path(), false).err().expect("refused").to_string();
-    assert!(err.contains("topic bad:") && err.contains("checksum"), "{err}");
+    assert!(
+        err.contains("topic bad:") && err.contains("checksum"),
+        "{err}"
+    );
 }
 
 #[test]

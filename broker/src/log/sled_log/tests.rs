@@ -307,7 +307,11 @@ fn run_files_no_run_needs_go_and_mostly_dead_ones_are_moved_out_of_first() {
     let a = Topic::parse("a").unwrap();
     let b = Topic::parse("b").unwrap();
     let seqs = |log: &SledLog, t: &Topic| -> Vec<u64> {
-        log.read(t, 0, 1000).unwrap().iter().map(|m| m.seq).collect()
+        log.read(t, 0, 1000)
+            .unwrap()
+            .iter()
+            .map(|m| m.seq)
+            .collect()
     };
     {
         // File 0: a few messages of `a` among many of `b`.
@@ -329,7 +333,10 @@ fn run_files_no_run_needs_go_and_mostly_dead_ones_are_moved_out_of_first() {
     assert_eq!(log.compactor.collect().unwrap(), 1, "file 0 goes");
     assert!(log.runs().bytes() < before / 2);
     let files = log.runs().files().unwrap();
-    assert_eq!(files.on_disk.iter().map(|f| f.0).collect::<Vec<_>>(), vec![1]);
+    assert_eq!(
+        files.on_disk.iter().map(|f| f.0).collect::<Vec<_>>(),
+        vec![1]
+    );
     assert_eq!(seqs(&log, &a), (1..=11).collect::<Vec<_>>());
     assert!(seqs(&log, &b).is_empty());
     drop(log);
