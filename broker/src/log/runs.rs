@@ -3,8 +3,9 @@
 //! sled holds, under each run's key, a [`RunRef`] saying which file, where,
 //! how long, and the checksum of key and body; the body itself is written
 //! here, once. sled's memory and the bytes it writes grow with the bytes of
-//! its values, so it is given 40 bytes per run instead of up to
-//! [`super::run::RUN_BYTES`].
+//! its values, so it is given 44 bytes per run (the ref and its seal)
+//! instead of up to [`super::run::RUN_BYTES`]. Retention trimming part of a
+//! run changes only its ref ([`RunRef::skip`]).
 //!
 //! A body is made durable ([`RunFiles::sync`]) before the ref naming it is
 //! written to sled, so a durable ref always names durable bytes; bytes no
@@ -12,12 +13,15 @@
 //! garbage, and [`super::compact`] deletes a file once no ref names it,
 //! rewriting what is still named in a file that is mostly garbage first.
 //! A new file's directory entry is synced when it is created. Each open
-//! appends to a new file, never after bytes an earlier process left.
+//! appends to a new file, never after bytes an earlier process left; a
+//! writer that puts bodies outside the compaction thread holds a
+//! [`Writing`] until its refs are in sled, so collection leaves its file be.
+//! After a failed write or sync nothing more is written (the node is
+//! degraded; the write-ahead file still holds every append).
 
 use std::{
     collections::HashMap,
     fs::{self, File, OpenOptions},
-    io::Write,
     os::unix::fs::FileExt,
     path::{Path, PathBuf},
     sync::{
@@ -44,14 +48,17 @@ pub(super) struct RunRef {
     pub len: u32,
     /// crc32c of the run's key and body.
     pub crc: u32,
-    /// Messages in the run.
+    /// Messages in the body.
     pub count: u32,
+    /// Leading messages of the body retention removed (they are no longer
+    /// part of the log).
+    pub skip: u32,
     /// Timestamp of its last message.
     pub last_ts: u64,
 }
 
 /// Bytes of an encoded [`RunRef`].
-pub(super) const REF_LEN: usize = 36;
+pub(super) const REF_LEN: usize = 40;
 
 impl RunRef {
     /// The ref as stored (big-endian fields, in declaration order).
@@ -62,7 +69,8 @@ impl RunRef {
         out[16..20].copy_from_slice(&self.len.to_be_bytes());
         out[20..24].copy_from_slice(&self.crc.to_be_bytes());
         out[24..28].copy_from_slice(&self.count.to_be_bytes());
-        out[28..].copy_from_slice(&self.last_ts.to_be_bytes());
+        out[28..32].copy_from_slice(&self.skip.to_be_bytes());
+        out[32..].copy_from_slice(&self.last_ts.to_be_bytes());
         out
     }
 
@@ -77,17 +85,36 @@ impl RunRef {
             len: u32_at(16),
             crc: u32_at(20),
             count: u32_at(24),
-            last_ts: u64_at(28),
+            skip: u32_at(28),
+            last_ts: u64_at(32),
         };
-        (r.count >= 1).then_some(r)
+        (r.count >= 1 && r.skip < r.count).then_some(r)
     }
 
-    /// The first seq of the run stored under `last`.
-    pub fn first_seq(&self, last: u64) -> Option<u64> {
+    /// The first seq of the body stored under `last`, trimmed or not.
+    pub fn body_first_seq(&self, last: u64) -> Option<u64> {
         (last + 1)
             .checked_sub(u64::from(self.count))
             .filter(|&f| f >= 1)
     }
+
+    /// The first seq of the run stored under `last` still in the log.
+    pub fn first_seq(&self, last: u64) -> Option<u64> {
+        self.body_first_seq(last).map(|f| f + u64::from(self.skip))
+    }
+}
+
+/// Why a body could not be had.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(super) enum RunError {
+    /// The bytes are not what the ref names: a missing or short file, or a
+    /// checksum mismatch. Damage.
+    #[error("{0}")]
+    Damaged(String),
+    /// The file could not be read (descriptors exhausted, an I/O error):
+    /// not evidence of damage.
+    #[error("{0}")]
+    Io(String),
 }
 
 fn checksum(key: &[u8], body: &[u8]) -> u32 {
@@ -98,10 +125,16 @@ fn file_path(dir: &Path, no: u64) -> PathBuf {
     dir.join(format!("{no:016x}.run"))
 }
 
-/// The run files in `dir` with their sizes, by number.
+/// The run files in `dir` with their sizes, by number (none while `dir`
+/// does not exist).
 fn listing(dir: &Path) -> std::io::Result<Vec<(u64, u64)>> {
     let mut out = Vec::new();
-    for entry in fs::read_dir(dir)? {
+    let entries = match fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(out),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
         let entry = entry?;
         let name = entry.file_name();
         let name = name.to_string_lossy();
@@ -121,8 +154,9 @@ fn listing(dir: &Path) -> std::io::Result<Vec<(u64, u64)>> {
 pub(super) struct Files {
     /// Number and size of each file on disk, by number.
     pub on_disk: Vec<(u64, u64)>,
-    /// The file bodies go to now, if one was created.
-    pub writing: Option<u64>,
+    /// Files from this number on are being written (or may be named by
+    /// refs not yet in sled).
+    pub keep_from: u64,
 }
 
 struct Writer {
@@ -133,7 +167,12 @@ struct Writer {
     buf: Vec<u8>,
     /// Bytes written since the last sync.
     unsynced: bool,
+    /// A write or sync failed: what, and nothing is written any more.
+    broken: Option<String>,
 }
+
+/// Read handles kept open at most (each read past them opens its file).
+const OPEN_READERS: usize = 32;
 
 /// The run files of one log.
 pub(super) struct RunFiles {
@@ -143,14 +182,32 @@ pub(super) struct RunFiles {
     /// Held (shared) by reads from a ref to its body, and (exclusive) while
     /// a file is deleted: a reader never finds the file its ref named gone.
     gate: RwLock<()>,
+    /// The file each [`Writing`] started in: collection leaves those and
+    /// later ones be.
+    writing: Mutex<Vec<u64>>,
     /// Bytes in the files.
     bytes: AtomicU64,
 }
 
+/// A writer outside the compaction thread between its first put and its
+/// refs being in sled ([`RunFiles::writing`]).
+pub(super) struct Writing<'a> {
+    runs: &'a RunFiles,
+    since: u64,
+}
+
+impl Drop for Writing<'_> {
+    fn drop(&mut self) {
+        let mut w = self.runs.writing.lock();
+        if let Some(at) = w.iter().position(|&s| s == self.since) {
+            w.swap_remove(at);
+        }
+    }
+}
+
 impl RunFiles {
-    /// The run files in `dir` (created if absent).
+    /// The run files in `dir` (created with the first file).
     pub fn open(dir: &Path) -> std::io::Result<Self> {
-        fs::create_dir_all(dir)?;
         let bytes = listing(dir)?.iter().map(|f| f.1).sum();
         Ok(RunFiles {
             dir: dir.to_path_buf(),
@@ -159,19 +216,34 @@ impl RunFiles {
                 len: 0,
                 buf: Vec::new(),
                 unsynced: false,
+                broken: None,
             }),
             readers: RwLock::new(HashMap::new()),
             gate: RwLock::new(()),
+            writing: Mutex::new(Vec::new()),
             bytes: AtomicU64::new(bytes),
         })
     }
 
-    /// The file numbers and sizes on disk, and the one being written.
+    /// Marks a writer busy until the returned guard drops: collection
+    /// leaves the file bodies go to now, and every later one, alone.
+    pub fn writing(&self) -> Writing<'_> {
+        let since = self.writer.lock().file.as_ref().map_or(0, |f| f.0);
+        self.writing.lock().push(since);
+        Writing { runs: self, since }
+    }
+
+    /// The file numbers and sizes on disk, and from which file on
+    /// collection must leave them be (the one written now, and any a
+    /// [`Writing`] may still name).
     pub fn files(&self) -> std::io::Result<Files> {
-        let writing = self.writer.lock().file.as_ref().map(|f| f.0);
+        let current = self.writer.lock().file.as_ref().map(|f| f.0);
+        let busy = self.writing.lock().iter().copied().min();
+        let on_disk = listing(&self.dir)?;
+        let next = on_disk.last().map_or(0, |f| f.0 + 1);
         Ok(Files {
-            on_disk: listing(&self.dir)?,
-            writing,
+            on_disk,
+            keep_from: current.into_iter().chain(busy).min().unwrap_or(next),
         })
     }
 
@@ -191,8 +263,11 @@ impl RunFiles {
         last_ts: u64,
     ) -> std::io::Result<RunRef> {
         let mut w = self.writer.lock();
+        if let Some(failed) = &w.broken {
+            return Err(std::io::Error::other(failed.clone()));
+        }
         if w.file.is_none() || w.len >= FILE_BYTES {
-            self.rotate(&mut w)?;
+            guarded(&mut w, |w| self.rotate(w))?;
         }
         let (file, _) = w.file.as_ref().expect("rotated above");
         let r = RunRef {
@@ -201,6 +276,7 @@ impl RunFiles {
             len: u32::try_from(body.len()).map_err(std::io::Error::other)?,
             crc: checksum(key, body),
             count,
+            skip: 0,
             last_ts,
         };
         w.buf.extend_from_slice(body);
@@ -208,7 +284,7 @@ impl RunFiles {
         w.unsynced = true;
         self.bytes.fetch_add(body.len() as u64, Ordering::Relaxed);
         if w.buf.len() >= BUFFER_BYTES {
-            write_out(&mut w)?;
+            guarded(&mut w, write_out)?;
         }
         Ok(r)
     }
@@ -216,11 +292,17 @@ impl RunFiles {
     /// Makes every body put so far durable.
     pub fn sync(&self) -> std::io::Result<()> {
         let mut w = self.writer.lock();
+        if let Some(failed) = &w.broken {
+            return Err(std::io::Error::other(failed.clone()));
+        }
         if w.unsynced {
-            write_out(&mut w)?;
-            if let Some((_, f)) = &w.file {
-                f.sync_data()?;
-            }
+            guarded(&mut w, |w| {
+                write_out(w)?;
+                if let Some((_, f)) = &w.file {
+                    f.sync_data()?;
+                }
+                Ok(())
+            })?;
             w.unsynced = false;
         }
         Ok(())
@@ -232,6 +314,7 @@ impl RunFiles {
         if let Some((_, f)) = &w.file {
             f.sync_data()?;
         }
+        fs::create_dir_all(&self.dir)?;
         let mut no = listing(&self.dir)?.last().map_or(0, |l| l.0 + 1);
         let file = loop {
             match OpenOptions::new()
@@ -252,37 +335,46 @@ impl RunFiles {
     }
 
     /// Holds deletions off while a reader goes from a ref to its body.
+    /// Never pin twice on one thread: a deletion waiting between the two
+    /// would wait for the first forever.
     pub fn pin(&self) -> RwLockReadGuard<'_, ()> {
-        self.gate.read_recursive()
+        self.gate.read()
     }
 
-    /// The body `r` names under `key`, once its checksum checks out; the
-    /// error says what is wrong (missing file, short file, checksum).
-    pub fn get(&self, key: &[u8], r: &RunRef) -> Result<Vec<u8>, String> {
-        let file = self.reader(r.file)?;
+    /// The body `r` names under `key`, once its checksum checks out.
+    pub fn get(&self, key: &[u8], r: &RunRef) -> Result<Vec<u8>, RunError> {
+        let path = || file_path(&self.dir, r.file).display().to_string();
+        let file = self.reader(r.file).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => RunError::Damaged(format!("{} is missing", path())),
+            _ => RunError::Io(format!("{} cannot be opened: {e}", path())),
+        })?;
         let mut body = vec![0; r.len as usize];
         file.read_exact_at(&mut body, r.offset).map_err(|e| {
-            format!(
-                "{} cannot be read at byte {}: {e}",
-                file_path(&self.dir, r.file).display(),
-                r.offset
-            )
+            let what = format!("{} cannot be read at byte {}: {e}", path(), r.offset);
+            match e.kind() {
+                std::io::ErrorKind::UnexpectedEof => RunError::Damaged(what),
+                _ => RunError::Io(what),
+            }
         })?;
         if checksum(key, &body) == r.crc {
             Ok(body)
         } else {
-            Err("checksum mismatch".into())
+            Err(RunError::Damaged("checksum mismatch".into()))
         }
     }
 
-    fn reader(&self, no: u64) -> Result<Arc<File>, String> {
+    fn reader(&self, no: u64) -> std::io::Result<Arc<File>> {
         if let Some(f) = self.readers.read().get(&no) {
             return Ok(f.clone());
         }
-        let path = file_path(&self.dir, no);
-        let file = File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-        let file = Arc::new(file);
-        self.readers.write().insert(no, file.clone());
+        let file = Arc::new(File::open(file_path(&self.dir, no))?);
+        let mut readers = self.readers.write();
+        if readers.len() >= OPEN_READERS {
+            // The start-up scan reads every file once: keep a few handles,
+            // not one per file.
+            readers.clear();
+        }
+        readers.insert(no, file.clone());
         Ok(file)
     }
 
@@ -292,17 +384,23 @@ impl RunFiles {
             return Ok(());
         }
         let current = self.writer.lock().file.as_ref().map(|f| f.0);
-        let _gate = self.gate.write();
-        for &no in files.iter().filter(|&&no| Some(no) != current) {
-            self.readers.write().remove(&no);
-            let path = file_path(&self.dir, no);
-            let len = fs::metadata(&path).map_or(0, |m| m.len());
-            match fs::remove_file(&path) {
-                Ok(()) => {
-                    self.bytes.fetch_sub(len, Ordering::Relaxed);
+        {
+            let _gate = self.gate.write();
+            for &no in files.iter().filter(|&&no| Some(no) != current) {
+                self.readers.write().remove(&no);
+                let path = file_path(&self.dir, no);
+                let len = fs::metadata(&path).map_or(0, |m| m.len());
+                match fs::remove_file(&path) {
+                    Ok(()) => {
+                        let _ =
+                            self.bytes
+                                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |b| {
+                                    Some(b.saturating_sub(len))
+                                });
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
             }
         }
         File::open(&self.dir)?.sync_all()
@@ -324,12 +422,25 @@ impl RunFiles {
     }
 }
 
+/// Writes the buffered bytes where they belong (a retry after a partial
+/// write writes the same bytes at the same place).
 fn write_out(w: &mut Writer) -> std::io::Result<()> {
-    if let Some((_, f)) = &mut w.file {
-        f.write_all(&w.buf)?;
+    if let Some((_, f)) = &w.file {
+        f.write_all_at(&w.buf, w.len - w.buf.len() as u64)?;
     }
     w.buf.clear();
+    if w.buf.capacity() > 2 * BUFFER_BYTES {
+        w.buf.shrink_to(BUFFER_BYTES);
+    }
     Ok(())
+}
+
+/// Runs `f`; a failure marks the writer broken for good.
+fn guarded(
+    w: &mut Writer,
+    f: impl FnOnce(&mut Writer) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    f(w).inspect_err(|e| w.broken = Some(format!("an earlier run file write failed: {e}")))
 }
 
 #[cfg(test)]
@@ -349,9 +460,14 @@ mod tests {
         assert_eq!(a.first_seq(10), Some(9));
         assert_eq!(runs.get(b"ka", &a).unwrap(), b"body a");
         assert_eq!(runs.get(b"kb", &b).unwrap(), b"body b!");
-        assert_eq!(runs.get(b"kb", &a).unwrap_err(), "checksum mismatch");
+        let mismatch = RunError::Damaged("checksum mismatch".into());
+        assert_eq!(runs.get(b"kb", &a).unwrap_err(), mismatch);
         runs.flip(&b).unwrap();
-        assert_eq!(runs.get(b"kb", &b).unwrap_err(), "checksum mismatch");
+        assert_eq!(runs.get(b"kb", &b).unwrap_err(), mismatch);
+        let trimmed = RunRef { skip: 1, ..a };
+        assert_eq!(RunRef::decode(&trimmed.encode()), Some(trimmed));
+        assert_eq!(trimmed.first_seq(10), Some(10));
+        assert_eq!(RunRef::decode(&RunRef { skip: 2, ..a }.encode()), None);
         assert_eq!(runs.bytes(), 13);
     }
 
@@ -369,15 +485,23 @@ mod tests {
         runs.sync().unwrap();
         assert_eq!((first.file, second.file, second.offset), (0, 1, 0));
         assert_eq!(runs.get(b"k", &first).unwrap(), b"one");
+        // A writer that began in file 1 keeps collection off it and later.
+        let busy = runs.writing();
+        let files = runs.files().unwrap();
+        assert_eq!((files.on_disk.len(), files.keep_from), (2, 1));
+        drop(busy);
         // The file being written stays.
         runs.remove(&[0, 1]).unwrap();
         let files = Files {
             on_disk: vec![(1, 3)],
-            writing: Some(1),
+            keep_from: 1,
         };
         assert_eq!(runs.files().unwrap(), files);
         let err = runs.get(b"k", &first).unwrap_err();
-        assert!(err.contains("0000000000000000.run"), "{err}");
+        assert!(
+            matches!(&err, RunError::Damaged(e) if e.contains("0000000000000000.run is missing")),
+            "{err}"
+        );
         assert_eq!(runs.bytes(), 3);
     }
 }

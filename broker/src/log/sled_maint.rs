@@ -11,6 +11,7 @@ use super::{
     keys::{head_key, idempotency_key, lost_key, message_key, message_prefix, u64_at},
     record,
     run::encode_run,
+    runs::RunRef,
     sled_log::SledLog,
     IdempotencyRecord, LogEntry, LogError, LostRange, Trimmed,
 };
@@ -41,8 +42,8 @@ impl SledLog {
     }
 
     /// Removes `topic`'s oldest messages while `drop` says so; returns what
-    /// was removed and the last seq removed. A run partly removed is
-    /// written again with the messages it keeps, under the same key.
+    /// was removed and the last seq removed. A run partly removed keeps its
+    /// body; its ref skips the messages removed.
     pub(super) fn trim(
         &self,
         topic: &Topic,
@@ -67,8 +68,8 @@ impl SledLog {
         let _pinned = self.runs.pin();
         'runs: for item in self.tree.scan_prefix(message_prefix(topic)) {
             let (key, value) = item?;
-            let run = self.open_run(topic, &key, &value)?;
-            let run = run.messages();
+            let loaded = self.open_run(topic, &key, &value)?;
+            let run = loaded.messages();
             let mut kept = run.len();
             for (i, m) in run.iter().enumerate() {
                 let bytes = m.envelope.len() as u64;
@@ -83,18 +84,12 @@ impl SledLog {
             pending += 1;
             if kept < run.len() {
                 if kept > 0 {
-                    let body = encode_run(run[kept..].iter().map(|m| (m.ts, m.envelope)));
-                    let last_ts = run.last().map_or(0, |m| m.ts);
-                    put_body(
-                        &mut batch,
-                        &self.runs,
-                        key.to_vec(),
-                        &body,
-                        run.len() - kept,
-                        last_ts,
-                    )
-                    .map_err(|e| self.runs_failed(e))?;
-                    self.sync_runs()?;
+                    // The body stays; its ref skips what was removed.
+                    let trimmed = RunRef {
+                        skip: loaded.reference.skip + kept as u32,
+                        ..loaded.reference
+                    };
+                    batch.insert(&*key, record::seal(&key, &trimmed.encode()));
                 } else {
                     pending -= 1;
                 }
@@ -157,6 +152,7 @@ impl SledLog {
         let mut runs: BTreeMap<Vec<u8>, Vec<(u64, u64, Bytes)>> = BTreeMap::new();
         let mut present = Vec::with_capacity(entries.len());
         let _pinned = self.runs.pin();
+        let _writing = self.runs.writing();
         for entry in entries {
             let m = &entry.message;
             let holding = self.guard(|| {
@@ -231,6 +227,7 @@ impl SledLog {
         let mut batch = sled::Batch::default();
         let mut written = Vec::new();
         let mut by_topic: BTreeMap<&Topic, Vec<&Message>> = BTreeMap::new();
+        let _writing = self.runs.writing();
         for entry in entries {
             let m = &entry.message;
             if !self.damage.is_pending(&m.topic, m.seq) {

@@ -8,7 +8,7 @@ use super::{
     heads,
     keys::{idempotency_key, message_key, message_prefix, seq_of_key},
     run::{decode_run, run_messages, RunMessage},
-    runs::RunRef,
+    runs::{RunError, RunRef},
     sled_log::SledLog,
     IdempotencyRecord, LogError, TopicStats,
 };
@@ -17,20 +17,24 @@ use herald_core::{Message, Topic, TopicHead};
 /// A run read back and checked.
 pub(super) struct LoadedRun {
     last: u64,
+    /// Its ref, as stored.
+    pub reference: RunRef,
     body: Vec<u8>,
 }
 
 impl LoadedRun {
-    /// Its messages, in seq order.
+    /// Its messages still in the log, in seq order.
     pub fn messages(&self) -> Vec<RunMessage<'_>> {
-        decode_run(self.last, &self.body).expect("checked when it was loaded")
+        let mut run = decode_run(self.last, &self.body).expect("checked when it was loaded");
+        run.drain(..self.reference.skip as usize);
+        run
     }
 }
 
 impl SledLog {
     /// The checked run stored under `key` (its ref in sled, its body in a
-    /// run file). Call with the run files pinned ([`super::runs::RunFiles::pin`]) since
-    /// before `value` was read.
+    /// run file). Call with the run files pinned
+    /// ([`super::runs::RunFiles::pin`]) since before `value` was read.
     pub(super) fn open_run(
         &self,
         topic: &Topic,
@@ -47,14 +51,24 @@ impl SledLog {
                 reason,
             }
         };
-        let r = RunRef::decode(body).ok_or_else(|| failed("not a run reference".into()))?;
-        let body = self.runs.get(key, &r).map_err(failed)?;
+        let reference = RunRef::decode(body).ok_or_else(|| failed("not a run reference".into()))?;
+        let body = match self.runs.get(key, &reference) {
+            Ok(body) => body,
+            Err(RunError::Damaged(reason)) => return Err(failed(reason)),
+            Err(RunError::Io(reason)) => {
+                return Err(LogError::Storage(format!("reading {}: {reason}", record())))
+            }
+        };
         match decode_run(last, &body) {
-            Ok(run) if run.len() == r.count as usize => {}
+            Ok(run) if run.len() == reference.count as usize => {}
             Ok(_) => return Err(failed("its count does not match its reference".into())),
             Err(e) => return Err(failed(e.to_string())),
         }
-        Ok(LoadedRun { last, body })
+        Ok(LoadedRun {
+            last,
+            reference,
+            body,
+        })
     }
 
     /// Up to `max` messages of `topic` in runs with `seq >= from`.

@@ -27,7 +27,9 @@ fn io(e: impl std::fmt::Display) -> LogError {
 fn load(runs: &RunFiles, key: &[u8], value: &[u8]) -> Result<(RunRef, Vec<u8>), LogError> {
     let body = record::open(key, value).map_err(|e| LogError::Corrupt(e.to_string()))?;
     let r = RunRef::decode(body).ok_or_else(|| LogError::Corrupt("not a run ref".into()))?;
-    let body = runs.get(key, &r).map_err(LogError::Corrupt)?;
+    let body = runs
+        .get(key, &r)
+        .map_err(|e| LogError::Corrupt(e.to_string()))?;
     Ok((r, body))
 }
 
@@ -51,8 +53,9 @@ pub fn remove_messages(
         touched.push((key, value));
     }
     for (key, value) in touched {
-        let (_, body) = load(&runs, &key, &value)?;
-        let run = decode_run(seq_of_key(&key)?, &body)?;
+        let (r, body) = load(&runs, &key, &value)?;
+        let mut run = decode_run(seq_of_key(&key)?, &body)?;
+        run.drain(..r.skip as usize);
         if run[0].seq > *seqs.end() {
             break;
         }

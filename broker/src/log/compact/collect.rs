@@ -26,10 +26,14 @@ impl Compactor {
 
     /// Deletes the run files no ref names, after moving what is still
     /// named out of files more than half garbage. Returns the files deleted.
+    ///
+    /// It needs no lock against compaction or maintenance: they write to
+    /// the file being written now (or a later one), which it leaves be, as
+    /// it does every file a writer may still name in refs not yet in sled
+    /// ([`crate::log::runs::RunFiles::writing`]).
     pub fn collect(&self) -> Result<usize, LogError> {
-        let _running = self.running.lock();
-        let files = self.runs.files().map_err(|e| self.runs_failed(e))?;
-        let closed = files.on_disk.iter().filter(|f| Some(f.0) != files.writing);
+        let files = self.runs.files().map_err(|e| self.collect_failed(e))?;
+        let closed = files.on_disk.iter().filter(|f| f.0 < files.keep_from);
         let live = self.guard(|| self.live_bytes())?;
         let mut gone: Vec<u64> = Vec::new();
         let mut sparse = HashSet::new();
@@ -52,8 +56,16 @@ impl Compactor {
         }
         // The refs' removal (or move) durable before the bytes go.
         self.guard(|| Ok(self.db.flush().map(drop)?))?;
-        self.runs.remove(&gone).map_err(|e| self.runs_failed(e))?;
+        self.runs
+            .remove(&gone)
+            .map_err(|e| self.collect_failed(e))?;
         Ok(gone.len())
+    }
+
+    /// Collection could not list or delete files: nothing is lost, and the
+    /// node is not degraded; the next pass tries again.
+    fn collect_failed(&self, e: std::io::Error) -> LogError {
+        LogError::Storage(format!("collecting the run files' garbage failed: {e}"))
     }
 
     /// Writes every run whose body is in `files` again, and points its ref
@@ -82,6 +94,10 @@ impl Compactor {
                         .runs
                         .put(&key, &body, r.count, r.last_ts)
                         .map_err(|e| self.runs_failed(e))?;
+                    let moved = RunRef {
+                        skip: r.skip,
+                        ..moved
+                    };
                     let sealed = record::seal(&key, &moved.encode());
                     moves.push((key, value, sealed));
                 }

@@ -12,7 +12,7 @@ use super::super::{
     keys::split_seq_key,
     record,
     run::decode_run,
-    runs::{RunFiles, RunRef},
+    runs::{RunError, RunFiles, RunRef},
     LogError, TopicStats,
 };
 
@@ -149,11 +149,21 @@ impl Scan {
         };
         let t = self.topics.entry(printable(name)).or_default();
         let reference = record::open(key, value).ok().and_then(RunRef::decode);
-        let body = reference.and_then(|r| runs.get(key, &r).ok());
-        let run = body.as_deref().and_then(|body| {
-            decode_run(last, body)
+        let body = match reference.map(|r| runs.get(key, &r)) {
+            Some(Ok(body)) => Some(body),
+            Some(Err(RunError::Io(e))) => {
+                // Not evidence of damage: the scan cannot go on.
+                self.failed = Some(e);
+                return;
+            }
+            Some(Err(RunError::Damaged(_))) | None => None,
+        };
+        let run = reference.zip(body.as_deref()).and_then(|(r, body)| {
+            let mut run = decode_run(last, body)
                 .ok()
-                .filter(|run| Some(run.len() as u32) == reference.map(|r| r.count))
+                .filter(|run| run.len() == r.count as usize)?;
+            run.drain(..r.skip as usize);
+            Some(run)
         });
         // A damaged ref's count is unknown: the run covers everything since
         // the run before it (or since what retention removed).
@@ -254,7 +264,12 @@ pub(crate) fn scan(tree: &sled::Tree, runs: &RunFiles) -> Scan {
     let _pinned = runs.pin();
     for item in tree.iter() {
         match item {
-            Ok((key, value)) => scan.record(&key, &value, runs),
+            Ok((key, value)) => {
+                scan.record(&key, &value, runs);
+                if scan.failed.is_some() {
+                    break;
+                }
+            }
             Err(e) => {
                 scan.failed = Some(LogError::from(e).to_string());
                 break;

@@ -323,3 +323,29 @@ fn a_corrupt_record_met_at_run_time_is_an_error_naming_it() {
         .unwrap()
         .contains("messages of r up to #2"));
 }
+
+#[test]
+fn a_run_retention_trimmed_in_part_passes_the_start_up_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = topic("p");
+    let seqs = |v: &Verified| -> Vec<u64> {
+        let read = v.log.read(&t, 0, 100).unwrap();
+        read.iter().map(|m| m.seq).collect()
+    };
+    {
+        let v = open(dir.path(), false).unwrap();
+        let entries: Vec<LogEntry> = (1..=10).map(|s| entry(&t, s, s)).collect();
+        v.log.append(&entries).unwrap();
+        v.log.compactor.compact().unwrap();
+        // Twice into the same run: its ref skips 3, then 5 messages.
+        v.log.trim_front(&t, &mut |seq, _, _| seq <= 3).unwrap();
+        v.log.trim_front(&t, &mut |seq, _, _| seq <= 5).unwrap();
+        assert_eq!(seqs(&v), (6..=10).collect::<Vec<_>>());
+        v.log.sync().unwrap();
+    }
+    let v = open(dir.path(), false).unwrap();
+    assert!(v.report.is_clean(), "{}", v.report);
+    assert_eq!(seqs(&v), (6..=10).collect::<Vec<_>>());
+    let stats = v.log.stats(&t).unwrap();
+    assert_eq!((stats.first_seq, stats.count), (Some(6), 5));
+}
