@@ -305,11 +305,16 @@ impl Compactor {
             let Some(staged) = self.tail.freeze() else {
                 break;
             };
+            // A compaction may run beside collection (from an append that
+            // found it behind, or from maintenance): its bodies' files stay
+            // until its refs are in sled.
+            let writing = self.runs.writing();
             let batches = runs_batches(&staged, &self.runs).map_err(|e| self.runs_failed(e))?;
             self.runs.sync().map_err(|e| self.runs_failed(e))?;
             for batch in batches {
                 self.guard(|| Ok(self.tree.apply_batch(batch)?))?;
             }
+            drop(writing);
             self.tail.release();
             compacted = true;
         }
@@ -377,6 +382,7 @@ impl Compactor {
         }
         let messages: usize = staged.topics.values().map(|t| t.messages.len()).sum();
         if messages > 0 {
+            let _writing = self.runs.writing();
             let batches = runs_batches(&staged, &self.runs).map_err(|e| self.runs_failed(e))?;
             self.runs.sync().map_err(|e| self.runs_failed(e))?;
             for batch in batches {

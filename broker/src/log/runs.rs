@@ -30,7 +30,7 @@ use std::{
     },
 };
 
-use parking_lot::{Mutex, RwLock, RwLockReadGuard};
+use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
 /// A file is closed once it holds this many bytes.
 pub(super) const FILE_BYTES: u64 = 64 << 20;
@@ -185,6 +185,8 @@ pub(super) struct RunFiles {
     /// The file each [`Writing`] started in: collection leaves those and
     /// later ones be.
     writing: Mutex<Vec<u64>>,
+    /// See [`RunFiles::edit_refs`].
+    edits: Mutex<()>,
     /// Bytes in the files.
     bytes: AtomicU64,
 }
@@ -221,6 +223,7 @@ impl RunFiles {
             readers: RwLock::new(HashMap::new()),
             gate: RwLock::new(()),
             writing: Mutex::new(Vec::new()),
+            edits: Mutex::new(()),
             bytes: AtomicU64::new(bytes),
         })
     }
@@ -237,9 +240,11 @@ impl RunFiles {
     /// collection must leave them be (the one written now, and any a
     /// [`Writing`] may still name).
     pub fn files(&self) -> std::io::Result<Files> {
+        // In this order: a file created after the listing is not in it,
+        // and one created before it is the current one or older.
+        let on_disk = listing(&self.dir)?;
         let current = self.writer.lock().file.as_ref().map(|f| f.0);
         let busy = self.writing.lock().iter().copied().min();
-        let on_disk = listing(&self.dir)?;
         let next = on_disk.last().map_or(0, |f| f.0 + 1);
         Ok(Files {
             on_disk,
@@ -267,7 +272,10 @@ impl RunFiles {
             return Err(std::io::Error::other(failed.clone()));
         }
         if w.file.is_none() || w.len >= FILE_BYTES {
-            guarded(&mut w, |w| self.rotate(w))?;
+            // Closing the file is a write; creating the next is not (a
+            // failure there leaves nothing half written).
+            guarded(&mut w, close)?;
+            self.create_next(&mut w)?;
         }
         let (file, _) = w.file.as_ref().expect("rotated above");
         let r = RunRef {
@@ -308,12 +316,8 @@ impl RunFiles {
         Ok(())
     }
 
-    /// Closes the current file (durably) and creates the next.
-    fn rotate(&self, w: &mut Writer) -> std::io::Result<()> {
-        write_out(w)?;
-        if let Some((_, f)) = &w.file {
-            f.sync_data()?;
-        }
+    /// Creates the next file (the current one is closed).
+    fn create_next(&self, w: &mut Writer) -> std::io::Result<()> {
         fs::create_dir_all(&self.dir)?;
         let mut no = listing(&self.dir)?.last().map_or(0, |l| l.0 + 1);
         let file = loop {
@@ -332,6 +336,18 @@ impl RunFiles {
         w.len = 0;
         w.unsynced = false;
         Ok(())
+    }
+
+    /// Why run files are no longer written, if a write or sync failed.
+    pub fn broken(&self) -> Option<String> {
+        self.writer.lock().broken.clone()
+    }
+
+    /// Held while a ref is rewritten to name the same file (retention's
+    /// skip) and by collection while it moves runs, so that neither
+    /// leaves a ref naming a file collection deletes.
+    pub fn edit_refs(&self) -> MutexGuard<'_, ()> {
+        self.edits.lock()
     }
 
     /// Holds deletions off while a reader goes from a ref to its body.
@@ -372,7 +388,9 @@ impl RunFiles {
         if readers.len() >= OPEN_READERS {
             // The start-up scan reads every file once: keep a few handles,
             // not one per file.
-            readers.clear();
+            if let Some(old) = readers.keys().next().copied() {
+                readers.remove(&old);
+            }
         }
         readers.insert(no, file.clone());
         Ok(file)
@@ -419,6 +437,15 @@ impl RunFiles {
         byte[0] ^= 0x20;
         f.write_all_at(&byte, at)?;
         f.sync_all()
+    }
+}
+
+/// Writes out and syncs the current file, if any.
+fn close(w: &mut Writer) -> std::io::Result<()> {
+    write_out(w)?;
+    match &w.file {
+        Some((_, f)) => f.sync_data(),
+        None => Ok(()),
     }
 }
 

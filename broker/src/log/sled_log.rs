@@ -281,6 +281,11 @@ impl MessageLog for SledLog {
         if entries.is_empty() {
             return Ok(());
         }
+        // With run files unwritable nothing staged could be compacted:
+        // refuse rather than grow memory (the node is degraded already).
+        if let Some(failed) = self.runs.broken() {
+            return Err(LogError::Storage(failed));
+        }
         // Keys are noted before they are stored (see [`KeyFilter`]).
         for entry in entries {
             if let Some((key, expires_at)) = &entry.idempotency {

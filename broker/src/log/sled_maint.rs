@@ -65,7 +65,11 @@ impl SledLog {
             batch.insert(key, value);
             batch
         };
-        let _pinned = self.runs.pin();
+        // Not pinned past the removal: the stats lock below is also taken
+        // before a pin (`stats`), and a deletion waiting between the two
+        // would hold both up.
+        let edits = self.runs.edit_refs();
+        let pinned = self.runs.pin();
         'runs: for item in self.tree.scan_prefix(message_prefix(topic)) {
             let (key, value) = item?;
             let loaded = self.open_run(topic, &key, &value)?;
@@ -107,6 +111,7 @@ impl SledLog {
         if let Some((seq, ts)) = last.filter(|_| pending > 0) {
             self.tree.apply_batch(with_head(batch, seq, ts))?;
         }
+        std::mem::drop((pinned, edits));
         if let Some((seq, _)) = last {
             let mut stats = self.stats.lock();
             if let Some(s) = stats.get_mut(topic) {
@@ -151,7 +156,7 @@ impl SledLog {
         // Runs rewritten so far, by key: later entries edit the same copy.
         let mut runs: BTreeMap<Vec<u8>, Vec<(u64, u64, Bytes)>> = BTreeMap::new();
         let mut present = Vec::with_capacity(entries.len());
-        let _pinned = self.runs.pin();
+        let pinned = self.runs.pin();
         let _writing = self.runs.writing();
         for entry in entries {
             let m = &entry.message;
@@ -209,6 +214,8 @@ impl SledLog {
             }
         }
         self.guard(|| Ok(self.tree.apply_batch(batch)?))?;
+        // No pin while the stats lock is taken (see `trim`).
+        drop(pinned);
         // Sizes changed under the cached stats: recount on the next read.
         let mut stats = self.stats.lock();
         for entry in &present {

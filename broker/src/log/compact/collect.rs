@@ -5,7 +5,12 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{Compactor, LogError};
-use crate::log::{record, runs::RunRef};
+use crate::log::{
+    keys::seq_of_key,
+    record,
+    run::{decode_run, encode_run},
+    runs::RunRef,
+};
 
 /// Bytes moved per collection at most, so one never holds compaction up
 /// for long.
@@ -27,10 +32,10 @@ impl Compactor {
     /// Deletes the run files no ref names, after moving what is still
     /// named out of files more than half garbage. Returns the files deleted.
     ///
-    /// It needs no lock against compaction or maintenance: they write to
-    /// the file being written now (or a later one), which it leaves be, as
-    /// it does every file a writer may still name in refs not yet in sled
-    /// ([`crate::log::runs::RunFiles::writing`]).
+    /// It needs no lock against compaction or maintenance: each holds a
+    /// [`crate::log::runs::RunFiles::writing`] from its first body to its
+    /// refs being in sled, and collection leaves the file such a writer
+    /// began in, and every later one, alone.
     pub fn collect(&self) -> Result<usize, LogError> {
         let files = self.runs.files().map_err(|e| self.collect_failed(e))?;
         let closed = files.on_disk.iter().filter(|f| f.0 < files.keep_from);
@@ -49,7 +54,13 @@ impl Compactor {
             }
         }
         if !sparse.is_empty() {
-            gone.extend(self.move_out_of(&sparse)?);
+            // Files no ref names go even when moving fails.
+            match self.move_out_of(&sparse) {
+                Ok(emptied) => gone.extend(emptied),
+                Err(e) => {
+                    tracing::warn!(error = %e, "moving runs out of mostly dead run files failed")
+                }
+            }
         }
         if gone.is_empty() {
             return Ok(0);
@@ -68,13 +79,16 @@ impl Compactor {
         LogError::Storage(format!("collecting the run files' garbage failed: {e}"))
     }
 
-    /// Writes every run whose body is in `files` again, and points its ref
-    /// at the copy (unless the ref changed meanwhile); returns the files
-    /// left with nothing named in them. A run that fails to load stays
-    /// where it is, for the start-up check to report.
+    /// Writes every run whose body is in `files` again (without what
+    /// retention skipped), and points its ref at the copy; returns the
+    /// files left with nothing named in them. A run that fails to load
+    /// stays where it is, for the start-up check to report.
     fn move_out_of(&self, files: &HashSet<u64>) -> Result<Vec<u64>, LogError> {
         let mut moves = Vec::new();
         let mut stuck = HashSet::new();
+        // Retention's skip rewrites a ref to name the same file: not while
+        // a move is under way.
+        let _edits = self.runs.edit_refs();
         {
             let _pinned = self.runs.pin();
             self.guard(|| {
@@ -86,18 +100,14 @@ impl Compactor {
                     if !files.contains(&r.file) {
                         continue;
                     }
-                    let Ok(body) = self.runs.get(&key, &r) else {
+                    let Some((body, count)) = self.kept_body(&key, &r) else {
                         stuck.insert(r.file);
                         continue;
                     };
                     let moved = self
                         .runs
-                        .put(&key, &body, r.count, r.last_ts)
+                        .put(&key, &body, count, r.last_ts)
                         .map_err(|e| self.runs_failed(e))?;
-                    let moved = RunRef {
-                        skip: r.skip,
-                        ..moved
-                    };
                     let sealed = record::seal(&key, &moved.encode());
                     moves.push((key, value, sealed));
                 }
@@ -107,12 +117,41 @@ impl Compactor {
         self.runs.sync().map_err(|e| self.runs_failed(e))?;
         self.guard(|| {
             for (key, old, new) in moves {
-                // A trim or a replacement that changed the ref meanwhile
-                // wins: its ref names no moved file either.
-                let _changed = self.tree.compare_and_swap(key, Some(old), Some(new))?;
+                if self
+                    .tree
+                    .compare_and_swap(&key, Some(old), Some(new))?
+                    .is_ok()
+                {
+                    continue;
+                }
+                // Changed meanwhile (a replacement, a removal): whatever
+                // it names now must not be in a file about to go.
+                let now = self.tree.get(&key)?;
+                let named = now
+                    .as_deref()
+                    .and_then(|v| record::open(&key, v).ok().and_then(RunRef::decode));
+                if let Some(r) = named.filter(|r| files.contains(&r.file)) {
+                    stuck.insert(r.file);
+                }
             }
             Ok(())
         })?;
         Ok(files.difference(&stuck).copied().collect())
+    }
+}
+
+impl Compactor {
+    /// The body of the run `r` names under `key` without what retention
+    /// skipped, and its message count; `None` when it fails to load.
+    fn kept_body(&self, key: &[u8], r: &RunRef) -> Option<(Vec<u8>, u32)> {
+        let body = self.runs.get(key, r).ok()?;
+        if r.skip == 0 {
+            return Some((body, r.count));
+        }
+        let last = seq_of_key(key).ok()?;
+        let run = decode_run(last, &body).ok()?;
+        let kept = run.get(r.skip as usize..)?;
+        let body = encode_run(kept.iter().map(|m| (m.ts, m.envelope)));
+        Some((body, kept.len() as u32))
     }
 }
