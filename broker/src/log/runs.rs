@@ -32,8 +32,9 @@ use std::{
 
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
-/// A file is closed once it holds this many bytes.
-pub(super) const FILE_BYTES: u64 = 64 << 20;
+/// A file is closed once it holds this many bytes (small in unit tests,
+/// so that they rotate and collect files).
+pub(super) const FILE_BYTES: u64 = if cfg!(test) { 64 << 10 } else { 64 << 20 };
 /// Buffered bytes written out before the next sync.
 const BUFFER_BYTES: usize = 4 << 20;
 
@@ -142,7 +143,12 @@ fn listing(dir: &Path) -> std::io::Result<Vec<(u64, u64)>> {
             .strip_suffix(".run")
             .and_then(|n| u64::from_str_radix(n, 16).ok())
         {
-            out.push((no, entry.metadata()?.len()));
+            // Collection may delete a file between the listing and this.
+            match entry.metadata() {
+                Ok(m) => out.push((no, m.len())),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
         }
     }
     out.sort_unstable();

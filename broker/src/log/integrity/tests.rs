@@ -349,3 +349,104 @@ fn a_run_retention_trimmed_in_part_passes_the_start_up_check() {
     let stats = v.log.stats(&t).unwrap();
     assert_eq!((stats.first_seq, stats.count), (Some(6), 5));
 }
+
+/// Appends, retention, collection and readers at once, with run files small
+/// enough to rotate every few compactions: every message retention kept is
+/// read back dense, every time, and the log passes its start-up check.
+#[test]
+fn collection_beside_appends_retention_and_readers_loses_nothing() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = tempfile::tempdir().unwrap();
+    let topics: Vec<Topic> = (0..12).map(|i| topic(&format!("c.t{i}"))).collect();
+    let last_seq = 600u64;
+    {
+        let v = open(dir.path(), false).unwrap();
+        let log = &v.log;
+        let done = AtomicBool::new(false);
+        // A read is not a snapshot: one racing retention may still return
+        // messages below what retention removed meanwhile. From the first
+        // message still stored after the read, it must be dense.
+        let check = |t: &Topic| {
+            let read = log.read(t, 0, 10_000).unwrap();
+            let front = log.read(t, 0, 1).unwrap().first().map_or(0, |m| m.seq);
+            let seqs: Vec<u64> = read.iter().map(|m| m.seq).filter(|&s| s >= front).collect();
+            let holes: Vec<_> = seqs.windows(2).filter(|w| w[1] != w[0] + 1).collect();
+            assert!(holes.is_empty(), "{t}: holes {holes:?} above {front}");
+            seqs
+        };
+        /// Ends the other loops however the writer ends (a panic too).
+        struct Done<'a>(&'a AtomicBool);
+        impl Drop for Done<'_> {
+            fn drop(&mut self) {
+                self.0.store(true, Ordering::Release);
+            }
+        }
+        std::thread::scope(|s| {
+            s.spawn(|| {
+                let _done = Done(&done);
+                for seq in 1..=last_seq {
+                    let entries: Vec<LogEntry> = topics
+                        .iter()
+                        .map(|t| LogEntry {
+                            message: Message::new(
+                                t.clone(),
+                                seq,
+                                seq,
+                                &format!("\"{}\"", "x".repeat(200)),
+                            ),
+                            idempotency: None,
+                        })
+                        .collect();
+                    log.append(&entries).unwrap();
+                    if seq % 20 == 0 {
+                        log.sync().unwrap();
+                        log.compactor.compact().unwrap();
+                    }
+                }
+            });
+            s.spawn(|| {
+                let _done = Done(&done);
+                while !done.load(Ordering::Acquire) {
+                    for t in &topics {
+                        let head = check(t).last().copied().unwrap_or(0);
+                        log.trim_front(t, &mut |seq, _, _| seq + 100 <= head)
+                            .unwrap();
+                    }
+                }
+            });
+            s.spawn(|| {
+                let _done = Done(&done);
+                while !done.load(Ordering::Acquire) {
+                    log.compactor.collect().unwrap();
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                }
+            });
+            s.spawn(|| {
+                let _done = Done(&done);
+                while !done.load(Ordering::Acquire) {
+                    for t in &topics {
+                        check(t);
+                    }
+                }
+            });
+        });
+        log.compactor.compact().unwrap();
+        log.compactor.collect().unwrap();
+        for t in &topics {
+            assert_eq!(check(t).last(), Some(&last_seq), "{t}");
+        }
+        assert!(
+            log.runs().files().unwrap().on_disk.len() < 20,
+            "collection kept up: {:?}",
+            log.runs().files().unwrap()
+        );
+        log.sync().unwrap();
+    }
+    let v = open(dir.path(), false).unwrap();
+    assert!(v.report.is_clean(), "{}", v.report);
+    for t in &topics {
+        let read = v.log.read(t, 0, 10_000).unwrap();
+        assert_eq!(read.last().map(|m| m.seq), Some(last_seq));
+        assert!(read.windows(2).all(|w| w[1].seq == w[0].seq + 1));
+    }
+}
