@@ -31,6 +31,12 @@ fn open(dir: &Path, accept: bool) -> Result<Verified, LogError> {
     panic!("log still locked")
 }
 
+/// Each topic's head seq, by name.
+fn last_seqs(log: &SledLog) -> BTreeMap<String, u64> {
+    let heads = log.heads().unwrap().into_iter();
+    heads.map(|(t, h)| (t.to_string(), h.last_seq)).collect()
+}
+
 /// What the release before format 3 wrote: tree `log`, unsealed values.
 fn write_format_2(dir: &Path) {
     let db = sled::Config::new().path(dir.join("log")).open().unwrap();
@@ -109,13 +115,7 @@ fn a_format_4_log_moves_its_runs_into_run_files_and_keeps_its_damage() {
                 .envelope()
                 .as_ref()
         );
-        let heads: BTreeMap<String, u64> = v
-            .log
-            .heads()
-            .unwrap()
-            .into_iter()
-            .map(|(t, h)| (t.to_string(), h.last_seq))
-            .collect();
+        let heads = last_seqs(&v.log);
         assert_eq!(heads["a.b"], 6);
         assert!(v.log.runs().bytes() > 0, "the bodies are in run files");
         assert!(!v
@@ -181,13 +181,7 @@ fn a_format_2_log_is_upgraded_in_place_and_reads_back_verified() {
             v.log.scan_meta("cluster/").unwrap(),
             vec![("cluster/max-members".to_string(), b"3".to_vec())]
         );
-        let heads: BTreeMap<String, u64> = v
-            .log
-            .heads()
-            .unwrap()
-            .into_iter()
-            .map(|(t, h)| (t.to_string(), h.last_seq))
-            .collect();
+        let heads = last_seqs(&v.log);
         assert_eq!(heads, BTreeMap::from([("a.b".into(), 10), ("c".into(), 1)]));
         // New appends continue in the new format.
         v.log.append(&[entry(&topic("c"), 2, 60)]).unwrap();
