@@ -50,9 +50,14 @@ pub(super) const SOON_BYTES: usize = 32 << 20;
 /// would be full ([`RUN_BYTES`] per topic on average): waiting longer
 /// saves no key and holds more memory.
 pub(super) const EARLY_BYTES: usize = 1 << 20;
-/// Staged bytes at which an append compacts itself before returning, so a
-/// compaction that falls behind slows appends instead of growing memory.
+/// Staged bytes at which an append compacts (a share) itself before
+/// returning, so a compaction that falls behind slows appends instead of
+/// growing memory.
 pub(super) const MAX_BYTES: usize = 96 << 20;
+/// What one compaction writes at most when more is staged (whole topics,
+/// staged longest first): a share's time bounds how long an append that
+/// found compaction behind waits.
+pub(super) const SHARE_BYTES: usize = 16 << 20;
 
 /// How often compaction also collects the run files' garbage.
 const COLLECT_EVERY: Duration = Duration::from_secs(30);
@@ -255,7 +260,12 @@ impl Compactor {
                     let stopping = this.stop.load(Ordering::Acquire);
                     if woken || stopping || compacted.elapsed() >= INTERVAL {
                         compacted = Instant::now();
-                        if let Err(e) = this.compact() {
+                        // On the way out everything is written.
+                        let compacted = match stopping {
+                            true => this.compact(),
+                            false => this.compact_share(),
+                        };
+                        if let Err(e) = compacted {
                             tracing::error!(error = %e, "compaction failed; the staged messages stay in the write-ahead file and are retried");
                         }
                     }
@@ -298,11 +308,18 @@ impl Compactor {
     /// Writes what is staged as runs; returns the guard that keeps the
     /// next compaction out, for maintenance that must see no tail.
     pub fn compact_and_hold(&self) -> Result<parking_lot::MutexGuard<'_, ()>, LogError> {
+        self.compact_up_to(usize::MAX)
+    }
+
+    /// Writes what is staged as runs: at most about `max_bytes` of it
+    /// (whole topics, those staged longest first) besides a compaction
+    /// that failed before.
+    fn compact_up_to(&self, max_bytes: usize) -> Result<parking_lot::MutexGuard<'_, ()>, LogError> {
         let running = self.running.lock();
         // A failed compaction is retried first, then what was staged since.
         let mut compacted = false;
         for _ in 0..2 {
-            let Some(staged) = self.tail.freeze() else {
+            let Some(staged) = self.tail.freeze(max_bytes) else {
                 break;
             };
             // A compaction may run beside collection (from an append that
@@ -339,6 +356,13 @@ impl Compactor {
     /// Writes what is staged as runs.
     pub fn compact(&self) -> Result<(), LogError> {
         self.compact_and_hold().map(drop)
+    }
+
+    /// Writes at most about [`SHARE_BYTES`] of what is staged as runs: what
+    /// the thread and an append that found compaction behind do, so that
+    /// neither holds acks up for longer than one share takes.
+    pub fn compact_share(&self) -> Result<(), LogError> {
+        self.compact_up_to(SHARE_BYTES).map(drop)
     }
 
     /// Writes what the write-ahead file held at open and the runs do not

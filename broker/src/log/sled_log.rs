@@ -311,7 +311,7 @@ impl MessageLog for SledLog {
         // growing. The append itself is stored either way (its failure
         // marks the node degraded and the thread retries).
         if behind {
-            if let Err(e) = self.compactor.compact() {
+            if let Err(e) = self.compactor.compact_share() {
                 tracing::error!(error = %e, "compaction failed; the staged messages stay in the write-ahead file");
             }
         }

@@ -21,6 +21,10 @@ pub(super) struct TopicTail {
     pub messages: Vec<Arc<Message>>,
     /// Keys of those messages.
     pub keys: Vec<(String, IdempotencyRecord)>,
+    /// The write-ahead segment of the first of them.
+    pub first_segment: u64,
+    /// Their envelope bytes.
+    pub bytes: usize,
 }
 
 /// What some appends staged: where their records are, and their messages.
@@ -45,7 +49,14 @@ impl Staged {
         for entry in entries {
             let m = &entry.message;
             self.bytes += m.envelope().len();
-            let t = self.topics.entry(m.topic.clone()).or_default();
+            let t = self
+                .topics
+                .entry(m.topic.clone())
+                .or_insert_with(|| TopicTail {
+                    first_segment: segment,
+                    ..TopicTail::default()
+                });
+            t.bytes += m.envelope().len();
             // Appends continue each topic, so this is a push; a caller
             // appending one topic from two threads still reads back in order.
             match t.messages.last() {
@@ -71,7 +82,42 @@ impl Staged {
     }
 
     fn is_empty(&self) -> bool {
-        self.passes == 0
+        self.topics.is_empty()
+    }
+
+    /// Takes whole topics, those staged longest first, until at least
+    /// `max_bytes` are taken: a compaction's share when more is staged
+    /// than one compaction should write. Oldest first, so the write-ahead
+    /// segments keep being released.
+    fn split_oldest(&mut self, max_bytes: usize) -> Staged {
+        let mut order: Vec<(u64, Topic)> = self
+            .topics
+            .iter()
+            .map(|(topic, t)| (t.first_segment, topic.clone()))
+            .collect();
+        order.sort_unstable_by_key(|o| o.0);
+        let mut out = Staged {
+            passes: 1,
+            ..Staged::default()
+        };
+        for (first_segment, topic) in order {
+            if out.bytes >= max_bytes {
+                break;
+            }
+            let t = self.topics.remove(&topic).expect("listed above");
+            out.bytes += t.bytes;
+            out.first_segment = Some(
+                out.first_segment
+                    .map_or(first_segment, |f| f.min(first_segment)),
+            );
+            out.topics.insert(topic, t);
+        }
+        self.bytes -= out.bytes;
+        self.first_segment = self.topics.values().map(|t| t.first_segment).min();
+        if self.topics.is_empty() {
+            self.passes = 0;
+        }
+        out
     }
 }
 
@@ -99,8 +145,9 @@ impl Tail {
     }
 
     /// What the next compaction writes: the one that failed, if one did,
-    /// else everything staged (`None` when nothing is).
-    pub fn freeze(&self) -> Option<Arc<Staged>> {
+    /// else what is staged, whole topics of at least `max_bytes` if more
+    /// is (`None` when nothing is).
+    pub fn freeze(&self, max_bytes: usize) -> Option<Arc<Staged>> {
         let mut s = self.state.lock();
         if let Some(c) = &s.compacting {
             return Some(c.clone());
@@ -108,7 +155,10 @@ impl Tail {
         if s.current.is_empty() {
             return None;
         }
-        let frozen = Arc::new(std::mem::take(&mut s.current));
+        let frozen = match s.current.bytes > max_bytes {
+            true => Arc::new(s.current.split_oldest(max_bytes)),
+            false => Arc::new(std::mem::take(&mut s.current)),
+        };
         s.compacting = Some(frozen.clone());
         Some(frozen)
     }
@@ -223,7 +273,7 @@ mod tests {
         let t = Topic::parse("t").unwrap();
         let tail = Tail::default();
         tail.push(3, &[entry(&t, 1, Some("a")), entry(&t, 2, None)]);
-        let frozen = tail.freeze().unwrap();
+        let frozen = tail.freeze(usize::MAX).unwrap();
         assert_eq!((frozen.passes, frozen.first_segment), (1, Some(3)));
         tail.push(4, &[entry(&t, 4, None), entry(&t, 3, Some("b"))]);
         let seqs = |from| -> Vec<u64> { tail.messages(&t, from).iter().map(|m| m.seq).collect() };
@@ -233,10 +283,49 @@ mod tests {
         assert_eq!(tail.idempotency(&t, "b").unwrap().seq, 3);
         assert_eq!(tail.idempotency_in(&t, 2, 9).len(), 1);
         // A failed compaction is retried with the same part.
-        assert!(Arc::ptr_eq(&tail.freeze().unwrap(), &frozen));
+        assert!(Arc::ptr_eq(&tail.freeze(usize::MAX).unwrap(), &frozen));
         assert_eq!(tail.release(), Some(4));
         assert_eq!(seqs(1), vec![3, 4]);
         assert_eq!(tail.heads()[0].1.last_seq, 4);
         assert!(tail.idempotency(&t, "a").is_none());
+    }
+}
+
+#[cfg(test)]
+mod split_tests {
+    use super::*;
+
+    #[test]
+    fn a_share_takes_whole_topics_staged_longest_first() {
+        let topics: Vec<Topic> = ["a", "b", "c"]
+            .iter()
+            .map(|n| Topic::parse(n).unwrap())
+            .collect();
+        let tail = Tail::default();
+        let entry = |t: &Topic, seq: u64| LogEntry {
+            message: Message::new(t.clone(), seq, seq, "\"0123456789\""),
+            idempotency: None,
+        };
+        // c first (segment 1), then a (2), then b (3), and more of c (4).
+        tail.push(1, &[entry(&topics[2], 1)]);
+        tail.push(2, &[entry(&topics[0], 1)]);
+        tail.push(3, &[entry(&topics[1], 1)]);
+        tail.push(4, &[entry(&topics[2], 2)]);
+        let one = tail.freeze(1).unwrap();
+        let names: Vec<&str> = one.topics.keys().map(|t| t.as_str()).collect();
+        assert_eq!(names, vec!["c"], "the topic staged longest, whole");
+        assert_eq!(one.topics[&topics[2]].messages.len(), 2);
+        assert_eq!(one.first_segment, Some(1));
+        assert_eq!(
+            tail.first_segment(),
+            Some(1),
+            "the frozen part still counts"
+        );
+        tail.release();
+        assert_eq!(tail.first_segment(), Some(2), "a's segment is next");
+        let rest = tail.freeze(usize::MAX).unwrap();
+        assert_eq!(rest.topics.len(), 2);
+        tail.release();
+        assert!(tail.freeze(1).is_none());
     }
 }
