@@ -3,9 +3,10 @@
 //! An append writes one record to the write-ahead file ([`super::wal`]),
 //! whatever topics it touched: the only write a publish waits for. Every
 //! [`INTERVAL`], or once [`SOON_BYTES`] are staged, this thread writes what
-//! is staged as one run per topic (and the idempotency records) in one
-//! sled batch, makes it durable, and deletes the write-ahead segments it
-//! no longer needs. Start-up replays what the segments hold and the runs
+//! is staged (a share of at most [`SHARE_BYTES`] of whole topics, those
+//! staged longest first, then the next share at once) as one run per topic
+//! (and the idempotency records) in sled batches, makes it durable, and
+//! deletes the write-ahead segments it no longer needs. Start-up replays what the segments hold and the runs
 //! do not ([`Compactor::replay`]).
 
 use std::{
@@ -40,7 +41,7 @@ use herald_core::Topic;
 
 mod collect;
 
-/// How long a message stays staged at most.
+/// How often the thread compacts (a share) when nothing wakes it sooner.
 pub(super) const INTERVAL: Duration = Duration::from_millis(500);
 /// Staged bytes that start a compaction before its time. sled's cost is
 /// per key, so a compaction should find several messages per topic: small
@@ -265,6 +266,10 @@ impl Compactor {
                             true => this.compact(),
                             false => this.compact_share(),
                         };
+                        // More than a share left: the next one at once.
+                        if !stopping && this.tail.bytes() > SHARE_BYTES {
+                            *this.wake_lock.lock() = true;
+                        }
                         if let Err(e) = compacted {
                             tracing::error!(error = %e, "compaction failed; the staged messages stay in the write-ahead file and are retried");
                         }
@@ -314,12 +319,16 @@ impl Compactor {
     /// Writes what is staged as runs: at most about `max_bytes` of it
     /// (whole topics, those staged longest first) besides a compaction
     /// that failed before.
-    fn compact_up_to(&self, max_bytes: usize) -> Result<parking_lot::MutexGuard<'_, ()>, LogError> {
+    pub(super) fn compact_up_to(
+        &self,
+        max_bytes: usize,
+    ) -> Result<parking_lot::MutexGuard<'_, ()>, LogError> {
         let running = self.running.lock();
-        // A failed compaction is retried first, then what was staged since.
+        // A failed compaction is retried first, then what was staged since
+        // (a share of it).
         let mut compacted = false;
         for _ in 0..2 {
-            let Some(staged) = self.tail.freeze(max_bytes) else {
+            let Some((staged, retried)) = self.tail.freeze(max_bytes) else {
                 break;
             };
             // A compaction may run beside collection (from an append that
@@ -334,6 +343,9 @@ impl Compactor {
             drop(writing);
             self.tail.release();
             compacted = true;
+            if !retried {
+                break;
+            }
         }
         if compacted {
             // Segments whose every append is in runs go, once the runs are

@@ -23,6 +23,9 @@ pub(super) struct TopicTail {
     pub keys: Vec<(String, IdempotencyRecord)>,
     /// The write-ahead segment of the first of them.
     pub first_segment: u64,
+    /// When it was first staged (a count): shares take topics in this
+    /// order.
+    pub order: u64,
     /// Their envelope bytes.
     pub bytes: usize,
 }
@@ -38,6 +41,8 @@ pub(super) struct Staged {
     pub topics: HashMap<Topic, TopicTail>,
     /// Envelope bytes staged.
     pub bytes: usize,
+    /// Topics staged so far (the next one's `order`).
+    staged_topics: u64,
 }
 
 impl Staged {
@@ -49,13 +54,15 @@ impl Staged {
         for entry in entries {
             let m = &entry.message;
             self.bytes += m.envelope().len();
-            let t = self
-                .topics
-                .entry(m.topic.clone())
-                .or_insert_with(|| TopicTail {
+            let order = &mut self.staged_topics;
+            let t = self.topics.entry(m.topic.clone()).or_insert_with(|| {
+                *order += 1;
+                TopicTail {
                     first_segment: segment,
+                    order: *order,
                     ..TopicTail::default()
-                });
+                }
+            });
             t.bytes += m.envelope().len();
             // Appends continue each topic, so this is a push; a caller
             // appending one topic from two threads still reads back in order.
@@ -90,21 +97,23 @@ impl Staged {
     /// than one compaction should write. Oldest first, so the write-ahead
     /// segments keep being released.
     fn split_oldest(&mut self, max_bytes: usize) -> Staged {
+        // Staged first, so also in the oldest segments (segments only grow).
         let mut order: Vec<(u64, Topic)> = self
             .topics
             .iter()
-            .map(|(topic, t)| (t.first_segment, topic.clone()))
+            .map(|(topic, t)| (t.order, topic.clone()))
             .collect();
         order.sort_unstable_by_key(|o| o.0);
         let mut out = Staged {
             passes: 1,
             ..Staged::default()
         };
-        for (first_segment, topic) in order {
+        for (_, topic) in order {
             if out.bytes >= max_bytes {
                 break;
             }
             let t = self.topics.remove(&topic).expect("listed above");
+            let first_segment = t.first_segment;
             out.bytes += t.bytes;
             out.first_segment = Some(
                 out.first_segment
@@ -144,13 +153,13 @@ impl Tail {
         (bytes, s.current.topics.len())
     }
 
-    /// What the next compaction writes: the one that failed, if one did,
-    /// else what is staged, whole topics of at least `max_bytes` if more
-    /// is (`None` when nothing is).
-    pub fn freeze(&self, max_bytes: usize) -> Option<Arc<Staged>> {
+    /// What the next compaction writes: the one that failed, if one did
+    /// (then `true`), else what is staged, whole topics of at least
+    /// `max_bytes` if more is (`None` when nothing is).
+    pub fn freeze(&self, max_bytes: usize) -> Option<(Arc<Staged>, bool)> {
         let mut s = self.state.lock();
         if let Some(c) = &s.compacting {
-            return Some(c.clone());
+            return Some((c.clone(), true));
         }
         if s.current.is_empty() {
             return None;
@@ -160,7 +169,13 @@ impl Tail {
             false => Arc::new(std::mem::take(&mut s.current)),
         };
         s.compacting = Some(frozen.clone());
-        Some(frozen)
+        Some((frozen, false))
+    }
+
+    /// Envelope bytes staged, frozen part included.
+    pub fn bytes(&self) -> usize {
+        let s = self.state.lock();
+        s.current.bytes + s.compacting.as_ref().map_or(0, |c| c.bytes)
     }
 
     /// The frozen part is in runs now: readers find it there. Returns the
@@ -273,7 +288,8 @@ mod tests {
         let t = Topic::parse("t").unwrap();
         let tail = Tail::default();
         tail.push(3, &[entry(&t, 1, Some("a")), entry(&t, 2, None)]);
-        let frozen = tail.freeze(usize::MAX).unwrap();
+        let (frozen, retried) = tail.freeze(usize::MAX).unwrap();
+        assert!(!retried);
         assert_eq!((frozen.passes, frozen.first_segment), (1, Some(3)));
         tail.push(4, &[entry(&t, 4, None), entry(&t, 3, Some("b"))]);
         let seqs = |from| -> Vec<u64> { tail.messages(&t, from).iter().map(|m| m.seq).collect() };
@@ -283,7 +299,8 @@ mod tests {
         assert_eq!(tail.idempotency(&t, "b").unwrap().seq, 3);
         assert_eq!(tail.idempotency_in(&t, 2, 9).len(), 1);
         // A failed compaction is retried with the same part.
-        assert!(Arc::ptr_eq(&tail.freeze(usize::MAX).unwrap(), &frozen));
+        let (again, retried) = tail.freeze(usize::MAX).unwrap();
+        assert!(retried && Arc::ptr_eq(&again, &frozen));
         assert_eq!(tail.release(), Some(4));
         assert_eq!(seqs(1), vec![3, 4]);
         assert_eq!(tail.heads()[0].1.last_seq, 4);
@@ -311,7 +328,7 @@ mod split_tests {
         tail.push(2, &[entry(&topics[0], 1)]);
         tail.push(3, &[entry(&topics[1], 1)]);
         tail.push(4, &[entry(&topics[2], 2)]);
-        let one = tail.freeze(1).unwrap();
+        let (one, _) = tail.freeze(1).unwrap();
         let names: Vec<&str> = one.topics.keys().map(|t| t.as_str()).collect();
         assert_eq!(names, vec!["c"], "the topic staged longest, whole");
         assert_eq!(one.topics[&topics[2]].messages.len(), 2);
@@ -323,7 +340,7 @@ mod split_tests {
         );
         tail.release();
         assert_eq!(tail.first_segment(), Some(2), "a's segment is next");
-        let rest = tail.freeze(usize::MAX).unwrap();
+        let (rest, _) = tail.freeze(usize::MAX).unwrap();
         assert_eq!(rest.topics.len(), 2);
         tail.release();
         assert!(tail.freeze(1).is_none());

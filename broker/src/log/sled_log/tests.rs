@@ -355,3 +355,42 @@ fn run_files_no_run_needs_go_and_mostly_dead_ones_are_moved_out_of_first() {
     assert_eq!(files.keep_from, files.on_disk[0].0, "the one being written");
     assert_eq!(seqs(&log, &a), vec![12]);
 }
+
+#[test]
+fn a_share_compacts_whole_topics_staged_first_and_leaves_the_rest_readable() {
+    let dir = tempfile::tempdir().unwrap();
+    let topics: Vec<Topic> = ["s.c", "s.a", "s.b"]
+        .iter()
+        .map(|n| Topic::parse(n).unwrap())
+        .collect();
+    let seqs = |log: &SledLog, t: &Topic| -> Vec<u64> {
+        log.read(t, 0, 100).unwrap().iter().map(|m| m.seq).collect()
+    };
+    {
+        let log = open(dir.path());
+        for t in &topics {
+            let entries: Vec<_> = (1..=5).map(|s| entry(t, s, s)).collect();
+            log.append(&entries).unwrap();
+        }
+        log.sync().unwrap();
+        // One share (at least one byte): the topic staged first, whole.
+        drop(log.compactor.compact_up_to(1).unwrap());
+        let held: Vec<bool> = topics.iter().map(|t| log.compactor.tail.holds(t)).collect();
+        assert_eq!(held, vec![false, true, true]);
+        assert_eq!(log.tree().scan_prefix(b"m").count(), 1, "one run, s.c's");
+        for t in &topics {
+            assert_eq!(seqs(&log, t), vec![1, 2, 3, 4, 5], "{t}");
+        }
+        // The next share takes the next topic.
+        log.append(&[entry(&topics[0], 6, 6)]).unwrap();
+        drop(log.compactor.compact_up_to(1).unwrap());
+        assert!(!log.compactor.tail.holds(&topics[1]));
+        assert!(log.compactor.tail.holds(&topics[2]) && log.compactor.tail.holds(&topics[0]));
+    }
+    // Closed: the rest was written on the way out; nothing twice.
+    let log = open(dir.path());
+    assert_eq!(seqs(&log, &topics[0]), vec![1, 2, 3, 4, 5, 6]);
+    for t in &topics[1..] {
+        assert_eq!(seqs(&log, t), vec![1, 2, 3, 4, 5], "{t}");
+    }
+}
