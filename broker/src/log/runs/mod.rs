@@ -32,91 +32,15 @@ use std::{
 
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
+mod reference;
+
+pub(super) use reference::{RunError, RunRef};
+
 /// A file is closed once it holds this many bytes (small in unit tests,
 /// so that they rotate and collect files).
 pub(super) const FILE_BYTES: u64 = if cfg!(test) { 64 << 10 } else { 64 << 20 };
 /// Buffered bytes written out before the next sync.
 const BUFFER_BYTES: usize = 4 << 20;
-
-/// Where a run's body is, and what it holds: the body of its sled value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct RunRef {
-    /// The run file.
-    pub file: u64,
-    /// Byte offset of the body in it.
-    pub offset: u64,
-    /// Length of the body.
-    pub len: u32,
-    /// crc32c of the run's key and body.
-    pub crc: u32,
-    /// Messages in the body.
-    pub count: u32,
-    /// Leading messages of the body retention removed (they are no longer
-    /// part of the log).
-    pub skip: u32,
-    /// Timestamp of its last message.
-    pub last_ts: u64,
-}
-
-/// Bytes of an encoded [`RunRef`].
-pub(super) const REF_LEN: usize = 40;
-
-impl RunRef {
-    /// The ref as stored (big-endian fields, in declaration order).
-    pub fn encode(&self) -> [u8; REF_LEN] {
-        let mut out = [0u8; REF_LEN];
-        out[..8].copy_from_slice(&self.file.to_be_bytes());
-        out[8..16].copy_from_slice(&self.offset.to_be_bytes());
-        out[16..20].copy_from_slice(&self.len.to_be_bytes());
-        out[20..24].copy_from_slice(&self.crc.to_be_bytes());
-        out[24..28].copy_from_slice(&self.count.to_be_bytes());
-        out[28..32].copy_from_slice(&self.skip.to_be_bytes());
-        out[32..].copy_from_slice(&self.last_ts.to_be_bytes());
-        out
-    }
-
-    /// A stored ref; `None` when `body` is not one.
-    pub fn decode(body: &[u8]) -> Option<Self> {
-        let body: &[u8; REF_LEN] = body.try_into().ok()?;
-        let u64_at = |at: usize| u64::from_be_bytes(body[at..at + 8].try_into().expect("8"));
-        let u32_at = |at: usize| u32::from_be_bytes(body[at..at + 4].try_into().expect("4"));
-        let r = RunRef {
-            file: u64_at(0),
-            offset: u64_at(8),
-            len: u32_at(16),
-            crc: u32_at(20),
-            count: u32_at(24),
-            skip: u32_at(28),
-            last_ts: u64_at(32),
-        };
-        (r.count >= 1 && r.skip < r.count).then_some(r)
-    }
-
-    /// The first seq of the body stored under `last`, trimmed or not.
-    pub fn body_first_seq(&self, last: u64) -> Option<u64> {
-        (last + 1)
-            .checked_sub(u64::from(self.count))
-            .filter(|&f| f >= 1)
-    }
-
-    /// The first seq of the run stored under `last` still in the log.
-    pub fn first_seq(&self, last: u64) -> Option<u64> {
-        self.body_first_seq(last).map(|f| f + u64::from(self.skip))
-    }
-}
-
-/// Why a body could not be had.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub(super) enum RunError {
-    /// The bytes are not what the ref names: a missing or short file, or a
-    /// checksum mismatch. Damage.
-    #[error("{0}")]
-    Damaged(String),
-    /// The file could not be read (descriptors exhausted, an I/O error):
-    /// not evidence of damage.
-    #[error("{0}")]
-    Io(String),
-}
 
 fn checksum(key: &[u8], body: &[u8]) -> u32 {
     crc32c::crc32c_append(crc32c::crc32c(key), body)
