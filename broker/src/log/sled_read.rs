@@ -7,7 +7,7 @@ use std::{collections::HashMap, sync::Arc};
 use super::{
     heads,
     keys::{idempotency_key, message_key, message_prefix, seq_of_key},
-    run::{decode_run, run_messages, RunMessage},
+    run::{run_messages, RunMessage},
     runs::{RunError, RunRef},
     sled_log::SledLog,
     IdempotencyRecord, LogError, TopicStats,
@@ -25,9 +25,8 @@ pub(super) struct LoadedRun {
 impl LoadedRun {
     /// Its messages still in the log, in seq order.
     pub fn messages(&self) -> Vec<RunMessage<'_>> {
-        let mut run = decode_run(self.last, &self.body).expect("checked when it was loaded");
-        run.drain(..self.reference.skip as usize);
-        run
+        let run = self.reference.messages(self.last, &self.body);
+        run.expect("checked when it was loaded")
     }
 }
 
@@ -59,11 +58,7 @@ impl SledLog {
                 return Err(LogError::Storage(format!("reading {}: {reason}", record())))
             }
         };
-        match decode_run(last, &body) {
-            Ok(run) if run.len() == reference.count as usize => {}
-            Ok(_) => return Err(failed("its count does not match its reference".into())),
-            Err(e) => return Err(failed(e.to_string())),
-        }
+        reference.messages(last, &body).map_err(failed)?;
         Ok(LoadedRun {
             last,
             reference,

@@ -9,7 +9,7 @@ use super::{
     compact::put_body,
     keys::{message_key, message_prefix_end, seq_of_key},
     record,
-    run::{decode_run, encode_run, RunMessage},
+    run::{encode_run, RunMessage},
     runs::{RunFiles, RunRef},
     LogError,
 };
@@ -54,8 +54,9 @@ pub fn remove_messages(
     }
     for (key, value) in touched {
         let (r, body) = load(&runs, &key, &value)?;
-        let mut run = decode_run(seq_of_key(&key)?, &body)?;
-        run.drain(..r.skip as usize);
+        let run = r
+            .messages(seq_of_key(&key)?, &body)
+            .map_err(LogError::Corrupt)?;
         if run[0].seq > *seqs.end() {
             break;
         }

@@ -5,12 +5,7 @@
 use std::collections::{HashMap, HashSet};
 
 use super::{Compactor, LogError};
-use crate::log::{
-    keys::seq_of_key,
-    record,
-    run::{decode_run, encode_run},
-    runs::RunRef,
-};
+use crate::log::{keys::seq_of_key, record, run::encode_run, runs::RunRef};
 
 /// Bytes moved per collection at most, so one never holds compaction up
 /// for long.
@@ -148,9 +143,7 @@ impl Compactor {
         if r.skip == 0 {
             return Some((body, r.count));
         }
-        let last = seq_of_key(key).ok()?;
-        let run = decode_run(last, &body).ok()?;
-        let kept = run.get(r.skip as usize..)?;
+        let kept = r.messages(seq_of_key(key).ok()?, &body).ok()?;
         let body = encode_run(kept.iter().map(|m| (m.ts, m.envelope)));
         Some((body, kept.len() as u32))
     }

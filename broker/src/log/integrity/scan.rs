@@ -11,7 +11,6 @@ use std::collections::BTreeMap;
 use super::super::{
     keys::split_seq_key,
     record,
-    run::decode_run,
     runs::{RunError, RunFiles, RunRef},
     LogError, TopicStats,
 };
@@ -158,13 +157,9 @@ impl Scan {
             }
             Some(Err(RunError::Damaged(_))) | None => None,
         };
-        let run = reference.zip(body.as_deref()).and_then(|(r, body)| {
-            let mut run = decode_run(last, body)
-                .ok()
-                .filter(|run| run.len() == r.count as usize)?;
-            run.drain(..r.skip as usize);
-            Some(run)
-        });
+        let run = reference
+            .zip(body.as_deref())
+            .and_then(|(r, body)| r.messages(last, body).ok());
         // A damaged ref's count is unknown: the run covers everything since
         // the run before it (or since what retention removed).
         let first = match (&run, reference.and_then(|r| r.first_seq(last))) {

@@ -1,6 +1,8 @@
 //! What sled holds for each run ([`RunRef`]: where its body is and what
 //! it holds), and why a body could not be had ([`RunError`]).
 
+use crate::log::run::{decode_run, RunMessage};
+
 /// Where a run's body is, and what it holds: the body of its sled value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(in crate::log) struct RunRef {
@@ -53,6 +55,18 @@ impl RunRef {
             last_ts: u64_at(32),
         };
         (r.count >= 1 && r.skip < r.count).then_some(r)
+    }
+
+    /// The messages of `body` (the run stored under `last`) still in the
+    /// log: decoded, its count checked against this ref, what retention
+    /// skipped left out. The error says what is wrong.
+    pub fn messages<'a>(&self, last: u64, body: &'a [u8]) -> Result<Vec<RunMessage<'a>>, String> {
+        let mut run = decode_run(last, body).map_err(|e| e.to_string())?;
+        if run.len() != self.count as usize {
+            return Err("its count does not match its reference".into());
+        }
+        run.drain(..self.skip as usize);
+        Ok(run)
     }
 
     /// The first seq of the body stored under `last`, trimmed or not.
