@@ -2,12 +2,13 @@
 //!
 //! An append writes one record to the write-ahead file ([`super::wal`]),
 //! whatever topics it touched: the only write a publish waits for. Every
-//! [`INTERVAL`], or once [`SOON_BYTES`] are staged, this thread writes what
+//! [`INTERVAL`], or once [`SOON_BYTES`] wait for it, this thread writes what
 //! is staged (a share of at most [`SHARE_BYTES`] of whole topics, those
-//! staged longest first, then the next share at once) as one run per topic
-//! (and the idempotency records) in sled batches, makes it durable, and
-//! deletes the write-ahead segments it no longer needs. Start-up replays what the segments hold and the runs
-//! do not ([`Compactor::replay`]).
+//! staged longest first, then the next share at once while enough still
+//! waits) as one run per topic (and the idempotency records) in sled
+//! batches, makes it durable, and deletes the write-ahead segments it no
+//! longer needs. Start-up replays what the segments hold and the runs do
+//! not ([`Compactor::replay`]).
 
 use std::{
     collections::HashMap,
@@ -42,7 +43,13 @@ use herald_core::Topic;
 mod collect;
 
 /// How often the thread compacts (a share) when nothing wakes it sooner.
-pub(super) const INTERVAL: Duration = Duration::from_millis(500);
+/// sled's cost is per key, and every topic that saw a message since the
+/// last compaction is a key: a short interval makes light traffic over many
+/// topics cost a key per message or two.
+pub(super) const INTERVAL: Duration = Duration::from_secs(3);
+/// The longest `log.flush_interval` honoured: how long `relaxed` appends
+/// may wait for their sync.
+const MAX_SYNC_EVERY: Duration = Duration::from_millis(500);
 /// Staged bytes that start a compaction before its time. sled's cost is
 /// per key, so a compaction should find several messages per topic: small
 /// messages over many topics wait for the interval (or this much)...
@@ -67,6 +74,16 @@ const COLLECT_EVERY: Duration = Duration::from_secs(30);
 /// sled's memory reclamation open while it runs, and every key it writes
 /// copies a leaf: small batches let the copies go as it proceeds.
 const TOPICS_PER_BATCH: usize = 8;
+
+/// Whether `bytes` staged over `topics` topics and waiting for a
+/// compaction (not counting what the running one writes) should start one
+/// before its time. Counting only what waits matters: what is staged while
+/// a compaction runs would otherwise start the next one at once, every
+/// compaction would find a few messages per topic, and sled would be
+/// written one key per few messages.
+fn due(bytes: usize, topics: usize) -> bool {
+    bytes >= SOON_BYTES || (bytes >= EARLY_BYTES && bytes >= topics * RUN_BYTES)
+}
 
 /// The sled writes that turn `staged` into runs and idempotency records,
 /// in batches each holding whole topics (a crash between two leaves each
@@ -198,7 +215,7 @@ impl Compactor {
             wake: Condvar::new(),
             wake_lock: Mutex::new(false),
             stop: AtomicBool::new(false),
-            sync_every: sync_every.clamp(Duration::from_millis(1), INTERVAL),
+            sync_every: sync_every.clamp(Duration::from_millis(1), MAX_SYNC_EVERY),
         })
     }
 
@@ -207,7 +224,7 @@ impl Compactor {
     /// compaction fell behind: the caller then compacts before it returns
     /// (outside its own locks). Durable at the next [`Compactor::sync`].
     pub fn append(&self, body: &[u8], entries: &[LogEntry]) -> Result<bool, LogError> {
-        let (bytes, topics) = {
+        let staged = {
             let _staging = self.staging.lock();
             let segment = self
                 .wal
@@ -215,10 +232,10 @@ impl Compactor {
                 .map_err(|e| self.io_failed("append", e))?;
             self.tail.push(segment, entries)
         };
-        if bytes >= SOON_BYTES || (bytes >= EARLY_BYTES && bytes >= topics * RUN_BYTES) {
+        if due(staged.waiting, staged.topics) {
             self.wake();
         }
-        Ok(bytes >= MAX_BYTES)
+        Ok(staged.waiting + staged.compacting >= MAX_BYTES)
     }
 
     /// Makes every earlier append durable.
@@ -266,8 +283,10 @@ impl Compactor {
                             true => this.compact(),
                             false => this.compact_share(),
                         };
-                        // More than a share left: the next one at once.
-                        if !stopping && this.tail.bytes() > SHARE_BYTES {
+                        // Still enough waiting to start one: the next
+                        // share at once.
+                        let (waiting, topics) = this.tail.waiting();
+                        if !stopping && due(waiting, topics) {
                             *this.wake_lock.lock() = true;
                         }
                         if let Err(e) = compacted {
@@ -441,5 +460,20 @@ impl Compactor {
         self.wal
             .release_before(self.wal.active())
             .map_err(|e| LogError::Storage(format!("cannot remove a write-ahead segment: {e}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_compaction_is_due_for_full_runs_or_enough_bytes_not_for_a_few_messages() {
+        // Many topics: not before the runs would be full, or SOON_BYTES.
+        assert!(!due(EARLY_BYTES * 4, 10_000));
+        assert!(due(SOON_BYTES, 10_000));
+        // Few topics: as soon as their runs are full.
+        assert!(due(EARLY_BYTES, 10));
+        assert!(!due(EARLY_BYTES - 1, 10));
     }
 }

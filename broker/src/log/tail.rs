@@ -130,6 +130,17 @@ impl Staged {
     }
 }
 
+/// What is staged after an append.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct StagedBytes {
+    /// Envelope bytes staged since the last compaction began.
+    pub waiting: usize,
+    /// Topics among them.
+    pub topics: usize,
+    /// Envelope bytes the running compaction is writing.
+    pub compacting: usize,
+}
+
 #[derive(Default)]
 struct State {
     current: Staged,
@@ -145,12 +156,22 @@ pub(super) struct Tail {
 
 impl Tail {
     /// Stages an append stored in write-ahead segment `segment`; returns
-    /// the bytes staged and the topics staged since the last compaction.
-    pub fn push(&self, segment: u64, entries: &[LogEntry]) -> (usize, usize) {
+    /// what is staged then.
+    pub fn push(&self, segment: u64, entries: &[LogEntry]) -> StagedBytes {
         let mut s = self.state.lock();
         s.current.push(segment, entries);
-        let bytes = s.current.bytes + s.compacting.as_ref().map_or(0, |c| c.bytes);
-        (bytes, s.current.topics.len())
+        StagedBytes {
+            waiting: s.current.bytes,
+            topics: s.current.topics.len(),
+            compacting: s.compacting.as_ref().map_or(0, |c| c.bytes),
+        }
+    }
+
+    /// Envelope bytes and topics staged since the last compaction began
+    /// (what the next one would take).
+    pub fn waiting(&self) -> (usize, usize) {
+        let s = self.state.lock();
+        (s.current.bytes, s.current.topics.len())
     }
 
     /// What the next compaction writes: the one that failed, if one did
@@ -170,12 +191,6 @@ impl Tail {
         };
         s.compacting = Some(frozen.clone());
         Some((frozen, false))
-    }
-
-    /// Envelope bytes staged, frozen part included.
-    pub fn bytes(&self) -> usize {
-        let s = self.state.lock();
-        s.current.bytes + s.compacting.as_ref().map_or(0, |c| c.bytes)
     }
 
     /// The frozen part is in runs now: readers find it there. Returns the
@@ -344,5 +359,28 @@ mod split_tests {
         assert_eq!(rest.topics.len(), 2);
         tail.release();
         assert!(tail.freeze(1).is_none());
+    }
+
+    #[test]
+    fn what_waits_is_counted_apart_from_what_a_compaction_writes() {
+        let tail = Tail::default();
+        let entry = |t: &str, seq: u64| LogEntry {
+            message: Message::new(Topic::parse(t).unwrap(), seq, seq, "\"0123456789\""),
+            idempotency: None,
+        };
+        let one = tail.push(1, &[entry("a", 1), entry("b", 1)]);
+        assert_eq!((one.topics, one.compacting), (2, 0));
+        let bytes = one.waiting;
+        assert!(bytes > 0);
+        let (frozen, _) = tail.freeze(usize::MAX).unwrap();
+        assert_eq!(frozen.bytes, bytes);
+        // Staged while the compaction runs: only this waits for the next.
+        let two = tail.push(2, &[entry("a", 2)]);
+        assert_eq!(two.topics, 1);
+        assert_eq!(two.compacting, bytes);
+        assert!(two.waiting < bytes);
+        assert_eq!(tail.waiting(), (two.waiting, 1));
+        tail.release();
+        assert_eq!(tail.waiting(), (two.waiting, 1));
     }
 }
