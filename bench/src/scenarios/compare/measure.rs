@@ -226,8 +226,14 @@ pub async fn run(
     }
     if outcome.late > 0 {
         record.notes.push(format!(
-            "{} publishes went out > 1 ms after their scheduled time (busy machine or full window; stamped with the scheduled time)",
+            "{} publishes went out > 1 ms after their scheduled time, the window full (stamped with the scheduled time)",
             outcome.late
+        ));
+    }
+    if outcome.late_generator > 0 {
+        record.notes.push(format!(
+            "{} publishes went out > 1 ms after their scheduled time with a window slot free: the generator was behind (busy machine; stamped when they went out)",
+            outcome.late_generator
         ));
     }
     if report.closed > 0 {
