@@ -1,11 +1,12 @@
 //! The publisher: one WebSocket connection sending time-stamped publishes,
 //! either as fast as the system acknowledges them (a window of publishes
 //! awaiting their ack) or at a fixed rate (open loop; a publish that had to
-//! wait for a window slot keeps its scheduled time as its stamp, so a
-//! stalling server is not hidden; one that went out late with a slot free
-//! was held up by the generator itself, a busy machine starving its one
-//! thread, and is timed from when it went out, so the server is not blamed
-//! for the generator's CPU).
+//! wait for a window slot, or for the server to read, keeps its scheduled
+//! time as its stamp, so a stalling server is not hidden; one that went out
+//! late with nothing of the server's in the way since its time was held up
+//! by the generator itself, a busy machine starving its one thread, and is
+//! timed from when it went out, so the server is not blamed for the
+//! generator's CPU).
 //!
 //! With a *probe* (a subscriber connection of the bench's own on the same
 //! topic) the window counts publishes not yet delivered to the probe instead
@@ -110,9 +111,10 @@ pub async fn run(
         .map(|r| Duration::from_secs_f64(1.0 / r.max(1e-3)));
     let due = |i: u64| interval.map(|d| timing.origin + plan.offset + d.mul_f64(i as f64));
     let mut pending = Pending::default();
-    // A publish came due while the window was full, and the schedule has
-    // not been met since: lateness now is the server's.
-    let mut held_by_window = false;
+    // The last moment the server held this publisher up: its window full,
+    // or a flush waiting for the server to read. A publish late past its
+    // due time was held by the server if this comes after that time.
+    let mut held_until: Option<Instant> = None;
     loop {
         let now = Instant::now();
         // with a probe, outstanding deliveries are not awaited
@@ -123,24 +125,22 @@ pub async fn run(
             let mut fed = 0;
             while fed < 256 {
                 if inflight >= window {
-                    held_by_window |= due(next).is_some_and(|at| at <= now);
+                    held_until = Some(now);
                     break;
                 }
                 let stamp = match due(next) {
                     None => mono_nanos(),
-                    Some(at) if at > now => {
-                        held_by_window = false;
-                        break;
-                    }
+                    Some(at) if at > now => break,
                     Some(at) => {
                         let behind = now - at;
+                        let held = held_until.is_some_and(|t| t >= at);
                         if behind > Duration::from_millis(1) && timing.in_window(now) {
-                            match held_by_window {
+                            match held {
                                 true => out.late += 1,
                                 false => out.late_generator += 1,
                             }
                         }
-                        paced_stamp(mono_nanos(), behind, held_by_window)
+                        paced_stamp(mono_nanos(), behind, held)
                     }
                 };
                 let payload = stamped_payload(stamp, plan.payload_bytes);
@@ -154,10 +154,14 @@ pub async fn run(
                 }
             }
             if fed > 0 {
+                let flushing = Instant::now();
                 if let Err(e) = conn.flush().await {
                     out.first_error.get_or_insert_with(|| format!("{e:#}"));
                     out.unanswered = pending.0.len() as u64;
                     return out;
+                }
+                if flushing.elapsed() > Duration::from_millis(1) {
+                    held_until = Some(Instant::now());
                 }
             }
         }
@@ -194,6 +198,9 @@ pub async fn run(
         }
         for inc in probed.drain(..) {
             if let Incoming::Delivery(_) = inc {
+                if inflight >= window {
+                    held_until = Some(Instant::now());
+                }
                 inflight = inflight.saturating_sub(1);
             }
         }
@@ -203,6 +210,9 @@ pub async fn run(
             match inc {
                 Incoming::Ack(id) => {
                     if !paced_by_probe {
+                        if inflight >= window {
+                            held_until = Some(Instant::now());
+                        }
                         inflight = inflight.saturating_sub(1);
                     }
                     let stamp = pending.answer(id);
@@ -217,6 +227,9 @@ pub async fn run(
                 Incoming::Error(id, e) => {
                     if id.is_some() {
                         pending.answer(id);
+                    }
+                    if inflight >= window {
+                        held_until = Some(Instant::now());
                     }
                     inflight = inflight.saturating_sub(1);
                     out.errors += 1;
@@ -235,10 +248,10 @@ pub async fn run(
 }
 
 /// The send stamp of a publish `behind` its schedule: the scheduled time
-/// when it waited for a window slot (the server held it up), else `now`
-/// (the generator did).
-fn paced_stamp(now_ns: u64, behind: Duration, held_by_window: bool) -> u64 {
-    match held_by_window {
+/// when the server held the publisher up since then (window full, socket
+/// not read), else `now` (the generator did).
+fn paced_stamp(now_ns: u64, behind: Duration, held: bool) -> u64 {
+    match held {
         true => now_ns.saturating_sub(behind.as_nanos() as u64),
         false => now_ns,
     }

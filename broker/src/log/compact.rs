@@ -191,6 +191,8 @@ pub(super) struct Compactor {
     stop: AtomicBool,
     /// How often `relaxed` appends are synced (`log.flush_interval`).
     sync_every: Duration,
+    /// When the thread's periodic sync last ran.
+    synced: Mutex<Instant>,
 }
 
 impl Compactor {
@@ -216,6 +218,7 @@ impl Compactor {
             wake_lock: Mutex::new(false),
             stop: AtomicBool::new(false),
             sync_every: sync_every.clamp(Duration::from_millis(1), MAX_SYNC_EVERY),
+            synced: Mutex::new(Instant::now()),
         })
     }
 
@@ -243,6 +246,22 @@ impl Compactor {
         self.wal.sync().map_err(|e| self.io_failed("sync", e))
     }
 
+    /// The periodic sync `relaxed` appends rely on (durable within
+    /// `sync_every`): from the thread's loop, and between the sled batches
+    /// of a compaction, which at many topics can take longer than that.
+    pub(super) fn sync_if_due(&self) {
+        {
+            let mut synced = self.synced.lock();
+            if synced.elapsed() < self.sync_every {
+                return;
+            }
+            *synced = Instant::now();
+        }
+        if let Err(e) = self.sync() {
+            tracing::error!(error = %e, "syncing the write-ahead file failed");
+        }
+    }
+
     fn io_failed(&self, what: &str, e: std::io::Error) -> LogError {
         let reason = format!("the write-ahead file failed to {what}: {e}");
         self.damage.note_failure(reason.clone());
@@ -264,17 +283,16 @@ impl Compactor {
                 let mut compacted = Instant::now();
                 let mut collected = Instant::now();
                 loop {
+                    let next_sync = this.sync_every.saturating_sub(this.synced.lock().elapsed());
                     let woken = {
                         let mut woken = this.wake_lock.lock();
                         if !*woken && !this.stop.load(Ordering::Acquire) {
-                            this.wake.wait_for(&mut woken, this.sync_every);
+                            let wait = next_sync.max(Duration::from_millis(1));
+                            this.wake.wait_for(&mut woken, wait);
                         }
                         std::mem::take(&mut *woken)
                     };
-                    // `relaxed` appends are durable within `sync_every`.
-                    if let Err(e) = this.sync() {
-                        tracing::error!(error = %e, "syncing the write-ahead file failed");
-                    }
+                    this.sync_if_due();
                     let stopping = this.stop.load(Ordering::Acquire);
                     if woken || stopping || compacted.elapsed() >= INTERVAL {
                         compacted = Instant::now();
@@ -358,6 +376,7 @@ impl Compactor {
             self.runs.sync().map_err(|e| self.runs_failed(e))?;
             for batch in batches {
                 self.guard(|| Ok(self.tree.apply_batch(batch)?))?;
+                self.sync_if_due();
             }
             drop(writing);
             self.tail.release();

@@ -15,7 +15,10 @@ impl Compactor {
     /// The bytes every ref in the log names, by run file.
     fn live_bytes(&self) -> Result<HashMap<u64, u64>, LogError> {
         let mut live: HashMap<u64, u64> = HashMap::new();
-        for item in self.tree.scan_prefix(b"m") {
+        for (i, item) in self.tree.scan_prefix(b"m").enumerate() {
+            if i % 1024 == 0 {
+                self.sync_if_due();
+            }
             let (key, value) = item?;
             if let Some(r) = record::open(&key, &value).ok().and_then(RunRef::decode) {
                 *live.entry(r.file).or_default() += u64::from(r.len);
@@ -87,7 +90,10 @@ impl Compactor {
         {
             let _pinned = self.runs.pin();
             self.guard(|| {
-                for item in self.tree.scan_prefix(b"m") {
+                for (i, item) in self.tree.scan_prefix(b"m").enumerate() {
+                    if i % 1024 == 0 {
+                        self.sync_if_due();
+                    }
                     let (key, value) = item?;
                     let Some(r) = record::open(&key, &value).ok().and_then(RunRef::decode) else {
                         continue;
