@@ -34,7 +34,7 @@ use super::{
     run::{decode_pass, encode_run, RUN_BYTES},
     runs::RunFiles,
     sled_maint::idempotency_body,
-    tail::{Staged, Tail},
+    tail::{Staged, Tail, Take},
     wal::{Replayed, Wal},
     LogEntry, LogError,
 };
@@ -350,22 +350,33 @@ impl Compactor {
     /// Writes what is staged as runs; returns the guard that keeps the
     /// next compaction out, for maintenance that must see no tail.
     pub fn compact_and_hold(&self) -> Result<parking_lot::MutexGuard<'_, ()>, LogError> {
-        self.compact_up_to(usize::MAX)
+        self.compact_up_to(Take::Share(usize::MAX))
     }
 
-    /// Writes what is staged as runs: at most about `max_bytes` of it
-    /// (whole topics, those staged longest first) besides a compaction
-    /// that failed before.
+    /// Writes what is staged of `topics` as runs; returns the guard that
+    /// keeps the next compaction out, for maintenance of those topics that
+    /// must see none of them staged. The rest stays staged: a retention
+    /// pass or a replacement must not write everything staged once per
+    /// topic it touches.
+    pub fn compact_topics_and_hold(
+        &self,
+        topics: &[Topic],
+    ) -> Result<parking_lot::MutexGuard<'_, ()>, LogError> {
+        self.compact_up_to(Take::Topics(topics))
+    }
+
+    /// Writes what `take` asks for of what is staged as runs, besides a
+    /// compaction that failed before.
     pub(super) fn compact_up_to(
         &self,
-        max_bytes: usize,
+        take: Take<'_>,
     ) -> Result<parking_lot::MutexGuard<'_, ()>, LogError> {
         let running = self.running.lock();
         // A failed compaction is retried first, then what was staged since
         // (a share of it).
         let mut compacted = false;
         for _ in 0..2 {
-            let Some((staged, retried)) = self.tail.freeze(max_bytes) else {
+            let Some((staged, retried)) = self.tail.freeze(take) else {
                 break;
             };
             // A compaction may run beside collection (from an append that
@@ -412,7 +423,7 @@ impl Compactor {
     /// the thread and an append that found compaction behind do, so that
     /// neither holds acks up for longer than one share takes.
     pub fn compact_share(&self) -> Result<(), LogError> {
-        self.compact_up_to(SHARE_BYTES).map(drop)
+        self.compact_up_to(Take::Share(SHARE_BYTES)).map(drop)
     }
 
     /// Writes what the write-ahead file held at open and the runs do not

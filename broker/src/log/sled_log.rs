@@ -432,9 +432,13 @@ impl MessageLog for SledLog {
             Some(m) => Some(m.seq),
             None => None,
         };
-        // Retention sees the staged messages too: they go into runs first.
+        // Retention sees the staged messages too: the topic's go into runs
+        // first.
         let _compacted = match self.compactor.tail.holds(topic) {
-            true => Some(self.compactor.compact_and_hold()?),
+            true => Some(
+                self.compactor
+                    .compact_topics_and_hold(std::slice::from_ref(topic))?,
+            ),
             false => None,
         };
         // `drop` already said yes to the front message.
@@ -451,8 +455,12 @@ impl MessageLog for SledLog {
         // Only messages still stored: under the retention lock, so nothing
         // is written back below what retention removed meanwhile.
         let _trimming = self.trim_lock.lock();
-        // With nothing staged, every stored message is in a run.
-        let _compacted = self.compactor.compact_and_hold()?;
+        // With none of their topics staged, every stored message of theirs
+        // is in a run.
+        let mut topics: Vec<Topic> = entries.iter().map(|e| e.message.topic.clone()).collect();
+        topics.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        topics.dedup();
+        let _compacted = self.compactor.compact_topics_and_hold(&topics)?;
         self.write_replacements(entries)?;
         self.sled_dirty.store(true, Ordering::Release);
         Ok(())
@@ -474,7 +482,9 @@ impl MessageLog for SledLog {
 
     fn remove_through(&self, topic: &Topic, head: TopicHead) -> Result<(), LogError> {
         let _trimming = self.trim_lock.lock();
-        let _compacted = self.compactor.compact_and_hold()?;
+        let _compacted = self
+            .compactor
+            .compact_topics_and_hold(std::slice::from_ref(topic))?;
         self.guard(|| self.write_removed(topic, head))?;
         self.sled_dirty.store(true, Ordering::Release);
         self.damage.resolve(topic, 0, head.last_seq);

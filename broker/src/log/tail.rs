@@ -104,22 +104,34 @@ impl Staged {
             .map(|(topic, t)| (t.order, topic.clone()))
             .collect();
         order.sort_unstable_by_key(|o| o.0);
+        let mut taken = 0;
+        let order = order.into_iter().map(|(_, topic)| topic);
+        let order = order.take_while(|topic| {
+            let more = taken < max_bytes;
+            taken += self.topics.get(topic).map_or(0, |t| t.bytes);
+            more
+        });
+        let order: Vec<Topic> = order.collect();
+        self.split(order.iter())
+    }
+
+    /// Takes `topics` (those of them staged), whole.
+    fn split<'a>(&mut self, topics: impl Iterator<Item = &'a Topic>) -> Staged {
         let mut out = Staged {
             passes: 1,
             ..Staged::default()
         };
-        for (_, topic) in order {
-            if out.bytes >= max_bytes {
-                break;
-            }
-            let t = self.topics.remove(&topic).expect("listed above");
+        for topic in topics {
+            let Some(t) = self.topics.remove(topic) else {
+                continue;
+            };
             let first_segment = t.first_segment;
             out.bytes += t.bytes;
             out.first_segment = Some(
                 out.first_segment
                     .map_or(first_segment, |f| f.min(first_segment)),
             );
-            out.topics.insert(topic, t);
+            out.topics.insert(topic.clone(), t);
         }
         self.bytes -= out.bytes;
         self.first_segment = self.topics.values().map(|t| t.first_segment).min();
@@ -128,6 +140,17 @@ impl Staged {
         }
         out
     }
+}
+
+/// What a compaction takes of what is staged.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Take<'a> {
+    /// Everything, or whole topics, those staged longest first, of at
+    /// least this many bytes when more is staged.
+    Share(usize),
+    /// These topics only (maintenance of a few topics need not wait for
+    /// everything staged to be written).
+    Topics(&'a [Topic]),
 }
 
 /// What is staged after an append.
@@ -175,9 +198,9 @@ impl Tail {
     }
 
     /// What the next compaction writes: the one that failed, if one did
-    /// (then `true`), else what is staged, whole topics of at least
-    /// `max_bytes` if more is (`None` when nothing is).
-    pub fn freeze(&self, max_bytes: usize) -> Option<(Arc<Staged>, bool)> {
+    /// (then `true`), else what `take` asks for of what is staged (`None`
+    /// when that is nothing).
+    pub fn freeze(&self, take: Take<'_>) -> Option<(Arc<Staged>, bool)> {
         let mut s = self.state.lock();
         if let Some(c) = &s.compacting {
             return Some((c.clone(), true));
@@ -185,10 +208,17 @@ impl Tail {
         if s.current.is_empty() {
             return None;
         }
-        let frozen = match s.current.bytes > max_bytes {
-            true => Arc::new(s.current.split_oldest(max_bytes)),
-            false => Arc::new(std::mem::take(&mut s.current)),
+        let frozen = match take {
+            Take::Share(max_bytes) if s.current.bytes > max_bytes => {
+                s.current.split_oldest(max_bytes)
+            }
+            Take::Share(_) => std::mem::take(&mut s.current),
+            Take::Topics(topics) => s.current.split(topics.iter()),
         };
+        if frozen.is_empty() {
+            return None;
+        }
+        let frozen = Arc::new(frozen);
         s.compacting = Some(frozen.clone());
         Some((frozen, false))
     }
@@ -303,7 +333,7 @@ mod tests {
         let t = Topic::parse("t").unwrap();
         let tail = Tail::default();
         tail.push(3, &[entry(&t, 1, Some("a")), entry(&t, 2, None)]);
-        let (frozen, retried) = tail.freeze(usize::MAX).unwrap();
+        let (frozen, retried) = tail.freeze(Take::Share(usize::MAX)).unwrap();
         assert!(!retried);
         assert_eq!((frozen.passes, frozen.first_segment), (1, Some(3)));
         tail.push(4, &[entry(&t, 4, None), entry(&t, 3, Some("b"))]);
@@ -314,7 +344,7 @@ mod tests {
         assert_eq!(tail.idempotency(&t, "b").unwrap().seq, 3);
         assert_eq!(tail.idempotency_in(&t, 2, 9).len(), 1);
         // A failed compaction is retried with the same part.
-        let (again, retried) = tail.freeze(usize::MAX).unwrap();
+        let (again, retried) = tail.freeze(Take::Share(usize::MAX)).unwrap();
         assert!(retried && Arc::ptr_eq(&again, &frozen));
         assert_eq!(tail.release(), Some(4));
         assert_eq!(seqs(1), vec![3, 4]);
@@ -343,7 +373,7 @@ mod split_tests {
         tail.push(2, &[entry(&topics[0], 1)]);
         tail.push(3, &[entry(&topics[1], 1)]);
         tail.push(4, &[entry(&topics[2], 2)]);
-        let (one, _) = tail.freeze(1).unwrap();
+        let (one, _) = tail.freeze(Take::Share(1)).unwrap();
         let names: Vec<&str> = one.topics.keys().map(|t| t.as_str()).collect();
         assert_eq!(names, vec!["c"], "the topic staged longest, whole");
         assert_eq!(one.topics[&topics[2]].messages.len(), 2);
@@ -355,10 +385,10 @@ mod split_tests {
         );
         tail.release();
         assert_eq!(tail.first_segment(), Some(2), "a's segment is next");
-        let (rest, _) = tail.freeze(usize::MAX).unwrap();
+        let (rest, _) = tail.freeze(Take::Share(usize::MAX)).unwrap();
         assert_eq!(rest.topics.len(), 2);
         tail.release();
-        assert!(tail.freeze(1).is_none());
+        assert!(tail.freeze(Take::Share(1)).is_none());
     }
 
     #[test]
@@ -372,7 +402,7 @@ mod split_tests {
         assert_eq!((one.topics, one.compacting), (2, 0));
         let bytes = one.waiting;
         assert!(bytes > 0);
-        let (frozen, _) = tail.freeze(usize::MAX).unwrap();
+        let (frozen, _) = tail.freeze(Take::Share(usize::MAX)).unwrap();
         assert_eq!(frozen.bytes, bytes);
         // Staged while the compaction runs: only this waits for the next.
         let two = tail.push(2, &[entry("a", 2)]);
@@ -382,5 +412,30 @@ mod split_tests {
         assert_eq!(tail.waiting(), (two.waiting, 1));
         tail.release();
         assert_eq!(tail.waiting(), (two.waiting, 1));
+    }
+
+    #[test]
+    fn maintenance_takes_only_the_topics_it_names() {
+        let [a, b, c] = ["a", "b", "c"].map(|n| Topic::parse(n).unwrap());
+        let tail = Tail::default();
+        let entry = |t: &Topic, seq: u64| LogEntry {
+            message: Message::new(t.clone(), seq, seq, "1"),
+            idempotency: None,
+        };
+        tail.push(1, &[entry(&a, 1)]);
+        tail.push(2, &[entry(&b, 1), entry(&b, 2)]);
+        assert!(
+            tail.freeze(Take::Topics(std::slice::from_ref(&c))).is_none(),
+            "c: none staged"
+        );
+        let (taken, retried) = tail.freeze(Take::Topics(&[b.clone(), c.clone()])).unwrap();
+        assert!(!retried);
+        assert_eq!(taken.topics.keys().collect::<Vec<_>>(), vec![&b]);
+        assert_eq!(taken.topics[&b].messages.len(), 2);
+        assert_eq!(taken.first_segment, Some(2));
+        tail.release();
+        assert!(tail.holds(&a) && !tail.holds(&b));
+        assert_eq!(tail.first_segment(), Some(1), "a's segment still counts");
+        assert_eq!(tail.waiting().1, 1);
     }
 }

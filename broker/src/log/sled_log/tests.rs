@@ -3,6 +3,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::*;
+use crate::log::tail::Take;
 
 /// Opens the log in `dir`, waiting out the previous handle's file lock.
 pub(in crate::log) fn open(dir: &Path) -> SledLog {
@@ -374,7 +375,7 @@ fn a_share_compacts_whole_topics_staged_first_and_leaves_the_rest_readable() {
         }
         log.sync().unwrap();
         // One share (at least one byte): the topic staged first, whole.
-        drop(log.compactor.compact_up_to(1).unwrap());
+        drop(log.compactor.compact_up_to(Take::Share(1)).unwrap());
         let held: Vec<bool> = topics.iter().map(|t| log.compactor.tail.holds(t)).collect();
         assert_eq!(held, vec![false, true, true]);
         assert_eq!(log.tree().scan_prefix(b"m").count(), 1, "one run, s.c's");
@@ -383,7 +384,7 @@ fn a_share_compacts_whole_topics_staged_first_and_leaves_the_rest_readable() {
         }
         // The next share takes the next topic.
         log.append(&[entry(&topics[0], 6, 6)]).unwrap();
-        drop(log.compactor.compact_up_to(1).unwrap());
+        drop(log.compactor.compact_up_to(Take::Share(1)).unwrap());
         assert!(!log.compactor.tail.holds(&topics[1]));
         assert!(log.compactor.tail.holds(&topics[2]) && log.compactor.tail.holds(&topics[0]));
     }
@@ -393,4 +394,45 @@ fn a_share_compacts_whole_topics_staged_first_and_leaves_the_rest_readable() {
     for t in &topics[1..] {
         assert_eq!(seqs(&log, t), vec![1, 2, 3, 4, 5], "{t}");
     }
+}
+
+#[test]
+fn maintenance_of_one_topic_writes_its_staged_messages_and_leaves_the_rest_staged() {
+    let dir = tempfile::tempdir().unwrap();
+    let [a, b, c] = ["m.a", "m.b", "m.c"].map(|n| Topic::parse(n).unwrap());
+    let seqs = |log: &SledLog, t: &Topic| -> Vec<u64> {
+        log.read(t, 0, 100).unwrap().iter().map(|m| m.seq).collect()
+    };
+    {
+        let log = open(dir.path());
+        for t in [&a, &b, &c] {
+            let entries: Vec<_> = (1..=5).map(|s| entry(t, s, s)).collect();
+            log.append(&entries).unwrap();
+        }
+        log.sync().unwrap();
+        // Retention of `a` writes `a`'s staged messages, not b's or c's.
+        let t = log.trim_front(&a, &mut |seq, _, _| seq <= 2).unwrap();
+        assert_eq!(t.messages, 2);
+        assert!(!log.compactor.tail.holds(&a));
+        assert!(log.compactor.tail.holds(&b) && log.compactor.tail.holds(&c));
+        assert_eq!(seqs(&log, &a), vec![3, 4, 5]);
+        // So does removing `b` through a head.
+        log.remove_through(
+            &b,
+            TopicHead {
+                last_seq: 3,
+                last_ts: 3,
+            },
+        )
+        .unwrap();
+        assert!(!log.compactor.tail.holds(&b));
+        assert!(log.compactor.tail.holds(&c));
+        assert_eq!(seqs(&log, &b), vec![4, 5]);
+        assert_eq!(seqs(&log, &c), vec![1, 2, 3, 4, 5]);
+    }
+    // c was written on the way out; nothing lost, nothing twice.
+    let log = open(dir.path());
+    assert_eq!(seqs(&log, &a), vec![3, 4, 5]);
+    assert_eq!(seqs(&log, &b), vec![4, 5]);
+    assert_eq!(seqs(&log, &c), vec![1, 2, 3, 4, 5]);
 }
