@@ -425,7 +425,8 @@ mod split_tests {
         tail.push(1, &[entry(&a, 1)]);
         tail.push(2, &[entry(&b, 1), entry(&b, 2)]);
         assert!(
-            tail.freeze(Take::Topics(std::slice::from_ref(&c))).is_none(),
+            tail.freeze(Take::Topics(std::slice::from_ref(&c)))
+                .is_none(),
             "c: none staged"
         );
         let (taken, retried) = tail.freeze(Take::Topics(&[b.clone(), c.clone()])).unwrap();
