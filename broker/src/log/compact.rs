@@ -181,7 +181,8 @@ pub(super) struct Compactor {
     /// What appends staged.
     pub tail: Tail,
     damage: Arc<Damage>,
-    /// One compaction at a time; maintenance holds it to see no tail.
+    /// One compaction at a time; maintenance holds it while the topics it
+    /// touches have nothing staged.
     running: Mutex<()>,
     /// Held from an append's write-ahead record until its messages are
     /// staged, so a compaction never sees a record that is in neither.
@@ -347,8 +348,8 @@ impl Compactor {
         })
     }
 
-    /// Writes what is staged as runs; returns the guard that keeps the
-    /// next compaction out, for maintenance that must see no tail.
+    /// Writes everything staged as runs (a clean stop); returns the guard
+    /// that keeps the next compaction out.
     pub fn compact_and_hold(&self) -> Result<parking_lot::MutexGuard<'_, ()>, LogError> {
         self.compact_up_to(Take::Share(usize::MAX))
     }

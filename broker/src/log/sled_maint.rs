@@ -149,8 +149,9 @@ impl SledLog {
     }
 
     /// [`super::MessageLog::replace`], under the retention lock and with
-    /// nothing staged: the entries whose seqs are still stored take their
-    /// place in their runs, and the replaced messages' idempotency keys go.
+    /// nothing of the entries' topics staged: the entries whose seqs are
+    /// still stored take their place in their runs, and the replaced
+    /// messages' idempotency keys go.
     pub(super) fn write_replacements(&self, entries: &[LogEntry]) -> Result<(), LogError> {
         let mut batch = sled::Batch::default();
         // Runs rewritten so far, by key: later entries edit the same copy.
