@@ -458,7 +458,7 @@ impl MessageLog for SledLog {
         // With none of their topics staged, every stored message of theirs
         // is in a run.
         let mut topics: Vec<Topic> = entries.iter().map(|e| e.message.topic.clone()).collect();
-        topics.sort_unstable_by(|a, b| a.as_str().cmp(b.as_str()));
+        topics.sort_unstable();
         topics.dedup();
         let _compacted = self.compactor.compact_topics_and_hold(&topics)?;
         self.write_replacements(entries)?;

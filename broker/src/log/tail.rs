@@ -98,21 +98,22 @@ impl Staged {
     /// segments keep being released.
     fn split_oldest(&mut self, max_bytes: usize) -> Staged {
         // Staged first, so also in the oldest segments (segments only grow).
-        let mut order: Vec<(u64, Topic)> = self
+        let mut order: Vec<(u64, usize, &Topic)> = self
             .topics
             .iter()
-            .map(|(topic, t)| (t.order, topic.clone()))
+            .map(|(topic, t)| (t.order, t.bytes, topic))
             .collect();
         order.sort_unstable_by_key(|o| o.0);
+        let mut chosen = Vec::new();
         let mut taken = 0;
-        let order = order.into_iter().map(|(_, topic)| topic);
-        let order = order.take_while(|topic| {
-            let more = taken < max_bytes;
-            taken += self.topics.get(topic).map_or(0, |t| t.bytes);
-            more
-        });
-        let order: Vec<Topic> = order.collect();
-        self.split(order.iter())
+        for (_, bytes, topic) in order {
+            if taken >= max_bytes {
+                break;
+            }
+            taken += bytes;
+            chosen.push(topic.clone());
+        }
+        self.split(chosen.iter())
     }
 
     /// Takes `topics` (those of them staged), whole.
