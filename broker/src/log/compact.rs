@@ -390,7 +390,7 @@ impl Compactor {
                 self.guard(|| Ok(self.tree.apply_batch(batch)?))?;
                 self.sync_if_due();
             }
-            drop(writing);
+            writing.finish();
             self.tail.release();
             compacted = true;
             if !retried {
@@ -468,12 +468,13 @@ impl Compactor {
         }
         let messages: usize = staged.topics.values().map(|t| t.messages.len()).sum();
         if messages > 0 {
-            let _writing = self.runs.writing();
+            let writing = self.runs.writing();
             let batches = runs_batches(&staged, &self.runs).map_err(|e| self.runs_failed(e))?;
             self.runs.sync().map_err(|e| self.runs_failed(e))?;
             for batch in batches {
                 self.tree.apply_batch(batch)?;
             }
+            writing.finish();
             tracing::info!(messages, "replayed the write-ahead file into runs");
         }
         self.db.flush()?;

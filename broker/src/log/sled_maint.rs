@@ -36,6 +36,7 @@ impl SledLog {
                 batch.remove(key.as_slice());
             }
             self.tree.apply_batch(batch)?;
+            self.runs.note_garbage();
             self.db.flush()?;
             Ok(())
         })
@@ -105,11 +106,13 @@ impl SledLog {
                 let (seq, ts) = last.expect("a run removed");
                 self.tree
                     .apply_batch(with_head(std::mem::take(&mut batch), seq, ts))?;
+                self.runs.note_garbage();
                 pending = 0;
             }
         }
         if let Some((seq, ts)) = last.filter(|_| pending > 0) {
             self.tree.apply_batch(with_head(batch, seq, ts))?;
+            self.runs.note_garbage();
         }
         std::mem::drop((pinned, edits));
         if let Some((seq, _)) = last {

@@ -34,19 +34,32 @@ impl Compactor {
     /// [`crate::log::runs::RunFiles::writing`] from its first body to its
     /// refs being in sled, and collection leaves the file such a writer
     /// began in, and every later one, alone.
+    ///
+    /// Nothing is scanned while no garbage was noted since a pass left none
+    /// ([`crate::log::runs::RunFiles::garbage_pass`]): a node that only
+    /// appends never pays for a scan of every ref.
     pub fn collect(&self) -> Result<usize, LogError> {
+        let Some(pass) = self.runs.garbage_pass() else {
+            return Ok(0);
+        };
         let files = self.runs.files().map_err(|e| self.collect_failed(e))?;
         let closed = files.on_disk.iter().filter(|f| f.0 < files.keep_from);
         let live = self.guard(|| self.live_bytes())?;
         let mut gone: Vec<u64> = Vec::new();
         let mut sparse = HashSet::new();
         let mut moving = 0;
+        // Sparse files left for a later pass (the move budget is spent).
+        let mut left = false;
         for &(no, size) in closed {
             match live.get(&no) {
                 None => gone.push(no),
-                Some(&l) if l * 2 < size && moving + l <= MOVE_BYTES => {
-                    sparse.insert(no);
-                    moving += l;
+                Some(&l) if l * 2 < size => {
+                    if moving + l <= MOVE_BYTES {
+                        sparse.insert(no);
+                        moving += l;
+                    } else {
+                        left = true;
+                    }
                 }
                 Some(_) => {}
             }
@@ -54,20 +67,26 @@ impl Compactor {
         if !sparse.is_empty() {
             // Files no ref names go even when moving fails.
             match self.move_out_of(&sparse) {
-                Ok(emptied) => gone.extend(emptied),
+                Ok(emptied) => {
+                    left |= emptied.len() < sparse.len();
+                    gone.extend(emptied);
+                }
                 Err(e) => {
+                    left = true;
                     tracing::warn!(error = %e, "moving runs out of mostly dead run files failed")
                 }
             }
         }
-        if gone.is_empty() {
-            return Ok(0);
+        if !gone.is_empty() {
+            // The refs' removal (or move) durable before the bytes go.
+            self.guard(|| Ok(self.db.flush().map(drop)?))?;
+            self.runs
+                .remove(&gone)
+                .map_err(|e| self.collect_failed(e))?;
         }
-        // The refs' removal (or move) durable before the bytes go.
-        self.guard(|| Ok(self.db.flush().map(drop)?))?;
-        self.runs
-            .remove(&gone)
-            .map_err(|e| self.collect_failed(e))?;
+        if !left {
+            self.runs.collected(pass, files.keep_from);
+        }
         Ok(gone.len())
     }
 

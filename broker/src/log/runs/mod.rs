@@ -32,8 +32,12 @@ use std::{
 
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 
+use garbage::GarbageNotes;
+
+mod garbage;
 mod reference;
 
+pub(super) use garbage::Pass;
 pub(super) use reference::{RunError, RunRef};
 
 /// A file is closed once it holds this many bytes (small in unit tests,
@@ -119,6 +123,10 @@ pub(super) struct RunFiles {
     edits: Mutex<()>,
     /// Bytes in the files.
     bytes: AtomicU64,
+    /// The number after the newest file created or found at open.
+    next_no: AtomicU64,
+    /// Where garbage may be that collection has not seen.
+    garbage: GarbageNotes,
 }
 
 /// A writer outside the compaction thread between its first put and its
@@ -126,10 +134,23 @@ pub(super) struct RunFiles {
 pub(super) struct Writing<'a> {
     runs: &'a RunFiles,
     since: u64,
+    finished: bool,
+}
+
+impl Writing<'_> {
+    /// Every body put is named by a ref in sled, and none was replaced.
+    /// A writer dropped without this (a failure, a replacement) notes that
+    /// its files may hold garbage.
+    pub fn finish(mut self) {
+        self.finished = true;
+    }
 }
 
 impl Drop for Writing<'_> {
     fn drop(&mut self) {
+        if !self.finished {
+            self.runs.note_garbage();
+        }
         let mut w = self.runs.writing.lock();
         if let Some(at) = w.iter().position(|&s| s == self.since) {
             w.swap_remove(at);
@@ -140,7 +161,9 @@ impl Drop for Writing<'_> {
 impl RunFiles {
     /// The run files in `dir` (created with the first file).
     pub fn open(dir: &Path) -> std::io::Result<Self> {
-        let bytes = listing(dir)?.iter().map(|f| f.1).sum();
+        let found = listing(dir)?;
+        let bytes = found.iter().map(|f| f.1).sum();
+        let next_no = found.last().map_or(0, |f| f.0 + 1);
         Ok(RunFiles {
             dir: dir.to_path_buf(),
             writer: Mutex::new(Writer {
@@ -155,7 +178,27 @@ impl RunFiles {
             writing: Mutex::new(Vec::new()),
             edits: Mutex::new(()),
             bytes: AtomicU64::new(bytes),
+            next_no: AtomicU64::new(next_no),
+            garbage: GarbageNotes::unknown(next_no),
         })
+    }
+
+    /// A ref was removed or rewritten, or bodies were put that no ref may
+    /// come to name: collection must look again (see [`garbage`]).
+    pub fn note_garbage(&self) {
+        self.garbage.note(self.next_no.load(Ordering::Acquire));
+    }
+
+    /// The collection pass to run now; `None` while no file can hold
+    /// garbage collection has not seen.
+    pub fn garbage_pass(&self) -> Option<Pass> {
+        self.garbage.pass()
+    }
+
+    /// `pass` looked at every closed file before `keep_from` and left no
+    /// garbage it could collect.
+    pub fn collected(&self, pass: Pass, keep_from: u64) {
+        self.garbage.passed(pass, keep_from);
     }
 
     /// Marks a writer busy until the returned guard drops: collection
@@ -163,7 +206,11 @@ impl RunFiles {
     pub fn writing(&self) -> Writing<'_> {
         let since = self.writer.lock().file.as_ref().map_or(0, |f| f.0);
         self.writing.lock().push(since);
-        Writing { runs: self, since }
+        Writing {
+            runs: self,
+            since,
+            finished: false,
+        }
     }
 
     /// The file numbers and sizes on disk, and from which file on
@@ -262,6 +309,7 @@ impl RunFiles {
             }
         };
         File::open(&self.dir)?.sync_all()?;
+        self.next_no.fetch_max(no + 1, Ordering::AcqRel);
         w.file = Some((no, file));
         w.len = 0;
         w.unsynced = false;

@@ -436,3 +436,59 @@ fn maintenance_of_one_topic_writes_its_staged_messages_and_leaves_the_rest_stage
     assert_eq!(seqs(&log, &b), vec![4, 5]);
     assert_eq!(seqs(&log, &c), vec![1, 2, 3, 4, 5]);
 }
+
+#[test]
+fn collection_scans_only_after_garbage_and_until_it_saw_that_garbage_s_file_closed() {
+    let dir = tempfile::tempdir().unwrap();
+    let [a, b] = ["g.a", "g.b"].map(|n| Topic::parse(n).unwrap());
+    let log = open(dir.path());
+    let append = |t: &Topic, seqs: std::ops::RangeInclusive<u64>| {
+        let entries: Vec<_> = seqs.map(|s| entry(t, s, s)).collect();
+        log.append(&entries).unwrap();
+        log.compactor.compact().unwrap();
+    };
+    append(&a, 1..=10);
+    assert_eq!(log.compactor.collect().unwrap(), 0);
+    assert_eq!(
+        log.runs().garbage_pass(),
+        None,
+        "a clean pass: no more scans"
+    );
+    append(&a, 11..=20);
+    assert_eq!(log.runs().garbage_pass(), None, "appends leave no garbage");
+    // `b` fills the file being written, and retention then empties `b`.
+    let mut seq = 1;
+    while log.runs().files().unwrap().on_disk.last().unwrap().1 < crate::log::runs::FILE_BYTES {
+        // Small enough to be one run: the put that fills the file is in it.
+        append(&b, seq..=seq + 9);
+        seq += 10;
+    }
+    assert_eq!(log.runs().files().unwrap().on_disk.len(), 1);
+    log.trim_front(&b, &mut |_, _, _| true).unwrap();
+    assert!(
+        log.runs().garbage_pass().is_some(),
+        "retention noted garbage"
+    );
+    assert_eq!(
+        log.compactor.collect().unwrap(),
+        0,
+        "its file is still written"
+    );
+    assert!(
+        log.runs().garbage_pass().is_some(),
+        "the garbage's file was not looked at: the next pass runs"
+    );
+    // The next put closes it: mostly garbage, `a` moves out and it goes.
+    append(&a, 21..=21);
+    assert_eq!(log.compactor.collect().unwrap(), 1);
+    assert_eq!(log.runs().files().unwrap().on_disk[0].0, 1);
+    assert_eq!(log.runs().garbage_pass(), None);
+    let seqs: Vec<u64> = log
+        .read(&a, 0, 100)
+        .unwrap()
+        .iter()
+        .map(|m| m.seq)
+        .collect();
+    assert_eq!(seqs, (1..=21).collect::<Vec<_>>());
+    assert!(log.read(&b, 0, 100).unwrap().is_empty());
+}
