@@ -36,14 +36,15 @@ pub(in crate::log) struct Pass {
 }
 
 impl GarbageNotes {
-    /// Nothing known: what an earlier process left may be garbage, so the
-    /// first pass looks at every file before `next_file`.
-    pub fn unknown(next_file: u64) -> Self {
+    /// At open, with files numbered below `next_file` on disk: what an
+    /// earlier process left may be garbage, so the first pass looks at
+    /// every one of them; with none there is nothing to look for.
+    pub fn at_open(next_file: u64) -> Self {
         GarbageNotes {
             state: Mutex::new(State {
                 notes: 0,
                 below: next_file,
-                clean: false,
+                clean: next_file == 0,
             }),
         }
     }
@@ -81,7 +82,7 @@ mod tests {
 
     #[test]
     fn the_first_pass_runs_and_a_clean_one_ends_the_passes_until_a_note() {
-        let g = GarbageNotes::unknown(3);
+        let g = GarbageNotes::at_open(3);
         let pass = g.pass().expect("an earlier process may have left garbage");
         g.passed(pass, 3);
         assert_eq!(g.pass(), None, "clean: nothing to scan for");
@@ -91,7 +92,8 @@ mod tests {
 
     #[test]
     fn a_pass_that_could_not_see_a_noted_file_closed_leaves_the_next_to_run() {
-        let g = GarbageNotes::unknown(0);
+        let g = GarbageNotes::at_open(0);
+        assert_eq!(g.pass(), None, "no file yet: nothing to look for");
         g.note(4);
         let pass = g.pass().unwrap();
         // File 3 was still being written: not looked at.
@@ -103,7 +105,7 @@ mod tests {
 
     #[test]
     fn a_note_during_a_pass_leaves_the_next_to_run() {
-        let g = GarbageNotes::unknown(1);
+        let g = GarbageNotes::at_open(1);
         let pass = g.pass().unwrap();
         g.note(1);
         g.passed(pass, 10);

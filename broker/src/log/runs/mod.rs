@@ -179,7 +179,7 @@ impl RunFiles {
             edits: Mutex::new(()),
             bytes: AtomicU64::new(bytes),
             next_no: AtomicU64::new(next_no),
-            garbage: GarbageNotes::unknown(next_no),
+            garbage: GarbageNotes::at_open(next_no),
         })
     }
 
