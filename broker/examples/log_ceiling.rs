@@ -108,9 +108,9 @@ fn modes() -> Vec<bool> {
     }
 }
 
-/// sled's cache (`LOG_CEILING_CACHE_MIB`; Herald's default, 64 MiB, otherwise).
+/// sled's cache (`LOG_CEILING_CACHE_MIB`; Herald's default, 8 MiB, otherwise).
 fn cache_bytes() -> u64 {
-    std::env::var("LOG_CEILING_CACHE_MIB").map_or(64, |m| m.parse().expect("MiB")) << 20
+    std::env::var("LOG_CEILING_CACHE_MIB").map_or(8, |m| m.parse().expect("MiB")) << 20
 }
 
 /// Raw sled with Herald's configuration, and one tree.

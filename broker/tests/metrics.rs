@@ -116,6 +116,7 @@ async fn metrics_parse_and_move_with_traffic() {
         "herald_publish_ack_seconds",
         "herald_log_commit_seconds",
         "herald_log_disk_bytes",
+        "herald_log_staged_bytes",
         "herald_retention_trimmed_messages_total",
         "herald_cluster_members",
         "herald_nats_connected",

@@ -16,7 +16,8 @@ pub struct LogConfig {
     /// Background flush interval (bounds what `relaxed` can lose).
     #[serde(with = "humantime_serde")]
     pub flush_interval: Duration,
-    /// Storage page cache, bytes.
+    /// Storage page cache, bytes, as sled counts them (its resident memory
+    /// for it is a few times this; see deploy/CONFIG.md).
     pub cache_bytes: u64,
     /// How often retention runs.
     #[serde(with = "humantime_serde")]
@@ -34,7 +35,7 @@ impl Default for LogConfig {
         LogConfig {
             durability: Durability::Always,
             flush_interval: Duration::from_millis(500),
-            cache_bytes: 64 << 20,
+            cache_bytes: 8 << 20,
             retention_interval: Duration::from_secs(5),
             idempotency_window: Duration::from_secs(300),
             accept_damage: false,

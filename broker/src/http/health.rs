@@ -59,6 +59,11 @@ pub async fn metrics(
             "Bytes the log occupies on disk.",
             log.disk_bytes() as f64,
         ),
+        (
+            "herald_log_staged_bytes",
+            "Acknowledged message bytes held in memory until compaction writes them as runs.",
+            log.staged_bytes() as f64,
+        ),
         ("herald_ready", "1 when the node accepts publishes.", ready),
         (
             "herald_presence_clients",

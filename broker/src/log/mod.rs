@@ -216,4 +216,8 @@ pub trait MessageLog: Send + Sync + 'static {
 
     /// Bytes the log occupies on disk.
     fn disk_bytes(&self) -> u64;
+
+    /// Envelope bytes acknowledged and held in memory until they are
+    /// written as runs (appends wait while this is at its cap).
+    fn staged_bytes(&self) -> u64;
 }

@@ -515,6 +515,10 @@ impl MessageLog for SledLog {
     fn disk_bytes(&self) -> u64 {
         self.db.size_on_disk().unwrap_or(0) + self.runs.bytes()
     }
+
+    fn staged_bytes(&self) -> u64 {
+        self.compactor.tail.staged() as u64
+    }
 }
 
 #[cfg(test)]

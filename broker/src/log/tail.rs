@@ -191,6 +191,12 @@ impl Tail {
         }
     }
 
+    /// Envelope bytes staged, those a running compaction writes included.
+    pub fn staged(&self) -> usize {
+        let s = self.state.lock();
+        s.current.bytes + s.compacting.as_ref().map_or(0, |c| c.bytes)
+    }
+
     /// Envelope bytes and topics staged since the last compaction began
     /// (what the next one would take).
     pub fn waiting(&self) -> (usize, usize) {
@@ -411,8 +417,10 @@ mod split_tests {
         assert_eq!(two.compacting, bytes);
         assert!(two.waiting < bytes);
         assert_eq!(tail.waiting(), (two.waiting, 1));
+        assert_eq!(tail.staged(), bytes + two.waiting, "in memory: both");
         tail.release();
         assert_eq!(tail.waiting(), (two.waiting, 1));
+        assert_eq!(tail.staged(), two.waiting);
     }
 
     #[test]
