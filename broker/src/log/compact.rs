@@ -390,7 +390,13 @@ impl Compactor {
                 self.guard(|| Ok(self.tree.apply_batch(batch)?))?;
                 self.sync_if_due();
             }
-            writing.finish();
+            if retried {
+                // A failed attempt may have put some of these refs, naming
+                // bodies this one has just replaced.
+                drop(writing);
+            } else {
+                writing.finish();
+            }
             self.tail.release();
             compacted = true;
             if !retried {

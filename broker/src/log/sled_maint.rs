@@ -55,6 +55,8 @@ impl SledLog {
         let mut last = None;
         let mut batch = sled::Batch::default();
         let mut pending = 0;
+        // A ref was removed in the batch not yet applied.
+        let mut removed = false;
         // Each batch records the head of what it removes, so that whenever
         // it removes a topic's last message the head survives (module doc).
         let with_head = |mut batch: sled::Batch, seq: u64, ts: u64| {
@@ -101,6 +103,7 @@ impl SledLog {
                 break 'runs;
             }
             batch.remove(key);
+            removed = true;
             // Removing in batches keeps each tree update short.
             if pending == 256 {
                 let (seq, ts) = last.expect("a run removed");
@@ -108,11 +111,16 @@ impl SledLog {
                     .apply_batch(with_head(std::mem::take(&mut batch), seq, ts))?;
                 self.runs.note_garbage();
                 pending = 0;
+                removed = false;
             }
         }
         if let Some((seq, ts)) = last.filter(|_| pending > 0) {
             self.tree.apply_batch(with_head(batch, seq, ts))?;
-            self.runs.note_garbage();
+            // A skip alone leaves the body named: collection counts a
+            // run's whole body live.
+            if removed {
+                self.runs.note_garbage();
+            }
         }
         std::mem::drop((pinned, edits));
         if let Some((seq, _)) = last {

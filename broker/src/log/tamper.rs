@@ -1,7 +1,9 @@
 //! Deliberate damage for drills and tests: records changed through sled
 //! itself and bytes flipped in a run file, as a fault between writes would
 //! leave them, so that what the start-up check and the readers do about it
-//! can be shown. Nothing in the broker calls these.
+//! can be shown. Nothing in the broker calls these. They write through
+//! their own [`RunFiles`], so a log open beside them does not learn of the
+//! garbage they leave: it is collected after its next open.
 
 use std::{ops::RangeInclusive, path::Path};
 

@@ -73,6 +73,8 @@ impl Compactor {
                 }
                 Err(e) => {
                     left = true;
+                    // Copies may have been put that no ref came to name.
+                    self.runs.note_garbage();
                     tracing::warn!(error = %e, "moving runs out of mostly dead run files failed")
                 }
             }
@@ -145,7 +147,9 @@ impl Compactor {
                     continue;
                 }
                 // Changed meanwhile (a replacement, a removal): whatever
-                // it names now must not be in a file about to go.
+                // it names now must not be in a file about to go, and the
+                // copy is garbage.
+                self.runs.note_garbage();
                 let now = self.tree.get(&key)?;
                 let named = now
                     .as_deref()

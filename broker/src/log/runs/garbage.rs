@@ -2,9 +2,11 @@
 //! that a node that only appends never scans its refs for it: a scan of
 //! every ref grows with the log and holds compaction up while it runs.
 //!
-//! Garbage comes only from a ref removed or rewritten (retention, a
-//! replacement, a damaged record removed) or from bodies no ref came to
-//! name (a write that failed or was given up). Each is noted with the
+//! Garbage comes only from a ref removed or pointed elsewhere (retention
+//! removing runs, a replacement, a damaged record removed, a move that
+//! lost its race) or from bodies no ref came to name (a write that failed
+//! or was given up). Retention's skip is not garbage: collection counts a
+//! run's whole body live. Each is noted with the
 //! number after the newest file at that moment, which bounds the files it
 //! can be in; collection is clean again once a pass that saw no new note
 //! looked at every one of those files, closed.

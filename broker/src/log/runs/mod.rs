@@ -296,7 +296,10 @@ impl RunFiles {
     /// Creates the next file (the current one is closed).
     fn create_next(&self, w: &mut Writer) -> std::io::Result<()> {
         fs::create_dir_all(&self.dir)?;
-        let mut no = listing(&self.dir)?.last().map_or(0, |l| l.0 + 1);
+        // Never a number this process used before (collection may have
+        // deleted the newest file): garbage notes bound files by number.
+        let listed = listing(&self.dir)?.last().map_or(0, |l| l.0 + 1);
+        let mut no = listed.max(self.next_no.load(Ordering::Acquire));
         let file = loop {
             match OpenOptions::new()
                 .create_new(true)

@@ -447,13 +447,13 @@ fn collection_scans_only_after_garbage_and_until_it_saw_that_garbage_s_file_clos
         log.append(&entries).unwrap();
         log.compactor.compact().unwrap();
     };
-    append(&a, 1..=10);
-    assert_eq!(log.compactor.collect().unwrap(), 0);
     assert_eq!(
         log.runs().garbage_pass(),
         None,
-        "a clean pass: no more scans"
+        "no file yet: nothing to scan"
     );
+    append(&a, 1..=10);
+    assert_eq!(log.compactor.collect().unwrap(), 0);
     append(&a, 11..=20);
     assert_eq!(log.runs().garbage_pass(), None, "appends leave no garbage");
     // `b` fills the file being written, and retention then empties `b`.
@@ -491,4 +491,48 @@ fn collection_scans_only_after_garbage_and_until_it_saw_that_garbage_s_file_clos
         .collect();
     assert_eq!(seqs, (1..=21).collect::<Vec<_>>());
     assert!(log.read(&b, 0, 100).unwrap().is_empty());
+}
+
+#[test]
+fn garbage_an_earlier_process_left_is_collected_after_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let [a, b] = ["g.a", "g.b"].map(|n| Topic::parse(n).unwrap());
+    {
+        let log = open(dir.path());
+        let entries: Vec<_> = (1..=10).map(|s| entry(&b, s, s)).collect();
+        log.append(&entries).unwrap();
+        log.append(&[entry(&a, 1, 1), entry(&a, 2, 2)]).unwrap();
+        log.compactor.compact().unwrap();
+        // Retention empties `b`; the process ends before collection runs.
+        log.trim_front(&b, &mut |_, _, _| true).unwrap();
+    }
+    let seqs = |log: &SledLog| -> Vec<u64> {
+        log.read(&a, 0, 10).unwrap().iter().map(|m| m.seq).collect()
+    };
+    let log = open(dir.path());
+    assert!(log.runs().garbage_pass().is_some(), "files on disk at open");
+    // File 0 is mostly garbage: `a` moves to file 1 and file 0 goes.
+    assert_eq!(log.compactor.collect().unwrap(), 1);
+    assert_eq!(log.runs().garbage_pass(), None, "every noted file was seen");
+    assert_eq!(seqs(&log), vec![1, 2]);
+    // A trim that only skips part of a run leaves its body named.
+    log.trim_front(&a, &mut |seq, _, _| seq <= 1).unwrap();
+    assert_eq!(log.runs().garbage_pass(), None, "a skip is not garbage");
+    log.trim_front(&a, &mut |_, _, _| true).unwrap();
+    assert!(log.runs().garbage_pass().is_some());
+    assert_eq!(
+        log.compactor.collect().unwrap(),
+        0,
+        "file 1 is being written"
+    );
+    drop(log);
+    let log = open(dir.path());
+    assert_eq!(log.compactor.collect().unwrap(), 1, "file 1 goes");
+    assert!(log.runs().files().unwrap().on_disk.is_empty());
+    assert_eq!(log.runs().garbage_pass(), None);
+    // The next file is never a number this process saw used.
+    log.append(&[entry(&a, 3, 3)]).unwrap();
+    log.compactor.compact().unwrap();
+    assert_eq!(log.runs().files().unwrap().on_disk[0].0, 2);
+    assert_eq!(seqs(&log), vec![3]);
 }
