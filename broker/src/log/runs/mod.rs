@@ -222,7 +222,12 @@ impl RunFiles {
         let on_disk = listing(&self.dir)?;
         let current = self.writer.lock().file.as_ref().map(|f| f.0);
         let busy = self.writing.lock().iter().copied().min();
-        let next = on_disk.last().map_or(0, |f| f.0 + 1);
+        // Past every file this process saw, so that a note made while no
+        // file is written can still be seen through.
+        let next = on_disk
+            .last()
+            .map_or(0, |f| f.0 + 1)
+            .max(self.next_no.load(Ordering::Acquire));
         Ok(Files {
             on_disk,
             keep_from: current.into_iter().chain(busy).min().unwrap_or(next),
