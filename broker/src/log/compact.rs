@@ -239,7 +239,7 @@ impl Compactor {
         if due(staged.waiting, staged.topics) {
             self.wake();
         }
-        Ok(staged.waiting + staged.compacting >= MAX_BYTES)
+        Ok(staged.in_memory() >= MAX_BYTES)
     }
 
     /// Makes every earlier append durable.

@@ -165,10 +165,28 @@ pub(super) struct StagedBytes {
     pub compacting: usize,
 }
 
+impl StagedBytes {
+    /// Every staged byte, what the running compaction writes included:
+    /// all of it is held in memory.
+    pub fn in_memory(&self) -> usize {
+        self.waiting + self.compacting
+    }
+}
+
 #[derive(Default)]
 struct State {
     current: Staged,
     compacting: Option<Arc<Staged>>,
+}
+
+impl State {
+    fn bytes(&self) -> StagedBytes {
+        StagedBytes {
+            waiting: self.current.bytes,
+            topics: self.current.topics.len(),
+            compacting: self.compacting.as_ref().map_or(0, |c| c.bytes),
+        }
+    }
 }
 
 /// The staged messages: those appended since the last compaction began,
@@ -184,17 +202,12 @@ impl Tail {
     pub fn push(&self, segment: u64, entries: &[LogEntry]) -> StagedBytes {
         let mut s = self.state.lock();
         s.current.push(segment, entries);
-        StagedBytes {
-            waiting: s.current.bytes,
-            topics: s.current.topics.len(),
-            compacting: s.compacting.as_ref().map_or(0, |c| c.bytes),
-        }
+        s.bytes()
     }
 
     /// Envelope bytes staged, those a running compaction writes included.
     pub fn staged(&self) -> usize {
-        let s = self.state.lock();
-        s.current.bytes + s.compacting.as_ref().map_or(0, |c| c.bytes)
+        self.state.lock().bytes().in_memory()
     }
 
     /// Envelope bytes and topics staged since the last compaction began

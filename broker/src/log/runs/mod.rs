@@ -222,12 +222,7 @@ impl RunFiles {
         let on_disk = listing(&self.dir)?;
         let current = self.writer.lock().file.as_ref().map(|f| f.0);
         let busy = self.writing.lock().iter().copied().min();
-        // Past every file this process saw, so that a note made while no
-        // file is written can still be seen through.
-        let next = on_disk
-            .last()
-            .map_or(0, |f| f.0 + 1)
-            .max(self.next_no.load(Ordering::Acquire));
+        let next = self.next_number(&on_disk);
         Ok(Files {
             on_disk,
             keep_from: current.into_iter().chain(busy).min().unwrap_or(next),
@@ -298,13 +293,18 @@ impl RunFiles {
         Ok(())
     }
 
+    /// The number after every file in `on_disk` and every file this
+    /// process saw: never one used before (collection may have deleted
+    /// the newest file), since garbage notes bound files by number.
+    fn next_number(&self, on_disk: &[(u64, u64)]) -> u64 {
+        let listed = on_disk.last().map_or(0, |f| f.0 + 1);
+        listed.max(self.next_no.load(Ordering::Acquire))
+    }
+
     /// Creates the next file (the current one is closed).
     fn create_next(&self, w: &mut Writer) -> std::io::Result<()> {
         fs::create_dir_all(&self.dir)?;
-        // Never a number this process used before (collection may have
-        // deleted the newest file): garbage notes bound files by number.
-        let listed = listing(&self.dir)?.last().map_or(0, |l| l.0 + 1);
-        let mut no = listed.max(self.next_no.load(Ordering::Acquire));
+        let mut no = self.next_number(&listing(&self.dir)?);
         let file = loop {
             match OpenOptions::new()
                 .create_new(true)
