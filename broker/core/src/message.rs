@@ -12,6 +12,9 @@ use crate::{
     websocket::{self, OpCode},
 };
 
+const TOPIC_KEY: &[u8] = b"{\"topic\":\"";
+const SEQ_KEY: &[u8] = b"\",\"seq\":";
+const TS_KEY: &[u8] = b",\"ts\":";
 const TRACEPARENT_KEY: &[u8] = b",\"traceparent\":\"";
 const DATA_KEY: &[u8] = b",\"data\":";
 /// How a binary message's envelope ends, after its base64 `data` string.
@@ -109,7 +112,9 @@ impl Message {
             Payload::Json(data) => Self::traced(topic, seq, ts, data, traceparent),
             Payload::Binary(raw) => {
                 let encoded = raw.len().div_ceil(3) * 4;
-                Self::build(topic, seq, ts, traceparent, encoded + 32, |buf| {
+                // `"`, the base64, `"`, and the tail but its closing `}`.
+                let data_len = encoded + 2 + BINARY_TAIL.len() - 1;
+                Self::build(topic, seq, ts, traceparent, data_len, |buf| {
                     buf.put_u8(b'"');
                     let at = buf.len();
                     buf.resize(at + encoded, 0);
@@ -132,14 +137,29 @@ impl Message {
         data_len: usize,
         put_data: impl FnOnce(&mut BytesMut),
     ) -> Arc<Self> {
-        let mut buf = BytesMut::with_capacity(48 + topic.as_str().len() + data_len);
-        buf.put_slice(b"{\"topic\":\"");
+        let (mut seq_text, mut ts_text) = (itoa::Buffer::new(), itoa::Buffer::new());
+        let (seq_text, ts_text) = (seq_text.format(seq), ts_text.format(ts));
+        let tp_len = traceparent.map_or(0, |tp| TRACEPARENT_KEY.len() + tp.len() + 1);
+        // Sized exactly: a buffer that grew would double, and a staged
+        // message keeps its envelope's whole allocation until compaction.
+        let len = TOPIC_KEY.len()
+            + topic.as_str().len()
+            + SEQ_KEY.len()
+            + seq_text.len()
+            + TS_KEY.len()
+            + ts_text.len()
+            + tp_len
+            + DATA_KEY.len()
+            + data_len
+            + 1;
+        let mut buf = BytesMut::with_capacity(len);
+        buf.put_slice(TOPIC_KEY);
         // Topic names are [A-Za-z0-9_.-]: nothing to escape.
         buf.put_slice(topic.as_str().as_bytes());
-        buf.put_slice(b"\",\"seq\":");
-        buf.put_slice(itoa::Buffer::new().format(seq).as_bytes());
-        buf.put_slice(b",\"ts\":");
-        buf.put_slice(itoa::Buffer::new().format(ts).as_bytes());
+        buf.put_slice(SEQ_KEY);
+        buf.put_slice(seq_text.as_bytes());
+        buf.put_slice(TS_KEY);
+        buf.put_slice(ts_text.as_bytes());
         if let Some(tp) = traceparent {
             // Validated W3C text: hex and dashes, nothing to escape.
             buf.put_slice(TRACEPARENT_KEY);
@@ -149,6 +169,7 @@ impl Message {
         buf.put_slice(DATA_KEY);
         put_data(&mut buf);
         buf.put_u8(b'}');
+        debug_assert_eq!(buf.len(), len, "the envelope's size is computed exactly");
         Arc::new(Self::from_envelope(topic, seq, ts, buf.freeze()))
     }
 

@@ -74,8 +74,16 @@ fn put_message(body: &mut Vec<u8>, ts: u64, envelope: &[u8]) {
 }
 
 /// The body of a run holding `messages` (consecutive seqs of one topic).
-pub(super) fn encode_run<'a>(messages: impl IntoIterator<Item = (u64, &'a [u8])>) -> Vec<u8> {
-    let mut body = vec![0; 4];
+pub(super) fn encode_run<'a, I>(messages: I) -> Vec<u8>
+where
+    I: IntoIterator<Item = (u64, &'a [u8])>,
+    I::IntoIter: Clone,
+{
+    let messages = messages.into_iter();
+    // Sized first: growing by doubling copied each body several times.
+    let size = 4 + messages.clone().map(|(_, e)| 12 + e.len()).sum::<usize>();
+    let mut body = Vec::with_capacity(size);
+    body.extend_from_slice(&[0; 4]);
     let mut count = 0u32;
     for (ts, envelope) in messages {
         put_message(&mut body, ts, envelope);

@@ -114,3 +114,23 @@ fn json_messages_are_not_binary() {
         assert_eq!(m.data(), data.as_bytes());
     }
 }
+
+#[test]
+fn envelopes_are_sized_exactly_for_every_kind_and_any_seq() {
+    // `build` asserts (in debug builds) that it computed the envelope's
+    // size exactly; these reach every part of that computation.
+    let topic = Topic::parse("orders.eu-west_1").unwrap();
+    let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+    for seq in [1, 99, 100, 123_456_789, u64::MAX] {
+        for traceparent in [None, Some(tp)] {
+            let json = Message::traced(topic.clone(), seq, u64::MAX, "{\"a\":[1,2]}", traceparent);
+            assert_eq!(json.data(), b"{\"a\":[1,2]}");
+            assert_eq!(json.traceparent(), traceparent);
+            for raw in [&b""[..], b"\x00", b"\x00\x01", b"\x00\x01\x02\xff"] {
+                let payload = Payload::Binary(Bytes::copy_from_slice(raw));
+                let binary = Message::with_payload(topic.clone(), seq, 7, &payload, traceparent);
+                assert_eq!(binary.raw_data().as_deref(), Some(raw));
+            }
+        }
+    }
+}
