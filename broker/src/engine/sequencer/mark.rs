@@ -3,11 +3,11 @@
 //! dispatched and acknowledged, by the fan-out thread itself.
 //!
 //! ```text
-//! writer: append ──▶ sync: log.sync ──▶ fan-out: journal pwrite → dispatch, acks
+//! writer: append → sync (sled) ──▶ fan-out: journal pwrite → dispatch, acks
 //! ```
 //!
-//! The mark is written only after the log's sync of that batch returned, so
-//! the journal never claims a message the log had not written; and a batch is
+//! The mark is written only after sled's sync of that batch returned, so
+//! the journal never claims a message sled had not written; and a batch is
 //! acknowledged only after its mark is written, so every ack is covered.
 //! Every batch waiting when the thread wakes shares one journal write, and
 //! writing on the fan-out thread costs no extra thread hop on the way to

@@ -2,18 +2,16 @@
 //! hands durable batches on — the publish hot path.
 //!
 //! A dedicated writer thread takes every command waiting when it wakes (up to
-//! a cap) as one batch and appends it; in `always` mode the sync stage
-//! ([`sync`]) then makes every batch appended meanwhile durable with one
-//! fsync, while the writer appends the next:
+//! a cap) as one batch, so one fsync covers many publishes:
 //!
 //! ```text
-//! publishers ──cmd──▶ writer: assign seq/ts → log.append ──▶ sync: log.sync ──Committed──▶ fan-out
+//! publishers ──cmd──▶ writer: assign seq/ts → log.append → log.sync ──Committed──▶ fan-out
 //! ```
 //!
 //! In `always` mode the fan-out thread records each committed batch's topic
 //! heads in the acknowledged-heads journal ([`mark`]) before it dispatches
-//! the batch and answers anyone. While it fans a batch out, the sync stage
-//! is already syncing the next. One writer means one ordering per topic, and
+//! the batch and answers anyone. While it fans a batch out, the writer is
+//! already syncing the next. One writer means one ordering per topic, and
 //! the log never holds a seq twice. In a cluster the owner replicates first
 //! and applies through the same writer (below), so this path is shared.
 //!
@@ -28,7 +26,7 @@ use std::{
         Arc,
     },
     thread,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use serde::{Deserialize, Serialize};
@@ -36,9 +34,6 @@ use tokio::sync::{mpsc, oneshot};
 
 pub(crate) mod assign;
 mod mark;
-mod sync;
-#[cfg(test)]
-mod sync_tests;
 #[cfg(test)]
 mod tests;
 mod writer;
@@ -132,52 +127,9 @@ pub struct Committed {
     skipped: Vec<(Topic, TopicHead)>,
     replies: Vec<Reply>,
     ticket: Option<InFlight>,
-    /// When the batch was appended, if it still waits for the sync stage's
-    /// `fdatasync` (`always`): nothing may see it before that.
-    appended: Option<Instant>,
-    /// Trace spans of the batch's traced messages, open until it is durable.
-    spans: Vec<tracing::Span>,
 }
 
 impl Committed {
-    /// A batch that appended nothing: it answers `replies` when completed.
-    fn answers(replies: Vec<Reply>) -> Self {
-        Committed {
-            messages: Vec::new(),
-            skipped: Vec::new(),
-            replies,
-            ticket: None,
-            appended: None,
-            spans: Vec::new(),
-        }
-    }
-
-    /// A batch whose storage failed: it answers everyone with `reason`.
-    fn failed(replies: Vec<Reply>, reason: &str) -> Self {
-        let mut batch = Self::answers(replies);
-        batch.fail_all(reason);
-        batch
-    }
-
-    /// The batch is not known to be durable: its messages are never
-    /// dispatched, and everyone waiting on it gets `reason`.
-    fn abandon(&mut self, reason: &str) {
-        self.messages.clear();
-        self.ticket = None;
-        self.fail_all(reason);
-    }
-
-    fn fail_all(&mut self, reason: &str) {
-        let err = PublishError::Unavailable(reason.to_string());
-        for reply in &mut self.replies {
-            match reply {
-                Reply::Publish(_, result) => *result = Err(err.clone()),
-                Reply::Apply(_, result) => *result = Err(err.clone()),
-                Reply::Skip(_, result) => *result = Err(err.clone()),
-            }
-        }
-    }
-
     /// Dispatches the messages to local subscribers, then answers the
     /// publishers (and appliers) of the batch.
     pub fn complete(mut self, hub: &Hub) {
@@ -281,19 +233,6 @@ impl Sequencer {
                     }
                 })?,
         );
-        // With `always` a sync stage sits between the writer and fan-out.
-        let sink = if options.durability == Durability::Always {
-            let (synced, appended) = mpsc::unbounded_channel::<Committed>();
-            let (log, hub, healthy) = (log.clone(), hub.clone(), healthy.clone());
-            threads.push(
-                thread::Builder::new()
-                    .name("herald-sync".into())
-                    .spawn(move || sync::run(log, hub, healthy, appended, sink))?,
-            );
-            synced
-        } else {
-            sink
-        };
         let heads: HashMap<Topic, TopicHead> = hub.all_heads().into_iter().collect();
         let writer = Writer {
             hub,

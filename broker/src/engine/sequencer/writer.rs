@@ -18,7 +18,7 @@ use super::{
     SequencerOptions, SkipReply, MAX_BATCH_ITEMS,
 };
 use crate::{
-    engine::PublishItem,
+    engine::{PublishError, PublishItem},
     hub::{Hub, InFlight, Message, Topic, TopicHead},
     log::{LogEntry, LogError, MessageLog},
 };
@@ -192,7 +192,7 @@ impl Writer {
         let mut replies = Vec::new();
         if !self.healthy.load(Ordering::Acquire) {
             replies.extend(skips.into_iter().map(|(_, _, r)| Reply::Skip(r, Ok(()))));
-            return Some(Committed::failed(
+            return Some(Self::failed(
                 replies,
                 "storage failed; the node must be restarted",
             ));
@@ -223,9 +223,12 @@ impl Writer {
             failed.skipped = skipped;
             return Some(failed);
         }
-        let mut batch = Committed::answers(replies);
-        batch.skipped = skipped;
-        Some(batch)
+        Some(Committed {
+            messages: Vec::new(),
+            skipped,
+            replies,
+            ticket: None,
+        })
     }
 
     /// A replicated entry at a seq this node holds: the same message is
@@ -269,7 +272,7 @@ impl Writer {
     /// Appends and syncs a pass; on failure answers everyone with an error.
     fn commit(&mut self, mut pass: Pass, origin: Origin) -> Committed {
         if !self.healthy.load(Ordering::Acquire) {
-            return Committed::failed(pass.replies, "storage failed; the node must be restarted");
+            return Self::failed(pass.replies, "storage failed; the node must be restarted");
         }
         if !pass.replaced.is_empty() {
             if let Err(e) = self.log.replace(&pass.replaced) {
@@ -283,7 +286,12 @@ impl Writer {
             }
         }
         if pass.entries.is_empty() {
-            return Committed::answers(pass.replies);
+            return Committed {
+                messages: Vec::new(),
+                skipped: Vec::new(),
+                replies: pass.replies,
+                ticket: None,
+            };
         }
         let started = Instant::now();
         let min_ts = pass.entries.iter().map(|e| e.message.ts).min().unwrap_or(0);
@@ -291,9 +299,8 @@ impl Writer {
             .ticket
             .take()
             .unwrap_or_else(|| self.hub.begin_batch(min_ts));
-        // Traced messages get a span covering their append and sync (it
-        // ends when the sync stage lets the batch go).
-        let spans: Vec<tracing::Span> = if crate::telemetry::otel_enabled() {
+        // Traced messages get a span covering their append and sync.
+        let _spans: Vec<tracing::Span> = if crate::telemetry::otel_enabled() {
             pass.entries
                 .iter()
                 .filter_map(|e| {
@@ -315,25 +322,25 @@ impl Writer {
             self.heads.extend(pass.undo);
             return self.fail(pass.replies, e);
         }
-        // With `always` the sync stage makes the batch durable (`sync.rs`)
-        // while this thread goes on to the next pass.
-        let appended = (self.options.durability == Durability::Always).then_some(started);
+        if self.options.durability == Durability::Always {
+            if let Err(e) = self.log.sync() {
+                // The batch may or may not be on disk; its seqs must never be
+                // reused, so the node stops taking writes until restarted.
+                return self.fail(pass.replies, e);
+            }
+        }
         let metrics = self.hub.metrics();
         if origin == Origin::Local {
             metrics.messages_published.inc_by(pass.entries.len() as u64);
         }
-        if appended.is_none() {
-            metrics
-                .commit_seconds
-                .observe(started.elapsed().as_secs_f64());
-        }
+        metrics
+            .commit_seconds
+            .observe(started.elapsed().as_secs_f64());
         Committed {
             messages: pass.entries.into_iter().map(|e| e.message).collect(),
             skipped: Vec::new(),
             replies: pass.replies,
             ticket: Some(ticket),
-            appended,
-            spans,
         }
     }
 
@@ -354,7 +361,25 @@ impl Writer {
     fn fail(&self, replies: Vec<Reply>, error: LogError) -> Committed {
         tracing::error!(error = %error, "storage failure; refusing further writes");
         self.healthy.store(false, Ordering::Release);
-        Committed::failed(replies, &format!("storage failure: {error}"))
+        Self::failed(replies, &format!("storage failure: {error}"))
+    }
+
+    fn failed(replies: Vec<Reply>, reason: &str) -> Committed {
+        let err = PublishError::Unavailable(reason.to_string());
+        let replies = replies
+            .into_iter()
+            .map(|r| match r {
+                Reply::Publish(tx, _) => Reply::Publish(tx, Err(err.clone())),
+                Reply::Apply(tx, _) => Reply::Apply(tx, Err(err.clone())),
+                Reply::Skip(tx, _) => Reply::Skip(tx, Err(err.clone())),
+            })
+            .collect();
+        Committed {
+            messages: Vec::new(),
+            skipped: Vec::new(),
+            replies,
+            ticket: None,
+        }
     }
 }
 
