@@ -396,7 +396,8 @@ impl Owner {
             }
             let seq = owned.next_seq;
             owned.next_seq += 1;
-            let (entry, published) = stamp.sequence(&item, seq, &mut owned.in_flight);
+            let (entry, published) =
+                stamp.sequence(&item, item.topic.clone(), seq, &mut owned.in_flight);
             let part = parts.entry(item.topic.clone()).or_insert_with(|| Part {
                 term: owned.term.clone(),
                 entries: Vec::new(),

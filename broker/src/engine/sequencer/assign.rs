@@ -67,18 +67,19 @@ impl Stamp {
     pub(crate) fn sequence(
         &self,
         item: &PublishItem,
+        topic: Topic,
         seq: u64,
         in_flight: &mut InFlightKeys,
     ) -> (LogEntry, Published) {
         let message = Message::with_payload(
-            item.topic.clone(),
+            topic,
             seq,
             self.now,
             &item.data,
             item.traceparent.as_deref(),
         );
         let published = Published {
-            topic: item.topic.clone(),
+            topic: message.topic.clone(),
             seq,
             ts: self.now,
             duplicate: false,
@@ -134,7 +135,12 @@ mod tests {
         let log = log(&dir);
         let mut keys = InFlightKeys::new();
         let first = Stamp::new(1_000, Duration::from_secs(60));
-        let (_, p) = first.sequence(&item("a.b", Some("k")), 7, &mut keys);
+        let (_, p) = first.sequence(
+            &item("a.b", Some("k")),
+            Topic::parse("a.b").unwrap(),
+            7,
+            &mut keys,
+        );
         assert_eq!((p.seq, p.ts, p.duplicate), (7, 1_000, false));
         let later = Stamp::new(5_000, Duration::from_secs(60));
         let again = later
@@ -155,7 +161,12 @@ mod tests {
         let log = log(&dir);
         let mut keys = InFlightKeys::new();
         let stamp = Stamp::new(1_000, Duration::from_millis(500));
-        let (entry, _) = stamp.sequence(&item("a.b", Some("k")), 1, &mut keys);
+        let (entry, _) = stamp.sequence(
+            &item("a.b", Some("k")),
+            Topic::parse("a.b").unwrap(),
+            1,
+            &mut keys,
+        );
         log.append(&[entry]).unwrap();
         let none = InFlightKeys::new();
         let within = Stamp::new(1_500, Duration::from_secs(1));

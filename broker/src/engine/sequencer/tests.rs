@@ -200,3 +200,28 @@ async fn a_skip_records_the_range_as_removed_and_the_topic_continues_after_it() 
     assert!(report.lost().is_empty(), "{report:?}");
     assert_eq!(report.records, 2, "the head record and message 41");
 }
+
+#[tokio::test]
+async fn staged_messages_of_a_topic_share_one_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (sequencer, _hub, log) = start(&dir);
+    for data in ["1", "2"] {
+        // A freshly parsed name each time, as every publish brings.
+        let item = crate::engine::PublishItem {
+            topic: Topic::parse("a.b").unwrap(),
+            data: crate::hub::Payload::Json(data.into()),
+            idempotency_key: None,
+            traceparent: None,
+        };
+        sequencer.publish(vec![item]).await.unwrap();
+    }
+    let t = Topic::parse("a.b").unwrap();
+    let staged = log.read(&t, 1, 10).unwrap();
+    assert_eq!(staged.len(), 2);
+    assert_eq!(
+        staged[0].topic.as_str().as_ptr(),
+        staged[1].topic.as_str().as_ptr(),
+        "each staged message would hold its own copy of the name"
+    );
+    sequencer.shutdown().await;
+}

@@ -124,11 +124,15 @@ impl Writer {
                     Ok(None) => {}
                     Err(e) => return Some(self.storage_failed(pass, commands, e)),
                 }
-                let head = self.heads.entry(item.topic.clone()).or_default();
-                pass.undo.entry(item.topic.clone()).or_insert(*head);
+                let entry = self.heads.entry(item.topic.clone());
+                // The name the writer holds (an occupied entry keeps its own
+                // key): a staged message then costs no name of its own.
+                let topic = entry.key().clone();
+                let head = entry.or_default();
+                pass.undo.entry(topic.clone()).or_insert(*head);
                 head.last_seq += 1;
                 head.last_ts = now;
-                let (entry, p) = stamp.sequence(item, head.last_seq, &mut in_flight);
+                let (entry, p) = stamp.sequence(item, topic, head.last_seq, &mut in_flight);
                 published.push(p);
                 pass.entries.push(entry);
             }
