@@ -80,7 +80,7 @@ where
     I::IntoIter: Clone,
 {
     let messages = messages.into_iter();
-    // Sized first: growing by doubling copied each body several times.
+    // Sized first, so the body is not copied again as it grows.
     let size = 4 + messages.clone().map(|(_, e)| 12 + e.len()).sum::<usize>();
     let mut body = Vec::with_capacity(size);
     body.extend_from_slice(&[0; 4]);
