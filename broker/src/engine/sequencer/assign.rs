@@ -63,7 +63,9 @@ impl Stamp {
     }
 
     /// `item` as message `seq`: the entry to store and the publisher's
-    /// answer. Its key, if any, is remembered in `in_flight`.
+    /// answer. Its key, if any, is remembered in `in_flight`. `topic` is
+    /// `item`'s topic, passed as the caller holds it so that a topic's
+    /// messages can share one name.
     pub(crate) fn sequence(
         &self,
         item: &PublishItem,
@@ -71,6 +73,7 @@ impl Stamp {
         seq: u64,
         in_flight: &mut InFlightKeys,
     ) -> (LogEntry, Published) {
+        debug_assert_eq!(topic, item.topic, "the item's own topic, shared");
         let message = Message::with_payload(
             topic,
             seq,
