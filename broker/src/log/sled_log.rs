@@ -94,6 +94,10 @@ pub struct SledLog {
     compact_thread: Option<JoinHandle<()>>,
     /// Something was written to sled outside compaction since the last sync.
     sled_dirty: AtomicBool,
+    /// Held from taking `sled_dirty` to the end of its flush: a second
+    /// caller (the writer and a cluster claim both sync) must not find the
+    /// flag cleared and return while the first one's flush is still running.
+    sled_flush: Mutex<()>,
     /// Damage the write-ahead file showed at open.
     wal_problems: Vec<String>,
     upgraded_from: Option<u8>,
@@ -173,6 +177,7 @@ impl SledLog {
             compactor,
             compact_thread: Some(compact_thread),
             sled_dirty: AtomicBool::new(false),
+            sled_flush: Mutex::new(()),
             wal_problems,
             upgraded_from: opened.upgraded_from,
             created: opened.created,
@@ -320,11 +325,17 @@ impl MessageLog for SledLog {
 
     fn sync(&self) -> Result<(), LogError> {
         self.compactor.sync()?;
+        let _flushing = self.sled_flush.lock();
         if self.sled_dirty.swap(false, Ordering::AcqRel) {
-            self.guard(|| {
+            let flushed = self.guard(|| {
                 self.db.flush()?;
                 Ok(())
-            })?;
+            });
+            if flushed.is_err() {
+                // Still not durable: the next sync must try again.
+                self.sled_dirty.store(true, Ordering::Release);
+            }
+            flushed?;
         }
         Ok(())
     }

@@ -16,7 +16,7 @@ use std::{
     fs::{self, File, OpenOptions},
     io::Write,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, OnceLock},
 };
 
 use parking_lot::Mutex;
@@ -125,6 +125,14 @@ struct Active {
 pub(super) struct Wal {
     dir: PathBuf,
     active: Mutex<Active>,
+    /// Why a sync failed, once one has. Linux reports a write-back error to
+    /// one `fdatasync` and may then drop the pages, so a later sync that
+    /// returns Ok proves nothing about the earlier appends: every sync
+    /// after a failure fails too, whichever thread met it.
+    sync_failed: OnceLock<String>,
+    /// Test hook: the next sync fails as the device would.
+    #[cfg(test)]
+    fail_next_sync: std::sync::atomic::AtomicBool,
 }
 
 fn create(dir: &Path, no: u64) -> std::io::Result<File> {
@@ -153,6 +161,9 @@ impl Wal {
                 file,
                 len: 0,
             }),
+            sync_failed: OnceLock::new(),
+            #[cfg(test)]
+            fail_next_sync: std::sync::atomic::AtomicBool::new(false),
         };
         Ok((wal, replayed))
     }
@@ -168,7 +179,7 @@ impl Wal {
         if a.len >= SEGMENT_BYTES {
             // A closed segment is whole on disk before the next one exists,
             // so only the last segment can end in a torn write.
-            a.file.sync_data()?;
+            self.sync_file(&a.file)?;
             let next = a.no + 1;
             a.file = Arc::new(create(&self.dir, next)?);
             a.no = next;
@@ -183,7 +194,30 @@ impl Wal {
     /// closed segments were synced when they were closed).
     pub fn sync(&self) -> std::io::Result<()> {
         let file = self.active.lock().file.clone();
-        file.sync_data()
+        self.sync_file(&file)
+    }
+
+    fn sync_file(&self, file: &File) -> std::io::Result<()> {
+        if let Some(reason) = self.sync_failed.get() {
+            return Err(std::io::Error::other(format!(
+                "an earlier write-ahead sync failed: {reason}"
+            )));
+        }
+        #[cfg(test)]
+        let result = if self
+            .fail_next_sync
+            .swap(false, std::sync::atomic::Ordering::AcqRel)
+        {
+            Err(std::io::Error::other("fdatasync: Input/output error"))
+        } else {
+            file.sync_data()
+        };
+        #[cfg(not(test))]
+        let result = file.sync_data();
+        if let Err(e) = &result {
+            self.sync_failed.get_or_init(|| e.to_string());
+        }
+        result
     }
 
     /// The segment appends go to now.
@@ -256,5 +290,26 @@ mod tests {
         wal.release_before(2).unwrap();
         assert_eq!(segments(dir.path()).unwrap(), vec![2]);
         assert_eq!(wal.oldest(), 2);
+    }
+
+    #[test]
+    fn after_a_failed_sync_every_later_sync_fails() {
+        let dir = tempfile::tempdir().unwrap();
+        let (wal, _) = Wal::open(dir.path()).unwrap();
+        wal.append(b"one").unwrap();
+        wal.sync().unwrap();
+        wal.append(b"two").unwrap();
+        wal.fail_next_sync
+            .store(true, std::sync::atomic::Ordering::Release);
+        let first = wal.sync().unwrap_err().to_string();
+        assert!(first.contains("Input/output error"), "{first}");
+        // The device would now report success: "two" may be gone all the same.
+        let later = wal.sync().unwrap_err().to_string();
+        assert!(
+            later.contains("an earlier write-ahead sync failed") && later.contains(&first),
+            "{later}"
+        );
+        wal.append(b"three").unwrap();
+        assert!(wal.sync().is_err());
     }
 }
