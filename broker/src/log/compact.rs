@@ -258,6 +258,10 @@ impl Compactor {
             }
             *synced = Instant::now();
         }
+        if self.wal.failed() {
+            // Reported once, when it failed; the node is degraded.
+            return;
+        }
         if let Err(e) = self.sync() {
             tracing::error!(error = %e, "syncing the write-ahead file failed");
         }

@@ -130,6 +130,10 @@ pub(super) struct Wal {
     /// returns Ok proves nothing about the earlier appends: every sync
     /// after a failure fails too, whichever thread met it.
     sync_failed: OnceLock<String>,
+    /// Held from checking `sync_failed` to recording a sync's outcome: the
+    /// write-back error goes to one of two overlapping syncs, and the other
+    /// must not return Ok before it is recorded.
+    sync_lock: Mutex<()>,
     /// Test hook: the next sync fails as the device would.
     #[cfg(test)]
     fail_next_sync: std::sync::atomic::AtomicBool,
@@ -162,6 +166,7 @@ impl Wal {
                 len: 0,
             }),
             sync_failed: OnceLock::new(),
+            sync_lock: Mutex::new(()),
             #[cfg(test)]
             fail_next_sync: std::sync::atomic::AtomicBool::new(false),
         };
@@ -197,7 +202,13 @@ impl Wal {
         self.sync_file(&file)
     }
 
+    /// Whether a sync has failed (every later one fails too).
+    pub fn failed(&self) -> bool {
+        self.sync_failed.get().is_some()
+    }
+
     fn sync_file(&self, file: &File) -> std::io::Result<()> {
+        let _syncing = self.sync_lock.lock();
         if let Some(reason) = self.sync_failed.get() {
             return Err(std::io::Error::other(format!(
                 "an earlier write-ahead sync failed: {reason}"
