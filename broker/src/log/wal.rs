@@ -16,7 +16,7 @@ use std::{
     fs::{self, File, OpenOptions},
     io::Write,
     path::{Path, PathBuf},
-    sync::{Arc, OnceLock},
+    sync::Arc,
 };
 
 use parking_lot::Mutex;
@@ -125,15 +125,13 @@ struct Active {
 pub(super) struct Wal {
     dir: PathBuf,
     active: Mutex<Active>,
-    /// Why a sync failed, once one has. Linux reports a write-back error to
-    /// one `fdatasync` and may then drop the pages, so a later sync that
-    /// returns Ok proves nothing about the earlier appends: every sync
-    /// after a failure fails too, whichever thread met it.
-    sync_failed: OnceLock<String>,
-    /// Held from checking `sync_failed` to recording a sync's outcome: the
-    /// write-back error goes to one of two overlapping syncs, and the other
-    /// must not return Ok before it is recorded.
-    sync_lock: Mutex<()>,
+    /// Why a sync failed, once one has; held across each sync. Linux
+    /// reports a write-back error to one `fdatasync` and may then drop the
+    /// pages, so a later sync that returns Ok proves nothing about earlier
+    /// appends: every sync after a failure fails too, whichever thread met
+    /// it, and of two overlapping syncs the one told nothing waits until
+    /// the other's failure is recorded.
+    sync_failed: Mutex<Option<String>>,
     /// Test hook: the next sync fails as the device would.
     #[cfg(test)]
     fail_next_sync: std::sync::atomic::AtomicBool,
@@ -165,8 +163,7 @@ impl Wal {
                 file,
                 len: 0,
             }),
-            sync_failed: OnceLock::new(),
-            sync_lock: Mutex::new(()),
+            sync_failed: Mutex::new(None),
             #[cfg(test)]
             fail_next_sync: std::sync::atomic::AtomicBool::new(false),
         };
@@ -204,29 +201,29 @@ impl Wal {
 
     /// Whether a sync has failed (every later one fails too).
     pub fn failed(&self) -> bool {
-        self.sync_failed.get().is_some()
+        self.sync_failed.lock().is_some()
     }
 
     fn sync_file(&self, file: &File) -> std::io::Result<()> {
-        let _syncing = self.sync_lock.lock();
-        if let Some(reason) = self.sync_failed.get() {
+        let mut failed = self.sync_failed.lock();
+        if let Some(reason) = &*failed {
             return Err(std::io::Error::other(format!(
                 "an earlier write-ahead sync failed: {reason}"
             )));
         }
         #[cfg(test)]
-        let result = if self
+        let injected = self
             .fail_next_sync
-            .swap(false, std::sync::atomic::Ordering::AcqRel)
-        {
+            .swap(false, std::sync::atomic::Ordering::AcqRel);
+        #[cfg(not(test))]
+        let injected = false;
+        let result = if injected {
             Err(std::io::Error::other("fdatasync: Input/output error"))
         } else {
             file.sync_data()
         };
-        #[cfg(not(test))]
-        let result = file.sync_data();
         if let Err(e) = &result {
-            self.sync_failed.get_or_init(|| e.to_string());
+            *failed = Some(e.to_string());
         }
         result
     }
