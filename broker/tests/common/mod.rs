@@ -10,7 +10,6 @@ mod nats;
 #[allow(unused_imports)]
 pub use self::haproxy::*;
 pub use self::nats::*;
-use self::nats::{spawn_nats, wait_port};
 
 use std::{
     net::SocketAddr,
@@ -649,66 +648,6 @@ pub async fn full_history(node: &Node, topic: &str) -> (Vec<Value>, u64, u64) {
         }
         since = msgs.last().unwrap()["seq"].as_u64().unwrap();
         all.extend(msgs);
-    }
-}
-
-/// A real `nats-server` process on a free loopback port.
-pub struct NatsServer {
-    child: Option<Child>,
-    pub port: u16,
-}
-
-impl NatsServer {
-    /// Starts `nats-server`; fails loudly when it is not installed.
-    pub fn start() -> NatsServer {
-        Self::start_on(free_port())
-    }
-
-    /// Starts on a given port (to restart after [`NatsServer::stop`]).
-    pub fn start_on(port: u16) -> NatsServer {
-        let child = spawn_nats(&["-a", "127.0.0.1", "-p", &port.to_string()], &[], None);
-        wait_port(port, "nats-server", None);
-        NatsServer {
-            child: Some(child),
-            port,
-        }
-    }
-
-    /// Starts with a configuration file's `text` (its `listen` is set here,
-    /// on a free port) and environment (for `$VAR` references in it).
-    pub fn start_with_config(text: &str, env: &[(&str, &str)]) -> (NatsServer, tempfile::TempDir) {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let port = free_port();
-        let file = dir.path().join("nats.conf");
-        std::fs::write(&file, format!("{text}\nlisten: 127.0.0.1:{port}\n")).unwrap();
-        let log = dir.path().join("nats.log");
-        let child = spawn_nats(&["-c", file.to_str().unwrap()], env, Some(&log));
-        wait_port(port, "nats-server", Some(&log));
-        (
-            NatsServer {
-                child: Some(child),
-                port,
-            },
-            dir,
-        )
-    }
-
-    pub fn url(&self) -> String {
-        format!("nats://127.0.0.1:{}", self.port)
-    }
-
-    /// Kills the server (SIGKILL).
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 

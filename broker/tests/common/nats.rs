@@ -1,13 +1,15 @@
-//! NATS for the tests: the `nats-server` binary, a 3-server NATS cluster
-//! (the HA bus) whose servers can be killed and restarted, and a raw NATS
-//! protocol session for checking what a server refuses.
+//! NATS for the tests: the `nats-server` binary, one server on a port of its
+//! own, a 3-server NATS cluster (the HA bus) whose servers can be killed and
+//! restarted, and a raw NATS protocol session for checking what a server
+//! refuses.
 
 use std::{
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     time::Duration,
 };
 
+use herald_testkit::{NatsStartError, StartedNats};
 use serde_json::Value;
 
 use super::TIMEOUT;
@@ -23,41 +25,103 @@ pub fn free_port() -> u16 {
 
 /// The `nats-server` binary; fails loudly when it is not installed.
 pub fn nats_server_bin() -> String {
-    ["/usr/sbin/nats-server", "/usr/bin/nats-server", "/usr/local/bin/nats-server"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .map(str::to_string)
-        .or_else(|| std::env::var("NATS_SERVER_BIN").ok())
-        .expect("nats-server is required for cluster tests (apt-get install nats-server); scripts/test-all.sh installs it")
+    herald_testkit::nats_server_bin().expect(
+        "nats-server is required for cluster tests (apt-get install nats-server); \
+         scripts/test-all.sh installs it",
+    )
 }
 
-/// Spawns `nats-server` with `args`, its output to `log` (or nowhere).
-pub(super) fn spawn_nats(args: &[&str], env: &[(&str, &str)], log: Option<&Path>) -> Child {
+/// Starts `nats-server` with `args` and `env`, its output in `dir/name.log`
+/// and its ports file beside it, and waits until this process reports its
+/// client port (see `herald_testkit::start_nats` for why not just a
+/// connect).
+fn start_nats(
+    dir: &Path,
+    name: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Result<StartedNats, NatsStartError> {
     let mut cmd = Command::new(nats_server_bin());
-    cmd.args(args).stdout(Stdio::null()).stderr(Stdio::null());
-    if let Some(log) = log {
-        let file = std::fs::File::create(log).expect("nats log file");
-        cmd.stderr(file.try_clone().unwrap()).stdout(file);
-    }
+    cmd.args(args);
     for (k, v) in env {
         cmd.env(k, v);
     }
-    cmd.spawn().expect("start nats-server")
+    herald_testkit::start_nats(cmd, &dir.join(format!("{name}.log")), TIMEOUT)
 }
 
-/// Waits until `child` accepts connections on `port`; `Err` if it exited
-/// (or never listened within [`TIMEOUT`], then it is killed).
-fn wait_started(child: &mut Child, port: u16) -> Result<(), ()> {
-    let deadline = std::time::Instant::now() + TIMEOUT;
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        if child.try_wait().ok().flatten().is_some() || std::time::Instant::now() > deadline {
+/// A real `nats-server` process on a loopback port of its own.
+pub struct NatsServer {
+    child: Option<Child>,
+    /// Its client port.
+    pub port: u16,
+    /// Holds its log and ports file while it runs.
+    _dir: tempfile::TempDir,
+}
+
+impl NatsServer {
+    /// Starts on a port the kernel picks; fails loudly when `nats-server` is
+    /// not installed.
+    pub fn start() -> NatsServer {
+        Self::start_args(&["-a", "127.0.0.1", "-p", "-1"], &[]).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Starts on `port` (to restart after [`NatsServer::stop`]). Another
+    /// test may hold the port for a moment (it was free while stopped):
+    /// that is retried for [`TIMEOUT`], then fails loudly.
+    pub fn start_on(port: u16) -> NatsServer {
+        let port_arg = port.to_string();
+        let deadline = std::time::Instant::now() + TIMEOUT;
+        loop {
+            match Self::start_args(&["-a", "127.0.0.1", "-p", &port_arg], &[]) {
+                Ok(nats) => return nats,
+                Err(e) if e.port_taken() && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("nats-server on {port}: {e}"),
+            }
+        }
+    }
+
+    /// Starts with a configuration file's `text` (its `listen` is set here,
+    /// to a port the kernel picks) and environment (for `$VAR` references
+    /// in it). The directory holds the file and must outlive the server.
+    pub fn start_with_config(text: &str, env: &[(&str, &str)]) -> (NatsServer, tempfile::TempDir) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("nats.conf");
+        std::fs::write(&file, format!("{text}\nlisten: 127.0.0.1:-1\n")).unwrap();
+        let nats = Self::start_args(&["-c", file.to_str().unwrap()], env)
+            .unwrap_or_else(|e| panic!("{e}"));
+        (nats, dir)
+    }
+
+    fn start_args(args: &[&str], env: &[(&str, &str)]) -> Result<NatsServer, NatsStartError> {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let started = start_nats(dir.path(), "nats", args, env)?;
+        Ok(NatsServer {
+            child: Some(started.child),
+            port: started.port,
+            _dir: dir,
+        })
+    }
+
+    /// Its client URL.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(());
         }
-        std::thread::sleep(Duration::from_millis(20));
     }
-    Ok(())
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }
 
 /// Waits until something accepts connections on `port`; on failure shows
@@ -130,18 +194,13 @@ impl NatsCluster {
     /// the others itself, so the mesh still forms.
     fn spawn(&mut self, i: usize) {
         for _ in 0..5 {
-            let (mut child, log) = self.spawn_once(i);
-            match wait_started(&mut child, self.ports[i]) {
-                Ok(()) => {
-                    self.servers[i] = Some(child);
+            match self.spawn_once(i) {
+                Ok(started) => {
+                    self.servers[i] = Some(started.child);
                     return;
                 }
-                Err(()) => {
-                    let text = std::fs::read_to_string(&log).unwrap_or_default();
-                    assert!(
-                        text.contains("address already in use"),
-                        "NATS server {i} did not start; log:\n{text}"
-                    );
+                Err(e) => {
+                    assert!(e.port_taken(), "NATS server {i}: {e}");
                     self.ports[i] = free_port();
                     self.route_ports[i] = free_port();
                     self.monitor_ports[i] = free_port();
@@ -151,7 +210,7 @@ impl NatsCluster {
         panic!("NATS server {i}: no free ports after 5 tries");
     }
 
-    fn spawn_once(&self, i: usize) -> (Child, PathBuf) {
+    fn spawn_once(&self, i: usize) -> Result<StartedNats, NatsStartError> {
         let userinfo = self
             .route_auth
             .as_ref()
@@ -195,8 +254,7 @@ impl NatsCluster {
             .iter()
             .map(|(k, v)| (k.as_str(), v.as_str()))
             .collect();
-        let log = self.dir.path().join(format!("{name}.log"));
-        (spawn_nats(&args, &env, Some(&log)), log)
+        start_nats(self.dir.path(), &name, &args, &env)
     }
 
     /// Every server's URL, comma-separated (what `--nats` takes).

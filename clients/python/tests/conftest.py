@@ -184,9 +184,19 @@ class HeraldNode:
 
 
 class NatsServer:
+    """A real `nats-server` on a loopback port of its own.
+
+    The first start lets the kernel pick the port (`-p -1`) and reads it from
+    the server's ports file, written once it listens and named after its pid:
+    a port picked by binding and releasing could be picked by another process
+    too, and a connect would then reach that process's server.
+    """
+
     def __init__(self, workdir: Path) -> None:
-        self.port = free_port()
-        self.log_path = workdir / "nats.log"
+        self.port = -1
+        self.dir = workdir / "nats"
+        self.dir.mkdir(exist_ok=True)
+        self.log_path = self.dir / "nats.log"
         self.log = open(self.log_path, "ab")
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
@@ -195,18 +205,29 @@ class NatsServer:
         """Starts (again) on its port."""
         assert self.proc is None or self.proc.poll() is not None, "already running"
         self.proc = subprocess.Popen(
-            [str(nats_bin()), "-a", "127.0.0.1", "-p", str(self.port)],
+            [
+                str(nats_bin()),
+                "-a",
+                "127.0.0.1",
+                "-p",
+                str(self.port),
+                "--ports_file_dir",
+                str(self.dir),
+            ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
+        ports = self.dir / f"{nats_bin().name}_{self.proc.pid}.ports"
         deadline = time.monotonic() + 10
         while True:
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                    break
-            except OSError:
+                url = json.loads(ports.read_text())["nats"][0]
+                self.port = int(url.rsplit(":", 1)[1])
+                return
+            except (OSError, ValueError, KeyError, IndexError):
                 if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.proc.kill()
                     raise AssertionError(
                         "nats-server did not start:\n" + self.log_path.read_text(errors="replace")
                     ) from None

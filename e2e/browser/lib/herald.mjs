@@ -14,11 +14,11 @@
 //   nodes joined through it (missing nats-server is a hard failure too).
 
 import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createTcpServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -370,22 +370,12 @@ export async function launchChromium() {
 
 export const NATS_SERVER_PATH = process.env.NATS_SERVER_BIN || '/usr/sbin/nats-server';
 
-/** A free TCP port on 127.0.0.1 (bound and released). */
-export async function freePort() {
-  const server = createTcpServer();
-  await new Promise((res, rej) => {
-    server.once('error', rej);
-    server.listen(0, '127.0.0.1', res);
-  });
-  const { port } = server.address();
-  await new Promise((res) => server.close(() => res()));
-  return port;
-}
-
 /**
- * Starts a real `nats-server` on a free loopback port; resolves once it
- * accepts connections. Missing nats-server is a hard failure, never a skip.
- * Returns `{url, stop()}`.
+ * Starts a real `nats-server` on a loopback port the kernel picks; resolves
+ * once it listens. The port is read from the server's own ports file (named
+ * after its pid), never guessed: a port picked by binding and releasing can
+ * be picked by another process too. Missing nats-server is a hard failure,
+ * never a skip. Returns `{url, stop()}`.
  */
 export async function startNats({ timeoutMs = 10_000 } = {}) {
   if (!existsSync(NATS_SERVER_PATH)) {
@@ -394,30 +384,42 @@ export async function startNats({ timeoutMs = 10_000 } = {}) {
         '`apt-get update && apt-get install -y nats-server` (or set NATS_SERVER_BIN)',
     );
   }
-  const port = await freePort();
-  const child = spawn(NATS_SERVER_PATH, ['-a', '127.0.0.1', '-p', String(port)], { stdio: 'ignore' });
+  const dir = mkdtempSync(join(tmpdir(), 'herald-nats-'));
+  const child = spawn(NATS_SERVER_PATH, ['-a', '127.0.0.1', '-p', '-1', '--ports_file_dir', dir], {
+    stdio: 'ignore',
+  });
   live.add(child);
-  const exited = new Promise((res) => child.once('exit', () => (live.delete(child), res())));
+  const exited = new Promise((res) =>
+    child.once('exit', () => {
+      live.delete(child);
+      rmSync(dir, { recursive: true, force: true });
+      res();
+    }),
+  );
+  const ports = join(dir, `${basename(NATS_SERVER_PATH)}_${child.pid}.ports`);
   const deadline = Date.now() + timeoutMs;
   for (;;) {
-    const ok = await new Promise((res) => {
-      const socket = connect({ host: '127.0.0.1', port }, () => (socket.destroy(), res(true)));
-      socket.once('error', () => res(false));
-    });
-    if (ok) break;
+    let url;
+    try {
+      url = JSON.parse(readFileSync(ports, 'utf8')).nats[0];
+    } catch {
+      url = undefined;
+    }
+    if (url) {
+      return {
+        url,
+        async stop() {
+          if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+          await exited;
+        },
+      };
+    }
     if (child.exitCode !== null || Date.now() > deadline) {
       child.kill('SIGKILL');
-      throw new Error(`nats-server did not listen on ${port}`);
+      throw new Error('nats-server did not start listening');
     }
     await sleep(50);
   }
-  return {
-    url: `nats://127.0.0.1:${port}`,
-    async stop() {
-      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-      await exited;
-    },
-  };
 }
 
 /** Polls `GET {baseUrl}/readyz` until 200 (rejects after `timeoutMs`). */

@@ -12,7 +12,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createTcpServer, connect } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
+import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
@@ -224,44 +224,40 @@ export async function waitReadyz(url, timeoutMs = 30_000) {
   throw new Error(`${url}/readyz not 200 within ${timeoutMs} ms (last: ${last})`);
 }
 
-/** A free TCP port on 127.0.0.1. */
-export function freePort() {
-  return new Promise((res, rej) => {
-    const s = createTcpServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => res(port));
-    });
-  });
-}
-
 /**
- * `nats-server -a 127.0.0.1 -p PORT` (a free port, or `port` to restart one
- * that was killed), resolved once it accepts connections.
+ * `nats-server -a 127.0.0.1 -p PORT` (`port` to restart one that was killed;
+ * by default one the kernel picks), resolved once it listens. The port is
+ * read from the server's own ports file (named after its pid): a port picked
+ * by binding and releasing can be picked by another process too, and a
+ * connect would then reach that process's server.
  */
-export async function startNats({ port } = {}) {
+export async function startNats({ port = -1 } = {}) {
   if (!existsSync(NATS_SERVER_PATH)) {
     throw new Error(
       `nats-server not found at ${NATS_SERVER_PATH}: install it with \`apt-get update && apt-get install -y nats-server\` (or set NATS_SERVER_BIN)`,
     );
   }
-  port ??= await freePort();
-  const child = spawn(NATS_SERVER_PATH, ['-a', '127.0.0.1', '-p', String(port)], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const dir = mkdtempSync(join(tmpdir(), 'herald-nats-'));
+  const child = spawn(NATS_SERVER_PATH, ['-a', '127.0.0.1', '-p', String(port), '--ports_file_dir', dir], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  child.once('exit', () => rmSync(dir, { recursive: true, force: true }));
   const proc = new Proc(child, 'nats');
-  proc.url = `nats://127.0.0.1:${port}`;
-  proc.port = port;
+  const ports = join(dir, `${basename(NATS_SERVER_PATH)}_${child.pid}.ports`);
   const deadline = Date.now() + 10_000;
   for (;;) {
     if (!proc.running) throw new Error(`nats-server exited:\n${proc.log}`);
-    const ok = await new Promise((res) => {
-      const s = connect({ host: '127.0.0.1', port }, () => {
-        s.destroy();
-        res(true);
-      });
-      s.once('error', () => res(false));
-    });
-    if (ok) return proc;
+    let url;
+    try {
+      url = JSON.parse(readFileSync(ports, 'utf8')).nats[0];
+    } catch {
+      url = undefined;
+    }
+    if (url) {
+      proc.port = Number(url.slice(url.lastIndexOf(':') + 1));
+      proc.url = `nats://127.0.0.1:${proc.port}`;
+      return proc;
+    }
     if (Date.now() > deadline) throw new Error(`nats-server did not listen on ${port}:\n${proc.log}`);
     await sleep(50);
   }

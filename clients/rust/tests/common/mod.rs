@@ -14,7 +14,7 @@ use std::{
     collections::BTreeMap,
     net::SocketAddr,
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command},
     sync::{Arc, Mutex},
     time::Duration,
 };
@@ -162,22 +162,23 @@ fn spawn(dir: &Path, listen: &str, args: &[String]) -> Result<Spawned, String> {
     Ok((launched.child, launched.ready.addr, launched.log))
 }
 
-/// A real `nats-server` on a free loopback port.
+/// A real `nats-server` on a loopback port of its own (the kernel picks it;
+/// the server's ports file says which, so two tests never share one).
 pub struct NatsServer {
     child: Option<Child>,
     pub port: u16,
+    dir: tempfile::TempDir,
 }
 
 impl NatsServer {
     pub fn start() -> NatsServer {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let mut nats = NatsServer { child: None, port };
-        nats.restart();
-        nats
+        let dir = tempfile::tempdir().expect("tempdir");
+        let started = start_nats(dir.path(), "-1").unwrap_or_else(|e| panic!("{e}"));
+        NatsServer {
+            child: Some(started.child),
+            port: started.port,
+            dir,
+        }
     }
 
     pub fn url(&self) -> String {
@@ -192,51 +193,45 @@ impl NatsServer {
         }
     }
 
-    /// Starts it (again) on its port.
+    /// Starts it again on its port. Another test may hold the port for a
+    /// moment (it was free while stopped): retried for [`TIMEOUT`].
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "nats-server still running");
-        let bin = std::env::var("NATS_SERVER_BIN")
-            .ok()
-            .or_else(|| {
-                [
-                    "/usr/sbin/nats-server",
-                    "/usr/bin/nats-server",
-                    "/usr/local/bin/nats-server",
-                ]
-                .into_iter()
-                .find(|p| Path::new(p).exists())
-                .map(str::to_string)
-            })
-            .expect(
-                "nats-server is required for the cluster test (apt-get install nats-server; \
-                 scripts/test-all.sh installs it)",
-            );
-        let port = self.port;
-        let child = Command::new(bin)
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nats-server");
-        self.child = Some(child);
         let deadline = std::time::Instant::now() + TIMEOUT;
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "nats-server did not start on {port}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
+        loop {
+            match start_nats(self.dir.path(), &self.port.to_string()) {
+                Ok(started) => {
+                    self.child = Some(started.child);
+                    return;
+                }
+                Err(e) if e.port_taken() && std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                Err(e) => panic!("nats-server on {}: {e}", self.port),
+            }
         }
     }
 }
 
 impl Drop for NatsServer {
     fn drop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
+        self.stop();
     }
+}
+
+/// Starts `nats-server` on loopback port `port` (`-1`: one the kernel
+/// picks), its log and ports file in `dir`.
+fn start_nats(
+    dir: &Path,
+    port: &str,
+) -> Result<herald_testkit::StartedNats, herald_testkit::NatsStartError> {
+    let bin = herald_testkit::nats_server_bin().expect(
+        "nats-server is required for the cluster test (apt-get install nats-server; \
+         scripts/test-all.sh installs it)",
+    );
+    let mut cmd = Command::new(bin);
+    cmd.args(["-a", "127.0.0.1", "-p", port]);
+    herald_testkit::start_nats(cmd, &dir.join("nats.log"), TIMEOUT)
 }
 
 /// Starts `n` nodes joined through `nats` (n1..nN) and waits until each is
