@@ -142,6 +142,96 @@ async fn every_subscriber_on_every_node_gets_the_same_sequence() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_publishes_to_other_owners_share_forwards_and_keep_their_own_answers() {
+    let nats = NatsServer::start();
+    let nodes = start_cluster(&nats, 3, &[]).await;
+    let url = nodes[0].url("");
+    // A first publish to each topic claims it, so the burst below finds
+    // every owner ready and the forwards full.
+    let topics: Vec<String> = (0..30).map(|i| format!("f.t{i}")).collect();
+    for topic in &topics {
+        let (status, _) = post_json(&url, topic, &json!("claim"), None).await;
+        assert_eq!(status, 200);
+    }
+    let forwarded_before = metric(&nodes[0], "herald_cluster_forwarded_requests_total").await;
+    let forwards_before = metric(&nodes[0], "herald_cluster_forwards_total").await;
+    let mut burst = Vec::new();
+    for i in 0..600 {
+        // Pairs of publishes with one idempotency key to one topic, sent
+        // together: one seq, the same answer, even when both ride in one
+        // forward.
+        let key = (i % 10 == 0).then(|| format!("k{}", i / 20));
+        let topic = match key {
+            Some(_) => topics[(i / 20) % topics.len()].clone(),
+            None => topics[i % topics.len()].clone(),
+        };
+        let url = url.clone();
+        burst.push(tokio::spawn(async move {
+            let (status, body) = post_json(&url, &topic, &json!(i), key.as_deref()).await;
+            assert_eq!(status, 200, "{body}");
+            (topic, key, body)
+        }));
+    }
+    let mut seqs: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut by_key: HashMap<String, Vec<Value>> = HashMap::new();
+    for task in burst {
+        let (topic, key, body) = task.await.unwrap();
+        match key {
+            Some(key) => by_key.entry(key).or_default().push(body),
+            None => seqs
+                .entry(topic)
+                .or_default()
+                .push(body["seq"].as_u64().unwrap()),
+        }
+    }
+    for (key, answers) in &by_key {
+        assert!(
+            answers.iter().all(|a| a == &answers[0]),
+            "{key}: {answers:?}"
+        );
+    }
+    for body in by_key.values().map(|a| &a[0]) {
+        seqs.entry(body["topic"].as_str().unwrap().to_string())
+            .or_default()
+            .push(body["seq"].as_u64().unwrap());
+    }
+    for (topic, mut got) in seqs {
+        got.sort();
+        let expected: Vec<u64> = (2..=got.len() as u64 + 1).collect();
+        assert_eq!(got, expected, "{topic}: one seq each, no gap, no duplicate");
+        let h = histories(&nodes, &topic).await;
+        assert!(h[0] == h[1] && h[1] == h[2], "{topic}: histories differ");
+        assert_eq!(h[0].len(), expected.len() + 1, "{topic}");
+    }
+    let forwarded =
+        metric(&nodes[0], "herald_cluster_forwarded_requests_total").await - forwarded_before;
+    let forwards = metric(&nodes[0], "herald_cluster_forwards_total").await - forwards_before;
+    assert!(
+        forwarded > 100,
+        "most topics are other nodes': {forwarded} forwarded"
+    );
+    assert!(
+        forwards < forwarded,
+        "{forwarded} publish requests in {forwards} forwards: none shared one"
+    );
+    eprintln!("{forwarded} forwarded publish requests in {forwards} forwards");
+}
+
+/// `POST /v1/topics/{topic}/messages` on `base`, with an optional
+/// idempotency key.
+async fn post_json(base: &str, topic: &str, data: &Value, key: Option<&str>) -> (u16, Value) {
+    let mut req = http()
+        .post(format!("{base}/v1/topics/{topic}/messages"))
+        .json(data);
+    if let Some(key) = key {
+        req = req.header("Idempotency-Key", key);
+    }
+    let res = req.send().await.unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_subscriber_resumes_on_another_node() {
     let nats = NatsServer::start();
     let nodes = start_cluster(&nats, 3, &[]).await;

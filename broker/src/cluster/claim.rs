@@ -17,9 +17,21 @@ use super::{
 };
 use crate::hub::Topic;
 
+/// A claim that succeeded.
+#[derive(Debug)]
+pub(crate) struct Won {
+    /// The term this node now owns the topic under.
+    pub term: Term,
+    /// The head each other answering node reported: how far it holds the
+    /// topic, which may be short of where this node continues (the old
+    /// owner drops its unconfirmed messages, another replica may hold
+    /// them), so the owner can send it the rest.
+    pub peer_heads: Vec<(String, u64)>,
+}
+
 /// Claims `topic` for this node: fences every live node (this one too) at a
 /// new term and makes sure this node holds everything any of them holds.
-pub(crate) async fn claim(shared: &Arc<Shared>, topic: &Topic) -> Result<Term, String> {
+pub(crate) async fn claim(shared: &Arc<Shared>, topic: &Topic) -> Result<Won, String> {
     let mut last_error = String::from("no attempt");
     for attempt in 0..5u32 {
         if attempt > 0 {
@@ -107,7 +119,12 @@ pub(crate) async fn claim(shared: &Arc<Shared>, topic: &Topic) -> Result<Term, S
             last_error = "log did not reach the cluster's head".into();
             continue;
         }
-        return Ok(term);
+        let peer_heads = got
+            .into_values()
+            .filter(|r| r.node != shared.node)
+            .map(|r| (r.node, r.head))
+            .collect();
+        return Ok(Won { term, peer_heads });
     }
     Err(last_error)
 }

@@ -5,7 +5,7 @@
 //!   arrive.
 //! * **Ownership**: one owner per topic by rendezvous hashing over the live
 //!   members. Only the owner assigns seqs; other nodes forward publishes to
-//!   it (`service.rs`).
+//!   it (`forward.rs`, coalesced per owner under load; `service.rs` answers).
 //! * **Claims and terms** (`owner.rs`, `replica.rs`): before sequencing a
 //!   topic a new owner *claims* it with a higher term. Every live node,
 //!   itself included, fences off lower terms and answers with how far its
@@ -30,6 +30,7 @@ mod catchup;
 mod claim;
 mod connect;
 mod control;
+mod forward;
 mod membership;
 mod owner;
 mod presence;
@@ -57,7 +58,7 @@ use self::{
     membership::Membership,
     owner::OwnerCommand,
     shared::{Shared, META_MAX_MEMBERS, META_TERM},
-    wire::{ForwardItem, Heartbeat, Term},
+    wire::{Heartbeat, Term},
 };
 use crate::{
     config::ClusterConfig,
@@ -115,6 +116,8 @@ pub struct LocalParts {
 /// The cluster engine.
 pub struct ClusterEngine {
     shared: Arc<Shared>,
+    /// Publishes on their way to other nodes' topics.
+    forwarder: forward::Forwarder,
     tasks: Mutex<Vec<JoinHandle<()>>>,
 }
 
@@ -291,6 +294,7 @@ impl ClusterEngine {
         }));
         Ok(ClusterEngine {
             shared,
+            forwarder: forward::Forwarder::default(),
             tasks: Mutex::new(tasks),
         })
     }
@@ -300,7 +304,7 @@ impl ClusterEngine {
         &self,
         owner: &str,
         items: Vec<PublishItem>,
-    ) -> Result<Vec<Published>, service::RouteError> {
+    ) -> Result<Vec<Published>, forward::RouteError> {
         if owner == self.shared.node {
             let (reply, rx) = tokio::sync::oneshot::channel();
             let _ = self
@@ -310,25 +314,19 @@ impl ClusterEngine {
             return rx
                 .await
                 .map_err(|_| {
-                    service::RouteError::Failed(PublishError::Unavailable(
+                    forward::RouteError::Failed(PublishError::Unavailable(
                         "node is shutting down".into(),
                     ))
                 })?
-                .map_err(service::RouteError::from_owner);
+                .map_err(forward::RouteError::from_owner);
         }
-        let forward = wire::Forward {
-            items: items.iter().map(ForwardItem::new).collect(),
-        };
         let span = if crate::telemetry::otel_enabled() {
             tracing::info_span!(target: "herald::cluster", "cluster.forward", herald.owner = owner, herald.items = items.len())
         } else {
             tracing::Span::none()
         };
-        tracing::Instrument::instrument(
-            service::forward(&self.shared, owner, &forward, &items),
-            span,
-        )
-        .await
+        tracing::Instrument::instrument(self.forwarder.forward(&self.shared, owner, items), span)
+            .await
     }
 }
 
@@ -363,11 +361,11 @@ impl Engine for ClusterEngine {
                         }
                     }
                     // The owner moved or is gone: route again once the view settles.
-                    Err(service::RouteError::Moved(reason)) => {
+                    Err(forward::RouteError::Moved(reason)) => {
                         tracing::debug!(%reason, "re-routing publish");
                         retry.extend(idx);
                     }
-                    Err(service::RouteError::Failed(e)) => return Err(e),
+                    Err(forward::RouteError::Failed(e)) => return Err(e),
                 }
             }
             if retry.is_empty() {

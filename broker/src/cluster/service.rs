@@ -1,5 +1,5 @@
-//! Requests addressed to this node (`P.n.<node>.*`): forwarded publishes,
-//! log fetches, head listings and replica acks.
+//! Requests addressed to this node (`P.n.<node>.*`): forwarded publishes
+//! (sent by `forward.rs`), log fetches, head listings and replica acks.
 
 use std::sync::Arc;
 
@@ -15,33 +15,13 @@ use super::{
     Shared,
 };
 use crate::{
-    engine::{PublishError, PublishItem, Published},
+    engine::{PublishItem, Published},
     hub::Topic,
 };
 
 /// Most messages per fetch reply (also bounded to ~512 KiB).
 pub const FETCH_PAGE: usize = 500;
 const FETCH_BYTES: usize = 512 * 1024;
-
-/// Outcome of routing a publish to an owner.
-#[derive(Debug)]
-pub(crate) enum RouteError {
-    /// The owner is not (or no longer) the owner, or is gone before
-    /// processing anything: route again.
-    Moved(String),
-    /// Failed; tell the client.
-    Failed(PublishError),
-}
-
-impl RouteError {
-    pub(crate) fn from_owner(e: OwnerError) -> Self {
-        match e {
-            OwnerError::NotOwner => RouteError::Moved("not the owner".into()),
-            OwnerError::CatchingUp => RouteError::Moved("the owner is catching up".into()),
-            OwnerError::Unavailable(m) => RouteError::Failed(PublishError::Unavailable(m)),
-        }
-    }
-}
 
 /// Serves requests until the subscription ends.
 pub(crate) async fn run(shared: Arc<Shared>, mut subscriber: async_nats::Subscriber) {
@@ -77,20 +57,16 @@ pub(crate) async fn run(shared: Arc<Shared>, mut subscriber: async_nats::Subscri
 }
 
 async fn serve_forward(shared: &Shared, payload: &[u8]) -> ForwardReply {
-    let error = |code: &str, message: String| ForwardReply {
-        ok: None,
-        err: Some((code.to_string(), message)),
-    };
     let Some(forward) = wire::decode::<Forward>(payload) else {
-        return error("unavailable", "malformed forward".into());
+        return refused("unavailable", "malformed forward".into());
     };
     let mut items = Vec::with_capacity(forward.items.len());
     for mut item in forward.items {
         let Ok(topic) = Topic::parse(&item.topic) else {
-            return error("unavailable", "invalid topic in forward".into());
+            return refused("unavailable", "invalid topic in forward".into());
         };
         let Some(data) = item.payload() else {
-            return error("unavailable", "malformed forward item".into());
+            return refused("unavailable", "malformed forward item".into());
         };
         items.push(PublishItem {
             topic,
@@ -99,9 +75,53 @@ async fn serve_forward(shared: &Shared, payload: &[u8]) -> ForwardReply {
             traceparent: item.tp,
         });
     }
+    let Some(counts) = forward.requests else {
+        return owner_answer(owner_publish(shared, items).await);
+    };
+    if counts.iter().sum::<usize>() != items.len() || counts.contains(&0) {
+        return refused("unavailable", "malformed forward requests".into());
+    }
+    // Every request goes to the owner task before any answer is awaited,
+    // so it takes them together (one replication message), yet answers
+    // each on its own.
+    let mut rest = items.into_iter();
+    let pending: Vec<_> = counts
+        .iter()
+        .map(|&n| owner_publish(shared, rest.by_ref().take(n).collect()))
+        .collect();
+    let mut each = Vec::with_capacity(pending.len());
+    for answer in pending {
+        each.push(owner_answer(answer.await));
+    }
+    ForwardReply {
+        ok: None,
+        err: None,
+        each: Some(each),
+    }
+}
+
+/// Hands `items` to the owner task now; the future is its answer.
+fn owner_publish(
+    shared: &Shared,
+    items: Vec<PublishItem>,
+) -> oneshot::Receiver<Result<Vec<Published>, OwnerError>> {
     let (reply, rx) = oneshot::channel();
     let _ = shared.owner_tx.send(OwnerCommand::Publish { items, reply });
-    match rx.await {
+    rx
+}
+
+fn refused(code: &str, message: String) -> ForwardReply {
+    ForwardReply {
+        ok: None,
+        err: Some((code.to_string(), message)),
+        each: None,
+    }
+}
+
+fn owner_answer(
+    answer: Result<Result<Vec<Published>, OwnerError>, oneshot::error::RecvError>,
+) -> ForwardReply {
+    match answer {
         Ok(Ok(published)) => ForwardReply {
             ok: Some(
                 published
@@ -114,63 +134,13 @@ async fn serve_forward(shared: &Shared, payload: &[u8]) -> ForwardReply {
                     .collect(),
             ),
             err: None,
+            each: None,
         },
-        Ok(Err(OwnerError::NotOwner)) => error("not_owner", "not the owner".into()),
+        Ok(Err(OwnerError::NotOwner)) => refused("not_owner", "not the owner".into()),
         // The sender routes again until this node is ready (or its deadline).
-        Ok(Err(OwnerError::CatchingUp)) => error("not_owner", "catching up".into()),
-        Ok(Err(OwnerError::Unavailable(m))) => error("unavailable", m),
-        Err(_) => error("unavailable", "owner stopped".into()),
-    }
-}
-
-/// Sends `forward` to `owner` and maps the answer.
-pub(crate) async fn forward(
-    shared: &Shared,
-    owner: &str,
-    forward: &Forward,
-    items: &[PublishItem],
-) -> Result<Vec<Published>, RouteError> {
-    let subject = shared.node_subject(owner, "fwd");
-    let request = async_nats::Request::new()
-        .payload(wire::encode(forward))
-        .timeout(Some(
-            shared.settings.replication_timeout + shared.settings.request_timeout,
-        ));
-    let reply = match shared.client.send_request(subject, request).await {
-        Ok(msg) => msg,
-        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
-            return Err(RouteError::Moved(format!("{owner} is not reachable")));
-        }
-        Err(e) => {
-            // The owner may have sequenced it: do not retry blindly.
-            return Err(RouteError::Failed(PublishError::Unavailable(format!(
-                "no answer from the topic's owner {owner}: {e}"
-            ))));
-        }
-    };
-    let Some(answer) = wire::decode::<ForwardReply>(&reply.payload) else {
-        return Err(RouteError::Failed(PublishError::Unavailable(
-            "malformed answer from the owner".into(),
-        )));
-    };
-    match (answer.ok, answer.err) {
-        (Some(acks), _) if acks.len() == items.len() => Ok(items
-            .iter()
-            .zip(acks)
-            .map(|(item, a)| Published {
-                topic: item.topic.clone(),
-                seq: a.seq,
-                ts: a.ts,
-                duplicate: a.dup,
-            })
-            .collect()),
-        (_, Some((code, _))) if code == "not_owner" => {
-            Err(RouteError::Moved("owner changed".into()))
-        }
-        (_, Some((_, message))) => Err(RouteError::Failed(PublishError::Unavailable(message))),
-        _ => Err(RouteError::Failed(PublishError::Unavailable(
-            "malformed answer from the owner".into(),
-        ))),
+        Ok(Err(OwnerError::CatchingUp)) => refused("not_owner", "catching up".into()),
+        Ok(Err(OwnerError::Unavailable(m))) => refused("unavailable", m),
+        Err(_) => refused("unavailable", "owner stopped".into()),
     }
 }
 

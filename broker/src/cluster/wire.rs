@@ -213,11 +213,19 @@ impl ForwardItem {
     }
 }
 
-/// A publish sent to the topic's owner.
+/// Publishes sent to their topics' owner: one publish request, or several
+/// coalesced into one NATS request.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Forward {
     /// Items, all owned by the receiver (per the sender's view).
     pub items: Vec<ForwardItem>,
+    /// When several requests are coalesced: how many of `items` each one
+    /// has, in order. Each is sequenced and answered on its own (one
+    /// request's failure is not another's), in [`ForwardReply::each`]. A
+    /// node that predates this field takes all items as one request and
+    /// answers once; the sender gives that answer to every request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requests: Option<Vec<usize>>,
 }
 
 /// One acknowledged item.
@@ -240,6 +248,10 @@ pub struct ForwardReply {
     /// `not_owner` (retry after the view settles) or `unavailable`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub err: Option<(String, String)>,
+    /// The answer to each request of a coalesced [`Forward`] (its
+    /// `requests`), in order; `ok` and `err` are then absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub each: Option<Vec<ForwardReply>>,
 }
 
 /// Read `from..=to` of a topic (at most `max` messages).

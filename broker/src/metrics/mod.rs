@@ -148,6 +148,11 @@ pub struct Metrics {
     pub log_corrupt_records: Counter,
     /// Stored messages replaced by a newer owner's at the same seq.
     pub cluster_replaced_messages: Counter,
+    /// Forward requests sent to other nodes (each carries one or more
+    /// coalesced publish requests).
+    pub cluster_forwards: Counter,
+    /// Publish requests forwarded to their topics' owner.
+    pub cluster_forwarded_requests: Counter,
 }
 
 impl Metrics {
@@ -301,6 +306,18 @@ impl Metrics {
             "herald_cluster_replaced_messages_total",
             "Stored messages replaced by a newer owner's at the same seq (a seq given out twice).",
             self.cluster_replaced_messages.get(),
+        );
+        counter(
+            &mut out,
+            "herald_cluster_forwards_total",
+            "Forward requests sent to other nodes (each carries one or more publish requests).",
+            self.cluster_forwards.get(),
+        );
+        counter(
+            &mut out,
+            "herald_cluster_forwarded_requests_total",
+            "Publish requests forwarded to their topics' owner.",
+            self.cluster_forwarded_requests.get(),
         );
         histogram(
             &mut out,

@@ -101,7 +101,16 @@ async fn rolling_restart_under_load_loses_nothing_for_any_subscriber() {
     let acks = acks.lock().unwrap().clone();
     let total: usize = acks.values().map(Vec::len).sum();
     for (transport, _client, collector) in collectors {
-        collector.wait_for(total, Duration::from_secs(30)).await;
+        if let Err(e) = collector
+            .wait_for_acks(&acks, Duration::from_secs(30))
+            .await
+        {
+            let logs: Vec<String> = nodes.iter().map(|n| n.logs()).collect();
+            panic!(
+                "{transport:?} subscriber: {e}\nnode logs:\n{}",
+                logs.join("\n----\n")
+            );
+        }
         tokio::time::sleep(Duration::from_millis(300)).await;
         let (sub, events) = collector.stop().await;
         assert_exact(&events, &acks);

@@ -1,9 +1,11 @@
 //! Bringing lagging replicas along: a replica that lost a replication
-//! message (its NATS server died with it in flight, or its apply failed)
-//! learns of the gap otherwise only from the topic's next message, and the
-//! quorum may not have needed its ack — so a topic's last messages could
-//! stay missing there, with its subscribers waiting, until someone
-//! publishes again.
+//! message (its NATS server died with it in flight, or its apply failed),
+//! or that is short of the head this node claimed a topic at (the old owner
+//! drops what it sequenced unconfirmed; the claim copied it from a replica
+//! that kept it), learns of the gap otherwise only from the topic's next
+//! message, and the quorum may not have needed its ack — so a topic's last
+//! messages could stay missing there, with its subscribers waiting, until
+//! someone publishes again.
 
 use std::time::Instant;
 
@@ -31,8 +33,8 @@ impl Owner {
             // Parts still waiting are resent by `stale_parts`.
             let applied = owned.pending.front().map_or(head, |p| p.first_seq - 1);
             for peer in self.view.peers() {
-                // Only peers that acknowledged this owner's messages: right
-                // after a claim nothing is known of the others yet.
+                // Only peers whose progress is known: their acks, or the
+                // head they reported in this node's claim.
                 let Some(acked) = self.acks.get(peer).and_then(|a| a.get(topic)).copied() else {
                     continue;
                 };

@@ -31,6 +31,7 @@ use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{
+    claim::Won,
     membership::View,
     wire::{Ack, Term},
     Shared,
@@ -70,7 +71,7 @@ pub(crate) enum OwnerCommand {
     /// A claim round finished.
     Claimed {
         topic: Topic,
-        outcome: Result<Term, String>,
+        outcome: Result<Won, String>,
     },
     /// Another node's term for `topic` was accepted here.
     TermRaised { topic: Topic },
@@ -300,16 +301,33 @@ impl Owner {
     fn on_claimed(
         &mut self,
         topic: Topic,
-        outcome: Result<Term, String>,
+        outcome: Result<Won, String>,
         outgoing: &mut Vec<(Topic, LogEntry)>,
     ) {
         let Some(Slot::Claiming { parked }) = self.slots.remove(&topic) else {
             return;
         };
         match outcome {
-            Ok(term) if self.shared.term(&topic) == term && self.view.is_mine(topic.as_str()) => {
+            Ok(Won { term, peer_heads })
+                if self.shared.term(&topic) == term && self.view.is_mine(topic.as_str()) =>
+            {
                 let head = self.shared.hub.head(&topic).last_seq;
                 tracing::info!(%topic, counter = term.counter, head, "claimed topic");
+                // What each peer holds counts as acknowledged: a peer short
+                // of this node's head (the old owner dropped its unconfirmed
+                // messages that a replica kept) is then sent the rest by
+                // `laggards`, instead of waiting for the topic's next
+                // publish to reveal the gap. (Only seqs at or below a head
+                // a peer reported: no new message is confirmed by it.)
+                for (peer, held) in peer_heads {
+                    let acked = self
+                        .acks
+                        .entry(peer)
+                        .or_default()
+                        .entry(topic.clone())
+                        .or_default();
+                    *acked = (*acked).max(held);
+                }
                 self.slots.insert(
                     topic,
                     Slot::Owned(Owned {

@@ -100,3 +100,28 @@ fn catch_up_answers_read_from_peers_with_and_without_the_newer_fields() {
     let back: FetchReply = serde_json::from_str(&serde_json::to_string(&fetch).unwrap()).unwrap();
     assert_eq!(back.removed.map(|r| (r.seq, r.ts)), Some((35, 7)));
 }
+
+#[test]
+fn forwards_without_requests_are_one_request_in_both_directions() {
+    // What a node that predates coalescing sends and answers.
+    let old: Forward = serde_json::from_str(r#"{"items":[{"topic":"a.b","data":1}]}"#).unwrap();
+    assert_eq!(old.requests, None);
+    let reply: ForwardReply =
+        serde_json::from_str(r#"{"ok":[{"seq":1,"ts":2,"dup":false}]}"#).unwrap();
+    assert!(reply.each.is_none() && reply.ok.is_some());
+    // A single request is sent as before: no `requests` on the wire.
+    let single = Forward {
+        items: old.items.clone(),
+        requests: None,
+    };
+    assert_eq!(
+        serde_json::to_string(&single).unwrap(),
+        r#"{"items":[{"topic":"a.b","data":1}]}"#
+    );
+    let coalesced = Forward {
+        items: vec![old.items[0].clone(), old.items[0].clone()],
+        requests: Some(vec![1, 1]),
+    };
+    let back: Forward = serde_json::from_slice(&encode(&coalesced)).unwrap();
+    assert_eq!(back.requests, Some(vec![1, 1]));
+}

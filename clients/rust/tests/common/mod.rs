@@ -356,6 +356,38 @@ impl Collector {
         }
     }
 
+    /// Waits up to `limit` until every message in `acks` arrived; `Err`
+    /// names the (topic, seq)s still missing.
+    pub async fn wait_for_acks(
+        &self,
+        acks: &BTreeMap<String, Vec<(u64, serde_json::Value)>>,
+        limit: Duration,
+    ) -> Result<(), String> {
+        let total: usize = acks.values().map(Vec::len).sum();
+        let deadline = tokio::time::Instant::now() + limit;
+        while self.messages() < total {
+            if tokio::time::Instant::now() > deadline {
+                let got = per_topic(&self.events.lock().unwrap());
+                let missing: Vec<(&str, u64)> = acks
+                    .iter()
+                    .flat_map(|(topic, seqs)| {
+                        let got = got.get(topic);
+                        seqs.iter()
+                            .filter(move |(seq, _)| !got.is_some_and(|g| g.contains(seq)))
+                            .map(move |(seq, _)| (topic.as_str(), *seq))
+                    })
+                    .collect();
+                return Err(format!(
+                    "{} of {total} messages after {limit:?}; missing {missing:?}; {}",
+                    self.messages(),
+                    summary(&self.events.lock().unwrap())
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
+    }
+
     /// Stops reading and hands the subscription back with every event.
     pub async fn stop(self) -> (Subscription, Vec<Event>) {
         self.stop.notify_one();

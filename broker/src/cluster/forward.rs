@@ -1,0 +1,373 @@
+//! Sending publishes to their topics' owner (`P.n.<owner>.fwd`), coalesced.
+//!
+//! Each owner has a lane on each thread that forwards to it (the HTTP
+//! workers, each its own runtime: a lane runs where its publishes come from,
+//! so the workers share the encoding): a task that keeps at most
+//! [`LANE_REQUESTS`] forwards to the owner unanswered. A publish that finds a slot free goes out at
+//! once; publishes that arrive while every slot is taken wait and go out
+//! together in the next forward, each still sequenced and answered on its
+//! own by the owner ([`Forward::requests`]). Under load one NATS request
+//! and its reply then carry many publishes instead of one each, which is
+//! most of what forwarding costs the nodes and the NATS server.
+
+use std::{collections::HashMap, sync::Arc, thread::ThreadId};
+
+use parking_lot::Mutex;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+use super::{
+    owner::OwnerError,
+    wire::{self, Forward, ForwardItem, ForwardReply},
+    Shared,
+};
+use crate::engine::{PublishError, PublishItem, Published};
+
+/// Forwards to one owner that may be unanswered at once.
+const LANE_REQUESTS: usize = 8;
+/// Most items in one coalesced forward.
+const FORWARD_ITEMS: usize = 4096;
+/// Most payload and topic bytes in one coalesced forward (well under NATS's
+/// default 1 MiB message limit once encoded). A single publish request
+/// larger than this still goes, alone.
+const FORWARD_BYTES: usize = 256 * 1024;
+
+/// Outcome of routing a publish to an owner.
+#[derive(Debug, Clone)]
+pub(crate) enum RouteError {
+    /// The owner is not (or no longer) the owner, or is gone before
+    /// processing anything: route again.
+    Moved(String),
+    /// Failed; tell the client.
+    Failed(PublishError),
+}
+
+impl RouteError {
+    /// The owner task's refusal, as the router acts on it.
+    pub(crate) fn from_owner(e: OwnerError) -> Self {
+        match e {
+            OwnerError::NotOwner => RouteError::Moved("not the owner".into()),
+            OwnerError::CatchingUp => RouteError::Moved("the owner is catching up".into()),
+            OwnerError::Unavailable(m) => RouteError::Failed(PublishError::Unavailable(m)),
+        }
+    }
+}
+
+type Answer = Result<Vec<Published>, RouteError>;
+
+/// One publish request waiting in a lane.
+struct Waiting {
+    items: Vec<PublishItem>,
+    reply: oneshot::Sender<Answer>,
+}
+
+impl Waiting {
+    fn bytes(&self) -> usize {
+        self.items
+            .iter()
+            .map(|i| i.topic.as_str().len() + i.data.len())
+            .sum()
+    }
+}
+
+/// The lanes, one per owner forwarded to and thread forwarding. Dropping it
+/// ends them once their forwards are answered.
+#[derive(Default)]
+pub(crate) struct Forwarder {
+    lanes: Mutex<HashMap<ThreadId, HashMap<String, mpsc::UnboundedSender<Waiting>>>>,
+}
+
+impl Forwarder {
+    /// Sends `items` (all owned by `owner`, per the caller's view) to
+    /// `owner` and waits for its answer.
+    pub(crate) async fn forward(
+        &self,
+        shared: &Arc<Shared>,
+        owner: &str,
+        items: Vec<PublishItem>,
+    ) -> Answer {
+        let (reply, answer) = oneshot::channel();
+        let lane = self.lane(shared, owner);
+        if lane.send(Waiting { items, reply }).is_err() {
+            return Err(RouteError::Moved(format!("no lane to {owner}")));
+        }
+        answer.await.unwrap_or_else(|_| {
+            Err(RouteError::Failed(PublishError::Unavailable(
+                "node is shutting down".into(),
+            )))
+        })
+    }
+
+    fn lane(&self, shared: &Arc<Shared>, owner: &str) -> mpsc::UnboundedSender<Waiting> {
+        let mut lanes = self.lanes.lock();
+        let lanes = lanes.entry(std::thread::current().id()).or_default();
+        // A closed lane's runtime stopped (a worker restarted): start anew.
+        if let Some(lane) = lanes.get(owner).filter(|l| !l.is_closed()) {
+            return lane.clone();
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        tokio::spawn(run_lane(shared.clone(), owner.to_string(), rx));
+        lanes.insert(owner.to_string(), tx.clone());
+        tx
+    }
+}
+
+/// Sends what waits for `owner`, at most [`LANE_REQUESTS`] forwards at a
+/// time, until every sender is gone.
+async fn run_lane(shared: Arc<Shared>, owner: String, mut rx: mpsc::UnboundedReceiver<Waiting>) {
+    let slots = Arc::new(Semaphore::new(LANE_REQUESTS));
+    let mut carried: Option<Waiting> = None;
+    loop {
+        let first = match carried.take() {
+            Some(w) => w,
+            None => match rx.recv().await {
+                Some(w) => w,
+                None => return,
+            },
+        };
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        // Whatever queued while every slot was taken goes in this forward.
+        let (mut items, mut bytes) = (first.items.len(), first.bytes());
+        let mut batch = vec![first];
+        while let Ok(next) = rx.try_recv() {
+            let more = next.bytes();
+            if items + next.items.len() > FORWARD_ITEMS || bytes + more > FORWARD_BYTES {
+                carried = Some(next);
+                break;
+            }
+            items += next.items.len();
+            bytes += more;
+            batch.push(next);
+        }
+        let (shared, owner) = (shared.clone(), owner.clone());
+        tokio::spawn(async move {
+            send(&shared, &owner, batch).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Sends `batch` as one forward and answers each request in it.
+async fn send(shared: &Shared, owner: &str, batch: Vec<Waiting>) {
+    let metrics = shared.hub.metrics();
+    metrics.cluster_forwards.inc();
+    metrics
+        .cluster_forwarded_requests
+        .inc_by(batch.len() as u64);
+    let forward = Forward {
+        items: batch
+            .iter()
+            .flat_map(|w| w.items.iter().map(ForwardItem::new))
+            .collect(),
+        requests: (batch.len() > 1).then(|| batch.iter().map(|w| w.items.len()).collect()),
+    };
+    let answers = match request(shared, owner, &forward).await {
+        Ok(reply) => answers(reply, &batch),
+        Err(e) => vec![Err(e); batch.len()],
+    };
+    for (w, answer) in batch.into_iter().zip(answers) {
+        let _ = w.reply.send(answer);
+    }
+}
+
+/// The answer to each request of `batch` in the owner's `reply`.
+fn answers(reply: ForwardReply, batch: &[Waiting]) -> Vec<Answer> {
+    match reply.each {
+        Some(each) if each.len() == batch.len() => each
+            .into_iter()
+            .zip(batch)
+            .map(|(reply, w)| answer(reply, w.items.iter()))
+            .collect(),
+        Some(_) => vec![Err(malformed()); batch.len()],
+        // One answer for all: a single request, or an owner that predates
+        // coalescing (it took them as one request).
+        None => {
+            let all: Vec<&PublishItem> = batch.iter().flat_map(|w| &w.items).collect();
+            match answer(reply, all.into_iter()) {
+                Ok(published) => {
+                    let mut rest = published.into_iter();
+                    batch
+                        .iter()
+                        .map(|w| Ok(rest.by_ref().take(w.items.len()).collect()))
+                        .collect()
+                }
+                Err(e) => vec![Err(e); batch.len()],
+            }
+        }
+    }
+}
+
+/// One forward request to `owner` and its raw answer.
+async fn request(
+    shared: &Shared,
+    owner: &str,
+    forward: &Forward,
+) -> Result<ForwardReply, RouteError> {
+    let subject = shared.node_subject(owner, "fwd");
+    let request = async_nats::Request::new()
+        .payload(wire::encode(forward))
+        .timeout(Some(
+            shared.settings.replication_timeout + shared.settings.request_timeout,
+        ));
+    let reply = match shared.client.send_request(subject, request).await {
+        Ok(msg) => msg,
+        Err(e) if e.kind() == async_nats::RequestErrorKind::NoResponders => {
+            return Err(RouteError::Moved(format!("{owner} is not reachable")));
+        }
+        Err(e) => {
+            // The owner may have sequenced it: do not retry blindly.
+            return Err(RouteError::Failed(PublishError::Unavailable(format!(
+                "no answer from the topic's owner {owner}: {e}"
+            ))));
+        }
+    };
+    wire::decode::<ForwardReply>(&reply.payload).ok_or_else(malformed)
+}
+
+/// The owner's answer to one request of `items`.
+fn answer<'a>(
+    reply: ForwardReply,
+    items: impl ExactSizeIterator<Item = &'a PublishItem>,
+) -> Answer {
+    match (reply.ok, reply.err) {
+        (Some(acks), _) if acks.len() == items.len() => Ok(items
+            .zip(acks)
+            .map(|(item, a)| Published {
+                topic: item.topic.clone(),
+                seq: a.seq,
+                ts: a.ts,
+                duplicate: a.dup,
+            })
+            .collect()),
+        (_, Some((code, _))) if code == "not_owner" => {
+            Err(RouteError::Moved("owner changed".into()))
+        }
+        (_, Some((_, message))) => Err(RouteError::Failed(PublishError::Unavailable(message))),
+        _ => Err(malformed()),
+    }
+}
+
+fn malformed() -> RouteError {
+    RouteError::Failed(PublishError::Unavailable(
+        "malformed answer from the owner".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        cluster::wire::ForwardAck,
+        hub::{Payload, Topic},
+    };
+
+    fn waiting(topics: &[&str]) -> (Waiting, oneshot::Receiver<Answer>) {
+        let (reply, rx) = oneshot::channel();
+        let items = topics
+            .iter()
+            .map(|t| PublishItem {
+                topic: Topic::parse(t).unwrap(),
+                data: Payload::Json("1".into()),
+                idempotency_key: None,
+                traceparent: None,
+            })
+            .collect();
+        (Waiting { items, reply }, rx)
+    }
+
+    fn ok(seqs: &[u64]) -> ForwardReply {
+        ForwardReply {
+            ok: Some(
+                seqs.iter()
+                    .map(|&seq| ForwardAck {
+                        seq,
+                        ts: 7,
+                        dup: false,
+                    })
+                    .collect(),
+            ),
+            err: None,
+            each: None,
+        }
+    }
+
+    fn seqs(answer: &Answer) -> Vec<(String, u64)> {
+        answer
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|p| (p.topic.as_str().to_string(), p.seq))
+            .collect()
+    }
+
+    #[test]
+    fn each_request_of_a_coalesced_forward_gets_its_own_answer() {
+        let batch = [
+            waiting(&["a.x", "a.y"]).0,
+            waiting(&["b.x"]).0,
+            waiting(&["c.x"]).0,
+        ];
+        let reply = ForwardReply {
+            ok: None,
+            err: None,
+            each: Some(vec![
+                ok(&[4, 9]),
+                refused_reply("unavailable", "cannot take over the topic"),
+                refused_reply("not_owner", "not the owner"),
+            ]),
+        };
+        let got = answers(reply, &batch);
+        assert_eq!(
+            seqs(&got[0]),
+            [("a.x".to_string(), 4), ("a.y".to_string(), 9)]
+        );
+        assert!(matches!(
+            &got[1],
+            Err(RouteError::Failed(PublishError::Unavailable(m))) if m == "cannot take over the topic"
+        ));
+        assert!(matches!(&got[2], Err(RouteError::Moved(_))));
+    }
+
+    #[test]
+    fn one_answer_from_an_older_owner_is_split_over_the_requests() {
+        let batch = [waiting(&["a.x", "a.y"]).0, waiting(&["b.x"]).0];
+        let got = answers(ok(&[4, 9, 2]), &batch);
+        assert_eq!(
+            seqs(&got[0]),
+            [("a.x".to_string(), 4), ("a.y".to_string(), 9)]
+        );
+        assert_eq!(seqs(&got[1]), [("b.x".to_string(), 2)]);
+        let refused = answers(refused_reply("unavailable", "down"), &batch);
+        assert!(refused
+            .iter()
+            .all(|a| matches!(a, Err(RouteError::Failed(_)))));
+    }
+
+    #[test]
+    fn an_answer_that_does_not_fit_the_requests_is_malformed_for_all() {
+        let batch = [waiting(&["a.x", "a.y"]).0, waiting(&["b.x"]).0];
+        // Two acks for three items.
+        let short = answers(ok(&[4, 9]), &batch);
+        // One answer in `each` for two requests.
+        let each = ForwardReply {
+            ok: None,
+            err: None,
+            each: Some(vec![ok(&[4, 9])]),
+        };
+        for got in [short, answers(each, &batch)] {
+            assert!(got.iter().all(|a| matches!(
+                a,
+                Err(RouteError::Failed(PublishError::Unavailable(m))) if m.contains("malformed")
+            )));
+        }
+    }
+
+    fn refused_reply(code: &str, message: &str) -> ForwardReply {
+        ForwardReply {
+            ok: None,
+            err: Some((code.into(), message.into())),
+            each: None,
+        }
+    }
+}
