@@ -10,7 +10,7 @@
 //! and its reply then carry many publishes instead of one each, which is
 //! most of what forwarding costs the nodes and the NATS server.
 
-use std::{collections::HashMap, sync::Arc, thread::ThreadId};
+use std::{collections::HashMap, sync::Arc, thread::ThreadId, time::Duration};
 
 use parking_lot::Mutex;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -20,16 +20,22 @@ use super::{
     wire::{self, Forward, ForwardItem, ForwardReply},
     Shared,
 };
-use crate::engine::{PublishError, PublishItem, Published};
+use crate::{
+    engine::{PublishError, PublishItem, Published},
+    hub::Payload,
+};
 
 /// Forwards to one owner that may be unanswered at once.
 const LANE_REQUESTS: usize = 8;
 /// Most items in one coalesced forward.
 const FORWARD_ITEMS: usize = 4096;
-/// Most payload and topic bytes in one coalesced forward (well under NATS's
-/// default 1 MiB message limit once encoded). A single publish request
-/// larger than this still goes, alone.
+/// Most bytes in one coalesced forward, as [`Waiting::wire_bytes`] counts
+/// them (well under NATS's default 1 MiB message limit). A single publish
+/// request larger than this still goes, alone.
 const FORWARD_BYTES: usize = 256 * 1024;
+/// Longest a forward keeps its lane slot; past it the lane sends the next
+/// one anyway.
+const SLOT_HOLD: Duration = Duration::from_millis(100);
 
 /// Outcome of routing a publish to an owner.
 #[derive(Debug, Clone)]
@@ -61,10 +67,22 @@ struct Waiting {
 }
 
 impl Waiting {
-    fn bytes(&self) -> usize {
+    /// About what its items take in a forward: topic, data (base64 when
+    /// binary), key, trace context and the JSON around them.
+    fn wire_bytes(&self) -> usize {
         self.items
             .iter()
-            .map(|i| i.topic.as_str().len() + i.data.len())
+            .map(|i| {
+                let data = match &i.data {
+                    Payload::Json(text) => text.len(),
+                    Payload::Binary(raw) => raw.len().div_ceil(3) * 4,
+                };
+                i.topic.as_str().len()
+                    + data
+                    + i.idempotency_key.as_ref().map_or(0, String::len)
+                    + i.traceparent.as_ref().map_or(0, String::len)
+                    + 64
+            })
             .sum()
     }
 }
@@ -112,7 +130,10 @@ impl Forwarder {
 }
 
 /// Sends what waits for `owner`, at most [`LANE_REQUESTS`] forwards at a
-/// time, until every sender is gone.
+/// time, until every sender is gone. A forward holds its slot for at most
+/// [`SLOT_HOLD`]: one that waits longer (its owner claiming a topic, or its
+/// NATS server gone with it) must not hold up publishes the owner would
+/// answer at once.
 async fn run_lane(shared: Arc<Shared>, owner: String, mut rx: mpsc::UnboundedReceiver<Waiting>) {
     let slots = Arc::new(Semaphore::new(LANE_REQUESTS));
     let mut carried: Option<Waiting> = None;
@@ -127,12 +148,18 @@ async fn run_lane(shared: Arc<Shared>, owner: String, mut rx: mpsc::UnboundedRec
         let Ok(slot) = slots.clone().acquire_owned().await else {
             return;
         };
-        // Whatever queued while every slot was taken goes in this forward.
-        let (mut items, mut bytes) = (first.items.len(), first.bytes());
-        let mut batch = vec![first];
-        while let Ok(next) = rx.try_recv() {
-            let more = next.bytes();
-            if items + next.items.len() > FORWARD_ITEMS || bytes + more > FORWARD_BYTES {
+        // Whatever queued while every slot was taken goes in this forward
+        // (but not a request whose caller is gone: nobody waits for it).
+        let mut batch = Vec::new();
+        let (mut items, mut bytes) = (0, 0);
+        for next in std::iter::once(first).chain(std::iter::from_fn(|| rx.try_recv().ok())) {
+            if next.reply.is_closed() {
+                continue;
+            }
+            let more = next.wire_bytes();
+            if !batch.is_empty()
+                && (items + next.items.len() > FORWARD_ITEMS || bytes + more > FORWARD_BYTES)
+            {
                 carried = Some(next);
                 break;
             }
@@ -140,10 +167,19 @@ async fn run_lane(shared: Arc<Shared>, owner: String, mut rx: mpsc::UnboundedRec
             bytes += more;
             batch.push(next);
         }
+        if batch.is_empty() {
+            continue;
+        }
         let (shared, owner) = (shared.clone(), owner.clone());
         tokio::spawn(async move {
-            send(&shared, &owner, batch).await;
+            let sending = send(&shared, &owner, batch);
+            tokio::pin!(sending);
+            tokio::select! {
+                () = &mut sending => return,
+                () = tokio::time::sleep(SLOT_HOLD) => {}
+            }
             drop(slot);
+            sending.await;
         });
     }
 }
@@ -361,6 +397,38 @@ mod tests {
                 Err(RouteError::Failed(PublishError::Unavailable(m))) if m.contains("malformed")
             )));
         }
+    }
+
+    #[test]
+    fn the_size_estimate_covers_what_a_forward_encodes() {
+        let item = |data: Payload, key: Option<&str>| PublishItem {
+            topic: Topic::parse("orders.eu.created").unwrap(),
+            data,
+            idempotency_key: key.map(str::to_string),
+            traceparent: Some(format!("00-{}-{}-01", "a".repeat(32), "b".repeat(16))),
+        };
+        let (reply, _rx) = oneshot::channel();
+        let waiting = Waiting {
+            items: vec![
+                item(
+                    Payload::Json(r#"{"a":"\u00e9\n","b":[1,2]}"#.into()),
+                    Some(&"k".repeat(255)),
+                ),
+                item(Payload::Binary(vec![0xff; 1000].into()), None),
+                item(Payload::Json("1".into()), None),
+            ],
+            reply,
+        };
+        let encoded = wire::encode(&Forward {
+            items: waiting.items.iter().map(ForwardItem::new).collect(),
+            requests: Some(vec![waiting.items.len()]),
+        });
+        assert!(
+            encoded.len() <= waiting.wire_bytes(),
+            "{} encoded, {} estimated",
+            encoded.len(),
+            waiting.wire_bytes()
+        );
     }
 
     fn refused_reply(code: &str, message: &str) -> ForwardReply {

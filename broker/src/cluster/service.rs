@@ -78,7 +78,8 @@ async fn serve_forward(shared: &Shared, payload: &[u8]) -> ForwardReply {
     let Some(counts) = forward.requests else {
         return owner_answer(owner_publish(shared, items).await);
     };
-    if counts.iter().sum::<usize>() != items.len() || counts.contains(&0) {
+    let total = counts.iter().try_fold(0usize, |sum, &n| sum.checked_add(n));
+    if total != Some(items.len()) || counts.contains(&0) {
         return refused("unavailable", "malformed forward requests".into());
     }
     // Every request goes to the owner task before any answer is awaited,
@@ -89,9 +90,20 @@ async fn serve_forward(shared: &Shared, payload: &[u8]) -> ForwardReply {
         .iter()
         .map(|&n| owner_publish(shared, rest.by_ref().take(n).collect()))
         .collect();
+    // The reply goes when every request is answered, or at the deadline,
+    // well before the sender gives up on the whole forward: a request still
+    // waiting then (its topic being claimed) is refused alone, and the
+    // others keep their acks.
+    let deadline = tokio::time::Instant::now() + shared.settings.replication_timeout;
     let mut each = Vec::with_capacity(pending.len());
     for answer in pending {
-        each.push(owner_answer(answer.await));
+        each.push(match tokio::time::timeout_at(deadline, answer).await {
+            Ok(answer) => owner_answer(answer),
+            Err(_) => refused(
+                "unavailable",
+                "the topic's owner did not answer in time".into(),
+            ),
+        });
     }
     ForwardReply {
         ok: None,

@@ -313,20 +313,23 @@ impl Owner {
             {
                 let head = self.shared.hub.head(&topic).last_seq;
                 tracing::info!(%topic, counter = term.counter, head, "claimed topic");
-                // What each peer holds counts as acknowledged: a peer short
-                // of this node's head (the old owner dropped its unconfirmed
-                // messages that a replica kept) is then sent the rest by
-                // `laggards`, instead of waiting for the topic's next
-                // publish to reveal the gap. (Only seqs at or below a head
-                // a peer reported: no new message is confirmed by it.)
+                // What each peer holds now is what it has acknowledged:
+                // progress from an earlier time this node owned the topic
+                // no longer says anything (a peer may hold other messages
+                // at those seqs now), and a peer short of this node's head
+                // (the old owner dropped its unconfirmed messages that a
+                // replica kept) is sent the rest by `laggards` instead of
+                // waiting for the topic's next publish to reveal the gap.
+                // Every seeded head is at or below this node's, so none
+                // confirms a message sequenced from here on.
+                for progress in self.acks.values_mut() {
+                    progress.remove(&topic);
+                }
                 for (peer, held) in peer_heads {
-                    let acked = self
-                        .acks
+                    self.acks
                         .entry(peer)
                         .or_default()
-                        .entry(topic.clone())
-                        .or_default();
-                    *acked = (*acked).max(held);
+                        .insert(topic.clone(), held);
                 }
                 self.slots.insert(
                     topic,

@@ -71,6 +71,10 @@ impl Owner {
             }
             Some(Slot::Owned(owned)) => {
                 tracing::info!(%topic, reason, pending = owned.pending.len(), "giving up ownership");
+                // Peers' progress counts only while the topic is owned here.
+                for progress in self.acks.values_mut() {
+                    progress.remove(topic);
+                }
                 for part in owned.pending {
                     for (request, _, _) in part.waiters {
                         fail(

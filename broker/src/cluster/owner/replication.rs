@@ -92,6 +92,11 @@ impl Owner {
         let progress = self.acks.entry(ack.node).or_default();
         for (topic, seq) in ack.heads {
             if let Ok(topic) = Topic::parse(&topic) {
+                // Progress counts only for topics owned here now; a claim
+                // starts each topic's record afresh from the peers' heads.
+                if !matches!(self.slots.get(&topic), Some(Slot::Owned(_))) {
+                    continue;
+                }
                 self.touched.insert(topic.clone());
                 let slot = progress.entry(topic).or_default();
                 *slot = (*slot).max(seq);
