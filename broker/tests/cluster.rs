@@ -216,6 +216,25 @@ async fn concurrent_publishes_to_other_owners_share_forwards_and_keep_their_own_
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+    // One request repeating a key (a batch): the repeat is answered with
+    // the first item's seq, on an owner that never saw the key before.
+    let topic = &topics[7];
+    let batch = json!([
+        {"topic": topic, "data": "a", "idempotency_key": "batch-1"},
+        {"topic": topic, "data": "a", "idempotency_key": "batch-1"},
+        {"topic": topic, "data": "b"}
+    ]);
+    let res = http()
+        .post(format!("{url}/v1/publish"))
+        .json(&batch)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let acks: Vec<Value> = res.json().await.unwrap();
+    let seq = |i: usize| acks[i]["seq"].as_u64().unwrap();
+    assert_eq!(seq(0), seq(1), "{acks:?}");
+    assert_eq!(seq(2), seq(0) + 1, "{acks:?}");
     let forwarded =
         metric(&nodes[0], "herald_cluster_forwarded_requests_total").await - forwarded_before;
     let forwards = metric(&nodes[0], "herald_cluster_forwards_total").await - forwards_before;

@@ -377,36 +377,17 @@ impl Owner {
             results: vec![None; items.len()],
             remaining: items.len(),
         }));
-        let mut parts: HashMap<Topic, Part> = HashMap::new();
-        let mut immediate = Vec::new();
-        for (index, item) in items.into_iter().enumerate() {
-            let Some(Slot::Owned(owned)) = self.slots.get_mut(&item.topic) else {
+        // Every idempotency lookup first: a failed read refuses the request
+        // before any seq is given out (a seq given out, replicated and then
+        // dropped would leave a hole this node's log could never continue
+        // past).
+        let mut earlier = Vec::with_capacity(items.len());
+        for item in &items {
+            let Some(Slot::Owned(owned)) = self.slots.get(&item.topic) else {
                 unreachable!("assign is only called with every topic owned")
             };
-            match stamp.earlier(&item, &owned.in_flight, self.shared.log.as_ref()) {
-                Ok(Some(published)) => {
-                    // The first publish with this key may still wait for its
-                    // replicas: answer this one when that one is applied.
-                    let seq = published.seq;
-                    if let Some(part) = owned
-                        .pending
-                        .iter_mut()
-                        .find(|p| p.first_seq <= seq && seq <= p.last_seq)
-                    {
-                        part.waiters.push((request.clone(), index, published));
-                    } else if let Some(part) = parts
-                        .get_mut(&item.topic)
-                        .filter(|p| p.first_seq <= seq && seq <= p.last_seq)
-                    {
-                        part.waiters.push((request.clone(), index, published));
-                    } else {
-                        // Stored, or confirmed by its replicas and being
-                        // applied here.
-                        immediate.push((index, published));
-                    }
-                    continue;
-                }
-                Ok(None) => {}
+            match stamp.earlier(item, &owned.in_flight, self.shared.log.as_ref()) {
+                Ok(found) => earlier.push(found),
                 Err(e) => {
                     fail(
                         &request,
@@ -414,6 +395,38 @@ impl Owner {
                     );
                     return;
                 }
+            }
+        }
+        let mut parts: HashMap<Topic, Part> = HashMap::new();
+        let mut immediate = Vec::new();
+        for (index, (item, found)) in items.into_iter().zip(earlier).enumerate() {
+            let Some(Slot::Owned(owned)) = self.slots.get_mut(&item.topic) else {
+                unreachable!("assign is only called with every topic owned")
+            };
+            // A key repeated within this request: its first copy is in
+            // flight by now.
+            let found = found.or_else(|| stamp.in_flight(&item, &owned.in_flight));
+            if let Some(published) = found {
+                // The first publish with this key may still wait for its
+                // replicas: answer this one when that one is applied.
+                let seq = published.seq;
+                if let Some(part) = owned
+                    .pending
+                    .iter_mut()
+                    .find(|p| p.first_seq <= seq && seq <= p.last_seq)
+                {
+                    part.waiters.push((request.clone(), index, published));
+                } else if let Some(part) = parts
+                    .get_mut(&item.topic)
+                    .filter(|p| p.first_seq <= seq && seq <= p.last_seq)
+                {
+                    part.waiters.push((request.clone(), index, published));
+                } else {
+                    // Stored, or confirmed by its replicas and being
+                    // applied here.
+                    immediate.push((index, published));
+                }
+                continue;
             }
             let seq = owned.next_seq;
             owned.next_seq += 1;

@@ -48,8 +48,8 @@ impl Stamp {
         let Some(key) = &item.idempotency_key else {
             return Ok(None);
         };
-        if let Some(p) = in_flight.get(&(item.topic.clone(), key.clone())) {
-            return Ok(Some(p.clone()));
+        if let Some(p) = self.in_flight(item, in_flight) {
+            return Ok(Some(p));
         }
         Ok(log
             .idempotency(&item.topic, key)?
@@ -60,6 +60,17 @@ impl Stamp {
                 ts: r.ts,
                 duplicate: true,
             }))
+    }
+
+    /// The in-flight publish `item` repeats, if its key is in `in_flight`
+    /// (no read of the log).
+    pub(crate) fn in_flight(
+        &self,
+        item: &PublishItem,
+        in_flight: &InFlightKeys,
+    ) -> Option<Published> {
+        let key = item.idempotency_key.as_ref()?;
+        in_flight.get(&(item.topic.clone(), key.clone())).cloned()
     }
 
     /// `item` as message `seq`: the entry to store and the publisher's
