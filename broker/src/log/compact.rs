@@ -26,21 +26,21 @@ use super::{
     contain::contain,
     damage::Damage,
     key_filter::KeyFilter,
-    keys::{
-        head_key, idempotency_key, message_key, message_prefix, message_prefix_end, seq_of_key,
-        u64_at,
-    },
+    keys::{head_key, idempotency_key, message_prefix, message_prefix_end, seq_of_key, u64_at},
     record,
-    run::{decode_pass, encode_run, RUN_BYTES},
+    run::{decode_pass, RUN_BYTES},
     runs::RunFiles,
-    sled_maint::idempotency_body,
     tail::{Staged, Tail, Take},
     wal::{Replayed, Wal},
     LogEntry, LogError,
 };
 use herald_core::Topic;
 
+mod batches;
 mod collect;
+
+use batches::runs_batches;
+pub(super) use batches::{put_body, put_run};
 
 /// How often the thread compacts (a share) when nothing wakes it sooner.
 /// sled's cost is per key, and every topic that saw a message since the
@@ -70,11 +70,6 @@ pub(super) const SHARE_BYTES: usize = 16 << 20;
 /// How often compaction also collects the run files' garbage.
 const COLLECT_EVERY: Duration = Duration::from_secs(30);
 
-/// Topics per sled batch of a compaction. A batch holds one epoch of
-/// sled's memory reclamation open while it runs, and every key it writes
-/// copies a leaf: small batches let the copies go as it proceeds.
-const TOPICS_PER_BATCH: usize = 8;
-
 /// Whether `bytes` staged over `topics` topics and waiting for a
 /// compaction (not counting what the running one writes) should start one
 /// before its time. Counting only what waits matters: what is staged while
@@ -83,73 +78,6 @@ const TOPICS_PER_BATCH: usize = 8;
 /// written one key per few messages.
 fn due(bytes: usize, topics: usize) -> bool {
     bytes >= SOON_BYTES || (bytes >= EARLY_BYTES && bytes >= topics * RUN_BYTES)
-}
-
-/// The sled writes that turn `staged` into runs and idempotency records,
-/// in batches each holding whole topics (a crash between two leaves each
-/// topic entirely in runs or entirely in the write-ahead file); the keys
-/// were noted in the key filter when they were appended (or replayed).
-/// The bodies go to `runs`, durable at its next sync, which must come
-/// before the batches are applied.
-pub(super) fn runs_batches(staged: &Staged, runs: &RunFiles) -> std::io::Result<Vec<sled::Batch>> {
-    let mut batches = Vec::with_capacity(staged.topics.len() / TOPICS_PER_BATCH + 1);
-    for (i, (topic, t)) in staged.topics.iter().enumerate() {
-        if i % TOPICS_PER_BATCH == 0 {
-            batches.push(sled::Batch::default());
-        }
-        let batch = batches.last_mut().expect("pushed above");
-        let mut run: Vec<&herald_core::Message> = Vec::new();
-        let mut bytes = 0;
-        for m in &t.messages {
-            let breaks = run.last().is_some_and(|l| l.seq + 1 != m.seq) || bytes >= RUN_BYTES;
-            if breaks {
-                put_run(batch, runs, topic, &run)?;
-                run.clear();
-                bytes = 0;
-            }
-            bytes += m.envelope().len() + 12;
-            run.push(m);
-        }
-        put_run(batch, runs, topic, &run)?;
-        for (name, r) in &t.keys {
-            let key = idempotency_key(topic, name);
-            let value = record::seal(&key, &idempotency_body(r.seq, r.ts, r.expires_at));
-            batch.insert(key, value);
-        }
-    }
-    Ok(batches)
-}
-
-/// Writes the body of `run` (consecutive messages) to `runs` and adds its
-/// ref to `batch`.
-pub(super) fn put_run(
-    batch: &mut sled::Batch,
-    runs: &RunFiles,
-    topic: &herald_core::Topic,
-    run: &[&herald_core::Message],
-) -> std::io::Result<()> {
-    let Some(last) = run.last() else {
-        return Ok(());
-    };
-    let key = message_key(topic, last.seq);
-    let body = encode_run(run.iter().map(|m| (m.ts, &m.envelope()[..])));
-    put_body(batch, runs, key, &body, run.len(), last.ts)
-}
-
-/// Writes a run body to `runs` and adds its ref, under `key`, to `batch`.
-pub(super) fn put_body(
-    batch: &mut sled::Batch,
-    runs: &RunFiles,
-    key: Vec<u8>,
-    body: &[u8],
-    count: usize,
-    last_ts: u64,
-) -> std::io::Result<()> {
-    let count = u32::try_from(count).map_err(std::io::Error::other)?;
-    let r = runs.put(&key, body, count, last_ts)?;
-    let value = record::seal(&key, &r.encode());
-    batch.insert(key, value);
-    Ok(())
 }
 
 /// The last seq `tree` stores for `topic` (in runs, or removed by
