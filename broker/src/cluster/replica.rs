@@ -96,8 +96,7 @@ async fn flush(shared: &Arc<Shared>, reps: &mut Vec<Replicate>) {
         let mut accepted: Vec<(Topic, Term)> = Vec::new();
         for (topic, term) in &rep.terms {
             let Ok(t) = Topic::parse(topic) else { continue };
-            let known = shared.term(&t);
-            if *term < known {
+            if let Some(known) = shared.newer_term(&t, term) {
                 ack.rejected.push((topic.clone(), known));
             } else {
                 termed.insert(topic.as_str());
@@ -125,8 +124,7 @@ async fn flush(shared: &Arc<Shared>, reps: &mut Vec<Replicate>) {
         for (t, term) in topics {
             // A newer owner's messages applied in the same pass may have
             // taken the place of this owner's: its head says nothing then.
-            let known = shared.term(&t);
-            if known > term {
+            if let Some(known) = shared.newer_term(&t, &term) {
                 ack.rejected.push((t.as_str().to_string(), known));
             } else {
                 let head = shared.hub.head(&t).last_seq;

@@ -75,6 +75,25 @@ impl Shared {
         self.terms.lock().get(topic).cloned().unwrap_or_default()
     }
 
+    /// The known term of `topic` if it is newer than `than` (no copy of
+    /// the term otherwise: replication asks this for every topic it
+    /// carries).
+    pub fn newer_term(&self, topic: &Topic, than: &Term) -> Option<Term> {
+        self.terms
+            .lock()
+            .get(topic)
+            .filter(|known| *known > than)
+            .cloned()
+    }
+
+    /// Whether `term` is the known term of `topic`.
+    pub fn term_is(&self, topic: &Topic, term: &Term) -> bool {
+        match self.terms.lock().get(topic) {
+            Some(known) => known == term,
+            None => *term == Term::default(),
+        }
+    }
+
     /// Raises the known term of `topic` to `term` if higher (persisted,
     /// durable at the next sync); returns whether it rose.
     pub fn raise_term(&self, topic: &Topic, term: &Term) -> Result<bool, LogError> {

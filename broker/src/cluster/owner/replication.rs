@@ -158,7 +158,7 @@ pub(super) async fn apply_parts(
         let (batch, stale): (Vec<Part>, Vec<Part>) = batch.into_iter().partition(|p| {
             p.entries
                 .first()
-                .is_none_or(|e| shared.term(&e.message.topic) == p.term)
+                .is_none_or(|e| shared.term_is(&e.message.topic, &p.term))
         });
         for part in stale {
             for (request, _, _) in part.waiters {
