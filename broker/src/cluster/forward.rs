@@ -1,14 +1,14 @@
 //! Sending publishes to their topics' owner (`P.n.<owner>.fwd`), coalesced.
 //!
 //! Each owner has a lane on each thread that forwards to it (the HTTP
-//! workers, each its own runtime: a lane runs where its publishes come from,
-//! so the workers share the encoding): a task that keeps at most
-//! [`LANE_REQUESTS`] forwards to the owner unanswered. A publish that finds a slot free goes out at
-//! once; publishes that arrive while every slot is taken wait and go out
+//! workers, each its own runtime: a lane runs where its publishes come
+//! from, so the workers share the encoding): a task that keeps at most
+//! [`LANE_REQUESTS`] forwards to the owner unanswered (a forward stops
+//! counting after [`SLOT_HOLD`]). A publish that finds a slot free goes out
+//! at once; publishes that arrive while every slot is taken wait and go out
 //! together in the next forward, each still sequenced and answered on its
 //! own by the owner ([`Forward::requests`]). Under load one NATS request
-//! and its reply then carry many publishes instead of one each, which is
-//! most of what forwarding costs the nodes and the NATS server.
+//! and its reply then carry many publishes instead of one each.
 
 use std::{collections::HashMap, sync::Arc, thread::ThreadId, time::Duration};
 
