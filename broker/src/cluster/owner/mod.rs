@@ -313,18 +313,15 @@ impl Owner {
             {
                 let head = self.shared.hub.head(&topic).last_seq;
                 tracing::info!(%topic, counter = term.counter, head, "claimed topic");
-                // What each peer holds now is what it has acknowledged:
-                // progress from an earlier time this node owned the topic
-                // no longer says anything (a peer may hold other messages
-                // at those seqs now), and a peer short of this node's head
-                // (the old owner dropped its unconfirmed messages that a
-                // replica kept) is sent the rest by `laggards` instead of
+                // What each peer holds now is what it has acknowledged (no
+                // progress is kept from an earlier time this node owned the
+                // topic: giving it up forgot it, and acks count only while
+                // it is owned). A peer short of this node's head (the old
+                // owner dropped its unconfirmed messages that a replica
+                // kept) is then sent the rest by `laggards` instead of
                 // waiting for the topic's next publish to reveal the gap.
                 // Every seeded head is at or below this node's, so none
                 // confirms a message sequenced from here on.
-                for progress in self.acks.values_mut() {
-                    progress.remove(&topic);
-                }
                 for (peer, held) in peer_heads {
                     self.acks
                         .entry(peer)
